@@ -1,0 +1,34 @@
+# dfe_airbyte — PGXS build.
+#
+#   make PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+#   make install
+#
+# The install script is assembled from sql/install/*.sql (one file per
+# concern, applied in name order) so that each feature owns its own SQL.
+
+EXTENSION    = dfe_airbyte
+EXTVERSION   = 0.1.0
+MODULE_big   = dfe_airbyte
+OBJS         = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+DATA_built   = sql/$(EXTENSION)--$(EXTVERSION).sql
+PGFILEDESC   = "dfe_airbyte - Airbyte replication to BigQuery, run from the database"
+
+# pg_regress files: sql/<name>.sql against expected/<name>.out
+REGRESS      = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/$(EXTENSION)--%,$(wildcard sql/*.sql))))
+REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf --load-extension=$(EXTENSION)
+
+PG_CPPFLAGS  = -I$(srcdir)/src -DDFE_AIRBYTE_VERSION=\"$(EXTVERSION)\" -Wall -Wextra -Werror \
+               -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+SHLIB_LINK   = -lcurl -lcjson -lyaml
+
+# JIT bitcode is not needed and would require clang on the build machine
+override with_llvm = no
+
+PG_CONFIG   ?= $(shell test -x /usr/lib/postgresql/15/bin/pg_config && echo /usr/lib/postgresql/15/bin/pg_config || echo pg_config)
+PGXS        := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard sql/install/*.sql))
+	cat $^ > $@
+
+EXTRA_CLEAN = tmp_install results regression.diffs regression.out log

@@ -1,0 +1,41 @@
+-- dfe_airbyte install script, part 00: schema, roles, shared objects.
+-- The install script is assembled from sql/install/*.sql in name order.
+
+\echo Use "CREATE EXTENSION dfe_airbyte" to load this file. \quit
+
+CREATE SCHEMA dfe_airbyte;
+COMMENT ON SCHEMA dfe_airbyte IS 'dfe_airbyte: allowlist, blocklist, deploys, health views and history';
+
+-- The role that may call out to Airbyte/BigQuery, change the lists and run
+-- deploys.  Roles are cluster-wide: DROP EXTENSION leaves it in place.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'dfe_airbyte_admin') THEN
+        CREATE ROLE dfe_airbyte_admin NOLOGIN;
+    END IF;
+END
+$$;
+COMMENT ON ROLE dfe_airbyte_admin IS 'may run dfe_airbyte deploys, load its lists and call Airbyte/BigQuery';
+
+REVOKE ALL ON SCHEMA dfe_airbyte FROM PUBLIC;
+GRANT USAGE ON SCHEMA dfe_airbyte TO dfe_airbyte_admin, pg_monitor;
+
+-- What the worker noticed and did, with its reason.  Every feature writes here.
+CREATE TABLE dfe_airbyte.events (
+    id          bigserial PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT now(),
+    severity    text NOT NULL DEFAULT 'info'
+                CHECK (severity IN ('info', 'warning', 'critical')),
+    kind        text NOT NULL,
+    object      text,
+    detail      text NOT NULL,
+    data        jsonb
+);
+CREATE INDEX events_at_idx ON dfe_airbyte.events (at);
+COMMENT ON TABLE dfe_airbyte.events IS 'what the dfe_airbyte worker noticed and did (limit crossed, slot recreated, sync stale, tags re-applied)';
+GRANT SELECT ON dfe_airbyte.events TO dfe_airbyte_admin, pg_monitor;
+
+CREATE FUNCTION dfe_airbyte_worker_pid() RETURNS integer
+    AS 'MODULE_PATHNAME', 'dfe_airbyte_worker_pid'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION dfe_airbyte_worker_pid() IS 'pid of the dfe_airbyte background worker, NULL when it is not running';

@@ -1,0 +1,182 @@
+/*
+ * dfe_airbyte.c — module load: settings, shared memory, worker registration,
+ * the cJSON allocator and the commit-time wake-up of the worker.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include "settings.h"
+#include "shared.h"
+#include "worker.h"
+
+PG_MODULE_MAGIC;
+
+DfeShared  *dfe_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool wake_at_commit = false;
+
+void		_PG_init(void);
+
+static void
+dfe_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(DfeShared)));
+}
+
+static void
+dfe_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	dfe_shared = ShmemInitStruct("dfe_airbyte", sizeof(DfeShared), &found);
+	if (!found)
+	{
+		memset(dfe_shared, 0, sizeof(DfeShared));
+		SpinLockInit(&dfe_shared->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+static void
+dfe_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit)
+				dfe_wake_worker();
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * cJSON allocates through palloc, so a cJSON tree belongs to the memory
+ * context that was current when it was built: an ERROR anywhere frees it
+ * with that context, no PG_TRY needed.  palloc never returns NULL (it
+ * raises ERROR instead), which cJSON handles as an ordinary failure path.
+ */
+static void *
+cjson_palloc(size_t size)
+{
+	return palloc(size);
+}
+
+static void
+cjson_pfree(void *ptr)
+{
+	if (ptr)
+		pfree(ptr);
+}
+
+void
+dfe_json_init(void)
+{
+	cJSON_Hooks hooks = {cjson_palloc, cjson_pfree};
+
+	cJSON_InitHooks(&hooks);
+}
+
+void
+_PG_init(void)
+{
+	dfe_define_settings();
+	dfe_json_init();
+
+	/* once per process; libcurl's global init is not thread safe, we are */
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialise libcurl"),
+				 errhint("Check that libcurl and its TLS library are installed correctly.")));
+
+	RegisterXactCallback(dfe_xact_callback, NULL);
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = dfe_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = dfe_shmem_startup;
+
+	dfe_register_worker();
+}
+
+bool
+dfe_worker_running(void)
+{
+	bool		running;
+
+	if (dfe_shared == NULL)
+		return false;
+	SpinLockAcquire(&dfe_shared->mutex);
+	running = dfe_shared->worker_pid != 0;
+	SpinLockRelease(&dfe_shared->mutex);
+	return running;
+}
+
+void
+dfe_wake_worker(void)
+{
+	Latch	   *latch = NULL;
+
+	if (dfe_shared == NULL)
+		return;
+	SpinLockAcquire(&dfe_shared->mutex);
+	if (dfe_shared->worker_pid != 0)
+		latch = dfe_shared->worker_latch;
+	SpinLockRelease(&dfe_shared->mutex);
+	if (latch)
+		SetLatch(latch);
+}
+
+void
+dfe_wake_worker_at_commit(void)
+{
+	wake_at_commit = true;
+}
+
+PG_FUNCTION_INFO_V1(dfe_airbyte_worker_pid);
+
+/* dfe_airbyte_worker_pid() → the worker's pid, NULL when none runs */
+Datum
+dfe_airbyte_worker_pid(PG_FUNCTION_ARGS)
+{
+	pid_t		pid = 0;
+
+	if (dfe_shared != NULL)
+	{
+		SpinLockAcquire(&dfe_shared->mutex);
+		pid = dfe_shared->worker_pid;
+		SpinLockRelease(&dfe_shared->mutex);
+	}
+	if (pid == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT32(pid);
+}

@@ -1,0 +1,341 @@
+/*
+ * settings.c — GUC definitions and environment fallbacks (SPEC §2).
+ *
+ * Connection details and secrets are PGC_SIGHUP: only a superuser can set
+ * them (postgresql.conf or ALTER SYSTEM), so no ordinary role can point the
+ * extension at another URL or read a secret.  Secrets are also
+ * GUC_SUPERUSER_ONLY and GUC_NO_SHOW_ALL, so SHOW ALL and pg_settings do not
+ * show them to anyone but a superuser.
+ */
+#include "postgres.h"
+
+#include <limits.h>
+#include <stdlib.h>
+
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include <cjson/cJSON.h>
+
+#include "settings.h"
+
+char	   *dfe_database = NULL;
+char	   *dfe_airbyte_url = NULL;
+char	   *dfe_airbyte_client_id = NULL;
+char	   *dfe_airbyte_client_secret = NULL;
+char	   *dfe_connection_id = NULL;
+char	   *dfe_source_id = NULL;
+char	   *dfe_bigquery_project = NULL;
+char	   *dfe_bigquery_dataset = NULL;
+char	   *dfe_bigquery_internal_dataset = NULL;
+char	   *dfe_hidden_policy_tag = NULL;
+char	   *dfe_google_credentials = NULL;
+char	   *dfe_azure_client_id = NULL;
+char	   *dfe_azure_federated_token_file = NULL;
+char	   *dfe_bigquery_url = NULL;
+char	   *dfe_slot_name = NULL;
+int			dfe_max_slot_wal_size_mb = -1;
+int			dfe_slot_limit_action = SLOT_LIMIT_WARN;
+int			dfe_check_interval_s = 10;
+int			dfe_sync_stale_after_min = 45;
+
+int			dfe_http_connect_timeout_s = 10;
+int			dfe_http_timeout_s = 60;
+int			dfe_http_max_retries = 5;
+int			dfe_http_retry_base_ms = 500;
+int			dfe_policy_tag_concurrency = 16;
+int			dfe_migration_wait_timeout_s = 600;
+int			dfe_job_timeout_s = 3600;
+int			dfe_job_poll_interval_s = 10;
+int			dfe_sync_poll_interval_s = 60;
+int			dfe_history_retention_min = 7 * 24 * 60;
+int			dfe_history_max_rows = 100000;
+double		dfe_slot_warning_fraction = 0.8;
+
+static const struct config_enum_entry slot_limit_action_options[] = {
+	{"warn", SLOT_LIMIT_WARN, false},
+	{"terminate", SLOT_LIMIT_TERMINATE, false},
+	{"recreate", SLOT_LIMIT_RECREATE, false},
+	{NULL, 0, false}
+};
+
+static void
+define_string(const char *name, const char *desc, char **var, const char *boot,
+			  GucContext context, int flags)
+{
+	DefineCustomStringVariable(name, desc, NULL, var, boot, context, flags,
+							   NULL, NULL, NULL);
+}
+
+static void
+define_int(const char *name, const char *desc, int *var, int boot, int min,
+		   int max, int flags)
+{
+	DefineCustomIntVariable(name, desc, NULL, var, boot, min, max, PGC_SIGHUP,
+							flags, NULL, NULL, NULL);
+}
+
+void
+dfe_define_settings(void)
+{
+	const int	secret = GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL;
+
+	/*
+	 * PostgreSQL only allows postmaster-level settings while preloading (it
+	 * raises FATAL otherwise); without preloading there is no worker anyway.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		define_string("dfe_airbyte.database",
+					  "Database the dfe_airbyte worker connects to.",
+					  &dfe_database, "postgres", PGC_POSTMASTER, 0);
+	define_string("dfe_airbyte.airbyte_url",
+				  "Airbyte server base URL (env AIRBYTE_SERVER_URL).",
+				  &dfe_airbyte_url, NULL, PGC_SIGHUP, 0);
+	define_string("dfe_airbyte.airbyte_client_id",
+				  "Airbyte application client id (env AIRBYTE_CLIENT_ID).",
+				  &dfe_airbyte_client_id, NULL, PGC_SIGHUP, 0);
+	define_string("dfe_airbyte.airbyte_client_secret",
+				  "Airbyte application client secret (env AIRBYTE_CLIENT_SECRET).",
+				  &dfe_airbyte_client_secret, NULL, PGC_SIGHUP, secret);
+	define_string("dfe_airbyte.connection_id",
+				  "Airbyte connection id (env AIRBYTE_CONFIGURATION, key CONNECTION_ID).",
+				  &dfe_connection_id, NULL, PGC_SIGHUP, 0);
+	define_string("dfe_airbyte.source_id",
+				  "Airbyte source id; read from the connection when unset (env AIRBYTE_CONFIGURATION, key SOURCE_ID).",
+				  &dfe_source_id, NULL, PGC_SIGHUP, 0);
+	define_string("dfe_airbyte.bigquery_project",
+				  "GCP project of the BigQuery datasets (env BIGQUERY_PROJECT_ID).",
+				  &dfe_bigquery_project, NULL, PGC_SIGHUP, 0);
+	define_string("dfe_airbyte.bigquery_dataset",
+				  "BigQuery dataset of the final tables (env BIGQUERY_AIRBYTE_DATASET).",
+				  &dfe_bigquery_dataset, NULL, PGC_SIGHUP, 0);
+	define_string("dfe_airbyte.bigquery_internal_dataset",
+				  "BigQuery dataset of Airbyte's raw tables (env AIRBYTE_INTERNAL_DATASET, default airbyte_internal).",
+				  &dfe_bigquery_internal_dataset, NULL, PGC_SIGHUP, 0);
+	define_string("dfe_airbyte.hidden_policy_tag",
+				  "Policy tag put on sensitive columns (env BIGQUERY_HIDDEN_POLICY_TAG).",
+				  &dfe_hidden_policy_tag, NULL, PGC_SIGHUP, 0);
+	define_string("dfe_airbyte.google_credentials",
+				  "Google external-account credential configuration, as JSON or a file path (env GOOGLE_CLOUD_CREDENTIALS).",
+				  &dfe_google_credentials, NULL, PGC_SIGHUP, secret);
+	define_string("dfe_airbyte.azure_client_id",
+				  "Azure client id for workload identity (env AZURE_CLIENT_ID).",
+				  &dfe_azure_client_id, NULL, PGC_SIGHUP, 0);
+	define_string("dfe_airbyte.azure_federated_token_file",
+				  "Azure federated token file (env AZURE_FEDERATED_TOKEN_FILE).",
+				  &dfe_azure_federated_token_file, NULL, PGC_SIGHUP, 0);
+	define_string("dfe_airbyte.bigquery_url",
+				  "BigQuery API base URL.",
+				  &dfe_bigquery_url, "https://bigquery.googleapis.com", PGC_SIGHUP, 0);
+	define_string("dfe_airbyte.slot_name",
+				  "The Airbyte logical replication slot.",
+				  &dfe_slot_name, "airbyte_slot", PGC_SIGHUP, 0);
+
+	define_int("dfe_airbyte.max_slot_wal_size",
+			   "Most WAL the Airbyte slot may retain before slot_limit_action is taken (-1: no limit).",
+			   &dfe_max_slot_wal_size_mb, -1, -1, INT_MAX, GUC_UNIT_MB);
+	DefineCustomEnumVariable("dfe_airbyte.slot_limit_action",
+							 "What to do when the Airbyte slot passes max_slot_wal_size: warn, terminate or recreate.",
+							 NULL, &dfe_slot_limit_action, SLOT_LIMIT_WARN,
+							 slot_limit_action_options, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	define_int("dfe_airbyte.check_interval",
+			   "How often the worker samples the replication slots.",
+			   &dfe_check_interval_s, 10, 1, 86400, GUC_UNIT_S);
+	define_int("dfe_airbyte.sync_stale_after",
+			   "A sync older than this is stale.",
+			   &dfe_sync_stale_after_min, 45, 1, 7 * 24 * 60, GUC_UNIT_MIN);
+
+	define_int("dfe_airbyte.http_connect_timeout",
+			   "Connect timeout of every outside HTTP call.",
+			   &dfe_http_connect_timeout_s, 10, 1, 600, GUC_UNIT_S);
+	define_int("dfe_airbyte.http_timeout",
+			   "Total timeout of one HTTP attempt.",
+			   &dfe_http_timeout_s, 60, 1, 3600, GUC_UNIT_S);
+	define_int("dfe_airbyte.http_max_retries",
+			   "Retries of an HTTP call after 429, 5xx or a transport error.",
+			   &dfe_http_max_retries, 5, 0, 100, 0);
+	define_int("dfe_airbyte.http_retry_base_delay",
+			   "First retry delay; each retry doubles it, with jitter.",
+			   &dfe_http_retry_base_ms, 500, 1, 600000, GUC_UNIT_MS);
+	define_int("dfe_airbyte.policy_tag_concurrency",
+			   "BigQuery tables processed at once by dfe_airbyte_apply_policy_tags().",
+			   &dfe_policy_tag_concurrency, 16, 1, 256, 0);
+	define_int("dfe_airbyte.migration_wait_timeout",
+			   "How long a deploy waits for a running Rails migration.",
+			   &dfe_migration_wait_timeout_s, 600, 0, 86400, GUC_UNIT_S);
+	define_int("dfe_airbyte.job_timeout",
+			   "How long a deploy waits for its Airbyte sync job.",
+			   &dfe_job_timeout_s, 3600, 1, 7 * 86400, GUC_UNIT_S);
+	define_int("dfe_airbyte.job_poll_interval",
+			   "How often a waiting deploy polls its Airbyte job.",
+			   &dfe_job_poll_interval_s, 10, 1, 3600, GUC_UNIT_S);
+	define_int("dfe_airbyte.sync_poll_interval",
+			   "How often the worker reads the last Airbyte sync job for sync_health.",
+			   &dfe_sync_poll_interval_s, 60, 1, 86400, GUC_UNIT_S);
+	define_int("dfe_airbyte.history_retention",
+			   "How long slot samples, sync jobs and events are kept.",
+			   &dfe_history_retention_min, 7 * 24 * 60, 1, 365 * 24 * 60, GUC_UNIT_MIN);
+	define_int("dfe_airbyte.history_max_rows",
+			   "Most rows kept in each history table.",
+			   &dfe_history_max_rows, 100000, 100, INT_MAX, 0);
+	DefineCustomRealVariable("dfe_airbyte.slot_warning_fraction",
+							 "Fraction of max_slot_wal_size at which a slot's status becomes warning.",
+							 NULL, &dfe_slot_warning_fraction, 0.8, 0.01, 1.0,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("dfe_airbyte");
+}
+
+static bool
+is_set(const char *s)
+{
+	return s != NULL && s[0] != '\0';
+}
+
+static const char *
+setting_or_env(const char *guc_value, const char *envvar, const char *dflt)
+{
+	const char *env;
+
+	if (is_set(guc_value))
+		return guc_value;
+	if (envvar && is_set(env = getenv(envvar)))
+		return env;
+	return dflt;
+}
+
+/*
+ * AIRBYTE_CONFIGURATION is the JSON blob dfe-analytics' Terraform gives the
+ * pod, e.g. {"CONNECTION_ID": "...", "SOURCE_ID": "..."} (older pods used
+ * camelCase keys).  Invalid JSON is treated as absent: config_problems
+ * reports the setting as missing.
+ */
+static const char *
+from_airbyte_configuration(const char *upper_key, const char *camel_key)
+{
+	const char *env = getenv("AIRBYTE_CONFIGURATION");
+	cJSON	   *root;
+	cJSON	   *item;
+	char	   *result = NULL;
+
+	if (!is_set(env))
+		return NULL;
+	root = cJSON_Parse(env);
+	if (root == NULL)
+		return NULL;
+	item = cJSON_GetObjectItemCaseSensitive(root, upper_key);
+	if (!cJSON_IsString(item))
+		item = cJSON_GetObjectItemCaseSensitive(root, camel_key);
+	if (cJSON_IsString(item) && is_set(item->valuestring))
+		result = pstrdup(item->valuestring);
+	cJSON_Delete(root);
+	return result;
+}
+
+const char *
+dfe_setting_airbyte_url(void)
+{
+	return setting_or_env(dfe_airbyte_url, "AIRBYTE_SERVER_URL", NULL);
+}
+
+const char *
+dfe_setting_airbyte_client_id(void)
+{
+	return setting_or_env(dfe_airbyte_client_id, "AIRBYTE_CLIENT_ID", NULL);
+}
+
+const char *
+dfe_setting_airbyte_client_secret(void)
+{
+	return setting_or_env(dfe_airbyte_client_secret, "AIRBYTE_CLIENT_SECRET", NULL);
+}
+
+const char *
+dfe_setting_connection_id(void)
+{
+	if (is_set(dfe_connection_id))
+		return dfe_connection_id;
+	return from_airbyte_configuration("CONNECTION_ID", "connectionId");
+}
+
+const char *
+dfe_setting_source_id(void)
+{
+	if (is_set(dfe_source_id))
+		return dfe_source_id;
+	return from_airbyte_configuration("SOURCE_ID", "sourceId");
+}
+
+const char *
+dfe_setting_bigquery_project(void)
+{
+	return setting_or_env(dfe_bigquery_project, "BIGQUERY_PROJECT_ID", NULL);
+}
+
+const char *
+dfe_setting_bigquery_dataset(void)
+{
+	return setting_or_env(dfe_bigquery_dataset, "BIGQUERY_AIRBYTE_DATASET", NULL);
+}
+
+const char *
+dfe_setting_bigquery_internal_dataset(void)
+{
+	return setting_or_env(dfe_bigquery_internal_dataset, "AIRBYTE_INTERNAL_DATASET",
+						  "airbyte_internal");
+}
+
+const char *
+dfe_setting_hidden_policy_tag(void)
+{
+	return setting_or_env(dfe_hidden_policy_tag, "BIGQUERY_HIDDEN_POLICY_TAG", NULL);
+}
+
+const char *
+dfe_setting_google_credentials(void)
+{
+	return setting_or_env(dfe_google_credentials, "GOOGLE_CLOUD_CREDENTIALS", NULL);
+}
+
+const char *
+dfe_setting_azure_client_id(void)
+{
+	return setting_or_env(dfe_azure_client_id, "AZURE_CLIENT_ID", NULL);
+}
+
+const char *
+dfe_setting_azure_federated_token_file(void)
+{
+	return setting_or_env(dfe_azure_federated_token_file, "AZURE_FEDERATED_TOKEN_FILE", NULL);
+}
+
+const char *
+dfe_setting_bigquery_url(void)
+{
+	return setting_or_env(dfe_bigquery_url, NULL, "https://bigquery.googleapis.com");
+}
+
+const char *
+dfe_setting_slot_name(void)
+{
+	return setting_or_env(dfe_slot_name, NULL, "airbyte_slot");
+}
+
+const char *
+dfe_require_setting(const char *value, const char *guc, const char *envvar)
+{
+	if (is_set(value))
+		return value;
+	if (envvar)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is not set", guc),
+				 errhint("Set it with ALTER SYSTEM SET %s = '...' and SELECT pg_reload_conf(), or give the server the environment variable %s.",
+						 guc, envvar)));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("%s is not set", guc),
+			 errhint("Set it with ALTER SYSTEM SET %s = '...' and SELECT pg_reload_conf().", guc)));
+	return NULL;				/* keep compiler quiet */
+}

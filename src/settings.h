@@ -1,0 +1,79 @@
+/*
+ * settings.h — every dfe_airbyte.* GUC, with the environment fallbacks that
+ * a Terraform-provisioned dfe-analytics pod already carries (SPEC §2).
+ *
+ * Read string settings through dfe_setting_*() rather than the raw GUC
+ * variables: they apply the environment fallback and treat "" as unset.
+ */
+#ifndef DFE_AIRBYTE_SETTINGS_H
+#define DFE_AIRBYTE_SETTINGS_H
+
+typedef enum SlotLimitAction
+{
+	SLOT_LIMIT_WARN,
+	SLOT_LIMIT_TERMINATE,
+	SLOT_LIMIT_RECREATE
+} SlotLimitAction;
+
+/* raw GUC variables (strings may be NULL or "") */
+extern char *dfe_database;
+extern char *dfe_airbyte_url;
+extern char *dfe_airbyte_client_id;
+extern char *dfe_airbyte_client_secret;
+extern char *dfe_connection_id;
+extern char *dfe_source_id;
+extern char *dfe_bigquery_project;
+extern char *dfe_bigquery_dataset;
+extern char *dfe_bigquery_internal_dataset;
+extern char *dfe_hidden_policy_tag;
+extern char *dfe_google_credentials;
+extern char *dfe_azure_client_id;
+extern char *dfe_azure_federated_token_file;
+extern char *dfe_bigquery_url;
+extern char *dfe_slot_name;
+extern int	dfe_max_slot_wal_size_mb;
+extern int	dfe_slot_limit_action;
+extern int	dfe_check_interval_s;
+extern int	dfe_sync_stale_after_min;
+
+/* our own additions */
+extern int	dfe_http_connect_timeout_s;
+extern int	dfe_http_timeout_s;
+extern int	dfe_http_max_retries;
+extern int	dfe_http_retry_base_ms;
+extern int	dfe_policy_tag_concurrency;
+extern int	dfe_migration_wait_timeout_s;
+extern int	dfe_job_timeout_s;
+extern int	dfe_job_poll_interval_s;
+extern int	dfe_sync_poll_interval_s;
+extern int	dfe_history_retention_min;
+extern int	dfe_history_max_rows;
+extern double dfe_slot_warning_fraction;
+
+extern void dfe_define_settings(void);
+
+/*
+ * Effective values: GUC if set, else the environment variable, else the
+ * documented default (or NULL when there is none).  The result is palloc'd
+ * in CurrentMemoryContext or points at static storage; never pfree it.
+ */
+extern const char *dfe_setting_airbyte_url(void);
+extern const char *dfe_setting_airbyte_client_id(void);
+extern const char *dfe_setting_airbyte_client_secret(void);
+extern const char *dfe_setting_connection_id(void);
+extern const char *dfe_setting_source_id(void);
+extern const char *dfe_setting_bigquery_project(void);
+extern const char *dfe_setting_bigquery_dataset(void);
+extern const char *dfe_setting_bigquery_internal_dataset(void);
+extern const char *dfe_setting_hidden_policy_tag(void);
+extern const char *dfe_setting_google_credentials(void);
+extern const char *dfe_setting_azure_client_id(void);
+extern const char *dfe_setting_azure_federated_token_file(void);
+extern const char *dfe_setting_bigquery_url(void);
+extern const char *dfe_setting_slot_name(void);
+
+/* ereport(ERROR) naming the setting and its environment variable when unset */
+extern const char *dfe_require_setting(const char *value, const char *guc,
+									   const char *envvar);
+
+#endif

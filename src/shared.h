@@ -1,0 +1,50 @@
+/*
+ * shared.h — the little state the backends and the worker share.
+ *
+ * Only plain values live in shared memory (pids, counters, timestamps); the
+ * worker's tokens and HTTP handles stay in its own process memory.
+ * dfe_shared is NULL when the library was not preloaded: the SQL functions
+ * still work, there is just no worker to wake.
+ */
+#ifndef DFE_AIRBYTE_SHARED_H
+#define DFE_AIRBYTE_SHARED_H
+
+#include "datatype/timestamp.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+
+typedef struct DfeShared
+{
+	slock_t		mutex;
+	pid_t		worker_pid;		/* 0 when no worker runs */
+	Latch	   *worker_latch;	/* the worker's MyLatch, valid while worker_pid */
+	TimestampTz worker_started_at;
+
+	/*
+	 * dfe_airbyte_deploy(wait => true) cannot insert the deploy row itself:
+	 * its own transaction only commits after it returns.  It bumps
+	 * deploy_request_seq instead; the worker creates one deploy row for all
+	 * requests up to that number and publishes it as deploy_request_done /
+	 * deploy_request_id.
+	 */
+	uint64		deploy_request_seq;
+	uint64		deploy_request_done;
+	int64		deploy_request_id;
+	Oid			deploy_requested_by;
+} DfeShared;
+
+extern DfeShared *dfe_shared;
+
+/* true when the worker process is alive (as far as shared memory knows) */
+extern bool dfe_worker_running(void);
+
+/* set the worker's latch now */
+extern void dfe_wake_worker(void);
+
+/* set the worker's latch when the current top-level transaction commits */
+extern void dfe_wake_worker_at_commit(void);
+
+/* set up the cJSON allocator so cJSON memory lives in memory contexts */
+extern void dfe_json_init(void);
+
+#endif

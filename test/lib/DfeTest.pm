@@ -1,0 +1,81 @@
+=pod
+
+=head1 DfeTest
+
+Shared set-up for the dfe_airbyte TAP tests.
+
+  use DfeTest;
+  my $node = DfeTest::new_node('main', conf => "dfe_airbyte.check_interval = 1\n");
+  $node->safe_psql('postgres', 'SELECT dfe_airbyte_worker_pid()');
+  DfeTest::wait_for_worker($node);
+
+new_node() initialises and starts a real PostgreSQL 15 cluster (from the
+private tmp_install that test/check prepared, found through PATH) with
+dfe_airbyte preloaded, wal_level = logical, the worker pointed at the
+database "postgres", and CREATE EXTENSION dfe_airbyte already run there.
+Pass allows_streaming/extra options through %opts.
+
+=cut
+
+package DfeTest;
+
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+sub new_node
+{
+	my ($name, %opts) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(allows_streaming => 'logical', %{ $opts{init} // {} });
+	$node->append_conf('postgresql.conf', <<"CONF");
+shared_preload_libraries = 'dfe_airbyte'
+dfe_airbyte.database = 'postgres'
+wal_level = logical
+max_replication_slots = 30
+max_wal_senders = 10
+log_line_prefix = '%m [%p] %b '
+restart_after_crash = on
+CONF
+	$node->append_conf('postgresql.conf', $opts{conf}) if $opts{conf};
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION dfe_airbyte')
+	  unless $opts{no_extension};
+	return $node;
+}
+
+# Wait until the worker runs (optionally a different pid than $old_pid); returns its pid.
+sub wait_for_worker
+{
+	my ($node, $old_pid) = @_;
+	for (1 .. 300)
+	{
+		# plain psql: the server may be restarting after a crash
+		my ($ret, $pid) = $node->psql('postgres', 'SELECT dfe_airbyte_worker_pid()');
+		return $pid if $ret == 0 && $pid ne '' && (!defined $old_pid || $pid ne $old_pid);
+		usleep(100_000);
+	}
+	die "dfe_airbyte worker did not start";
+}
+
+# Poll $sql until it returns $expected (string compare); returns true on success.
+sub poll_until
+{
+	my ($node, $sql, $expected, $timeout_s) = @_;
+	$timeout_s //= 60;
+	my $deadline = time + $timeout_s;
+	my $got = '';
+	while (time < $deadline)
+	{
+		$got = $node->safe_psql('postgres', $sql);
+		return 1 if $got eq $expected;
+		usleep(100_000);
+	}
+	diag("poll_until: last result '$got', wanted '$expected' for: $sql");
+	return 0;
+}
+
+1;

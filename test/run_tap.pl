@@ -1,0 +1,19 @@
+#!/usr/bin/perl
+# Runs TAP test files with TAP::Harness and prints, as its last line,
+# "tap: N passed, N failed" counting assertions (a file that dies or plans
+# more than it runs counts as one failure more).
+use strict;
+use warnings;
+use TAP::Harness;
+
+my $harness = TAP::Harness->new({ verbosity => ($ENV{TAP_VERBOSE} ? 1 : 0), lib => [] });
+my $agg = $harness->runtests(@ARGV);
+my ($passed, $failed) = (0, 0);
+for my $file ($agg->descriptions) {
+    my ($parser) = $agg->parsers($file);
+    $passed += scalar $parser->passed;
+    $failed += scalar $parser->failed;
+    $failed += 1 if $parser->has_problems && !$parser->failed;
+}
+print "tap: $passed passed, $failed failed\n";
+exit($failed ? 1 : 0);

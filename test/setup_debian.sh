@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs, as root, every Debian 12 package that building, testing and the
+# demo need.  Idempotent and quick when everything is there already.
+set -euo pipefail
+packages=(
+    build-essential postgresql-15 postgresql-server-dev-15 postgresql-client-15
+    libcurl4-openssl-dev libcjson-dev libyaml-dev libipc-run-perl
+    python3 curl ca-certificates openssl valgrind
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # the postgresql package would create and start a system cluster we do not want
+    mkdir -p /etc/postgresql-common
+    grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf ||
+        echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
