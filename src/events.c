@@ -1,0 +1,49 @@
+/*
+ * events.c — dfe_airbyte.events, the record of what the worker noticed and did.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+
+#include "events.h"
+
+void
+dfe_event(const char *severity, const char *kind, const char *object,
+		  const char *detail, const char *data_json)
+{
+	Oid			argtypes[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int			ret;
+
+	values[0] = CStringGetTextDatum(severity);
+	values[1] = CStringGetTextDatum(kind);
+	if (object)
+		values[2] = CStringGetTextDatum(object);
+	else
+		nulls[2] = 'n';
+	values[3] = CStringGetTextDatum(detail);
+	if (data_json)
+		values[4] = CStringGetTextDatum(data_json);
+	else
+		nulls[4] = 'n';
+
+	SPI_connect();
+	ret = SPI_execute_with_args("INSERT INTO dfe_airbyte.events (severity, kind, object, detail, data) "
+								"VALUES ($1, $2, $3, $4, $5::jsonb)",
+								5, argtypes, values, nulls, false, 0);
+	if (ret != SPI_OK_INSERT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not record dfe_airbyte event \"%s\": %s", kind,
+						SPI_result_code_string(ret)),
+				 errhint("Check that the dfe_airbyte extension is installed correctly.")));
+	SPI_finish();
+
+	if (strcmp(severity, "info") != 0)
+		ereport(WARNING,
+				(errmsg("dfe_airbyte: %s", detail),
+				 object ? errcontext("%s %s", kind, object) : 0));
+}
