@@ -1,0 +1,47 @@
+/*
+ * bigquery.h — hidden policy tags on sensitive columns (SPEC §5), with the
+ * Google access token from google_auth (SPEC §8).
+ *
+ * Split in two so that no transaction is held across HTTP calls:
+ * policy_tag_plan_load() reads the lists (inside a transaction, result
+ * copied into CurrentMemoryContext), policy_tag_plan_apply() does the HTTP
+ * work (outside a transaction in the worker).
+ */
+#ifndef DFE_AIRBYTE_BIGQUERY_H
+#define DFE_AIRBYTE_BIGQUERY_H
+
+#include "postgres.h"
+#include "nodes/pg_list.h"
+
+typedef struct PolicyTagPlan PolicyTagPlan;	/* opaque */
+
+typedef struct PolicyTagResult
+{
+	char	   *table_name;		/* BigQuery table (final or raw) */
+	char	   *column_name;	/* NULL for table-level rows */
+	char	   *action;			/* tagged, already_tagged, untagged, missing_column, missing_table, failed */
+	char	   *detail;			/* error text for failed, else NULL */
+} PolicyTagResult;
+
+/* true when project, dataset, hidden tag and Google credentials are known */
+extern bool bigquery_configured(void);
+
+/* needs a transaction: read allowlist/blocklist into a plan */
+extern PolicyTagPlan *policy_tag_plan_load(void);
+
+/*
+ * No transaction needed: converge BigQuery with the plan.  Returns a List of
+ * PolicyTagResult*; *failed_tables gets the names (char*) of tables that
+ * failed (the others are still processed).
+ */
+extern List *policy_tag_plan_apply(PolicyTagPlan *plan, List **failed_tables);
+
+/*
+ * Worker drift repair, called by sync_health.c after it sees a sync job
+ * succeed that it had not seen before: loads the plan (own transaction),
+ * applies it, and records an event when a tag had to be (re)applied.
+ * Does nothing when BigQuery is not configured.  Runs outside a transaction.
+ */
+extern void policy_tags_repair_after_sync(int64 job_id);
+
+#endif
