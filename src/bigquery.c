@@ -716,16 +716,6 @@ json_array_of(List *strings)
 	return arr;
 }
 
-static char *
-json_string_list(List *strings)
-{
-	cJSON	   *arr = json_array_of(strings);
-	char	   *out = cJSON_PrintUnformatted(arr);
-
-	cJSON_Delete(arr);
-	return out;
-}
-
 /* the data of a policy_tags_repaired event */
 static char *
 repair_data(int64 job_id, const char *table, List *tagged, List *untagged, List *replaced)
@@ -778,21 +768,18 @@ record_repair_events(int64 job_id, List *results)
 				StringInfoData detail;
 
 				initStringInfo(&detail);
-				appendStringInfo(&detail, "sync job " INT64_FORMAT " ", job_id);
 				if (tagged)
-					appendStringInfo(&detail, "left %d blocklisted column(s) of %s without the hidden policy tag; "
-									 "re-applied the hidden tag to %s",
-									 list_length(tagged), table, join_strings(tagged));
+					appendStringInfo(&detail, "re-applied the hidden policy tag to %d column(s) of %s after sync job " INT64_FORMAT ": %s",
+									 list_length(tagged), table, job_id, join_strings(tagged));
 				if (tagged && untagged)
-					appendStringInfoString(&detail, "; also ");
+					appendStringInfo(&detail, "; removed it from %d column(s) no longer blocklisted: %s",
+									 list_length(untagged), join_strings(untagged));
 				else if (untagged)
-					appendStringInfo(&detail, "found the hidden policy tag on %d column(s) of %s that are no longer blocklisted; ",
-									 list_length(untagged), table);
-				if (untagged)
-					appendStringInfo(&detail, "removed the hidden tag from %s", join_strings(untagged));
+					appendStringInfo(&detail, "removed the hidden policy tag from %d column(s) of %s no longer blocklisted after sync job " INT64_FORMAT ": %s",
+									 list_length(untagged), table, job_id, join_strings(untagged));
 				if (replaced)
 					appendStringInfo(&detail, " (%s)", join_strings(replaced));
-				appendStringInfoString(&detail, ". An Airbyte refresh recreates tables without their tags.");
+				appendStringInfoString(&detail, ". Airbyte recreates tables without their tags when it refreshes a stream.");
 				dfe_event("warning", "policy_tags_repaired", table, detail.data,
 						  repair_data(job_id, table, tagged, untagged, replaced));
 			}
@@ -810,15 +797,33 @@ record_repair_events(int64 job_id, List *results)
 		else if (strcmp(r->action, "untagged") == 0)
 			untagged = lappend(untagged, r->column_name);
 		else if (strcmp(r->action, "failed") == 0)
-			failed = lappend(failed, psprintf("%s (%s)", r->table_name, r->detail ? r->detail : "failed"));
+			failed = lappend(failed, r);
 	}
 
 	if (failed)
+	{
+		cJSON	   *data = cJSON_CreateObject();
+		cJSON	   *arr = cJSON_AddArrayToObject(data, "tables");
+		List	   *texts = NIL;
+		ListCell   *lc;
+
+		cJSON_AddNumberToObject(data, "job_id", (double) job_id);
+		foreach(lc, failed)
+		{
+			PolicyTagResult *r = lfirst(lc);
+			cJSON	   *item = cJSON_CreateObject();
+
+			cJSON_AddStringToObject(item, "table", r->table_name);
+			cJSON_AddStringToObject(item, "error", r->detail ? r->detail : "failed");
+			cJSON_AddItemToArray(arr, item);
+			texts = lappend(texts, psprintf("%s (%s)", r->table_name, r->detail ? r->detail : "failed"));
+		}
 		dfe_event("warning", "policy_tags_failed", NULL,
-				  psprintf("sync job " INT64_FORMAT ": could not check the policy tags of %d table(s): %s",
-						   job_id, list_length(failed), join_strings(failed)),
-				  psprintf("{\"job_id\": " INT64_FORMAT ", \"tables\": %s}", job_id,
-						   json_string_list(failed)));
+				  psprintf("could not check the BigQuery policy tags of %d table(s) after sync job " INT64_FORMAT ": %s; "
+						   "they are checked again after the next sync, or run dfe_airbyte_apply_policy_tags()",
+						   list_length(failed), job_id, join_strings(texts)),
+				  cJSON_PrintUnformatted(data));
+	}
 }
 
 void
@@ -883,9 +888,9 @@ policy_tags_repair_after_sync(int64 job_id)
 		PushActiveSnapshot(GetTransactionSnapshot());
 		MemoryContextSwitchTo(cxt);
 		dfe_event("warning", "policy_tags_failed", NULL,
-				  psprintf("sync job " INT64_FORMAT ": could not check the BigQuery policy tags: %s%s%s",
+				  psprintf("could not check the BigQuery policy tags after sync job " INT64_FORMAT ": %s%s%s",
 						   job_id, edata->message,
-						   edata->detail ? " — " : "", edata->detail ? edata->detail : ""),
+						   edata->detail ? "; " : "", edata->detail ? edata->detail : ""),
 				  psprintf("{\"job_id\": " INT64_FORMAT "}", job_id));
 		PopActiveSnapshot();
 		CommitTransactionCommand();
