@@ -52,6 +52,7 @@ int			dfe_history_retention_min = 7 * 24 * 60;
 int			dfe_history_max_rows = 100000;
 double		dfe_slot_warning_fraction = 0.8;
 char	   *dfe_http_ca_file = NULL;
+int			dfe_deploy_retry_timeout_s = 600;
 
 static const struct config_enum_entry slot_limit_action_options[] = {
 	{"warn", SLOT_LIMIT_WARN, false},
@@ -188,6 +189,9 @@ dfe_define_settings(void)
 	define_string("dfe_airbyte.http_ca_file",
 				  "Extra CA bundle (PEM file) trusted for TLS; verification itself is always on.",
 				  &dfe_http_ca_file, NULL, PGC_SIGHUP, 0);
+	define_int("dfe_airbyte.deploy_retry_timeout",
+			   "How long a deploy step keeps being retried while Airbyte does not answer or answers 429/5xx.",
+			   &dfe_deploy_retry_timeout_s, 600, 0, 86400, GUC_UNIT_S);
 
 	MarkGUCPrefixReserved("dfe_airbyte");
 }

@@ -50,6 +50,7 @@ extern int	dfe_history_retention_min;
 extern int	dfe_history_max_rows;
 extern double dfe_slot_warning_fraction;
 extern char *dfe_http_ca_file;
+extern int	dfe_deploy_retry_timeout_s;
 
 extern void dfe_define_settings(void);
 
