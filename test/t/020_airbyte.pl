@@ -226,9 +226,10 @@ is_deeply(reqs($mark, qr{^/api/public/v1/jobs$}, 'POST')->[0]{json},
 ($ret, $out, $err) = run_sql('SELECT dfe_airbyte_start_sync()');
 is($out, $sync, 'second start while it runs: the running job (409)');
 like($err, qr/NOTICE:  a sync is already running: job $sync/, 'second start: NOTICE');
-($ret, $out, $err) = run_sql("SELECT dfe_airbyte_wait_for_job($sync)");
+my $slow = $fake->create_job(status => 'running', running_seconds => 5)->{jobId};
+($ret, $out, $err) = run_sql("SELECT dfe_airbyte_wait_for_job($slow)");
 is($out, 'succeeded', 'wait_for_job returns succeeded');
-like($err, qr/NOTICE:  job $sync: (pending|running) \(\d+s elapsed\)/, 'wait_for_job: progress NOTICE');
+like($err, qr/NOTICE:  job $slow: running \(\d+s elapsed\)/, 'wait_for_job: progress NOTICE');
 
 my $failed = $fake->create_job(status => 'running', final_status => 'failed')->{jobId};
 ($ret, $out, $err) = run_sql("SELECT dfe_airbyte_wait_for_job($failed)");

@@ -275,6 +275,57 @@ $fake->config(job_final_status => 'succeeded');
 like($err, qr/cannot run inside a transaction block/, 'wait => true in a transaction block: error');
 like($err, qr/HINT:  In a migration use SELECT dfe_airbyte_deploy\(\)/, 'wait => true in a transaction: hint');
 
+# --- with BigQuery: the deploy applies the policy tags (builds that have them) -------
+SKIP:
+{
+	skip 'no BigQuery policy tags in this build', 6
+	  unless sql("SELECT count(*) FROM pg_proc WHERE proname = 'dfe_airbyte_apply_policy_tags'") eq '1';
+	my $dir = PostgreSQL::Test::Utils::tempdir;
+	my $url = $fake->url;
+	my $sa = 'airbyte@proj.iam.gserviceaccount.com';
+	my $hidden = 'projects/proj/locations/europe-west2/taxonomies/111/policyTags/222';
+	open my $fh, '>', "$dir/federated" or die;
+	print $fh "federated-assertion\n";
+	close $fh;
+	open $fh, '>', "$dir/credentials.json" or die;
+	print $fh encode_json({
+			type => 'external_account',
+			audience => '//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q',
+			subject_token_type => 'urn:ietf:params:oauth:token-type:jwt',
+			token_url => "$url/v1/token",
+			credential_source => { url => "$url/tenant/oauth2/v2.0/token" },
+			service_account_impersonation_url => "$url/v1/projects/-/serviceAccounts/$sa:generateAccessToken" });
+	close $fh;
+	$node->append_conf('postgresql.conf', <<"BQ");
+dfe_airbyte.bigquery_project = 'proj'
+dfe_airbyte.bigquery_dataset = 'svc_airbyte_test'
+dfe_airbyte.hidden_policy_tag = '$hidden'
+dfe_airbyte.bigquery_url = '$url'
+dfe_airbyte.google_credentials = '$dir/credentials.json'
+dfe_airbyte.azure_client_id = 'azure-client'
+dfe_airbyte.azure_federated_token_file = '$dir/federated'
+BQ
+	$node->reload;
+	sql("INSERT INTO dfe_airbyte.blocklist (table_name, column_name) VALUES ('users', 'email')");
+	$fake->bigquery_tables({ project => 'proj', dataset => 'svc_airbyte_test', table => 'users',
+			schema => { fields => [ { name => 'id', type => 'INTEGER' }, { name => 'email', type => 'STRING' } ] } });
+	$id = deploy();
+	ok(wait_state($id, 'succeeded'), 'BigQuery: deploy succeeds');
+	like(deploy_log($id), qr/applying_policy_tags: policy tags: 1 tagged, 0 already tagged/, 'BigQuery: log counts the tags');
+	my ($email) = grep { $_->{name} eq 'email' }
+	  @{ $fake->bigquery_table('proj', 'svc_airbyte_test', 'users')->{schema}{fields} };
+	is_deeply($email->{policyTags}, { names => [$hidden] }, 'BigQuery: the blocklisted column got the hidden tag');
+
+	$fake->faults({ method => 'GET', path => '^/bigquery/v2/projects/proj/datasets/svc_airbyte_test/tables/users$',
+			status => 403, times => undef, body => { error => { code => 403, message => 'Access Denied: Table users', status => 'PERMISSION_DENIED' } } });
+	$id = deploy();
+	ok(wait_state($id, 'failed'), 'BigQuery table failing: deploy failed');
+	is(sql("SELECT step FROM dfe_airbyte.deploys WHERE id = $id"), 'applying_policy_tags', 'failed at applying_policy_tags');
+	like(sql("SELECT error FROM dfe_airbyte.deploys WHERE id = $id"),
+		qr/policy tags could not be applied to users.*Access Denied/, 'the error names the table and the reason');
+	$fake->clear_faults;
+}
+
 # --- Airbyte not configured: failed at once, naming the setting ------------------------
 $node->append_conf('postgresql.conf', "dfe_airbyte.airbyte_url = ''\n");
 $node->reload;
