@@ -8,9 +8,12 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "tcop/tcopprot.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/elog.h"
+#include "utils/memutils.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -25,6 +28,7 @@ DfeShared  *dfe_shared = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static emit_log_hook_type prev_emit_log_hook = NULL;
 static bool wake_at_commit = false;
 
 void		_PG_init(void);
@@ -76,6 +80,96 @@ dfe_xact_callback(XactEvent event, void *arg)
 }
 
 /*
+ * PostgreSQL logs every setting a reload changes, value included:
+ * 'parameter "dfe_airbyte.airbyte_client_secret" changed to "..."' at LOG
+ * in the postmaster, and it has no flag to hide a value.  This hook, which
+ * the postmaster runs because we are preloaded, rewrites those lines for our
+ * secret settings before they reach the log; the secret-holding settings are
+ * listed here.
+ */
+static const char *const secret_settings[] = {
+	"dfe_airbyte.airbyte_client_secret",
+	"dfe_airbyte.google_credentials",
+};
+
+static bool
+mentions_secret_setting(const char *text)
+{
+	int			i;
+
+	for (i = 0; text && i < lengthof(secret_settings); i++)
+	{
+		if (strstr(text, secret_settings[i]) != NULL)
+			return true;
+	}
+	return false;
+}
+
+static void
+dfe_emit_log_hook(ErrorData *edata)
+{
+	/*
+	 * log_statement / log_min_duration_statement would log
+	 * "ALTER SYSTEM SET dfe_airbyte.airbyte_client_secret = '...'" verbatim,
+	 * and an error's STATEMENT line likewise.
+	 */
+	if (edata->message && mentions_secret_setting(edata->message) &&
+		(strncmp(edata->message, "statement: ", 11) == 0 ||
+		 strncmp(edata->message, "duration: ", 10) == 0 ||
+		 strncmp(edata->message, "execute ", 8) == 0))
+	{
+		MemoryContext old = MemoryContextSwitchTo(ErrorContext);
+
+		edata->message = pstrdup("statement: (hidden: it sets a dfe_airbyte secret)");
+		MemoryContextSwitchTo(old);
+	}
+	if (mentions_secret_setting(debug_query_string))
+		edata->hide_stmt = true;
+
+	if (edata->message && strncmp(edata->message, "parameter \"dfe_airbyte.", 23) == 0)
+	{
+		int			i;
+
+		for (i = 0; i < lengthof(secret_settings); i++)
+		{
+			size_t		len = strlen(secret_settings[i]);
+
+			if (strncmp(edata->message + 11, secret_settings[i], len) == 0 &&
+				edata->message[11 + len] == '"')
+			{
+				MemoryContext old = MemoryContextSwitchTo(ErrorContext);
+
+				edata->message = psprintf("parameter \"%s\" changed (value hidden)",
+										  secret_settings[i]);
+				MemoryContextSwitchTo(old);
+				break;
+			}
+		}
+	}
+	/* whatever the wording (translations), never let a secret's value through */
+	if (edata->message)
+	{
+		const char *values[] = {dfe_airbyte_client_secret, dfe_google_credentials};
+		int			i;
+
+		for (i = 0; i < lengthof(values); i++)
+		{
+			if (values[i] && strlen(values[i]) >= 6 && strstr(edata->message, values[i]))
+			{
+				MemoryContext old = MemoryContextSwitchTo(ErrorContext);
+
+				edata->message = psprintf("a message that contained a dfe_airbyte secret was hidden");
+				edata->detail = NULL;
+				MemoryContextSwitchTo(old);
+				break;
+			}
+		}
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+/*
  * cJSON allocates through palloc, so a cJSON tree belongs to the memory
  * context that was current when it was built: an ERROR anywhere frees it
  * with that context, no PG_TRY needed.  palloc never returns NULL (it
@@ -116,6 +210,9 @@ _PG_init(void)
 				 errhint("Check that libcurl and its TLS library are installed correctly.")));
 
 	RegisterXactCallback(dfe_xact_callback, NULL);
+
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = dfe_emit_log_hook;
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

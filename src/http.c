@@ -65,6 +65,15 @@ http_ok(const HttpRequest *req)
 /* secrets                                                                */
 /* ---------------------------------------------------------------------- */
 
+/*
+ * Secrets are kept most-recently-registered last, at most MAX_SECRETS of
+ * them: tokens are renewed every few minutes for as long as the worker runs,
+ * and an expired token no longer needs hiding.  Registering a secret again
+ * moves it to the end, so the client secret and the credential fields,
+ * registered at every token fetch, are never the ones dropped.
+ */
+#define MAX_SECRETS 64
+
 void
 http_register_secret(const char *secret)
 {
@@ -76,10 +85,26 @@ http_register_secret(const char *secret)
 		return;
 	foreach(lc, secrets)
 	{
-		if (strcmp((char *) lfirst(lc), secret) == 0)
+		char	   *known = lfirst(lc);
+
+		if (strcmp(known, secret) == 0)
+		{
+			secrets = foreach_delete_current(secrets, lc);
+			old = MemoryContextSwitchTo(TopMemoryContext);
+			secrets = lappend(secrets, known);
+			MemoryContextSwitchTo(old);
 			return;
+		}
 	}
 	old = MemoryContextSwitchTo(TopMemoryContext);
+	if (list_length(secrets) >= MAX_SECRETS)
+	{
+		char	   *oldest = linitial(secrets);
+
+		explicit_bzero(oldest, strlen(oldest));
+		pfree(oldest);
+		secrets = list_delete_first(secrets);
+	}
 	secrets = lappend(secrets, pstrdup(secret));
 	MemoryContextSwitchTo(old);
 }

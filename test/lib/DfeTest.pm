@@ -78,4 +78,17 @@ sub poll_until
 	return 0;
 }
 
+# Wait until the server log matches $re; returns true on success.
+sub poll_log
+{
+	my ($node, $re, $timeout_s) = @_;
+	my $deadline = time + ($timeout_s // 30);
+	while (time < $deadline)
+	{
+		return 1 if slurp_file($node->logfile) =~ $re;
+		usleep(100_000);
+	}
+	return 0;
+}
+
 1;

@@ -23,6 +23,15 @@ ok($node->poll_query_until('postgres',
 	"SELECT setting = '3' FROM pg_settings WHERE name = 'dfe_airbyte.check_interval'"), 'setting reloaded');
 is(DfeTest::wait_for_worker($node), $pid, 'reload does not restart the worker');
 
+# a reload that changes a secret: PostgreSQL logs changed settings with their
+# value, the extension hides it
+$node->safe_psql('postgres', "ALTER SYSTEM SET dfe_airbyte.airbyte_client_secret = 'rotated-secret-4711'");
+$node->reload;
+ok($node->poll_query_until('postgres', "SELECT 1", '1'), 'server up after reload');
+ok(DfeTest::poll_log($node, qr/parameter "dfe_airbyte.airbyte_client_secret" changed \(value hidden\)/),
+	'the secret change is logged without its value');
+unlike(slurp_file($node->logfile), qr/rotated-secret-4711/, 'the new secret is not in the server log');
+
 # killed with SIGKILL: the postmaster restarts everything, the worker comes back
 kill 'KILL', $pid;
 my $new_pid = DfeTest::wait_for_worker($node, $pid);
