@@ -149,7 +149,12 @@ dfe_emit_log_hook(ErrorData *edata)
 	/* whatever the wording (translations), never let a secret's value through */
 	if (edata->message)
 	{
-		const char *values[] = {dfe_airbyte_client_secret, dfe_google_credentials};
+		/* google_credentials is secret when it holds the JSON, not when it is a path */
+		const char *values[] = {
+			dfe_airbyte_client_secret,
+			(dfe_google_credentials && dfe_google_credentials[strspn(dfe_google_credentials, " \t\r\n")] == '{')
+			? dfe_google_credentials : NULL
+		};
 		int			i;
 
 		for (i = 0; i < lengthof(values); i++)
