@@ -32,6 +32,7 @@
 #include "utils/builtins.h"
 
 #include "lists.h"
+#include "shared.h"
 
 /* ---------------------------------------------------------------------
  * The neutral tree
@@ -934,7 +935,7 @@ replace_list(const char *relname, ParsedList *list, int *added, int *removed)
 				   "WHERE n.t = l.table_name AND n.c = l.column_name)", relname);
 	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_DELETE)
-		elog(ERROR, "dfe_airbyte: deleting from %s failed: %s", relname,
+		dfe_internal_error("dfe_airbyte: deleting from %s failed: %s", relname,
 			 SPI_result_code_string(rc));
 	*removed = (int) SPI_processed;
 
@@ -943,7 +944,7 @@ replace_list(const char *relname, ParsedList *list, int *added, int *removed)
 				   "ON CONFLICT (table_name, column_name) DO NOTHING", relname);
 	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "dfe_airbyte: inserting into %s failed: %s", relname,
+		dfe_internal_error("dfe_airbyte: inserting into %s failed: %s", relname,
 			 SPI_result_code_string(rc));
 	*added = (int) SPI_processed;
 }
@@ -954,7 +955,7 @@ lock_list(const char *relname)
 	char	   *sql = psprintf("LOCK TABLE dfe_airbyte.%s IN SHARE ROW EXCLUSIVE MODE", relname);
 
 	if (SPI_execute(sql, false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "dfe_airbyte: could not lock dfe_airbyte.%s", relname);
+		dfe_internal_error("dfe_airbyte: could not lock dfe_airbyte.%s", relname);
 }
 
 static void
@@ -1006,7 +1007,7 @@ dfe_airbyte_load_config(PG_FUNCTION_ARGS)
 				 errhint("Pass the text of config/analytics.yml, and optionally of config/analytics_blocklist.yml.")));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "dfe_airbyte: SPI_connect failed");
+		dfe_internal_error("dfe_airbyte: SPI_connect failed");
 
 	/* always in the same order, so two loaders cannot deadlock */
 	if (allow)

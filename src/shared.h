@@ -47,4 +47,14 @@ extern void dfe_wake_worker_at_commit(void);
 /* set up the cJSON allocator so cJSON memory lives in memory contexts */
 extern void dfe_json_init(void);
 
+/*
+ * An error that only a bug or a damaged installation can cause (SPI refusing
+ * a query the extension wrote itself): still an errcode and a hint.
+ */
+#define dfe_internal_error(...) \
+	ereport(ERROR, \
+			(errcode(ERRCODE_INTERNAL_ERROR), \
+			 errmsg_internal(__VA_ARGS__), \
+			 errhint("This is a bug or a damaged dfe_airbyte installation: reinstall the extension (ALTER EXTENSION dfe_airbyte UPDATE, or DROP and CREATE) and report it.")))
+
 #endif

@@ -34,6 +34,7 @@
 #include "utils/fmgrprotos.h"
 
 #include "settings.h"
+#include "shared.h"
 #include "stream_config.h"
 
 static const char *const airbyte_fields[] = {
@@ -208,12 +209,12 @@ stream_config_build(void)
 	int			rc;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "dfe_airbyte: SPI_connect failed");
+		dfe_internal_error("dfe_airbyte: SPI_connect failed");
 
 	args[0] = CStringGetTextDatum(dfe_setting_source_schema());
 	rc = SPI_execute_with_args(stream_query, 1, argtypes, args, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "dfe_airbyte: reading the allowlist failed: %s",
+		dfe_internal_error("dfe_airbyte: reading the allowlist failed: %s",
 			 SPI_result_code_string(rc));
 
 	/* built in SPI's memory context, which SPI_finish() frees */
