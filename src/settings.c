@@ -51,6 +51,7 @@ int			dfe_sync_poll_interval_s = 60;
 int			dfe_history_retention_min = 7 * 24 * 60;
 int			dfe_history_max_rows = 100000;
 double		dfe_slot_warning_fraction = 0.8;
+char	   *dfe_http_ca_file = NULL;
 
 static const struct config_enum_entry slot_limit_action_options[] = {
 	{"warn", SLOT_LIMIT_WARN, false},
@@ -183,6 +184,10 @@ dfe_define_settings(void)
 							 "Fraction of max_slot_wal_size at which a slot's status becomes warning.",
 							 NULL, &dfe_slot_warning_fraction, 0.8, 0.01, 1.0,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	define_string("dfe_airbyte.http_ca_file",
+				  "Extra CA bundle (PEM file) trusted for TLS; verification itself is always on.",
+				  &dfe_http_ca_file, NULL, PGC_SIGHUP, 0);
 
 	MarkGUCPrefixReserved("dfe_airbyte");
 }

@@ -49,6 +49,7 @@ extern int	dfe_sync_poll_interval_s;
 extern int	dfe_history_retention_min;
 extern int	dfe_history_max_rows;
 extern double dfe_slot_warning_fraction;
+extern char *dfe_http_ca_file;
 
 extern void dfe_define_settings(void);
 

@@ -1,0 +1,651 @@
+/*
+ * http.c — libcurl behind the interface in http.h.
+ *
+ * All requests go through one curl multi loop (http_perform).  Between
+ * libcurl's polls (at most POLL_MS each) we CHECK_FOR_INTERRUPTS(), so a
+ * cancel, statement_timeout or SIGTERM ends a call within a fraction of a
+ * second; PG_FINALLY then frees every easy handle and the multi handle.
+ * Retries are scheduled inside the same loop: a request that got 429, 5xx
+ * or a transport error is parked until its backoff expires and then added
+ * to the multi handle again, so one slow table never holds up the others.
+ */
+#include "postgres.h"
+
+#include <math.h>
+#include <time.h>
+
+#include "common/pg_prng.h"
+#include "miscadmin.h"
+#include "utils/memutils.h"
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include "http.h"
+#include "settings.h"
+
+/* longest single wait inside libcurl before we look at interrupts again */
+#define POLL_MS 200
+/* backoff never grows past this, whatever the retry count */
+#define MAX_BACKOFF_MS 30000
+/* a Retry-After longer than this is capped */
+#define MAX_RETRY_AFTER_S 120
+/* how much of an error body a message may quote */
+#define MESSAGE_MAX 500
+
+static List *secrets = NIL;		/* in TopMemoryContext */
+
+HttpRequest *
+http_request_new(const char *what, const char *method, const char *url)
+{
+	HttpRequest *req = palloc0(sizeof(HttpRequest));
+
+	req->what = what;
+	req->method = method;
+	req->url = url;
+	req->response = makeStringInfo();
+	req->retry_after_s = -1;
+	return req;
+}
+
+void
+http_set_json_body(HttpRequest *req, const char *json)
+{
+	req->body = json;
+	req->content_type = "application/json";
+}
+
+bool
+http_ok(const HttpRequest *req)
+{
+	return req->status >= 200 && req->status < 300;
+}
+
+/* ---------------------------------------------------------------------- */
+/* secrets                                                                */
+/* ---------------------------------------------------------------------- */
+
+void
+http_register_secret(const char *secret)
+{
+	MemoryContext old;
+	ListCell   *lc;
+
+	/* very short strings would redact ordinary words */
+	if (secret == NULL || strlen(secret) < 6)
+		return;
+	foreach(lc, secrets)
+	{
+		if (strcmp((char *) lfirst(lc), secret) == 0)
+			return;
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	secrets = lappend(secrets, pstrdup(secret));
+	MemoryContextSwitchTo(old);
+}
+
+char *
+http_redact(const char *text)
+{
+	StringInfoData out;
+	ListCell   *lc;
+	char	   *current;
+
+	if (text == NULL)
+		return NULL;
+	current = pstrdup(text);
+	foreach(lc, secrets)
+	{
+		const char *secret = lfirst(lc);
+		size_t		slen = strlen(secret);
+		const char *p = current;
+		const char *hit;
+
+		if (strstr(current, secret) == NULL)
+			continue;
+		initStringInfo(&out);
+		while ((hit = strstr(p, secret)) != NULL)
+		{
+			appendBinaryStringInfo(&out, p, hit - p);
+			appendStringInfoString(&out, "[redacted]");
+			p = hit + slen;
+		}
+		appendStringInfoString(&out, p);
+		current = out.data;
+	}
+	return current;
+}
+
+char *
+http_escape(const char *s)
+{
+	StringInfoData out;
+	const unsigned char *p;
+
+	initStringInfo(&out);
+	for (p = (const unsigned char *) s; *p; p++)
+	{
+		if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+			(*p >= '0' && *p <= '9') || *p == '-' || *p == '_' ||
+			*p == '.' || *p == '~')
+			appendStringInfoChar(&out, *p);
+		else
+			appendStringInfo(&out, "%%%02X", *p);
+	}
+	return out.data;
+}
+
+/* ---------------------------------------------------------------------- */
+/* libcurl callbacks                                                      */
+/* ---------------------------------------------------------------------- */
+
+static size_t
+write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	HttpRequest *req = userdata;
+	size_t		len = size * nmemb;
+
+	/*
+	 * appendBinaryStringInfo raises ERROR (longjmp through libcurl) only on
+	 * a body over 1 GB; refuse such a body instead.
+	 */
+	if (req->response->len + len >= MaxAllocSize / 2)
+		return 0;
+	appendBinaryStringInfo(req->response, ptr, len);
+	return len;
+}
+
+static char *
+header_value(const char *line, size_t len, const char *name)
+{
+	size_t		nlen = strlen(name);
+	const char *v;
+	const char *end = line + len;
+
+	if (len <= nlen || pg_strncasecmp(line, name, nlen) != 0 || line[nlen] != ':')
+		return NULL;
+	v = line + nlen + 1;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+		end--;
+	return pnstrdup(v, end - v);
+}
+
+static size_t
+read_header(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+	HttpRequest *req = userdata;
+	size_t		len = size * nitems;
+	char	   *v;
+
+	if ((v = header_value(buffer, len, "Retry-After")) != NULL)
+	{
+		char	   *endp;
+		double		secs = strtod(v, &endp);
+
+		/* only the delta-seconds form; an HTTP date falls back to backoff */
+		if (endp != v && *endp == '\0' && secs >= 0)
+			req->retry_after_s = Min(secs, MAX_RETRY_AFTER_S);
+	}
+	else if ((v = header_value(buffer, len, "ETag")) != NULL)
+		req->etag = v;
+	return len;
+}
+
+/* ---------------------------------------------------------------------- */
+/* the multi loop                                                         */
+/* ---------------------------------------------------------------------- */
+
+static long
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long) ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static void
+check_url(const HttpRequest *req)
+{
+	if (pg_strncasecmp(req->url, "http://", 7) != 0 &&
+		pg_strncasecmp(req->url, "https://", 8) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: only http and https URLs are allowed", req->what),
+				 errdetail("The URL does not start with http:// or https://."),
+				 errhint("Check the dfe_airbyte URL settings and the credential configuration.")));
+}
+
+static void
+curl_setopt_checked(CURL *easy, CURLcode rc, const HttpRequest *req)
+{
+	if (rc != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("%s: could not set up the HTTP request: %s", req->what,
+						curl_easy_strerror(rc)),
+				 errhint("Check that libcurl supports http and https on this server.")));
+}
+
+#define SETOPT(easy, opt, val) curl_setopt_checked((easy), curl_easy_setopt((easy), (opt), (val)), req)
+
+/* (re)build the easy handle for the next attempt */
+static CURL *
+prepare_attempt(HttpRequest *req)
+{
+	CURL	   *easy;
+	ListCell   *lc;
+	static char user_agent[64];
+
+	if (req->header_list)
+	{
+		curl_slist_free_all(req->header_list);
+		req->header_list = NULL;
+	}
+	if (req->easy == NULL)
+	{
+		req->easy = curl_easy_init();
+		if (req->easy == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("%s: could not create an HTTP handle", req->what),
+					 errhint("The server may be out of memory.")));
+	}
+	else
+		curl_easy_reset(req->easy);
+	easy = req->easy;
+
+	resetStringInfo(req->response);
+	req->etag = NULL;
+	req->retry_after_s = -1;
+	req->errbuf[0] = '\0';
+
+	snprintf(user_agent, sizeof(user_agent), "dfe_airbyte/%s (PostgreSQL %s)",
+			 DFE_AIRBYTE_VERSION, PG_MAJORVERSION);
+
+	SETOPT(easy, CURLOPT_URL, req->url);
+	SETOPT(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	SETOPT(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	SETOPT(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	SETOPT(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (dfe_http_ca_file && dfe_http_ca_file[0])
+		SETOPT(easy, CURLOPT_CAINFO, dfe_http_ca_file);
+	SETOPT(easy, CURLOPT_NOSIGNAL, 1L);
+	SETOPT(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) dfe_http_connect_timeout_s * 1000L);
+	SETOPT(easy, CURLOPT_TIMEOUT_MS, (long) dfe_http_timeout_s * 1000L);
+	SETOPT(easy, CURLOPT_USERAGENT, user_agent);
+	SETOPT(easy, CURLOPT_WRITEFUNCTION, write_body);
+	SETOPT(easy, CURLOPT_WRITEDATA, req);
+	SETOPT(easy, CURLOPT_HEADERFUNCTION, read_header);
+	SETOPT(easy, CURLOPT_HEADERDATA, req);
+	SETOPT(easy, CURLOPT_ERRORBUFFER, req->errbuf);
+	SETOPT(easy, CURLOPT_PRIVATE, req);
+
+	if (strcmp(req->method, "GET") == 0)
+		SETOPT(easy, CURLOPT_HTTPGET, 1L);
+	else
+	{
+		SETOPT(easy, CURLOPT_CUSTOMREQUEST, req->method);
+		SETOPT(easy, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+		SETOPT(easy, CURLOPT_POSTFIELDSIZE, (long) (req->body ? strlen(req->body) : 0));
+	}
+
+	/* curl_slist_append copies; the list is freed before the next attempt */
+	req->header_list = curl_slist_append(req->header_list, "Accept: application/json");
+	/* libcurl would otherwise send "Expect: 100-continue" and wait for it */
+	req->header_list = curl_slist_append(req->header_list, "Expect:");
+	if (req->content_type)
+		req->header_list = curl_slist_append(req->header_list,
+											 psprintf("Content-Type: %s", req->content_type));
+	if (req->bearer)
+	{
+		char	   *auth = psprintf("Authorization: Bearer %s", req->bearer);
+
+		req->header_list = curl_slist_append(req->header_list, auth);
+		/* do not leave the token lying around in palloc'd memory */
+		explicit_bzero(auth, strlen(auth));
+		pfree(auth);
+	}
+	foreach(lc, req->headers)
+		req->header_list = curl_slist_append(req->header_list, (char *) lfirst(lc));
+	SETOPT(easy, CURLOPT_HTTPHEADER, req->header_list);
+
+	req->attempts++;
+	return easy;
+}
+
+static bool
+retryable(const HttpRequest *req, CURLcode rc)
+{
+	if (req->no_retry)
+		return false;
+	if (rc != CURLE_OK)
+	{
+		switch (rc)
+		{
+				/* configuration problems: retrying cannot help */
+			case CURLE_UNSUPPORTED_PROTOCOL:
+			case CURLE_URL_MALFORMAT:
+			case CURLE_PEER_FAILED_VERIFICATION:
+			case CURLE_SSL_CACERT_BADFILE:
+			case CURLE_SSL_CERTPROBLEM:
+			case CURLE_SSL_CIPHER:
+			case CURLE_SSL_ISSUER_ERROR:
+			case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+			case CURLE_WRITE_ERROR:
+			case CURLE_OUT_OF_MEMORY:
+				return false;
+			default:
+				return true;
+		}
+	}
+	return req->status == 429 || req->status >= 500;
+}
+
+/* milliseconds to wait before the next attempt */
+static long
+backoff_ms(const HttpRequest *req)
+{
+	double		base;
+	double		ms;
+
+	if (req->retry_after_s >= 0)
+		return (long) (req->retry_after_s * 1000.0);
+	base = (double) dfe_http_retry_base_ms * pow(2.0, req->attempts - 1);
+	if (base > MAX_BACKOFF_MS)
+		base = MAX_BACKOFF_MS;
+	/* "equal jitter": half fixed, half random, so retries spread out */
+	ms = base / 2.0 + pg_prng_double(&pg_global_prng_state) * base / 2.0;
+	return (long) ms;
+}
+
+static void
+cleanup_requests(CURLM *multi, HttpRequest **reqs, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		HttpRequest *req = reqs[i];
+
+		if (req->easy)
+		{
+			if (multi)
+				curl_multi_remove_handle(multi, req->easy);
+			curl_easy_cleanup(req->easy);
+			req->easy = NULL;
+		}
+		if (req->header_list)
+		{
+			curl_slist_free_all(req->header_list);
+			req->header_list = NULL;
+		}
+	}
+	if (multi)
+		curl_multi_cleanup(multi);
+}
+
+void
+http_perform(HttpRequest **reqs, int n, int concurrency)
+{
+	CURLM	   *volatile multi = NULL;
+	long		start = now_ms();
+	int			i;
+
+	if (n <= 0)
+		return;
+
+	for (i = 0; i < n; i++)
+	{
+		check_url(reqs[i]);
+		reqs[i]->status = 0;
+		reqs[i]->transport_error = NULL;
+		reqs[i]->attempts = 0;
+		reqs[i]->next_attempt_at_ms = 0;
+	}
+
+	PG_TRY();
+	{
+		/* requests not started yet, in order; parked ones wait for their backoff */
+		int			next_new = 0;
+		int			running = 0;	/* handles in the multi handle */
+		int			unfinished = n;
+		bool	   *parked = palloc0(sizeof(bool) * n);
+		int			limit = (concurrency <= 0 || concurrency > n) ? n : concurrency;
+
+		multi = curl_multi_init();
+		if (multi == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not create an HTTP multi handle"),
+					 errhint("The server may be out of memory.")));
+
+		while (unfinished > 0)
+		{
+			long		now = now_ms();
+			long		wait_ms = POLL_MS;
+			int			still_running;
+			CURLMsg    *msg;
+			int			msgs_left;
+			CURLMcode	mrc;
+
+			CHECK_FOR_INTERRUPTS();
+
+			/* start parked retries whose time has come, then new requests */
+			for (i = 0; i < n && running < limit; i++)
+			{
+				if (parked[i] && reqs[i]->next_attempt_at_ms <= now)
+				{
+					parked[i] = false;
+					curl_multi_add_handle(multi, prepare_attempt(reqs[i]));
+					running++;
+				}
+			}
+			while (next_new < n && running < limit)
+			{
+				curl_multi_add_handle(multi, prepare_attempt(reqs[next_new]));
+				next_new++;
+				running++;
+			}
+
+			mrc = curl_multi_perform(multi, &still_running);
+			if (mrc != CURLM_OK)
+				ereport(ERROR,
+						(errcode(ERRCODE_SYSTEM_ERROR),
+						 errmsg("HTTP transfer failed: %s", curl_multi_strerror(mrc)),
+						 errhint("This is a libcurl problem on the database server; try again.")));
+
+			while ((msg = curl_multi_info_read(multi, &msgs_left)) != NULL)
+			{
+				HttpRequest *req;
+				CURLcode	rc;
+				int			idx;
+
+				if (msg->msg != CURLMSG_DONE)
+					continue;
+				rc = msg->data.result;
+				curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+				curl_multi_remove_handle(multi, msg->easy_handle);
+				running--;
+
+				if (rc == CURLE_OK)
+				{
+					curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &req->status);
+					req->transport_error = NULL;
+				}
+				else
+				{
+					req->status = 0;
+					req->transport_error = pstrdup(req->errbuf[0] ? req->errbuf
+												   : curl_easy_strerror(rc));
+				}
+
+				for (idx = 0; idx < n && reqs[idx] != req; idx++)
+					;
+
+				if (retryable(req, rc) && req->attempts <= dfe_http_max_retries)
+				{
+					long		delay = backoff_ms(req);
+
+					req->next_attempt_at_ms = now_ms() + delay;
+					parked[idx] = true;
+					ereport(DEBUG1,
+							(errmsg_internal("dfe_airbyte: %s: attempt %d got %s, retrying in %ld ms",
+											 req->what, req->attempts,
+											 rc == CURLE_OK ? psprintf("HTTP %ld", req->status)
+											 : req->transport_error, delay)));
+				}
+				else
+				{
+					unfinished--;
+					req->elapsed_ms = (double) (now_ms() - start);
+				}
+			}
+
+			if (unfinished == 0)
+				break;
+
+			/* sleep until there is socket activity, a retry is due, or POLL_MS */
+			now = now_ms();
+			for (i = 0; i < n; i++)
+			{
+				if (parked[i])
+				{
+					long		due = reqs[i]->next_attempt_at_ms - now;
+
+					if (due < wait_ms)
+						wait_ms = due < 0 ? 0 : due;
+				}
+			}
+			if (running > 0)
+				curl_multi_poll(multi, NULL, 0, (int) wait_ms, NULL);
+			else if (wait_ms > 0)
+				pg_usleep(wait_ms * 1000L);
+		}
+		pfree(parked);
+	}
+	PG_FINALLY();
+	{
+		cleanup_requests(multi, reqs, n);
+	}
+	PG_END_TRY();
+}
+
+void
+http_perform_one(HttpRequest *req)
+{
+	http_perform(&req, 1, 1);
+}
+
+/* ---------------------------------------------------------------------- */
+/* errors                                                                 */
+/* ---------------------------------------------------------------------- */
+
+static char *
+json_string_at(cJSON *obj, const char *key)
+{
+	cJSON	   *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+	return cJSON_IsString(item) && item->valuestring[0] ? item->valuestring : NULL;
+}
+
+char *
+http_server_message(const HttpRequest *req)
+{
+	const char *body = req->response ? req->response->data : "";
+	char	   *msg = NULL;
+	cJSON	   *root;
+
+	if (req->status == 0)
+		return http_redact(req->transport_error ? req->transport_error : "no response");
+
+	root = cJSON_Parse(body);
+	if (root && cJSON_IsObject(root))
+	{
+		cJSON	   *err = cJSON_GetObjectItemCaseSensitive(root, "error");
+
+		if (cJSON_IsObject(err))	/* Google: {"error": {"message": ...}} */
+			msg = json_string_at(err, "message");
+		if (!msg)
+			msg = json_string_at(root, "message");	/* Airbyte */
+		if (!msg)
+			msg = json_string_at(root, "detail");
+		if (!msg)
+			msg = json_string_at(root, "error_description");	/* OAuth */
+		if (!msg && cJSON_IsString(err))
+			msg = err->valuestring;
+		if (msg)
+			msg = pstrdup(msg);
+	}
+	if (root)
+		cJSON_Delete(root);
+	if (!msg)
+	{
+		if (body[0] == '\0')
+			msg = pstrdup("(empty body)");
+		else
+			msg = pnstrdup(body, MESSAGE_MAX);
+	}
+	else if (strlen(msg) > MESSAGE_MAX)
+		msg[MESSAGE_MAX] = '\0';
+	return http_redact(msg);
+}
+
+void
+http_raise(const HttpRequest *req)
+{
+	char	   *message = http_server_message(req);
+	const char *hint;
+
+	if (req->status == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("%s failed: %s", req->what, message),
+				 errdetail("%s %s; %d attempt(s), no HTTP answer.", req->method,
+						   http_redact(req->url), req->attempts),
+				 errhint("Check that the service is reachable from the database server, "
+						 "its URL setting, and dfe_airbyte.http_timeout.")));
+
+	switch (req->status)
+	{
+		case 400:
+		case 422:
+			hint = "The service rejected the request; its message above says why.";
+			break;
+		case 401:
+			hint = "Check the client id and secret (or the credential configuration).";
+			break;
+		case 403:
+			hint = "The credentials work but lack permission for this call.";
+			break;
+		case 404:
+			hint = "Check the ids in the dfe_airbyte settings (connection, source, project, dataset).";
+			break;
+		case 409:
+			hint = "Another operation is in progress; try again later.";
+			break;
+		case 429:
+			hint = "The service is rate limiting; try again later or raise dfe_airbyte.http_max_retries.";
+			break;
+		default:
+			hint = req->status >= 500
+				? "The service is failing; it was retried with backoff. Try again later."
+				: "Check the request settings.";
+			break;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+			 errmsg("%s failed: HTTP %ld", req->what, req->status),
+			 errdetail("%s %s answered: %s", req->method, http_redact(req->url), message),
+			 errhint("%s", hint)));
+	pg_unreachable();
+}
+
+void
+http_check(const HttpRequest *req)
+{
+	if (!http_ok(req))
+		http_raise(req);
+}

@@ -1,0 +1,627 @@
+#!/usr/bin/env python3
+"""Self-test of test/fake_server.py: every endpoint and every fault kind.
+
+Runs the server as a subprocess on a free port; standard library only;
+takes a few seconds.  python3 test/fake_server_selftest.py [-v]
+"""
+
+import base64
+import concurrent.futures
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SERVER = os.path.join(HERE, "fake_server.py")
+
+CONN = "11111111-1111-1111-1111-111111111111"
+SOURCE = "22222222-2222-2222-2222-222222222222"
+SA = "airbyte@proj.iam.gserviceaccount.com"
+TAG = "projects/p/locations/eu/taxonomies/1/policyTags/2"
+BQ = "/bigquery/v2/projects/p/datasets/d/tables/"
+
+
+def start_server(tmp, *extra):
+    port_file = os.path.join(tmp, "port")
+    proc = subprocess.Popen([sys.executable, SERVER, "--host", "127.0.0.1",
+                             "--port", "0", "--port-file", port_file]
+                            + list(extra))
+    deadline = time.time() + 10
+    while not os.path.exists(port_file):
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError("fake server did not start")
+        time.sleep(0.02)
+    with open(port_file) as f:
+        return proc, int(f.read())
+
+
+def stop_server(proc):
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=10)
+
+
+class FakeServerTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="fake-selftest-")
+        cls.log = os.path.join(cls.tmp, "requests.log")
+        cls.proc, cls.port = start_server(cls.tmp, "--log", cls.log)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.proc.poll() is None:
+            stop_server(cls.proc)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def setUp(self):
+        self.control("POST", "/_fake/reset")
+        self.control("POST", "/_fake/config", {"job_pending_seconds": 0.2,
+                                               "job_running_seconds": 0.3})
+
+    # ----------------------------------------------------------- helpers
+
+    def call(self, method, path, body=None, headers=None, timeout=5,
+             port=None):
+        """-> (status, headers dict lower-case, parsed JSON or raw text)."""
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.port,
+                                          timeout=timeout)
+        hdrs = dict(headers or {})
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+            hdrs.setdefault("Content-Type", "application/json")
+        try:
+            conn.request(method, path, body=body, headers=hdrs)
+            resp = conn.getresponse()
+            data = resp.read()
+        finally:
+            conn.close()
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            parsed = data.decode()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, \
+            parsed
+
+    def control(self, method, path, body=None):
+        status, _, data = self.call(method, path, body)
+        self.assertLess(status, 300, data)
+        return data
+
+    def airbyte_token(self):
+        status, _, data = self.call("POST", "/api/public/v1/applications/token",
+                                    {"client_id": "test-client",
+                                     "client_secret": "test-secret-value",
+                                     "grant-type": "client_credentials"})
+        self.assertEqual(status, 200, data)
+        return {"Authorization": "Bearer " + data["access_token"]}
+
+    def google_token(self):
+        status, _, data = self.call("POST", "/v1/token", {
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "audience": "//iam.googleapis.com/x",
+            "scope": "https://www.googleapis.com/auth/cloud-platform",
+            "requested_token_type":
+                "urn:ietf:params:oauth:token-type:access_token",
+            "subject_token": "azure-1",
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt"})
+        self.assertEqual(status, 200, data)
+        status, _, data = self.call(
+            "POST", "/v1/projects/-/serviceAccounts/%s:generateAccessToken"
+            % SA, {"scope": ["https://www.googleapis.com/auth/cloud-platform"],
+                   "lifetime": "3600s"},
+            {"Authorization": "Bearer " + data["access_token"]})
+        self.assertEqual(status, 200, data)
+        return {"Authorization": "Bearer " + data["accessToken"]}
+
+    def discover(self, auth, disable_cache=True):
+        return self.call("POST", "/api/v1/sources/discover_schema",
+                         {"sourceId": SOURCE, "disable_cache": disable_cache},
+                         auth)
+
+    # ----------------------------------------------------------- control
+
+    def test_control_config_and_reset(self):
+        cfg = self.control("POST", "/_fake/config", {"token_expires_in": 5})
+        self.assertEqual(cfg["token_expires_in"], 5)
+        self.assertEqual(cfg["connection_id"], CONN)
+        status, _, data = self.call("POST", "/_fake/config", {"nope": 1})
+        self.assertEqual(status, 400)
+        self.control("POST", "/_fake/reset")
+        self.assertEqual(self.control("GET", "/_fake/config")
+                         ["token_expires_in"], 180)
+        self.assertEqual(self.call("GET", "/nowhere")[0], 404)
+
+    # ----------------------------------------------------------- airbyte
+
+    def test_airbyte_tokens(self):
+        url = "/api/public/v1/applications/token"
+        good = {"client_id": "test-client", "client_secret":
+                "test-secret-value", "grant-type": "client_credentials"}
+        status, _, data = self.call("POST", url, good)
+        self.assertEqual((status, data["token_type"], data["expires_in"]),
+                         (200, "Bearer", 180))
+        self.assertEqual(self.call("POST", url, dict(good, client_secret="x"))
+                         [:3:2], (401, {"message":
+                                        "invalid client credentials"}))
+        underscore = {k.replace("-", "_"): v for k, v in good.items()}
+        self.assertEqual(self.call("POST", url, underscore)[0], 400)
+        self.assertEqual(self.call("POST", url, json.dumps(good),
+                                   {"Content-Type": "text/plain"})[0], 415)
+        # legacy Airbyte: public endpoint 404, config API gives a JWT
+        self.control("POST", "/_fake/config", {"legacy_airbyte": True})
+        self.assertEqual(self.call("POST", url, good)[0], 404)
+        status, _, data = self.call("POST", "/api/v1/applications/token",
+                                    {"client_id": "test-client",
+                                     "client_secret": "test-secret-value"})
+        self.assertEqual(status, 200)
+        payload = data["access_token"].split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+        self.assertAlmostEqual(claims["exp"], time.time() + 180, delta=5)
+        auth = {"Authorization": "Bearer " + data["access_token"]}
+        self.assertEqual(self.call("GET", "/api/public/v1/connections/" + CONN,
+                                   headers=auth)[0], 200)
+
+    def test_airbyte_auth_revoke_and_expiry(self):
+        path = "/api/public/v1/connections/" + CONN
+        self.assertEqual(self.call("GET", path)[:3:2],
+                         (401, {"message": "Unauthorized"}))
+        auth = self.airbyte_token()
+        self.assertEqual(self.call("GET", path, headers=auth)[0], 200)
+        self.control("POST", "/_fake/airbyte/revoke_tokens")
+        self.assertEqual(self.call("GET", path, headers=auth)[0], 401)
+        self.control("POST", "/_fake/config", {"token_expires_in": 0.3})
+        auth = self.airbyte_token()
+        self.assertEqual(self.call("GET", path, headers=auth)[0], 200)
+        time.sleep(0.4)
+        self.assertEqual(self.call("GET", path, headers=auth)[0], 401)
+
+    def test_airbyte_connection_discover_patch(self):
+        auth = self.airbyte_token()
+        status, _, conn = self.call("GET", "/api/public/v1/connections/"
+                                    + CONN, headers=auth)
+        self.assertEqual((status, conn["sourceId"], conn["status"]),
+                         (200, SOURCE, "active"))
+        self.assertEqual(self.call("GET", "/api/public/v1/connections/nope",
+                                   headers=auth)[0], 404)
+        self.control("POST", "/_fake/airbyte/source_catalog",
+                     {"tables": {"users": ["id", "name", "email"]}})
+        stream = {"name": "users", "syncMode": "incremental_append",
+                  "cursorField": ["_ab_cdc_lsn"], "primaryKey": [["id"]],
+                  "selectedFields": [{"fieldPath": [f]} for f in
+                                     ("_ab_cdc_lsn", "_ab_cdc_deleted_at",
+                                      "_ab_cdc_updated_at", "id", "name")]}
+        hb = {"name": "airbyte_heartbeat", "syncMode": "full_refresh_overwrite",
+              "primaryKey": [["id"]],
+              "selectedFields": [{"fieldPath": ["id"]},
+                                 {"fieldPath": ["last_heartbeat"]}]}
+        body = {"configurations": {"streams": [stream, hb]}}
+        patch = "/api/public/v1/connections/" + CONN
+        # the cached catalog is empty until a discover with disable_cache
+        status, _, err = self.call("PATCH", patch, body, auth)
+        self.assertEqual((status, err["message"]),
+                         (400, "Invalid stream found: users"))
+        status, _, disc = self.discover(auth, disable_cache=False)
+        self.assertEqual((status, disc["catalog"]["streams"]), (200, []))
+        status, _, disc = self.discover(auth)
+        names = [s["stream"]["name"] for s in disc["catalog"]["streams"]]
+        self.assertEqual(names, ["airbyte_heartbeat", "users"])
+        self.assertIn("email", disc["catalog"]["streams"][1]["stream"]
+                      ["jsonSchema"]["properties"])
+        self.assertTrue(disc["jobInfo"]["succeeded"])
+        self.assertEqual(self.call("POST", "/api/v1/sources/discover_schema",
+                                   {"sourceId": "x", "disable_cache": True},
+                                   auth)[0], 404)
+        raw = json.dumps(body, indent=1)
+        status, _, conn = self.call("PATCH", patch, raw,
+                                    dict(auth, **{"Content-Type":
+                                                  "application/json"}))
+        self.assertEqual(status, 200, conn)
+        self.assertEqual(conn["configurations"], body["configurations"])
+        seen = self.control("GET", "/_fake/airbyte/connection")
+        self.assertEqual(seen["last_patch_raw"], raw)
+        self.assertEqual(seen["configurations"], body["configurations"])
+        # new column in the source: rejected until rediscovered
+        self.control("POST", "/_fake/airbyte/source_catalog",
+                     {"tables": {"users": ["id", "name", "email", "phone"]}})
+        stream["selectedFields"].append({"fieldPath": ["phone"]})
+        status, _, err = self.call("PATCH", patch, body, auth)
+        self.assertEqual(status, 400)
+        self.assertIn("phone", err["message"])
+        self.assertIn("users", err["message"])
+        self.discover(auth)
+        self.assertEqual(self.call("PATCH", patch, body, auth)[0], 200)
+        # primary key not selected, bad sync mode, wrong content type
+        bad = json.loads(json.dumps(body))
+        bad["configurations"]["streams"][0]["primaryKey"] = [["email"]]
+        self.assertEqual(self.call("PATCH", patch, bad, auth)[0], 400)
+        bad = json.loads(json.dumps(body))
+        bad["configurations"]["streams"][0]["syncMode"] = "incremental"
+        self.assertEqual(self.call("PATCH", patch, bad, auth)[0], 400)
+        self.assertEqual(self.call("PATCH", patch, json.dumps(body), dict(
+            auth, **{"Content-Type": "text/plain"}))[0], 415)
+        # also_cache sets both catalogs
+        cat = self.control("POST", "/_fake/airbyte/source_catalog",
+                           {"tables": {"a": ["id"]}, "also_cache": True})
+        self.assertEqual(cat["cached"], {"a": ["id"], "airbyte_heartbeat":
+                                         ["id", "last_heartbeat"]})
+
+    def test_airbyte_jobs(self):
+        auth = self.airbyte_token()
+        old = self.control("POST", "/_fake/airbyte/jobs",
+                           {"status": "succeeded"})
+        status, _, job = self.call("POST", "/api/public/v1/jobs",
+                                   {"connectionId": CONN, "jobType": "sync"},
+                                   auth)
+        self.assertEqual((status, job["status"], job["jobType"]),
+                         (200, "pending", "sync"))
+        status, _, err = self.call("POST", "/api/public/v1/jobs",
+                                   {"connectionId": CONN, "jobType": "sync"},
+                                   auth)
+        self.assertEqual((status, err["message"]),
+                         (409, "A sync is already running for: " + CONN))
+        self.assertEqual(self.call("POST", "/api/public/v1/jobs",
+                                   {"connectionId": CONN,
+                                    "jobType": "refresh"}, auth)[0], 422)
+        q = "/api/public/v1/jobs?connectionId=%s&jobType=sync&limit=1" % CONN
+        # default order is ascending: the old job; DESC: the new one
+        self.assertEqual(self.call("GET", q, headers=auth)[2]["data"][0]
+                         ["jobId"], old["jobId"])
+        status, _, page = self.call("GET", q + "&orderBy=createdAt%7CDESC",
+                                    headers=auth)
+        self.assertEqual(page["data"][0]["jobId"], job["jobId"])
+        self.assertIn("next", page)
+        jp = "/api/public/v1/jobs/%d" % job["jobId"]
+        statuses = set()
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            statuses.add(self.call("GET", jp, headers=auth)[2]["status"])
+            if "succeeded" in statuses:
+                break
+            time.sleep(0.05)
+        self.assertEqual(statuses, {"pending", "running", "succeeded"})
+        self.assertEqual(self.call("GET", "/api/public/v1/jobs/999999",
+                                   headers=auth)[0], 404)
+        # refresh through the config API, listed with jobType refresh
+        status, _, ref = self.call("POST", "/api/v1/connections/refresh",
+                                   {"connectionId": CONN,
+                                    "refreshMode": "Merge"}, auth)
+        self.assertEqual((status, ref["job"]["status"],
+                          ref["job"]["configType"]),
+                         (200, "pending", "refresh"))
+        listed = self.call("GET", "/api/public/v1/jobs?jobType=refresh",
+                           headers=auth)[2]["data"]
+        self.assertEqual([j["jobId"] for j in listed], [ref["job"]["id"]])
+        # a frozen running job blocks new syncs until moved on
+        self.control("POST", "/_fake/reset")
+        frozen = self.control("POST", "/_fake/airbyte/jobs",
+                              {"status": "running", "frozen": True})
+        auth = self.airbyte_token()
+        time.sleep(0.6)
+        self.assertEqual(self.call("GET", "/api/public/v1/jobs/%d"
+                                   % frozen["jobId"], headers=auth)[2]
+                         ["status"], "running")
+        self.assertEqual(self.call("POST", "/api/public/v1/jobs",
+                                   {"connectionId": CONN, "jobType": "sync"},
+                                   auth)[0], 409)
+        self.control("POST", "/_fake/airbyte/jobs/%d" % frozen["jobId"],
+                     {"status": "failed"})
+        status, _, job = self.call("POST", "/api/public/v1/jobs",
+                                   {"connectionId": CONN, "jobType": "sync"},
+                                   auth)
+        self.assertEqual(status, 200)
+        # cancelled through the public API
+        status, _, job = self.call("DELETE", "/api/public/v1/jobs/%d"
+                                   % job["jobId"], headers=auth)
+        self.assertEqual((status, job["status"]), (200, "cancelled"))
+        # a control-created running job progresses to the final status
+        job = self.control("POST", "/_fake/airbyte/jobs",
+                           {"status": "running", "running_seconds": 0.1})
+        time.sleep(0.2)
+        self.assertEqual(self.call("GET", "/api/public/v1/jobs/%d"
+                                   % job["jobId"], headers=auth)[2]["status"],
+                         "succeeded")
+        rec = self.control("GET", "/_fake/requests")["requests"][-1]
+        self.assertEqual(rec["headers"]["authorization"],
+                         auth["Authorization"])
+
+    def test_job_final_status(self):
+        self.control("POST", "/_fake/config", {"job_final_status": "failed",
+                                               "job_pending_seconds": 0,
+                                               "job_running_seconds": 0.1})
+        auth = self.airbyte_token()
+        job = self.call("POST", "/api/public/v1/jobs",
+                        {"connectionId": CONN, "jobType": "sync"}, auth)[2]
+        time.sleep(0.2)
+        self.assertEqual(self.call("GET", "/api/public/v1/jobs/%d"
+                                   % job["jobId"], headers=auth)[2]["status"],
+                         "failed")
+
+    # ---------------------------------------------------- azure / google
+
+    def test_azure_and_proxy(self):
+        self.control("POST", "/_fake/config", {
+            "azure_client_id": "az-client", "federated_token": "fed-jwt",
+            "proxy_token": "px", "proxy_required_headers": {"X-Key": "k"}})
+        form = {"grant_type": "client_credentials", "client_id": "az-client",
+                "scope": "api://AzureADTokenExchange/.default",
+                "client_assertion_type":
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": "fed-jwt"}
+        fh = {"Content-Type": "application/x-www-form-urlencoded"}
+        path = "/tenant-1/oauth2/v2.0/token"
+        status, _, data = self.call("POST", path,
+                                    urllib.parse.urlencode(form), fh)
+        self.assertEqual(status, 200, data)
+        self.assertTrue(data["access_token"].startswith("azure-"))
+        for key, value, want in (("client_assertion", "other", 401),
+                                 ("client_id", "other", 400),
+                                 ("scope", "x", 400)):
+            status, _, data = self.call("POST", path, urllib.parse.urlencode(
+                dict(form, **{key: value})), fh)
+            self.assertEqual(status, want, key)
+            self.assertIn("error", data)
+        self.assertEqual(self.call("GET", "/azure-token-proxy")[0], 401)
+        self.assertEqual(self.call("GET", "/azure-token-proxy",
+                                   headers={"X-Key": "k"})[2], "px")
+        self.assertEqual(self.call("GET", "/azure-token-proxy.json",
+                                   headers={"x-key": "k"})[2],
+                         {"access_token": "px"})
+
+    def test_sts_impersonation(self):
+        self.control("POST", "/_fake/config",
+                     {"sts_expected_audience": "aud"})
+        sts = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+               "audience": "aud",
+               "scope": "https://www.googleapis.com/auth/cloud-platform",
+               "requested_token_type":
+                   "urn:ietf:params:oauth:token-type:access_token",
+               "subject_token": "px",
+               "subject_token_type": "urn:ietf:params:oauth:token-type:jwt"}
+        status, _, data = self.call("POST", "/v1/token", sts)
+        self.assertEqual(status, 200, data)
+        sts_token = data["access_token"]
+        # form-encoded is accepted too
+        self.assertEqual(self.call("POST", "/v1/token",
+                                   urllib.parse.urlencode(sts),
+                                   {"Content-Type": "application/"
+                                    "x-www-form-urlencoded"})[0], 200)
+        status, _, data = self.call("POST", "/v1/token",
+                                    dict(sts, audience="other"))
+        self.assertEqual(status, 400)
+        self.assertIn("error_description", data)
+        iam = "/v1/projects/-/serviceAccounts/%s:generateAccessToken"
+        body = {"scope": ["https://www.googleapis.com/auth/cloud-platform"],
+                "lifetime": "3600s"}
+        status, _, data = self.call("POST", iam % SA, body,
+                                    {"Authorization": "Bearer " + sts_token})
+        self.assertEqual(status, 200, data)
+        self.assertTrue(data["accessToken"].startswith("ya29.fake-"))
+        self.assertRegex(data["expireTime"],
+                         r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        self.assertEqual(self.call("POST", iam % SA, body,
+                                   {"Authorization": "Bearer nope"})[0], 401)
+        status, _, data = self.call("POST", iam % "other@x", body,
+                                    {"Authorization": "Bearer " + sts_token})
+        self.assertEqual((status, data["error"]["status"]),
+                         (403, "PERMISSION_DENIED"))
+
+    # ---------------------------------------------------------- bigquery
+
+    def test_bigquery(self):
+        schema = {"fields": [
+            {"name": "id", "type": "INTEGER", "mode": "REQUIRED"},
+            {"name": "email", "type": "STRING", "description": "mail"},
+            {"name": "addr", "type": "RECORD", "fields": [
+                {"name": "street", "type": "STRING"}]}]}
+        self.control("POST", "/_fake/bigquery/tables", {"tables": [
+            {"project": "p", "dataset": "d", "table": "users",
+             "schema": schema}]})
+        self.assertEqual(self.call("GET", BQ + "users")[0], 401)
+        auth = self.google_token()
+        status, _, t = self.call("GET", BQ + "users", headers=auth)
+        self.assertEqual((status, t["id"], t["schema"]),
+                         (200, "p:d.users", schema))
+        status, _, err = self.call("GET", BQ + "nope", headers=auth)
+        self.assertEqual((status, err["error"]["message"]),
+                         (404, "Not found: Table p:d.nope"))
+        new = json.loads(json.dumps(schema))
+        new["fields"][1]["policyTags"] = {"names": [TAG]}
+        # wrong etag -> 412, none -> 412
+        status, _, err = self.call("PATCH", BQ + "users", {"schema": new},
+                                   dict(auth, **{"If-Match": "stale"}))
+        self.assertEqual((status, err["error"]["status"]),
+                         (412, "FAILED_PRECONDITION"))
+        self.assertEqual(self.call("PATCH", BQ + "users", {"schema": new},
+                                   auth)[0], 412)
+        # a nested field missing -> 400 naming it
+        partial = json.loads(json.dumps(new))
+        partial["fields"][2]["fields"] = []
+        status, _, err = self.call("PATCH", BQ + "users", {"schema": partial},
+                                   dict(auth, **{"If-Match": t["etag"]}))
+        self.assertEqual(status, 400)
+        self.assertIn("Field addr.street is missing in new schema",
+                      err["error"]["message"])
+        two = json.loads(json.dumps(new))
+        two["fields"][1]["policyTags"]["names"].append(TAG + "9")
+        self.assertEqual(self.call("PATCH", BQ + "users", {"schema": two},
+                                   dict(auth, **{"If-Match": t["etag"]}))[0],
+                         400)
+        status, _, t2 = self.call("PATCH", BQ + "users", {"schema": new},
+                                  dict(auth, **{"If-Match": t["etag"]}))
+        self.assertEqual((status, t2["schema"]), (200, new))
+        self.assertNotEqual(t2["etag"], t["etag"])
+        stored = self.control("GET", "/_fake/bigquery/table?project=p&"
+                              "dataset=d&table=users")
+        self.assertEqual((stored["schema"], stored["etag"]),
+                         (new, t2["etag"]))
+        self.assertEqual(self.control("DELETE", "/_fake/bigquery/table?"
+                                      "project=p&dataset=d&table=users"),
+                         {"dropped": True})
+        self.assertEqual(self.call("GET", BQ + "users", headers=auth)[0], 404)
+        # expired impersonated token -> 401
+        self.control("POST", "/_fake/config", {"impersonate_expires_in": 0})
+        self.assertEqual(self.call("GET", BQ + "users",
+                                   headers=self.google_token())[0], 401)
+
+    # ------------------------------------------------------------ faults
+
+    def test_fault_status_and_recording(self):
+        since = self.control("GET", "/_fake/requests")["next"]
+        self.control("POST", "/_fake/faults", {"rules": [
+            {"method": "GET", "path": r"^/api/public/v1/jobs$", "times": 2,
+             "kind": "status", "status": 503, "retry_after": 1},
+            {"path": "connections", "status": 429, "body": "slow down"}]})
+        for _ in range(2):
+            status, hdrs, body = self.call("GET", "/api/public/v1/jobs")
+            self.assertEqual((status, hdrs.get("retry-after"), body),
+                             (503, "1", {"message": "injected 503"}))
+        self.assertEqual(self.call("GET", "/api/public/v1/jobs")[0], 401)
+        self.assertEqual(self.call("GET", "/api/public/v1/connections/x")[:3:2],
+                         (429, "slow down"))
+        self.assertEqual(self.call("GET", "/api/public/v1/connections/x")[0],
+                         401)
+        got = self.control("GET", "/_fake/requests?since=%d" % since)
+        self.assertEqual([r["status"] for r in got["requests"]],
+                         [503, 503, 401, 429, 401])
+        self.assertEqual(got["next"], got["requests"][-1]["seq"])
+        self.assertEqual(self.control("GET", "/_fake/requests?since=%d"
+                                      % got["next"])["requests"], [])
+        stats = self.control("GET", "/_fake/stats")
+        self.assertEqual(stats["GET /api/public/v1/jobs"], 3)
+        self.assertEqual(stats["GET /api/public/v1/connections/*"], 2)
+        # forever rule, then cleared
+        self.control("POST", "/_fake/faults", {"rules": [
+            {"path": "^/v1/token$", "times": None, "status": 500}]})
+        for _ in range(3):
+            self.assertEqual(self.call("POST", "/v1/token", {})[0], 500)
+        self.control("DELETE", "/_fake/faults")
+        self.assertEqual(self.call("POST", "/v1/token", {})[0], 400)
+
+    def test_fault_latency_malformed_reset_hang(self):
+        self.control("POST", "/_fake/faults", {"rules": [
+            {"path": "latency", "kind": "latency", "latency_ms": 300},
+            {"path": "malformed", "kind": "malformed"},
+            {"path": "reset", "kind": "reset"},
+            {"path": "hang", "kind": "hang"}]})
+        t0 = time.time()
+        self.assertEqual(self.call("GET", "/latency")[0], 404)
+        self.assertGreaterEqual(time.time() - t0, 0.3)
+        status, hdrs, body = self.call("GET", "/malformed")
+        self.assertEqual((status, hdrs["content-type"], body),
+                         (200, "application/json", '{"data": ['))
+        with self.assertRaises((ConnectionResetError,
+                                http.client.RemoteDisconnected)):
+            self.call("GET", "/reset")
+        with self.assertRaises((TimeoutError, socket.timeout)):
+            self.call("GET", "/hang", timeout=0.5)
+        reqs = self.control("GET", "/_fake/requests")["requests"]
+        self.assertEqual([(r["path"], r.get("fault")) for r in reqs],
+                         [("/latency", "latency"), ("/malformed", "malformed"),
+                          ("/reset", "reset"), ("/hang", "hang")])
+        self.assertEqual(reqs[2]["status"], None)
+
+    def test_concurrency(self):
+        self.control("POST", "/_fake/faults", {"rules": [
+            {"path": "^/bigquery/", "kind": "latency", "latency_ms": 300,
+             "times": None}]})
+        self.control("POST", "/_fake/bigquery/tables", {"tables": [
+            {"project": "p", "dataset": "d", "table": "t%d" % i,
+             "schema": {"fields": []}} for i in range(32)]})
+        auth = self.google_token()
+        t0 = time.time()
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            statuses = list(pool.map(
+                lambda i: self.call("GET", BQ + "t%d" % i, headers=auth)[0],
+                range(32)))
+        self.assertEqual(statuses, [200] * 32)
+        self.assertLess(time.time() - t0, 2.5)  # serial would take 9.6 s
+        self.assertEqual(self.control("GET", "/_fake/stats")
+                         ["GET /bigquery/v2/projects/*/datasets/*/tables/*"],
+                         32)
+
+    def test_keep_alive(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        for _ in range(3):
+            conn.request("GET", "/_fake/ping")
+            resp = conn.getresponse()
+            self.assertEqual(resp.status, 200)
+            resp.read()
+        conn.close()
+
+    def test_log_has_no_secrets(self):
+        self.airbyte_token()
+        with open(self.log) as f:
+            log = f.read()
+        self.assertIn("POST /api/public/v1/applications/token 200", log)
+        self.assertNotIn("test-secret-value", log)
+        self.assertNotIn("Bearer", log)
+
+
+class TLSAndShutdownTest(unittest.TestCase):
+
+    def test_tls_and_clean_exit(self):
+        if not shutil.which("openssl"):
+            self.skipTest("openssl not installed")
+        tmp = tempfile.mkdtemp(prefix="fake-selftest-tls-")
+        try:
+            cert, key = os.path.join(tmp, "c.pem"), os.path.join(tmp, "k.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                            "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                            "-keyout", key, "-out", cert],
+                           check=True, capture_output=True)
+            cpf = os.path.join(tmp, "cport")
+            proc, port = start_server(tmp, "--tls-cert", cert, "--tls-key", key,
+                                      "--control-port-file", cpf)
+            with open(cpf) as f:
+                cport = int(f.read())
+            url = "https://127.0.0.1:%d/_fake/ping" % port
+            with self.assertRaises(urllib.error.URLError) as cm:
+                urllib.request.urlopen(url, timeout=5)
+            self.assertIsInstance(cm.exception.reason,
+                                  ssl.SSLCertVerificationError)
+            ctx = ssl.create_default_context(cafile=cert)
+            ctx.check_hostname = False
+            with urllib.request.urlopen(url, timeout=5, context=ctx) as r:
+                self.assertEqual(json.load(r)["ok"], True)
+            # the plain control port serves /_fake/ only
+            with urllib.request.urlopen("http://127.0.0.1:%d/_fake/ping"
+                                        % cport, timeout=5) as r:
+                self.assertEqual(r.status, 200)
+            conn = http.client.HTTPConnection("127.0.0.1", cport, timeout=5)
+            conn.request("GET", "/v1/token")
+            self.assertEqual(conn.getresponse().status, 404)
+            conn.close()
+            # a hanging request does not delay a clean SIGTERM exit
+            req = urllib.request.Request(
+                "http://127.0.0.1:%d/_fake/faults" % cport, method="POST",
+                data=json.dumps({"rules": [{"path": "hang",
+                                            "kind": "hang"}]}).encode(),
+                headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(req, timeout=5).read()
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)))
+            s.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.2)
+            t0 = time.time()
+            self.assertEqual(stop_server(proc), 0)
+            self.assertLess(time.time() - t0, 5)
+            s.close()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main()
