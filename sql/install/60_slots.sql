@@ -118,7 +118,7 @@ WITH cfg AS MATERIALIZED (
     -- least-squares slope of the retained bytes over the last hour of this
     -- incarnation's samples; a range scan of slot_samples_sampled_at_idx
     SELECT x.slot_name,
-           regr_slope(x.retained_bytes, extract(epoch FROM x.sampled_at)) * 3600 AS per_hour
+           regr_slope(x.retained_bytes, date_part('epoch', x.sampled_at)) * 3600 AS per_hour
     FROM dfe_airbyte.slot_samples x
     LEFT JOIN dfe_airbyte.slot_state st ON st.slot_name = x.slot_name
     WHERE x.sampled_at >= now() - interval '1 hour'
@@ -174,7 +174,7 @@ SELECT slot_name,
        server_limit_bytes,
        CASE WHEN limit_bytes > 0 THEN round(retained_bytes::numeric / limit_bytes, 3) END AS fraction_used,
        growth_bytes_per_hour,
-       CASE WHEN growth_bytes_per_hour > 0 THEN
+       CASE WHEN growth_bytes_per_hour > 0 AND (limit_bytes IS NOT NULL OR safe_wal_size IS NOT NULL) THEN
            date_trunc('second', make_interval(secs => greatest(0, least(
                CASE WHEN limit_bytes IS NOT NULL
                     THEN (limit_bytes - retained_bytes)::float8 / growth_bytes_per_hour * 3600 END,
