@@ -41,6 +41,11 @@ extern List *policy_tag_plan_apply(PolicyTagPlan *plan, List **failed_tables);
  * succeed that it had not seen before: loads the plan (own transaction),
  * applies it, and records an event when a tag had to be (re)applied.
  * Does nothing when BigQuery is not configured.  Runs outside a transaction.
+ * Events: policy_tags_repaired (warning, one per table where a tag was put
+ * back or removed), policy_tags_failed (warning: the tables that failed, or
+ * the error that stopped the whole run).  It does not raise for remote or
+ * configuration failures (they become the policy_tags_failed event); only
+ * FATAL (shutdown) ends it early.
  */
 extern void policy_tags_repair_after_sync(int64 job_id);
 

@@ -507,6 +507,10 @@ http_perform(HttpRequest **reqs, int n, int concurrency)
 			if (unfinished == 0)
 				break;
 
+			/* a slot is free and requests wait for one: start them right away */
+			if (running < limit && next_new < n)
+				continue;
+
 			/* sleep until there is socket activity, a retry is due, or POLL_MS */
 			now = now_ms();
 			for (i = 0; i < n; i++)

@@ -52,6 +52,8 @@ int			dfe_history_retention_min = 7 * 24 * 60;
 int			dfe_history_max_rows = 100000;
 double		dfe_slot_warning_fraction = 0.8;
 char	   *dfe_http_ca_file = NULL;
+char	   *dfe_source_schema = NULL;
+char	   *dfe_publication = NULL;
 
 static const struct config_enum_entry slot_limit_action_options[] = {
 	{"warn", SLOT_LIMIT_WARN, false},
@@ -188,6 +190,12 @@ dfe_define_settings(void)
 	define_string("dfe_airbyte.http_ca_file",
 				  "Extra CA bundle (PEM file) trusted for TLS; verification itself is always on.",
 				  &dfe_http_ca_file, NULL, PGC_SIGHUP, 0);
+	define_string("dfe_airbyte.source_schema",
+				  "Schema of the allowlisted tables (the schema Airbyte replicates).",
+				  &dfe_source_schema, "public", PGC_SIGHUP, 0);
+	define_string("dfe_airbyte.publication",
+				  "Publication the Airbyte source reads; config_problems checks that it covers the allowlisted tables.",
+				  &dfe_publication, "airbyte_publication", PGC_SIGHUP, 0);
 
 	MarkGUCPrefixReserved("dfe_airbyte");
 }
@@ -343,4 +351,16 @@ dfe_require_setting(const char *value, const char *guc, const char *envvar)
 			 errmsg("%s is not set", guc),
 			 errhint("Set it with ALTER SYSTEM SET %s = '...' and SELECT pg_reload_conf().", guc)));
 	return NULL;				/* keep compiler quiet */
+}
+
+const char *
+dfe_setting_source_schema(void)
+{
+	return setting_or_env(dfe_source_schema, NULL, "public");
+}
+
+const char *
+dfe_setting_publication(void)
+{
+	return setting_or_env(dfe_publication, NULL, "airbyte_publication");
 }

@@ -50,6 +50,8 @@ extern int	dfe_history_retention_min;
 extern int	dfe_history_max_rows;
 extern double dfe_slot_warning_fraction;
 extern char *dfe_http_ca_file;
+extern char *dfe_source_schema;	/* lists: schema of the allowlisted tables */
+extern char *dfe_publication;	/* lists: the Airbyte publication */
 
 extern void dfe_define_settings(void);
 
@@ -72,6 +74,10 @@ extern const char *dfe_setting_azure_client_id(void);
 extern const char *dfe_setting_azure_federated_token_file(void);
 extern const char *dfe_setting_bigquery_url(void);
 extern const char *dfe_setting_slot_name(void);
+
+/* lists: effective source schema and publication (defaults when unset) */
+extern const char *dfe_setting_source_schema(void);
+extern const char *dfe_setting_publication(void);
 
 /* ereport(ERROR) naming the setting and its environment variable when unset */
 extern const char *dfe_require_setting(const char *value, const char *guc,

@@ -373,6 +373,16 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # silence the default stderr log
         pass
 
+    def setup(self):
+        super().setup()
+        # The headers and the body go out in separate writes: without
+        # TCP_NODELAY, Nagle holds the body back until the client's delayed
+        # ACK (40-200 ms) on every request of a kept-alive connection.
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
     def do_GET(self):
         self._dispatch()
 

@@ -1,0 +1,104 @@
+-- dfe_airbyte.config_problems: what is wrong with the configuration now.
+-- The regression instance has no Airbyte or BigQuery settings, no
+-- publication and no slot, so those rows are expected.  The worker's own
+-- row depends on whether it has started yet: left out.
+CREATE VIEW problems AS
+    SELECT severity, object, problem, hint FROM dfe_airbyte.config_problems
+     WHERE object <> 'background worker';
+
+-- empty lists: only settings, publication, heartbeat table and slot
+SELECT severity, object, problem FROM problems;
+-- every row has a hint
+SELECT count(*) AS rows_without_hint FROM dfe_airbyte.config_problems WHERE hint IS NULL OR hint = '';
+
+-- the rows about the lists and the catalog
+CREATE TABLE users (id bigint PRIMARY KEY, email text, name text, password_digest text, created_at timestamptz);
+CREATE TABLE schools (urn text, name text, region text);                       -- no primary key
+CREATE TABLE memberships (user_id bigint, school_id bigint, role text, PRIMARY KEY (user_id, school_id));
+CREATE TABLE airbyte_heartbeat (id serial PRIMARY KEY, last_heartbeat timestamptz);
+SELECT list, tables, columns FROM dfe_airbyte_load_config(
+$yaml$shared:
+  users:
+    - id
+    - email
+    - name
+    - nickname
+    - _ab_cdc_lsn
+  schools:
+    - name
+    - urn
+  memberships:
+    - school_id
+    - role
+  ghosts:
+    - id
+  airbyte_heartbeat:
+    - id
+$yaml$,
+$yaml$shared:
+  users:
+    - email
+    - password_digest
+  ghosts:
+    - secret
+$yaml$);
+SELECT severity, object, problem, hint FROM problems
+ WHERE object NOT LIKE 'dfe_airbyte.%' AND object NOT IN ('max_slot_wal_keep_size', 'airbyte_slot');
+
+-- the publication: missing tables, column lists, operations, replica identity
+CREATE TABLE audits (message text);                                          -- no key at all
+CREATE PUBLICATION airbyte_publication FOR TABLE users (id, email, created_at), schools, audits
+    WITH (publish = 'insert, update');
+SELECT severity, object, problem, hint FROM problems
+ WHERE object IN ('airbyte_publication', 'audits', 'schools', 'memberships', 'users.name', 'users.email');
+-- a replica identity makes UPDATE and DELETE work again; FOR ALL TABLES covers every table
+ALTER TABLE schools REPLICA IDENTITY FULL;
+ALTER TABLE audits REPLICA IDENTITY FULL;
+DROP PUBLICATION airbyte_publication;
+CREATE PUBLICATION airbyte_publication FOR ALL TABLES;
+SELECT severity, object, problem FROM problems WHERE problem LIKE '%publication%' AND object NOT LIKE 'dfe_airbyte.%';
+
+-- the slot: another plugin is an error, a missing slot a warning
+SELECT severity, object, problem FROM problems WHERE object = 'airbyte_slot';
+SELECT 1 FROM pg_create_logical_replication_slot('airbyte_slot', 'test_decoding');
+SELECT severity, object, problem FROM problems WHERE object = 'airbyte_slot';
+SELECT 1 FROM pg_drop_replication_slot('airbyte_slot');
+
+-- after fixing the lists only the deliberate choices remain
+SELECT list, tables, columns FROM dfe_airbyte_load_config(
+$yaml$shared:
+  users: [id, email, name, created_at]
+  schools: [urn, name, region]
+  memberships: [user_id, school_id, role]
+$yaml$,
+$yaml$shared:
+  users: [email, password_digest]
+$yaml$);
+SELECT severity, object, problem FROM problems
+ WHERE object NOT LIKE 'dfe_airbyte.%' AND object NOT IN ('max_slot_wal_keep_size', 'airbyte_slot');
+
+-- the settings part on its own, the same for everyone allowed; never a secret
+SELECT severity, object FROM dfe_airbyte_setting_problems() WHERE object <> 'background worker' ORDER BY 2, 1;
+
+-- who may look
+CREATE ROLE regress_cp_plain;
+CREATE ROLE regress_cp_monitor IN ROLE pg_monitor;
+CREATE ROLE regress_cp_admin IN ROLE dfe_airbyte_admin;
+SELECT count(*) AS superuser_rows FROM problems \gset
+SET ROLE regress_cp_plain;
+SELECT count(*) FROM dfe_airbyte.config_problems;
+SELECT count(*) FROM dfe_airbyte_setting_problems();
+SET ROLE regress_cp_monitor;
+SELECT count(*) = :superuser_rows AS monitor_sees_all
+  FROM dfe_airbyte.config_problems WHERE object <> 'background worker';
+SET ROLE regress_cp_admin;
+SELECT count(*) = :superuser_rows AS admin_sees_all
+  FROM dfe_airbyte.config_problems WHERE object <> 'background worker';
+RESET ROLE;
+
+DROP PUBLICATION airbyte_publication;
+DELETE FROM dfe_airbyte.allowlist;
+DELETE FROM dfe_airbyte.blocklist;
+DROP VIEW problems;
+DROP TABLE users, schools, memberships, airbyte_heartbeat, audits;
+DROP ROLE regress_cp_plain, regress_cp_monitor, regress_cp_admin;

@@ -1,0 +1,284 @@
+/*
+ * stream_config.c — dfe_airbyte_stream_config() (SPEC §3).
+ *
+ * One stream per allowlisted table, ordered by table name (byte order, so
+ * the result does not depend on the database's collation), then the
+ * heartbeat stream.  The rules:
+ *
+ *  - selectedFields: _ab_cdc_lsn, _ab_cdc_deleted_at, _ab_cdc_updated_at,
+ *    then the allowlisted columns in the table's column order (attnum);
+ *    allowlisted columns the table does not have (or all columns of a
+ *    table that does not exist) follow in name order.  The allowlist has
+ *    no order of its own, and the table's order is what Airbyte shows.
+ *    An allowlisted _ab_cdc_* field is not repeated.
+ *  - primaryKey: the table's primary key (every key column, in index
+ *    order) when all its columns are allowlisted; otherwise the gem's
+ *    rule on the column order above: "id" when allowlisted, else the first
+ *    allowlisted column (leaving out the _ab_cdc_* fields).
+ *  - an allowlisted table called airbyte_heartbeat is left out: the
+ *    heartbeat stream has a fixed shape and always comes last.
+ *
+ * Tables are looked up in dfe_airbyte.source_schema (default public).
+ */
+#include "postgres.h"
+
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+
+#include "settings.h"
+#include "stream_config.h"
+
+static const char *const airbyte_fields[] = {
+	"_ab_cdc_lsn", "_ab_cdc_deleted_at", "_ab_cdc_updated_at", NULL
+};
+
+static bool
+is_airbyte_field(const char *name)
+{
+	for (int i = 0; airbyte_fields[i]; i++)
+		if (strcmp(name, airbyte_fields[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Per allowlisted table (but the heartbeat): its primary key columns (NULL
+ * when the table or its primary key does not exist) and its allowlisted
+ * columns in stream order.
+ */
+static const char *stream_query =
+"WITH t AS ("
+"    SELECT DISTINCT a.table_name FROM dfe_airbyte.allowlist a"
+"     WHERE a.table_name <> '" STREAM_HEARTBEAT_NAME "'"
+"), r AS ("
+"    SELECT t.table_name,"
+"           (SELECT c.oid FROM pg_catalog.pg_class c"
+"              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+"             WHERE n.nspname = $1 AND c.relname = t.table_name"
+"               AND c.relkind IN ('r', 'p')) AS relid"
+"      FROM t"
+") "
+"SELECT r.table_name,"
+"       (SELECT array_agg(att.attname::text ORDER BY k.ord)"
+"          FROM pg_catalog.pg_index i"
+"         CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
+"          JOIN pg_catalog.pg_attribute att"
+"            ON att.attrelid = i.indrelid AND att.attnum = k.attnum"
+"         WHERE i.indrelid = r.relid AND i.indisprimary"
+"           AND k.ord <= i.indnkeyatts) AS pk,"
+"       (SELECT array_agg(a.column_name"
+"                         ORDER BY att.attnum NULLS LAST, a.column_name COLLATE \"C\")"
+"          FROM dfe_airbyte.allowlist a"
+"          LEFT JOIN pg_catalog.pg_attribute att"
+"            ON att.attrelid = r.relid AND att.attname = a.column_name"
+"           AND att.attnum > 0 AND NOT att.attisdropped"
+"         WHERE a.table_name = r.table_name) AS columns"
+"  FROM r"
+" ORDER BY r.table_name COLLATE \"C\"";
+
+/* text[] datum → C strings */
+static char **
+text_array_elems(Datum d, int *n)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	char	  **out;
+
+	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, n);
+	out = palloc(sizeof(char *) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+		out[i] = nulls[i] ? pstrdup("") : TextDatumGetCString(elems[i]);
+	return out;
+}
+
+static bool
+contains(char **names, int n, const char *name)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(names[i], name) == 0)
+			return true;
+	return false;
+}
+
+static cJSON *
+string_list(const char *const *names, int n)
+{
+	cJSON	   *arr = cJSON_CreateArray();
+
+	for (int i = 0; i < n; i++)
+		cJSON_AddItemToArray(arr, cJSON_CreateString(names[i]));
+	return arr;
+}
+
+static cJSON *
+field_path(const char *name)
+{
+	cJSON	   *field = cJSON_CreateObject();
+
+	cJSON_AddItemToObject(field, "fieldPath", string_list(&name, 1));
+	return field;
+}
+
+static cJSON *
+table_stream(const char *table, char **pk, int npk, char **cols, int ncols)
+{
+	cJSON	   *stream = cJSON_CreateObject();
+	cJSON	   *primary = cJSON_CreateArray();
+	cJSON	   *fields = cJSON_CreateArray();
+	bool		pk_allowlisted = npk > 0;
+	const char *cursor = "_ab_cdc_lsn";
+
+	for (int i = 0; i < npk; i++)
+		if (!contains(cols, ncols, pk[i]))
+			pk_allowlisted = false;
+
+	if (pk_allowlisted)
+	{
+		for (int i = 0; i < npk; i++)
+			cJSON_AddItemToArray(primary, string_list((const char *const *) &pk[i], 1));
+	}
+	else
+	{
+		const char *key = NULL;
+
+		if (contains(cols, ncols, "id"))
+			key = "id";
+		for (int i = 0; key == NULL && i < ncols; i++)
+			if (!is_airbyte_field(cols[i]))
+				key = cols[i];
+		if (key == NULL && ncols > 0)
+			key = cols[0];
+		if (key != NULL)
+			cJSON_AddItemToArray(primary, string_list(&key, 1));
+	}
+
+	for (int i = 0; airbyte_fields[i]; i++)
+		cJSON_AddItemToArray(fields, field_path(airbyte_fields[i]));
+	for (int i = 0; i < ncols; i++)
+		if (!is_airbyte_field(cols[i]))
+			cJSON_AddItemToArray(fields, field_path(cols[i]));
+
+	cJSON_AddItemToObject(stream, "name", cJSON_CreateString(table));
+	cJSON_AddItemToObject(stream, "syncMode", cJSON_CreateString("incremental_append"));
+	cJSON_AddItemToObject(stream, "cursorField", string_list(&cursor, 1));
+	cJSON_AddItemToObject(stream, "primaryKey", primary);
+	cJSON_AddItemToObject(stream, "selectedFields", fields);
+	return stream;
+}
+
+static cJSON *
+heartbeat_stream(void)
+{
+	cJSON	   *stream = cJSON_CreateObject();
+	cJSON	   *primary = cJSON_CreateArray();
+	cJSON	   *fields = cJSON_CreateArray();
+	const char *id = "id";
+
+	cJSON_AddItemToArray(primary, string_list(&id, 1));
+	cJSON_AddItemToArray(fields, field_path("id"));
+	cJSON_AddItemToArray(fields, field_path("last_heartbeat"));
+
+	cJSON_AddItemToObject(stream, "name", cJSON_CreateString(STREAM_HEARTBEAT_NAME));
+	cJSON_AddItemToObject(stream, "syncMode", cJSON_CreateString("full_refresh_overwrite"));
+	cJSON_AddItemToObject(stream, "primaryKey", primary);
+	cJSON_AddItemToObject(stream, "selectedFields", fields);
+	return stream;
+}
+
+char *
+stream_config_build(void)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	cJSON	   *root;
+	cJSON	   *configurations;
+	cJSON	   *streams;
+	char	   *json;
+	char	   *result;
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "dfe_airbyte: SPI_connect failed");
+
+	args[0] = CStringGetTextDatum(dfe_setting_source_schema());
+	rc = SPI_execute_with_args(stream_query, 1, argtypes, args, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "dfe_airbyte: reading the allowlist failed: %s",
+			 SPI_result_code_string(rc));
+
+	/* built in SPI's memory context, which SPI_finish() frees */
+	root = cJSON_CreateObject();
+	configurations = cJSON_CreateObject();
+	streams = cJSON_CreateArray();
+	cJSON_AddItemToObject(root, "configurations", configurations);
+	cJSON_AddItemToObject(configurations, "streams", streams);
+
+	for (uint64 row = 0; row < SPI_processed; row++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[row];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		char	   *table = SPI_getvalue(tuple, desc, 1);
+		Datum		d;
+		char	  **pk = NULL;
+		int			npk = 0;
+		char	  **cols = NULL;
+		int			ncols = 0;
+
+		d = SPI_getbinval(tuple, desc, 2, &isnull);
+		if (!isnull)
+			pk = text_array_elems(d, &npk);
+		d = SPI_getbinval(tuple, desc, 3, &isnull);
+		if (!isnull)
+			cols = text_array_elems(d, &ncols);
+
+		cJSON_AddItemToArray(streams, table_stream(table, pk, npk, cols, ncols));
+	}
+	cJSON_AddItemToArray(streams, heartbeat_stream());
+
+	json = cJSON_PrintUnformatted(root);
+	if (json == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory while building the stream configuration"),
+				 errhint("Retry when the server has more memory available.")));
+	result = MemoryContextStrdup(caller, json);
+
+	SPI_finish();
+	return result;
+}
+
+PG_FUNCTION_INFO_V1(dfe_airbyte_stream_config);
+
+/* dfe_airbyte_stream_config() → jsonb */
+Datum
+dfe_airbyte_stream_config(PG_FUNCTION_ARGS)
+{
+	char	   *json = stream_config_build();
+
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
+}
+
+PG_FUNCTION_INFO_V1(dfe_airbyte_stream_config_json);
+
+/*
+ * dfe_airbyte_stream_config_json() → json: the same, as the exact text of
+ * the PATCH body (json keeps the keys in the gem's order; jsonb sorts them).
+ */
+Datum
+dfe_airbyte_stream_config_json(PG_FUNCTION_ARGS)
+{
+	char	   *json = stream_config_build();
+
+	return DirectFunctionCall1(json_in, CStringGetDatum(json));
+}

@@ -1,0 +1,295 @@
+# dfe_airbyte_apply_policy_tags() against the fake BigQuery (SPEC §5):
+# exactly the blocklisted columns get the hidden tag, everything else in the
+# schema stays as it was, a second run changes nothing, un-blocklisting
+# removes the tag, etag conflicts and 5xx are retried, a failing table is
+# reported at the end while the others are applied.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use JSON::PP;
+use Storable qw(dclone);
+use DfeTest;
+use FakeServer;
+
+my $fake = FakeServer->start;
+my $url = $fake->url;
+my $dir = PostgreSQL::Test::Utils::tempdir;
+my $json = JSON::PP->new->canonical;
+my $project = 'proj';
+my $dataset = 'svc_airbyte_test';
+my $internal = 'airbyte_internal';
+my $hidden = 'projects/proj/locations/europe-west2/taxonomies/111/policyTags/222';
+my $other = 'projects/proj/locations/europe-west2/taxonomies/111/policyTags/333';
+my $sa = 'airbyte@proj.iam.gserviceaccount.com';
+
+sub write_file
+{
+	my ($path, $text) = @_;
+	open my $fh, '>', $path or die "$path: $!";
+	print $fh $text;
+	close $fh;
+}
+
+write_file("$dir/federated", "federated-assertion-for-policy-tags\n");
+write_file("$dir/credentials.json", $json->encode({
+			type => 'external_account',
+			audience => '//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q',
+			subject_token_type => 'urn:ietf:params:oauth:token-type:jwt',
+			token_url => "$url/v1/token",
+			credential_source => { url => "$url/tenant/oauth2/v2.0/token" },
+			service_account_impersonation_url => "$url/v1/projects/-/serviceAccounts/$sa:generateAccessToken" }));
+
+my $node = DfeTest::new_node('policy_tags', conf => <<"CONF");
+dfe_airbyte.bigquery_project = '$project'
+dfe_airbyte.bigquery_dataset = '$dataset'
+dfe_airbyte.hidden_policy_tag = '$hidden'
+dfe_airbyte.bigquery_url = '$url'
+dfe_airbyte.google_credentials = '$dir/credentials.json'
+dfe_airbyte.azure_client_id = 'azure-client'
+dfe_airbyte.azure_federated_token_file = '$dir/federated'
+dfe_airbyte.http_retry_base_delay = '50ms'
+dfe_airbyte.http_max_retries = 3
+CONF
+
+my $GET = 'GET /bigquery/v2/projects/*/datasets/*/tables/*';
+my $PATCH = 'PATCH /bigquery/v2/projects/*/datasets/*/tables/*';
+my $IAM = 'POST /v1/projects/-/serviceAccounts/*:generateAccessToken';
+my $apply = 'SELECT * FROM dfe_airbyte_apply_policy_tags()';
+
+# counts of GET and PATCH (and IAM) calls made by $code
+sub calls
+{
+	my ($code) = @_;
+	my $before = $fake->stats;
+	my @out = $code->();
+	my $after = $fake->stats;
+	my %d = map { $_ => ($after->{$_} // 0) - ($before->{$_} // 0) } $GET, $PATCH, $IAM;
+	return ({ get => $d{$GET}, patch => $d{$PATCH}, iam => $d{$IAM} }, @out);
+}
+
+sub lists
+{
+	my (%opts) = @_;
+	my $sql = "DELETE FROM dfe_airbyte.allowlist; DELETE FROM dfe_airbyte.blocklist;\n";
+	for my $t (sort keys %{ $opts{allow} })
+	{
+		$sql .= "INSERT INTO dfe_airbyte.allowlist (table_name, column_name) VALUES ('$t', '$_');\n"
+		  for @{ $opts{allow}{$t} };
+	}
+	for my $t (sort keys %{ $opts{block} })
+	{
+		$sql .= "INSERT INTO dfe_airbyte.blocklist (table_name, column_name) VALUES ('$t', '$_');\n"
+		  for @{ $opts{block}{$t} };
+	}
+	$node->safe_psql('postgres', $sql);
+}
+
+sub schema_of
+{
+	my ($ds, $table) = @_;
+	return $fake->bigquery_table($project, $ds, $table)->{schema}{fields};
+}
+
+sub field
+{
+	my ($fields, $name) = @_;
+	my ($f) = grep { $_->{name} eq $name } @$fields;
+	return $f;
+}
+
+# ------------------------------------------------------------------ tables
+my $users = [
+	{ name => 'id', type => 'INTEGER', mode => 'REQUIRED' },
+	{ name => 'email', type => 'STRING', mode => 'NULLABLE', description => 'e-mail address' },
+	{ name => 'name', type => 'STRING', description => 'full name', policyTags => { names => [$other] } },
+	{ name => 'address', type => 'RECORD', mode => 'NULLABLE', fields => [
+			{ name => 'street', type => 'STRING' },
+			{ name => 'postcode', type => 'STRING', policyTags => { names => [$other] } },
+			{ name => 'email', type => 'STRING' } ] },
+	{ name => 'DOB', type => 'DATE', mode => 'REQUIRED', description => 'date of birth' },
+	{ name => '_ab_cdc_lsn', type => 'NUMERIC', precision => '38', scale => '9' },
+];
+my $orders = [
+	{ name => 'id', type => 'INTEGER', mode => 'REQUIRED' },
+	# carries the hidden tag although nothing of orders is blocklisted
+	{ name => 'total', type => 'NUMERIC', policyTags => { names => [$hidden] } },
+	{ name => 'note', type => 'STRING', policyTags => { names => [$other] } },
+];
+my $raw_users = [
+	{ name => '_airbyte_raw_id', type => 'STRING', mode => 'REQUIRED' },
+	{ name => '_airbyte_extracted_at', type => 'TIMESTAMP', mode => 'REQUIRED' },
+	{ name => '_airbyte_loaded_at', type => 'TIMESTAMP' },
+	{ name => '_airbyte_data', type => 'STRING' },
+];
+my $raw_name = "${dataset}_raw__stream_users";
+$fake->bigquery_tables(
+	{ project => $project, dataset => $dataset, table => 'users', schema => { fields => $users } },
+	{ project => $project, dataset => $dataset, table => 'orders', schema => { fields => $orders } },
+	{ project => $project, dataset => $internal, table => $raw_name, schema => { fields => $raw_users } });
+
+lists(
+	allow => { users => [qw(id email name address dob)], orders => [qw(id total note)], ghosts => ['id'] },
+	block => { users => [qw(email dob phone)], ghosts => ['secret'], not_replicated => ['x'] });
+
+# ------------------------------------------------------------------ first run
+my ($n, $rows) = calls(sub { $node->safe_psql('postgres', $apply) });
+is($rows, join("\n",
+		"$internal.$raw_name|_airbyte_data|tagged",
+		'ghosts||missing_table',
+		'orders|total|untagged',
+		'users|dob|tagged',
+		'users|email|tagged',
+		'users|phone|missing_column'),
+	'first run: blocklisted columns tagged, stray tag removed, raw _airbyte_data tagged, missing table and column reported');
+is_deeply($n, { get => 5, patch => 3, iam => 1 },
+	'one GET per table (users, orders, ghosts, 2 raw), one PATCH per changed table, one token chain');
+
+my $want_users = dclone($users);
+$want_users->[1]{policyTags} = { names => [$hidden] };
+$want_users->[4]{policyTags} = { names => [$hidden] };
+is_deeply(schema_of($dataset, 'users'), $want_users,
+	'users: exactly email and DOB tagged; other tags, descriptions, modes and nested fields intact');
+my $want_orders = dclone($orders);
+$want_orders->[1]{policyTags} = { names => [] };
+is_deeply(schema_of($dataset, 'orders'), $want_orders, 'orders: hidden tag removed, the other tag kept');
+my $want_raw = dclone($raw_users);
+$want_raw->[3]{policyTags} = { names => [$hidden] };
+is_deeply(schema_of($internal, $raw_name), $want_raw, 'raw table: _airbyte_data tagged, nothing else');
+
+my $patches = $fake->requests(method => 'PATCH', path => qr{/tables/users$});
+is(scalar @$patches, 1, 'one PATCH of users');
+is_deeply([ sort keys %{ $patches->[0]{json} } ], ['schema'], 'PATCH body holds only the schema');
+is(scalar @{ $patches->[0]{json}{schema}{fields} }, scalar @$users, 'PATCH carries the complete field list');
+ok(defined $patches->[0]{headers}{'if-match'} && $patches->[0]{headers}{'if-match'} ne '', 'PATCH carries If-Match');
+like($patches->[0]{headers}{authorization}, qr/^Bearer ya29\./, 'BigQuery calls carry the impersonated token');
+
+# ------------------------------------------------------------------ second run: nothing to do
+($n, $rows) = calls(sub { $node->safe_psql('postgres', $apply) });
+is($rows, join("\n",
+		"$internal.$raw_name|_airbyte_data|already_tagged",
+		'ghosts||missing_table',
+		'users|dob|already_tagged',
+		'users|email|already_tagged',
+		'users|phone|missing_column'),
+	'second run: everything already tagged');
+is($n->{patch}, 0, 'second run: zero PATCH calls');
+is($n->{get}, 5, 'second run: one GET per table');
+
+# one token chain for many calls in a session
+($n) = calls(sub { $node->safe_psql('postgres', join(';', ($apply) x 3)) });
+is($n->{iam}, 1, 'three runs in one session: one impersonation');
+
+# ------------------------------------------------------------------ un-blocklisting
+$node->safe_psql('postgres', "DELETE FROM dfe_airbyte.blocklist WHERE table_name = 'users' AND column_name = 'dob'");
+($n, $rows) = calls(sub { $node->safe_psql('postgres', $apply) });
+like($rows, qr/^users\|DOB\|untagged$/m, 'un-blocklisted column untagged');
+like($rows, qr/^users\|email\|already_tagged$/m, 'still blocklisted column stays tagged');
+like($rows, qr/^\Q$internal.$raw_name\E\|_airbyte_data\|already_tagged$/m, 'raw table keeps its tag');
+is_deeply(field(schema_of($dataset, 'users'), 'DOB')->{policyTags}, { names => [] }, 'DOB: names = []');
+is($n->{patch}, 1, 'one PATCH for the un-tagging');
+unlike($node->safe_psql('postgres', $apply), qr/DOB|dob/, 'next run: DOB no longer mentioned');
+
+# ------------------------------------------------------------------ a blocklisted column with another tag
+$node->safe_psql('postgres', "INSERT INTO dfe_airbyte.blocklist (table_name, column_name) VALUES ('users', 'name')");
+my ($ret, $out, $err) = $node->psql('postgres', $apply);
+like($out, qr/^users\|name\|tagged$/m, 'blocklisted column with another tag: tagged');
+like($err, qr/NOTICE:  replaced policy tag \Q$other\E on users\.name with the hidden tag/, 'the replaced tag is reported');
+is_deeply(field(schema_of($dataset, 'users'), 'name')->{policyTags}, { names => [$hidden] }, 'name: only the hidden tag');
+is(field(schema_of($dataset, 'users'), 'name')->{description}, 'full name', 'name: description kept');
+$node->safe_psql('postgres', "DELETE FROM dfe_airbyte.blocklist WHERE column_name = 'name'");
+$node->safe_psql('postgres', $apply);
+
+# ------------------------------------------------------------------ etag conflict
+$node->safe_psql('postgres', "INSERT INTO dfe_airbyte.blocklist (table_name, column_name) VALUES ('users', 'dob')");
+$fake->faults({ method => 'PATCH', path => '/tables/users$', status => 412, times => 1,
+		body => { error => { code => 412, message => 'Precondition check failed.', status => 'FAILED_PRECONDITION' } } });
+my $mark = $fake->mark;
+($n, $rows) = calls(sub { $node->safe_psql('postgres', $apply) });
+like($rows, qr/^users\|dob\|tagged$/m, 'after a 412 the table is re-read and tagged');
+my @users_calls = map { $_->{method} } @{ $fake->requests(since => $mark, path => qr{/tables/users$}) };
+is_deeply(\@users_calls, [qw(GET PATCH GET PATCH)], 'users: GET, PATCH (412), GET again, PATCH');
+is_deeply(field(schema_of($dataset, 'users'), 'DOB')->{policyTags}, { names => [$hidden] }, 'DOB tagged again');
+
+# ------------------------------------------------------------------ an expired or revoked token: one new chain
+$fake->faults({ method => 'GET', path => '/tables/orders$', status => 401, times => 1,
+		body => { error => { code => 401, message => 'Request had invalid authentication credentials.' } } });
+($n, $rows) = calls(sub { $node->safe_psql('postgres', $apply) });
+unlike($rows, qr/failed/, '401: run succeeds');
+is($n->{iam}, 2, '401: a new token was fetched (one chain at the start, one after the 401)');
+
+# ------------------------------------------------------------------ an admin, a non-admin
+$node->safe_psql('postgres', 'CREATE ROLE app LOGIN IN ROLE dfe_airbyte_admin; CREATE ROLE plain LOGIN');
+($ret, $out, $err) = $node->psql('postgres', $apply, extra_params => [ '-U', 'plain' ]);
+like($err, qr/permission denied for function dfe_airbyte_apply_policy_tags/, 'non-admin: permission denied');
+($ret, $out, $err) = $node->psql('postgres', $apply, extra_params => [ '-U', 'app' ]);
+is($ret, 0, 'a member of dfe_airbyte_admin may run it');
+
+# ------------------------------------------------------------------ 500 tables, transient faults, one missing
+my (@tables, %allow, %block);
+for my $i (1 .. 500)
+{
+	my $t = sprintf('t%03d', $i);
+	$allow{$t} = [qw(id email name)];
+	$block{$t} = ['email'];
+	next if $i == 250;			# not in BigQuery
+	push @tables, { project => $project, dataset => $dataset, table => $t, schema => { fields => [
+				{ name => 'id', type => 'INTEGER', mode => 'REQUIRED' },
+				{ name => 'email', type => 'STRING' },
+				{ name => 'name', type => 'STRING', description => "name $i" } ] } };
+}
+$fake->bigquery_tables(@tables);
+lists(allow => \%allow, block => \%block);
+$fake->faults(
+	{ method => 'GET', path => '/tables/t010$', status => 503, times => 2 },
+	{ method => 'GET', path => '/tables/t020$', status => 500, times => 1 },
+	{ method => 'GET', path => '/tables/t030$', status => 429, times => 1, retry_after => 0 },
+	{ method => 'PATCH', path => '/tables/t040$', status => 502, times => 1 },
+	{ method => 'PATCH', path => '/tables/t050$', kind => 'reset', times => 1 });
+($n, $rows) = calls(sub {
+		$node->safe_psql('postgres',
+			"SELECT action, count(*) FROM dfe_airbyte_apply_policy_tags() GROUP BY 1 ORDER BY 1") });
+is($rows, "missing_table|1\ntagged|499", '500 tables: 499 tagged, 1 missing, transient faults retried');
+is($n->{get}, 1000 + 4, 'one GET per final and raw table, plus the 4 retried');
+is($n->{patch}, 499 + 2, 'one PATCH per changed table, plus the 2 retried');
+my $tagged_ok = grep {
+	my $f = field(schema_of($dataset, $_->{table}), 'email');
+	$f->{policyTags} && $f->{policyTags}{names}[0] eq $hidden
+} @tables[0 .. 59];
+is($tagged_ok, 60, 'tags really set (first 60 checked, the faulted ones among them)');
+
+# ------------------------------------------------------------------ a permanently failing table
+$block{$_} = [qw(email name)] for keys %block;
+lists(allow => \%allow, block => \%block);
+$fake->faults(
+	{ method => 'PATCH', path => '/tables/t100$', status => 500, times => undef },
+	{ method => 'GET', path => '/tables/t200$', status => 403, times => undef,
+		body => { error => { code => 403, message => 'Access Denied: Table proj:svc.t200: Permission bigquery.tables.get denied' } } });
+($ret, $out, $err) = $node->psql('postgres', $apply);
+isnt($ret, 0, 'a permanently failing table makes the call fail');
+like($err, qr/ERROR:  could not apply BigQuery policy tags to 2 table\(s\): t100, t200/, 'the error names every failed table');
+like($err, qr/t100: PATCH answered HTTP 500/, 'detail: t100 with its status');
+like($err, qr/t200: GET answered HTTP 403: Access Denied/, 'detail: t200 with the server message');
+like($err, qr/HINT:  Changes made to the other tables stay applied/, 'hint: what was applied stays');
+like($err, qr/NOTICE:  the other tables were converged: 497 column\(s\) tagged/, 'notice: what was done');
+is(field(schema_of($dataset, 't101'), 'name')->{policyTags}{names}[0], $hidden, 'other tables were applied');
+ok(!field(schema_of($dataset, 't100'), 'name')->{policyTags}, 'the failing table was not changed');
+$fake->clear_faults;
+($ret, $out, $err) = $node->psql('postgres',
+	"SELECT action, count(*) FROM dfe_airbyte_apply_policy_tags() GROUP BY 1 ORDER BY 1");
+is($out, "already_tagged|996\nmissing_table|1\ntagged|2", 'once the faults are gone the next run converges');
+
+# ------------------------------------------------------------------ no token in the server log
+my %secrets = ('federated-assertion-for-policy-tags' => 1);
+for my $r (@{ $fake->requests })
+{
+	$secrets{$1} = 1 if ($r->{headers}{authorization} // '') =~ /^Bearer (\S+)/;
+	$secrets{ $r->{json}{subject_token} } = 1 if ref $r->{json} eq 'HASH' && $r->{json}{subject_token};
+}
+my $log = slurp_file($node->logfile);
+my @leaked = grep { index($log, $_) >= 0 } sort keys %secrets;
+is_deeply(\@leaked, [], 'no token in the server log (' . scalar(keys %secrets) . ' checked)');
+
+$node->stop;
+done_testing();
