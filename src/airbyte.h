@@ -56,4 +56,17 @@ extern int64 airbyte_full_resync(void);
 extern bool airbyte_job_finished(const char *status);	/* succeeded/failed/cancelled */
 extern bool airbyte_job_active(const char *status);	/* pending/running/queued/incomplete */
 
+/*
+ * HTTP status of the last Airbyte request made by the functions above
+ * (0: no answer, -1: none made), for callers that must tell a passing
+ * outage from a rejected request after catching the ERROR.
+ */
+extern long airbyte_last_http_status;
+
+/* true for no answer, 429 and 5xx: worth trying again later */
+extern bool airbyte_transient_status(long status);
+
+/* "5s", "2m 10s", "1h 0m 5s" (palloc'd) */
+extern char *airbyte_format_duration(int64 secs);
+
 #endif

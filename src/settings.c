@@ -54,6 +54,7 @@ double		dfe_slot_warning_fraction = 0.8;
 char	   *dfe_http_ca_file = NULL;
 char	   *dfe_source_schema = NULL;
 char	   *dfe_publication = NULL;
+int			dfe_deploy_retry_timeout_s = 600;
 
 static const struct config_enum_entry slot_limit_action_options[] = {
 	{"warn", SLOT_LIMIT_WARN, false},
@@ -196,6 +197,9 @@ dfe_define_settings(void)
 	define_string("dfe_airbyte.publication",
 				  "Publication the Airbyte source reads; config_problems checks that it covers the allowlisted tables.",
 				  &dfe_publication, "airbyte_publication", PGC_SIGHUP, 0);
+	define_int("dfe_airbyte.deploy_retry_timeout",
+			   "How long a deploy step keeps being retried while Airbyte does not answer or answers 429/5xx.",
+			   &dfe_deploy_retry_timeout_s, 600, 0, 86400, GUC_UNIT_S);
 
 	MarkGUCPrefixReserved("dfe_airbyte");
 }

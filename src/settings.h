@@ -52,6 +52,7 @@ extern double dfe_slot_warning_fraction;
 extern char *dfe_http_ca_file;
 extern char *dfe_source_schema;	/* lists: schema of the allowlisted tables */
 extern char *dfe_publication;	/* lists: the Airbyte publication */
+extern int	dfe_deploy_retry_timeout_s;
 
 extern void dfe_define_settings(void);
 

@@ -19,7 +19,8 @@ control API.  Core Perl modules only.
   $fake->control(POST => '/_fake/airbyte/jobs', { status => 'running', frozen => JSON::PP::true });
   $fake->stop;                                   # also done on DESTROY and at END
 
-start() waits up to 10 s for the server to announce its port and dies with
+start(port => N) listens on a fixed port (default: any free one), e.g. to
+restart a killed server at the same URL.  start() waits up to 10 s for the server to announce its port and dies with
 the server's stderr otherwise.  With tls_cert/tls_key the server speaks
 HTTPS on ->port (->url is https://...); since HTTP::Tiny has no TLS support
 here, the control calls then go to a second, plain-HTTP port that serves
@@ -67,7 +68,7 @@ sub start
 	croak 'tls_cert and tls_key go together' if $tls != defined $opts{tls_key};
 
 	my @cmd = ($ENV{PYTHON} // 'python3', $SCRIPT,
-		'--host', '127.0.0.1', '--port', '0', '--port-file', $port_file);
+		'--host', '127.0.0.1', '--port', $opts{port} // 0, '--port-file', $port_file);
 	push @cmd, '--log', $opts{log} if defined $opts{log};
 	push @cmd, '--tls-cert', $opts{tls_cert}, '--tls-key', $opts{tls_key},
 	  '--control-port-file', $control_file
