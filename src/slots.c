@@ -120,7 +120,9 @@ static TimestampTz last_prune = 0;
 /*
  * Sample every logical slot of this database; keep slot_state in step
  * (first sight, last activity, forget dropped slots but the Airbyte one).
- * $1 = the Airbyte slot's name.
+ * $1 = the Airbyte slot's name, $2 = this database's OID.  The function
+ * under pg_replication_slots is used directly: the view joins pg_database
+ * once per slot, which would be the check's only catalog reads.
  */
 static const char *const sample_sql =
 "WITH cur AS MATERIALIZED (SELECT pg_catalog.pg_current_wal_lsn() AS lsn),\n"
@@ -129,8 +131,8 @@ static const char *const sample_sql =
 "           r.wal_status, r.safe_wal_size, r.two_phase,\n"
 "           (c.lsn - r.restart_lsn)::bigint AS retained_bytes,\n"
 "           (c.lsn - r.confirmed_flush_lsn)::bigint AS flush_lag_bytes\n"
-"    FROM pg_catalog.pg_replication_slots r, cur c\n"
-"    WHERE r.slot_type = 'logical' AND r.database = pg_catalog.current_database()),\n"
+"    FROM pg_catalog.pg_get_replication_slots() r, cur c\n"
+"    WHERE r.slot_type = 'logical' AND r.datoid = $2),\n"
 "ins AS (\n"
 "    INSERT INTO dfe_airbyte.slot_samples (sampled_at, slot_name, active, active_pid, wal_status,\n"
 "                                          safe_wal_size, retained_bytes, flush_lag_bytes)\n"
@@ -280,12 +282,11 @@ condition_from_name(const char *name)
 }
 
 static SPIPlanPtr
-keep_plan(SPIPlanPtr *cache, const char *sql)
+keep_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *types)
 {
 	if (*cache == NULL)
 	{
-		Oid			types[1] = {TEXTOID};
-		SPIPlanPtr	plan = SPI_prepare(sql, 1, types);
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
 
 		if (plan == NULL)
 			spi_failed("prepare its statements", SPI_result);
@@ -306,13 +307,15 @@ keep_plan(SPIPlanPtr *cache, const char *sql)
 static int
 sample_slots(const char *slot_name, GuardedSlot *g)
 {
-	Datum		arg[1];
+	Oid			types[2] = {TEXTOID, OIDOID};
+	Datum		args[2];
 	int			ret;
 	uint64		i;
 
 	memset(g, 0, sizeof(*g));
-	arg[0] = CStringGetTextDatum(slot_name);
-	ret = SPI_execute_plan(keep_plan(&sample_plan, sample_sql), arg, NULL, false, 0);
+	args[0] = CStringGetTextDatum(slot_name);
+	args[1] = ObjectIdGetDatum(MyDatabaseId);
+	ret = SPI_execute_plan(keep_plan(&sample_plan, sample_sql, 2, types), args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		spi_failed("sample the replication slots", ret);
 
@@ -342,6 +345,7 @@ sample_slots(const char *slot_name, GuardedSlot *g)
 static void
 read_state(const char *slot_name, GuardState *st)
 {
+	Oid			types[1] = {TEXTOID};
 	Datum		arg[1];
 	bool		isnull;
 	Datum		d;
@@ -349,7 +353,7 @@ read_state(const char *slot_name, GuardState *st)
 
 	memset(st, 0, sizeof(*st));
 	arg[0] = CStringGetTextDatum(slot_name);
-	ret = SPI_execute_plan(keep_plan(&state_plan, state_sql), arg, NULL, true, 0);
+	ret = SPI_execute_plan(keep_plan(&state_plan, state_sql, 1, types), arg, NULL, true, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		spi_failed("read the slot guard state", ret);
 

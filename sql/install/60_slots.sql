@@ -100,20 +100,25 @@ WITH cfg AS MATERIALIZED (
     SELECT pg_is_in_recovery() AS in_recovery,
            CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
                 ELSE pg_current_wal_lsn() END AS lsn
+), rs AS MATERIALIZED (
+    -- the function under pg_replication_slots, without that view's join to
+    -- pg_database for every slot
+    SELECT * FROM pg_get_replication_slots()
 ), live AS (
     SELECT r.slot_name::text AS slot_name, r.plugin::text AS plugin, r.active, r.active_pid,
            r.wal_status, r.safe_wal_size,
            (pos.lsn - r.restart_lsn)::bigint AS retained_bytes,
            (pos.lsn - r.confirmed_flush_lsn)::bigint AS flush_lag_bytes,
            false AS missing
-    FROM pg_replication_slots r CROSS JOIN pos
-    WHERE r.slot_type = 'logical' AND r.database = current_database()
+    FROM rs r CROSS JOIN pos
+    WHERE r.slot_type = 'logical'
+      AND r.datoid = (SELECT oid FROM pg_database WHERE datname = current_database())
     UNION ALL
     -- the Airbyte slot, seen here before, that no longer exists
     SELECT st.slot_name, NULL, false, NULL, NULL, NULL, NULL, NULL, true
     FROM dfe_airbyte.slot_state st CROSS JOIN cfg CROSS JOIN pos
     WHERE st.slot_name = cfg.slot_name AND st.first_seen_at IS NOT NULL AND NOT pos.in_recovery
-      AND NOT EXISTS (SELECT 1 FROM pg_replication_slots r WHERE r.slot_name = st.slot_name)
+      AND NOT EXISTS (SELECT 1 FROM rs r WHERE r.slot_name = st.slot_name)
 ), growth AS (
     -- least-squares slope of the retained bytes over the last hour of this
     -- incarnation's samples; a range scan of slot_samples_sampled_at_idx

@@ -69,6 +69,27 @@ check_cost() {
         psql -qAt -F ' ' | sort -n | awk '{ ms[NR] = $1; buf += $2 } END { printf "%.3f %.1f\n", ms[int((NR + 1) / 2)], buf / NR }'
 }
 
+# catalog blocks touched per check: a session with 1 check and one with
+# 1 + $runs checks; the difference over $runs is what each further check
+# reads from pg_catalog (0 when the prepared statement and the caches do
+# their job).  Stats reach pg_statio_* when a session ends.
+catalog_blocks() {
+    psql -qAt -c "SELECT pg_stat_force_next_flush()" >/dev/null
+    sleep 1
+    psql -qAt -c "SELECT sum(coalesce(heap_blks_hit, 0) + coalesce(heap_blks_read, 0) + coalesce(idx_blks_hit, 0) + coalesce(idx_blks_read, 0)) FROM pg_statio_sys_tables"
+}
+catalog_per_check() {
+    local a b c
+    a=$(catalog_blocks)
+    psql -qAt -c "SELECT FROM dfe_airbyte_check_slots_now()" >/dev/null
+    b=$(catalog_blocks)
+    { for _ in $(seq 0 "$runs"); do echo "SELECT FROM dfe_airbyte_check_slots_now();"; done; } | psql -qAt >/dev/null
+    c=$(catalog_blocks)
+    # (c - b) - (b - a): the extra checks' catalog accesses, minus one session's
+    # set-up and the catalog_blocks() queries themselves
+    awk -v a="$a" -v b="$b" -v c="$c" -v n="$runs" 'BEGIN { printf "%.2f\n", ((c - b) - (b - a)) / n }'
+}
+
 # the view, $runs times in one statement: mean ms; plus one EXPLAIN
 view_cost() {
     psql -qAt <<SQL
@@ -105,6 +126,7 @@ print("%d %s %s" % (top.get("Shared Hit Blocks", 0) + top.get("Shared Read Block
 
 echo "slot guard benchmark: 20 logical slots, $runs runs per measurement"
 read -r c0_ms c0_buf < <(check_cost)
+cat0=$(catalog_per_check)
 v0_ms=$(view_cost 2>&1 | sed -n 's/.*NOTICE:  //p')
 read -r v0_buf v0_idx v0_seq < <(view_explain)
 
@@ -120,6 +142,7 @@ SQL
 rows=$(psql -qAt -c "SELECT count(*) FROM dfe_airbyte.slot_samples")
 
 read -r c1_ms c1_buf < <(check_cost)
+cat1=$(catalog_per_check)
 v1_ms=$(view_cost 2>&1 | sed -n 's/.*NOTICE:  //p')
 read -r v1_buf v1_idx v1_seq < <(view_explain)
 
@@ -127,6 +150,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 printf '%-34s %14s %14s %8s\n' "" "empty history" "week ($rows rows)" "ratio"
 printf '%-34s %14s %14s %8s\n' "one check: median ms" "$c0_ms" "$c1_ms" "$(ratio "$c1_ms" "$c0_ms")"
 printf '%-34s %14s %14s %8s\n' "one check: buffer accesses" "$c0_buf" "$c1_buf" "$(ratio "$c1_buf" "$c0_buf")"
+printf '%-34s %14s %14s\n' "one check: catalog blocks" "$cat0" "$cat1"
 printf '%-34s %14s %14s %8s\n' "health view: mean ms" "$v0_ms" "$v1_ms" "$(ratio "$v1_ms" "$v0_ms")"
 printf '%-34s %14s %14s %8s\n' "health view: buffer accesses" "$v0_buf" "$v1_buf" "$(ratio "$v1_buf" "$v0_buf")"
 printf '%-34s %14s %14s\n' "health view: sampled_at index" "$v0_idx/$v0_seq" "$v1_idx/$v1_seq"
