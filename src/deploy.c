@@ -79,6 +79,8 @@ static int64 mem_deploy_id = 0;
 static char mem_step[NAMEDATALEN];
 static bool mem_wait_logged = false;
 static char mem_job_status[NAMEDATALEN];
+/* when the running deploy wants its next step or poll (0: now) */
+static TimestampTz mem_due = 0;
 
 typedef struct DeployRow
 {
@@ -371,8 +373,11 @@ run_step(StepFn fn, void *arg)
 		MemoryContextSwitchTo(deploy_cxt);
 
 		e = palloc0(sizeof(StepError));
+		/* the detail carries the server's message; else the hint says what to do */
 		e->message = http_redact(edata->detail
 								 ? psprintf("%s: %s", edata->message, edata->detail)
+								 : edata->hint
+								 ? psprintf("%s. %s", edata->message, edata->hint)
 								 : edata->message);
 		e->http_status = status;
 		e->transient = status >= 0 && airbyte_transient_status(status) &&
@@ -924,6 +929,7 @@ deploy_worker_startup(void)
 
 	deploy_cxt = CurrentMemoryContext;
 	mem_deploy_id = 0;
+	mem_due = 0;
 
 	xact_begin();
 	ret = SPI_execute("UPDATE dfe_airbyte.deploys SET log = log || jsonb_build_array(jsonb_build_object("
@@ -956,9 +962,24 @@ deploy_worker_task(void)
 	deploy_cxt = CurrentMemoryContext;
 	serve_wait_requests();
 
+	/*
+	 * Every commit of dfe_airbyte_deploy() sets our latch.  While a deploy
+	 * waits (for a migration, for its sync), a wake-up must not make it poll
+	 * Airbyte early: the queued deploys only matter once it ends.
+	 */
+	if (mem_deploy_id != 0 && mem_due != 0)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), mem_due);
+
+		if (left > 0)
+			return left;
+	}
+
 	memset(&d, 0, sizeof(d));
 	if (!current_deploy(&d))
 	{
+		mem_deploy_id = 0;
+		mem_due = 0;
 		pgstat_report_activity(STATE_IDLE, NULL);
 		return -1;
 	}
@@ -993,6 +1014,7 @@ deploy_worker_task(void)
 		next_ms = 0;
 	}
 	pgstat_report_activity(STATE_IDLE, NULL);
+	mem_due = next_ms > 0 ? TimestampTzPlusMilliseconds(GetCurrentTimestamp(), next_ms) : 0;
 	return next_ms;
 }
 

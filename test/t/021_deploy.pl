@@ -275,6 +275,15 @@ $fake->config(job_final_status => 'succeeded');
 like($err, qr/cannot run inside a transaction block/, 'wait => true in a transaction block: error');
 like($err, qr/HINT:  In a migration use SELECT dfe_airbyte_deploy\(\)/, 'wait => true in a transaction: hint');
 
+# --- Airbyte not configured: failed at once, naming the setting ------------------------
+$node->append_conf('postgresql.conf', "dfe_airbyte.airbyte_url = ''\n");
+$node->reload;
+$id = deploy();
+ok(wait_state($id, 'failed'), 'unconfigured: deploy failed');
+like(sql("SELECT step || ': ' || error FROM dfe_airbyte.deploys WHERE id = $id"),
+	qr/^refreshing_connection: dfe_airbyte.airbyte_url is not set\. Set it with ALTER SYSTEM/,
+	'unconfigured: the error names the setting and says how to set it');
+
 # --- permissions, secrets -------------------------------------------------------------
 sql('CREATE ROLE plain LOGIN');
 ($ret, $out, $err) = $node->psql('postgres', 'SELECT dfe_airbyte_deploy()', extra_params => [ '-U', 'plain' ]);
