@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Benchmark of the slot guard (not run by test/check):
 #
-#   1. the cost of one check (the sampling transaction): ms and buffer
-#      accesses, with an empty history and with a week of samples;
-#   2. the replication_slot_health view with 20 slots: ms and buffers, empty
-#      history vs a week of samples (and whether it uses the sampled_at index);
+#   1. the cost of one check (its sampling transaction, through
+#      dfe_airbyte_check_slots_now()): median ms, buffer accesses and catalog
+#      blocks read, with an empty history, an hour and a week of samples;
+#   2. the replication_slot_health view with 20 slots: mean ms and buffers,
+#      same three histories (a week must cost about what an hour costs: the
+#      view reads the last hour through slot_samples_sampled_at_idx);
 #   3. the worker's CPU while idle, utime+stime from /proc over --minutes N
 #      (default 10), as a percentage of one core.
 #
@@ -125,35 +127,50 @@ print("%d %s %s" % (top.get("Shared Hit Blocks", 0) + top.get("Shared Read Block
 }
 
 echo "slot guard benchmark: 20 logical slots, $runs runs per measurement"
-read -r c0_ms c0_buf < <(check_cost)
-cat0=$(catalog_per_check)
+# the view first: the check measurements add $runs checks' worth of samples
+# to the last hour, which the view reads
 v0_ms=$(view_cost 2>&1 | sed -n 's/.*NOTICE:  //p')
 read -r v0_buf v0_idx v0_seq < <(view_explain)
+read -r c0_ms c0_buf < <(check_cost)
+cat0=$(catalog_per_check)
 
-# a week of samples of 20 slots every 10 s (1.2 M rows), as the worker would have written them
-psql -qAt <<'SQL' >/dev/null
+# samples of the 20 slots every 10 s over the last $1, as the worker would
+# have written them (in place of what the worker and the measurements wrote)
+fill_history() {
+    psql -qAt >/dev/null <<SQL
+TRUNCATE dfe_airbyte.slot_samples;
 INSERT INTO dfe_airbyte.slot_samples (sampled_at, slot_name, active, wal_status, retained_bytes, flush_lag_bytes)
-SELECT t, s.slot_name, false, 'reserved', (extract(epoch FROM t - (now() - interval '7 days')) * 100)::bigint, 0
-FROM generate_series(now() - interval '7 days', now() - interval '10 seconds', interval '10 seconds') t
+SELECT t, s.slot_name, false, 'reserved', (extract(epoch FROM t - (now() - interval '$1')) * 100)::bigint, 0
+FROM generate_series(now() - interval '$1', now() - interval '10 seconds', interval '10 seconds') t
 CROSS JOIN (SELECT slot_name::text FROM pg_replication_slots) s;
 UPDATE dfe_airbyte.slot_state SET first_seen_at = now() - interval '8 days';
 VACUUM ANALYZE dfe_airbyte.slot_samples;
 SQL
+}
+
+fill_history '1 hour'
+vh_ms=$(view_cost 2>&1 | sed -n 's/.*NOTICE:  //p')
+read -r vh_buf vh_idx vh_seq < <(view_explain)
+read -r ch_ms ch_buf < <(check_cost)
+cath=$(catalog_per_check)
+
+# a week: 1.2 M rows
+fill_history '7 days'
 rows=$(psql -qAt -c "SELECT count(*) FROM dfe_airbyte.slot_samples")
 
-read -r c1_ms c1_buf < <(check_cost)
-cat1=$(catalog_per_check)
 v1_ms=$(view_cost 2>&1 | sed -n 's/.*NOTICE:  //p')
 read -r v1_buf v1_idx v1_seq < <(view_explain)
+read -r c1_ms c1_buf < <(check_cost)
+cat1=$(catalog_per_check)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-printf '%-34s %14s %14s %8s\n' "" "empty history" "week ($rows rows)" "ratio"
-printf '%-34s %14s %14s %8s\n' "one check: median ms" "$c0_ms" "$c1_ms" "$(ratio "$c1_ms" "$c0_ms")"
-printf '%-34s %14s %14s %8s\n' "one check: buffer accesses" "$c0_buf" "$c1_buf" "$(ratio "$c1_buf" "$c0_buf")"
-printf '%-34s %14s %14s\n' "one check: catalog blocks" "$cat0" "$cat1"
-printf '%-34s %14s %14s %8s\n' "health view: mean ms" "$v0_ms" "$v1_ms" "$(ratio "$v1_ms" "$v0_ms")"
-printf '%-34s %14s %14s %8s\n' "health view: buffer accesses" "$v0_buf" "$v1_buf" "$(ratio "$v1_buf" "$v0_buf")"
-printf '%-34s %14s %14s\n' "health view: sampled_at index" "$v0_idx/$v0_seq" "$v1_idx/$v1_seq"
+printf '%-30s %10s %10s %18s %8s\n' "" "empty" "1 hour" "week ($rows rows)" "week/hour"
+printf '%-30s %10s %10s %18s %8s\n' "one check: median ms" "$c0_ms" "$ch_ms" "$c1_ms" "$(ratio "$c1_ms" "$ch_ms")"
+printf '%-30s %10s %10s %18s %8s\n' "one check: buffer accesses" "$c0_buf" "$ch_buf" "$c1_buf" "$(ratio "$c1_buf" "$ch_buf")"
+printf '%-30s %10s %10s %18s\n' "one check: catalog blocks" "$cat0" "$cath" "$cat1"
+printf '%-30s %10s %10s %18s %8s\n' "health view: mean ms" "$v0_ms" "$vh_ms" "$v1_ms" "$(ratio "$v1_ms" "$vh_ms")"
+printf '%-30s %10s %10s %18s %8s\n' "health view: buffer accesses" "$v0_buf" "$vh_buf" "$v1_buf" "$(ratio "$v1_buf" "$vh_buf")"
+printf '%-30s %10s %10s %18s\n' "health view: plan" "-" "$vh_idx" "$v1_idx/$v1_seq"
 psql -qAt -c "SELECT 'growth estimate present for ' || count(growth_bytes_per_hour) || ' of ' || count(*) || ' slots' FROM dfe_airbyte.replication_slot_health"
 
 # worker CPU while idle (nothing but its checks every $interval s)

@@ -77,12 +77,20 @@ sub wait_for
 # newest recreation id so far: later waits look only at rows after it
 sub rec_mark { return sql("SELECT coalesce(max(id), 0) FROM dfe_airbyte.slot_recreations"); }
 
+# refresh requests since $since (with answer $status); the fake records a
+# request's status just after answering it, so wait until all are recorded
 sub refreshes
 {
 	my ($since, $status) = @_;
-	my $reqs = $fake->requests(since => $since, method => 'POST',
-		path => qr{^/api/v1/connections/refresh$});
-	return scalar grep { !defined $status || $_->{status} == $status } @$reqs;
+	my $reqs;
+	for (1 .. 50)
+	{
+		$reqs = $fake->requests(since => $since, method => 'POST',
+			path => qr{^/api/v1/connections/refresh$});
+		last unless grep { !defined $_->{status} } @$reqs;
+		usleep(100_000);
+	}
+	return scalar grep { !defined $status || ($_->{status} // 0) == $status } @$reqs;
 }
 
 sql("CREATE TABLE hold (x int); CREATE PUBLICATION pub FOR TABLE hold");
@@ -195,7 +203,7 @@ is(sql("SELECT reason || ' ' || resync_attempts FROM dfe_airbyte.slot_recreation
 	'one recreation, four attempts');
 is(refreshes($mark), 4, 'four refresh requests');
 is(refreshes($mark, 200), 1, 'exactly one accepted refresh');
-my ($req) = grep { $_->{status} == 200 } @{ $fake->requests(since => $mark, path => qr{/connections/refresh$}) };
+my ($req) = grep { ($_->{status} // 0) == 200 } @{ $fake->requests(since => $mark, path => qr{/connections/refresh$}) };
 is($req->{json}{refreshMode}, 'Merge', 'refresh keeps the data (Merge)');
 is($req->{json}{connectionId}, $conn_id, 'refresh of our connection');
 is(sql("SELECT resync_job_id IS NOT NULL FROM dfe_airbyte.slot_recreations"), 't', 'job id recorded');
