@@ -1,13 +1,1046 @@
 /*
- * slots.c — slot sampling, limit actions and history retention (SPEC §7).
- * Placeholder until the slot guard issue lands.
+ * slots.c — the slot guard (SPEC §7).
+ *
+ * Every dfe_airbyte.check_interval the worker
+ *
+ *   1. samples every logical slot of this database into
+ *      dfe_airbyte.slot_samples and updates dfe_airbyte.slot_state, in ONE
+ *      short transaction (one prepared statement reading
+ *      pg_replication_slots, which is shared memory, not a catalog; no user
+ *      data is read), and decides what to do about the Airbyte slot
+ *      (dfe_airbyte.slot_name — the only slot the worker ever touches):
+ *
+ *        ok          nothing (an event when it comes back from a bad state);
+ *        over_limit  retained WAL > dfe_airbyte.max_slot_wal_size;
+ *        lost        wal_status = 'lost' (invalidated by max_slot_wal_keep_size);
+ *        missing     no slot of that name (after a drop, or on a promoted standby);
+ *        elsewhere   the name belongs to a physical slot or another database.
+ *
+ *      Under warn and terminate a bad condition is reported once when it
+ *      starts (WARNING + event), again every SLOT_RENOTIFY_MS while it lasts
+ *      and again when slot_limit_action changes; terminate also ends the
+ *      slot's walsender at those moments.
+ *
+ *   2. under recreate (over_limit, lost or missing): ends the walsender and
+ *      waits for it to let go of the slot, records the recreation in
+ *      dfe_airbyte.slot_recreations (before anything is dropped, so a crash
+ *      can only cause an extra re-sync, never a missing one), then drops and
+ *      creates the slot in a transaction of its own — PostgreSQL refuses to
+ *      create a logical slot in a transaction that has written — and only
+ *      after the create marks the recreation done, in that same transaction;
+ *
+ *   3. outside any transaction, asks Airbyte for the full re-sync
+ *      (airbyte_full_resync()) while a recreation's re-sync is pending.  An
+ *      ERROR (Airbyte down, 5xx, not configured yet) keeps it pending for the
+ *      next check; the first accepted call marks every pending recreation
+ *      started with its job id, so each recreation gets exactly one accepted
+ *      refresh;
+ *
+ *   4. at most once a minute prunes slot_samples, events and finished
+ *      slot_recreations to dfe_airbyte.history_retention and
+ *      dfe_airbyte.history_max_rows.
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "executor/instrument.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "portability/instr_time.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include <cjson/cJSON.h>
+
+#include "airbyte.h"
+#include "events.h"
+#include "settings.h"
+#include "slots.h"
 #include "worker.h"
+
+typedef enum SlotCondition
+{
+	COND_OK,
+	COND_OVER_LIMIT,
+	COND_LOST,
+	COND_MISSING,
+	COND_ELSEWHERE
+} SlotCondition;
+
+static const char *const condition_names[] = {
+	"ok", "over_limit", "lost", "missing", "elsewhere"
+};
+
+static const char *const action_names[] = {
+	[SLOT_LIMIT_WARN] = "warn",
+	[SLOT_LIMIT_TERMINATE] = "terminate",
+	[SLOT_LIMIT_RECREATE] = "recreate"
+};
+
+/* the Airbyte slot as the sample saw it */
+typedef struct GuardedSlot
+{
+	bool		found;
+	char	   *plugin;
+	bool		active;
+	int32		active_pid;		/* 0 when none */
+	char	   *wal_status;		/* NULL when unknown */
+	bool		has_retained;	/* false when restart_lsn is NULL (lost) */
+	int64		retained;
+	bool		two_phase;
+} GuardedSlot;
+
+/* the Airbyte slot's row of dfe_airbyte.slot_state */
+typedef struct GuardState
+{
+	bool		has_row;
+	bool		seen;			/* first_seen_at IS NOT NULL */
+	SlotCondition condition;
+	bool		notified;
+	TimestampTz notified_at;
+	char	   *notified_action;
+	int64		open_recreation;	/* recreation with recreated_at NULL, 0 if none */
+} GuardState;
+
+/* where results that outlive a transaction go (the task's context) */
+static MemoryContext guard_cxt = NULL;
+static SPIPlanPtr sample_plan = NULL;
+static SPIPlanPtr state_plan = NULL;
+static TimestampTz last_prune = 0;
+
+/*
+ * Sample every logical slot of this database; keep slot_state in step
+ * (first sight, last activity, forget dropped slots but the Airbyte one).
+ * $1 = the Airbyte slot's name, $2 = this database's OID.  The function
+ * under pg_replication_slots is used directly: the view joins pg_database
+ * once per slot, which would be the check's only catalog reads.
+ */
+static const char *const sample_sql =
+"WITH cur AS MATERIALIZED (SELECT pg_catalog.pg_current_wal_lsn() AS lsn),\n"
+"s AS MATERIALIZED (\n"
+"    SELECT r.slot_name::text AS slot_name, r.plugin::text AS plugin, r.active, r.active_pid,\n"
+"           r.wal_status, r.safe_wal_size, r.two_phase,\n"
+"           (c.lsn - r.restart_lsn)::bigint AS retained_bytes,\n"
+"           (c.lsn - r.confirmed_flush_lsn)::bigint AS flush_lag_bytes\n"
+"    FROM pg_catalog.pg_get_replication_slots() r, cur c\n"
+"    WHERE r.slot_type = 'logical' AND r.datoid = $2),\n"
+"ins AS (\n"
+"    INSERT INTO dfe_airbyte.slot_samples (sampled_at, slot_name, active, active_pid, wal_status,\n"
+"                                          safe_wal_size, retained_bytes, flush_lag_bytes)\n"
+"    SELECT pg_catalog.now(), slot_name, active, active_pid, wal_status, safe_wal_size,\n"
+"           retained_bytes, flush_lag_bytes\n"
+"    FROM s),\n"
+"up AS (\n"
+"    INSERT INTO dfe_airbyte.slot_state AS st (slot_name, first_seen_at, last_active_at)\n"
+"    SELECT slot_name, pg_catalog.now(), CASE WHEN active THEN pg_catalog.now() END FROM s\n"
+"    ON CONFLICT (slot_name) DO UPDATE\n"
+"        SET first_seen_at = coalesce(st.first_seen_at, excluded.first_seen_at),\n"
+"            last_active_at = coalesce(excluded.last_active_at, st.last_active_at)\n"
+"        WHERE st.first_seen_at IS NULL OR excluded.last_active_at IS NOT NULL),\n"
+"del AS (\n"
+"    DELETE FROM dfe_airbyte.slot_state st\n"
+"    WHERE st.slot_name <> $1 AND NOT EXISTS (SELECT 1 FROM s WHERE s.slot_name = st.slot_name))\n"
+"SELECT slot_name, plugin, active, active_pid, wal_status, retained_bytes, two_phase FROM s";
+
+/* $1 = the Airbyte slot's name; always one row */
+static const char *const state_sql =
+"SELECT st.slot_name IS NOT NULL, st.first_seen_at IS NOT NULL, st.condition,\n"
+"       st.notified_at, st.notified_action,\n"
+"       (SELECT r.id FROM dfe_airbyte.slot_recreations r\n"
+"        WHERE r.slot_name = $1 AND r.recreated_at IS NULL ORDER BY r.id LIMIT 1)\n"
+"FROM (SELECT 1) one LEFT JOIN dfe_airbyte.slot_state st ON st.slot_name = $1";
+
+int64
+dfe_slot_limit_bytes(void)
+{
+	if (dfe_max_slot_wal_size_mb < 0)
+		return -1;
+	return (int64) dfe_max_slot_wal_size_mb * 1024 * 1024;
+}
+
+int64
+dfe_server_slot_limit_bytes(void)
+{
+	if (max_slot_wal_keep_size_mb < 0)
+		return -1;
+	return (int64) max_slot_wal_keep_size_mb * 1024 * 1024;
+}
+
+/* ---------- small helpers ---------- */
+
+static void
+begin_xact(void)
+{
+	/* a bgworker must do this itself, or now() is the worker's start time */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("dfe_airbyte slot guard could not connect to SPI"),
+				 errhint("This is a bug in dfe_airbyte; the worker retries.")));
+	pgstat_report_activity(STATE_RUNNING, "dfe_airbyte slot guard");
+}
+
+static void
+end_xact(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextSwitchTo(guard_cxt);
+}
+
+static void
+spi_failed(const char *what, int ret)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INTERNAL_ERROR),
+			 errmsg("dfe_airbyte slot guard could not %s: %s", what, SPI_result_code_string(ret)),
+			 errhint("Check that the dfe_airbyte extension is installed correctly (ALTER EXTENSION dfe_airbyte UPDATE).")));
+}
+
+/* run sql with text arguments (NULL pointer = SQL NULL) */
+static int
+run_sql(const char *what, const char *sql, int nargs, const char **args, int expect)
+{
+	Oid			types[8];
+	Datum		values[8];
+	char		nulls[8];
+	int			ret;
+	int			i;
+
+	Assert(nargs <= 8);
+	for (i = 0; i < nargs; i++)
+	{
+		types[i] = TEXTOID;
+		values[i] = args[i] ? CStringGetTextDatum(args[i]) : (Datum) 0;
+		nulls[i] = args[i] ? ' ' : 'n';
+	}
+	ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	if (ret != expect)
+		spi_failed(what, ret);
+	return ret;
+}
+
+static char *
+col_text(int row, int col)
+{
+	char	   *v = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+
+	return v ? MemoryContextStrdup(guard_cxt, v) : NULL;
+}
+
+static bool
+col_isnull(int row, int col)
+{
+	bool		isnull;
+
+	(void) SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
+	return isnull;
+}
+
+static Datum
+col_datum(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+}
+
+static char *
+pretty_bytes(int64 bytes)
+{
+	return text_to_cstring(DatumGetTextPP(DirectFunctionCall1(pg_size_pretty,
+															  Int64GetDatum(bytes))));
+}
+
+static char *
+int64_str(int64 v)
+{
+	return psprintf(INT64_FORMAT, v);
+}
+
+static SlotCondition
+condition_from_name(const char *name)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(condition_names); i++)
+		if (name && strcmp(name, condition_names[i]) == 0)
+			return (SlotCondition) i;
+	return COND_OK;
+}
+
+static SPIPlanPtr
+keep_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *types)
+{
+	if (*cache == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+		if (plan == NULL)
+			spi_failed("prepare its statements", SPI_result);
+		if (SPI_keepplan(plan) != 0)
+			spi_failed("keep its statements", SPI_result);
+		*cache = plan;
+	}
+	return *cache;
+}
+
+/* ---------- 1. sampling ---------- */
+
+/*
+ * Sample all logical slots of this database (inside the caller's
+ * transaction, SPI connected); fill *g for the Airbyte slot.  Returns the
+ * number of slots sampled.
+ */
+static int
+sample_slots(const char *slot_name, GuardedSlot *g)
+{
+	Oid			types[2] = {TEXTOID, OIDOID};
+	Datum		args[2];
+	int			ret;
+	uint64		i;
+
+	memset(g, 0, sizeof(*g));
+	args[0] = CStringGetTextDatum(slot_name);
+	args[1] = ObjectIdGetDatum(MyDatabaseId);
+	ret = SPI_execute_plan(keep_plan(&sample_plan, sample_sql, 2, types), args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		spi_failed("sample the replication slots", ret);
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		bool		isnull;
+		Datum		d;
+
+		if (name == NULL || strcmp(name, slot_name) != 0)
+			continue;
+		g->found = true;
+		g->plugin = col_text(i, 2);
+		g->active = DatumGetBool(col_datum(i, 3, &isnull));
+		d = col_datum(i, 4, &isnull);
+		g->active_pid = isnull ? 0 : DatumGetInt32(d);
+		g->wal_status = col_text(i, 5);
+		d = col_datum(i, 6, &isnull);
+		g->has_retained = !isnull;
+		g->retained = isnull ? 0 : DatumGetInt64(d);
+		d = col_datum(i, 7, &isnull);
+		g->two_phase = !isnull && DatumGetBool(d);
+	}
+	return (int) SPI_processed;
+}
+
+static void
+read_state(const char *slot_name, GuardState *st)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		arg[1];
+	bool		isnull;
+	Datum		d;
+	int			ret;
+
+	memset(st, 0, sizeof(*st));
+	arg[0] = CStringGetTextDatum(slot_name);
+	ret = SPI_execute_plan(keep_plan(&state_plan, state_sql, 1, types), arg, NULL, true, 0);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		spi_failed("read the slot guard state", ret);
+
+	st->has_row = DatumGetBool(col_datum(0, 1, &isnull));
+	st->seen = DatumGetBool(col_datum(0, 2, &isnull));
+	st->condition = condition_from_name(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3));
+	d = col_datum(0, 4, &isnull);
+	st->notified = !isnull;
+	st->notified_at = isnull ? 0 : DatumGetTimestampTz(d);
+	st->notified_action = col_text(0, 5);
+	d = col_datum(0, 6, &isnull);
+	st->open_recreation = isnull ? 0 : DatumGetInt64(d);
+}
+
+/* ---------- events ---------- */
+
+static char *
+event_data(const char *slot_name, const GuardedSlot *g, const char *extra_key,
+		   const char *extra_value, int64 job_id)
+{
+	cJSON	   *o = cJSON_CreateObject();
+	int64		limit = dfe_slot_limit_bytes();
+	char	   *out;
+
+	cJSON_AddStringToObject(o, "slot_name", slot_name);
+	cJSON_AddStringToObject(o, "action", action_names[dfe_slot_limit_action]);
+	if (limit >= 0)
+		cJSON_AddNumberToObject(o, "limit_bytes", (double) limit);
+	if (g && g->found)
+	{
+		if (g->has_retained)
+			cJSON_AddNumberToObject(o, "retained_bytes", (double) g->retained);
+		if (g->wal_status)
+			cJSON_AddStringToObject(o, "wal_status", g->wal_status);
+		cJSON_AddBoolToObject(o, "active", g->active);
+		if (g->active_pid)
+			cJSON_AddNumberToObject(o, "active_pid", g->active_pid);
+	}
+	if (extra_key)
+		cJSON_AddStringToObject(o, extra_key, extra_value);
+	if (job_id)
+		cJSON_AddNumberToObject(o, "job_id", (double) job_id);
+	out = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return out;
+}
+
+static char *
+over_limit_text(const char *slot_name, const GuardedSlot *g)
+{
+	return psprintf("replication slot \"%s\" retains %s of WAL, more than dfe_airbyte.max_slot_wal_size (%s)",
+					slot_name, pretty_bytes(g->retained), pretty_bytes(dfe_slot_limit_bytes()));
+}
+
+static void
+set_condition(const char *slot_name, SlotCondition cond, bool notified)
+{
+	const char *args[3] = {slot_name, condition_names[cond],
+	notified ? action_names[dfe_slot_limit_action] : NULL};
+
+	run_sql("record the slot condition",
+			"INSERT INTO dfe_airbyte.slot_state AS st (slot_name, condition, condition_since, notified_at, notified_action)\n"
+			"VALUES ($1, $2, now(), CASE WHEN $3 IS NOT NULL THEN now() END, $3)\n"
+			"ON CONFLICT (slot_name) DO UPDATE SET\n"
+			"    condition_since = CASE WHEN st.condition = excluded.condition THEN st.condition_since ELSE now() END,\n"
+			"    condition = excluded.condition,\n"
+			"    notified_at = excluded.notified_at,\n"
+			"    notified_action = excluded.notified_action",
+			3, args, SPI_OK_INSERT);
+}
+
+/* end the slot's walsender (or the backend decoding it); true when signalled */
+static bool
+terminate_holder(int32 pid)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(pid)};
+	bool		isnull;
+	int			ret;
+
+	ret = SPI_execute_with_args("SELECT pg_catalog.pg_terminate_backend($1)", 1, types, values,
+								NULL, false, 0);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		spi_failed("terminate the slot's walsender", ret);
+	return DatumGetBool(col_datum(0, 1, &isnull)) && !isnull;
+}
+
+static void
+terminated_event(const char *slot_name, const GuardedSlot *g, int32 pid, bool ok, const char *why)
+{
+	char	   *detail;
+
+	if (ok)
+		detail = psprintf("terminated process %d, which was using replication slot \"%s\" (%s)",
+						  pid, slot_name, why);
+	else
+		detail = psprintf("could not terminate process %d, which was using replication slot \"%s\" (%s)",
+						  pid, slot_name, why);
+	dfe_event("warning", "slot_walsender_terminated", slot_name, detail,
+			  event_data(slot_name, g, "reason", why, 0));
+}
+
+/*
+ * Under warn and terminate: report a bad condition when it starts, every
+ * SLOT_RENOTIFY_MS while it lasts, and when slot_limit_action changes; the
+ * way back to ok is an info event.
+ */
+static void
+report_condition(const char *slot_name, SlotCondition cond, const GuardedSlot *g,
+				 const GuardState *st, const char *elsewhere)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		due;
+
+	if (cond == COND_OK)
+	{
+		if (st->has_row && st->condition != COND_OK)
+		{
+			if (st->condition == COND_OVER_LIMIT)
+				dfe_event("info", "slot_limit_cleared", slot_name,
+						  psprintf("replication slot \"%s\" is back under dfe_airbyte.max_slot_wal_size (retains %s)",
+								   slot_name, pretty_bytes(g->retained)),
+						  event_data(slot_name, g, NULL, NULL, 0));
+			else
+				dfe_event("info", "slot_restored", slot_name,
+						  psprintf("replication slot \"%s\" is usable again (it was %s)",
+								   slot_name, condition_names[st->condition]),
+						  event_data(slot_name, g, "previous_condition",
+									 condition_names[st->condition], 0));
+			set_condition(slot_name, COND_OK, false);
+		}
+		return;
+	}
+
+	/* a slot that never existed here is config_problems' business, not ours */
+	if (cond == COND_MISSING && !st->seen)
+		return;
+
+	due = !st->has_row || st->condition != cond || !st->notified ||
+		TimestampDifferenceExceeds(st->notified_at, now, (int) SLOT_RENOTIFY_MS) ||
+		st->notified_action == NULL ||
+		strcmp(st->notified_action, action_names[dfe_slot_limit_action]) != 0;
+	if (!due)
+		return;
+
+	switch (cond)
+	{
+		case COND_OVER_LIMIT:
+			dfe_event("warning", "slot_limit_exceeded", slot_name,
+					  over_limit_text(slot_name, g),
+					  event_data(slot_name, g, NULL, NULL, 0));
+			if (dfe_slot_limit_action == SLOT_LIMIT_TERMINATE && g->active && g->active_pid != 0)
+				terminated_event(slot_name, g, g->active_pid, terminate_holder(g->active_pid),
+								 "over dfe_airbyte.max_slot_wal_size, slot_limit_action = terminate");
+			break;
+		case COND_LOST:
+			dfe_event("critical", "slot_lost", slot_name,
+					  psprintf("replication slot \"%s\" was invalidated (wal_status lost): the WAL Airbyte needs is gone, so its next sync fails; recreate the slot and run a full re-sync, or set dfe_airbyte.slot_limit_action = recreate",
+							   slot_name),
+					  event_data(slot_name, g, NULL, NULL, 0));
+			break;
+		case COND_MISSING:
+			dfe_event("warning", "slot_missing", slot_name,
+					  psprintf("replication slot \"%s\" no longer exists: Airbyte cannot continue CDC until it is recreated and a full re-sync runs (dfe_airbyte.slot_limit_action = recreate does both)",
+							   slot_name),
+					  event_data(slot_name, g, NULL, NULL, 0));
+			break;
+		case COND_ELSEWHERE:
+			dfe_event("warning", "slot_name_conflict", slot_name,
+					  psprintf("dfe_airbyte.slot_name \"%s\" is %s, not a logical slot of database \"%s\": the slot guard cannot watch it; set dfe_airbyte.slot_name and dfe_airbyte.database to the Airbyte slot and its database",
+							   slot_name, elsewhere, get_database_name(MyDatabaseId)),
+					  event_data(slot_name, g, "found", elsewhere, 0));
+			break;
+		case COND_OK:
+			break;
+	}
+	set_condition(slot_name, cond, true);
+}
+
+/*
+ * A recreation left half-done by an earlier run (the worker stopped between
+ * recording it and finishing it) while no recreation is wanted now: the slot
+ * may or may not have been recreated, so ask for the re-sync to be safe.
+ */
+static void
+close_interrupted_recreation(int64 id)
+{
+	const char *args[1] = {int64_str(id)};
+
+	run_sql("close an interrupted slot recreation",
+			"UPDATE dfe_airbyte.slot_recreations SET recreated_at = now(),\n"
+			"    note = 'the worker stopped during this recreation; a full re-sync is requested to be safe'\n"
+			"WHERE id = $1::bigint AND recreated_at IS NULL",
+			1, args, SPI_OK_UPDATE);
+}
+
+/* is there a slot of that name that is not a logical slot of this database? */
+static char *
+slot_elsewhere(const char *slot_name)
+{
+	const char *args[1] = {slot_name};
+
+	run_sql("look for the Airbyte slot",
+			"SELECT CASE WHEN slot_type = 'physical' THEN 'a physical slot'\n"
+			"            ELSE format('a logical slot of database %I', database) END\n"
+			"FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+			1, args, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return NULL;
+	return col_text(0, 1);
+}
+
+/* ---------- 2. recreation ---------- */
+
+/* the slot's holder, read live; 0 when the slot is free or gone */
+static int32
+slot_holder(const char *slot_name, bool *exists)
+{
+	const char *args[1] = {slot_name};
+	int32		pid = 0;
+
+	begin_xact();
+	run_sql("read the Airbyte slot",
+			"SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+			1, args, SPI_OK_SELECT);
+	*exists = SPI_processed > 0;
+	if (SPI_processed > 0 && !col_isnull(0, 1))
+	{
+		bool		isnull;
+
+		pid = DatumGetInt32(col_datum(0, 1, &isnull));
+	}
+	end_xact();
+	return pid;
+}
+
+/*
+ * End the process holding the slot and wait until it let go.  Waits on a
+ * timeout only (never on the latch, which belongs to the worker loop: a
+ * deploy wake-up must not be swallowed here).
+ */
+static bool
+release_slot(const char *slot_name, const GuardedSlot *g, int32 pid, const char *why)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SLOT_RELEASE_WAIT_MS);
+	bool		ok;
+	bool		exists;
+	int32		holder;
+
+	begin_xact();
+	ok = terminate_holder(pid);
+	terminated_event(slot_name, g, pid, ok, why);
+	end_xact();
+
+	for (;;)
+	{
+		holder = slot_holder(slot_name, &exists);
+		if (holder == 0)
+			return true;
+		if (GetCurrentTimestamp() >= deadline)
+			break;
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100L, PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+	}
+	ereport(LOG,
+			(errcode(ERRCODE_OBJECT_IN_USE),
+			 errmsg("dfe_airbyte could not recreate replication slot \"%s\" yet: process %d still uses it",
+					slot_name, holder),
+			 errhint("The worker tries again at its next check; stop the Airbyte connection if this repeats.")));
+	return false;
+}
+
+static void
+recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
+			  const GuardState *st)
+{
+	int64		rec_id = st->open_recreation;
+	const char *plugin = (g->found && g->plugin) ? g->plugin : "pgoutput";
+	int64		limit = dfe_slot_limit_bytes();
+	const char *why;
+	bool		exists;
+	int32		holder;
+	char	   *new_lsn = NULL;
+	char	   *detail;
+	bool		created_new;
+
+	why = reason == COND_OVER_LIMIT ? "over dfe_airbyte.max_slot_wal_size, slot_limit_action = recreate"
+		: reason == COND_LOST ? "slot lost, slot_limit_action = recreate"
+		: "slot missing, slot_limit_action = recreate";
+
+	/* 1. whoever uses the slot must let go first */
+	if (g->found && g->active && g->active_pid != 0 &&
+		!release_slot(slot_name, g, g->active_pid, why))
+		return;
+
+	/* 2. record the recreation before anything is dropped */
+	if (rec_id == 0)
+	{
+		const char *args[5] = {
+			slot_name, condition_names[reason],
+			g->found && g->has_retained ? int64_str(g->retained) : NULL,
+			limit >= 0 ? int64_str(limit) : NULL,
+			plugin
+		};
+
+		begin_xact();
+		run_sql("record the slot recreation",
+				"INSERT INTO dfe_airbyte.slot_recreations (slot_name, reason, retained_bytes, limit_bytes, plugin)\n"
+				"VALUES ($1, $2, $3::bigint, $4::bigint, $5) RETURNING id",
+				5, args, SPI_OK_INSERT_RETURNING);
+		{
+			bool		isnull;
+
+			rec_id = DatumGetInt64(col_datum(0, 1, &isnull));
+		}
+		end_xact();
+	}
+
+	/*
+	 * 3. drop and create, then (writes are allowed after the create, not
+	 * before) mark the recreation done — one transaction.
+	 */
+	begin_xact();
+	{
+		const char *args[1] = {slot_name};
+
+		run_sql("read the Airbyte slot",
+				"SELECT active_pid, database = current_database() AND slot_type = 'logical'\n"
+				"FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+				1, args, SPI_OK_SELECT);
+		exists = SPI_processed > 0;
+		holder = 0;
+		if (exists)
+		{
+			bool		isnull;
+			Datum		d = col_datum(0, 1, &isnull);
+
+			holder = isnull ? 0 : DatumGetInt32(d);
+		}
+	}
+	if (holder != 0)
+	{
+		/* taken again between the release and now: next check */
+		end_xact();
+		ereport(LOG,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("dfe_airbyte could not recreate replication slot \"%s\" yet: process %d took it again",
+						slot_name, holder),
+				 errhint("The worker tries again at its next check.")));
+		return;
+	}
+	created_new = !exists || reason != COND_MISSING;
+	if (exists && reason != COND_MISSING)
+	{
+		const char *args[1] = {slot_name};
+
+		run_sql("drop the Airbyte slot",
+				"SELECT pg_catalog.pg_drop_replication_slot($1)", 1, args, SPI_OK_SELECT);
+	}
+	if (created_new)
+	{
+		const char *args[3] = {slot_name, plugin, g->found && g->two_phase ? "true" : "false"};
+
+		run_sql("create the Airbyte slot",
+				"SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, $2, false, $3::boolean)",
+				3, args, SPI_OK_SELECT);
+		new_lsn = col_text(0, 1);
+	}
+	{
+		const char *args[3] = {
+			int64_str(rec_id), new_lsn,
+			created_new ? NULL : "the slot was created by someone else meanwhile; a full re-sync is requested because it is new"
+		};
+
+		run_sql("record the slot recreation",
+				"UPDATE dfe_airbyte.slot_recreations SET recreated_at = now(), new_lsn = $2::pg_lsn,\n"
+				"    note = coalesce($3, note)\n"
+				"WHERE id = $1::bigint",
+				3, args, SPI_OK_UPDATE);
+	}
+	{
+		const char *args[1] = {slot_name};
+
+		/* a new incarnation: its growth is measured from now on */
+		run_sql("reset the slot guard state",
+				"INSERT INTO dfe_airbyte.slot_state AS st (slot_name, first_seen_at, condition, condition_since)\n"
+				"VALUES ($1, now(), 'ok', now())\n"
+				"ON CONFLICT (slot_name) DO UPDATE SET first_seen_at = now(), last_active_at = NULL,\n"
+				"    condition = 'ok', condition_since = now(), notified_at = NULL, notified_action = NULL",
+				1, args, SPI_OK_INSERT);
+	}
+
+	if (reason == COND_OVER_LIMIT)
+		detail = psprintf("%s: it was dropped and created again, so Airbyte lost its CDC position and a full re-sync is requested",
+						  over_limit_text(slot_name, g));
+	else if (reason == COND_LOST)
+		detail = psprintf("replication slot \"%s\" was invalidated (wal_status lost); it was dropped and created again and a full re-sync is requested",
+						  slot_name);
+	else if (st->seen)
+		detail = psprintf("replication slot \"%s\" no longer existed; it was created again and a full re-sync is requested",
+						  slot_name);
+	else
+		detail = psprintf("replication slot \"%s\" did not exist; it was created (dfe_airbyte.slot_limit_action = recreate) and a full re-sync is requested",
+						  slot_name);
+	dfe_event("warning", (reason == COND_MISSING && !st->seen) ? "slot_created" : "slot_recreated",
+			  slot_name, detail,
+			  event_data(slot_name, g, "reason", condition_names[reason], 0));
+	end_xact();
+}
+
+/* ---------- 3. the full re-sync ---------- */
+
+/*
+ * airbyte_full_resync(), with any ERROR it raises turned into *error
+ * (message and detail; the HTTP layer keeps secrets out of them).  Kept
+ * apart so that nothing else lives across the longjmp.
+ */
+static pg_noinline bool
+call_full_resync(int64 *job_id, char **error)
+{
+	volatile bool ok = false;
+
+	PG_TRY();
+	{
+		*job_id = airbyte_full_resync();
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(guard_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		MemoryContextSwitchTo(guard_cxt);
+		*error = edata->detail ? psprintf("%s: %s", edata->message, edata->detail)
+			: pstrdup(edata->message ? edata->message : "unknown error");
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+static void
+resync_if_pending(void)
+{
+	int64		npending;
+	int64		max_id;
+	bool		notify;
+	bool		isnull;
+	char	   *slots;
+	bool		ok;
+	int64		job_id = 0;
+	char	   *error = NULL;
+
+	begin_xact();
+	run_sql("read pending re-syncs",
+			"SELECT count(*), max(id),\n"
+			"       coalesce(bool_or(resync_notified_at IS NULL OR resync_notified_at < now() - interval '1 hour'), false),\n"
+			"       string_agg(DISTINCT slot_name, ', ')\n"
+			"FROM dfe_airbyte.slot_recreations\n"
+			"WHERE resync_state = 'pending' AND recreated_at IS NOT NULL",
+			0, NULL, SPI_OK_SELECT);
+	npending = DatumGetInt64(col_datum(0, 1, &isnull));
+	max_id = npending > 0 ? DatumGetInt64(col_datum(0, 2, &isnull)) : 0;
+	notify = DatumGetBool(col_datum(0, 3, &isnull));
+	slots = col_text(0, 4);
+	end_xact();
+	if (npending == 0)
+		return;
+
+	/* outside any transaction: this is an HTTP call */
+	ok = call_full_resync(&job_id, &error);
+
+	begin_xact();
+	if (ok)
+	{
+		const char *args[2] = {int64_str(max_id), int64_str(job_id)};
+
+		run_sql("record the started re-sync",
+				"UPDATE dfe_airbyte.slot_recreations SET resync_state = 'started',\n"
+				"    resync_job_id = $2::bigint, resync_started_at = now(),\n"
+				"    resync_attempts = resync_attempts + 1, resync_last_attempt_at = now()\n"
+				"WHERE resync_state = 'pending' AND recreated_at IS NOT NULL AND id <= $1::bigint",
+				2, args, SPI_OK_UPDATE);
+		dfe_event("info", "full_resync_started", slots,
+				  psprintf("Airbyte accepted the full re-sync (refresh job " INT64_FORMAT ") that the recreation of replication slot %s requires",
+						   (int64) job_id, slots),
+				  event_data(slots, NULL, NULL, NULL, job_id));
+	}
+	else
+	{
+		const char *args[3] = {int64_str(max_id), error, notify ? "true" : "false"};
+
+		run_sql("record a failed re-sync request",
+				"UPDATE dfe_airbyte.slot_recreations SET resync_attempts = resync_attempts + 1,\n"
+				"    resync_last_attempt_at = now(), resync_last_error = $2,\n"
+				"    resync_notified_at = CASE WHEN $3::boolean THEN now() ELSE resync_notified_at END\n"
+				"WHERE resync_state = 'pending' AND recreated_at IS NOT NULL AND id <= $1::bigint",
+				3, args, SPI_OK_UPDATE);
+		if (notify)
+			dfe_event("warning", "full_resync_failed", slots,
+					  psprintf("Airbyte did not accept the full re-sync that the recreation of replication slot %s requires: %s; the worker retries every dfe_airbyte.check_interval",
+							   slots, error),
+					  event_data(slots, NULL, "error", error, 0));
+	}
+	end_xact();
+}
+
+/* ---------- 4. pruning ---------- */
+
+static void
+prune_history(void)
+{
+	const char *args[2] = {psprintf("%d", dfe_history_retention_min),
+	psprintf("%d", dfe_history_max_rows)};
+
+	begin_xact();
+	run_sql("prune slot samples",
+			"DELETE FROM dfe_airbyte.slot_samples WHERE sampled_at < now() - make_interval(mins => $1::int)",
+			1, args, SPI_OK_DELETE);
+	run_sql("prune slot samples",
+			"DELETE FROM dfe_airbyte.slot_samples\n"
+			"WHERE id <= (SELECT max(id) FROM dfe_airbyte.slot_samples) - $2::bigint",
+			2, args, SPI_OK_DELETE);
+	run_sql("prune events",
+			"DELETE FROM dfe_airbyte.events WHERE at < now() - make_interval(mins => $1::int)",
+			1, args, SPI_OK_DELETE);
+	run_sql("prune events",
+			"DELETE FROM dfe_airbyte.events\n"
+			"WHERE id <= (SELECT max(id) FROM dfe_airbyte.events) - $2::bigint",
+			2, args, SPI_OK_DELETE);
+	run_sql("prune slot recreations",
+			"DELETE FROM dfe_airbyte.slot_recreations\n"
+			"WHERE decided_at < now() - make_interval(mins => $1::int)\n"
+			"  AND resync_state = 'started'",
+			1, args, SPI_OK_DELETE);
+	end_xact();
+}
+
+/* ---------- the task ---------- */
 
 long
 slots_worker_task(void)
 {
-	return -1;
+	const char *slot_name;
+	GuardedSlot g;
+	GuardState	st;
+	SlotCondition cond;
+	char	   *elsewhere = NULL;
+	bool		recreate;
+
+	guard_cxt = CurrentMemoryContext;
+
+	/* a standby never gets here (the worker starts after recovery), but be sure */
+	if (RecoveryInProgress())
+		return dfe_check_interval_s * 1000L;
+
+	slot_name = pstrdup(dfe_setting_slot_name());
+
+	/* 1. sample and decide, in one short transaction */
+	begin_xact();
+	(void) sample_slots(slot_name, &g);
+	read_state(slot_name, &st);
+
+	if (!g.found)
+	{
+		elsewhere = slot_elsewhere(slot_name);
+		cond = elsewhere ? COND_ELSEWHERE : COND_MISSING;
+	}
+	else if (g.wal_status && strcmp(g.wal_status, "lost") == 0)
+		cond = COND_LOST;
+	else if (dfe_slot_limit_bytes() >= 0 && g.has_retained && g.retained > dfe_slot_limit_bytes())
+		cond = COND_OVER_LIMIT;
+	else
+		cond = COND_OK;
+
+	recreate = dfe_slot_limit_action == SLOT_LIMIT_RECREATE &&
+		(cond == COND_OVER_LIMIT || cond == COND_LOST || cond == COND_MISSING);
+	if (st.open_recreation != 0 && !recreate)
+		close_interrupted_recreation(st.open_recreation);
+	if (!recreate)
+		report_condition(slot_name, cond, &g, &st, elsewhere);
+	end_xact();
+
+	/* 2. recreate in transactions of its own */
+	if (recreate)
+		recreate_slot(slot_name, cond, &g, &st);
+
+	/* 3. the full re-sync a recreation needs, outside any transaction */
+	resync_if_pending();
+
+	/* 4. bounded history */
+	if (TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(), (int) SLOT_PRUNE_INTERVAL_MS))
+	{
+		prune_history();
+		last_prune = GetCurrentTimestamp();
+	}
+
+	return dfe_check_interval_s * 1000L;
+}
+
+/* ---------- SQL functions ---------- */
+
+PG_FUNCTION_INFO_V1(dfe_airbyte_slot_guard_settings);
+
+Datum
+dfe_airbyte_slot_guard_settings(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[6];
+	bool		nulls[6] = {false, false, false, false, false, false};
+	Interval   *inactive = palloc0(sizeof(Interval));
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("dfe_airbyte_slot_guard_settings() must return a record"),
+				 errhint("Call it as SELECT * FROM dfe_airbyte_slot_guard_settings().")));
+	tupdesc = BlessTupleDesc(tupdesc);
+
+	values[0] = CStringGetTextDatum(dfe_setting_slot_name());
+	if (dfe_slot_limit_bytes() >= 0)
+		values[1] = Int64GetDatum(dfe_slot_limit_bytes());
+	else
+		nulls[1] = true;
+	values[2] = Float8GetDatum(dfe_slot_warning_fraction);
+	values[3] = CStringGetTextDatum(action_names[dfe_slot_limit_action]);
+	inactive->time = (int64) dfe_sync_stale_after_min * USECS_PER_MINUTE;
+	values[4] = IntervalPGetDatum(inactive);
+	if (dfe_server_slot_limit_bytes() >= 0)
+		values[5] = Int64GetDatum(dfe_server_slot_limit_bytes());
+	else
+		nulls[5] = true;
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(dfe_airbyte_check_slots_now);
+
+/*
+ * dfe_airbyte_check_slots_now() → (slots, elapsed_ms, buffers_hit,
+ * buffers_read): the sampling part of one worker check, run in the caller's
+ * transaction, with what it cost.
+ */
+Datum
+dfe_airbyte_check_slots_now(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+	BufferUsage before = pgBufferUsage;
+	instr_time	start;
+	instr_time	elapsed;
+	GuardedSlot g;
+	GuardState	st;
+	int			n;
+	const char *slot_name = dfe_setting_slot_name();
+
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot sample replication slots during recovery"),
+				 errhint("Run dfe_airbyte_check_slots_now() on the primary.")));
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("dfe_airbyte_check_slots_now() must return a record"),
+				 errhint("Call it as SELECT * FROM dfe_airbyte_check_slots_now().")));
+	tupdesc = BlessTupleDesc(tupdesc);
+
+	guard_cxt = CurrentMemoryContext;
+	INSTR_TIME_SET_CURRENT(start);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("dfe_airbyte could not connect to SPI"),
+				 errhint("This is a bug in dfe_airbyte.")));
+	n = sample_slots(slot_name, &g);
+	read_state(slot_name, &st);
+	SPI_finish();
+	INSTR_TIME_SET_CURRENT(elapsed);
+	INSTR_TIME_SUBTRACT(elapsed, start);
+
+	values[0] = Int32GetDatum(n);
+	values[1] = Float8GetDatum(INSTR_TIME_GET_MILLISEC(elapsed));
+	values[2] = Int64GetDatum(pgBufferUsage.shared_blks_hit - before.shared_blks_hit);
+	values[3] = Int64GetDatum(pgBufferUsage.shared_blks_read - before.shared_blks_read);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

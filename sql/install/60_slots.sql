@@ -1,0 +1,242 @@
+-- part 60: the slot guard (SPEC §7) — slot samples, the guard's state, slot
+-- recreations with their pending full re-sync, and replication_slot_health.
+
+-- One row per logical slot of this database per worker check.  Bounded: the
+-- worker deletes rows older than dfe_airbyte.history_retention and keeps at
+-- most dfe_airbyte.history_max_rows (by id), at most once a minute.
+CREATE TABLE dfe_airbyte.slot_samples (
+    id              bigserial PRIMARY KEY,
+    sampled_at      timestamptz NOT NULL,
+    slot_name       text NOT NULL,
+    active          boolean NOT NULL,
+    active_pid      integer,
+    wal_status      text,
+    safe_wal_size   bigint,
+    retained_bytes  bigint,     -- pg_current_wal_lsn() - restart_lsn
+    flush_lag_bytes bigint      -- pg_current_wal_lsn() - confirmed_flush_lsn
+);
+CREATE INDEX slot_samples_sampled_at_idx ON dfe_airbyte.slot_samples (sampled_at);
+COMMENT ON TABLE dfe_airbyte.slot_samples IS 'logical replication slots of this database as the dfe_airbyte worker sampled them every check_interval (bounded history)';
+
+-- What the worker remembers about each slot between checks.  first_seen_at is
+-- when this incarnation of the slot was first seen (reset when the worker
+-- recreates it; NULL for the Airbyte slot when it was never seen here).
+-- condition/notified_* are only used for the Airbyte slot (dfe_airbyte.slot_name).
+CREATE TABLE dfe_airbyte.slot_state (
+    slot_name        text PRIMARY KEY,
+    first_seen_at    timestamptz,
+    last_active_at   timestamptz,
+    condition        text NOT NULL DEFAULT 'ok'
+                     CHECK (condition IN ('ok', 'over_limit', 'lost', 'missing', 'elsewhere')),
+    condition_since  timestamptz,
+    notified_at      timestamptz,
+    notified_action  text
+);
+COMMENT ON TABLE dfe_airbyte.slot_state IS 'dfe_airbyte slot guard bookkeeping: when each slot was first seen and last active, and the Airbyte slot''s condition';
+
+-- Every recreation (or creation) of the Airbyte slot by the worker and the
+-- full re-sync it requires.  A row is written BEFORE the slot is dropped
+-- (recreated_at NULL while the recreation is under way); resync_state
+-- 'pending' rows with recreated_at set are what the worker asks Airbyte for,
+-- every check, until Airbyte accepts the refresh; then 'started' with its job.
+CREATE TABLE dfe_airbyte.slot_recreations (
+    id                      bigserial PRIMARY KEY,
+    slot_name               text NOT NULL,
+    reason                  text NOT NULL CHECK (reason IN ('over_limit', 'lost', 'missing')),
+    decided_at              timestamptz NOT NULL DEFAULT now(),
+    retained_bytes          bigint,
+    limit_bytes             bigint,
+    plugin                  text NOT NULL DEFAULT 'pgoutput',
+    recreated_at            timestamptz,
+    new_lsn                 pg_lsn,
+    note                    text,
+    resync_state            text NOT NULL DEFAULT 'pending'
+                            CHECK (resync_state IN ('pending', 'started')),
+    resync_attempts         integer NOT NULL DEFAULT 0,
+    resync_last_attempt_at  timestamptz,
+    resync_last_error       text,
+    resync_notified_at      timestamptz,
+    resync_job_id           bigint,
+    resync_started_at       timestamptz
+);
+COMMENT ON TABLE dfe_airbyte.slot_recreations IS 'every recreation of the Airbyte slot by the dfe_airbyte worker and the full re-sync it requested';
+
+REVOKE ALL ON dfe_airbyte.slot_samples, dfe_airbyte.slot_state, dfe_airbyte.slot_recreations FROM PUBLIC;
+GRANT SELECT ON dfe_airbyte.slot_samples, dfe_airbyte.slot_state, dfe_airbyte.slot_recreations
+    TO pg_monitor, dfe_airbyte_admin;
+
+-- The guard's effective settings, as the C code reads them (GUC units and
+-- defaults resolved).  Read-only and free of secrets: callable by anyone.
+CREATE FUNCTION dfe_airbyte_slot_guard_settings(
+    OUT slot_name text,
+    OUT limit_bytes bigint,
+    OUT warning_fraction double precision,
+    OUT limit_action text,
+    OUT inactive_after interval,
+    OUT server_limit_bytes bigint)
+    AS 'MODULE_PATHNAME', 'dfe_airbyte_slot_guard_settings'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION dfe_airbyte_slot_guard_settings() IS 'the slot guard''s settings: Airbyte slot, dfe_airbyte.max_slot_wal_size in bytes (NULL: no limit), warning fraction, limit action, inactivity threshold, max_slot_wal_keep_size in bytes (NULL: none)';
+
+-- One check's sampling work, done now in this transaction (no limit action):
+-- for tests and benchmarks.
+CREATE FUNCTION dfe_airbyte_check_slots_now(
+    OUT slots integer,
+    OUT elapsed_ms double precision,
+    OUT buffers_hit bigint,
+    OUT buffers_read bigint)
+    AS 'MODULE_PATHNAME', 'dfe_airbyte_check_slots_now'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION dfe_airbyte_check_slots_now() IS 'samples the logical slots of this database now, as one worker check does (without the limit action); returns its cost';
+REVOKE ALL ON FUNCTION dfe_airbyte_check_slots_now() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION dfe_airbyte_check_slots_now() TO dfe_airbyte_admin;
+
+CREATE VIEW dfe_airbyte.replication_slot_health AS
+WITH cfg AS MATERIALIZED (
+    SELECT * FROM dfe_airbyte_slot_guard_settings()
+), pos AS MATERIALIZED (
+    -- on a standby there are no logical slots (PostgreSQL 15), but the view
+    -- must not fail there: pg_current_wal_lsn() would
+    SELECT pg_is_in_recovery() AS in_recovery,
+           CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                ELSE pg_current_wal_lsn() END AS lsn
+), rs AS MATERIALIZED (
+    -- the function under pg_replication_slots, without that view's join to
+    -- pg_database for every slot
+    SELECT * FROM pg_get_replication_slots()
+), live AS (
+    SELECT r.slot_name::text AS slot_name, r.plugin::text AS plugin, r.active, r.active_pid,
+           r.wal_status, r.safe_wal_size,
+           (pos.lsn - r.restart_lsn)::bigint AS retained_bytes,
+           (pos.lsn - r.confirmed_flush_lsn)::bigint AS flush_lag_bytes,
+           false AS missing
+    FROM rs r CROSS JOIN pos
+    WHERE r.slot_type = 'logical'
+      AND r.datoid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    UNION ALL
+    -- the Airbyte slot, seen here before, that no longer exists
+    SELECT st.slot_name, NULL, false, NULL, NULL, NULL, NULL, NULL, true
+    FROM dfe_airbyte.slot_state st CROSS JOIN cfg CROSS JOIN pos
+    WHERE st.slot_name = cfg.slot_name AND st.first_seen_at IS NOT NULL AND NOT pos.in_recovery
+      AND NOT EXISTS (SELECT 1 FROM rs r WHERE r.slot_name = st.slot_name)
+), growth AS (
+    -- least-squares slope of the retained bytes over the last hour of this
+    -- incarnation's samples; a range scan of slot_samples_sampled_at_idx
+    SELECT x.slot_name,
+           regr_slope(x.retained_bytes, date_part('epoch', x.sampled_at)) * 3600 AS per_hour
+    FROM dfe_airbyte.slot_samples x
+    LEFT JOIN dfe_airbyte.slot_state st ON st.slot_name = x.slot_name
+    WHERE x.sampled_at >= now() - interval '1 hour'
+      AND (st.first_seen_at IS NULL OR x.sampled_at >= st.first_seen_at)
+    GROUP BY x.slot_name
+    HAVING count(x.retained_bytes) >= 3
+       AND max(x.sampled_at) - min(x.sampled_at) >= interval '5 minutes'
+), pending AS (
+    SELECT slot_name, date_trunc('second', min(recreated_at)) AS since, max(resync_attempts) AS attempts,
+           (array_agg(resync_last_error ORDER BY id DESC))[1] AS last_error
+    FROM dfe_airbyte.slot_recreations
+    WHERE resync_state = 'pending' AND recreated_at IS NOT NULL
+    GROUP BY slot_name
+), j AS (
+    SELECT l.*,
+           l.slot_name = cfg.slot_name AS guarded,
+           CASE WHEN l.slot_name = cfg.slot_name THEN cfg.limit_bytes END AS limit_bytes,
+           cfg.server_limit_bytes, cfg.warning_fraction, cfg.limit_action, cfg.inactive_after,
+           round(g.per_hour)::bigint AS growth_bytes_per_hour,
+           CASE WHEN l.active THEN now() ELSE st.last_active_at END AS last_active_at,
+           st.first_seen_at,
+           p.since AS resync_pending_since, p.attempts AS resync_attempts, p.last_error AS resync_error
+    FROM live l
+    CROSS JOIN cfg
+    LEFT JOIN growth g ON g.slot_name = l.slot_name
+    LEFT JOIN dfe_airbyte.slot_state st ON st.slot_name = l.slot_name
+    LEFT JOIN pending p ON p.slot_name = l.slot_name
+), k AS (
+    SELECT j.*,
+           CASE
+               WHEN missing OR wal_status = 'lost' THEN 'lost'
+               WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes THEN 'critical'
+               WHEN wal_status = 'unreserved' THEN 'critical'
+               WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes * warning_fraction THEN 'warning'
+               WHEN server_limit_bytes IS NOT NULL AND safe_wal_size IS NOT NULL
+                    AND safe_wal_size < server_limit_bytes * (1 - warning_fraction) THEN 'warning'
+               WHEN NOT active AND coalesce(last_active_at, first_seen_at) < now() - inactive_after THEN 'inactive'
+               ELSE 'ok'
+           END AS status
+    FROM j
+)
+SELECT slot_name,
+       plugin,
+       active,
+       active_pid,
+       wal_status,
+       safe_wal_size,
+       retained_bytes,
+       pg_size_pretty(retained_bytes) AS retained_pretty,
+       flush_lag_bytes,
+       pg_size_pretty(flush_lag_bytes) AS flush_lag_pretty,
+       limit_bytes,
+       server_limit_bytes,
+       CASE WHEN limit_bytes > 0 THEN round(retained_bytes::numeric / limit_bytes, 3) END AS fraction_used,
+       growth_bytes_per_hour,
+       CASE WHEN growth_bytes_per_hour > 0 AND (limit_bytes IS NOT NULL OR safe_wal_size IS NOT NULL) THEN
+           date_trunc('second', make_interval(secs => greatest(0, least(
+               CASE WHEN limit_bytes IS NOT NULL
+                    THEN (limit_bytes - retained_bytes)::float8 / growth_bytes_per_hour * 3600 END,
+               CASE WHEN safe_wal_size IS NOT NULL
+                    THEN safe_wal_size::float8 / growth_bytes_per_hour * 3600 END))))
+       END AS time_to_limit,
+       last_active_at,
+       status,
+       CASE status
+           WHEN 'lost' THEN
+               CASE WHEN missing THEN
+                   format('The Airbyte slot %s no longer exists (dropped, or this server was promoted from a standby: PostgreSQL 15 does not copy slots to standbys), so Airbyte cannot continue CDC. ', slot_name)
+               ELSE
+                   format('Slot %s was invalidated by max_slot_wal_keep_size: the WAL it needed is gone and its consumer cannot continue. ', slot_name)
+               END ||
+               CASE WHEN guarded AND limit_action = 'recreate' THEN
+                   'dfe_airbyte.slot_limit_action = recreate: the worker recreates it and requests a full re-sync from Airbyte (see dfe_airbyte.slot_recreations).'
+               WHEN guarded THEN
+                   'Set dfe_airbyte.slot_limit_action = recreate to let the worker recreate it and request a full re-sync, or recreate it yourself (SELECT pg_create_logical_replication_slot(''' || slot_name || ''', ''pgoutput'')) and run a full re-sync (Refresh, merge) of the Airbyte connection.'
+               ELSE
+                   'Drop it (SELECT pg_drop_replication_slot(''' || slot_name || ''')) and set its consumer up again.'
+               END
+           WHEN 'critical' THEN
+               CASE WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes THEN
+                   format('The Airbyte slot retains %s of WAL, more than dfe_airbyte.max_slot_wal_size (%s). ',
+                          pg_size_pretty(retained_bytes), pg_size_pretty(limit_bytes)) ||
+                   CASE limit_action
+                       WHEN 'recreate' THEN 'The worker recreates the slot (Airbyte loses its CDC position) and requests a full re-sync.'
+                       WHEN 'terminate' THEN 'The worker ended its walsender; check that Airbyte syncs succeed (dfe_airbyte.sync_health) so the slot is consumed, or set dfe_airbyte.slot_limit_action = recreate to release the WAL at the price of a full re-sync.'
+                       ELSE 'Check that Airbyte syncs run and succeed (dfe_airbyte.sync_health); if it cannot catch up, set dfe_airbyte.slot_limit_action = recreate (full re-sync) or raise dfe_airbyte.max_slot_wal_size if the disk allows.'
+                   END
+               ELSE
+                   format('Slot %s needs WAL beyond max_slot_wal_keep_size: it will be invalidated at the next checkpoint unless its consumer catches up now.', slot_name)
+               END
+           WHEN 'warning' THEN
+               CASE WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes * warning_fraction THEN
+                   format('The Airbyte slot retains %s%% of dfe_airbyte.max_slot_wal_size (%s). Check that Airbyte syncs run and succeed (dfe_airbyte.sync_health); at 100%% the worker acts per dfe_airbyte.slot_limit_action (%s).',
+                          round(100.0 * retained_bytes / limit_bytes), pg_size_pretty(limit_bytes), limit_action)
+               ELSE
+                   format('Slot %s can retain only %s more WAL before max_slot_wal_keep_size invalidates it; check that its consumer is running.',
+                          slot_name, pg_size_pretty(safe_wal_size))
+               END
+           WHEN 'inactive' THEN
+               format('No consumer has used slot %s for more than %s. ', slot_name, inactive_after) ||
+               CASE WHEN guarded THEN 'Check that the Airbyte connection is enabled and its syncs run (dfe_airbyte.sync_health).'
+                    ELSE 'If it is no longer needed, drop it (SELECT pg_drop_replication_slot(''' || slot_name || ''')): it retains WAL for as long as it exists.'
+               END
+           ELSE
+               CASE WHEN resync_pending_since IS NOT NULL THEN
+                   format('The slot was recreated at %s and Airbyte has not yet accepted the full re-sync it needs (%s attempts%s); the worker retries every dfe_airbyte.check_interval.',
+                          resync_pending_since, resync_attempts,
+                          CASE WHEN resync_error IS NOT NULL THEN ', last error: ' || resync_error ELSE '' END)
+               END
+       END AS hint
+FROM k
+ORDER BY slot_name;
+
+COMMENT ON VIEW dfe_airbyte.replication_slot_health IS 'one row per logical replication slot of this database: retained WAL, limit, growth, time to limit and a status (ok, warning, critical, inactive, lost) with a hint';
+REVOKE ALL ON dfe_airbyte.replication_slot_health FROM PUBLIC;
+GRANT SELECT ON dfe_airbyte.replication_slot_health TO pg_monitor, dfe_airbyte_admin;

@@ -1,0 +1,29 @@
+/*
+ * slots.h — the slot guard (SPEC §7): samples the logical replication slots
+ * of this database every dfe_airbyte.check_interval into
+ * dfe_airbyte.slot_samples, keeps the history bounded, and acts on the
+ * Airbyte slot (dfe_airbyte.slot_name, the only slot it ever touches) per
+ * dfe_airbyte.slot_limit_action.  The worker entry point,
+ * slots_worker_task(), is declared in worker.h.
+ */
+#ifndef DFE_AIRBYTE_SLOTS_H
+#define DFE_AIRBYTE_SLOTS_H
+
+#include "postgres.h"
+
+/* while the Airbyte slot stays over its limit (or lost/missing), remind this often */
+#define SLOT_RENOTIFY_MS		(3600L * 1000L)
+
+/* history pruning runs at most this often */
+#define SLOT_PRUNE_INTERVAL_MS	(60L * 1000L)
+
+/* how long a recreation waits for a terminated walsender to let go of the slot */
+#define SLOT_RELEASE_WAIT_MS	10000L
+
+/* dfe_airbyte.max_slot_wal_size in bytes, -1 when there is no limit */
+extern int64 dfe_slot_limit_bytes(void);
+
+/* max_slot_wal_keep_size in bytes, -1 when the server sets none */
+extern int64 dfe_server_slot_limit_bytes(void);
+
+#endif
