@@ -541,6 +541,10 @@ class Handler(BaseHTTPRequestHandler):
             data = b""
         else:
             data = body
+        # record the status before answering: a client that reads the
+        # request log right after its answer must see it
+        if self.record is not None:
+            self.record["status"] = reply.status
         try:
             self.send_response(reply.status)
             for k, v in headers.items():
