@@ -13,19 +13,8 @@
 #   BENCH_ITERATIONS=2000 BENCH_CLIENTS=1 BENCH_IDLE_SECONDS=60 test/bench/deploy_latency.sh
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
-test_user=${DFE_TEST_USER:-dfe_airbyte_test}
-
-if [ "$(id -u)" = 0 ]; then
-    # PostgreSQL refuses to run as root: run as the test user in a copy
-    "$top/test/setup_debian.sh"
-    id "$test_user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$test_user"
-    work=$(mktemp -d /tmp/dfe_airbyte-bench.XXXXXX)
-    tar -C "$top" --exclude=./tmp_install --exclude=./results --exclude=./.git --exclude=./tmp_check* -cf - . | tar -C "$work" -xf -
-    chown -R "$test_user" "$work"
-    echo "running the benchmark as $test_user in $work"
-    exec runuser -u "$test_user" -- env BENCH_ITERATIONS="${BENCH_ITERATIONS:-}" BENCH_CLIENTS="${BENCH_CLIENTS:-}" \
-        BENCH_IDLE_SECONDS="${BENCH_IDLE_SECONDS:-}" bash "$work/test/bench/deploy_latency.sh" "$@"
-fi
+. "$top/test/lib/as_test_user.sh"
+dfe_reexec_as_test_user bench test/bench/deploy_latency.sh "$@"
 
 cd "$top"
 bindir=$(test/tmp_install.sh "$top/tmp_install")

@@ -10,19 +10,8 @@
 #   BENCH_TABLES=100 BENCH_LATENCY_MS=20 BENCH_CONCURRENCY=32 test/bench/policy_tags.sh
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
-test_user=${DFE_TEST_USER:-dfe_airbyte_test}
-
-if [ "$(id -u)" = 0 ]; then
-    # PostgreSQL refuses to run as root: run as the test user in a copy
-    "$top/test/setup_debian.sh"
-    id "$test_user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$test_user"
-    work=$(mktemp -d /tmp/dfe_airbyte-bench.XXXXXX)
-    tar -C "$top" --exclude=./tmp_install --exclude=./results --exclude=./.git --exclude=./tmp_check* -cf - . | tar -C "$work" -xf -
-    chown -R "$test_user" "$work"
-    echo "running the benchmark as $test_user in $work"
-    exec runuser -u "$test_user" -- env BENCH_TABLES="${BENCH_TABLES:-}" BENCH_LATENCY_MS="${BENCH_LATENCY_MS:-}" \
-        BENCH_CONCURRENCY="${BENCH_CONCURRENCY:-}" bash "$work/test/bench/policy_tags.sh" "$@"
-fi
+. "$top/test/lib/as_test_user.sh"
+dfe_reexec_as_test_user bench test/bench/policy_tags.sh "$@"
 
 cd "$top"
 bindir=$(test/tmp_install.sh "$top/tmp_install")

@@ -28,15 +28,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-test_user=${DFE_TEST_USER:-dfe_airbyte_test}
-if [ "$(id -u)" = 0 ]; then
-    id "$test_user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$test_user"
-    work=$(mktemp -d /tmp/dfe_airbyte-bench.XXXXXX)
-    tar -C "$top" --exclude=./tmp_install --exclude=./results --exclude=./.git --exclude='./tmp_check*' -cf - . | tar -C "$work" -xf -
-    chown -R "$test_user" "$work"
-    exec runuser -u "$test_user" -- bash "$work/test/bench/slot_check.sh" \
-        --minutes "$minutes" --interval "$interval" --runs "$runs"
-fi
+. "$top/test/lib/as_test_user.sh"
+dfe_reexec_as_test_user bench test/bench/slot_check.sh --minutes "$minutes" --interval "$interval" --runs "$runs"
 
 cd "$top"
 bindir=$(test/tmp_install.sh "$top/tmp_install")
