@@ -427,6 +427,7 @@ http_perform(HttpRequest **reqs, int n, int concurrency)
 		check_url(reqs[i]);
 		reqs[i]->status = 0;
 		reqs[i]->transport_error = NULL;
+		reqs[i]->transport_code = CURLE_OK;
 		reqs[i]->attempts = 0;
 		reqs[i]->next_attempt_at_ms = 0;
 	}
@@ -503,6 +504,7 @@ http_perform(HttpRequest **reqs, int n, int concurrency)
 				else
 				{
 					req->status = 0;
+					req->transport_code = (int) rc;
 					req->transport_error = pstrdup(req->errbuf[0] ? req->errbuf
 												   : curl_easy_strerror(rc));
 				}
@@ -629,13 +631,32 @@ http_raise(const HttpRequest *req)
 	const char *hint;
 
 	if (req->status == 0)
+	{
+		switch (req->transport_code)
+		{
+			case CURLE_PEER_FAILED_VERIFICATION:
+			case CURLE_SSL_ISSUER_ERROR:
+				/* TLS is never turned off: say how to trust a private CA */
+				hint = "The server's TLS certificate is not trusted, or is not issued for the host name in the URL. "
+					"TLS is always verified: if the service uses a private CA, set dfe_airbyte.http_ca_file "
+					"to its PEM bundle and reload; otherwise check the host name in the URL setting.";
+				break;
+			case CURLE_SSL_CACERT_BADFILE:
+				hint = "dfe_airbyte.http_ca_file could not be read as a CA bundle: check that the file exists, "
+					"is readable by the database server and holds PEM certificates.";
+				break;
+			default:
+				hint = "Check that the service is reachable from the database server, "
+					"its URL setting, and dfe_airbyte.http_timeout.";
+				break;
+		}
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("%s failed: %s", req->what, message),
 				 errdetail("%s %s; %d attempt(s), no HTTP answer.", req->method,
 						   http_redact(req->url), req->attempts),
-				 errhint("Check that the service is reachable from the database server, "
-						 "its URL setting, and dfe_airbyte.http_timeout.")));
+				 errhint("%s", hint)));
+	}
 
 	switch (req->status)
 	{

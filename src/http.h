@@ -46,6 +46,7 @@ typedef struct HttpRequest
 
 	/* --- private to http.c --- */
 	double		retry_after_s;	/* Retry-After of the last answer, -1 none */
+	int			transport_code; /* libcurl's CURLcode when status == 0 */
 	long		next_attempt_at_ms;
 	void	   *easy;
 	struct curl_slist *header_list;
