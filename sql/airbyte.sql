@@ -46,7 +46,7 @@ ROLLBACK;
 -- sync_health is one row before anything was seen
 SELECT last_job_id, last_success_job_id, stale_after FROM dfe_airbyte.sync_health;
 
--- the query doc/deploy.md gives to find who holds the migration lock
+-- the query the README ("Deploys") gives to find who holds the migration lock
 SELECT pg_advisory_lock(dfe_airbyte_migration_lock_key()) IS NOT NULL AS locked;
 SELECT pid = pg_backend_pid() AS it_is_me FROM pg_stat_activity
 WHERE pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted

@@ -15,7 +15,7 @@
  * others go on: BigQuery is not transactional, so what was applied stays
  * applied.
  *
- * Decisions (see doc/bigquery.md):
+ * Decisions (see README.md, "BigQuery policy tags"):
  * - field names match case-insensitively, as BigQuery column names do;
  * - only top-level fields are managed; nested fields are sent back as read;
  * - a blocklisted field carrying another policy tag gets the hidden tag
