@@ -879,10 +879,12 @@ policy_tags_repair_after_sync(int64 job_id)
 		ErrorData  *edata;
 
 		/* record why, instead of losing the repair of this sync silently */
+		HOLD_INTERRUPTS();
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		RESUME_INTERRUPTS();
 
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
