@@ -25,6 +25,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
+use JSON::PP;
 
 sub new_node
 {
@@ -76,6 +77,37 @@ sub poll_until
 	}
 	diag("poll_until: last result '$got', wanted '$expected' for: $sql");
 	return 0;
+}
+
+# postgresql.conf lines for BigQuery against a FakeServer, with a Google
+# credential configuration (Azure AD -> STS -> IAM, all on the fake) written
+# to $dir/credentials.json and its federated token to $dir/federated.
+# Returns the lines; the test appends its own settings after them.
+sub bigquery_conf
+{
+	my ($fake, $dir, %opt) = @_;
+	my $url = $fake->url;
+	my $sa = $opt{service_account} // 'airbyte@proj.iam.gserviceaccount.com';
+	my $assertion = $opt{assertion} // 'federated-assertion-for-tests';
+	PostgreSQL::Test::Utils::append_to_file("$dir/federated", "$assertion\n");
+	PostgreSQL::Test::Utils::append_to_file("$dir/credentials.json",
+		JSON::PP->new->canonical->encode({
+			type => 'external_account',
+			audience => '//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q',
+			subject_token_type => 'urn:ietf:params:oauth:token-type:jwt',
+			token_url => "$url/v1/token",
+			credential_source => { url => "$url/tenant/oauth2/v2.0/token" },
+			service_account_impersonation_url =>
+			  "$url/v1/projects/-/serviceAccounts/$sa:generateAccessToken" }));
+	return <<"CONF";
+dfe_airbyte.bigquery_project = '@{[ $opt{project} // 'proj' ]}'
+dfe_airbyte.bigquery_dataset = '@{[ $opt{dataset} // 'svc_airbyte_test' ]}'
+dfe_airbyte.hidden_policy_tag = '$opt{hidden_tag}'
+dfe_airbyte.bigquery_url = '$url'
+dfe_airbyte.google_credentials = '$dir/credentials.json'
+dfe_airbyte.azure_client_id = 'azure-client'
+dfe_airbyte.azure_federated_token_file = '$dir/federated'
+CONF
 }
 
 # Wait until the server log matches $re; returns true on success.

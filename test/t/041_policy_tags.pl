@@ -16,7 +16,6 @@ use FakeServer;
 my $fake = FakeServer->start;
 my $url = $fake->url;
 my $dir = PostgreSQL::Test::Utils::tempdir;
-my $json = JSON::PP->new->canonical;
 my $project = 'proj';
 my $dataset = 'svc_airbyte_test';
 my $internal = 'airbyte_internal';
@@ -24,31 +23,9 @@ my $hidden = 'projects/proj/locations/europe-west2/taxonomies/111/policyTags/222
 my $other = 'projects/proj/locations/europe-west2/taxonomies/111/policyTags/333';
 my $sa = 'airbyte@proj.iam.gserviceaccount.com';
 
-sub write_file
-{
-	my ($path, $text) = @_;
-	open my $fh, '>', $path or die "$path: $!";
-	print $fh $text;
-	close $fh;
-}
-
-write_file("$dir/federated", "federated-assertion-for-policy-tags\n");
-write_file("$dir/credentials.json", $json->encode({
-			type => 'external_account',
-			audience => '//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q',
-			subject_token_type => 'urn:ietf:params:oauth:token-type:jwt',
-			token_url => "$url/v1/token",
-			credential_source => { url => "$url/tenant/oauth2/v2.0/token" },
-			service_account_impersonation_url => "$url/v1/projects/-/serviceAccounts/$sa:generateAccessToken" }));
-
-my $node = DfeTest::new_node('policy_tags', conf => <<"CONF");
-dfe_airbyte.bigquery_project = '$project'
-dfe_airbyte.bigquery_dataset = '$dataset'
-dfe_airbyte.hidden_policy_tag = '$hidden'
-dfe_airbyte.bigquery_url = '$url'
-dfe_airbyte.google_credentials = '$dir/credentials.json'
-dfe_airbyte.azure_client_id = 'azure-client'
-dfe_airbyte.azure_federated_token_file = '$dir/federated'
+my $node = DfeTest::new_node('policy_tags', conf => DfeTest::bigquery_conf($fake, $dir,
+		project => $project, dataset => $dataset, hidden_tag => $hidden, service_account => $sa,
+		assertion => 'federated-assertion-for-policy-tags') . <<"CONF");
 dfe_airbyte.http_retry_base_delay = '50ms'
 dfe_airbyte.http_max_retries = 3
 CONF

@@ -25,37 +25,15 @@ my $hidden = 'projects/proj/locations/europe-west2/taxonomies/111/policyTags/222
 my $sa = 'airbyte@proj.iam.gserviceaccount.com';
 my $conn = $fake->config->{connection_id};
 
-sub write_file
-{
-	my ($path, $text) = @_;
-	open my $fh, '>', $path or die "$path: $!";
-	print $fh $text;
-	close $fh;
-}
-
-write_file("$dir/federated", "federated-assertion-for-drift-repair\n");
-write_file("$dir/credentials.json", $json->encode({
-			type => 'external_account',
-			audience => '//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q',
-			subject_token_type => 'urn:ietf:params:oauth:token-type:jwt',
-			token_url => "$url/v1/token",
-			credential_source => { url => "$url/tenant/oauth2/v2.0/token" },
-			service_account_impersonation_url => "$url/v1/projects/-/serviceAccounts/$sa:generateAccessToken" }));
-
-my $node = DfeTest::new_node('drift', conf => <<"CONF");
+my $node = DfeTest::new_node('drift', conf => DfeTest::bigquery_conf($fake, $dir,
+		project => $project, dataset => $dataset, hidden_tag => $hidden, service_account => $sa,
+		assertion => 'federated-assertion-for-drift-repair') . <<"CONF");
 dfe_airbyte.airbyte_url = '$url'
 dfe_airbyte.airbyte_client_id = 'test-client'
 dfe_airbyte.airbyte_client_secret = 'test-secret-value'
 dfe_airbyte.connection_id = '$conn'
 dfe_airbyte.sync_poll_interval = 1
 dfe_airbyte.check_interval = 1
-dfe_airbyte.bigquery_project = '$project'
-dfe_airbyte.bigquery_dataset = '$dataset'
-dfe_airbyte.hidden_policy_tag = '$hidden'
-dfe_airbyte.bigquery_url = '$url'
-dfe_airbyte.google_credentials = '$dir/credentials.json'
-dfe_airbyte.azure_client_id = 'azure-client'
-dfe_airbyte.azure_federated_token_file = '$dir/federated'
 dfe_airbyte.http_retry_base_delay = 50
 dfe_airbyte.http_max_retries = 2
 dfe_airbyte.http_timeout = 10
