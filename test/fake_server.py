@@ -864,6 +864,13 @@ class Handler(BaseHTTPRequestHandler):
             job = self.state.new_job(data["connectionId"], job_type)
             return Reply(200, self.state.job_json(job))
 
+    def job_or_404(self, job_id):
+        """The job with this id (caller holds the state lock), or Airbyte's 404."""
+        job = self.state.find_job(int(job_id)) if job_id.isdigit() else None
+        if job is None:
+            raise airbyte_error(404, "Could not find job with id: %s" % job_id)
+        return job
+
     def refuse_if_running(self, connection_id):
         if self.state.active_job(connection_id) is not None:
             raise airbyte_error(409, "A sync is already running for: %s"
@@ -873,22 +880,13 @@ class Handler(BaseHTTPRequestHandler):
     def airbyte_get_job(self, job_id):
         self.airbyte_auth()
         with self.state.lock:
-            job = self.state.find_job(int(job_id)) if job_id.isdigit() \
-                else None
-            if job is None:
-                raise airbyte_error(404, "Could not find job with id: %s"
-                                    % job_id)
-            return Reply(200, self.state.job_json(job))
+            return Reply(200, self.state.job_json(self.job_or_404(job_id)))
 
     @route("DELETE", r"/api/public/v1/jobs/" + SEG, "/api/public/v1/jobs/*")
     def airbyte_cancel_job(self, job_id):
         self.airbyte_auth()
         with self.state.lock:
-            job = self.state.find_job(int(job_id)) if job_id.isdigit() \
-                else None
-            if job is None:
-                raise airbyte_error(404, "Could not find job with id: %s"
-                                    % job_id)
+            job = self.job_or_404(job_id)
             if self.state.job_status(job)[1] in ACTIVE_JOB_STATUSES:
                 self.state.set_job_status(job, "cancelled")
             return Reply(200, self.state.job_json(job))

@@ -17,9 +17,5 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 dfe_reexec_as_test_user bench test/bench/deploy_latency.sh "$@"
 
 cd "$top"
-bindir=$(test/tmp_install.sh "$top/tmp_install")
-export PATH="$bindir:$PATH"
-pgxs=$(dirname "$bindir")/lib/pgxs
-export PERL5LIB="$top/test/lib:$pgxs/src/test/perl${PERL5LIB:+:$PERL5LIB}"
-export TESTDIR="$top/test/bench" PG_REGRESS="$pgxs/src/test/regress/pg_regress"
+dfe_perl_test_env "$top/test/bench"
 exec perl "$top/test/bench/deploy_latency.pl"

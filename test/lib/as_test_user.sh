@@ -1,4 +1,5 @@
-# Sourced by test/check, test/demo, test/valgrind and test/bench/*.sh.
+# Sourced by test/check, test/demo, test/valgrind and test/bench/*.sh:
+# dfe_reexec_as_test_user and dfe_perl_test_env (below).
 #
 # PostgreSQL refuses to run as root.  When the calling script runs as root,
 # dfe_reexec_as_test_user installs the Debian packages (test/setup_debian.sh),
@@ -29,4 +30,17 @@ dfe_reexec_as_test_user() {
         pass+=("$v=${!v}")
     done
     exec runuser -u "$user" -- env "${pass[@]}" bash "$work/$script" "$@"
+}
+
+# Builds the extension into tmp_install/ and exports what
+# PostgreSQL::Test::Cluster needs (PATH, PERL5LIB, TESTDIR=$1, PG_REGRESS);
+# sets $bindir and $pgxs for the caller.
+dfe_perl_test_env() {
+    local top
+    top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    bindir=$("$top/test/tmp_install.sh" "$top/tmp_install")
+    pgxs=$(dirname "$bindir")/lib/pgxs
+    export PATH="$bindir:$PATH"
+    export PERL5LIB="$top/test/lib:$pgxs/src/test/perl${PERL5LIB:+:$PERL5LIB}"
+    export TESTDIR="$1" PG_REGRESS="$pgxs/src/test/regress/pg_regress"
 }
