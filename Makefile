@@ -4,13 +4,19 @@
 #   make install
 #
 # The install script is assembled from sql/install/*.sql (one file per
-# concern, applied in name order) so that each feature owns its own SQL.
+# concern, applied in name order) so that each feature owns its own SQL;
+# upgrade scripts likewise from sql/update/FROM--TO/*.sql.
 
 EXTENSION    = dfe_airbyte
-EXTVERSION   = 0.1.0
+EXTVERSION   = 0.2.0
 MODULE_big   = dfe_airbyte
 OBJS         = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
-DATA_built   = sql/$(EXTENSION)--$(EXTVERSION).sql
+# Released install scripts are frozen as shipped (sql/dfe_airbyte--X.sql,
+# committed); the current one and each upgrade script are assembled from
+# one file per feature.
+UPGRADES     = 0.1.0--0.2.0
+DATA         = sql/$(EXTENSION)--0.1.0.sql
+DATA_built   = sql/$(EXTENSION)--$(EXTVERSION).sql $(foreach u,$(UPGRADES),sql/$(EXTENSION)--$(u).sql)
 PGFILEDESC   = "dfe_airbyte - Airbyte replication to BigQuery, run from the database"
 
 # pg_regress files: sql/<name>.sql against expected/<name>.out
@@ -29,6 +35,9 @@ PGXS        := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard sql/install/*.sql))
+	cat $^ > $@
+
+sql/$(EXTENSION)--0.1.0--0.2.0.sql: $(sort $(wildcard sql/update/0.1.0--0.2.0/*.sql))
 	cat $^ > $@
 
 EXTRA_CLEAN = tmp_install results regression.diffs regression.out log

@@ -64,8 +64,37 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 AZURE_SCOPE = "api://AzureADTokenExchange/.default"
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
+# Airbyte version profiles the fake models (SPEC §4, shared/background/
+# api_conformance.md).  A test picks one with --airbyte-version, the
+# DFE_AIRBYTE_PROFILE environment variable (through test/lib/FakeServer.pm)
+# or the "airbyte_version" config key; version_at_least() below is how every
+# handler asks "does this server have that behaviour?".  The default is the
+# newest profile.
+AIRBYTE_PROFILES = {
+    "0.60": "0.60.1",   # no public token path (answers 401), selectedFields exists
+    "1.1": "1.1.0",     # refresh answers {"value": bool}
+    "1.2": "1.2.0",     # refresh answers {"job": {...}|null}; public list hides refresh jobs
+    "1.8": "1.8.0",     # public jobs list shows refresh/clear jobs
+    "2.x": "2.0.0",
+}
+DEFAULT_AIRBYTE_VERSION = AIRBYTE_PROFILES["2.x"]
+
+
+def parse_version(text):
+    """'1.2.0' -> (1, 2, 0); a profile name ('1.2', '2.x') -> its version."""
+    text = AIRBYTE_PROFILES.get(str(text), str(text))
+    parts = []
+    for piece in text.split("."):
+        m = re.match(r"\d+", piece)
+        parts.append(int(m.group(0)) if m else 0)
+    while len(parts) < 3:
+        parts.append(0)
+    return tuple(parts[:3])
+
+
 DEFAULT_CONFIG = {
     # Airbyte
+    "airbyte_version": DEFAULT_AIRBYTE_VERSION,
     "airbyte_client_id": "test-client",
     "airbyte_client_secret": "test-secret-value",
     "token_expires_in": 180,
@@ -186,8 +215,9 @@ class State:
     job id handed out before a /_fake/reset can never become valid again.
     """
 
-    def __init__(self):
+    def __init__(self, airbyte_version=DEFAULT_AIRBYTE_VERSION):
         self.lock = threading.RLock()
+        self.default_airbyte_version = airbyte_version
         self.nonce = b64url(os.urandom(6))  # makes tokens unique per process
         self.counter = 0
         self.job_counter = 0
@@ -201,6 +231,7 @@ class State:
     def reset(self):
         with self.lock:
             self.config = copy.deepcopy(DEFAULT_CONFIG)
+            self.config["airbyte_version"] = self.default_airbyte_version
             self.faults = []
             self.requests = []
             self.seq = 0
@@ -588,6 +619,11 @@ class Handler(BaseHTTPRequestHandler):
     @property
     def cfg(self):
         return self.server.state.config
+
+    def version_at_least(self, version):
+        """True when the modelled Airbyte server is this version or newer."""
+        return parse_version(self.cfg["airbyte_version"]) >= \
+            parse_version(version)
 
     def body_json(self, required=True):
         """Request body as a JSON object, or 400."""
@@ -1430,6 +1466,11 @@ def main(argv=None):
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--port-file", required=True)
     ap.add_argument("--log")
+    ap.add_argument("--airbyte-version",
+                    default=os.environ.get("DFE_AIRBYTE_PROFILE")
+                    or DEFAULT_AIRBYTE_VERSION,
+                    help="Airbyte version (or profile name: %s) to model"
+                         % ", ".join(AIRBYTE_PROFILES))
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--control-port-file",
@@ -1439,7 +1480,8 @@ def main(argv=None):
     if bool(opts.tls_cert) != bool(opts.tls_key):
         ap.error("--tls-cert and --tls-key go together")
 
-    state = State()
+    state = State(AIRBYTE_PROFILES.get(opts.airbyte_version,
+                                       opts.airbyte_version))
     stopping = threading.Event()
     log_file = open(opts.log, "a", encoding="utf-8") if opts.log else None
     log_lock = threading.Lock()
