@@ -29,12 +29,10 @@
  *      create a logical slot in a transaction that has written — and only
  *      after the create marks the recreation done, in that same transaction;
  *
- *   3. outside any transaction, asks Airbyte for the full re-sync
- *      (airbyte_full_resync()) while a recreation's re-sync is pending.  An
- *      ERROR (Airbyte down, 5xx, not configured yet) keeps it pending for the
- *      next check; the first accepted call marks every pending recreation
- *      started with its job id, so each recreation gets exactly one accepted
- *      refresh;
+ *   3. the full re-sync a recreation needs is NOT asked for here: the
+ *      recreation row (resync_state 'pending') hands it over to resync.c,
+ *      a task of the network side, so that no network call can delay the
+ *      guard;
  *
  *   4. at most once a minute prunes slot_samples, events and finished
  *      slot_recreations to dfe_airbyte.history_retention and
@@ -65,6 +63,7 @@
 #include "events.h"
 #include "settings.h"
 #include "slots.h"
+#include "spi_xact.h"
 #include "worker.h"
 
 typedef enum SlotCondition
@@ -111,8 +110,6 @@ typedef struct GuardState
 	int64		open_recreation;	/* recreation with recreated_at NULL, 0 if none */
 } GuardState;
 
-/* where results that outlive a transaction go (the task's context) */
-static MemoryContext guard_cxt = NULL;
 static SPIPlanPtr sample_plan = NULL;
 static SPIPlanPtr state_plan = NULL;
 static TimestampTz last_prune = 0;
@@ -177,97 +174,11 @@ dfe_server_slot_limit_bytes(void)
 
 /* ---------- small helpers ---------- */
 
-static void
-begin_xact(void)
-{
-	/* a bgworker must do this itself, or now() is the worker's start time */
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("dfe_airbyte slot guard could not connect to SPI"),
-				 errhint("This is a bug in dfe_airbyte; the worker retries.")));
-	pgstat_report_activity(STATE_RUNNING, "dfe_airbyte slot guard");
-}
-
-static void
-end_xact(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
-	MemoryContextSwitchTo(guard_cxt);
-}
-
-static void
-spi_failed(const char *what, int ret)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INTERNAL_ERROR),
-			 errmsg("dfe_airbyte slot guard could not %s: %s", what, SPI_result_code_string(ret)),
-			 errhint("Check that the dfe_airbyte extension is installed correctly (ALTER EXTENSION dfe_airbyte UPDATE).")));
-}
-
-/* run sql with text arguments (NULL pointer = SQL NULL) */
-static int
-run_sql(const char *what, const char *sql, int nargs, const char **args, int expect)
-{
-	Oid			types[8];
-	Datum		values[8];
-	char		nulls[8];
-	int			ret;
-	int			i;
-
-	Assert(nargs <= 8);
-	for (i = 0; i < nargs; i++)
-	{
-		types[i] = TEXTOID;
-		values[i] = args[i] ? CStringGetTextDatum(args[i]) : (Datum) 0;
-		nulls[i] = args[i] ? ' ' : 'n';
-	}
-	ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-	if (ret != expect)
-		spi_failed(what, ret);
-	return ret;
-}
-
-static char *
-col_text(int row, int col)
-{
-	char	   *v = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
-
-	return v ? MemoryContextStrdup(guard_cxt, v) : NULL;
-}
-
-static bool
-col_isnull(int row, int col)
-{
-	bool		isnull;
-
-	(void) SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
-	return isnull;
-}
-
-static Datum
-col_datum(int row, int col, bool *isnull)
-{
-	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
-}
-
 static char *
 pretty_bytes(int64 bytes)
 {
 	return text_to_cstring(DatumGetTextPP(DirectFunctionCall1(pg_size_pretty,
 															  Int64GetDatum(bytes))));
-}
-
-static char *
-int64_str(int64 v)
-{
-	return psprintf(INT64_FORMAT, v);
 }
 
 static SlotCondition
@@ -289,9 +200,9 @@ keep_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *types)
 		SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
 
 		if (plan == NULL)
-			spi_failed("prepare its statements", SPI_result);
+			dfe_spi_failed("prepare its statements", SPI_result);
 		if (SPI_keepplan(plan) != 0)
-			spi_failed("keep its statements", SPI_result);
+			dfe_spi_failed("keep its statements", SPI_result);
 		*cache = plan;
 	}
 	return *cache;
@@ -317,7 +228,7 @@ sample_slots(const char *slot_name, GuardedSlot *g)
 	args[1] = ObjectIdGetDatum(MyDatabaseId);
 	ret = SPI_execute_plan(keep_plan(&sample_plan, sample_sql, 2, types), args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
-		spi_failed("sample the replication slots", ret);
+		dfe_spi_failed("sample the replication slots", ret);
 
 	for (i = 0; i < SPI_processed; i++)
 	{
@@ -328,15 +239,15 @@ sample_slots(const char *slot_name, GuardedSlot *g)
 		if (name == NULL || strcmp(name, slot_name) != 0)
 			continue;
 		g->found = true;
-		g->plugin = col_text(i, 2);
-		g->active = DatumGetBool(col_datum(i, 3, &isnull));
-		d = col_datum(i, 4, &isnull);
+		g->plugin = dfe_col_text(i, 2);
+		g->active = DatumGetBool(dfe_col_datum(i, 3, &isnull));
+		d = dfe_col_datum(i, 4, &isnull);
 		g->active_pid = isnull ? 0 : DatumGetInt32(d);
-		g->wal_status = col_text(i, 5);
-		d = col_datum(i, 6, &isnull);
+		g->wal_status = dfe_col_text(i, 5);
+		d = dfe_col_datum(i, 6, &isnull);
 		g->has_retained = !isnull;
 		g->retained = isnull ? 0 : DatumGetInt64(d);
-		d = col_datum(i, 7, &isnull);
+		d = dfe_col_datum(i, 7, &isnull);
 		g->two_phase = !isnull && DatumGetBool(d);
 	}
 	return (int) SPI_processed;
@@ -355,16 +266,16 @@ read_state(const char *slot_name, GuardState *st)
 	arg[0] = CStringGetTextDatum(slot_name);
 	ret = SPI_execute_plan(keep_plan(&state_plan, state_sql, 1, types), arg, NULL, true, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		spi_failed("read the slot guard state", ret);
+		dfe_spi_failed("read the slot guard state", ret);
 
-	st->has_row = DatumGetBool(col_datum(0, 1, &isnull));
-	st->seen = DatumGetBool(col_datum(0, 2, &isnull));
+	st->has_row = DatumGetBool(dfe_col_datum(0, 1, &isnull));
+	st->seen = DatumGetBool(dfe_col_datum(0, 2, &isnull));
 	st->condition = condition_from_name(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3));
-	d = col_datum(0, 4, &isnull);
+	d = dfe_col_datum(0, 4, &isnull);
 	st->notified = !isnull;
 	st->notified_at = isnull ? 0 : DatumGetTimestampTz(d);
-	st->notified_action = col_text(0, 5);
-	d = col_datum(0, 6, &isnull);
+	st->notified_action = dfe_col_text(0, 5);
+	d = dfe_col_datum(0, 6, &isnull);
 	st->open_recreation = isnull ? 0 : DatumGetInt64(d);
 }
 
@@ -414,7 +325,7 @@ set_condition(const char *slot_name, SlotCondition cond, bool notified)
 	const char *args[3] = {slot_name, condition_names[cond],
 	notified ? action_names[dfe_slot_limit_action] : NULL};
 
-	run_sql("record the slot condition",
+	dfe_sql("record the slot condition",
 			"INSERT INTO dfe_airbyte.slot_state AS st (slot_name, condition, condition_since, notified_at, notified_action)\n"
 			"VALUES ($1, $2, now(), CASE WHEN $3 IS NOT NULL THEN now() END, $3)\n"
 			"ON CONFLICT (slot_name) DO UPDATE SET\n"
@@ -437,8 +348,8 @@ terminate_holder(int32 pid)
 	ret = SPI_execute_with_args("SELECT pg_catalog.pg_terminate_backend($1)", 1, types, values,
 								NULL, false, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		spi_failed("terminate the slot's walsender", ret);
-	return DatumGetBool(col_datum(0, 1, &isnull)) && !isnull;
+		dfe_spi_failed("terminate the slot's walsender", ret);
+	return DatumGetBool(dfe_col_datum(0, 1, &isnull)) && !isnull;
 }
 
 static void
@@ -541,9 +452,9 @@ report_condition(const char *slot_name, SlotCondition cond, const GuardedSlot *g
 static void
 close_interrupted_recreation(int64 id)
 {
-	const char *args[1] = {int64_str(id)};
+	const char *args[1] = {dfe_int64_str(id)};
 
-	run_sql("close an interrupted slot recreation",
+	dfe_sql("close an interrupted slot recreation",
 			"UPDATE dfe_airbyte.slot_recreations SET recreated_at = now(),\n"
 			"    note = 'the worker stopped during this recreation; a full re-sync is requested to be safe'\n"
 			"WHERE id = $1::bigint AND recreated_at IS NULL",
@@ -556,14 +467,14 @@ slot_elsewhere(const char *slot_name)
 {
 	const char *args[1] = {slot_name};
 
-	run_sql("look for the Airbyte slot",
+	dfe_sql("look for the Airbyte slot",
 			"SELECT CASE WHEN slot_type = 'physical' THEN 'a physical slot'\n"
 			"            ELSE format('a logical slot of database %I', database) END\n"
 			"FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
 			1, args, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return NULL;
-	return col_text(0, 1);
+	return dfe_col_text(0, 1);
 }
 
 /* ---------- 2. recreation ---------- */
@@ -575,18 +486,18 @@ slot_holder(const char *slot_name, bool *exists)
 	const char *args[1] = {slot_name};
 	int32		pid = 0;
 
-	begin_xact();
-	run_sql("read the Airbyte slot",
+	dfe_xact_begin("dfe_airbyte slot guard");
+	dfe_sql("read the Airbyte slot",
 			"SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
 			1, args, SPI_OK_SELECT);
 	*exists = SPI_processed > 0;
-	if (SPI_processed > 0 && !col_isnull(0, 1))
+	if (SPI_processed > 0 && !dfe_col_isnull(0, 1))
 	{
 		bool		isnull;
 
-		pid = DatumGetInt32(col_datum(0, 1, &isnull));
+		pid = DatumGetInt32(dfe_col_datum(0, 1, &isnull));
 	}
-	end_xact();
+	dfe_xact_end();
 	return pid;
 }
 
@@ -603,10 +514,10 @@ release_slot(const char *slot_name, const GuardedSlot *g, int32 pid, const char 
 	bool		exists;
 	int32		holder;
 
-	begin_xact();
+	dfe_xact_begin("dfe_airbyte slot guard");
 	ok = terminate_holder(pid);
 	terminated_event(slot_name, g, pid, ok, why);
-	end_xact();
+	dfe_xact_end();
 
 	for (;;)
 	{
@@ -654,33 +565,33 @@ recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 	{
 		const char *args[5] = {
 			slot_name, condition_names[reason],
-			g->found && g->has_retained ? int64_str(g->retained) : NULL,
-			limit >= 0 ? int64_str(limit) : NULL,
+			g->found && g->has_retained ? dfe_int64_str(g->retained) : NULL,
+			limit >= 0 ? dfe_int64_str(limit) : NULL,
 			plugin
 		};
 
-		begin_xact();
-		run_sql("record the slot recreation",
+		dfe_xact_begin("dfe_airbyte slot guard");
+		dfe_sql("record the slot recreation",
 				"INSERT INTO dfe_airbyte.slot_recreations (slot_name, reason, retained_bytes, limit_bytes, plugin)\n"
 				"VALUES ($1, $2, $3::bigint, $4::bigint, $5) RETURNING id",
 				5, args, SPI_OK_INSERT_RETURNING);
 		{
 			bool		isnull;
 
-			rec_id = DatumGetInt64(col_datum(0, 1, &isnull));
+			rec_id = DatumGetInt64(dfe_col_datum(0, 1, &isnull));
 		}
-		end_xact();
+		dfe_xact_end();
 	}
 
 	/*
 	 * 3. drop and create, then (writes are allowed after the create, not
 	 * before) mark the recreation done — one transaction.
 	 */
-	begin_xact();
+	dfe_xact_begin("dfe_airbyte slot guard");
 	{
 		const char *args[1] = {slot_name};
 
-		run_sql("read the Airbyte slot",
+		dfe_sql("read the Airbyte slot",
 				"SELECT active_pid, database = current_database() AND slot_type = 'logical'\n"
 				"FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
 				1, args, SPI_OK_SELECT);
@@ -689,7 +600,7 @@ recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 		if (exists)
 		{
 			bool		isnull;
-			Datum		d = col_datum(0, 1, &isnull);
+			Datum		d = dfe_col_datum(0, 1, &isnull);
 
 			holder = isnull ? 0 : DatumGetInt32(d);
 		}
@@ -697,7 +608,7 @@ recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 	if (holder != 0)
 	{
 		/* taken again between the release and now: next check */
-		end_xact();
+		dfe_xact_end();
 		ereport(LOG,
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("dfe_airbyte could not recreate replication slot \"%s\" yet: process %d took it again",
@@ -710,25 +621,25 @@ recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 	{
 		const char *args[1] = {slot_name};
 
-		run_sql("drop the Airbyte slot",
+		dfe_sql("drop the Airbyte slot",
 				"SELECT pg_catalog.pg_drop_replication_slot($1)", 1, args, SPI_OK_SELECT);
 	}
 	if (created_new)
 	{
 		const char *args[3] = {slot_name, plugin, g->found && g->two_phase ? "true" : "false"};
 
-		run_sql("create the Airbyte slot",
+		dfe_sql("create the Airbyte slot",
 				"SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, $2, false, $3::boolean)",
 				3, args, SPI_OK_SELECT);
-		new_lsn = col_text(0, 1);
+		new_lsn = dfe_col_text(0, 1);
 	}
 	{
 		const char *args[3] = {
-			int64_str(rec_id), new_lsn,
+			dfe_int64_str(rec_id), new_lsn,
 			created_new ? NULL : "the slot was created by someone else meanwhile; a full re-sync is requested because it is new"
 		};
 
-		run_sql("record the slot recreation",
+		dfe_sql("record the slot recreation",
 				"UPDATE dfe_airbyte.slot_recreations SET recreated_at = now(), new_lsn = $2::pg_lsn,\n"
 				"    note = coalesce($3, note)\n"
 				"WHERE id = $1::bigint",
@@ -738,7 +649,7 @@ recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 		const char *args[1] = {slot_name};
 
 		/* a new incarnation: its growth is measured from now on */
-		run_sql("reset the slot guard state",
+		dfe_sql("reset the slot guard state",
 				"INSERT INTO dfe_airbyte.slot_state AS st (slot_name, first_seen_at, condition, condition_since)\n"
 				"VALUES ($1, now(), 'ok', now())\n"
 				"ON CONFLICT (slot_name) DO UPDATE SET first_seen_at = now(), last_active_at = NULL,\n"
@@ -761,106 +672,7 @@ recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 	dfe_event("warning", (reason == COND_MISSING && !st->seen) ? "slot_created" : "slot_recreated",
 			  slot_name, detail,
 			  event_data(slot_name, g, "reason", condition_names[reason], 0));
-	end_xact();
-}
-
-/* ---------- 3. the full re-sync ---------- */
-
-/*
- * airbyte_full_resync(), with any ERROR it raises turned into *error
- * (message and detail; the HTTP layer keeps secrets out of them).  Kept
- * apart so that nothing else lives across the longjmp.
- */
-static pg_noinline bool
-call_full_resync(int64 *job_id, char **error)
-{
-	volatile bool ok = false;
-
-	PG_TRY();
-	{
-		*job_id = airbyte_full_resync();
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(guard_cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		MemoryContextSwitchTo(guard_cxt);
-		*error = edata->detail ? psprintf("%s: %s", edata->message, edata->detail)
-			: pstrdup(edata->message ? edata->message : "unknown error");
-	}
-	PG_END_TRY();
-	return ok;
-}
-
-static void
-resync_if_pending(void)
-{
-	int64		npending;
-	int64		max_id;
-	bool		notify;
-	bool		isnull;
-	char	   *slots;
-	bool		ok;
-	int64		job_id = 0;
-	char	   *error = NULL;
-
-	begin_xact();
-	run_sql("read pending re-syncs",
-			"SELECT count(*), max(id),\n"
-			"       coalesce(bool_or(resync_notified_at IS NULL OR resync_notified_at < now() - interval '1 hour'), false),\n"
-			"       string_agg(DISTINCT slot_name, ', ')\n"
-			"FROM dfe_airbyte.slot_recreations\n"
-			"WHERE resync_state = 'pending' AND recreated_at IS NOT NULL",
-			0, NULL, SPI_OK_SELECT);
-	npending = DatumGetInt64(col_datum(0, 1, &isnull));
-	max_id = npending > 0 ? DatumGetInt64(col_datum(0, 2, &isnull)) : 0;
-	notify = DatumGetBool(col_datum(0, 3, &isnull));
-	slots = col_text(0, 4);
-	end_xact();
-	if (npending == 0)
-		return;
-
-	/* outside any transaction: this is an HTTP call */
-	ok = call_full_resync(&job_id, &error);
-
-	begin_xact();
-	if (ok)
-	{
-		const char *args[2] = {int64_str(max_id), int64_str(job_id)};
-
-		run_sql("record the started re-sync",
-				"UPDATE dfe_airbyte.slot_recreations SET resync_state = 'started',\n"
-				"    resync_job_id = $2::bigint, resync_started_at = now(),\n"
-				"    resync_attempts = resync_attempts + 1, resync_last_attempt_at = now()\n"
-				"WHERE resync_state = 'pending' AND recreated_at IS NOT NULL AND id <= $1::bigint",
-				2, args, SPI_OK_UPDATE);
-		dfe_event("info", "full_resync_started", slots,
-				  psprintf("Airbyte accepted the full re-sync (refresh job " INT64_FORMAT ") that the recreation of replication slot %s requires",
-						   (int64) job_id, slots),
-				  event_data(slots, NULL, NULL, NULL, job_id));
-	}
-	else
-	{
-		const char *args[3] = {int64_str(max_id), error, notify ? "true" : "false"};
-
-		run_sql("record a failed re-sync request",
-				"UPDATE dfe_airbyte.slot_recreations SET resync_attempts = resync_attempts + 1,\n"
-				"    resync_last_attempt_at = now(), resync_last_error = $2,\n"
-				"    resync_notified_at = CASE WHEN $3::boolean THEN now() ELSE resync_notified_at END\n"
-				"WHERE resync_state = 'pending' AND recreated_at IS NOT NULL AND id <= $1::bigint",
-				3, args, SPI_OK_UPDATE);
-		if (notify)
-			dfe_event("warning", "full_resync_failed", slots,
-					  psprintf("Airbyte did not accept the full re-sync that the recreation of replication slot %s requires: %s; the worker retries every dfe_airbyte.check_interval",
-							   slots, error),
-					  event_data(slots, NULL, "error", error, 0));
-	}
-	end_xact();
+	dfe_xact_end();
 }
 
 /* ---------- 4. pruning ---------- */
@@ -871,27 +683,27 @@ prune_history(void)
 	const char *args[2] = {psprintf("%d", dfe_history_retention_min),
 	psprintf("%d", dfe_history_max_rows)};
 
-	begin_xact();
-	run_sql("prune slot samples",
+	dfe_xact_begin("dfe_airbyte slot guard");
+	dfe_sql("prune slot samples",
 			"DELETE FROM dfe_airbyte.slot_samples WHERE sampled_at < now() - make_interval(mins => $1::int)",
 			1, args, SPI_OK_DELETE);
-	run_sql("prune slot samples",
+	dfe_sql("prune slot samples",
 			"DELETE FROM dfe_airbyte.slot_samples\n"
 			"WHERE id <= (SELECT max(id) FROM dfe_airbyte.slot_samples) - $2::bigint",
 			2, args, SPI_OK_DELETE);
-	run_sql("prune events",
+	dfe_sql("prune events",
 			"DELETE FROM dfe_airbyte.events WHERE at < now() - make_interval(mins => $1::int)",
 			1, args, SPI_OK_DELETE);
-	run_sql("prune events",
+	dfe_sql("prune events",
 			"DELETE FROM dfe_airbyte.events\n"
 			"WHERE id <= (SELECT max(id) FROM dfe_airbyte.events) - $2::bigint",
 			2, args, SPI_OK_DELETE);
-	run_sql("prune slot recreations",
+	dfe_sql("prune slot recreations",
 			"DELETE FROM dfe_airbyte.slot_recreations\n"
 			"WHERE decided_at < now() - make_interval(mins => $1::int)\n"
 			"  AND resync_state = 'started'",
 			1, args, SPI_OK_DELETE);
-	end_xact();
+	dfe_xact_end();
 }
 
 /* ---------- the task ---------- */
@@ -906,8 +718,6 @@ slots_worker_task(void)
 	char	   *elsewhere = NULL;
 	bool		recreate;
 
-	guard_cxt = CurrentMemoryContext;
-
 	/* a standby never gets here (the worker starts after recovery), but be sure */
 	if (RecoveryInProgress())
 		return dfe_check_interval_s * 1000L;
@@ -915,7 +725,7 @@ slots_worker_task(void)
 	slot_name = pstrdup(dfe_setting_slot_name());
 
 	/* 1. sample and decide, in one short transaction */
-	begin_xact();
+	dfe_xact_begin("dfe_airbyte slot guard");
 	(void) sample_slots(slot_name, &g);
 	read_state(slot_name, &st);
 
@@ -937,14 +747,11 @@ slots_worker_task(void)
 		close_interrupted_recreation(st.open_recreation);
 	if (!recreate)
 		report_condition(slot_name, cond, &g, &st, elsewhere);
-	end_xact();
+	dfe_xact_end();
 
 	/* 2. recreate in transactions of its own */
 	if (recreate)
 		recreate_slot(slot_name, cond, &g, &st);
-
-	/* 3. the full re-sync a recreation needs, outside any transaction */
-	resync_if_pending();
 
 	/* 4. bounded history */
 	if (TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(), (int) SLOT_PRUNE_INTERVAL_MS))
@@ -1025,7 +832,7 @@ dfe_airbyte_check_slots_now(PG_FUNCTION_ARGS)
 				 errhint("Call it as SELECT * FROM dfe_airbyte_check_slots_now().")));
 	tupdesc = BlessTupleDesc(tupdesc);
 
-	guard_cxt = CurrentMemoryContext;
+	dfe_set_result_context(CurrentMemoryContext);
 	INSTR_TIME_SET_CURRENT(start);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		ereport(ERROR,

@@ -49,6 +49,7 @@ typedef struct WorkerTask
 static WorkerTask tasks[] = {
 	{"deploy", deploy_worker_task, 0},
 	{"slot guard", slots_worker_task, 0},
+	{"full re-sync", resync_worker_task, 0},
 	{"sync health", sync_health_worker_task, 0},
 };
 

@@ -24,6 +24,9 @@ extern void deploy_worker_startup(void);
 /* slots.c: slot sampling, limit actions, history retention */
 extern long slots_worker_task(void);
 
+/* resync.c: asks Airbyte for the full re-sync a slot recreation recorded */
+extern long resync_worker_task(void);
+
 /* sync_health.c: last sync job polling, staleness, policy tag drift repair */
 extern long sync_health_worker_task(void);
 

@@ -1,0 +1,117 @@
+/*
+ * spi_xact.c — short transactions with SPI for the worker tasks (see
+ * spi_xact.h).
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "spi_xact.h"
+
+static MemoryContext result_cxt = NULL;
+
+void
+dfe_xact_begin(const char *activity)
+{
+	result_cxt = CurrentMemoryContext;
+	/* a bgworker must do this itself, or now() is the worker's start time */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("%s could not connect to SPI", activity),
+				 errhint("This is a bug in dfe_airbyte; the worker retries.")));
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+void
+dfe_xact_end(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	if (result_cxt)
+		MemoryContextSwitchTo(result_cxt);
+}
+
+MemoryContext
+dfe_xact_result_context(void)
+{
+	return result_cxt ? result_cxt : CurrentMemoryContext;
+}
+
+void
+dfe_set_result_context(MemoryContext cxt)
+{
+	result_cxt = cxt;
+}
+
+void
+dfe_spi_failed(const char *what, int ret)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INTERNAL_ERROR),
+			 errmsg("dfe_airbyte could not %s: %s", what, SPI_result_code_string(ret)),
+			 errhint("Check that the dfe_airbyte extension is installed correctly (ALTER EXTENSION dfe_airbyte UPDATE).")));
+}
+
+int
+dfe_sql(const char *what, const char *sql, int nargs, const char **args, int expect)
+{
+	Oid			types[8];
+	Datum		values[8];
+	char		nulls[8];
+	int			ret;
+	int			i;
+
+	Assert(nargs <= 8);
+	for (i = 0; i < nargs; i++)
+	{
+		types[i] = TEXTOID;
+		values[i] = args[i] ? CStringGetTextDatum(args[i]) : (Datum) 0;
+		nulls[i] = args[i] ? ' ' : 'n';
+	}
+	ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	if (ret != expect)
+		dfe_spi_failed(what, ret);
+	return ret;
+}
+
+char *
+dfe_col_text(int row, int col)
+{
+	char	   *v = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+
+	return v ? MemoryContextStrdup(dfe_xact_result_context(), v) : NULL;
+}
+
+bool
+dfe_col_isnull(int row, int col)
+{
+	bool		isnull;
+
+	(void) SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
+	return isnull;
+}
+
+Datum
+dfe_col_datum(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+}
+
+char *
+dfe_int64_str(int64 v)
+{
+	return psprintf(INT64_FORMAT, v);
+}

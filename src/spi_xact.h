@@ -1,0 +1,47 @@
+/*
+ * spi_xact.h — "a short transaction with SPI", the one way every worker
+ * task (and the SQL functions that share their code) talks to the database.
+ *
+ *   dfe_xact_begin("dfe_airbyte slot guard");
+ *   dfe_sql("read the state", "SELECT ...", 1, args, SPI_OK_SELECT);
+ *   name = dfe_col_text(0, 1);          (copied into the caller's context)
+ *   dfe_xact_end();                     (commit, pgstat_report_stat(false))
+ *
+ * dfe_xact_begin remembers the memory context it was called in; dfe_col_text
+ * copies there and dfe_xact_end switches back to it, so results outlive the
+ * transaction.  Never call out to the network between begin and end.
+ */
+#ifndef DFE_AIRBYTE_SPI_XACT_H
+#define DFE_AIRBYTE_SPI_XACT_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+
+/* start a transaction with a snapshot, connect SPI, report activity */
+extern void dfe_xact_begin(const char *activity);
+
+/* disconnect SPI, commit, flush statistics (so autovacuum sees the history tables) */
+extern void dfe_xact_end(void);
+
+/* the context results are copied into (the one dfe_xact_begin was called in) */
+extern MemoryContext dfe_xact_result_context(void);
+
+/* for SQL functions that use SPI in the caller's transaction: copy results here */
+extern void dfe_set_result_context(MemoryContext cxt);
+
+/* ERROR for an SPI call that failed: an errcode and a hint */
+extern void dfe_spi_failed(const char *what, int ret) pg_attribute_noreturn();
+
+/* run sql with text arguments (NULL pointer = SQL NULL); ERROR unless it returns expect */
+extern int	dfe_sql(const char *what, const char *sql, int nargs, const char **args, int expect);
+
+/* column col (1-based) of row of SPI_tuptable: text copied into the result context, or NULL */
+extern char *dfe_col_text(int row, int col);
+extern bool dfe_col_isnull(int row, int col);
+extern Datum dfe_col_datum(int row, int col, bool *isnull);
+
+/* INT64_FORMAT into a palloc'd string */
+extern char *dfe_int64_str(int64 v);
+
+#endif
