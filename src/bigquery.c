@@ -299,7 +299,7 @@ policy_tag_plan_load(void)
 						"GOOGLE_CLOUD_CREDENTIALS");
 
 	SPI_connect();
-	plan_query("SELECT table_name FROM dfe_airbyte.allowlist GROUP BY 1 ORDER BY 1 COLLATE \"C\"",
+	plan_query("SELECT table_name FROM dfe_airbyte.allowlist GROUP BY table_name ORDER BY table_name COLLATE \"C\"",
 			   0, NULL, NULL);
 	MemoryContextSwitchTo(caller);
 	plan->ntables = (int) SPI_processed;
@@ -423,21 +423,24 @@ append_detail(PolicyTagResult *r, const char *text)
 static void
 note_exposure(PolicyTagResult *r, SeenColumn *seen, const char *label, const char *field)
 {
+	/* timestamptz_to_str() returns a static buffer: copy each result */
+	char	   *created = pstrdup(timestamptz_to_str(r->table_created));
+	char	   *last = pstrdup(timestamptz_to_str(seen->last_seen));
+	char	   *modified = r->table_modified ? pstrdup(timestamptz_to_str(r->table_modified)) : "now";
+
 	r->exposed = true;
 	r->last_seen_tagged = seen->last_seen;
 	if (r->table_created > seen->last_seen)
 	{
 		r->exposed_since = r->table_created;
 		append_detail(r, psprintf("%s.%s was readable without its policy tag since %s, when the table was recreated (last seen tagged %s)",
-								  label, field, timestamptz_to_str(r->table_created),
-								  timestamptz_to_str(seen->last_seen)));
+								  label, field, created, last));
 	}
 	else
 	{
 		r->exposed_since = seen->last_seen;
 		append_detail(r, psprintf("%s.%s lost its policy tag after %s, when it was last seen tagged, and %s at the latest (the table's last change): the column was replaced (a type change) or the tag removed",
-								  label, field, timestamptz_to_str(seen->last_seen),
-								  r->table_modified ? timestamptz_to_str(r->table_modified) : "now"));
+								  label, field, last, modified));
 	}
 }
 
