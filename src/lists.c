@@ -822,9 +822,18 @@ column_mapping(const char *which, ConfNode *col, ListTable *table, char **tag)
 		if (key->kind == CK_STRING && strcmp(key->text, "name") == 0 && value->kind == CK_STRING &&
 			value->text[0] != '\0')
 			name = value;
-		else if (key->kind == CK_STRING && strcmp(key->text, "policy_tag") == 0 &&
-				 value->kind == CK_STRING && valid_policy_tag(value->text))
+		else if (key->kind == CK_STRING && strcmp(key->text, "policy_tag") == 0)
+		{
+			if (value->kind != CK_STRING || !valid_policy_tag(value->text))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid %s at line %d: the policy_tag of an entry of table \"%s\" is not a policy tag name",
+								which, value->line, table->name),
+						 errdetail("It is %s%s%s.", value->text ? "\"" : "", value->text ? value->text : kind_phrase(value),
+								   value->text ? "\"" : ""),
+						 errhint("Write the tag's full name, projects/P/locations/L/taxonomies/T/policyTags/ID, as the Data Catalog taxonomy shows it.")));
 			*tag = value->text;
+		}
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -1009,7 +1018,7 @@ rails_sections(const char *which, ConfNode *root)
 	}
 	if (ignored.len > 0 && env == NULL)
 		ereport(NOTICE,
-				(errmsg("%s: only the shared section is read; environment section(s) %s are not merged",
+				(errmsg("%s: only the shared section is read; the other top-level section(s) %s (Rails environments?) are not merged",
 						which, ignored.data),
 				 errdetail("dfe_airbyte.rails_env and RAILS_ENV are not set."),
 				 errhint("Set dfe_airbyte.rails_env (e.g. SET dfe_airbyte.rails_env = 'production') to merge that environment's section over shared:, as Rails' config_for does.")));
