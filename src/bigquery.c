@@ -374,6 +374,20 @@ airbyte_own_column(const char *name)
 	return pg_strncasecmp(name, "_airbyte_", 9) == 0 || pg_strncasecmp(name, "_ab_cdc_", 8) == 0;
 }
 
+/*
+ * BigQuery puts policy tags on leaf fields only, not on a RECORD (STRUCT);
+ * Airbyte's destination writes objects as JSON columns, so an unlisted
+ * RECORD is someone else's and is left alone (README: Limitations).
+ */
+static bool
+record_field(cJSON *field)
+{
+	cJSON	   *type = cJSON_GetObjectItemCaseSensitive(field, "type");
+
+	return cJSON_IsString(type) &&
+		(pg_strcasecmp(type->valuestring, "RECORD") == 0 || pg_strcasecmp(type->valuestring, "STRUCT") == 0);
+}
+
 /* where a column that is not allowlisted came from, as far as we can know */
 static char *
 unlisted_origin(PlanTable *pt, const char *name)
@@ -609,7 +623,7 @@ converge_schema(ApplyState *st, TagWork *w, cJSON *table)
 		if (b)
 			changed |= converge_wanted(st, w, field, b->name, b->tag, NULL, s, created, modified);
 		else if (!w->raw && plan->hide_unlisted && !airbyte_own_column(name->valuestring) &&
-				 !name_in(w->pt->allowed, name->valuestring))
+				 !name_in(w->pt->allowed, name->valuestring) && !record_field(field))
 			changed |= converge_wanted(st, w, field, name->valuestring, plan->hidden_tag,
 									   unlisted_origin(w->pt, name->valuestring), s, created, modified);
 		else
