@@ -411,6 +411,23 @@ is(scalar @{ $fake->requests(since => $mark, method => 'PATCH') }, 1, 'quotaExce
 like($node->safe_psql('postgres', $apply), qr/^burst\|c3\|untagged$/m, 'the next run converges');
 $fake->config(bq_table_update_limit => 5, bq_table_update_window_s => 10);
 
+# ------------------------------------------------------------------ BIGQUERY_POLICY_TAG (SPEC §2)
+# the name Terraform supplies from dfe-analytics 1.16, after BIGQUERY_HIDDEN_POLICY_TAG
+$node->safe_psql('postgres', "ALTER SYSTEM SET dfe_airbyte.hidden_policy_tag = ''");
+{
+	local $ENV{BIGQUERY_POLICY_TAG} = $hidden;
+	delete local $ENV{BIGQUERY_HIDDEN_POLICY_TAG};
+	$node->restart;
+	($ret, $out, $err) = $node->psql('postgres', "SELECT column_name || '=' || action FROM dfe_airbyte_apply_policy_tags() WHERE column_name = 'c4'");
+	is($out, 'c4=already_tagged', 'BIGQUERY_POLICY_TAG is the hidden tag when nothing else is set');
+	is($node->safe_psql('postgres', "SELECT count(*) FROM dfe_airbyte.config_problems WHERE object = 'dfe_airbyte.hidden_policy_tag'"),
+		'0', 'config_problems is content with BIGQUERY_POLICY_TAG');
+	local $ENV{BIGQUERY_HIDDEN_POLICY_TAG} = $pii2;
+	$node->restart;
+	($ret, $out, $err) = $node->psql('postgres', "SELECT column_name || '=' || action FROM dfe_airbyte_apply_policy_tags() WHERE column_name = 'c4'");
+	is($out, 'c4=tagged', 'BIGQUERY_HIDDEN_POLICY_TAG comes first');
+}
+
 # ------------------------------------------------------------------ no token in the server log
 my %secrets = ('federated-assertion-for-policy-tags' => 1);
 for my $r (@{ $fake->requests })
