@@ -21,8 +21,20 @@
  * - a blocklisted field carrying another policy tag gets the hidden tag
  *   instead (BigQuery allows one per field); the row says "tagged" and the
  *   replaced tag is reported (NOTICE, event data);
- * - a field no longer blocklisted loses only the hidden tag; any other tag
- *   stays;
+ * - the tags converge on blocklist ∪ (final-table columns − allowlist −
+ *   Airbyte's _airbyte_* / _ab_cdc_* columns), the second part unless
+ *   dfe_airbyte.hide_unlisted_columns is off; a blocklist row may name its
+ *   own policy tag;
+ * - a field that needs no tag loses only the tags the extension manages:
+ *   the hidden tag and the tag it set there itself (policy_tag_state); any
+ *   other tag stays;
+ * - policy_tag_state also gives exposure windows: a column seen tagged
+ *   before that has lost its tag was exposed since the table's creationTime
+ *   (recreated after the last sighting) or since some time between the last
+ *   sighting and its lastModifiedTime;
+ * - rate limits (403/400/429 rateLimitExceeded, backendError) are retried by
+ *   the HTTP layer through retry_4xx; PATCHes of one table are paced per
+ *   process (see "pacing" below);
  * - raw tables: _airbyte_data is tagged when the table exists and the table
  *   has blocklisted columns; a missing raw table is normal and gives no
  *   row; the tag is never removed from a raw table, because its JSON keeps
