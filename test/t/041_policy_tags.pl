@@ -416,8 +416,13 @@ $fake->config(bq_table_update_limit => 5, bq_table_update_window_s => 10);
 $node->safe_psql('postgres', "ALTER SYSTEM SET dfe_airbyte.hidden_policy_tag = ''");
 {
 	local $ENV{BIGQUERY_POLICY_TAG} = $hidden;
+	local $ENV{RAILS_ENV} = 'production';
 	delete local $ENV{BIGQUERY_HIDDEN_POLICY_TAG};
 	$node->restart;
+	# RAILS_ENV is dfe_airbyte.rails_env's fallback: production's section is merged over shared
+	($ret, $out, $err) = $node->psql('postgres', q{SELECT tables, columns FROM dfe_airbyte_load_config(NULL, NULL, E'shared:\n  burst: [x]\nproduction:\n  burst: [y, z]\n')});
+	is($out, '1|2', 'RAILS_ENV=production: the production section replaces shared\'s list');
+	$node->safe_psql('postgres', 'DELETE FROM dfe_airbyte.excluded');
 	($ret, $out, $err) = $node->psql('postgres', "SELECT column_name || '=' || action FROM dfe_airbyte_apply_policy_tags() WHERE column_name = 'c4'");
 	is($out, 'c4=already_tagged', 'BIGQUERY_POLICY_TAG is the hidden tag when nothing else is set');
 	is($node->safe_psql('postgres', "SELECT count(*) FROM dfe_airbyte.config_problems WHERE object = 'dfe_airbyte.hidden_policy_tag'"),
