@@ -24,7 +24,7 @@ my $runner = "$top/test/lib/ar_migrate.rb";
 if (system('ruby', '-e', 'require "active_record"; require "pg"; require "rake"') != 0)
 {
 	# CI installs them (test/setup_debian.sh): there a missing one is a failure
-	BAIL_OUT('ruby with ActiveRecord and pg is missing: run test/setup_debian.sh as root') if $ENV{CI};
+	if ($ENV{CI}) { plan tests => 1; fail('ruby with ActiveRecord and pg is missing: run test/setup_debian.sh as root'); exit 0; }
 	plan skip_all => 'ruby, ruby-activerecord or ruby-pg is missing';
 }
 my $ar_version = `ruby -e 'require "active_record"; print ActiveRecord::Migration.current_version'`;

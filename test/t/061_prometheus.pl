@@ -19,7 +19,7 @@ for my $bin ($exporter_bin, $promtool)
 {
 	next if -x $bin;
 	# CI installs both (test/setup_debian.sh): there a missing one is a failure
-	BAIL_OUT("$bin is missing: run test/setup_debian.sh as root") if $ENV{CI};
+	if ($ENV{CI}) { plan tests => 1; fail("$bin is missing: run test/setup_debian.sh as root"); exit 0; }
 	plan skip_all => "$bin is missing (Debian packages prometheus-postgres-exporter, prometheus)";
 }
 my $queries = "$top/monitoring/postgres_exporter.yaml";
