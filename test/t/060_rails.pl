@@ -126,7 +126,7 @@ write_migration($dir, '20260101000002', <<"RUBY");
 class SlowChange < ActiveRecord::Migration[6.1]
   def up
     add_column :users, :nickname, :text
-    execute "SELECT pg_sleep(6)"
+    execute "SELECT pg_sleep(10)"
     File.write("$marks/slow_done", Time.now.to_f.to_s)
   end
 end
