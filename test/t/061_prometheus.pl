@@ -169,6 +169,19 @@ is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="critic
 is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="ok"}'), '0', 'one-hot: ok 0');
 is_deeply(dfe_series($s), $before, 'every series keeps its labels when the status changes');
 is(value($s, 'pg_exporter_last_scrape_error'), '0', 'still no scrape error');
+
+# --- the slot is dropped (lost): most of its columns are NULL now; the same series -
+$node->safe_psql('postgres', q{SELECT pg_drop_replication_slot('airbyte_slot')});
+for (1 .. 100)
+{
+	($s) = scrape();
+	last if (value($s, 'dfe_airbyte_slot_status_code{slot_name="airbyte_slot"}') // '') eq '4';
+	usleep(200_000);
+}
+is(value($s, 'dfe_airbyte_slot_status_code{slot_name="airbyte_slot"}'), '4', 'status code 4 (lost)');
+is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="lost"}'), '1', 'one-hot: lost 1');
+is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="critical"}'), '0', 'one-hot: critical 0');
+is_deeply(dfe_series($s), $before, 'every series keeps its labels when the slot is lost');
 unlike(slurp_file($exporter_log), qr/error running query|level=error/i, 'still no query error in the log');
 
 kill 'TERM', $pid;
