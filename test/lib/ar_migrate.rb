@@ -10,7 +10,8 @@
 #   ruby ar_migrate.rb lock_key           print ActiveRecord's migration lock key
 #
 # Connection from PGHOST, PGPORT, PGDATABASE, PGUSER.  DFE_RAILS_ROOT, when
-# set, is Rails.root (for the README's File.read(Rails.root.join(...))).
+# set, is Rails.root (for the README's File.read(Rails.root.join(...))), and
+# Rails.env is RAILS_ENV (default development).
 # Prints "finished_at <unix time>" once the migrations have run and the lock
 # is released; on an error prints "error: <message>" and exits 1.
 require "active_record"
@@ -20,6 +21,10 @@ if ENV["DFE_RAILS_ROOT"]
   module Rails
     def self.root
       Pathname.new(ENV.fetch("DFE_RAILS_ROOT"))
+    end
+
+    def self.env
+      ActiveSupport::StringInquirer.new(ENV.fetch("RAILS_ENV", "development"))
     end
   end
 end

@@ -191,12 +191,18 @@ my $root = tempdir(CLEANUP => 1);
 mkdir "$root/config";
 my @files = $readme_load =~ m{"(config/[\w.]+\.yml)"}g;
 ok(scalar(grep { $_ eq 'config/analytics.yml' } @files), 'the README reads config/analytics.yml: ' . join(' ', @files));
+# analytics.yml is the allowlist; the hidden PII list (the gem tags
+# analytics_hidden_pii.yml) names an allowlisted column; where the README
+# also passes a third list (columns deliberately not replicated) it names a
+# column that is not allowlisted
+my $has_pii = grep { /pii/ } @files;
 for my $f (@files)
 {
+	my @cols = $f eq 'config/analytics.yml' ? qw(id email name)
+	  : $f =~ /pii/ || !$has_pii ? qw(email)
+	  : qw(nickname);
 	PostgreSQL::Test::Utils::append_to_file("$root/$f",
-		$f eq 'config/analytics.yml'
-		? "shared:\n  users:\n    - id\n    - email\n    - name\n"
-		: "shared:\n  users:\n    - email\n");
+		"shared:\n  users:\n" . join('', map { "    - $_\n" } @cols));
 }
 my $dir3 = tempdir(CLEANUP => 1);
 write_migration($dir3, '20260101000004',
