@@ -44,7 +44,7 @@ $primary->wait_for_catchup($standby);
 is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'), 't', 'standby is in recovery');
 is($standby->safe_psql('postgres', 'SELECT dfe_airbyte_worker_pid() IS NULL'), 't', 'no worker on the standby');
 is($standby->safe_psql('postgres',
-	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dfe_airbyte worker'"), '0',
+	"SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'dfe_airbyte%'"), '0',
 	'no worker process on the standby');
 
 # the primary's samples arrive by replication; the standby adds none
