@@ -242,7 +242,7 @@ dfe_airbyte_workers(PG_FUNCTION_ARGS)
 		else
 			nulls[1] = nulls[2] = true;
 		if (dbname)
-			values[3] = CStringGetTextDatum(dbname);
+			values[3] = DirectFunctionCall1(namein, CStringGetDatum(dbname));
 		else
 			nulls[3] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);

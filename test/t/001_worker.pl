@@ -82,7 +82,7 @@ my $bare = PostgreSQL::Test::Cluster->new('bare');
 $bare->init;
 $bare->start;
 ($ret, $out, $err) = $bare->psql('postgres', 'CREATE EXTENSION dfe_airbyte');
-like($err, qr/NOTICE:  the dfe_airbyte background workers are not running \(guard and network\)/,
+like($err, qr/WARNING:  the dfe_airbyte background workers are not running \(guard and network\)/,
 	'CREATE EXTENSION says both workers are absent');
 is($bare->safe_psql('postgres', 'SELECT dfe_airbyte_worker_pid() IS NULL'), 't',
 	'no worker without preloading');

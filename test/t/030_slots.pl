@@ -31,6 +31,8 @@ my $node = DfeTest::new_node('slots',
 dfe_airbyte.check_interval = 1s
 dfe_airbyte.max_slot_wal_size = 4MB
 dfe_airbyte.slot_limit_action = warn
+# this test recreates the slot five times (test/t/033_no_loop.pl tests the cap)
+dfe_airbyte.max_slot_recreations_per_day = 100
 dfe_airbyte.airbyte_url = '$dead_url'
 dfe_airbyte.airbyte_client_id = 'test-client'
 dfe_airbyte.airbyte_client_secret = 'test-secret-value'
