@@ -88,10 +88,6 @@ unlike($standby_log, qr/cannot execute .* in a read-only transaction/, 'no write
 # recreates it and asks Airbyte for the full re-sync, exactly once
 my $mark = $fake->mark;
 $primary->stop;
-# the old primary's last sample of the Airbyte slot, as replicated
-my $primary_last_sample = $standby->safe_psql('postgres',
-	"SELECT confirmed_flush_lsn::text || ' ' || sampled_at FROM dfe_airbyte.slot_samples
-	 WHERE slot_name = 'airbyte_slot' ORDER BY id DESC LIMIT 1");
 $standby->promote;
 ok(DfeTest::wait_for_worker($standby) > 0, 'worker starts after promotion');
 ok($standby->poll_query_until('postgres',
@@ -102,7 +98,12 @@ is($standby->safe_psql('postgres', "SELECT plugin FROM pg_replication_slots WHER
 is($standby->safe_psql('postgres', "SELECT count(*) FROM dfe_airbyte.events WHERE kind = 'slot_recreated'"),
 	'1', 'slot_recreated event');
 # the gap: from where the old primary's last sample saw Airbyte to the new slot
-my $last = $primary_last_sample;
+# (the old primary's last sample of the slot, replicated: the last one before the recreation)
+my $last = $standby->safe_psql('postgres',
+	"SELECT confirmed_flush_lsn::text || ' ' || sampled_at FROM dfe_airbyte.slot_samples
+	 WHERE slot_name = 'airbyte_slot'
+	   AND sampled_at < (SELECT recreated_at FROM dfe_airbyte.slot_recreations ORDER BY id DESC LIMIT 1)
+	 ORDER BY id DESC LIMIT 1");
 is($standby->safe_psql('postgres',
 	"SELECT gap_from_lsn::text || ' ' || gap_from_time FROM dfe_airbyte.slot_recreations ORDER BY id DESC LIMIT 1"),
 	$last, 'the recreation records the gap from the last sample of the old primary');
