@@ -163,11 +163,11 @@ check_worker(ProblemSink *sink)
 		return;
 	}
 	if (dfe_worker_pid_of(DFE_GUARD_WORKER) == 0)
-		add_problem(sink, "warning", "guard worker",
+		add_problem(sink, "warning", "background worker",
 					"the dfe_airbyte guard worker is not running: the replication slot is not watched",
 					"Look in the server log for the \"dfe_airbyte guard\" worker's last error; the server restarts it after a few seconds (SELECT * FROM dfe_airbyte.workers).");
 	if (!dfe_worker_running())
-		add_problem(sink, "warning", "network worker",
+		add_problem(sink, "warning", "background worker",
 					"the dfe_airbyte network worker is not running: deploys wait, and re-syncs and sync health are not followed",
 					"Look in the server log for the \"dfe_airbyte network worker\"'s last error; the server restarts it after a few seconds (SELECT * FROM dfe_airbyte.workers).");
 	check_restore(sink);

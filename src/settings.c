@@ -91,7 +91,7 @@ dfe_define_settings(void)
 	 */
 	if (process_shared_preload_libraries_in_progress)
 		define_string("dfe_airbyte.database",
-					  "Database the dfe_airbyte worker connects to.",
+					  "Database both dfe_airbyte workers connect to.",
 					  &dfe_database, "postgres", PGC_POSTMASTER, 0);
 	define_string("dfe_airbyte.airbyte_url",
 				  "Airbyte server base URL (env AIRBYTE_SERVER_URL).",
@@ -145,7 +145,7 @@ dfe_define_settings(void)
 							 slot_limit_action_options, PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 	define_int("dfe_airbyte.check_interval",
-			   "How often the worker samples the replication slots.",
+			   "How often the guard worker samples the replication slots.",
 			   &dfe_check_interval_s, 10, 1, 86400, GUC_UNIT_S);
 	define_int("dfe_airbyte.sync_stale_after",
 			   "A sync older than this is stale.",
