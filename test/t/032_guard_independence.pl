@@ -110,6 +110,23 @@ for (1 .. 600)
 ok($hanging, "the network worker is stuck in a hanging call ($hanging->{method} $hanging->{path})");
 is(sql("SELECT state FROM dfe_airbyte.deploys WHERE id = $deploy"), 'running', 'the deploy is running');
 
+# the guard holds no socket at all (no connection, no DNS lookup), while the
+# network worker holds the hanging connection
+sub sockets
+{
+	my ($pid) = @_;
+	opendir(my $dh, "/proc/$pid/fd") or return -1;
+	my $n = grep { (readlink("/proc/$pid/fd/$_") // '') =~ /^socket:/ } readdir($dh);
+	closedir($dh);
+	return $n;
+}
+SKIP:
+{
+	skip 'no /proc', 2 unless -d "/proc/$guard/fd";
+	is(sockets($guard), 0, 'the guard process has no socket open');
+	ok(sockets($net) > 0, 'the network worker has its (hanging) connection open');
+}
+
 my $ev = last_event_id();
 my $t0 = grow_wal(6);
 my ($id, $secs) = wait_event('slot_recreated', $ev, $t0);
