@@ -59,8 +59,11 @@ sub trial
 	sql(q{UPDATE dfe_airbyte.slot_recreations SET resync_state = 'started', resync_job_status = 'succeeded',
 	          resync_finished_at = now() WHERE resync_finished_at IS NULL});
 	my $ev = sql("SELECT coalesce(max(id), 0) FROM dfe_airbyte.events");
-	sql(join ";\n", ("SELECT pg_logical_emit_message(false, 'pad', repeat('x', $MB))") x 6);
+	# 3 MB (under the 4 MB limit), then the crossing: 3 MB in one statement,
+	# timed from just before it
+	sql(join ";\n", ("SELECT pg_logical_emit_message(false, 'pad', repeat('x', $MB))") x 3);
 	my $t0 = sql("SELECT clock_timestamp()");
+	sql("SELECT pg_logical_emit_message(false, 'pad', repeat('x', 3 * $MB))");
 	my $deadline = time + 120;
 	while (time < $deadline)
 	{

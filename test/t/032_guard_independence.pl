@@ -55,13 +55,22 @@ sub set_conf
 	$node->reload;
 }
 
-# about $mb MB of WAL nobody consumes; returns the server time just after
+# about $mb MB of WAL nobody consumes
 sub grow_wal
 {
 	my ($mb) = @_;
 	sql(join ";\n",
 		("SELECT pg_logical_emit_message(false, 'pad', repeat('x', $MB))") x $mb);
-	return sql("SELECT clock_timestamp()");
+}
+
+# from a fresh slot, past the 4 MB limit: 3 MB, then (the crossing) 3 MB in
+# one statement; returns the server time just before that statement
+sub cross_limit
+{
+	grow_wal(3);
+	my $t0 = sql("SELECT clock_timestamp()");
+	sql("SELECT pg_logical_emit_message(false, 'pad', repeat('x', 3 * $MB))");
+	return $t0;
 }
 
 # wait for the first event of $kind after event id $since; returns (id, seconds after $t0)
@@ -128,7 +137,7 @@ SKIP:
 }
 
 my $ev = last_event_id();
-my $t0 = grow_wal(6);
+my $t0 = cross_limit();
 my ($id, $secs) = wait_event('slot_recreated', $ev, $t0);
 ok(defined $id, 'over the limit during the hang: the guard recreated the slot');
 my $hang_age = time - $hanging->{time};
@@ -143,7 +152,7 @@ ok(sql("SELECT retained_bytes < 4 * $MB FROM dfe_airbyte.replication_slot_health
 
 # passing the limit again while that re-sync is pending: a warning, no second recreation
 $ev = last_event_id();
-$t0 = grow_wal(6);
+$t0 = cross_limit();
 ($id, $secs) = wait_event('slot_limit_exceeded', $ev, $t0, "data->>'recreate_held' = 'resync_running'");
 ok(defined $id, 'during the hang, with the re-sync pending: the limit is reported, the recreation held back');
 ok(time - $hanging->{time} < $HANG_SECONDS, '... still during the hang');
@@ -155,9 +164,15 @@ $fake->clear_faults;
 # the stuck call ends with the network worker; it comes back with the new URL
 sql("SELECT pg_terminate_backend($net)");
 $net = DfeTest::wait_for_worker($node, $net);
+# the slot is still over the limit from the held-back crossing: once the
+# re-sync counts as done, the guard recreates it
+$ev = last_event_id();
+finish_resyncs();
+($id) = wait_event('slot_recreated', $ev, sql('SELECT now()'));
+ok(defined $id, 'the held-back recreation happens once the re-sync has ended');
 finish_resyncs();
 $ev = last_event_id();
-$t0 = grow_wal(6);
+$t0 = cross_limit();
 ($id, $secs) = wait_event('slot_recreated', $ev, $t0);
 ok(defined $id, 'Airbyte refusing connections: the guard recreated the slot');
 ok(defined $secs && $secs < $DEADLINE, "reaction time, connection refused: $secs s");
@@ -170,7 +185,7 @@ ok(DfeTest::poll_until($node,
 set_conf('dfe_airbyte.airbyte_url' => 'http://airbyte.invalid:8080');
 finish_resyncs();
 $ev = last_event_id();
-$t0 = grow_wal(6);
+$t0 = cross_limit();
 ($id, $secs) = wait_event('slot_recreated', $ev, $t0);
 ok(defined $id, 'Airbyte host name not resolving: the guard recreated the slot');
 ok(defined $secs && $secs < $DEADLINE, "reaction time, DNS failure: $secs s");
