@@ -96,6 +96,26 @@ resync_follow_worker_task(void)
 
 	follow_cxt = CurrentMemoryContext;
 	dfe_xact_begin("dfe_airbyte full re-sync follow-up");
+
+	/*
+	 * Airbyte before 1.2 answers the refresh request with {"value": true}
+	 * and no job (api_conformance.md §2 #1; airbyte-platform v1.1.0
+	 * ConnectionApiController.java): the refresh is the next job Airbyte
+	 * creates.  Without a job id, a job that started after the request and
+	 * succeeded (as sync health saw it) is taken as the end of the re-sync,
+	 * so the guard is not held back for ever.
+	 */
+	dfe_sql("end the re-syncs a later successful job covered",
+			"WITH done AS (\n"
+			"    UPDATE dfe_airbyte.slot_recreations r SET resync_job_status = 'succeeded',\n"
+			"        resync_job_checked_at = now(), resync_finished_at = now(),\n"
+			"        note = coalesce(r.note || '; ', '') || 'Airbyte gave no job id; job ' || j.job_id || ', started after the request, succeeded'\n"
+			"    FROM (SELECT job_id, started_at FROM dfe_airbyte.sync_jobs WHERE status = 'succeeded') j\n"
+			"    WHERE r.resync_state = 'started' AND r.resync_job_id IS NULL AND r.resync_finished_at IS NULL\n"
+			"      AND r.resync_started_at IS NOT NULL AND j.started_at >= r.resync_started_at\n"
+			"    RETURNING r.id)\n"
+			"SELECT count(*) FROM done",
+			0, NULL, SPI_OK_SELECT);
 	dfe_sql("read the re-syncs under way",
 			"SELECT id, resync_job_id, slot_name FROM dfe_airbyte.slot_recreations\n"
 			"WHERE resync_state = 'started' AND resync_job_id IS NOT NULL\n"

@@ -180,6 +180,18 @@ wait_for("SELECT resync_state FROM dfe_airbyte.slot_recreations ORDER BY id DESC
 	'and Airbyte is asked for the full re-sync');
 is(sql("SELECT count(*) FROM dfe_airbyte.events WHERE kind = 'restore_confirmed'"), '1', 'restore_confirmed event');
 
+# an Airbyte before 1.2 accepts the refresh without a job id: the first job
+# that started after the request and succeeded ends the re-sync
+my $rid = sql(q{INSERT INTO dfe_airbyte.slot_recreations (slot_name, reason, recreated_at, resync_state, resync_started_at)
+                VALUES ('airbyte_slot', 'over_limit', now(), 'started', now()) RETURNING id});
+sleep 3;
+is(sql("SELECT resync_finished_at IS NULL FROM dfe_airbyte.slot_recreations WHERE id = $rid"), 't',
+	'a re-sync without a job id counts as running');
+sql(q{INSERT INTO dfe_airbyte.sync_jobs (job_id, status, job_type, started_at)
+      VALUES (999999, 'succeeded', 'sync', now() + interval '1 second')});
+wait_for("SELECT resync_job_status FROM dfe_airbyte.slot_recreations WHERE id = $rid", 'succeeded',
+	'until a job that started after it succeeded');
+
 unlike(slurp_file($node->logfile), qr/PANIC|terminated by signal/, 'no crash');
 $node->stop;
 $fake->stop;
