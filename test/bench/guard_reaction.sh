@@ -8,7 +8,7 @@
 # two minutes).
 #
 #   test/bench/guard_reaction.sh
-#   BENCH_TRIALS=10 BENCH_CHECK_INTERVAL=1 test/bench/guard_reaction.sh
+#   BENCH_TRIALS=20 BENCH_CHECK_INTERVAL=1 test/bench/guard_reaction.sh
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/test/lib/as_test_user.sh"
