@@ -798,7 +798,7 @@ prune_history(void)
 			2, args, SPI_OK_DELETE);
 	dfe_sql("prune slot recreations",
 			"DELETE FROM dfe_airbyte.slot_recreations\n"
-			"WHERE decided_at < now() - make_interval(mins => $1::int)\n"
+			"WHERE decided_at < now() - greatest(make_interval(mins => $1::int), interval '1 day')\n"
 			"  AND resync_state = 'started'",
 			1, args, SPI_OK_DELETE);
 	dfe_xact_end();
@@ -837,6 +837,23 @@ restored_from_elsewhere(const char *slot_name)
 		restored_notified_at = GetCurrentTimestamp();
 	}
 	return true;
+}
+
+/*
+ * No recreate loop: a re-sync retains WAL for its whole re-read, so while
+ * ours is pending or running, passing the limit again (or losing the slot to
+ * max_slot_wal_keep_size) only warns; a missing slot is created at once
+ * (there is nothing to wait for).  And at most max_slot_recreations_per_day
+ * in any 24 hours.  Returns why a due recreation is held back, or NULL.
+ */
+static const char *
+recreation_held(SlotCondition cond, const GuardState *st)
+{
+	if (cond != COND_MISSING && st->resync_in_flight)
+		return "resync_running";
+	if (st->recreations_today >= dfe_max_slot_recreations_per_day)
+		return "daily_cap";
+	return NULL;
 }
 
 /* ---------- the task ---------- */
@@ -883,17 +900,7 @@ slots_worker_task(void)
 	recreate = dfe_slot_limit_action == SLOT_LIMIT_RECREATE &&
 		(cond == COND_OVER_LIMIT || cond == COND_LOST || cond == COND_MISSING);
 
-	/*
-	 * No recreate loop: a re-sync retains WAL for its whole re-read, so
-	 * while ours is pending or running, passing the limit again (or losing
-	 * the slot to max_slot_wal_keep_size) only warns; a missing slot is
-	 * created at once (there is nothing to wait for).  And at most
-	 * max_slot_recreations_per_day in any 24 hours.
-	 */
-	if (recreate && cond != COND_MISSING && st.resync_in_flight)
-		held = "resync_running";
-	else if (recreate && st.recreations_today >= dfe_max_slot_recreations_per_day)
-		held = "daily_cap";
+	held = recreate ? recreation_held(cond, &st) : NULL;
 	if (held)
 		recreate = false;
 
