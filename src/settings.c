@@ -56,6 +56,9 @@ char	   *dfe_source_schema = NULL;
 char	   *dfe_publication = NULL;
 int			dfe_deploy_retry_timeout_s = 600;
 
+/* safety (issue 11): response size cap */
+int			dfe_http_max_response_size_kb = 64 * 1024;
+
 static const struct config_enum_entry slot_limit_action_options[] = {
 	{"warn", SLOT_LIMIT_WARN, false},
 	{"terminate", SLOT_LIMIT_TERMINATE, false},
@@ -200,6 +203,11 @@ dfe_define_settings(void)
 	define_int("dfe_airbyte.deploy_retry_timeout",
 			   "How long a deploy step keeps being retried while Airbyte does not answer or answers 429/5xx.",
 			   &dfe_deploy_retry_timeout_s, 600, 0, 86400, GUC_UNIT_S);
+
+	/* safety (issue 11): a server cannot fill a backend's memory */
+	define_int("dfe_airbyte.http_max_response_size",
+			   "Largest HTTP response body accepted from Airbyte or Google; a larger one fails the call.",
+			   &dfe_http_max_response_size_kb, 64 * 1024, 64, 512 * 1024, GUC_UNIT_KB);
 
 	MarkGUCPrefixReserved("dfe_airbyte");
 }

@@ -54,6 +54,9 @@ extern char *dfe_source_schema;	/* lists: schema of the allowlisted tables */
 extern char *dfe_publication;	/* lists: the Airbyte publication */
 extern int	dfe_deploy_retry_timeout_s;
 
+/* safety: largest HTTP response body accepted, in kB */
+extern int	dfe_http_max_response_size_kb;
+
 extern void dfe_define_settings(void);
 
 /*

@@ -25,12 +25,14 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "settings.h"
 #include "shared.h"
+#include "version.h"
 #include "worker.h"
 
 #define WORKER_RESTART_SECONDS 5
@@ -86,12 +88,14 @@ worker_detach_shmem(int code, Datum arg)
 static bool
 extension_installed(void)
 {
-	bool		installed;
+	char	   *version;
 
 	StartTransactionCommand();
-	installed = OidIsValid(get_extension_oid("dfe_airbyte", true));
+	version = dfe_installed_version();
+	/* an installed version other than the library's: a WARNING, once per version */
+	dfe_worker_note_version(version);
 	CommitTransactionCommand();
-	return installed;
+	return version != NULL;
 }
 
 /*
@@ -152,6 +156,12 @@ dfe_airbyte_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(dfe_database, NULL, 0);
+	/*
+	 * search_path safety (SPEC §9): the worker is a superuser; a function the
+	 * database owner plants in public (public.format(text, name), ...) must
+	 * never resolve in its queries.  PGC_S_OVERRIDE: no SET can change it.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname("dfe_airbyte worker");
 
 	SpinLockAcquire(&dfe_shared->mutex);
