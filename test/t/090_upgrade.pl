@@ -198,7 +198,6 @@ cmp_ok($next, '>', 4, 'the deploys sequence continues after the rows it had give
 
 # ------------------------------------------------------------ the worker's warning
 # The worker watches database postgres: install the old SQL there.
-DfeTest::wait_for_worker($node);
 my $log_pos = -s $node->logfile;
 sql('postgres', "CREATE EXTENSION dfe_airbyte VERSION '0.1.0'");
 ok(DfeTest::poll_log($node,
