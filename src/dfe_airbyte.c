@@ -189,6 +189,9 @@ hide_secret_values(ErrorData *edata)
 		return;
 
 	old = MemoryContextSwitchTo(ErrorContext);
+	/* the STATEMENT line would repeat a statement that holds one */
+	if (without_secrets(debug_query_string, secrets, nsecrets) != NULL)
+		edata->hide_stmt = true;
 	if (without_secrets(edata->message, secrets, nsecrets) != NULL)
 		edata->message = pstrdup("a message that contained a dfe_airbyte secret was hidden");
 	for (i = 0; i < lengthof(fields); i++)
