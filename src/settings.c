@@ -181,7 +181,7 @@ dfe_define_settings(void)
 			   "How often the worker reads the last Airbyte sync job for sync_health.",
 			   &dfe_sync_poll_interval_s, 60, 1, 86400, GUC_UNIT_S);
 	define_int("dfe_airbyte.history_retention",
-			   "How long slot samples, sync jobs and events are kept.",
+			   "How long slot samples, sync jobs, events and finished deploys are kept.",
 			   &dfe_history_retention_min, 7 * 24 * 60, 1, 365 * 24 * 60, GUC_UNIT_MIN);
 	define_int("dfe_airbyte.history_max_rows",
 			   "Most rows kept in each history table.",
