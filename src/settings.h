@@ -56,6 +56,12 @@ extern int	dfe_deploy_retry_timeout_s;
 
 /* safety: largest HTTP response body accepted, in kB */
 extern int	dfe_http_max_response_size_kb;
+/* BigQuery policy tags and the lists (issue 10) */
+extern bool dfe_hide_unlisted_columns;
+extern int	dfe_bigquery_table_update_limit;
+extern int	dfe_bigquery_table_update_window_ms;
+extern char *dfe_rails_env;
+extern const char *dfe_setting_rails_env(void);	/* GUC, else RAILS_ENV, else NULL */
 
 extern void dfe_define_settings(void);
 
