@@ -132,26 +132,30 @@ without_secrets(const char *text, const char *const *secrets, int nsecrets)
 	if (!found)
 		return NULL;
 
-	initStringInfo(&out);
-	appendStringInfoString(&out, text);
+	/*
+	 * One pass per secret over the previous pass's result, copying around
+	 * each hit: the scan never revisits its own "[redacted]" marks, so a
+	 * secret that is a substring of the mark cannot loop.
+	 */
+	out.data = pstrdup(text);
 	for (i = 0; i < nsecrets; i++)
 	{
+		StringInfoData next;
+		const char *p = out.data;
 		const char *hit;
 
-		if (secrets[i] == NULL)
+		if (secrets[i] == NULL || strstr(p, secrets[i]) == NULL)
 			continue;
-		while ((hit = strstr(out.data, secrets[i])) != NULL)
+		initStringInfo(&next);
+		while ((hit = strstr(p, secrets[i])) != NULL)
 		{
-			StringInfoData next;
-			size_t		before = hit - out.data;
-
-			initStringInfo(&next);
-			appendBinaryStringInfo(&next, out.data, before);
+			appendBinaryStringInfo(&next, p, hit - p);
 			appendStringInfoString(&next, "[redacted]");
-			appendStringInfoString(&next, hit + strlen(secrets[i]));
-			pfree(out.data);
-			out = next;
+			p = hit + strlen(secrets[i]);
 		}
+		appendStringInfoString(&next, p);
+		pfree(out.data);
+		out = next;
 	}
 	return out.data;
 }
