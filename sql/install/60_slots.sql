@@ -57,7 +57,12 @@ CREATE TABLE dfe_airbyte.slot_recreations (
     resync_last_error       text,
     resync_notified_at      timestamptz,
     resync_job_id           bigint,
-    resync_started_at       timestamptz
+    resync_started_at       timestamptz,
+    -- exactly one full re-sync per recreation (src/resync.c): "asked at T"
+    -- is committed before the POST; never asked again without proof
+    resync_asked_at         timestamptz,
+    resync_answered_at      timestamptz,
+    resync_answer           text
 );
 COMMENT ON TABLE dfe_airbyte.slot_recreations IS 'every recreation of the Airbyte slot by the dfe_airbyte worker and the full re-sync it requested';
 

@@ -1,0 +1,7 @@
+-- branch airbyte: exactly one full re-sync per slot recreation (src/resync.c).
+-- New columns go at the end of dfe_airbyte.slot_recreations, as in
+-- sql/install/60_slots.sql.
+ALTER TABLE dfe_airbyte.slot_recreations
+    ADD COLUMN resync_asked_at timestamptz,
+    ADD COLUMN resync_answered_at timestamptz,
+    ADD COLUMN resync_answer text;
