@@ -898,9 +898,17 @@ airbyte_full_resync(int64 *job_id)
 							json_print(body), false, true);
 	if (req->status == 0 && !http_never_sent(req))
 		return REFRESH_LOST;
-	if (req->status >= 500)
-		return REFRESH_LOST;	/* it may have saved the rows, then failed */
-	http_check(req);			/* never sent, or a 4xx: nothing was saved */
+
+	/*
+	 * 500 and 504: the server (or a gateway waiting for it) may have saved
+	 * the rows and then failed.  502 and 503 come from a gateway that could
+	 * not reach the server, and 429 from a rate limit in front of it: the
+	 * request did not arrive, like a refused connection or a 4xx.
+	 */
+	if (req->status == 500 || req->status == 504 ||
+		(req->status > 504 && req->status < 600))
+		return REFRESH_LOST;
+	http_check(req);			/* never sent, 502/503/429 or a 4xx: nothing saved */
 
 	/*
 	 * <= 1.1.x: BooleanRead {"value"} (config.yaml @ v1.1.0;

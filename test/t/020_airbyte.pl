@@ -170,7 +170,7 @@ $node->safe_psql('postgres', "INSERT INTO dfe_airbyte.allowlist VALUES ('users',
 $node->safe_psql('postgres', 'ALTER TABLE users ADD COLUMN phone text');
 ($ret, $out, $err) = run_sql('SELECT dfe_airbyte_connection_refresh()');
 like($err, qr/ERROR:  the Airbyte connection update failed: HTTP 400/, 'PATCH 400: error names the call');
-like($err, qr/DETAIL:.*Invalid selected field found: phone is not a field of stream users/,
+like($err, qr/DETAIL:.*answered: Invalid fields selected for stream users\. The list of valid field names includes/,
 	'PATCH 400: Airbyte\'s validation message in the detail');
 $node->safe_psql('postgres', "DELETE FROM dfe_airbyte.allowlist WHERE column_name = 'phone'");
 

@@ -16,6 +16,8 @@ my $SECRET = 'test-secret-value';
 my $CONN = '11111111-1111-1111-1111-111111111111';
 
 my $fake = FakeServer->start;
+# from 1.8.0 the public job list shows every job type; before, the config API's
+my $new_job_list = FakeServer::profile_at_least('1.8');
 $fake->config(job_pending_seconds => 0.2, job_running_seconds => 1);
 $fake->source_catalog({ users => [qw(id name email)] });
 
@@ -134,19 +136,28 @@ ok(DfeTest::poll_until($node, "SELECT step || ' ' || job_id FROM dfe_airbyte.dep
 $fake->control(POST => "/airbyte/jobs/$running", { status => 'succeeded' });
 ok(wait_state($id, 'succeeded'), 'deploy succeeds when that job does');
 is(scalar(grep { $_ eq 'POST /api/public/v1/jobs' } @{ calls($mark) }), 0, 'no sync started');
-like(deploy_log($id), qr/a sync is already running: waiting for job $running instead of starting one/,
+like(deploy_log($id), qr/a sync job is already running: waiting for job $running instead of starting one/,
 	'log says why');
 
 # --- 409 on start: the last job read missed it ---------------------------------
 $running = $fake->create_job(status => 'running', running_seconds => 5)->{jobId};
-$fake->faults({ method => 'GET', path => '^/api/public/v1/jobs$', status => 200, body => { data => [] } });
+# the list that misses it: the public one from 1.8, the config API's before
+if ($new_job_list)
+{
+	$fake->faults({ method => 'GET', path => '^/api/public/v1/jobs$', status => 200, body => { data => [] } });
+}
+else
+{
+	$fake->faults({ method => 'POST', path => '^/api/v1/jobs/list$', status => 200,
+			body => { jobs => [], totalJobCount => 0 } });
+}
 $mark = $fake->mark;
 $id = deploy();
 ok(wait_state($id, 'succeeded'), '409 on start: deploy succeeds');
 is(sql("SELECT job_id FROM dfe_airbyte.deploys WHERE id = $id"), $running, '409: waited on the running job');
 is_deeply([ map { $_->{status} } @{ $fake->requests(since => $mark, path => qr{^/api/public/v1/jobs$}, method => 'POST') } ],
 	[409], 'the start answered 409');
-like(deploy_log($id), qr/Airbyte answered that a sync is already running: waiting for job $running/, 'log: 409');
+like(deploy_log($id), qr/Airbyte answered that a job is already running: waiting for job $running/, 'log: 409');
 
 # --- token expiry and a 401 mid-deploy -------------------------------------------
 $fake->config(token_expires_in => 2, job_running_seconds => 4);
@@ -180,7 +191,7 @@ ok(wait_state($id, 'failed'), 'PATCH 400: deploy failed');
 is(sql("SELECT step || ' ' || http_status FROM dfe_airbyte.deploys WHERE id = $id"),
 	'refreshing_connection 400', 'PATCH 400: step and HTTP status');
 like(sql("SELECT error FROM dfe_airbyte.deploys WHERE id = $id"),
-	qr/the Airbyte connection update failed: HTTP 400: .*Invalid selected field found: phone/,
+	qr/the Airbyte connection update failed: HTTP 400: .*Invalid fields selected for stream users\./,
 	'PATCH 400: Airbyte\'s message');
 sql("DELETE FROM dfe_airbyte.allowlist WHERE column_name = 'phone'");
 
@@ -261,7 +272,7 @@ is($ret, 0, 'wait => true returns');
 like($out, qr/^\d+$/, 'wait => true returns the id');
 is(sql("SELECT state FROM dfe_airbyte.deploys WHERE id = $out"), 'succeeded', 'wait => true: deploy succeeded');
 like($err, qr/NOTICE:  deploy $out: started\n/, 'wait => true: start NOTICE');
-like($err, qr/NOTICE:  deploy $out: starting_sync: source schema rediscovered/, 'wait => true: step NOTICE');
+like($err, qr/NOTICE:  deploy $out: starting_sync: Airbyte \d+\.\d+\.\d+: source schema rediscovered/, 'wait => true: step NOTICE');
 like($err, qr/NOTICE:  deploy $out: waiting_for_sync: started sync job/, 'wait => true: sync NOTICE');
 like($err, qr/NOTICE:  deploy $out: applying_policy_tags: skipped: BigQuery not configured/, 'wait => true: end NOTICE');
 
