@@ -76,6 +76,7 @@ typedef struct PendingResync
 	TimestampTz answered_at;	/* 0: no answer recorded */
 	char	   *answer;			/* resync_answer, or NULL */
 	TimestampTz last_attempt_at;
+	int64		last_claimed_job;	/* newest refresh job an earlier recreation followed */
 } PendingResync;
 
 static char *
@@ -174,7 +175,8 @@ read_pending(PendingResync *p)
 			"       coalesce((SELECT bool_or(resync_notified_at IS NULL OR resync_notified_at < now() - interval '1 hour') FROM p), false),\n"
 			"       (SELECT string_agg(DISTINCT slot_name, ', ') FROM p),\n"
 			"       last.resync_asked_at, last.resync_answered_at, last.resync_answer,\n"
-			"       (SELECT max(resync_last_attempt_at) FROM p)\n"
+			"       (SELECT max(resync_last_attempt_at) FROM p),\n"
+			"       (SELECT coalesce(max(resync_job_id), 0) FROM dfe_airbyte.slot_recreations WHERE resync_state = 'started')\n"
 			"FROM (SELECT 1) one LEFT JOIN last ON true",
 			0, NULL, SPI_OK_SELECT);
 	p->count = DatumGetInt64(dfe_col_datum(0, 1, &isnull));
@@ -185,6 +187,7 @@ read_pending(PendingResync *p)
 	p->answered_at = col_timestamp(6);
 	p->answer = dfe_col_text(0, 7);
 	p->last_attempt_at = col_timestamp(8);
+	p->last_claimed_job = DatumGetInt64(dfe_col_datum(0, 9, &isnull));
 	dfe_xact_end();
 	return p->count > 0;
 }
@@ -341,8 +344,9 @@ follow_resync(PendingResync *p)
 	{
 		if (jobs[i].created_at == 0)
 			continue;
+		/* a refresh an earlier recreation followed is not ours (job ids grow) */
 		if (jobs[i].job_type && strcmp(jobs[i].job_type, "refresh") == 0 &&
-			jobs[i].created_at >= refresh_after)
+			jobs[i].created_at >= refresh_after && jobs[i].job_id > p->last_claimed_job)
 			ours = &jobs[i];
 		else if (jobs[i].created_at > proof_after)
 			proof = &jobs[i];
