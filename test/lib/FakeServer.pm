@@ -201,12 +201,15 @@ sub requests
 # only what came after this point
 sub mark { $_[0]->control(GET => '/requests/next')->{next} }
 
-# source_catalog({table => [columns]}, also_cache => 1)
+# source_catalog({table => [columns]}, also_cache => 1, no_primary_key => [tables])
+# (tables without a primary key are offered only in full refresh, without
+# _ab_cdc_* fields, as Airbyte's Postgres source does; the heartbeat is one)
 sub source_catalog
 {
 	my ($self, $tables, %opts) = @_;
 	return $self->control(POST => '/airbyte/source_catalog',
-		{ tables => $tables, also_cache => $opts{also_cache} ? JSON::PP::true : JSON::PP::false });
+		{ tables => $tables, also_cache => $opts{also_cache} ? JSON::PP::true : JSON::PP::false,
+		  no_primary_key => $opts{no_primary_key} // [] });
 }
 
 # create_job(status => 'running', frozen => 1, ...): returns the job
