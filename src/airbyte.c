@@ -997,7 +997,7 @@ dfe_airbyte_start_sync(PG_FUNCTION_ARGS)
 
 	if (already_running)
 		ereport(NOTICE,
-				(errmsg("a sync is already running: job " INT64_FORMAT, job_id),
+				(errmsg("a job is already running: job " INT64_FORMAT, job_id),
 				 errhint("Wait for it with SELECT dfe_airbyte_wait_for_job(" INT64_FORMAT ").", job_id)));
 	PG_RETURN_INT64(job_id);
 }

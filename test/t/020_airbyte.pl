@@ -99,8 +99,11 @@ $fake->revoke_tokens;
 $out = $bg->query_safe("SELECT dfe_airbyte_job_status($job->{jobId})");
 $bg->quit;
 is($out, 'succeeded', 'call after a revoked token succeeds');
-my @seq = map { "$_->{method} $_->{status}" } @{ reqs($mark, qr{^/api/public/v1/(jobs|applications)}) };
-is_deeply(\@seq, [ 'POST 200', 'GET 200', 'GET 401', 'POST 200', 'GET 200' ],
+my @seq = map { "$_->{method} $_->{status}" } @{ reqs($mark, qr{^/api/(public/v1/jobs|public/v1/applications|v1/applications)}) };
+is_deeply(\@seq, FakeServer::profile_at_least('0.63.7')
+	? [ 'POST 200', 'GET 200', 'GET 401', 'POST 200', 'GET 200' ]
+	  # before 0.63.7 the public token path answers 401: the config API's, remembered
+	: [ 'POST 401', 'POST 200', 'GET 200', 'GET 401', 'POST 200', 'GET 200' ],
 	'401 → new token → call repeated once');
 
 # pre-0.63.10 Airbyte: the public token endpoint answers 404
@@ -225,7 +228,18 @@ is_deeply(reqs($mark, qr{^/api/public/v1/jobs$}, 'POST')->[0]{json},
 	{ connectionId => $CONN, jobType => 'sync' }, 'start sync body');
 ($ret, $out, $err) = run_sql('SELECT dfe_airbyte_start_sync()');
 is($out, $sync, 'second start while it runs: the running job (409)');
-like($err, qr/NOTICE:  a sync is already running: job $sync/, 'second start: NOTICE');
+like($err, qr/NOTICE:  a job is already running: job $sync/, 'second start: NOTICE');
+$fake->control(POST => "/airbyte/jobs/$sync", { status => 'succeeded' });
+# a running refresh blocks a sync too (409): that job is returned, not the
+# finished sync (before 1.8 only the config API lists it)
+my $refresh = $fake->create_job(jobType => 'refresh', status => 'running', frozen => 1)->{jobId};
+$mark = $fake->mark;
+($ret, $out, $err) = run_sql('SELECT dfe_airbyte_start_sync()');
+is($out, $refresh, 'start while a refresh runs: the refresh job');
+like($err, qr/NOTICE:  a job is already running: job $refresh/, 'start while a refresh runs: NOTICE');
+is(scalar @{ reqs($mark, qr{^/api/v1/jobs/list$}, 'POST') }, FakeServer::profile_at_least('1.8') ? 0 : 1,
+	'the running job is looked up where this version lists refresh jobs');
+$fake->control(POST => "/airbyte/jobs/$refresh", { status => 'succeeded' });
 my $slow = $fake->create_job(status => 'running', running_seconds => 5)->{jobId};
 ($ret, $out, $err) = run_sql("SELECT dfe_airbyte_wait_for_job($slow)");
 is($out, 'succeeded', 'wait_for_job returns succeeded');
@@ -287,6 +301,18 @@ my $tables = $node->safe_psql('postgres',
 	"SELECT string_agg(t::text, ' ') FROM (SELECT e::text AS t FROM dfe_airbyte.events e "
 	  . "UNION ALL SELECT d::text FROM dfe_airbyte.deploys d) s");
 unlike($tables, qr/\Q$SECRET\E/, 'secret in no table');
+
+# --- Airbyte older than 0.60.1: no PATCH that would replicate every column
+$fake->config(airbyte_version => '0.59.0');
+$mark = $fake->mark;
+($ret, $out, $err) = run_sql('SELECT dfe_airbyte_connection_refresh()');
+like($err, qr/ERROR:  Airbyte 0\.59\.0 is too old for dfe_airbyte: the connection was not changed/,
+	'Airbyte 0.59: a clear error');
+like($err, qr/HINT:  Upgrade Airbyte to 0\.60\.1 or later/, 'Airbyte 0.59: hint says upgrade');
+is(scalar @{ reqs($mark, qr{^/api/public/v1/connections/}, 'PATCH') }, 0, 'Airbyte 0.59: no PATCH');
+$fake->config(airbyte_version => FakeServer::airbyte_version());
+($ret, $out, $err) = run_sql('SELECT dfe_airbyte_connection_refresh()');
+is($ret, 0, 'the current version: the refresh works again (version read per session)');
 
 $node->stop;
 done_testing();
