@@ -442,11 +442,14 @@ parse_version(const char *text, int out[3])
 const char *
 airbyte_server_version(void)
 {
-	uint32		h = config_hash();
+	uint32		h;
 	HttpRequest *req;
 	cJSON	   *answer;
 	const char *version;
 
+	if (!airbyte_configured())
+		return NULL;
+	h = config_hash();
 	if (server_version != NULL && h == server_version_hash)
 		return server_version;
 
