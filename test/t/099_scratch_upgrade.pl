@@ -1,0 +1,16 @@
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use Test::More;
+use DfeTest;
+my $node = DfeTest::new_node('upg', no_extension => 1);
+$node->safe_psql('postgres', "CREATE EXTENSION dfe_airbyte VERSION '0.1.0'");
+my ($ret, $out, $err) = $node->psql('postgres', "ALTER EXTENSION dfe_airbyte UPDATE TO '0.2.0'");
+is($ret, 0, "update: $err");
+is($node->safe_psql('postgres', "SELECT count(*) FROM dfe_airbyte.config_problems WHERE object = 'x'"), '0', 'view works');
+my $cols = $node->safe_psql('postgres', "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'dfe_airbyte.slot_recreations'::regclass AND attnum > 0");
+my $v1 = $node->safe_psql('postgres', "SELECT pg_get_viewdef('dfe_airbyte.config_problems')");
+$node->safe_psql('postgres', "DROP EXTENSION dfe_airbyte CASCADE; CREATE EXTENSION dfe_airbyte");
+is($node->safe_psql('postgres', "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'dfe_airbyte.slot_recreations'::regclass AND attnum > 0"), $cols, 'same columns');
+is($node->safe_psql('postgres', "SELECT pg_get_viewdef('dfe_airbyte.config_problems')"), $v1, 'same view');
+done_testing();
