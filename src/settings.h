@@ -54,6 +54,13 @@ extern char *dfe_source_schema;	/* lists: schema of the allowlisted tables */
 extern char *dfe_publication;	/* lists: the Airbyte publication */
 extern int	dfe_deploy_retry_timeout_s;
 
+/* BigQuery policy tags and the lists (issue 10) */
+extern bool dfe_hide_unlisted_columns;
+extern int	dfe_bigquery_table_update_limit;
+extern int	dfe_bigquery_table_update_window_ms;
+extern char *dfe_rails_env;
+extern const char *dfe_setting_rails_env(void);	/* GUC, else RAILS_ENV, else NULL */
+
 extern void dfe_define_settings(void);
 
 /*

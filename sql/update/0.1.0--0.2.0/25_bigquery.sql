@@ -1,8 +1,9 @@
--- branch airbyte: dfe_airbyte.config_problems says what a table without a
--- primary key means for its data (copied whole at each sync, SPEC §3) and
--- shows the Airbyte server's version with what it lacks.  Same columns:
--- CREATE OR REPLACE keeps the grants.  Keep identical to
--- sql/install/25_config_problems.sql.
+-- bigquery branch, part 25: config_problems knows the excluded list (issue 10):
+-- it stops asking about excluded columns and reports a column both
+-- allowlisted and excluded as an error.  Same columns: CREATE OR REPLACE.
+-- (Other branches change this view too: whoever merges keeps ONE complete
+-- definition, the install piece's, here or in the last upgrade piece.)
+
 CREATE OR REPLACE VIEW dfe_airbyte.config_problems AS
 WITH conf AS (
     SELECT coalesce(nullif(current_setting('dfe_airbyte.source_schema', true), ''), 'public') AS source_schema,
@@ -39,7 +40,7 @@ stream_keys AS (
     SELECT s->>'name' AS table_name,
            (SELECT string_agg(e.k->>0, ', ' ORDER BY e.o)
               FROM jsonb_array_elements(s->'primaryKey') WITH ORDINALITY AS e(k, o)) AS stream_pk
-      FROM jsonb_array_elements(dfe_airbyte_stream_config()->'configurations'->'streams') AS s
+      FROM jsonb_array_elements(@extschema@.dfe_airbyte_stream_config()->'configurations'->'streams') AS s
 ),
 pub AS (
     SELECT p.* FROM pg_catalog.pg_publication p, conf WHERE p.pubname = conf.publication
@@ -82,15 +83,12 @@ problems (severity, object, problem, hint) AS (
            'Remove it from analytics.yml.'
      WHERE EXISTS (SELECT 1 FROM dfe_airbyte.allowlist WHERE table_name = 'airbyte_heartbeat')
     UNION ALL
-    -- SPEC §3: Airbyte's Postgres source offers a table without a primary
-    -- key only in full refresh (no CDC, no _ab_cdc_* fields); the stream is
-    -- full_refresh_overwrite (src/stream_config.c)
     SELECT 'warning', a.table_name,
-           format('table "%s" has no primary key: Airbyte copies it whole at each sync (full_refresh_overwrite) instead of streaming its changes; BigQuery keeps no history of its rows and does not see deletes as such (the copy is replaced), until it gets a primary key',
-                  a.table_name),
-           format('Add a primary key (ALTER TABLE %I.%I ADD PRIMARY KEY (...)), then deploy: the stream becomes incremental with CDC. While the table is in the publication without one, its UPDATEs and DELETEs also need a replica identity.',
-                  conf.source_schema, a.table_name)
-      FROM allowed a, conf
+           format('table "%s" has no primary key: the stream uses %s as its primary key instead',
+                  a.table_name, coalesce(k.stream_pk, 'nothing')),
+           'Add a primary key to the table. Without one the stream''s key is only a guess, and while the table is in the publication its UPDATEs and DELETEs need another replica identity.'
+      FROM allowed a
+      LEFT JOIN stream_keys k ON k.table_name = a.table_name
      WHERE a.relid IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM pk WHERE pk.table_name = a.table_name)
     UNION ALL
@@ -104,19 +102,29 @@ problems (severity, object, problem, hint) AS (
                         WHERE l.table_name = p.table_name AND l.column_name = p.column_name)
     UNION ALL
     SELECT 'warning', c.table_name || '.' || c.column_name,
-           format('column "%s" of allowlisted table "%s" is in neither the allowlist nor the blocklist: it is not replicated',
+           format('column "%s" of allowlisted table "%s" is in no list (allowlist, blocklist, excluded): it is not replicated',
                   c.column_name, c.table_name),
-           'A migration added it? Add it to analytics.yml to replicate it (and to analytics_blocklist.yml too if it is sensitive), or to analytics_blocklist.yml only to keep it out on purpose; then reload with dfe_airbyte_load_config().'
+           'A migration added it? Add it to analytics.yml to replicate it (and to analytics_hidden_pii.yml too if it is sensitive: the blocklist), or to analytics_blocklist.yml (the excluded list, third argument of dfe_airbyte_load_config) to keep it out on purpose; then reload with dfe_airbyte_load_config().'
       FROM cols c
      WHERE NOT EXISTS (SELECT 1 FROM dfe_airbyte.allowlist l
                         WHERE l.table_name = c.table_name AND l.column_name = c.column_name)
        AND NOT EXISTS (SELECT 1 FROM dfe_airbyte.blocklist b
                         WHERE b.table_name = c.table_name AND b.column_name = c.column_name)
+       AND NOT EXISTS (SELECT 1 FROM dfe_airbyte.excluded x
+                        WHERE x.table_name = c.table_name AND x.column_name = c.column_name)
     UNION ALL
-    SELECT 'info', b.table_name || '.' || b.column_name,
-           format('blocklisted column "%s" of table "%s" is not allowlisted: it is never replicated',
+    SELECT 'error', x.table_name || '.' || x.column_name,
+           format('column "%s" of table "%s" is both allowlisted and excluded: it is replicated although it was decided not to be',
+                  x.column_name, x.table_name),
+           'Remove it from analytics.yml (to keep it out) or from analytics_blocklist.yml (to replicate it; add it to analytics_hidden_pii.yml too if it is sensitive), then reload with dfe_airbyte_load_config().'
+      FROM dfe_airbyte.excluded x
+     WHERE EXISTS (SELECT 1 FROM dfe_airbyte.allowlist l
+                    WHERE l.table_name = x.table_name AND l.column_name = x.column_name)
+    UNION ALL
+    SELECT 'warning', b.table_name || '.' || b.column_name,
+           format('blocklisted (hidden) column "%s" of table "%s" is not allowlisted: it is never replicated, so it is never hidden either',
                   b.column_name, b.table_name),
-           'Nothing to do if that is intended. To replicate it with the hidden policy tag, add it to analytics.yml too.'
+           'Harmless, but a sign of a mistake: to replicate it with the hidden policy tag, add it to analytics.yml too; to keep it out on purpose, move it from analytics_hidden_pii.yml to analytics_blocklist.yml (the excluded list).'
       FROM dfe_airbyte.blocklist b
      WHERE NOT EXISTS (SELECT 1 FROM dfe_airbyte.allowlist l
                         WHERE l.table_name = b.table_name AND l.column_name = b.column_name)
@@ -203,37 +211,11 @@ problems (severity, object, problem, hint) AS (
      WHERE s.slot_name = conf.slot_name
        AND (s.database IS DISTINCT FROM current_database() OR s.plugin IS DISTINCT FROM 'pgoutput')
     UNION ALL
-    -- the Airbyte server's version as the worker last reported it (event
-    -- airbyte_version, from GET /api/v1/instance_configuration; src/resync.c)
-    -- and what that version lacks
-    -- (README, "Supported Airbyte versions"; shared/background/api_conformance.md)
-    SELECT CASE WHEN v.num < '{0,60,1}' THEN 'error'
-                WHEN v.num < '{1,2,0}' THEN 'warning' ELSE 'info' END,
-           'Airbyte',
-           format('Airbyte server version %s%s', v.version,
-                  CASE WHEN v.num < '{0,60,1}'
-                       THEN ': it ignores selectedFields, so dfe_airbyte refuses to update the connection (every column would be replicated)'
-                       WHEN v.num < '{0,63,7}'
-                       THEN ': no public token endpoint (the config-API token is used); full re-sync answers {"value": ...} without a job; the public job list hides refresh jobs (the config API''s is used)'
-                       WHEN v.num < '{1,2,0}'
-                       THEN ': full re-sync answers {"value": ...} without a job; the public job list hides refresh jobs (the config API''s is used)'
-                       WHEN v.num < '{1,8,0}'
-                       THEN ': the public job list hides refresh jobs (the config API''s is used)'
-                       ELSE ': everything dfe_airbyte uses is available' END),
-           CASE WHEN v.num < '{0,60,1}' THEN 'Upgrade Airbyte to 0.60.1 or later (1.8 or later recommended).'
-                WHEN v.num < '{1,2,0}' THEN 'Works; upgrading Airbyte to 1.2 or later (1.8 or later recommended) makes full re-syncs easier to follow.'
-                ELSE 'Nothing to do.' END
-      FROM (SELECT e.data->>'version' AS version,
-                   pg_catalog.string_to_array(pg_catalog.substring(e.data->>'version', '^[vV]?([0-9]+\.[0-9]+\.[0-9]+)'), '.')::int[] AS num
-              FROM dfe_airbyte.events e
-             WHERE e.kind = 'airbyte_version'
-             ORDER BY e.id DESC LIMIT 1) AS v
-     WHERE v.num IS NOT NULL
-    UNION ALL
     SELECT sp.severity, sp.object, sp.problem, sp.hint
-      FROM dfe_airbyte_setting_problems() AS sp
+      FROM @extschema@.dfe_airbyte_setting_problems() AS sp
 )
 SELECT severity, object, problem, hint
   FROM problems
  ORDER BY CASE severity WHEN 'error' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END,
           object COLLATE "C", problem COLLATE "C";
+
