@@ -54,6 +54,9 @@ extern char *dfe_source_schema;	/* lists: schema of the allowlisted tables */
 extern char *dfe_publication;	/* lists: the Airbyte publication */
 extern int	dfe_deploy_retry_timeout_s;
 
+/* slot guard independence (issue 9): no recreate loop */
+extern int	dfe_max_slot_recreations_per_day;
+
 /* BigQuery policy tags and the lists (issue 10) */
 extern bool dfe_hide_unlisted_columns;
 extern int	dfe_bigquery_table_update_limit;
