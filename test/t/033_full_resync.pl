@@ -34,6 +34,8 @@ my $url = $fake->url;
 my $node = DfeTest::new_node('resync', conf => <<"CONF");
 dfe_airbyte.check_interval = 1s
 dfe_airbyte.slot_limit_action = recreate
+# six recreations in a few minutes: above the daily cap's default
+dfe_airbyte.max_slot_recreations_per_day = 100
 dfe_airbyte.airbyte_url = '$url'
 dfe_airbyte.airbyte_client_id = 'test-client'
 dfe_airbyte.airbyte_client_secret = 'test-secret-value'
