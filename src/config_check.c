@@ -26,6 +26,7 @@
 #include "settings.h"
 #include "spi_xact.h"
 #include "shared.h"
+#include "version.h"
 
 typedef struct ProblemSink
 {
@@ -276,6 +277,19 @@ check_server(ProblemSink *sink)
 					"ALTER SYSTEM SET max_slot_wal_keep_size = '50GB' (above dfe_airbyte.max_slot_wal_size); SELECT pg_reload_conf();");
 }
 
+/* upgrades: the SQL objects are older (or newer) than the loaded library */
+static void
+check_version(ProblemSink *sink)
+{
+	char	   *installed = dfe_installed_version();
+
+	if (installed && strcmp(installed, DFE_AIRBYTE_VERSION) != 0)
+		add_problem(sink, "error", "dfe_airbyte",
+					psprintf("the installed SQL objects are version %s but the loaded library is version %s: the worker's and the functions' queries may fail",
+							 installed, DFE_AIRBYTE_VERSION),
+					"ALTER EXTENSION dfe_airbyte UPDATE; (as a superuser, in this database)");
+}
+
 PG_FUNCTION_INFO_V1(dfe_airbyte_setting_problems);
 
 /* dfe_airbyte_setting_problems() → TABLE(severity, object, problem, hint) */
@@ -287,6 +301,7 @@ dfe_airbyte_setting_problems(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	sink.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
+	check_version(&sink);
 	check_worker(&sink);
 	check_airbyte(&sink);
 	check_bigquery(&sink);
