@@ -41,7 +41,7 @@ stream_keys AS (
     SELECT s->>'name' AS table_name,
            (SELECT string_agg(e.k->>0, ', ' ORDER BY e.o)
               FROM jsonb_array_elements(s->'primaryKey') WITH ORDINALITY AS e(k, o)) AS stream_pk
-      FROM jsonb_array_elements(dfe_airbyte_stream_config()->'configurations'->'streams') AS s
+      FROM jsonb_array_elements(@extschema@.dfe_airbyte_stream_config()->'configurations'->'streams') AS s
 ),
 pub AS (
     SELECT p.* FROM pg_catalog.pg_publication p, conf WHERE p.pubname = conf.publication
@@ -243,7 +243,7 @@ problems (severity, object, problem, hint) AS (
      WHERE v.num IS NOT NULL
     UNION ALL
     SELECT sp.severity, sp.object, sp.problem, sp.hint
-      FROM dfe_airbyte_setting_problems() AS sp
+      FROM @extschema@.dfe_airbyte_setting_problems() AS sp
 )
 SELECT severity, object, problem, hint
   FROM problems
