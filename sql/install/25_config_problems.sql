@@ -91,12 +91,15 @@ problems (severity, object, problem, hint) AS (
            'Remove it from analytics.yml.'
      WHERE EXISTS (SELECT 1 FROM dfe_airbyte.allowlist WHERE table_name = 'airbyte_heartbeat')
     UNION ALL
+    -- SPEC §3: Airbyte's Postgres source offers a table without a primary
+    -- key only in full refresh (no CDC, no _ab_cdc_* fields); the stream is
+    -- full_refresh_overwrite (src/stream_config.c)
     SELECT 'warning', a.table_name,
-           format('table "%s" has no primary key: the stream uses %s as its primary key instead',
-                  a.table_name, coalesce(k.stream_pk, 'nothing')),
-           'Add a primary key to the table. Without one the stream''s key is only a guess, and while the table is in the publication its UPDATEs and DELETEs need another replica identity.'
-      FROM allowed a
-      LEFT JOIN stream_keys k ON k.table_name = a.table_name
+           format('table "%s" has no primary key: Airbyte copies it whole at each sync (full_refresh_overwrite) instead of streaming its changes; BigQuery keeps no history of its rows and does not see deletes as such (the copy is replaced), until it gets a primary key',
+                  a.table_name),
+           format('Add a primary key (ALTER TABLE %I.%I ADD PRIMARY KEY (...)), then deploy: the stream becomes incremental with CDC. While the table is in the publication without one, its UPDATEs and DELETEs also need a replica identity.',
+                  conf.source_schema, a.table_name)
+      FROM allowed a, conf
      WHERE a.relid IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM pk WHERE pk.table_name = a.table_name)
     UNION ALL
@@ -218,6 +221,33 @@ problems (severity, object, problem, hint) AS (
       FROM pg_catalog.pg_replication_slots s, conf
      WHERE s.slot_name = conf.slot_name
        AND (s.database IS DISTINCT FROM current_database() OR s.plugin IS DISTINCT FROM 'pgoutput')
+    UNION ALL
+    -- the Airbyte server's version as the worker last reported it (event
+    -- airbyte_version, from GET /api/v1/instance_configuration; src/resync.c)
+    -- and what that version lacks
+    -- (README, "Supported Airbyte versions"; shared/background/api_conformance.md)
+    SELECT CASE WHEN v.num < '{0,60,1}' THEN 'error'
+                WHEN v.num < '{1,2,0}' THEN 'warning' ELSE 'info' END,
+           'Airbyte',
+           format('Airbyte server version %s%s', v.version,
+                  CASE WHEN v.num < '{0,60,1}'
+                       THEN ': it ignores selectedFields, so dfe_airbyte refuses to update the connection (every column would be replicated)'
+                       WHEN v.num < '{0,63,7}'
+                       THEN ': no public token endpoint (the config-API token is used); full re-sync answers {"value": ...} without a job; the public job list hides refresh jobs (the config API''s is used)'
+                       WHEN v.num < '{1,2,0}'
+                       THEN ': full re-sync answers {"value": ...} without a job; the public job list hides refresh jobs (the config API''s is used)'
+                       WHEN v.num < '{1,8,0}'
+                       THEN ': the public job list hides refresh jobs (the config API''s is used)'
+                       ELSE ': everything dfe_airbyte uses is available' END),
+           CASE WHEN v.num < '{0,60,1}' THEN 'Upgrade Airbyte to 0.60.1 or later (1.8 or later recommended).'
+                WHEN v.num < '{1,2,0}' THEN 'Works; upgrading Airbyte to 1.2 or later (1.8 or later recommended) makes full re-syncs easier to follow.'
+                ELSE 'Nothing to do.' END
+      FROM (SELECT e.data->>'version' AS version,
+                   pg_catalog.string_to_array(pg_catalog.substring(e.data->>'version', '^[vV]?([0-9]+\.[0-9]+\.[0-9]+)'), '.')::int[] AS num
+              FROM dfe_airbyte.events e
+             WHERE e.kind = 'airbyte_version'
+             ORDER BY e.id DESC LIMIT 1) AS v
+     WHERE v.num IS NOT NULL
     UNION ALL
     SELECT sp.severity, sp.object, sp.problem, sp.hint
       FROM @extschema@.dfe_airbyte_setting_problems() AS sp

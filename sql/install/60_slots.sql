@@ -69,7 +69,12 @@ CREATE TABLE dfe_airbyte.slot_recreations (
     -- time) to new_lsn at recreated_at
     gap_from_lsn            pg_lsn,
     gap_restart_lsn         pg_lsn,
-    gap_from_time           timestamptz
+    gap_from_time           timestamptz,
+    -- exactly one full re-sync per recreation (src/resync.c): "asked at T"
+    -- is committed before the POST; never asked again without proof
+    resync_asked_at         timestamptz,
+    resync_answered_at      timestamptz,
+    resync_answer           text
 );
 COMMENT ON TABLE dfe_airbyte.slot_recreations IS 'every recreation of the Airbyte slot by the dfe_airbyte worker and the full re-sync it requested';
 
