@@ -516,6 +516,9 @@ job_from_json(const HttpRequest *req, cJSON *obj, AirbyteJob *job)
 	job->job_type = dup_or_null(json_string(obj, "jobType"));
 	job->start_time = dup_or_null(json_string(obj, "startTime"));
 	job->last_updated_at = dup_or_null(json_string(obj, "lastUpdatedAt"));
+	/* progress, for the data flow checks (flow_checks.c) */
+	job->rows_synced = json_int64(cJSON_GetObjectItemCaseSensitive(obj, "rowsSynced"));
+	job->bytes_synced = json_int64(cJSON_GetObjectItemCaseSensitive(obj, "bytesSynced"));
 }
 
 bool

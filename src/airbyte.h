@@ -20,6 +20,8 @@ typedef struct AirbyteJob
 	char	   *job_type;		/* sync, refresh, reset, ... */
 	char	   *start_time;		/* ISO 8601 as Airbyte sent it, or NULL */
 	char	   *last_updated_at;	/* ISO 8601 or NULL */
+	int64		rows_synced;	/* rowsSynced, -1 when not given */
+	int64		bytes_synced;	/* bytesSynced, -1 when not given */
 } AirbyteJob;
 
 /* true when URL, client id, secret and connection id are all known */

@@ -27,6 +27,11 @@ dfe_airbyte.sync_interval = ${interval}s
 dfe_airbyte.slot_inactive_intervals = 3
 dfe_airbyte.max_slot_wal_size = ${limit_mb}MB
 dfe_airbyte.slot_limit_action = warn
+# the test writes the WAL itself, a steady amount per interval: autovacuum's
+# bursts (every page of the table again, after each CHECKPOINT) are real
+# growth while the slot holds them, and would make the time to limit short
+# for a while, rightly
+autovacuum = off
 CONF
 DfeTest::wait_for_worker($node);
 
