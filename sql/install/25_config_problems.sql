@@ -58,7 +58,7 @@ BEGIN
             'nothing bounds the WAL the Airbyte slot may retain: no dfe_airbyte.max_slot_wal_size with slot_limit_action terminate or recreate, and no max_slot_wal_keep_size; a stalled Airbyte fills the disk'::text,
             adv.hint;
     ELSIF adv.verdict = 'exceeds_headroom' THEN
-        RETURN QUERY SELECT 'warning'::text, 'dfe_airbyte.max_slot_wal_size'::text,
+        RETURN QUERY SELECT 'warning'::text, 'disk headroom'::text,
             format('the slot may retain %s before anything acts, more than the disk''s headroom (%s): the disk fills before the limit is reached',
                    pg_catalog.pg_size_pretty(least(CASE WHEN adv.limit_action IN ('terminate', 'recreate') THEN adv.current_limit_bytes END,
                                                    adv.server_limit_bytes)),

@@ -149,36 +149,46 @@ WITH cfg AS MATERIALIZED (
     -- Airbyte confirms WAL only at the start of the NEXT sync, so retained
     -- WAL is a sawtooth over the schedule: growth is judged on the
     -- sawtooth's envelope over whole sync intervals, never on the rise
-    -- between two syncs
-    SELECT r.sync_interval, now() - 6 * r.sync_interval AS fit_from
+    -- between two syncs.  Quarter intervals are the unit of time.
+    SELECT r.sync_interval, now() - 6 * r.sync_interval AS fit_from,
+           date_part('epoch', r.sync_interval) / 4 AS quarter_s
     FROM @extschema@.dfe_airbyte_slot_rhythm() r
-), envelope AS (
-    -- each sample's envelope: the highest retained WAL in the 1.5 sync
-    -- intervals up to it (so it always spans one peak, also when a sync
-    -- starts late), for the samples of the last 7.5 intervals of this
-    -- incarnation of each slot; a range scan of slot_samples_sampled_at_idx
-    SELECT x.slot_name, x.sampled_at,
-           max(x.retained_bytes) OVER (PARTITION BY x.slot_name ORDER BY x.sampled_at
-               RANGE BETWEEN (SELECT 1.5 * sync_interval FROM rhythm) PRECEDING AND CURRENT ROW) AS peak,
-           coalesce(st.first_seen_at, '-infinity') AS first_seen_at
+), quarters AS (
+    -- the highest retained WAL of each quarter interval of the last 7.5
+    -- intervals, of this incarnation of each slot: one pass over a range
+    -- scan of slot_samples_sampled_at_idx
+    SELECT x.slot_name,
+           floor(date_part('epoch', x.sampled_at) / rh.quarter_s)::bigint AS q,
+           max(x.retained_bytes) AS peak,
+           max(x.sampled_at) AS last_at,
+           min(coalesce(st.first_seen_at, '-infinity')) AS first_seen_at
     FROM dfe_airbyte.slot_samples x
+    CROSS JOIN rhythm rh
     LEFT JOIN dfe_airbyte.slot_state st ON st.slot_name = x.slot_name
-    WHERE x.sampled_at >= (SELECT fit_from - 1.5 * sync_interval FROM rhythm)
+    WHERE x.sampled_at >= rh.fit_from - 1.5 * rh.sync_interval
       AND x.sampled_at >= coalesce(st.first_seen_at, '-infinity')
       AND x.retained_bytes IS NOT NULL
+    GROUP BY 1, 2
+), envelope AS (
+    -- each quarter's envelope: the highest retained WAL of the 1.5 to 1.75
+    -- intervals up to it (7 quarters), so that it always spans one peak,
+    -- also when a sync starts late
+    SELECT slot_name, q, last_at, first_seen_at,
+           max(peak) OVER (PARTITION BY slot_name ORDER BY q RANGE BETWEEN 6 PRECEDING AND CURRENT ROW) AS peak
+    FROM quarters
 ), growth AS (
     -- least-squares slope of the envelope over the last 6 intervals, from
     -- 3 intervals after this incarnation was first seen on (a new slot's
-    -- sawtooth takes two syncs to reach its height); needs 3 samples over 2
-    -- intervals at least
+    -- sawtooth takes two syncs to reach its height); needs 3 quarters over
+    -- 2 intervals at least
     SELECT e.slot_name,
-           CASE WHEN count(*) >= 3 AND max(e.sampled_at) - min(e.sampled_at) >= 2 * rh.sync_interval THEN
-               regr_slope(e.peak, date_part('epoch', e.sampled_at)) * 3600
+           CASE WHEN count(*) >= 3 AND max(e.last_at) - min(e.last_at) >= 2 * rh.sync_interval THEN
+               regr_slope(e.peak, e.q * rh.quarter_s) * 3600
            END AS per_hour,
-           (array_agg(e.peak ORDER BY e.sampled_at DESC))[1] AS last_peak
+           (array_agg(e.peak ORDER BY e.q DESC))[1] AS last_peak
     FROM envelope e CROSS JOIN rhythm rh
-    WHERE e.sampled_at >= rh.fit_from
-      AND e.sampled_at >= e.first_seen_at + 3 * rh.sync_interval
+    WHERE e.last_at >= rh.fit_from
+      AND e.last_at >= e.first_seen_at + 3 * rh.sync_interval
     GROUP BY e.slot_name, rh.sync_interval
 ), pending AS (
     SELECT slot_name, date_trunc('second', min(recreated_at)) AS since, max(resync_attempts) AS attempts,
