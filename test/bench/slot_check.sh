@@ -5,8 +5,10 @@
 #      dfe_airbyte_check_slots_now()): median ms, buffer accesses and catalog
 #      blocks read, with an empty history, an hour and a week of samples;
 #   2. the replication_slot_health view with 20 slots: mean ms and buffers,
-#      same three histories (a week must cost about what an hour costs: the
-#      view reads the last hour through slot_samples_sampled_at_idx);
+#      same three histories (the view reads the last 7.5 sync intervals,
+#      112 min by default, through slot_samples_sampled_at_idx: a week costs
+#      what those 112 minutes cost, an hour's history has less to read), and
+#      the slot_limit_advice view (two index lookups, whatever the history);
 #   3. the worker's CPU while idle, utime+stime from /proc over --minutes N
 #      (default 10), as a percentage of one core.
 #
