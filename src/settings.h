@@ -63,6 +63,13 @@ extern int	dfe_job_stuck_after_s;
 /* the sync schedule interval in seconds, after the fallback (never 0) */
 extern int	dfe_effective_sync_interval_s(void);
 
+/* BigQuery policy tags and the lists (issue 10) */
+extern bool dfe_hide_unlisted_columns;
+extern int	dfe_bigquery_table_update_limit;
+extern int	dfe_bigquery_table_update_window_ms;
+extern char *dfe_rails_env;
+extern const char *dfe_setting_rails_env(void);	/* GUC, else RAILS_ENV, else NULL */
+
 extern void dfe_define_settings(void);
 
 /*
