@@ -44,7 +44,8 @@ BEGIN
 
     SELECT * INTO adv FROM dfe_airbyte.slot_limit_advice;
     IF adv.verdict = 'unbounded' THEN
-        RETURN QUERY SELECT 'warning'::text, 'dfe_airbyte.max_slot_wal_size'::text,
+        -- only ever with max_slot_wal_keep_size = -1: that setting is the object
+        RETURN QUERY SELECT 'warning'::text, 'max_slot_wal_keep_size'::text,
             'nothing bounds the WAL the Airbyte slot may retain: no dfe_airbyte.max_slot_wal_size with slot_limit_action terminate or recreate, and no max_slot_wal_keep_size; a stalled Airbyte fills the disk'::text,
             adv.hint;
     ELSIF adv.verdict = 'exceeds_headroom' THEN
