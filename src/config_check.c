@@ -22,8 +22,11 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 
+#include "restore.h"
 #include "settings.h"
+#include "spi_xact.h"
 #include "shared.h"
+#include "version.h"
 
 typedef struct ProblemSink
 {
@@ -118,6 +121,27 @@ policy_tag_well_formed(const char *tag)
 	return true;
 }
 
+/* a restore of another server's backup that no DBA has confirmed (restore.h) */
+static void
+check_restore(ProblemSink *sink)
+{
+	char	   *recorded = NULL;
+	DfeIdentity id;
+
+	if (RecoveryInProgress())
+		return;
+	dfe_set_result_context(CurrentMemoryContext);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		dfe_internal_error("config_problems could not connect to SPI");
+	id = dfe_identity_check(false, &recorded);
+	SPI_finish();
+	if (id == IDENTITY_OTHER)
+		add_problem(sink, "error", "restored",
+					psprintf("this database was restored from a backup of another server (system identifier %s, the slot guard's history is from %s): the slot guard recreates no slot and asks Airbyte for no re-sync until you confirm",
+							 dfe_system_identifier_text(), recorded),
+					"Check that dfe_airbyte's settings (Airbyte connection, BigQuery dataset, slot) are this environment's, then run SELECT dfe_airbyte_confirm_restore().");
+}
+
 static void
 check_worker(ProblemSink *sink)
 {
@@ -139,10 +163,15 @@ check_worker(ProblemSink *sink)
 							 dfe_database ? dfe_database : "", here ? here : ""));
 		return;
 	}
+	if (dfe_worker_pid_of(DFE_GUARD_WORKER) == 0)
+		add_problem(sink, "warning", "background worker",
+					"the dfe_airbyte guard worker is not running: the replication slot is not watched",
+					"Look in the server log for the \"dfe_airbyte guard\" worker's last error; the server restarts it after a few seconds (SELECT * FROM dfe_airbyte.workers).");
 	if (!dfe_worker_running())
 		add_problem(sink, "warning", "background worker",
-					"the dfe_airbyte background worker is not running: deploys wait and the replication slot is not watched",
-					"Look in the server log for the worker's last error; the server restarts it after a short delay.");
+					"the dfe_airbyte network worker is not running: deploys wait, and re-syncs and sync health are not followed",
+					"Look in the server log for the \"dfe_airbyte network worker\"'s last error; the server restarts it after a few seconds (SELECT * FROM dfe_airbyte.workers).");
+	check_restore(sink);
 }
 
 static void
@@ -248,6 +277,19 @@ check_server(ProblemSink *sink)
 					"ALTER SYSTEM SET max_slot_wal_keep_size = '50GB' (above dfe_airbyte.max_slot_wal_size); SELECT pg_reload_conf();");
 }
 
+/* upgrades: the SQL objects are older (or newer) than the loaded library */
+static void
+check_version(ProblemSink *sink)
+{
+	char	   *installed = dfe_installed_version();
+
+	if (installed && strcmp(installed, DFE_AIRBYTE_VERSION) != 0)
+		add_problem(sink, "error", "dfe_airbyte",
+					psprintf("the installed SQL objects are version %s but the loaded library is version %s: the worker's and the functions' queries may fail",
+							 installed, DFE_AIRBYTE_VERSION),
+					"ALTER EXTENSION dfe_airbyte UPDATE; (as a superuser, in this database)");
+}
+
 PG_FUNCTION_INFO_V1(dfe_airbyte_setting_problems);
 
 /* dfe_airbyte_setting_problems() → TABLE(severity, object, problem, hint) */
@@ -259,6 +301,7 @@ dfe_airbyte_setting_problems(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	sink.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
+	check_version(&sink);
 	check_worker(&sink);
 	check_airbyte(&sink);
 	check_bigquery(&sink);

@@ -22,6 +22,7 @@
 #include <curl/curl.h>
 
 #include "http.h"
+#include "shared.h"
 #include "settings.h"
 
 /* longest single wait inside libcurl before we look at interrupts again */
@@ -164,6 +165,13 @@ http_escape(const char *s)
 /* libcurl callbacks                                                      */
 /* ---------------------------------------------------------------------- */
 
+/* dfe_airbyte.http_max_response_size in bytes */
+static Size
+http_max_response_bytes(void)
+{
+	return (Size) dfe_http_max_response_size_kb * 1024;
+}
+
 static size_t
 write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
@@ -171,11 +179,18 @@ write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	size_t		len = size * nmemb;
 
 	/*
-	 * appendBinaryStringInfo raises ERROR (longjmp through libcurl) only on
-	 * a body over 1 GB; refuse such a body instead.
+	 * A body over dfe_airbyte.http_max_response_size is refused (libcurl
+	 * then ends the transfer with CURLE_WRITE_ERROR): a misbehaving server
+	 * must not fill the backend's memory.  Raising here would longjmp
+	 * through libcurl; the error is raised by http_raise() instead.
+	 * appendBinaryStringInfo itself would ERROR only past 1 GB.
 	 */
-	if (req->response->len + len >= MaxAllocSize / 2)
+	if ((Size) req->response->len + len > http_max_response_bytes() ||
+		req->response->len + len >= MaxAllocSize / 2)
+	{
+		req->too_large = true;
 		return 0;
+	}
 	appendBinaryStringInfo(req->response, ptr, len);
 	return len;
 }
@@ -286,6 +301,7 @@ prepare_attempt(HttpRequest *req)
 	req->etag = NULL;
 	req->retry_after_s = -1;
 	req->errbuf[0] = '\0';
+	req->too_large = false;
 
 	snprintf(user_agent, sizeof(user_agent), "dfe_airbyte/%s (PostgreSQL %s)",
 			 DFE_AIRBYTE_VERSION, PG_MAJORVERSION);
@@ -301,6 +317,8 @@ prepare_attempt(HttpRequest *req)
 	SETOPT(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) dfe_http_connect_timeout_s * 1000L);
 	SETOPT(easy, CURLOPT_TIMEOUT_MS, (long) dfe_http_timeout_s * 1000L);
 	SETOPT(easy, CURLOPT_USERAGENT, user_agent);
+	/* a declared Content-Length over the cap fails before the body comes */
+	SETOPT(easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) http_max_response_bytes());
 	SETOPT(easy, CURLOPT_WRITEFUNCTION, write_body);
 	SETOPT(easy, CURLOPT_WRITEDATA, req);
 	SETOPT(easy, CURLOPT_HEADERFUNCTION, read_header);
@@ -368,6 +386,7 @@ retryable(const HttpRequest *req, CURLcode rc)
 			case CURLE_SSL_ISSUER_ERROR:
 			case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
 			case CURLE_WRITE_ERROR:
+			case CURLE_FILESIZE_EXCEEDED:
 			case CURLE_OUT_OF_MEMORY:
 				return false;
 			default:
@@ -422,6 +441,41 @@ cleanup_requests(CURLM *multi, HttpRequest **reqs, int n)
 		curl_multi_cleanup(multi);
 }
 
+/*
+ * libcurl's global state, set up once per process on first use, so that a
+ * process that never calls out (the guard worker) never initialises it.
+ * curl_global_init is not thread safe; we are single-threaded.
+ */
+static void
+http_global_init(void)
+{
+	static bool done = false;
+
+	if (done)
+		return;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialise libcurl"),
+				 errhint("Check that libcurl and its TLS library are installed correctly.")));
+	done = true;
+}
+
+/*
+ * The slot guard must react whatever Airbyte, Google or DNS do (SPEC §7), so
+ * its process never calls out: a request made there is a bug, refused
+ * before libcurl (or a DNS lookup) is ever reached.
+ */
+static void
+refuse_in_guard(const HttpRequest *req)
+{
+	if (dfe_process_is_guard)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("dfe_airbyte: the slot guard worker may not call out (%s)", req->what),
+				 errhint("This is a bug in dfe_airbyte: network calls belong in the network worker; report it.")));
+}
+
 void
 http_perform(HttpRequest **reqs, int n, int concurrency)
 {
@@ -431,6 +485,8 @@ http_perform(HttpRequest **reqs, int n, int concurrency)
 
 	if (n <= 0)
 		return;
+	refuse_in_guard(reqs[0]);
+	http_global_init();
 
 	for (i = 0; i < n; i++)
 	{
@@ -515,8 +571,12 @@ http_perform(HttpRequest **reqs, int n, int concurrency)
 				{
 					req->status = 0;
 					req->transport_code = (int) rc;
-					req->transport_error = pstrdup(req->errbuf[0] ? req->errbuf
-												   : curl_easy_strerror(rc));
+					if (rc == CURLE_FILESIZE_EXCEEDED)
+						req->too_large = true;
+					req->transport_error = req->too_large
+						? psprintf("the response is larger than dfe_airbyte.http_max_response_size (%d kB)",
+								   dfe_http_max_response_size_kb)
+						: pstrdup(req->errbuf[0] ? req->errbuf : curl_easy_strerror(rc));
 				}
 
 				for (idx = 0; idx < n && reqs[idx] != req; idx++)
@@ -639,6 +699,13 @@ http_raise(const HttpRequest *req)
 {
 	char	   *message = http_server_message(req);
 	const char *hint;
+
+	if (req->status == 0 && req->too_large)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s failed: %s", req->what, message),
+				 errdetail("%s %s; the transfer was stopped.", req->method, http_redact(req->url)),
+				 errhint("Raise dfe_airbyte.http_max_response_size (ALTER SYSTEM SET dfe_airbyte.http_max_response_size = '256MB'; SELECT pg_reload_conf();) if the answer is legitimately this large, e.g. the discovered catalog of a very large schema.")));
 
 	if (req->status == 0)
 	{

@@ -48,6 +48,7 @@ int			dfe_migration_wait_timeout_s = 600;
 int			dfe_job_timeout_s = 3600;
 int			dfe_job_poll_interval_s = 10;
 int			dfe_sync_poll_interval_s = 60;
+int			dfe_max_slot_recreations_per_day = 2;	/* slot guard independence */
 int			dfe_history_retention_min = 7 * 24 * 60;
 int			dfe_history_max_rows = 100000;
 double		dfe_slot_warning_fraction = 0.8;
@@ -62,6 +63,8 @@ int			dfe_slot_inactive_intervals = 3;
 int			dfe_disk_free_override_mb = -1;
 int			dfe_job_stuck_after_s = 3600;
 
+/* safety (issue 11): response size cap */
+int			dfe_http_max_response_size_kb = 64 * 1024;
 /* BigQuery policy tags and the lists (issue 10) */
 bool		dfe_hide_unlisted_columns = true;
 int			dfe_bigquery_table_update_limit = 4;
@@ -102,7 +105,7 @@ dfe_define_settings(void)
 	 */
 	if (process_shared_preload_libraries_in_progress)
 		define_string("dfe_airbyte.database",
-					  "Database the dfe_airbyte worker connects to.",
+					  "Database both dfe_airbyte workers connect to.",
 					  &dfe_database, "postgres", PGC_POSTMASTER, 0);
 	define_string("dfe_airbyte.airbyte_url",
 				  "Airbyte server base URL (env AIRBYTE_SERVER_URL).",
@@ -156,7 +159,7 @@ dfe_define_settings(void)
 							 slot_limit_action_options, PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 	define_int("dfe_airbyte.check_interval",
-			   "How often the worker samples the replication slots.",
+			   "How often the guard worker samples the replication slots.",
 			   &dfe_check_interval_s, 10, 1, 86400, GUC_UNIT_S);
 	define_int("dfe_airbyte.sync_stale_after",
 			   "A sync older than this is stale.",
@@ -190,7 +193,7 @@ dfe_define_settings(void)
 			   "How often the worker reads the last Airbyte sync job for sync_health.",
 			   &dfe_sync_poll_interval_s, 60, 1, 86400, GUC_UNIT_S);
 	define_int("dfe_airbyte.history_retention",
-			   "How long slot samples, sync jobs and events are kept.",
+			   "How long slot samples, sync jobs, events and finished deploys are kept.",
 			   &dfe_history_retention_min, 7 * 24 * 60, 1, 365 * 24 * 60, GUC_UNIT_MIN);
 	define_int("dfe_airbyte.history_max_rows",
 			   "Most rows kept in each history table.",
@@ -199,6 +202,11 @@ dfe_define_settings(void)
 							 "Fraction of max_slot_wal_size at which a slot's status becomes warning.",
 							 NULL, &dfe_slot_warning_fraction, 0.8, 0.01, 1.0,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	/* slot guard independence (issue 9): no recreate loop */
+	define_int("dfe_airbyte.max_slot_recreations_per_day",
+			   "Most recreations of the Airbyte slot by slot_limit_action = recreate in any 24 hours; past it the guard only warns.",
+			   &dfe_max_slot_recreations_per_day, 2, 0, 100, 0);
 
 	define_string("dfe_airbyte.http_ca_file",
 				  "Extra CA bundle (PEM file) trusted for TLS; verification itself is always on.",
@@ -227,6 +235,10 @@ dfe_define_settings(void)
 			   "A running Airbyte job without progress (rows, bytes, update time) for this long is stuck.",
 			   &dfe_job_stuck_after_s, 3600, 1, 7 * 86400, GUC_UNIT_S);
 
+	/* safety (issue 11): a server cannot fill a backend's memory */
+	define_int("dfe_airbyte.http_max_response_size",
+			   "Largest HTTP response body accepted from Airbyte or Google; a larger one fails the call.",
+			   &dfe_http_max_response_size_kb, 64 * 1024, 64, 512 * 1024, GUC_UNIT_KB);
 	/* BigQuery policy tags and the lists (issue 10) */
 	DefineCustomBoolVariable("dfe_airbyte.hide_unlisted_columns",
 							 "Put the hidden policy tag also on final-table columns that are not allowlisted (not Airbyte's own).",

@@ -14,6 +14,8 @@ CREATE TABLE dfe_airbyte.slot_samples (
     safe_wal_size   bigint,
     retained_bytes  bigint,     -- pg_current_wal_lsn() - restart_lsn
     flush_lag_bytes bigint,     -- pg_current_wal_lsn() - confirmed_flush_lsn
+    restart_lsn     pg_lsn,     -- where a failover's gap starts (issue 9)
+    confirmed_flush_lsn pg_lsn,
     current_lsn     pg_lsn      -- pg_current_wal_lsn(): WAL written per day (slot_limit_advice)
 );
 CREATE INDEX slot_samples_sampled_at_idx ON dfe_airbyte.slot_samples (sampled_at);
@@ -59,7 +61,17 @@ CREATE TABLE dfe_airbyte.slot_recreations (
     resync_last_error       text,
     resync_notified_at      timestamptz,
     resync_job_id           bigint,
-    resync_started_at       timestamptz
+    resync_started_at       timestamptz,
+    -- the re-sync job's last status as the network worker saw it; while it is
+    -- pending or running the guard does not recreate the slot again (issue 9)
+    resync_job_status       text,
+    resync_job_checked_at   timestamptz,
+    resync_finished_at      timestamptz,
+    -- the WAL Airbyte never read: from the last sample's positions (and its
+    -- time) to new_lsn at recreated_at
+    gap_from_lsn            pg_lsn,
+    gap_restart_lsn         pg_lsn,
+    gap_from_time           timestamptz
 );
 COMMENT ON TABLE dfe_airbyte.slot_recreations IS 'every recreation of the Airbyte slot by the dfe_airbyte worker and the full re-sync it requested';
 
@@ -69,7 +81,7 @@ GRANT SELECT ON dfe_airbyte.slot_samples, dfe_airbyte.slot_state, dfe_airbyte.sl
 
 -- The guard's effective settings, as the C code reads them (GUC units and
 -- defaults resolved).  Read-only and free of secrets: callable by anyone.
-CREATE FUNCTION dfe_airbyte_slot_guard_settings(
+CREATE FUNCTION @extschema@.dfe_airbyte_slot_guard_settings(
     OUT slot_name text,
     OUT limit_bytes bigint,
     OUT warning_fraction double precision,
@@ -77,49 +89,58 @@ CREATE FUNCTION dfe_airbyte_slot_guard_settings(
     OUT inactive_after interval,
     OUT server_limit_bytes bigint)
     AS 'MODULE_PATHNAME', 'dfe_airbyte_slot_guard_settings'
-    LANGUAGE C STABLE;
-COMMENT ON FUNCTION dfe_airbyte_slot_guard_settings() IS 'the slot guard''s settings: Airbyte slot, dfe_airbyte.max_slot_wal_size in bytes (NULL: no limit), warning fraction, limit action, inactivity threshold, max_slot_wal_keep_size in bytes (NULL: none)';
+    LANGUAGE C STABLE
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_slot_guard_settings() IS 'the slot guard''s settings: Airbyte slot, dfe_airbyte.max_slot_wal_size in bytes (NULL: no limit), warning fraction, limit action, inactivity threshold, max_slot_wal_keep_size in bytes (NULL: none)';
 
 -- One check's sampling work, done now in this transaction (no limit action):
--- for tests and benchmarks.
-CREATE FUNCTION dfe_airbyte_check_slots_now(
+-- for tests and benchmarks.  SECURITY DEFINER (owned by the superuser who
+-- created the extension, search_path pinned): it writes slot_samples and
+-- slot_state, which dfe_airbyte_admin may only read; granting it INSERT and
+-- UPDATE there would let it forge the history instead of only sampling.
+CREATE FUNCTION @extschema@.dfe_airbyte_check_slots_now(
     OUT slots integer,
     OUT elapsed_ms double precision,
     OUT buffers_hit bigint,
     OUT buffers_read bigint)
     AS 'MODULE_PATHNAME', 'dfe_airbyte_check_slots_now'
-    LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION dfe_airbyte_check_slots_now() IS 'samples the logical slots of this database now, as one worker check does (without the limit action); returns its cost';
-REVOKE ALL ON FUNCTION dfe_airbyte_check_slots_now() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION dfe_airbyte_check_slots_now() TO dfe_airbyte_admin;
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_check_slots_now() IS 'samples the logical slots of this database now, as one worker check does (without the limit action); returns its cost';
+REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_check_slots_now() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_check_slots_now() TO dfe_airbyte_admin;
 
 -- The sync schedule the slot view judges growth and inactivity over
 -- (dfe_airbyte.sync_interval, else dfe_airbyte.sync_stale_after / 3).
-CREATE FUNCTION dfe_airbyte_slot_rhythm(
+CREATE FUNCTION @extschema@.dfe_airbyte_slot_rhythm(
     OUT sync_interval interval,
     OUT interval_source text,
     OUT inactive_intervals integer)
     AS 'MODULE_PATHNAME', 'dfe_airbyte_slot_rhythm'
     LANGUAGE C STABLE
     SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION dfe_airbyte_slot_rhythm() IS 'the Airbyte sync interval the slot guard judges growth and inactivity over, where it comes from, and how many intervals without a consumer make a slot inactive';
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_slot_rhythm() IS 'the Airbyte sync interval the slot guard judges growth and inactivity over, where it comes from, and how many intervals without a consumer make a slot inactive';
 
 -- Total and free space of the data directory's file system (statvfs), or
 -- dfe_airbyte.disk_free_override.
-CREATE FUNCTION dfe_airbyte_disk_space(
+CREATE FUNCTION @extschema@.dfe_airbyte_disk_space(
     OUT total_bytes bigint,
     OUT free_bytes bigint,
     OUT source text)
     AS 'MODULE_PATHNAME', 'dfe_airbyte_disk_space'
     LANGUAGE C VOLATILE
     SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION dfe_airbyte_disk_space() IS 'total and free bytes of the data directory''s file system (statvfs), or the free space set by dfe_airbyte.disk_free_override (total NULL)';
-REVOKE ALL ON FUNCTION dfe_airbyte_disk_space() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION dfe_airbyte_disk_space() TO pg_monitor, dfe_airbyte_admin;
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_disk_space() IS 'total and free bytes of the data directory''s file system (statvfs), or the free space set by dfe_airbyte.disk_free_override (total NULL)';
+REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_disk_space() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_disk_space() TO pg_monitor, dfe_airbyte_admin;
 
 CREATE VIEW dfe_airbyte.replication_slot_health AS
 WITH cfg AS MATERIALIZED (
-    SELECT * FROM dfe_airbyte_slot_guard_settings()
+    SELECT * FROM @extschema@.dfe_airbyte_slot_guard_settings()
+), ident AS MATERIALIZED (
+    -- a restore of another server's backup that no DBA has confirmed yet
+    SELECT coalesce((SELECT i.system_identifier <> @extschema@.dfe_airbyte_system_identifier()
+                     FROM dfe_airbyte.server_identity i), false) AS restored
 ), pos AS MATERIALIZED (
     -- on a standby there are no logical slots (PostgreSQL 15), but the view
     -- must not fail there: pg_current_wal_lsn() would
@@ -215,6 +236,7 @@ WITH cfg AS MATERIALIZED (
 ), k AS (
     SELECT j.*,
            CASE
+               WHEN guarded AND (SELECT restored FROM ident) THEN 'restored'
                WHEN missing OR wal_status = 'lost' THEN 'lost'
                WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes THEN 'critical'
                WHEN wal_status = 'unreserved' THEN 'critical'
@@ -253,6 +275,8 @@ SELECT slot_name,
        last_active_at,
        status,
        CASE status
+           WHEN 'restored' THEN
+               'This database was restored from a backup of another server (its system identifier differs from the one in the slot guard''s history): the guard recreates nothing and asks Airbyte for nothing. Check that the dfe_airbyte settings are this environment''s, then run SELECT dfe_airbyte_confirm_restore().'
            WHEN 'lost' THEN
                CASE WHEN missing THEN
                    format('The Airbyte slot %s no longer exists (dropped, or this server was promoted from a standby: PostgreSQL 15 does not copy slots to standbys), so Airbyte cannot continue CDC. ', slot_name)
@@ -303,7 +327,7 @@ SELECT slot_name,
 FROM k
 ORDER BY slot_name;
 
-COMMENT ON VIEW dfe_airbyte.replication_slot_health IS 'one row per logical replication slot of this database: retained WAL, limit, growth, time to limit and a status (ok, warning, critical, inactive, lost) with a hint';
+COMMENT ON VIEW dfe_airbyte.replication_slot_health IS 'one row per logical replication slot of this database: retained WAL, limit, growth, time to limit and a status (ok, warning, critical, inactive, lost, restored) with a hint';
 REVOKE ALL ON dfe_airbyte.replication_slot_health FROM PUBLIC;
 GRANT SELECT ON dfe_airbyte.replication_slot_health TO pg_monitor, dfe_airbyte_admin;
 

@@ -5,7 +5,7 @@
 -- disk (slot_limit_advice): checks that need the heartbeat table itself
 -- (the caller, e.g. pg_monitor, may not read it: SECURITY DEFINER, which
 -- shows only whether the row exists) or objects installed after this view.
-CREATE FUNCTION dfe_airbyte_flow_problems()
+CREATE FUNCTION @extschema@.dfe_airbyte_flow_problems()
     RETURNS TABLE (severity text, object text, problem text, hint text)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -58,10 +58,10 @@ BEGIN
     END IF;
 END
 $fn$;
-COMMENT ON FUNCTION dfe_airbyte_flow_problems() IS
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_flow_problems() IS
     'the heartbeat (publication, row) and slot bound (disk headroom) part of dfe_airbyte.config_problems';
-REVOKE ALL ON FUNCTION dfe_airbyte_flow_problems() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION dfe_airbyte_flow_problems() TO dfe_airbyte_admin, pg_monitor;
+REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_flow_problems() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_flow_problems() TO dfe_airbyte_admin, pg_monitor;
 
 -- config_problems gains the rows of dfe_airbyte_flow_problems() (same columns)
 CREATE OR REPLACE VIEW dfe_airbyte.config_problems AS
@@ -100,7 +100,7 @@ stream_keys AS (
     SELECT s->>'name' AS table_name,
            (SELECT string_agg(e.k->>0, ', ' ORDER BY e.o)
               FROM jsonb_array_elements(s->'primaryKey') WITH ORDINALITY AS e(k, o)) AS stream_pk
-      FROM jsonb_array_elements(dfe_airbyte_stream_config()->'configurations'->'streams') AS s
+      FROM jsonb_array_elements(@extschema@.dfe_airbyte_stream_config()->'configurations'->'streams') AS s
 ),
 pub AS (
     SELECT p.* FROM pg_catalog.pg_publication p, conf WHERE p.pubname = conf.publication
@@ -272,7 +272,7 @@ problems (severity, object, problem, hint) AS (
        AND (s.database IS DISTINCT FROM current_database() OR s.plugin IS DISTINCT FROM 'pgoutput')
     UNION ALL
     SELECT sp.severity, sp.object, sp.problem, sp.hint
-      FROM dfe_airbyte_setting_problems() AS sp
+      FROM @extschema@.dfe_airbyte_setting_problems() AS sp
     UNION ALL
     SELECT fp.severity, fp.object, fp.problem, fp.hint
       FROM @extschema@.dfe_airbyte_flow_problems() AS fp

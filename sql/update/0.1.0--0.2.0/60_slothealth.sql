@@ -7,32 +7,36 @@ ALTER TABLE dfe_airbyte.slot_state ADD COLUMN confirmed_flush_lsn pg_lsn;
 
 -- The sync schedule the slot view judges growth and inactivity over
 -- (dfe_airbyte.sync_interval, else dfe_airbyte.sync_stale_after / 3).
-CREATE FUNCTION dfe_airbyte_slot_rhythm(
+CREATE FUNCTION @extschema@.dfe_airbyte_slot_rhythm(
     OUT sync_interval interval,
     OUT interval_source text,
     OUT inactive_intervals integer)
     AS 'MODULE_PATHNAME', 'dfe_airbyte_slot_rhythm'
     LANGUAGE C STABLE
     SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION dfe_airbyte_slot_rhythm() IS 'the Airbyte sync interval the slot guard judges growth and inactivity over, where it comes from, and how many intervals without a consumer make a slot inactive';
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_slot_rhythm() IS 'the Airbyte sync interval the slot guard judges growth and inactivity over, where it comes from, and how many intervals without a consumer make a slot inactive';
 
 -- Total and free space of the data directory's file system (statvfs), or
 -- dfe_airbyte.disk_free_override.
-CREATE FUNCTION dfe_airbyte_disk_space(
+CREATE FUNCTION @extschema@.dfe_airbyte_disk_space(
     OUT total_bytes bigint,
     OUT free_bytes bigint,
     OUT source text)
     AS 'MODULE_PATHNAME', 'dfe_airbyte_disk_space'
     LANGUAGE C VOLATILE
     SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION dfe_airbyte_disk_space() IS 'total and free bytes of the data directory''s file system (statvfs), or the free space set by dfe_airbyte.disk_free_override (total NULL)';
-REVOKE ALL ON FUNCTION dfe_airbyte_disk_space() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION dfe_airbyte_disk_space() TO pg_monitor, dfe_airbyte_admin;
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_disk_space() IS 'total and free bytes of the data directory''s file system (statvfs), or the free space set by dfe_airbyte.disk_free_override (total NULL)';
+REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_disk_space() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_disk_space() TO pg_monitor, dfe_airbyte_admin;
 
 -- replication_slot_health: new columns at the end (sync_interval, peak_retained_bytes)
 CREATE OR REPLACE VIEW dfe_airbyte.replication_slot_health AS
 WITH cfg AS MATERIALIZED (
-    SELECT * FROM dfe_airbyte_slot_guard_settings()
+    SELECT * FROM @extschema@.dfe_airbyte_slot_guard_settings()
+), ident AS MATERIALIZED (
+    -- a restore of another server's backup that no DBA has confirmed yet
+    SELECT coalesce((SELECT i.system_identifier <> @extschema@.dfe_airbyte_system_identifier()
+                     FROM dfe_airbyte.server_identity i), false) AS restored
 ), pos AS MATERIALIZED (
     -- on a standby there are no logical slots (PostgreSQL 15), but the view
     -- must not fail there: pg_current_wal_lsn() would
@@ -128,6 +132,7 @@ WITH cfg AS MATERIALIZED (
 ), k AS (
     SELECT j.*,
            CASE
+               WHEN guarded AND (SELECT restored FROM ident) THEN 'restored'
                WHEN missing OR wal_status = 'lost' THEN 'lost'
                WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes THEN 'critical'
                WHEN wal_status = 'unreserved' THEN 'critical'
@@ -166,6 +171,8 @@ SELECT slot_name,
        last_active_at,
        status,
        CASE status
+           WHEN 'restored' THEN
+               'This database was restored from a backup of another server (its system identifier differs from the one in the slot guard''s history): the guard recreates nothing and asks Airbyte for nothing. Check that the dfe_airbyte settings are this environment''s, then run SELECT dfe_airbyte_confirm_restore().'
            WHEN 'lost' THEN
                CASE WHEN missing THEN
                    format('The Airbyte slot %s no longer exists (dropped, or this server was promoted from a standby: PostgreSQL 15 does not copy slots to standbys), so Airbyte cannot continue CDC. ', slot_name)
