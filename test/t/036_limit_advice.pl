@@ -15,12 +15,16 @@ my $node = DfeTest::new_node('advice', conf => <<"CONF");
 dfe_airbyte.check_interval = 1s
 dfe_airbyte.disk_free_override = 7GB
 dfe_airbyte.max_slot_wal_size = 10GB
-dfe_airbyte.slot_limit_action = recreate
+dfe_airbyte.slot_limit_action = warn
 CONF
 DfeTest::wait_for_worker($node);
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
 sql(q{SELECT pg_create_logical_replication_slot('airbyte_slot', 'pgoutput')});
+# recreate only once the slot exists (recreate would create a missing one)
+sql(q{ALTER SYSTEM SET dfe_airbyte.slot_limit_action = 'recreate'});
+$node->reload;
+ok(DfeTest::poll_until($node, q{SELECT limit_action FROM dfe_airbyte_slot_guard_settings()}, 'recreate'), 'recreate');
 ok(DfeTest::poll_until($node, q{SELECT count(*) > 0 FROM dfe_airbyte.slot_samples WHERE current_lsn IS NOT NULL}, 't'),
 	'the guard samples the server\'s WAL position');
 
