@@ -666,6 +666,9 @@ job_from_json(const HttpRequest *req, cJSON *obj, AirbyteJob *job)
 	job->start_time = dup_or_null(json_string(obj, "startTime"));
 	job->last_updated_at = dup_or_null(json_string(obj, "lastUpdatedAt"));
 	job->created_at = iso_timestamp(job->start_time);
+	/* progress, for the data flow checks (flow_checks.c) */
+	job->rows_synced = json_int64(cJSON_GetObjectItemCaseSensitive(obj, "rowsSynced"));
+	job->bytes_synced = json_int64(cJSON_GetObjectItemCaseSensitive(obj, "bytesSynced"));
 }
 
 /* a config-API JobRead ({"id","configType","status","createdAt"(s)}) */
@@ -688,6 +691,9 @@ job_from_config_json(const HttpRequest *req, cJSON *obj, AirbyteJob *job)
 							: strcmp(type, "reset_connection") == 0 ? "reset" : type);
 	if (created > 0)
 		job->created_at = time_t_to_timestamptz((pg_time_t) created);
+	/* the config API's JobRead carries no progress counters */
+	job->rows_synced = -1;
+	job->bytes_synced = -1;
 }
 
 bool

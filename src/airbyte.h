@@ -23,6 +23,8 @@ typedef struct AirbyteJob
 	char	   *start_time;		/* ISO 8601 as Airbyte sent it, or NULL */
 	char	   *last_updated_at;	/* ISO 8601 or NULL */
 	TimestampTz created_at;		/* when Airbyte created it; 0: unknown */
+	int64		rows_synced;	/* rowsSynced, -1 when not given */
+	int64		bytes_synced;	/* bytesSynced, -1 when not given */
 } AirbyteJob;
 
 /* what Airbyte answered to POST /api/v1/connections/refresh */

@@ -176,6 +176,17 @@ def bearer_token(headers):
     return None
 
 
+def set_job_progress(job, data):
+    """Control API: a job's rowsSynced/bytesSynced (progress of a running
+    job, or what a finished one synced); True when data set any."""
+    found = False
+    for key in ("rowsSynced", "bytesSynced"):
+        if key in data:
+            job[key] = int(data[key])
+            found = True
+    return found
+
+
 class Reply:
     """What a handler answers. body: dict/list -> JSON, str -> text/plain."""
 
@@ -404,7 +415,8 @@ class State:
                 "connectionId": job["connectionId"],
                 "lastUpdatedAt": iso8601(since),
                 "duration": iso_duration(end - job["created"]),
-                "bytesSynced": 0, "rowsSynced": 0}
+                "bytesSynced": job.get("bytesSynced", 0),
+                "rowsSynced": job.get("rowsSynced", 0)}
 
     def find_job(self, job_id):
         for job in self.jobs:
@@ -1452,6 +1464,7 @@ class Handler(BaseHTTPRequestHandler):
                 final_status=data.get("final_status"),
                 pending_seconds=data.get("pending_seconds"),
                 running_seconds=data.get("running_seconds"))
+            set_job_progress(job, data)
             return Reply(200, self.state.job_json(job))
 
     @route("GET", r"/_fake/airbyte/jobs")
@@ -1468,7 +1481,10 @@ class Handler(BaseHTTPRequestHandler):
             if job is None:
                 raise HTTPError(404, {"message": "no job %s" % job_id})
             if "status" not in data:
+                if set_job_progress(job, data):
+                    return Reply(200, self.state.job_json(job))
                 raise HTTPError(400, {"message": "status required"})
+            set_job_progress(job, data)
             self.state.set_job_status(
                 job, data["status"], frozen=truthy(data.get("frozen", True)),
                 final_status=data.get("final_status"),

@@ -562,6 +562,26 @@ class FakeServerTest(unittest.TestCase):
             self.assertEqual((rec[-1]["accepted_status"], rec[-1]["fault"]),
                              (200, kind))
 
+    def test_job_progress(self):
+        # rowsSynced/bytesSynced per job, set at creation and updated alone
+        auth = self.airbyte_token()
+        job = self.control("POST", "/_fake/airbyte/jobs",
+                           {"status": "running", "frozen": True,
+                            "rowsSynced": 10, "bytesSynced": 1000})
+        self.assertEqual((job["rowsSynced"], job["bytesSynced"]), (10, 1000))
+        self.control("POST", "/_fake/airbyte/jobs/%d" % job["jobId"],
+                     {"rowsSynced": 25})
+        got = self.call("GET", "/api/public/v1/jobs/%d" % job["jobId"],
+                        headers=auth)[2]
+        self.assertEqual((got["status"], got["rowsSynced"],
+                          got["bytesSynced"]), ("running", 25, 1000))
+        # neither status nor progress: still a 400
+        self.assertEqual(self.call("POST", "/_fake/airbyte/jobs/%d"
+                                   % job["jobId"], {})[0], 400)
+        other = self.control("POST", "/_fake/airbyte/jobs",
+                             {"status": "succeeded"})
+        self.assertEqual(other["rowsSynced"], 0)
+
     def test_job_final_status(self):
         self.control("POST", "/_fake/config", {"job_final_status": "failed",
                                                "job_pending_seconds": 0,
