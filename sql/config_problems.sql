@@ -6,7 +6,7 @@
 -- your own server): they are checked on their own below.
 CREATE VIEW problems AS
     SELECT severity, object, problem, hint FROM dfe_airbyte.config_problems
-     WHERE object NOT IN ('background worker', 'dfe_airbyte.database', 'max_slot_wal_keep_size');
+     WHERE object NOT IN ('background worker', 'dfe_airbyte.database', 'max_slot_wal_keep_size', 'disk headroom');
 
 -- empty lists: only settings, publication, heartbeat table and slot
 SELECT severity, object, problem FROM problems;
@@ -105,7 +105,7 @@ DELETE FROM dfe_airbyte.excluded;
 
 -- the settings part on its own, the same for everyone allowed; never a secret
 SELECT severity, object FROM dfe_airbyte_setting_problems()
- WHERE object NOT IN ('background worker', 'dfe_airbyte.database', 'max_slot_wal_keep_size') ORDER BY 2, 1;
+ WHERE object NOT IN ('background worker', 'dfe_airbyte.database', 'max_slot_wal_keep_size', 'disk headroom') ORDER BY 2, 1;
 
 -- who may look
 CREATE ROLE regress_cp_plain;
@@ -118,11 +118,11 @@ SELECT count(*) FROM dfe_airbyte_setting_problems();
 SET ROLE regress_cp_monitor;
 SELECT count(*) = :superuser_rows AS monitor_sees_all
   FROM dfe_airbyte.config_problems
- WHERE object NOT IN ('background worker', 'dfe_airbyte.database', 'max_slot_wal_keep_size');
+ WHERE object NOT IN ('background worker', 'dfe_airbyte.database', 'max_slot_wal_keep_size', 'disk headroom');
 SET ROLE regress_cp_admin;
 SELECT count(*) = :superuser_rows AS admin_sees_all
   FROM dfe_airbyte.config_problems
- WHERE object NOT IN ('background worker', 'dfe_airbyte.database', 'max_slot_wal_keep_size');
+ WHERE object NOT IN ('background worker', 'dfe_airbyte.database', 'max_slot_wal_keep_size', 'disk headroom');
 RESET ROLE;
 
 DROP PUBLICATION airbyte_publication;

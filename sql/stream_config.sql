@@ -18,22 +18,28 @@ SELECT dfe_airbyte_stream_config_json();
 -- jsonb sorts the keys; the json text keeps the gem's order; both are the same value
 SELECT dfe_airbyte_stream_config_json()::jsonb = dfe_airbyte_stream_config() AS same_value;
 
--- the gem's second case: users: [email, name] on a table without a primary key -> email
+-- the gem's second case: users: [email, name] on a table without a primary key.
+-- The gem guesses email as the key of an incremental stream, which makes
+-- Airbyte reject the WHOLE PATCH (its Postgres source offers such a table
+-- only in full refresh, without _ab_cdc_* fields): SPEC §3 full_refresh_overwrite,
+-- no cursor, no key, only the allowlisted columns
 DROP TABLE users;
 CREATE TABLE users (email text, name text, created_at timestamptz);
 SELECT list, tables, columns FROM dfe_airbyte_load_config('users: [email, name]');
 SELECT * FROM streams();
--- ... and the same when the table does not exist (allowlist order is name order then)
+-- ... a table that does not exist keeps the CDC shape (allowlist order is name
+-- order then; config_problems reports the table)
 DROP TABLE users;
 SELECT * FROM streams();
 
--- columns follow the table's column order, missing ones follow by name;
--- id wins the gem's rule when the table has no primary key
+-- columns follow the table's column order, missing ones follow by name
+-- (here a table without a primary key: full refresh)
 CREATE TABLE schools (urn text, name text, id integer, opened_on date);
 SELECT list, tables, columns FROM dfe_airbyte_load_config('schools: [opened_on, zeta, id, name, alpha]');
 SELECT * FROM streams();
 
 -- a duplicated column appears once: the _ab_cdc_* fields are always first, once
+ALTER TABLE schools ADD PRIMARY KEY (id);
 SELECT list, tables, columns FROM dfe_airbyte_load_config(
 $yaml$shared:
   schools:
@@ -44,6 +50,7 @@ $yaml$shared:
 $yaml$);
 SELECT * FROM streams();
 SELECT jsonb_path_query(dfe_airbyte_stream_config(), '$.configurations.streams[0].selectedFields.size()') AS fields;
+ALTER TABLE schools DROP CONSTRAINT schools_pkey;
 
 -- composite primary key: every key column in index order (not column order),
 -- INCLUDE columns are not part of the key

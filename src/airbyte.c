@@ -6,10 +6,18 @@
  * The access token is cached per process in TopMemoryContext until shortly
  * before it expires (60 s, or a tenth of its lifetime when that is less).
  * A 401 from any call drops it, fetches a new one and repeats the call
- * once.  Servers before Airbyte 0.63.10 have no public token endpoint: on a
- * 404 we use the old config-API one, whose answer has no expires_in, and
- * read the expiry from the JWT's exp claim instead.  Which endpoint works
- * is remembered for the process.
+ * once.  Servers before Airbyte 0.63.7 have no public token endpoint
+ * (airbyte-platform commit ff7d645cea, config.yaml @ v0.63.7) and answer
+ * it 404, or 401/403 where Micronaut Security rejects the unknown route
+ * (shared/background/api_conformance.md §2 #7): on any of those we use the
+ * config-API one, whose answer has no expires_in, and read the expiry from
+ * the JWT's exp claim instead.  Which endpoint works is remembered for the
+ * process.
+ *
+ * The server's version (GET /api/v1/instance_configuration, anonymous) is
+ * read once per process: it decides how jobs are listed (the public list
+ * shows refresh jobs only from 1.8.0) and whether a PATCH may be sent at
+ * all (selectedFields exists from 0.60.1).
  *
  * The client secret and every token are registered with the HTTP layer,
  * which redacts them from every message it builds; request bodies that held
@@ -46,6 +54,11 @@
 #define TOKEN_RENEW_FRACTION 0.1
 /* how much of a malformed answer an error quotes */
 #define ANSWER_EXCERPT 120
+/* how many of the newest jobs are read when looking for a running one */
+#define RECENT_JOBS 20
+/* a 409 without a running job to follow: ask again this often, this far apart */
+#define START_SYNC_ROUNDS 3
+#define START_SYNC_PAUSE_MS 2000
 
 long		airbyte_last_http_status = -1;
 
@@ -55,6 +68,14 @@ static TimestampTz token_renew_at = 0;
 static uint32 token_config_hash = 0;
 /* 0: not known yet, 1: public endpoint works, 2: only the legacy one */
 static int	token_endpoint = 0;
+
+/* the server version cache (TopMemoryContext); see airbyte_server_version */
+static char *server_version = NULL;
+static int	server_version_num[3];
+static bool server_version_parsed = false;
+static uint32 server_version_hash = 0;
+
+static void sleep_interruptible(long ms);
 
 /* ---------------------------------------------------------------------- */
 /* configuration                                                          */
@@ -168,7 +189,7 @@ answer_lacks(const HttpRequest *req, const char *what)
 			 errmsg("Airbyte's answer to %s has no %s", req->what, what),
 			 errdetail("%s %s answered: %s", req->method, http_redact(req->url),
 					   http_redact(pnstrdup(req->response->data, 300))),
-			 errhint("Check that dfe_airbyte.airbyte_url points at a supported Airbyte server (0.50 or later).")));
+			 errhint("Check that dfe_airbyte.airbyte_url points at a supported Airbyte server (0.60.1 or later).")));
 }
 
 /* ---------------------------------------------------------------------- */
@@ -300,11 +321,18 @@ get_token(void)
 	forget_token();
 
 	req = token_request(token_endpoint == 2);
-	if (req->status == 404 && token_endpoint != 2)
+	if ((req->status == 404 || req->status == 401 || req->status == 403) &&
+		token_endpoint != 2)
 	{
-		/* Airbyte before 0.63.10: only the config API issues tokens */
+		/*
+		 * Airbyte before 0.63.7: only the config API issues tokens; the
+		 * missing public route answers 404, or 401/403 behind Micronaut
+		 * Security (api_conformance.md §2 #7).  The legacy endpoint exists
+		 * in every version from 0.55 on.
+		 */
 		ereport(DEBUG1,
-				(errmsg_internal("dfe_airbyte: the public token endpoint answered 404, using /api/v1/applications/token")));
+				(errmsg_internal("dfe_airbyte: the public token endpoint answered %ld, using /api/v1/applications/token",
+								 req->status)));
 		req = token_request(true);
 		if (http_ok(req))
 			token_endpoint = 2;
@@ -357,8 +385,8 @@ get_token(void)
  * whether a non-2xx answer raises at once.
  */
 static HttpRequest *
-airbyte_call(const char *what, const char *method, const char *path,
-			 const char *json_body, bool check)
+airbyte_call_once(const char *what, const char *method, const char *path,
+				  const char *json_body, bool check, bool no_retry)
 {
 	HttpRequest *req;
 	int			round;
@@ -370,6 +398,7 @@ airbyte_call(const char *what, const char *method, const char *path,
 		/* every call carries the JSON content type, GET included */
 		req->content_type = "application/json";
 		req->body = json_body;
+		req->no_retry = no_retry;
 		http_perform_one(req);
 		airbyte_last_http_status = req->status;
 		if (req->status == 401 && round == 0)
@@ -384,6 +413,97 @@ airbyte_call(const char *what, const char *method, const char *path,
 	if (check)
 		http_check(req);
 	return req;
+}
+
+static HttpRequest *
+airbyte_call(const char *what, const char *method, const char *path,
+			 const char *json_body, bool check)
+{
+	return airbyte_call_once(what, method, path, json_body, check, false);
+}
+
+/* ---------------------------------------------------------------------- */
+/* the server version                                                     */
+/* ---------------------------------------------------------------------- */
+
+/* "1.2.0", "v1.2.0", "1.2.0-rc1" → {1,2,0}; false for "dev" and the like */
+static bool
+parse_version(const char *text, int out[3])
+{
+	int			n;
+
+	out[0] = out[1] = out[2] = 0;
+	if (*text == 'v' || *text == 'V')
+		text++;
+	n = sscanf(text, "%d.%d.%d", &out[0], &out[1], &out[2]);
+	return n >= 1;
+}
+
+const char *
+airbyte_server_version(void)
+{
+	uint32		h;
+	HttpRequest *req;
+	cJSON	   *answer;
+	const char *version;
+
+	if (!airbyte_configured())
+		return NULL;
+	h = config_hash();
+	if (server_version != NULL && h == server_version_hash)
+		return server_version;
+
+	/* anonymous (InstanceConfigurationApiController: IS_ANONYMOUS); once */
+	req = http_request_new("the Airbyte version read", "GET",
+						   airbyte_url("/api/v1/instance_configuration"));
+	req->no_retry = true;
+	http_perform_one(req);
+	if (!http_ok(req))
+		return NULL;			/* unknown; asked again next time */
+	answer = cJSON_Parse(req->response->data);
+	version = answer ? json_string(answer, "version") : NULL;
+	if (version != NULL && version[0] != '\0')
+	{
+		if (server_version)
+			pfree(server_version);
+		server_version = MemoryContextStrdup(TopMemoryContext, version);
+		server_version_parsed = parse_version(server_version, server_version_num);
+		server_version_hash = h;
+	}
+	if (answer)
+		cJSON_Delete(answer);
+	return server_version != NULL && h == server_version_hash ? server_version : NULL;
+}
+
+int
+airbyte_version_at_least(int major, int minor, int patch)
+{
+	int			want[3] = {major, minor, patch};
+
+	if (airbyte_server_version() == NULL || !server_version_parsed)
+		return -1;
+	for (int i = 0; i < 3; i++)
+		if (server_version_num[i] != want[i])
+			return server_version_num[i] > want[i] ? 1 : 0;
+	return 1;
+}
+
+/*
+ * Below 0.60.1 the public API has no StreamConfiguration.selectedFields
+ * (commit c8781ef13b, absent from config.yaml @ v0.60.0); Airbyte's mapper
+ * ignores unknown properties, so the PATCH would select EVERY column of
+ * every stream: refuse instead (api_conformance.md §2 #6).
+ */
+static void
+refuse_unsafe_version(void)
+{
+	if (airbyte_version_at_least(0, 60, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("Airbyte %s is too old for dfe_airbyte: the connection was not changed",
+						airbyte_server_version()),
+				 errdetail("Airbyte before 0.60.1 ignores selectedFields, so the update would replicate every column of every allowlisted table, sensitive ones included."),
+				 errhint("Upgrade Airbyte to 0.60.1 or later (1.2.0 or later recommended); see the supported versions table in the README.")));
 }
 
 static char *
@@ -466,6 +586,7 @@ airbyte_refresh_connection(const char *stream_config_json)
 	airbyte_require_configuration();
 	connection_id = dfe_setting_connection_id();
 
+	refuse_unsafe_version();
 	source_id = airbyte_source_id(connection_id);
 	airbyte_discover(source_id);
 
@@ -500,6 +621,34 @@ dup_or_null(const char *s)
 	return s ? pstrdup(s) : NULL;
 }
 
+/*
+ * startTime of a public JobResponse, "2024-06-01T12:00:05Z" (seconds are
+ * left out when zero: OffsetDateTime.toString(), JobResponseMapper) → a
+ * timestamp; 0 when absent or unreadable.  Parsed by hand: timestamptz_in
+ * could raise on an odd answer.
+ */
+static TimestampTz
+iso_timestamp(const char *text)
+{
+	struct pg_tm tm;
+	int			n;
+	int			sec = 0;
+	TimestampTz result;
+
+	if (text == NULL)
+		return 0;
+	memset(&tm, 0, sizeof(tm));
+	n = sscanf(text, "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+			   &tm.tm_hour, &tm.tm_min, &sec);
+	if (n < 5)
+		return 0;
+	tm.tm_sec = n == 6 ? sec : 0;
+	/* Airbyte writes UTC ("Z"); an offset would be ignored here */
+	if (tm2timestamp(&tm, 0, NULL, &result) != 0)
+		return 0;
+	return result;
+}
+
 /* a public-API JobResponse into *job */
 static void
 job_from_json(const HttpRequest *req, cJSON *obj, AirbyteJob *job)
@@ -516,6 +665,35 @@ job_from_json(const HttpRequest *req, cJSON *obj, AirbyteJob *job)
 	job->job_type = dup_or_null(json_string(obj, "jobType"));
 	job->start_time = dup_or_null(json_string(obj, "startTime"));
 	job->last_updated_at = dup_or_null(json_string(obj, "lastUpdatedAt"));
+	job->created_at = iso_timestamp(job->start_time);
+	/* progress, for the data flow checks (flow_checks.c) */
+	job->rows_synced = json_int64(cJSON_GetObjectItemCaseSensitive(obj, "rowsSynced"));
+	job->bytes_synced = json_int64(cJSON_GetObjectItemCaseSensitive(obj, "bytesSynced"));
+}
+
+/* a config-API JobRead ({"id","configType","status","createdAt"(s)}) */
+static void
+job_from_config_json(const HttpRequest *req, cJSON *obj, AirbyteJob *job)
+{
+	const char *status = json_string(obj, "status");
+	const char *type = json_string(obj, "configType");
+	int64		created = json_int64(cJSON_GetObjectItemCaseSensitive(obj, "createdAt"));
+
+	memset(job, 0, sizeof(*job));
+	job->job_id = json_int64(cJSON_GetObjectItemCaseSensitive(obj, "id"));
+	if (job->job_id < 0)
+		answer_lacks(req, "job id");
+	if (status == NULL)
+		answer_lacks(req, "job status");
+	job->status = pstrdup(status);
+	/* the public API's names: reset_connection is "reset" there */
+	job->job_type = pstrdup(type == NULL ? "unknown"
+							: strcmp(type, "reset_connection") == 0 ? "reset" : type);
+	if (created > 0)
+		job->created_at = time_t_to_timestamptz((pg_time_t) created);
+	/* the config API's JobRead carries no progress counters */
+	job->rows_synced = -1;
+	job->bytes_synced = -1;
 }
 
 bool
@@ -547,36 +725,140 @@ airbyte_last_job(const char *job_type, AirbyteJob *job)
 	return found;
 }
 
+int
+airbyte_recent_jobs(AirbyteJob *jobs, int max)
+{
+	HttpRequest *req;
+	cJSON	   *answer;
+	cJSON	   *list;
+	cJSON	   *item;
+	int			n = 0;
+	const char *connection_id;
+
+	airbyte_require_configuration();
+	connection_id = dfe_setting_connection_id();
+	if (airbyte_version_at_least(1, 8, 0) == 1)
+	{
+		/* from 1.8.0 the public JobTypeEnum has refresh and clear */
+		req = airbyte_call("the Airbyte job list", "GET",
+						   psprintf("/api/public/v1/jobs?connectionId=%s&limit=%d&orderBy=createdAt%%7CDESC",
+									http_escape(connection_id), max),
+						   NULL, true);
+		answer = parse_answer(req);
+		list = cJSON_GetObjectItemCaseSensitive(answer, "data");
+		if (!cJSON_IsArray(list))
+			answer_lacks(req, "data list");
+		cJSON_ArrayForEach(item, list)
+		{
+			if (n >= max)
+				break;
+			memset(&jobs[n], 0, sizeof(AirbyteJob));
+			job_from_json(req, item, &jobs[n]);
+			n++;
+		}
+	}
+	else
+	{
+		/*
+		 * Before 1.8.0 (or when the version is unknown) the config API,
+		 * which lists every job type in every version, newest first:
+		 * JobListRequestBody {configTypes*, configId, pagination} →
+		 * JobReadList {jobs: [{job, attempts}], totalJobCount} (config.yaml).
+		 * "clear" joined JobConfigType in 1.0; older servers would reject it.
+		 */
+		cJSON	   *body = cJSON_CreateObject();
+		cJSON	   *types = cJSON_AddArrayToObject(body, "configTypes");
+		cJSON	   *page = cJSON_AddObjectToObject(body, "pagination");
+
+		cJSON_AddItemToArray(types, cJSON_CreateString("sync"));
+		cJSON_AddItemToArray(types, cJSON_CreateString("reset_connection"));
+		cJSON_AddItemToArray(types, cJSON_CreateString("refresh"));
+		if (airbyte_version_at_least(1, 0, 0) == 1)
+			cJSON_AddItemToArray(types, cJSON_CreateString("clear"));
+		cJSON_AddStringToObject(body, "configId", connection_id);
+		cJSON_AddNumberToObject(page, "pageSize", max);
+		cJSON_AddNumberToObject(page, "rowOffset", 0);
+		req = airbyte_call("the Airbyte job list", "POST", "/api/v1/jobs/list",
+						   json_print(body), true);
+		answer = parse_answer(req);
+		list = cJSON_GetObjectItemCaseSensitive(answer, "jobs");
+		if (!cJSON_IsArray(list))
+			answer_lacks(req, "jobs list");
+		cJSON_ArrayForEach(item, list)
+		{
+			cJSON	   *job = cJSON_GetObjectItemCaseSensitive(item, "job");
+
+			if (n >= max)
+				break;
+			if (!cJSON_IsObject(job))
+				answer_lacks(req, "job in the jobs list");
+			job_from_config_json(req, job, &jobs[n]);
+			n++;
+		}
+	}
+	cJSON_Delete(answer);
+	return n;
+}
+
+bool
+airbyte_latest_active_job(AirbyteJob *job)
+{
+	AirbyteJob	jobs[RECENT_JOBS];
+	int			n = airbyte_recent_jobs(jobs, RECENT_JOBS);
+
+	/* newest first: the first one that has not ended */
+	for (int i = 0; i < n; i++)
+		if (airbyte_job_active(jobs[i].status))
+		{
+			*job = jobs[i];
+			return true;
+		}
+	return false;
+}
+
 int64
 airbyte_start_sync(bool *already_running)
 {
-	cJSON	   *body;
-	HttpRequest *req;
+	HttpRequest *req = NULL;
 	cJSON	   *answer;
 	AirbyteJob	job;
 
 	airbyte_last_http_status = -1;
 	airbyte_require_configuration();
 	*already_running = false;
-	body = cJSON_CreateObject();
-	cJSON_AddStringToObject(body, "connectionId", dfe_setting_connection_id());
-	cJSON_AddStringToObject(body, "jobType", "sync");
-	req = airbyte_call("the Airbyte sync start", "POST", "/api/public/v1/jobs",
-					   json_print(body), false);
-	if (req->status == 409)
+	for (int round = 0; round < START_SYNC_ROUNDS; round++)
 	{
-		/* "A sync is already running for: ..." — use that job */
-		char	   *message = http_server_message(req);
+		cJSON	   *body = cJSON_CreateObject();
 
-		if (!airbyte_last_job("sync", &job))
-			ereport(ERROR,
-					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-					 errmsg("Airbyte refused to start a sync but lists no sync job"),
-					 errdetail("POST /api/public/v1/jobs answered HTTP 409: %s", message),
-					 errhint("Another kind of job (a reset or refresh) may be running for the connection; try again when it ends.")));
-		*already_running = true;
-		return job.job_id;
+		cJSON_AddStringToObject(body, "connectionId", dfe_setting_connection_id());
+		cJSON_AddStringToObject(body, "jobType", "sync");
+		req = airbyte_call("the Airbyte sync start", "POST", "/api/public/v1/jobs",
+						   json_print(body), false);
+		if (req->status != 409)
+			break;
+
+		/*
+		 * 409 "A sync is already running for: ..." comes for a running job
+		 * of ANY type — a refresh, reset or clear too (TemporalClient.
+		 * startNewManualSync: isWorkflowStateRunning).  Follow the newest
+		 * job that has not ended; a finished sync is never "the running
+		 * one".  When none is found, it ended in between: try again.
+		 */
+		if (airbyte_latest_active_job(&job))
+		{
+			*already_running = true;
+			return job.job_id;
+		}
+		if (round + 1 < START_SYNC_ROUNDS)
+			sleep_interruptible(START_SYNC_PAUSE_MS);
 	}
+	if (req->status == 409)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("Airbyte refused to start a sync but lists no running job"),
+				 errdetail("POST /api/public/v1/jobs answered HTTP 409 %d times: %s",
+						   START_SYNC_ROUNDS, http_server_message(req)),
+				 errhint("A job may be starting for the connection; try again when the Airbyte UI shows it.")));
 	http_check(req);
 	answer = parse_answer(req);
 	job_from_json(req, answer, &job);
@@ -600,29 +882,64 @@ airbyte_get_job(int64 job_id, AirbyteJob *job)
 	cJSON_Delete(answer);
 }
 
-int64
-airbyte_full_resync(void)
+AirbyteRefreshAnswer
+airbyte_full_resync(int64 *job_id)
 {
 	cJSON	   *body;
 	HttpRequest *req;
 	cJSON	   *answer;
-	cJSON	   *jobobj;
-	int64		id;
+	cJSON	   *item;
+	AirbyteRefreshAnswer result;
 
 	airbyte_last_http_status = -1;
 	airbyte_require_configuration();
+	*job_id = -1;
 	body = cJSON_CreateObject();
 	cJSON_AddStringToObject(body, "connectionId", dfe_setting_connection_id());
 	cJSON_AddStringToObject(body, "refreshMode", "Merge");
-	req = airbyte_call("the Airbyte full re-sync", "POST", "/api/v1/connections/refresh",
-					   json_print(body), true);
-	answer = parse_answer(req);
-	jobobj = cJSON_GetObjectItemCaseSensitive(answer, "job");
-	id = cJSON_IsObject(jobobj) ? json_int64(cJSON_GetObjectItemCaseSensitive(jobobj, "id")) : -1;
-	if (id < 0)
-		answer_lacks(req, "job id");
-	cJSON_Delete(answer);
-	return id;
+
+	/*
+	 * One attempt only: StreamRefreshesHandler saves the streams to refresh
+	 * BEFORE it starts a job, so a retry after a lost answer would queue a
+	 * second full refresh (api_conformance.md §2 #1).
+	 */
+	req = airbyte_call_once("the Airbyte full re-sync", "POST", "/api/v1/connections/refresh",
+							json_print(body), false, true);
+	if (req->status == 0 && !http_never_sent(req))
+		return REFRESH_LOST;
+
+	/*
+	 * 500 and 504: the server (or a gateway waiting for it) may have saved
+	 * the rows and then failed.  502 and 503 come from a gateway that could
+	 * not reach the server, and 429 from a rate limit in front of it: the
+	 * request did not arrive, like a refused connection or a 4xx.
+	 */
+	if (req->status == 500 || req->status == 504 ||
+		(req->status > 504 && req->status < 600))
+		return REFRESH_LOST;
+	http_check(req);			/* never sent, 502/503/429 or a 4xx: nothing saved */
+
+	/*
+	 * <= 1.1.x: BooleanRead {"value"} (config.yaml @ v1.1.0;
+	 * ConnectionApiController.java @ v1.1.0:176); >= 1.2.0: JobReadResponse
+	 * {"job": JobRead | null}, null with HTTP 200 when a job already runs or
+	 * the destination lacks refreshes (commit d64b416732).  Never 409.
+	 */
+	answer = cJSON_Parse(req->response->data);
+	item = answer ? cJSON_GetObjectItemCaseSensitive(answer, "value") : NULL;
+	if (cJSON_IsBool(item))
+		result = cJSON_IsTrue(item) ? REFRESH_ACCEPTED : REFRESH_UNSUPPORTED;
+	else if (answer && (item = cJSON_GetObjectItemCaseSensitive(answer, "job")) != NULL)
+	{
+		*job_id = cJSON_IsObject(item)
+			? json_int64(cJSON_GetObjectItemCaseSensitive(item, "id")) : -1;
+		result = *job_id >= 0 ? REFRESH_JOB : REFRESH_NULL_JOB;
+	}
+	else
+		result = REFRESH_ACCEPTED;	/* a 2xx: accepted, shape unknown */
+	if (answer)
+		cJSON_Delete(answer);
+	return result;
 }
 
 bool
@@ -689,7 +1006,7 @@ dfe_airbyte_start_sync(PG_FUNCTION_ARGS)
 
 	if (already_running)
 		ereport(NOTICE,
-				(errmsg("a sync is already running: job " INT64_FORMAT, job_id),
+				(errmsg("a job is already running: job " INT64_FORMAT, job_id),
 				 errhint("Wait for it with SELECT dfe_airbyte_wait_for_job(" INT64_FORMAT ").", job_id)));
 	PG_RETURN_INT64(job_id);
 }

@@ -13,6 +13,8 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
+
 typedef struct AirbyteJob
 {
 	int64		job_id;
@@ -20,7 +22,24 @@ typedef struct AirbyteJob
 	char	   *job_type;		/* sync, refresh, reset, ... */
 	char	   *start_time;		/* ISO 8601 as Airbyte sent it, or NULL */
 	char	   *last_updated_at;	/* ISO 8601 or NULL */
+	TimestampTz created_at;		/* when Airbyte created it; 0: unknown */
+	int64		rows_synced;	/* rowsSynced, -1 when not given */
+	int64		bytes_synced;	/* bytesSynced, -1 when not given */
 } AirbyteJob;
+
+/* what Airbyte answered to POST /api/v1/connections/refresh */
+typedef enum AirbyteRefreshAnswer
+{
+	REFRESH_JOB,				/* {"job": {...}} (>= 1.2.0): job_id set */
+	REFRESH_ACCEPTED,			/* {"value": true} (<= 1.1.x), or a 2xx we
+								 * cannot parse: rows saved, no job id */
+	REFRESH_NULL_JOB,			/* {"job": null} (>= 1.2.0): a job is running
+								 * (rows saved) or refreshes are unsupported */
+	REFRESH_UNSUPPORTED,		/* {"value": false}: the destination does not
+								 * support refreshes; nothing saved */
+	REFRESH_LOST				/* no answer after the request may have
+								 * reached the server (timeout, reset, 5xx) */
+} AirbyteRefreshAnswer;
 
 /* true when URL, client id, secret and connection id are all known */
 extern bool airbyte_configured(void);
@@ -48,9 +67,33 @@ extern void airbyte_get_job(int64 job_id, AirbyteJob *job);
 
 /*
  * Full re-sync after the slot was recreated: POST /api/v1/connections/refresh
- * {"connectionId", "refreshMode": "Merge"}; returns the refresh job id.
+ * {"connectionId", "refreshMode": "Merge"}, made ONCE (no HTTP retry: every
+ * accepted call queues one more full refresh).  Returns what Airbyte
+ * answered; *job_id is set for REFRESH_JOB.  ERROR only when the request
+ * certainly did not land (refused before sending, or a 4xx).
  */
-extern int64 airbyte_full_resync(void);
+extern AirbyteRefreshAnswer airbyte_full_resync(int64 *job_id);
+
+/*
+ * The connection's newest jobs of every type (sync, reset, refresh, clear),
+ * newest first, at most max: the public list from Airbyte 1.8.0 (before
+ * that it hides refresh and clear jobs), else the config API's
+ * POST /api/v1/jobs/list.  Returns the number filled in jobs[].
+ */
+extern int	airbyte_recent_jobs(AirbyteJob *jobs, int max);
+
+/* the newest job of any type that is not terminal; false when none */
+extern bool airbyte_latest_active_job(AirbyteJob *job);
+
+/*
+ * The Airbyte server's version from GET /api/v1/instance_configuration,
+ * cached per process; NULL when it cannot be read (then every behaviour
+ * that depends on it takes the choice that works on every version).
+ */
+extern const char *airbyte_server_version(void);
+
+/* 1: the server is at least major.minor.patch, 0: older, -1: unknown */
+extern int	airbyte_version_at_least(int major, int minor, int patch);
 
 /* status helpers */
 extern bool airbyte_job_finished(const char *status);	/* succeeded/failed/cancelled */

@@ -277,17 +277,25 @@ check_server(ProblemSink *sink)
 					"ALTER SYSTEM SET max_slot_wal_keep_size = '50GB' (above dfe_airbyte.max_slot_wal_size); SELECT pg_reload_conf();");
 }
 
-/* upgrades: the SQL objects are older (or newer) than the loaded library */
-static void
+/*
+ * upgrades: the SQL objects are older (or newer) than the loaded library.
+ * Returns false then: the checks that read the extension's own tables are
+ * skipped, since those tables may not exist in that version.
+ */
+static bool
 check_version(ProblemSink *sink)
 {
 	char	   *installed = dfe_installed_version();
 
 	if (installed && strcmp(installed, DFE_AIRBYTE_VERSION) != 0)
+	{
 		add_problem(sink, "error", "dfe_airbyte",
 					psprintf("the installed SQL objects are version %s but the loaded library is version %s: the worker's and the functions' queries may fail",
 							 installed, DFE_AIRBYTE_VERSION),
 					"ALTER EXTENSION dfe_airbyte UPDATE; (as a superuser, in this database)");
+		return false;
+	}
+	return true;
 }
 
 PG_FUNCTION_INFO_V1(dfe_airbyte_setting_problems);
@@ -301,8 +309,8 @@ dfe_airbyte_setting_problems(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	sink.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
-	check_version(&sink);
-	check_worker(&sink);
+	if (check_version(&sink))
+		check_worker(&sink);
 	check_airbyte(&sink);
 	check_bigquery(&sink);
 	check_server(&sink);

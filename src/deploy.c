@@ -521,6 +521,7 @@ typedef struct RefreshArgs
 {
 	const char *config;
 	int			streams;
+	const char *version;		/* the Airbyte server's, or NULL */
 } RefreshArgs;
 
 static void
@@ -529,6 +530,7 @@ refresh_connection(void *arg)
 	RefreshArgs *a = arg;
 	cJSON	   *parsed;
 
+	a->version = airbyte_server_version();
 	(void) airbyte_refresh_connection(a->config);
 	parsed = cJSON_Parse(a->config);
 	if (parsed)
@@ -543,7 +545,7 @@ static long
 step_refreshing_connection(DeployRow *d)
 {
 	BuildArgs	build = {NULL};
-	RefreshArgs refresh = {NULL, 0};
+	RefreshArgs refresh = {NULL, 0, NULL};
 	StepError  *e;
 
 	if ((e = run_step(build_config, &build)) != NULL)
@@ -554,7 +556,8 @@ step_refreshing_connection(DeployRow *d)
 
 	xact_begin();
 	record_step(d->id, "starting_sync",
-				psprintf("source schema rediscovered; connection updated with %d stream%s",
+				psprintf("Airbyte %s: source schema rediscovered; connection updated with %d stream%s",
+						 refresh.version ? refresh.version : "(version unknown)",
 						 refresh.streams, refresh.streams == 1 ? "" : "s"), 0);
 	xact_commit();
 	return 0;
@@ -564,6 +567,7 @@ typedef struct StartArgs
 {
 	int64		job_id;
 	char	   *status;			/* of the reused job */
+	char	   *job_type;		/* of the reused job */
 	bool		reused;
 	bool		conflict;
 } StartArgs;
@@ -574,10 +578,17 @@ start_sync(void *arg)
 	StartArgs  *a = arg;
 	AirbyteJob	job;
 
-	if (airbyte_last_job("sync", &job) && airbyte_job_active(job.status))
+	memset(&job, 0, sizeof(job));
+	/*
+	 * A job of any type that has not ended (a refresh, reset or clear
+	 * blocks a sync too: Airbyte answers 409), newest first; before 1.8.0
+	 * the public list hides refresh jobs, so airbyte.c asks the config API.
+	 */
+	if (airbyte_latest_active_job(&job))
 	{
 		a->job_id = job.job_id;
 		a->status = job.status;
+		a->job_type = job.job_type;
 		a->reused = true;
 		return;
 	}
@@ -587,7 +598,7 @@ start_sync(void *arg)
 static long
 step_starting_sync(DeployRow *d)
 {
-	StartArgs	a = {0, NULL, false, false};
+	StartArgs	a = {0, NULL, NULL, false, false};
 	StepError  *e;
 	char	   *message;
 
@@ -595,10 +606,10 @@ step_starting_sync(DeployRow *d)
 		return step_failed(d, e);
 
 	if (a.reused)
-		message = psprintf("a sync is already %s: waiting for job " INT64_FORMAT " instead of starting one",
-						   a.status, a.job_id);
+		message = psprintf("a %s job is already %s: waiting for job " INT64_FORMAT " instead of starting one",
+						   a.job_type ? a.job_type : "sync", a.status, a.job_id);
 	else if (a.conflict)
-		message = psprintf("Airbyte answered that a sync is already running: waiting for job " INT64_FORMAT,
+		message = psprintf("Airbyte answered that a job is already running: waiting for job " INT64_FORMAT,
 						   a.job_id);
 	else
 		message = psprintf("started sync job " INT64_FORMAT, a.job_id);
@@ -651,7 +662,8 @@ step_waiting_for_sync(DeployRow *d)
 	{
 		xact_begin();
 		record_step(d->id, "applying_policy_tags",
-					psprintf("sync job " INT64_FORMAT " succeeded", d->job_id), 0);
+					psprintf("%s job " INT64_FORMAT " succeeded",
+							 a.job.job_type ? a.job.job_type : "sync", d->job_id), 0);
 		xact_commit();
 		return 0;
 	}

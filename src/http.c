@@ -667,12 +667,25 @@ http_server_message(const HttpRequest *req)
 	{
 		cJSON	   *err = cJSON_GetObjectItemCaseSensitive(root, "error");
 
+		cJSON	   *data = cJSON_GetObjectItemCaseSensitive(root, "data");
+
 		if (cJSON_IsObject(err))	/* Google: {"error": {"message": ...}} */
 			msg = json_string_at(err, "message");
-		if (!msg)
-			msg = json_string_at(root, "message");	/* Airbyte */
+
+		/*
+		 * Airbyte's public API answers problem bodies whose "detail" is a
+		 * fixed sentence per problem type ("The request could not be
+		 * understood by the server due to malformed syntax."); the specific
+		 * text is in data.message (airbyte-platform api-problems.yaml,
+		 * AbstractThrowableProblemHandler).  The config API answers
+		 * {"message"}.  So: data.message, then detail, then message.
+		 */
+		if (!msg && cJSON_IsObject(data))
+			msg = json_string_at(data, "message");
 		if (!msg)
 			msg = json_string_at(root, "detail");
+		if (!msg)
+			msg = json_string_at(root, "message");
 		if (!msg)
 			msg = json_string_at(root, "error_description");	/* OAuth */
 		if (!msg && cJSON_IsString(err))
@@ -768,6 +781,28 @@ http_raise(const HttpRequest *req)
 			 errdetail("%s %s answered: %s", req->method, http_redact(req->url), message),
 			 errhint("%s", hint)));
 	pg_unreachable();
+}
+
+bool
+http_never_sent(const HttpRequest *req)
+{
+	if (req->status != 0)
+		return false;
+	switch (req->transport_code)
+	{
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_COULDNT_RESOLVE_PROXY:
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_URL_MALFORMAT:
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CONNECT_ERROR:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_ISSUER_ERROR:
+			return true;
+		default:
+			return false;
+	}
 }
 
 void

@@ -33,7 +33,8 @@ typedef struct HttpRequest
 	const char *content_type;	/* e.g. "application/json"; NULL: none */
 	const char *bearer;			/* NULL: no Authorization header */
 	List	   *headers;		/* extra "Name: value" strings */
-	bool		no_retry;		/* true: one attempt only */
+	bool		no_retry;		/* true: one attempt only (for POSTs that are
+								 * not idempotent, e.g. Airbyte's refresh) */
 	void	   *user_data;		/* free for the caller */
 
 	/*
@@ -79,6 +80,14 @@ extern void http_perform(HttpRequest **reqs, int n, int concurrency);
 /* one request; same rules */
 extern void http_perform_one(HttpRequest *req);
 
+/*
+ * true when the request certainly never reached the server (no name, no
+ * connection, TLS handshake refused): for a POST that is not idempotent,
+ * the only failures after which asking again is safe.  A timeout or a
+ * reset after the request was sent is NOT such a failure.
+ */
+extern bool http_never_sent(const HttpRequest *req);
+
 /* true when the request got a 2xx */
 extern bool http_ok(const HttpRequest *req);
 
@@ -91,7 +100,8 @@ extern void http_check(const HttpRequest *req);
 extern void http_raise(const HttpRequest *req) pg_attribute_noreturn();
 
 /*
- * The server's message from an error body: Airbyte's "message"/"detail",
+ * The server's message from an error body: Airbyte's "data.message", then
+ * "detail", then "message" (problem bodies carry a fixed "detail"),
  * Google's "error.message", OAuth's "error_description"/"error", else the
  * start of the body.  Secrets registered with http_register_secret() are
  * replaced by "[redacted]".  palloc'd.

@@ -57,6 +57,12 @@ char	   *dfe_source_schema = NULL;
 char	   *dfe_publication = NULL;
 int			dfe_deploy_retry_timeout_s = 600;
 
+/* slot health: Airbyte's rhythm, data flow checks, limit advice */
+int			dfe_sync_interval_s = 0;
+int			dfe_slot_inactive_intervals = 3;
+int			dfe_disk_free_override_mb = -1;
+int			dfe_job_stuck_after_s = 3600;
+
 /* safety (issue 11): response size cap */
 int			dfe_http_max_response_size_kb = 64 * 1024;
 /* BigQuery policy tags and the lists (issue 10) */
@@ -215,6 +221,20 @@ dfe_define_settings(void)
 			   "How long a deploy step keeps being retried while Airbyte does not answer or answers 429/5xx.",
 			   &dfe_deploy_retry_timeout_s, 600, 0, 86400, GUC_UNIT_S);
 
+	/* slot health: Airbyte's rhythm, data flow checks, limit advice */
+	define_int("dfe_airbyte.sync_interval",
+			   "Interval of the Airbyte connection's sync schedule; 0: dfe_airbyte.sync_stale_after / 3.",
+			   &dfe_sync_interval_s, 0, 0, 7 * 86400, GUC_UNIT_S);
+	define_int("dfe_airbyte.slot_inactive_intervals",
+			   "A slot nobody consumed for this many sync intervals is inactive.",
+			   &dfe_slot_inactive_intervals, 3, 1, 1000, 0);
+	define_int("dfe_airbyte.disk_free_override",
+			   "Free space to assume for the data directory's disk, where it is a quota statvfs cannot see (-1: measure it).",
+			   &dfe_disk_free_override_mb, -1, -1, INT_MAX, GUC_UNIT_MB);
+	define_int("dfe_airbyte.job_stuck_after",
+			   "A running Airbyte job without progress (rows, bytes, update time) for this long is stuck.",
+			   &dfe_job_stuck_after_s, 3600, 1, 7 * 86400, GUC_UNIT_S);
+
 	/* safety (issue 11): a server cannot fill a backend's memory */
 	define_int("dfe_airbyte.http_max_response_size",
 			   "Largest HTTP response body accepted from Airbyte or Google; a larger one fails the call.",
@@ -235,6 +255,15 @@ dfe_define_settings(void)
 				  &dfe_rails_env, NULL, PGC_USERSET, 0);
 
 	MarkGUCPrefixReserved("dfe_airbyte");
+}
+
+int
+dfe_effective_sync_interval_s(void)
+{
+	if (dfe_sync_interval_s > 0)
+		return dfe_sync_interval_s;
+	/* sync_stale_after defaults to three missed syncs (45 min for 15 min) */
+	return Max(1, dfe_sync_stale_after_min * 60 / 3);
 }
 
 static bool

@@ -54,6 +54,15 @@ extern char *dfe_source_schema;	/* lists: schema of the allowlisted tables */
 extern char *dfe_publication;	/* lists: the Airbyte publication */
 extern int	dfe_deploy_retry_timeout_s;
 
+/* slot health: Airbyte's rhythm, data flow checks, limit advice (issue 9, items 4-7) */
+extern int	dfe_sync_interval_s;	/* 0: sync_stale_after / 3 */
+extern int	dfe_slot_inactive_intervals;
+extern int	dfe_disk_free_override_mb;	/* -1: statvfs on the data directory */
+extern int	dfe_job_stuck_after_s;
+
+/* the sync schedule interval in seconds, after the fallback (never 0) */
+extern int	dfe_effective_sync_interval_s(void);
+
 /* slot guard independence (issue 9): no recreate loop */
 extern int	dfe_max_slot_recreations_per_day;
 

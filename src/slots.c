@@ -131,23 +131,32 @@ static const char *const sample_sql =
 "           r.wal_status, r.safe_wal_size, r.two_phase,\n"
 "           (c.lsn - r.restart_lsn)::bigint AS retained_bytes,\n"
 "           (c.lsn - r.confirmed_flush_lsn)::bigint AS flush_lag_bytes,\n"
-"           r.restart_lsn, r.confirmed_flush_lsn\n"
+"           r.restart_lsn, r.confirmed_flush_lsn, c.lsn AS current_lsn\n"
 "    FROM pg_catalog.pg_get_replication_slots() r, cur c\n"
 "    WHERE r.slot_type = 'logical' AND r.datoid = $2),\n"
 "ins AS (\n"
 "    INSERT INTO dfe_airbyte.slot_samples (sampled_at, slot_name, active, active_pid, wal_status,\n"
 "                                          safe_wal_size, retained_bytes, flush_lag_bytes,\n"
-"                                          restart_lsn, confirmed_flush_lsn)\n"
+"                                          restart_lsn, confirmed_flush_lsn, current_lsn)\n"
 "    SELECT pg_catalog.now(), slot_name, active, active_pid, wal_status, safe_wal_size,\n"
-"           retained_bytes, flush_lag_bytes, restart_lsn, confirmed_flush_lsn\n"
+"           retained_bytes, flush_lag_bytes, restart_lsn, confirmed_flush_lsn, current_lsn\n"
 "    FROM s),\n"
+/*
+ * A consumer was here when the slot is active now or its confirmed_flush_lsn
+ * moved since the last check: a short sync (or a scaled-down test's
+ * consumer) may start and end between two samples.
+ */
 "up AS (\n"
-"    INSERT INTO dfe_airbyte.slot_state AS st (slot_name, first_seen_at, last_active_at)\n"
-"    SELECT slot_name, pg_catalog.now(), CASE WHEN active THEN pg_catalog.now() END FROM s\n"
+"    INSERT INTO dfe_airbyte.slot_state AS st (slot_name, first_seen_at, last_active_at, confirmed_flush_lsn)\n"
+"    SELECT slot_name, pg_catalog.now(), CASE WHEN active THEN pg_catalog.now() END, confirmed_flush_lsn FROM s\n"
 "    ON CONFLICT (slot_name) DO UPDATE\n"
 "        SET first_seen_at = coalesce(st.first_seen_at, excluded.first_seen_at),\n"
-"            last_active_at = coalesce(excluded.last_active_at, st.last_active_at)\n"
-"        WHERE st.first_seen_at IS NULL OR excluded.last_active_at IS NOT NULL),\n"
+"            last_active_at = CASE WHEN excluded.last_active_at IS NOT NULL\n"
+"                                    OR excluded.confirmed_flush_lsn > st.confirmed_flush_lsn\n"
+"                                  THEN pg_catalog.now() ELSE st.last_active_at END,\n"
+"            confirmed_flush_lsn = excluded.confirmed_flush_lsn\n"
+"        WHERE st.first_seen_at IS NULL OR excluded.last_active_at IS NOT NULL\n"
+"           OR excluded.confirmed_flush_lsn IS DISTINCT FROM st.confirmed_flush_lsn),\n"
 "del AS (\n"
 "    DELETE FROM dfe_airbyte.slot_state st\n"
 "    WHERE st.slot_name <> $1 AND NOT EXISTS (SELECT 1 FROM s WHERE s.slot_name = st.slot_name))\n"
@@ -961,7 +970,8 @@ dfe_airbyte_slot_guard_settings(PG_FUNCTION_ARGS)
 		nulls[1] = true;
 	values[2] = Float8GetDatum(dfe_slot_warning_fraction);
 	values[3] = CStringGetTextDatum(action_names[dfe_slot_limit_action]);
-	inactive->time = (int64) dfe_sync_stale_after_min * USECS_PER_MINUTE;
+	/* several whole sync intervals: Airbyte's slot is idle between syncs */
+	inactive->time = (int64) dfe_slot_inactive_intervals * dfe_effective_sync_interval_s() * USECS_PER_SEC;
 	values[4] = IntervalPGetDatum(inactive);
 	if (dfe_server_slot_limit_bytes() >= 0)
 		values[5] = Int64GetDatum(dfe_server_slot_limit_bytes());

@@ -15,6 +15,15 @@
  *    order) when all its columns are allowlisted; otherwise the gem's
  *    rule on the column order above: "id" when allowlisted, else the first
  *    allowlisted column (leaving out the _ab_cdc_* fields).
+ *  - a table that exists WITHOUT a primary key cannot be read by CDC:
+ *    Airbyte's Postgres source offers it only in full refresh and adds no
+ *    _ab_cdc_* fields (source-postgres PostgresCdcCatalogHelper.
+ *    removeIncrementalWithoutPk; bulk-CDK PostgresSourceStreamFactory:
+ *    isCdc && hasPK), and the gem's incremental stream for it makes the
+ *    public PATCH validator (AirbyteCatalogHelper.validateStreamConfig /
+ *    validateFieldSelection) reject the WHOLE PATCH with a 400.  Such a
+ *    table gets full_refresh_overwrite, no cursorField, no primaryKey, no
+ *    _ab_cdc_* fields, only its allowlisted columns (SPEC §3).
  *  - an allowlisted table called airbyte_heartbeat is left out: the
  *    heartbeat stream has a fixed shape and always comes last.
  *
@@ -81,7 +90,8 @@ static const char *stream_query =
 "          LEFT JOIN pg_catalog.pg_attribute att"
 "            ON att.attrelid = r.relid AND att.attname = a.column_name"
 "           AND att.attnum > 0 AND NOT att.attisdropped"
-"         WHERE a.table_name = r.table_name) AS columns"
+"         WHERE a.table_name = r.table_name) AS columns,"
+"       r.relid IS NOT NULL AS table_exists"
 "  FROM r"
 " ORDER BY r.table_name COLLATE \"C\"";
 
@@ -176,6 +186,23 @@ table_stream(const char *table, char **pk, int npk, char **cols, int ncols)
 	return stream;
 }
 
+/* a table without a primary key: copied whole at each sync (SPEC §3) */
+static cJSON *
+full_refresh_stream(const char *table, char **cols, int ncols)
+{
+	cJSON	   *stream = cJSON_CreateObject();
+	cJSON	   *fields = cJSON_CreateArray();
+
+	for (int i = 0; i < ncols; i++)
+		if (!is_airbyte_field(cols[i]))
+			cJSON_AddItemToArray(fields, field_path(cols[i]));
+
+	cJSON_AddItemToObject(stream, "name", cJSON_CreateString(table));
+	cJSON_AddItemToObject(stream, "syncMode", cJSON_CreateString("full_refresh_overwrite"));
+	cJSON_AddItemToObject(stream, "selectedFields", fields);
+	return stream;
+}
+
 static cJSON *
 heartbeat_stream(void)
 {
@@ -243,7 +270,11 @@ stream_config_build(void)
 		if (!isnull)
 			cols = text_array_elems(d, &ncols);
 
-		cJSON_AddItemToArray(streams, table_stream(table, pk, npk, cols, ncols));
+		d = SPI_getbinval(tuple, desc, 4, &isnull);
+		if (!isnull && DatumGetBool(d) && npk == 0)
+			cJSON_AddItemToArray(streams, full_refresh_stream(table, cols, ncols));
+		else
+			cJSON_AddItemToArray(streams, table_stream(table, pk, npk, cols, ncols));
 	}
 	cJSON_AddItemToArray(streams, heartbeat_stream());
 

@@ -27,6 +27,7 @@
 #include "airbyte.h"
 #include "bigquery.h"
 #include "events.h"
+#include "flow_checks.h"
 #include "http.h"
 #include "settings.h"
 #include "shared.h"
@@ -105,6 +106,12 @@ static void
 read_jobs_fn(void *arg)
 {
 	read_jobs((PollArgs *) arg);
+}
+
+static void
+flow_checks_fn(void *arg)
+{
+	flow_checks_after_success((AirbyteJob *) arg);
 }
 
 static void
@@ -203,6 +210,7 @@ sync_health_worker_task(void)
 	long		interval_ms = (long) dfe_sync_poll_interval_s * 1000L;
 	PollArgs	a = {NIL, NIL};
 	List	   *repair = NIL;
+	List	   *succeeded = NIL;	/* AirbyteJob*: data flow checks */
 	ListCell   *lc;
 	uint64		i;
 	char	   *error = NULL;
@@ -246,9 +254,12 @@ sync_health_worker_task(void)
 			char	   *old = upsert_job(job);
 			bool		changed = old == NULL || strcmp(old, job->status) != 0;
 
+			flow_note_job_progress(job);
 			if (changed && strcmp(job->status, "succeeded") == 0)
 			{
 				int64	   *id = MemoryContextAlloc(sh_cxt, sizeof(int64));
+
+				succeeded = lappend(succeeded, job);
 
 				*id = job->job_id;
 				repair = lappend(repair, id);
@@ -323,6 +334,19 @@ sync_health_worker_task(void)
 		}
 	}
 	sh_commit();
+
+	/* data flow checks after each newly seen success (local only) */
+	foreach(lc, succeeded)
+	{
+		char	   *msg = try_call(flow_checks_fn, lfirst(lc));
+
+		if (msg)
+			ereport(LOG,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("dfe_airbyte could not check the data flow after sync job " INT64_FORMAT ": %s",
+							((AirbyteJob *) lfirst(lc))->job_id, msg),
+					 errhint("It is checked again after the next successful sync.")));
+	}
 
 	/* drift repair after each newly seen success, outside any transaction */
 	foreach(lc, repair)

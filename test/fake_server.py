@@ -71,7 +71,8 @@ JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # handler asks "does this server have that behaviour?".  The default is the
 # newest profile.
 AIRBYTE_PROFILES = {
-    "0.60": "0.60.1",   # no public token path (answers 401), selectedFields exists
+    "0.60": "0.60.1",   # no public token path (answers 401), selectedFields exists,
+                        # public jobs list rejects jobType=refresh (400)
     "1.1": "1.1.0",     # refresh answers {"value": bool}
     "1.2": "1.2.0",     # refresh answers {"job": {...}|null}; public list hides refresh jobs
     "1.8": "1.8.0",     # public jobs list shows refresh/clear jobs
@@ -105,6 +106,9 @@ DEFAULT_CONFIG = {
     "job_pending_seconds": 0.5,
     "job_running_seconds": 1.0,
     "job_final_status": "succeeded",
+    # the destination supports refreshes (BigQuery does); False models one
+    # that does not: refresh answers {"value":false} / {"job":null}
+    "supports_refreshes": True,
     # Azure / Google. None means "accept any non-empty value".
     "azure_client_id": None,
     "federated_token": None,
@@ -172,6 +176,17 @@ def bearer_token(headers):
     return None
 
 
+def set_job_progress(job, data):
+    """Control API: a job's rowsSynced/bytesSynced (progress of a running
+    job, or what a finished one synced); True when data set any."""
+    found = False
+    for key in ("rowsSynced", "bytesSynced"):
+        if key in data:
+            job[key] = int(data[key])
+            found = True
+    return found
+
+
 class Reply:
     """What a handler answers. body: dict/list -> JSON, str -> text/plain."""
 
@@ -189,13 +204,43 @@ class HTTPError(Exception):
         self.reply = Reply(status, body, headers)
 
 
+# Airbyte's public API answers errors as problem bodies, serialised by
+# AbstractThrowableProblemHandler (airbyte-platform
+# airbyte-api/problems-api/src/main/openapi/api-problems.yaml): "detail" is a
+# FIXED sentence per problem type and the specific text is in data.message.
+# shared/background/api_conformance.md §2 #3.
+PROBLEMS = {
+    400: ("bad-request", "The request could not be understood by the server "
+          "due to malformed syntax."),
+    401: ("unauthorized", "The request requires user authentication."),
+    403: ("forbidden", "The server understood the request but refuses to "
+          "authorize it."),
+    404: ("resource-not-found", "The requested resource could not be found."),
+    409: ("try-again-later", "Please try again later."),
+    415: ("unsupported-media-type", "The request entity has a media type "
+          "which the server or resource does not support."),
+    422: ("unprocessable-entity", "The server cannot process the request "
+          "because it is semantically incorrect."),
+}
+
+
 def airbyte_error(status, message, type_=None):
-    # Airbyte's public API answers problem+json; tests and the extension
-    # read "message" (and the real server's "detail"), so carry both.
-    body = {"message": message, "detail": message, "status": status}
-    if type_:
-        body["type"] = type_
-    return HTTPError(status, body)
+    """A public-API error: {"status","type","title","detail","data":{"message"}}.
+
+    type_ is ignored (kept for old callers): the real type follows the status.
+    """
+    title, detail = PROBLEMS.get(status, ("error", "An error occurred."))
+    return HTTPError(status, {
+        "status": status,
+        "type": "https://reference.airbyte.com/reference/errors#" + title,
+        "title": title, "detail": detail, "data": {"message": message}})
+
+
+def config_error(status, message):
+    """A config-API (/api/v1/...) error: {"message", "exceptionClassName"}."""
+    return HTTPError(status, {"message": message,
+                              "exceptionClassName": "io.airbyte.commons."
+                              "server.errors.KnownException"})
 
 
 def google_error(status, message, google_status, reason=None):
@@ -270,6 +315,13 @@ class State:
             self.last_patch_raw = None
             self.patch_count = 0
             self.jobs = []          # in creation order
+            # connection id -> True while refresh rows are saved and not yet
+            # consumed by the next job created (StreamRefreshesRepository)
+            self.pending_refresh = {}
+            # tables the source offers without a primary key (only
+            # full_refresh, no _ab_cdc_* fields); the DfE heartbeat table has
+            # none (terraform-modules aks/airbyte/files/airbyte.sql.tmpl)
+            self.no_pk_tables = {HEARTBEAT_TABLE}
             # BigQuery: (project, dataset, table) -> dict
             self.bq_tables = {}
 
@@ -287,6 +339,14 @@ class State:
             r = float(cfg["job_running_seconds"] if running_seconds is None
                       else running_seconds)
             final = final_status or cfg["job_final_status"]
+            # DefaultJobCreator: saved refresh rows turn the NEXT job created
+            # for the connection (scheduled or manual sync) into a refresh
+            # and are consumed by it (api_conformance.md §2 #1)
+            if job_type == "sync" and self.pending_refresh.pop(connection_id,
+                                                              False):
+                job_type = "refresh"
+            if job_type == "refresh":
+                self.bump("refresh_jobs_created")
             if frozen:
                 timeline = [(now, status)]
             elif status in ("pending", "queued"):
@@ -300,6 +360,21 @@ class State:
                    "jobType": job_type, "created": now, "timeline": timeline}
             self.jobs.append(job)
             return job
+
+    def bump(self, counter):
+        """Count an event in /_fake/stats (caller may hold the lock)."""
+        with self.lock:
+            self.stats[counter] = self.stats.get(counter, 0) + 1
+
+    def config_job_json(self, job):
+        """The config API's JobRead (createdAt/updatedAt: epoch seconds)."""
+        since, status = self.job_status(job)
+        config_type = {"reset": "reset_connection"}.get(job["jobType"],
+                                                        job["jobType"])
+        return {"id": job["id"], "configType": config_type,
+                "configId": job["connectionId"], "status": status,
+                "createdAt": int(job["created"]),
+                "updatedAt": int(max(since, job["created"]))}
 
     def set_job_status(self, job, status, frozen=True, final_status=None,
                        running_seconds=None):
@@ -340,7 +415,8 @@ class State:
                 "connectionId": job["connectionId"],
                 "lastUpdatedAt": iso8601(since),
                 "duration": iso_duration(end - job["created"]),
-                "bytesSynced": 0, "rowsSynced": 0}
+                "bytesSynced": job.get("bytesSynced", 0),
+                "rowsSynced": job.get("rowsSynced", 0)}
 
     def find_job(self, job_id):
         for job in self.jobs:
@@ -512,6 +588,15 @@ class Handler(BaseHTTPRequestHandler):
                 return
             elif kind == "reset":
                 self._abort(rst=True)
+                return
+            elif kind in ("accept_hang", "accept_reset"):
+                # the server does the work, then the answer is lost: a
+                # timeout or a reset after the request was accepted
+                reply = self._call(API_ROUTES, self.path_only)
+                self.record["accepted_status"] = reply.status
+                if kind == "accept_hang":
+                    self.server.stopping.wait(HANG_SECONDS)
+                self._abort(rst=kind == "accept_reset")
                 return
             elif kind == "malformed":
                 self._send(Reply(200, MALFORMED_BODY,
@@ -707,8 +792,15 @@ class Handler(BaseHTTPRequestHandler):
     @route("POST", r"/api/public/v1/applications/token")
     def airbyte_token(self):
         if truthy(self.cfg["legacy_airbyte"]):
-            # Airbyte before 0.63.10 has no public token endpoint
+            # a server (or proxy) without the route that answers 404
             return Reply(404, {"message": "Not Found"})
+        if not self.version_at_least("0.63.7"):
+            # The public token path exists from 0.63.7 (airbyte-platform
+            # commit ff7d645cea, config.yaml @ v0.63.7).  Before that the
+            # public API lives inside airbyte-server behind Micronaut
+            # Security, which answers an unknown route 401, not 404
+            # (api_conformance.md §2 #7).
+            return Reply(401, "")
         if not is_json_content_type(self.hdrs.get("content-type")):
             raise airbyte_error(415, "Unsupported Media Type: expected "
                                      "application/json")
@@ -726,8 +818,8 @@ class Handler(BaseHTTPRequestHandler):
     @route("POST", r"/api/v1/applications/token")
     def airbyte_token_legacy(self):
         if not is_json_content_type(self.hdrs.get("content-type")):
-            raise airbyte_error(415, "Unsupported Media Type: expected "
-                                     "application/json")
+            raise config_error(415, "Unsupported Media Type: expected "
+                                    "application/json")
         data = self.body_json()
         n, _, exp = self.issue_airbyte_token(data)
         header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
@@ -756,8 +848,15 @@ class Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             if "configurations" in data:
                 self.validate_configurations(data["configurations"])
-                self.state.configurations = copy.deepcopy(
-                    data["configurations"])
+                conf = copy.deepcopy(data["configurations"])
+                if not self.version_at_least("0.60.1"):
+                    # StreamConfiguration.selectedFields arrived in 0.60.1
+                    # (commit c8781ef13b); older servers drop the unknown
+                    # property and select every column (api_conformance.md
+                    # §2 #6)
+                    for st in conf.get("streams", []):
+                        st.pop("selectedFields", None)
+                self.state.configurations = conf
             self.state.last_patch = data
             self.state.last_patch_raw = self.raw_body.decode("utf-8",
                                                              "replace")
@@ -793,7 +892,8 @@ class Handler(BaseHTTPRequestHandler):
                                     " expected one of %s"
                                     % (mode, name, ", ".join(SYNC_MODES)),
                                     bad + "invalid-sync-mode")
-            known = set(catalog[name]) | set(CDC_FIELDS)
+            has_pk = name not in self.state.no_pk_tables
+            known = set(catalog[name]) | (set(CDC_FIELDS) if has_pk else set())
 
             def field_of(path, what):
                 if not isinstance(path, list) or not path or \
@@ -802,6 +902,12 @@ class Handler(BaseHTTPRequestHandler):
                                         % (what, name, json.dumps(path)),
                                         bad + "bad-request")
                 if path[0] not in known:
+                    if what == "selected field":
+                        # AirbyteCatalogHelper.validateFieldSelection
+                        raise airbyte_error(
+                            400, "Invalid fields selected for stream %s. The "
+                            "list of valid field names includes: [%s]"
+                            % (name, ", ".join(sorted(known))))
                     raise airbyte_error(
                         400, "Invalid %s found: %s is not a field of stream %s"
                         % (what, path[0], name), bad + "invalid-field")
@@ -822,9 +928,17 @@ class Handler(BaseHTTPRequestHandler):
                                             " configuration for stream %s: %s"
                                             % (name, f), bad + "bad-request")
                     selected.append(f)
+            if not has_pk and mode != "full_refresh_overwrite" and \
+                    not mode.startswith("full_refresh"):
+                # AirbyteCatalogHelper.validateStreamConfig: the mode must be
+                # one the stream supports (only full_refresh without a PK)
+                raise airbyte_error(
+                    400, "Cannot set sync mode to %s for stream %s. Valid "
+                    "sync modes are: [FULL_REFRESH_OVERWRITE, "
+                    "FULL_REFRESH_APPEND]" % (mode.upper(), name))
             if stream.get("cursorField") is not None:
                 field_of(stream["cursorField"], "cursor field")
-            for pk in stream.get("primaryKey") or []:
+            for pk in (stream.get("primaryKey") or []) if has_pk else []:
                 f = field_of(pk, "primary key field")
                 if selected is not None and f not in selected:
                     raise airbyte_error(400, "Primary key field %s of stream "
@@ -836,25 +950,45 @@ class Handler(BaseHTTPRequestHandler):
         self.airbyte_auth(needs_json=True)
         data = self.body_json()
         if data.get("sourceId") != self.cfg["source_id"]:
-            raise airbyte_error(404, "Could not find source with id: %s"
-                                % data.get("sourceId"))
+            raise config_error(404, "Could not find source with id: %s"
+                               % data.get("sourceId"))
         with self.state.lock:
             if data.get("disable_cache") is True:
                 self.state.cached_catalog = copy.deepcopy(
                     self.state.source_catalog)
             catalog = copy.deepcopy(self.state.cached_catalog)
+            no_pk = set(self.state.no_pk_tables)
         streams = []
         for table in sorted(catalog):
             props = {c: {"type": "string"} for c in catalog[table]}
+            if table in no_pk:
+                # CDC without a primary key: only full_refresh, no cursor,
+                # no _ab_cdc_* fields (airbyte source-postgres
+                # PostgresCdcCatalogHelper.removeIncrementalWithoutPk;
+                # bulk-CDK PostgresSourceStreamFactory.create: isCdc && hasPK)
+                streams.append({
+                    "stream": {"name": table, "namespace": "public",
+                               "jsonSchema": {"type": "object",
+                                              "properties": props},
+                               "supportedSyncModes": ["full_refresh"],
+                               "sourceDefinedPrimaryKey": []},
+                    "config": {"syncMode": "full_refresh",
+                               "destinationSyncMode": "overwrite",
+                               "selected": True}})
+                continue
             for c in CDC_FIELDS:
                 props.setdefault(c, {"type": "string"})
+            pk = [["id"]] if "id" in catalog[table] else \
+                [[catalog[table][0]]] if catalog[table] else []
             streams.append({
                 "stream": {"name": table, "namespace": "public",
                            "jsonSchema": {"type": "object",
                                           "properties": props},
                            "supportedSyncModes": ["full_refresh",
                                                   "incremental"],
-                           "sourceDefinedCursor": True},
+                           "sourceDefinedCursor": True,
+                           "defaultCursorField": ["_ab_cdc_lsn"],
+                           "sourceDefinedPrimaryKey": pk},
                 "config": {"syncMode": "incremental",
                            "destinationSyncMode": "append",
                            "selected": True}})
@@ -879,10 +1013,19 @@ class Handler(BaseHTTPRequestHandler):
             if not m:
                 raise airbyte_error(400, "Invalid orderBy: %s" % a["orderBy"])
             order_field, order_dir = m.groups()
+        # JobTypeEnum of the public API: refresh and clear only from 1.8.0;
+        # before that the list keeps sync and reset jobs only, and 0.60
+        # rejects jobType=refresh (SPEC §4, api_conformance.md)
+        visible = ("sync", "reset", "refresh", "clear") \
+            if self.version_at_least("1.8.0") else ("sync", "reset")
+        if "jobType" in a and a["jobType"] not in visible and \
+                not self.version_at_least("0.63.0"):
+            raise airbyte_error(400, "Invalid jobType: %s" % a["jobType"])
         with self.state.lock:
             jobs = [j for j in self.state.jobs
                     if ("connectionId" not in a
                         or j["connectionId"] == a["connectionId"])
+                    and j["jobType"] in visible
                     and ("jobType" not in a or j["jobType"] == a["jobType"])]
             views = [self.state.job_json(j) for j in jobs]
         if "status" in a:
@@ -929,9 +1072,12 @@ class Handler(BaseHTTPRequestHandler):
         return job
 
     def refuse_if_running(self, connection_id):
+        # TemporalClient.startNewManualSync: a running workflow of ANY job
+        # type (sync, refresh, reset, clear) -> ValueConflictKnownException
+        # -> 409 TryAgainLaterConflictProblem (ConfigClientErrorHandler)
         if self.state.active_job(connection_id) is not None:
             raise airbyte_error(409, "A sync is already running for: %s"
-                                % connection_id, "error:try-again-later")
+                                % connection_id)
 
     @route("GET", r"/api/public/v1/jobs/" + SEG, "/api/public/v1/jobs/*")
     def airbyte_get_job(self, job_id):
@@ -950,21 +1096,86 @@ class Handler(BaseHTTPRequestHandler):
 
     @route("POST", r"/api/v1/connections/refresh")
     def airbyte_refresh(self):
+        """StreamRefreshesHandler.createRefreshesForConnection.
+
+        Saves the streams to refresh FIRST (skipping streams already
+        pending), then asks for a manual sync; the next job created consumes
+        the rows and becomes the refresh.  Answers (never 409):
+          <= 1.1.x  {"value": true|false}  (config.yaml @ v1.1.0 BooleanRead;
+                    ConnectionApiController.java @ v1.1.0:176)
+          >= 1.2.0  {"job": JobRead} or {"job": null} with HTTP 200 when a
+                    job already runs or refreshes are unsupported
+                    (commit d64b416732, JobReadResponse)
+        """
         self.airbyte_auth(needs_json=True)
         data = self.body_json()
-        if data.get("refreshMode", "Truncate") not in ("Merge", "Truncate"):
-            raise airbyte_error(400, "Invalid refreshMode: %s"
-                                % data.get("refreshMode"))
-        self.check_connection_id(data.get("connectionId"))
+        if data.get("refreshMode") not in ("Merge", "Truncate"):
+            raise config_error(422, "refreshMode must be Merge or Truncate")
+        if data.get("connectionId") != self.cfg["connection_id"]:
+            raise config_error(404, "Could not find connection with id: %s"
+                               % data.get("connectionId"))
+        connection_id = data["connectionId"]
+        new_shape = self.version_at_least("1.2.0")
         with self.state.lock:
-            self.refuse_if_running(data["connectionId"])
-            job = self.state.new_job(data["connectionId"], "refresh")
-            status = self.state.job_status(job)[1]
-            return Reply(200, {"job": {
-                "id": job["id"], "configType": "refresh",
-                "configId": job["connectionId"], "status": status,
-                "createdAt": int(job["created"]),
-                "updatedAt": int(job["created"])}, "attempts": []})
+            if not truthy(self.cfg["supports_refreshes"]):
+                return Reply(200, {"job": None} if new_shape
+                             else {"value": False})
+            self.state.pending_refresh[connection_id] = True
+            self.state.bump("refresh_requests_accepted")
+            if self.state.active_job(connection_id) is not None:
+                # startNewManualSync fails: "A sync is already running"; the
+                # rows stay and the next job created becomes the refresh
+                return Reply(200, {"job": None} if new_shape
+                             else {"value": True})
+            job = self.state.new_job(connection_id, "sync")
+            if not new_shape:
+                return Reply(200, {"value": True})
+            return Reply(200, {"job": self.state.config_job_json(job)})
+
+    @route("POST", r"/api/v1/jobs/list")
+    def airbyte_config_list_jobs(self):
+        """Config API JobListRequestBody {configTypes*, configId, pagination}
+        -> JobReadList {jobs: [JobWithAttemptsRead {job, attempts}],
+        totalJobCount}, newest first, every job type."""
+        self.airbyte_auth(needs_json=True)
+        data = self.body_json()
+        types = data.get("configTypes")
+        known = ["check_connection_source", "check_connection_destination",
+                 "discover_schema", "get_spec", "sync", "reset_connection",
+                 "refresh"]
+        if self.version_at_least("1.0.0"):
+            known.append("clear")
+        if not isinstance(types, list) or not types or \
+                any(t not in known for t in types):
+            raise config_error(400, "configTypes must be a non-empty list of"
+                               " %s" % ", ".join(known))
+        page = data.get("pagination") or {}
+        size = int(page.get("pageSize", 200))
+        offset = int(page.get("rowOffset", 0))
+        with self.state.lock:
+            views = [self.state.config_job_json(j)
+                     for j in reversed(self.state.jobs)
+                     if ("configId" not in data
+                         or j["connectionId"] == data["configId"])]
+        views = [v for v in views if v["configType"] in types]
+        return Reply(200, {"jobs": [{"job": v, "attempts": []}
+                                    for v in views[offset:offset + size]],
+                           "totalJobCount": len(views)})
+
+    @route("GET", r"/api/v1/instance_configuration")
+    def airbyte_instance_configuration(self):
+        """InstanceConfigurationApiController: anonymous; the version."""
+        return Reply(200, {"edition": "community",
+                           "version": AIRBYTE_PROFILES.get(
+                               str(self.cfg["airbyte_version"]),
+                               str(self.cfg["airbyte_version"])),
+                           "licenseType": "community",
+                           "webappUrl": self.base_url(),
+                           "initialSetupComplete": True,
+                           "defaultUserId": "00000000-0000-0000-0000-000000000000",
+                           "defaultOrganizationId": "00000000-0000-0000-0000-000000000000",
+                           "trackingStrategy": "logging",
+                           "auth": {"mode": "simple"}})
 
     # ================================================================== AZURE
 
@@ -1208,8 +1419,12 @@ class Handler(BaseHTTPRequestHandler):
                                   '["col", ...]}}'})
         catalog = {k: list(v) for k, v in tables.items()}
         catalog.setdefault(HEARTBEAT_TABLE, list(HEARTBEAT_COLUMNS))
+        no_pk = data.get("no_primary_key") or []
+        if not isinstance(no_pk, list):
+            raise HTTPError(400, {"message": "no_primary_key: a list of tables"})
         with self.state.lock:
             self.state.source_catalog = catalog
+            self.state.no_pk_tables = set(no_pk) | {HEARTBEAT_TABLE}
             if truthy(data.get("also_cache")):
                 self.state.cached_catalog = copy.deepcopy(catalog)
             return self.c_get_catalog()
@@ -1218,7 +1433,8 @@ class Handler(BaseHTTPRequestHandler):
     def c_get_catalog(self):
         with self.state.lock:
             return Reply(200, {"source": copy.deepcopy(self.state.source_catalog),
-                               "cached": copy.deepcopy(self.state.cached_catalog)})
+                               "cached": copy.deepcopy(self.state.cached_catalog),
+                               "no_primary_key": sorted(self.state.no_pk_tables)})
 
     @route("GET", r"/_fake/airbyte/connection")
     def c_connection(self):
@@ -1248,6 +1464,7 @@ class Handler(BaseHTTPRequestHandler):
                 final_status=data.get("final_status"),
                 pending_seconds=data.get("pending_seconds"),
                 running_seconds=data.get("running_seconds"))
+            set_job_progress(job, data)
             return Reply(200, self.state.job_json(job))
 
     @route("GET", r"/_fake/airbyte/jobs")
@@ -1264,7 +1481,10 @@ class Handler(BaseHTTPRequestHandler):
             if job is None:
                 raise HTTPError(404, {"message": "no job %s" % job_id})
             if "status" not in data:
+                if set_job_progress(job, data):
+                    return Reply(200, self.state.job_json(job))
                 raise HTTPError(400, {"message": "status required"})
+            set_job_progress(job, data)
             self.state.set_job_status(
                 job, data["status"], frozen=truthy(data.get("frozen", True)),
                 final_status=data.get("final_status"),
@@ -1346,7 +1566,8 @@ class Handler(BaseHTTPRequestHandler):
             if not isinstance(rule, dict) or not rule.get("path"):
                 raise HTTPError(400, {"message": "each rule needs a path regex"})
             kind = rule.get("kind", "status")
-            if kind not in ("status", "latency", "hang", "reset", "malformed"):
+            if kind not in ("status", "latency", "hang", "reset", "malformed",
+                            "accept_hang", "accept_reset"):
                 raise HTTPError(400, {"message": "unknown fault kind %s" % kind})
             try:
                 rx = re.compile(rule["path"])

@@ -35,9 +35,11 @@ BQ = "/bigquery/v2/projects/p/datasets/d/tables/"
 
 def start_server(tmp, *extra):
     port_file = os.path.join(tmp, "port")
+    # the self-test picks versions itself (config key airbyte_version)
+    env = {k: v for k, v in os.environ.items() if k != "DFE_AIRBYTE_PROFILE"}
     proc = subprocess.Popen([sys.executable, SERVER, "--host", "127.0.0.1",
                              "--port", "0", "--port-file", port_file]
-                            + list(extra))
+                            + list(extra), env=env)
     deadline = time.time() + 10
     while not os.path.exists(port_file):
         if proc.poll() is not None or time.time() > deadline:
@@ -212,8 +214,10 @@ class FakeServerTest(unittest.TestCase):
         patch = "/api/public/v1/connections/" + CONN
         # the cached catalog is empty until a discover with disable_cache
         status, _, err = self.call("PATCH", patch, body, auth)
-        self.assertEqual((status, err["message"]),
-                         (400, "Invalid stream found: users"))
+        self.assertEqual((status, err["data"]["message"], err["detail"]),
+                         (400, "Invalid stream found: users",
+                          "The request could not be understood by the server"
+                          " due to malformed syntax."))
         status, _, disc = self.discover(auth, disable_cache=False)
         self.assertEqual((status, disc["catalog"]["streams"]), (200, []))
         status, _, disc = self.discover(auth)
@@ -240,8 +244,8 @@ class FakeServerTest(unittest.TestCase):
         stream["selectedFields"].append({"fieldPath": ["phone"]})
         status, _, err = self.call("PATCH", patch, body, auth)
         self.assertEqual(status, 400)
-        self.assertIn("phone", err["message"])
-        self.assertIn("users", err["message"])
+        self.assertTrue(err["data"]["message"].startswith(
+            "Invalid fields selected for stream users."), err)
         self.discover(auth)
         self.assertEqual(self.call("PATCH", patch, body, auth)[0], 200)
         # primary key not selected, bad sync mode, wrong content type
@@ -271,8 +275,10 @@ class FakeServerTest(unittest.TestCase):
         status, _, err = self.call("POST", "/api/public/v1/jobs",
                                    {"connectionId": CONN, "jobType": "sync"},
                                    auth)
-        self.assertEqual((status, err["message"]),
-                         (409, "A sync is already running for: " + CONN))
+        self.assertEqual((status, err["data"]["message"], err["title"],
+                          err["detail"]),
+                         (409, "A sync is already running for: " + CONN,
+                          "try-again-later", "Please try again later."))
         self.assertEqual(self.call("POST", "/api/public/v1/jobs",
                                    {"connectionId": CONN,
                                     "jobType": "refresh"}, auth)[0], 422)
@@ -337,6 +343,244 @@ class FakeServerTest(unittest.TestCase):
         rec = self.control("GET", "/_fake/requests")["requests"][-1]
         self.assertEqual(rec["headers"]["authorization"],
                          auth["Authorization"])
+
+    # ------------------------------------------------ Airbyte per version
+
+    def legacy_token(self):
+        status, _, data = self.call("POST", "/api/v1/applications/token",
+                                    {"client_id": "test-client",
+                                     "client_secret": "test-secret-value"})
+        self.assertEqual(status, 200, data)
+        return {"Authorization": "Bearer " + data["access_token"]}
+
+    def version(self, v):
+        self.control("POST", "/_fake/config", {"airbyte_version": v})
+
+    def refresh(self, auth):
+        return self.call("POST", "/api/v1/connections/refresh",
+                         {"connectionId": CONN, "refreshMode": "Merge"}, auth)
+
+    def test_versions_token_and_instance_configuration(self):
+        self.version("0.60")
+        status, _, _ = self.call("POST", "/api/public/v1/applications/token",
+                                 {"client_id": "test-client",
+                                  "client_secret": "test-secret-value",
+                                  "grant-type": "client_credentials"})
+        self.assertEqual(status, 401)   # not 404: Micronaut Security
+        auth = self.legacy_token()
+        self.assertEqual(self.call("GET", "/api/public/v1/connections/" + CONN,
+                                   headers=auth)[0], 200)
+        status, _, conf = self.call("GET", "/api/v1/instance_configuration")
+        self.assertEqual((status, conf["version"], conf["edition"]),
+                         (200, "0.60.1", "community"))
+        self.version("1.8")
+        self.airbyte_token()
+        self.assertEqual(self.call("GET", "/api/v1/instance_configuration")
+                         [2]["version"], "1.8.0")
+
+    def test_refresh_answers_per_version(self):
+        for v, shape in (("1.1", "value"), ("1.2", "job"), ("2.x", "job")):
+            self.control("POST", "/_fake/reset")
+            self.version(v)
+            auth = self.airbyte_token()
+            status, _, ans = self.refresh(auth)
+            self.assertEqual(status, 200, (v, ans))
+            if shape == "value":
+                self.assertEqual(ans, {"value": True})
+            else:
+                self.assertEqual((ans["job"]["configType"],
+                                  sorted(ans["job"])),
+                                 ("refresh", ["configId", "configType",
+                                              "createdAt", "id", "status",
+                                              "updatedAt"]))
+            # a job runs now: still 200, never 409
+            status, _, ans = self.refresh(auth)
+            self.assertEqual((status, ans),
+                             (200, {"value": True} if shape == "value"
+                              else {"job": None}), v)
+            # the second accepted call saved rows again: the NEXT job
+            # created (a scheduled sync) becomes a second refresh
+            jobs = self.control("GET", "/_fake/airbyte/jobs")["jobs"]
+            self.control("POST", "/_fake/airbyte/jobs/%d" % jobs[-1]["jobId"],
+                         {"status": "succeeded"})
+            nxt = self.control("POST", "/_fake/airbyte/jobs", {})
+            self.assertEqual(nxt["jobType"], "refresh", v)
+            stats = self.control("GET", "/_fake/stats")
+            self.assertEqual((stats["refresh_requests_accepted"],
+                              stats["refresh_jobs_created"]), (2, 2), v)
+            # the sync after that is a plain sync again
+            self.control("POST", "/_fake/airbyte/jobs/%d" % nxt["jobId"],
+                         {"status": "succeeded"})
+            self.assertEqual(self.control("POST", "/_fake/airbyte/jobs",
+                                          {})["jobType"], "sync")
+            # a destination without refreshes
+            self.control("POST", "/_fake/reset")
+            self.version(v)
+            self.control("POST", "/_fake/config", {"supports_refreshes": False})
+            auth = self.airbyte_token()
+            self.assertEqual(self.refresh(auth)[2],
+                             {"value": False} if shape == "value"
+                             else {"job": None})
+            self.assertNotIn("refresh_requests_accepted",
+                             self.control("GET", "/_fake/stats"))
+
+    def test_manual_sync_consumes_refresh_rows(self):
+        auth = self.airbyte_token()
+        running = self.control("POST", "/_fake/airbyte/jobs",
+                               {"status": "running", "frozen": True})
+        self.assertEqual(self.refresh(auth)[2], {"job": None})
+        self.control("POST", "/_fake/airbyte/jobs/%d" % running["jobId"],
+                     {"status": "succeeded"})
+        status, _, job = self.call("POST", "/api/public/v1/jobs",
+                                   {"connectionId": CONN, "jobType": "sync"},
+                                   auth)
+        self.assertEqual((status, job["jobType"]), (200, "refresh"))
+        # 409 for a running job of any type
+        status, _, err = self.call("POST", "/api/public/v1/jobs",
+                                   {"connectionId": CONN, "jobType": "sync"},
+                                   auth)
+        self.assertEqual((status, err["data"]["message"]),
+                         (409, "A sync is already running for: " + CONN))
+
+    def test_jobs_lists_per_version(self):
+        for v in ("0.60", "1.1", "1.2", "1.8", "2.x"):
+            self.control("POST", "/_fake/reset")
+            self.version(v)
+            auth = self.airbyte_token() if v != "0.60" else self.legacy_token()
+            self.control("POST", "/_fake/airbyte/jobs", {"status": "succeeded"})
+            self.control("POST", "/_fake/airbyte/jobs",
+                         {"jobType": "refresh", "status": "running",
+                          "frozen": True})
+            status, _, page = self.call(
+                "GET", "/api/public/v1/jobs?connectionId=%s&orderBy=createdAt"
+                "%%7CDESC" % CONN, headers=auth)
+            types = [j["jobType"] for j in page["data"]]
+            self.assertEqual(types, ["refresh", "sync"]
+                             if v in ("1.8", "2.x") else ["sync"], v)
+            status, _, _ = self.call(
+                "GET", "/api/public/v1/jobs?jobType=refresh", headers=auth)
+            self.assertEqual(status, 400 if v == "0.60" else 200, v)
+            # the config API lists every type, newest first
+            status, _, lst = self.call(
+                "POST", "/api/v1/jobs/list",
+                {"configTypes": ["sync", "reset_connection", "refresh"],
+                 "configId": CONN}, auth)
+            self.assertEqual(status, 200, lst)
+            self.assertEqual([(j["job"]["configType"], j["job"]["status"])
+                              for j in lst["jobs"]],
+                             [("refresh", "running"), ("sync", "succeeded")])
+            self.assertEqual(lst["totalJobCount"], 2)
+            self.assertIsInstance(lst["jobs"][0]["job"]["createdAt"], int)
+            self.assertEqual(lst["jobs"][0]["attempts"], [])
+            status, _, err = self.call("POST", "/api/v1/jobs/list",
+                                       {"configId": CONN}, auth)
+            self.assertEqual(status, 400)
+            self.assertIn("configTypes", err["message"])
+
+    def test_tables_without_primary_key(self):
+        auth = self.airbyte_token()
+        self.control("POST", "/_fake/airbyte/source_catalog",
+                     {"tables": {"users": ["id", "name"],
+                                 "roles_users": ["role_id", "user_id"]},
+                      "no_primary_key": ["roles_users"]})
+        disc = {s["stream"]["name"]: s["stream"]
+                for s in self.discover(auth)[2]["catalog"]["streams"]}
+        ru = disc["roles_users"]
+        self.assertEqual(ru["supportedSyncModes"], ["full_refresh"])
+        self.assertNotIn("sourceDefinedCursor", ru)
+        self.assertEqual(sorted(ru["jsonSchema"]["properties"]),
+                         ["role_id", "user_id"])
+        self.assertEqual(disc["users"]["supportedSyncModes"],
+                         ["full_refresh", "incremental"])
+        self.assertIn("_ab_cdc_lsn", disc["users"]["jsonSchema"]["properties"])
+        patch = "/api/public/v1/connections/" + CONN
+        users = {"name": "users", "syncMode": "incremental_append",
+                 "cursorField": ["_ab_cdc_lsn"], "primaryKey": [["id"]],
+                 "selectedFields": [{"fieldPath": [f]} for f in
+                                    ("_ab_cdc_lsn", "_ab_cdc_deleted_at",
+                                     "_ab_cdc_updated_at", "id")]}
+        gem = {"name": "roles_users", "syncMode": "incremental_append",
+               "cursorField": ["_ab_cdc_lsn"], "primaryKey": [["role_id"]],
+               "selectedFields": [{"fieldPath": [f]} for f in
+                                  ("_ab_cdc_lsn", "role_id", "user_id")]}
+        before = self.control("GET", "/_fake/airbyte/connection")
+        status, _, err = self.call("PATCH", patch, {"configurations": {
+            "streams": [users, gem]}}, auth)
+        self.assertEqual(status, 400)
+        self.assertTrue(err["data"]["message"].startswith(
+            "Invalid fields selected for stream roles_users"), err)
+        gem2 = dict(gem, selectedFields=[{"fieldPath": ["role_id"]}],
+                    cursorField=None)
+        status, _, err = self.call("PATCH", patch, {"configurations": {
+            "streams": [users, gem2]}}, auth)
+        self.assertEqual((status, err["data"]["message"]), (400,
+                         "Cannot set sync mode to INCREMENTAL_APPEND for "
+                         "stream roles_users. Valid sync modes are: "
+                         "[FULL_REFRESH_OVERWRITE, FULL_REFRESH_APPEND]"))
+        # the whole PATCH was rejected: users did not change either
+        self.assertEqual(self.control("GET", "/_fake/airbyte/connection")
+                         ["configurations"], before["configurations"])
+        good = {"name": "roles_users", "syncMode": "full_refresh_overwrite",
+                "selectedFields": [{"fieldPath": ["role_id"]},
+                                   {"fieldPath": ["user_id"]}]}
+        status, _, conn = self.call("PATCH", patch, {"configurations": {
+            "streams": [users, good]}}, auth)
+        self.assertEqual(status, 200, conn)
+
+    def test_selected_fields_ignored_before_0_60_1(self):
+        self.version("0.59.0")
+        auth = self.legacy_token()
+        self.control("POST", "/_fake/airbyte/source_catalog",
+                     {"tables": {"users": ["id", "email"]}})
+        self.discover(auth)
+        status, _, conn = self.call(
+            "PATCH", "/api/public/v1/connections/" + CONN,
+            {"configurations": {"streams": [
+                {"name": "users", "syncMode": "full_refresh_overwrite",
+                 "selectedFields": [{"fieldPath": ["id"]}]}]}}, auth)
+        self.assertEqual(status, 200)
+        self.assertNotIn("selectedFields",
+                         conn["configurations"]["streams"][0])
+
+    def test_fault_accept_then_lose_answer(self):
+        auth = self.airbyte_token()
+        for kind in ("accept_reset", "accept_hang"):
+            self.control("POST", "/_fake/reset")
+            auth = self.airbyte_token()
+            self.control("POST", "/_fake/faults", {"rules": [
+                {"path": "^/api/v1/connections/refresh$", "kind": kind}]})
+            with self.assertRaises((ConnectionError, OSError,
+                                    http.client.HTTPException)):
+                self.call("POST", "/api/v1/connections/refresh",
+                          {"connectionId": CONN, "refreshMode": "Merge"},
+                          auth, timeout=1)
+            stats = self.control("GET", "/_fake/stats")
+            self.assertEqual((stats["refresh_requests_accepted"],
+                              stats["refresh_jobs_created"]), (1, 1), kind)
+            rec = [r for r in self.control("GET", "/_fake/requests")
+                   ["requests"] if r["path"] == "/api/v1/connections/refresh"]
+            self.assertEqual((rec[-1]["accepted_status"], rec[-1]["fault"]),
+                             (200, kind))
+
+    def test_job_progress(self):
+        # rowsSynced/bytesSynced per job, set at creation and updated alone
+        auth = self.airbyte_token()
+        job = self.control("POST", "/_fake/airbyte/jobs",
+                           {"status": "running", "frozen": True,
+                            "rowsSynced": 10, "bytesSynced": 1000})
+        self.assertEqual((job["rowsSynced"], job["bytesSynced"]), (10, 1000))
+        self.control("POST", "/_fake/airbyte/jobs/%d" % job["jobId"],
+                     {"rowsSynced": 25})
+        got = self.call("GET", "/api/public/v1/jobs/%d" % job["jobId"],
+                        headers=auth)[2]
+        self.assertEqual((got["status"], got["rowsSynced"],
+                          got["bytesSynced"]), ("running", 25, 1000))
+        # neither status nor progress: still a 400
+        self.assertEqual(self.call("POST", "/_fake/airbyte/jobs/%d"
+                                   % job["jobId"], {})[0], 400)
+        other = self.control("POST", "/_fake/airbyte/jobs",
+                             {"status": "succeeded"})
+        self.assertEqual(other["rowsSynced"], 0)
 
     def test_job_final_status(self):
         self.control("POST", "/_fake/config", {"job_final_status": "failed",

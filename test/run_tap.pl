@@ -7,7 +7,11 @@ use warnings;
 use TAP::Harness;
 
 my $harness = TAP::Harness->new({ verbosity => ($ENV{TAP_VERBOSE} ? 1 : 0), lib => [] });
-my $agg = $harness->runtests(@ARGV);
+# each run is named after its Airbyte profile (test/check runs the Airbyte
+# files once per profile)
+my $profile = $ENV{DFE_AIRBYTE_PROFILE};
+my @tests = map { defined $profile ? [ $_, "$_ [airbyte $profile]" ] : $_ } @ARGV;
+my $agg = $harness->runtests(@tests);
 my ($passed, $failed) = (0, 0);
 for my $file ($agg->descriptions) {
     my ($parser) = $agg->parsers($file);

@@ -12,6 +12,68 @@ COMMENT ON FUNCTION @extschema@.dfe_airbyte_setting_problems() IS
 REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_setting_problems() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_setting_problems() TO dfe_airbyte_admin, pg_monitor;
 
+-- The heartbeat's row and publication and the slot's bounds against the
+-- disk (slot_limit_advice): checks that need the heartbeat table itself
+-- (the caller, e.g. pg_monitor, may not read it: SECURITY DEFINER, which
+-- shows only whether the row exists) or objects installed after this view.
+CREATE FUNCTION @extschema@.dfe_airbyte_flow_problems()
+    RETURNS TABLE (severity text, object text, problem text, hint text)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    v_src text := coalesce(nullif(current_setting('dfe_airbyte.source_schema', true), ''), 'public');
+    v_pub text := coalesce(nullif(current_setting('dfe_airbyte.publication', true), ''), 'airbyte_publication');
+    hb oid;
+    has_row boolean;
+    adv record;
+BEGIN
+    SELECT c.oid INTO hb FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = v_src AND c.relname = 'airbyte_heartbeat' AND c.relkind IN ('r', 'p');
+    IF hb IS NOT NULL THEN
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication p WHERE p.pubname = v_pub)
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables pt
+                            WHERE pt.pubname = v_pub AND pt.schemaname = v_src AND pt.tablename = 'airbyte_heartbeat') THEN
+            RETURN QUERY SELECT 'error'::text, 'airbyte_heartbeat'::text,
+                format('table airbyte_heartbeat is not in publication "%s": the heartbeat writes no change Airbyte reads, so on a quiet database the slot never advances and retains WAL', v_pub),
+                format('ALTER PUBLICATION %I ADD TABLE %I.airbyte_heartbeat;', v_pub, v_src);
+        END IF;
+        IF (SELECT count(*) FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = hb AND a.attname IN ('id', 'last_heartbeat') AND NOT a.attisdropped) < 2 THEN
+            RETURN QUERY SELECT 'error'::text, 'airbyte_heartbeat'::text,
+                'table airbyte_heartbeat lacks the column id or last_heartbeat that the heartbeat stream and the source''s heartbeat query use'::text,
+                format('CREATE TABLE %I.airbyte_heartbeat (id integer, last_heartbeat timestamptz) as DfE''s Terraform does, with REPLICA IDENTITY FULL and one row with id = 1.', v_src);
+        ELSE
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.airbyte_heartbeat WHERE id = 1)', v_src) INTO has_row;
+            IF NOT has_row THEN
+                RETURN QUERY SELECT 'error'::text, 'airbyte_heartbeat'::text,
+                    'table airbyte_heartbeat has no row with id = 1: the source''s heartbeat query (UPDATE airbyte_heartbeat SET last_heartbeat = now() WHERE id = 1) changes nothing, so a quiet database retains WAL'::text,
+                    format('INSERT INTO %I.airbyte_heartbeat (id, last_heartbeat) VALUES (1, now());', v_src);
+            END IF;
+        END IF;
+    END IF;
+
+    SELECT * INTO adv FROM dfe_airbyte.slot_limit_advice;
+    IF adv.verdict = 'unbounded' THEN
+        -- only ever with max_slot_wal_keep_size = -1: that setting is the object
+        RETURN QUERY SELECT 'warning'::text, 'max_slot_wal_keep_size'::text,
+            'nothing bounds the WAL the Airbyte slot may retain: no dfe_airbyte.max_slot_wal_size with slot_limit_action terminate or recreate, and no max_slot_wal_keep_size; a stalled Airbyte fills the disk'::text,
+            adv.hint;
+    ELSIF adv.verdict = 'exceeds_headroom' THEN
+        RETURN QUERY SELECT 'warning'::text, 'disk headroom'::text,
+            format('the slot may retain %s before anything acts, more than the disk''s headroom (%s): the disk fills before the limit is reached',
+                   pg_catalog.pg_size_pretty(least(CASE WHEN adv.limit_action IN ('terminate', 'recreate') THEN adv.current_limit_bytes END,
+                                                   adv.server_limit_bytes)),
+                   adv.headroom_pretty),
+            adv.hint || ' See SELECT * FROM dfe_airbyte.slot_limit_advice;';
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_flow_problems() IS
+    'the heartbeat (publication, row) and slot bound (disk headroom) part of dfe_airbyte.config_problems';
+REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_flow_problems() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_flow_problems() TO dfe_airbyte_admin, pg_monitor;
+
 CREATE VIEW dfe_airbyte.config_problems AS
 WITH conf AS (
     SELECT coalesce(nullif(current_setting('dfe_airbyte.source_schema', true), ''), 'public') AS source_schema,
@@ -91,12 +153,15 @@ problems (severity, object, problem, hint) AS (
            'Remove it from analytics.yml.'
      WHERE EXISTS (SELECT 1 FROM dfe_airbyte.allowlist WHERE table_name = 'airbyte_heartbeat')
     UNION ALL
+    -- SPEC §3: Airbyte's Postgres source offers a table without a primary
+    -- key only in full refresh (no CDC, no _ab_cdc_* fields); the stream is
+    -- full_refresh_overwrite (src/stream_config.c)
     SELECT 'warning', a.table_name,
-           format('table "%s" has no primary key: the stream uses %s as its primary key instead',
-                  a.table_name, coalesce(k.stream_pk, 'nothing')),
-           'Add a primary key to the table. Without one the stream''s key is only a guess, and while the table is in the publication its UPDATEs and DELETEs need another replica identity.'
-      FROM allowed a
-      LEFT JOIN stream_keys k ON k.table_name = a.table_name
+           format('table "%s" has no primary key: Airbyte copies it whole at each sync (full_refresh_overwrite) instead of streaming its changes; BigQuery keeps no history of its rows and does not see deletes as such (the copy is replaced), until it gets a primary key',
+                  a.table_name),
+           format('Add a primary key (ALTER TABLE %I.%I ADD PRIMARY KEY (...)), then deploy: the stream becomes incremental with CDC. While the table is in the publication without one, its UPDATEs and DELETEs also need a replica identity.',
+                  conf.source_schema, a.table_name)
+      FROM allowed a, conf
      WHERE a.relid IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM pk WHERE pk.table_name = a.table_name)
     UNION ALL
@@ -219,8 +284,38 @@ problems (severity, object, problem, hint) AS (
      WHERE s.slot_name = conf.slot_name
        AND (s.database IS DISTINCT FROM current_database() OR s.plugin IS DISTINCT FROM 'pgoutput')
     UNION ALL
+    -- the Airbyte server's version as the worker last reported it (event
+    -- airbyte_version, from GET /api/v1/instance_configuration; src/resync.c)
+    -- and what that version lacks
+    -- (README, "Supported Airbyte versions"; shared/background/api_conformance.md)
+    SELECT CASE WHEN v.num < '{0,60,1}' THEN 'error'
+                WHEN v.num < '{1,2,0}' THEN 'warning' ELSE 'info' END,
+           'Airbyte',
+           format('Airbyte server version %s%s', v.version,
+                  CASE WHEN v.num < '{0,60,1}'
+                       THEN ': it ignores selectedFields, so dfe_airbyte refuses to update the connection (every column would be replicated)'
+                       WHEN v.num < '{0,63,7}'
+                       THEN ': no public token endpoint (the config-API token is used); full re-sync answers {"value": ...} without a job; the public job list hides refresh jobs (the config API''s is used)'
+                       WHEN v.num < '{1,2,0}'
+                       THEN ': full re-sync answers {"value": ...} without a job; the public job list hides refresh jobs (the config API''s is used)'
+                       WHEN v.num < '{1,8,0}'
+                       THEN ': the public job list hides refresh jobs (the config API''s is used)'
+                       ELSE ': everything dfe_airbyte uses is available' END),
+           CASE WHEN v.num < '{0,60,1}' THEN 'Upgrade Airbyte to 0.60.1 or later (1.8 or later recommended).'
+                WHEN v.num < '{1,2,0}' THEN 'Works; upgrading Airbyte to 1.2 or later (1.8 or later recommended) makes full re-syncs easier to follow.'
+                ELSE 'Nothing to do.' END
+      FROM (SELECT e.data->>'version' AS version,
+                   pg_catalog.string_to_array(pg_catalog.substring(e.data->>'version', '^[vV]?([0-9]+\.[0-9]+\.[0-9]+)'), '.')::int[] AS num
+              FROM dfe_airbyte.events e
+             WHERE e.kind = 'airbyte_version'
+             ORDER BY e.id DESC LIMIT 1) AS v
+     WHERE v.num IS NOT NULL
+    UNION ALL
     SELECT sp.severity, sp.object, sp.problem, sp.hint
       FROM @extschema@.dfe_airbyte_setting_problems() AS sp
+    UNION ALL
+    SELECT fp.severity, fp.object, fp.problem, fp.hint
+      FROM @extschema@.dfe_airbyte_flow_problems() AS fp
 )
 SELECT severity, object, problem, hint
   FROM problems

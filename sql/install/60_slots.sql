@@ -15,7 +15,8 @@ CREATE TABLE dfe_airbyte.slot_samples (
     retained_bytes  bigint,     -- pg_current_wal_lsn() - restart_lsn
     flush_lag_bytes bigint,     -- pg_current_wal_lsn() - confirmed_flush_lsn
     restart_lsn     pg_lsn,     -- where a failover's gap starts (issue 9)
-    confirmed_flush_lsn pg_lsn
+    confirmed_flush_lsn pg_lsn,
+    current_lsn     pg_lsn      -- pg_current_wal_lsn(): WAL written per day (slot_limit_advice)
 );
 CREATE INDEX slot_samples_sampled_at_idx ON dfe_airbyte.slot_samples (sampled_at);
 COMMENT ON TABLE dfe_airbyte.slot_samples IS 'logical replication slots of this database as the dfe_airbyte worker sampled them every check_interval (bounded history)';
@@ -32,7 +33,8 @@ CREATE TABLE dfe_airbyte.slot_state (
                      CHECK (condition IN ('ok', 'over_limit', 'lost', 'missing', 'elsewhere')),
     condition_since  timestamptz,
     notified_at      timestamptz,
-    notified_action  text
+    notified_action  text,
+    confirmed_flush_lsn pg_lsn  -- at the last check: a move means a consumer was there
 );
 COMMENT ON TABLE dfe_airbyte.slot_state IS 'dfe_airbyte slot guard bookkeeping: when each slot was first seen and last active, and the Airbyte slot''s condition';
 
@@ -69,7 +71,12 @@ CREATE TABLE dfe_airbyte.slot_recreations (
     -- time) to new_lsn at recreated_at
     gap_from_lsn            pg_lsn,
     gap_restart_lsn         pg_lsn,
-    gap_from_time           timestamptz
+    gap_from_time           timestamptz,
+    -- exactly one full re-sync per recreation (src/resync.c): "asked at T"
+    -- is committed before the POST; never asked again without proof
+    resync_asked_at         timestamptz,
+    resync_answered_at      timestamptz,
+    resync_answer           text
 );
 COMMENT ON TABLE dfe_airbyte.slot_recreations IS 'every recreation of the Airbyte slot by the dfe_airbyte worker and the full re-sync it requested';
 
@@ -108,6 +115,30 @@ COMMENT ON FUNCTION @extschema@.dfe_airbyte_check_slots_now() IS 'samples the lo
 REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_check_slots_now() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_check_slots_now() TO dfe_airbyte_admin;
 
+-- The sync schedule the slot view judges growth and inactivity over
+-- (dfe_airbyte.sync_interval, else dfe_airbyte.sync_stale_after / 3).
+CREATE FUNCTION @extschema@.dfe_airbyte_slot_rhythm(
+    OUT sync_interval interval,
+    OUT interval_source text,
+    OUT inactive_intervals integer)
+    AS 'MODULE_PATHNAME', 'dfe_airbyte_slot_rhythm'
+    LANGUAGE C STABLE
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_slot_rhythm() IS 'the Airbyte sync interval the slot guard judges growth and inactivity over, where it comes from, and how many intervals without a consumer make a slot inactive';
+
+-- Total and free space of the data directory's file system (statvfs), or
+-- dfe_airbyte.disk_free_override.
+CREATE FUNCTION @extschema@.dfe_airbyte_disk_space(
+    OUT total_bytes bigint,
+    OUT free_bytes bigint,
+    OUT source text)
+    AS 'MODULE_PATHNAME', 'dfe_airbyte_disk_space'
+    LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_disk_space() IS 'total and free bytes of the data directory''s file system (statvfs), or the free space set by dfe_airbyte.disk_free_override (total NULL)';
+REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_disk_space() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_disk_space() TO pg_monitor, dfe_airbyte_admin;
+
 CREATE VIEW dfe_airbyte.replication_slot_health AS
 WITH cfg AS MATERIALIZED (
     SELECT * FROM @extschema@.dfe_airbyte_slot_guard_settings()
@@ -140,18 +171,51 @@ WITH cfg AS MATERIALIZED (
     FROM dfe_airbyte.slot_state st CROSS JOIN cfg CROSS JOIN pos
     WHERE st.slot_name = cfg.slot_name AND st.first_seen_at IS NOT NULL AND NOT pos.in_recovery
       AND NOT EXISTS (SELECT 1 FROM rs r WHERE r.slot_name = st.slot_name)
-), growth AS (
-    -- least-squares slope of the retained bytes over the last hour of this
-    -- incarnation's samples; a range scan of slot_samples_sampled_at_idx
+), rhythm AS MATERIALIZED (
+    -- Airbyte confirms WAL only at the start of the NEXT sync, so retained
+    -- WAL is a sawtooth over the schedule: growth is judged on the
+    -- sawtooth's envelope over whole sync intervals, never on the rise
+    -- between two syncs.  Quarter intervals are the unit of time.
+    SELECT r.sync_interval, now() - 6 * r.sync_interval AS fit_from,
+           date_part('epoch', r.sync_interval) / 4 AS quarter_s
+    FROM @extschema@.dfe_airbyte_slot_rhythm() r
+), quarters AS (
+    -- the highest retained WAL of each quarter interval of the last 7.5
+    -- intervals, of this incarnation of each slot: one pass over a range
+    -- scan of slot_samples_sampled_at_idx
     SELECT x.slot_name,
-           regr_slope(x.retained_bytes, date_part('epoch', x.sampled_at)) * 3600 AS per_hour
+           floor(date_part('epoch', x.sampled_at) / rh.quarter_s)::bigint AS q,
+           max(x.retained_bytes) AS peak,
+           max(x.sampled_at) AS last_at,
+           min(coalesce(st.first_seen_at, '-infinity')) AS first_seen_at
     FROM dfe_airbyte.slot_samples x
+    CROSS JOIN rhythm rh
     LEFT JOIN dfe_airbyte.slot_state st ON st.slot_name = x.slot_name
-    WHERE x.sampled_at >= now() - interval '1 hour'
-      AND (st.first_seen_at IS NULL OR x.sampled_at >= st.first_seen_at)
-    GROUP BY x.slot_name
-    HAVING count(x.retained_bytes) >= 3
-       AND max(x.sampled_at) - min(x.sampled_at) >= interval '5 minutes'
+    WHERE x.sampled_at >= rh.fit_from - 1.5 * rh.sync_interval
+      AND x.sampled_at >= coalesce(st.first_seen_at, '-infinity')
+      AND x.retained_bytes IS NOT NULL
+    GROUP BY 1, 2
+), envelope AS (
+    -- each quarter's envelope: the highest retained WAL of the 1.5 to 1.75
+    -- intervals up to it (7 quarters), so that it always spans one peak,
+    -- also when a sync starts late
+    SELECT slot_name, q, last_at, first_seen_at,
+           max(peak) OVER (PARTITION BY slot_name ORDER BY q RANGE BETWEEN 6 PRECEDING AND CURRENT ROW) AS peak
+    FROM quarters
+), growth AS (
+    -- least-squares slope of the envelope over the last 6 intervals, from
+    -- 3 intervals after this incarnation was first seen on (a new slot's
+    -- sawtooth takes two syncs to reach its height); needs 3 quarters over
+    -- 2 intervals at least
+    SELECT e.slot_name,
+           CASE WHEN count(*) >= 3 AND max(e.last_at) - min(e.last_at) >= 2 * rh.sync_interval THEN
+               regr_slope(e.peak, e.q * rh.quarter_s) * 3600
+           END AS per_hour,
+           (array_agg(e.peak ORDER BY e.q DESC))[1] AS last_peak
+    FROM envelope e CROSS JOIN rhythm rh
+    WHERE e.last_at >= rh.fit_from
+      AND e.last_at >= e.first_seen_at + 3 * rh.sync_interval
+    GROUP BY e.slot_name, rh.sync_interval
 ), pending AS (
     SELECT slot_name, date_trunc('second', min(recreated_at)) AS since, max(resync_attempts) AS attempts,
            (array_agg(resync_last_error ORDER BY id DESC))[1] AS last_error
@@ -164,6 +228,8 @@ WITH cfg AS MATERIALIZED (
            CASE WHEN l.slot_name = cfg.slot_name THEN cfg.limit_bytes END AS limit_bytes,
            cfg.server_limit_bytes, cfg.warning_fraction, cfg.limit_action, cfg.inactive_after,
            round(g.per_hour)::bigint AS growth_bytes_per_hour,
+           g.last_peak AS peak_retained_bytes,
+           (SELECT rh.sync_interval FROM rhythm rh) AS sync_interval,
            CASE WHEN l.active THEN now() ELSE st.last_active_at END AS last_active_at,
            st.first_seen_at,
            p.since AS resync_pending_since, p.attempts AS resync_attempts, p.last_error AS resync_error
@@ -203,8 +269,11 @@ SELECT slot_name,
        growth_bytes_per_hour,
        CASE WHEN growth_bytes_per_hour > 0 AND (limit_bytes IS NOT NULL OR safe_wal_size IS NOT NULL) THEN
            date_trunc('second', make_interval(secs => greatest(0, least(
+               -- from the sawtooth's last peak when it is higher: the
+               -- limit is reached at a peak, just before a sync
                CASE WHEN limit_bytes IS NOT NULL
-                    THEN (limit_bytes - retained_bytes)::float8 / growth_bytes_per_hour * 3600 END,
+                    THEN (limit_bytes - greatest(retained_bytes, peak_retained_bytes))::float8
+                         / growth_bytes_per_hour * 3600 END,
                CASE WHEN safe_wal_size IS NOT NULL
                     THEN safe_wal_size::float8 / growth_bytes_per_hour * 3600 END))))
        END AS time_to_limit,
@@ -257,10 +326,141 @@ SELECT slot_name,
                           resync_pending_since, resync_attempts,
                           CASE WHEN resync_error IS NOT NULL THEN ', last error: ' || resync_error ELSE '' END)
                END
-       END AS hint
+       END AS hint,
+       sync_interval,
+       peak_retained_bytes
 FROM k
 ORDER BY slot_name;
 
 COMMENT ON VIEW dfe_airbyte.replication_slot_health IS 'one row per logical replication slot of this database: retained WAL, limit, growth, time to limit and a status (ok, warning, critical, inactive, lost, restored) with a hint';
 REVOKE ALL ON dfe_airbyte.replication_slot_health FROM PUBLIC;
 GRANT SELECT ON dfe_airbyte.replication_slot_health TO pg_monitor, dfe_airbyte_admin;
+
+-- How big dfe_airbyte.max_slot_wal_size should be: the WAL this server
+-- writes per day (measured), the disk's free space, the limit that keeps at
+-- least two days of WAL well below it, and the current settings beside it.
+-- One row.  The formula is in README.md ("Choosing the limit").
+CREATE VIEW dfe_airbyte.slot_limit_advice AS
+WITH cfg AS MATERIALIZED (
+    SELECT * FROM @extschema@.dfe_airbyte_slot_guard_settings()
+), disk AS MATERIALIZED (
+    SELECT * FROM @extschema@.dfe_airbyte_disk_space()
+), pos AS MATERIALIZED (
+    SELECT pg_is_in_recovery() AS in_recovery,
+           CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END AS lsn
+), first_sample AS (
+    -- the guard's samples of pg_current_wal_lsn(), up to 7 days back: two
+    -- index lookups, not a scan
+    SELECT sampled_at, current_lsn FROM dfe_airbyte.slot_samples
+    WHERE sampled_at >= now() - interval '7 days' AND current_lsn IS NOT NULL
+    ORDER BY sampled_at LIMIT 1
+), last_sample AS (
+    SELECT sampled_at, current_lsn FROM dfe_airbyte.slot_samples
+    WHERE sampled_at >= now() - interval '7 days' AND current_lsn IS NOT NULL
+    ORDER BY sampled_at DESC LIMIT 1
+), measured AS (
+    -- from the samples once they span an hour, else from pg_stat_wal since
+    -- its last reset (an hour at least), else unknown
+    SELECT CASE WHEN l.sampled_at - f.sampled_at >= interval '1 hour' THEN
+                    ((l.current_lsn - f.current_lsn) / date_part('epoch', l.sampled_at - f.sampled_at) * 86400)::bigint
+                WHEN w.stats_reset < now() - interval '1 hour' THEN
+                    (w.wal_bytes / date_part('epoch', now() - w.stats_reset) * 86400)::bigint
+           END AS wal_bytes_per_day,
+           CASE WHEN l.sampled_at - f.sampled_at >= interval '1 hour' THEN 'slot_samples'
+                WHEN w.stats_reset < now() - interval '1 hour' THEN 'pg_stat_wal'
+           END AS wal_measured_from,
+           CASE WHEN l.sampled_at - f.sampled_at >= interval '1 hour' THEN date_trunc('second', l.sampled_at - f.sampled_at)
+                WHEN w.stats_reset < now() - interval '1 hour' THEN date_trunc('second', now() - w.stats_reset)
+           END AS wal_measured_over
+    FROM pg_stat_wal w
+    LEFT JOIN first_sample f ON true
+    LEFT JOIN last_sample l ON true
+), slot AS (
+    SELECT (SELECT (pos.lsn - r.restart_lsn)::bigint
+            FROM pg_get_replication_slots() r, cfg
+            WHERE r.slot_name = cfg.slot_name AND r.restart_lsn IS NOT NULL) AS retained_bytes
+    FROM pos
+), a AS (
+    SELECT m.*, d.total_bytes AS disk_total_bytes, d.free_bytes AS disk_free_bytes, d.source AS disk_source,
+           coalesce(s.retained_bytes, 0) AS slot_retained_bytes,
+           -- Azure Database for PostgreSQL turns read-only below 5 GiB free
+           -- or above 95 % used: keep that much free whatever the platform
+           greatest(5::bigint * 1024 * 1024 * 1024, coalesce(d.total_bytes / 20, 0)) AS reserve_bytes,
+           cfg.limit_bytes AS current_limit_bytes, cfg.limit_action, cfg.server_limit_bytes
+    FROM measured m CROSS JOIN disk d CROSS JOIN slot s CROSS JOIN cfg
+), b AS (
+    SELECT a.*,
+           -- the space WAL retained by the slot may take: what is free now
+           -- plus what the slot already holds, less the reserve
+           greatest(0, a.disk_free_bytes + a.slot_retained_bytes - a.reserve_bytes) AS headroom_bytes
+    FROM a
+), c AS (
+    SELECT b.*,
+           CASE WHEN wal_bytes_per_day IS NOT NULL THEN
+               -- two days of WAL (at least 1 GB), but never more than half the headroom; whole MB
+               (least(greatest(2 * wal_bytes_per_day, 1024::bigint * 1024 * 1024), headroom_bytes / 2)
+                / (1024 * 1024)) * 1024 * 1024
+           END AS recommended_limit_bytes,
+           NOT ((current_limit_bytes IS NOT NULL AND limit_action IN ('terminate', 'recreate'))
+                OR server_limit_bytes IS NOT NULL) AS unbounded,
+           least(CASE WHEN limit_action IN ('terminate', 'recreate') THEN current_limit_bytes END,
+                 server_limit_bytes) AS effective_bound_bytes
+    FROM b
+), v AS (
+    SELECT c.*,
+           CASE
+               WHEN unbounded THEN 'unbounded'
+               WHEN effective_bound_bytes > headroom_bytes THEN 'exceeds_headroom'
+               WHEN wal_bytes_per_day IS NULL THEN 'not_measured'
+               WHEN recommended_limit_bytes < 2 * wal_bytes_per_day THEN 'disk_too_small'
+               WHEN effective_bound_bytes < 2 * wal_bytes_per_day THEN 'under_two_days'
+               ELSE 'ok'
+           END AS verdict
+    FROM c
+)
+SELECT wal_bytes_per_day,
+       pg_size_pretty(wal_bytes_per_day) AS wal_per_day_pretty,
+       wal_measured_from,
+       wal_measured_over,
+       disk_total_bytes,
+       disk_free_bytes,
+       pg_size_pretty(disk_free_bytes) AS disk_free_pretty,
+       disk_source,
+       slot_retained_bytes,
+       reserve_bytes,
+       headroom_bytes,
+       pg_size_pretty(headroom_bytes) AS headroom_pretty,
+       recommended_limit_bytes,
+       pg_size_pretty(recommended_limit_bytes) AS recommended_limit_pretty,
+       CASE WHEN wal_bytes_per_day > 0 THEN round(recommended_limit_bytes::numeric / wal_bytes_per_day, 1) END
+           AS recommended_limit_days,
+       current_limit_bytes,
+       CASE WHEN wal_bytes_per_day > 0 THEN round(current_limit_bytes::numeric / wal_bytes_per_day, 1) END
+           AS current_limit_days,
+       limit_action,
+       server_limit_bytes,
+       verdict,
+       CASE verdict
+           WHEN 'unbounded' THEN
+               'Nothing bounds the WAL the Airbyte slot may retain: set dfe_airbyte.max_slot_wal_size' ||
+               coalesce(' = ''' || (recommended_limit_bytes / (1024 * 1024)) || 'MB''', '') ||
+               ' with dfe_airbyte.slot_limit_action = recreate (or terminate), and max_slot_wal_keep_size above it as the server''s backstop.'
+           WHEN 'exceeds_headroom' THEN
+               format('The slot may retain %s before anything acts, but the disk has room for only %s (free space plus what the slot holds, less a reserve of %s): the disk fills first. Lower dfe_airbyte.max_slot_wal_size%s, or grow the disk.',
+                      pg_size_pretty(effective_bound_bytes), pg_size_pretty(headroom_bytes), pg_size_pretty(reserve_bytes),
+                      coalesce(' to ' || (recommended_limit_bytes / (1024 * 1024)) || 'MB', ''))
+           WHEN 'not_measured' THEN
+               'Not enough history to measure the WAL written per day yet (an hour of slot samples, or pg_stat_wal an hour after its reset).'
+           WHEN 'disk_too_small' THEN
+               format('Two days of WAL (%s) do not fit in half the headroom (%s): an Airbyte outage of a weekend fills the disk. Grow the disk; until then dfe_airbyte.max_slot_wal_size = ''%sMB'' with slot_limit_action = recreate.',
+                      pg_size_pretty(2 * wal_bytes_per_day), pg_size_pretty(headroom_bytes / 2),
+                      recommended_limit_bytes / (1024 * 1024))
+           WHEN 'under_two_days' THEN
+               format('The limit holds %s days of WAL: an Airbyte outage of a weekend passes it. Consider dfe_airbyte.max_slot_wal_size = ''%sMB''.',
+                      round(effective_bound_bytes::numeric / wal_bytes_per_day, 1), recommended_limit_bytes / (1024 * 1024))
+       END AS hint
+FROM v;
+
+COMMENT ON VIEW dfe_airbyte.slot_limit_advice IS 'the WAL written per day, the disk''s free space and headroom, the slot limit they call for (two days of WAL, at most half the headroom) and how the current settings compare';
+REVOKE ALL ON dfe_airbyte.slot_limit_advice FROM PUBLIC;
+GRANT SELECT ON dfe_airbyte.slot_limit_advice TO pg_monitor, dfe_airbyte_admin;

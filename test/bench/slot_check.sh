@@ -5,8 +5,10 @@
 #      dfe_airbyte_check_slots_now()): median ms, buffer accesses and catalog
 #      blocks read, with an empty history, an hour and a week of samples;
 #   2. the replication_slot_health view with 20 slots: mean ms and buffers,
-#      same three histories (a week must cost about what an hour costs: the
-#      view reads the last hour through slot_samples_sampled_at_idx);
+#      same three histories (the view reads the last 7.5 sync intervals,
+#      112 min by default, through slot_samples_sampled_at_idx: a week costs
+#      what those 112 minutes cost, an hour's history has less to read), and
+#      the slot_limit_advice view (two index lookups, whatever the history);
 #   3. the worker's CPU while idle, utime+stime from /proc over --minutes N
 #      (default 10), as a percentage of one core.
 #
@@ -87,14 +89,15 @@ catalog_per_check() {
 
 # the view, $runs times in one statement: mean ms; plus one EXPLAIN
 view_cost() {
+    local view=${1:-dfe_airbyte.replication_slot_health}
     psql -qAt <<SQL
 DO \$\$
 DECLARE t0 timestamptz; n int := $runs;
 BEGIN
-    PERFORM * FROM dfe_airbyte.replication_slot_health;   -- warm-up
+    PERFORM * FROM $view;   -- warm-up
     t0 := clock_timestamp();
     FOR i IN 1..n LOOP
-        PERFORM * FROM dfe_airbyte.replication_slot_health;
+        PERFORM * FROM $view;
     END LOOP;
     RAISE NOTICE '%', round(extract(epoch FROM clock_timestamp() - t0) * 1000 / n, 3);
 END
@@ -123,6 +126,7 @@ echo "slot guard benchmark: 20 logical slots, $runs runs per measurement"
 # the view first: the check measurements add $runs checks' worth of samples
 # to the last hour, which the view reads
 v0_ms=$(view_cost 2>&1 | sed -n 's/.*NOTICE:  //p')
+a0_ms=$(view_cost dfe_airbyte.slot_limit_advice 2>&1 | sed -n 's/.*NOTICE:  //p')
 read -r v0_buf v0_idx v0_seq < <(view_explain)
 read -r c0_ms c0_buf < <(check_cost)
 cat0=$(catalog_per_check)
@@ -132,8 +136,9 @@ cat0=$(catalog_per_check)
 fill_history() {
     psql -qAt >/dev/null <<SQL
 TRUNCATE dfe_airbyte.slot_samples;
-INSERT INTO dfe_airbyte.slot_samples (sampled_at, slot_name, active, wal_status, retained_bytes, flush_lag_bytes)
-SELECT t, s.slot_name, false, 'reserved', (extract(epoch FROM t - (now() - interval '$1')) * 100)::bigint, 0
+INSERT INTO dfe_airbyte.slot_samples (sampled_at, slot_name, active, wal_status, retained_bytes, flush_lag_bytes, current_lsn)
+SELECT t, s.slot_name, false, 'reserved', (extract(epoch FROM t - (now() - interval '$1')) * 100)::bigint, 0,
+       '0/1000000'::pg_lsn + (extract(epoch FROM t - (now() - interval '$1')) * 1000)::numeric
 FROM generate_series(now() - interval '$1', now() - interval '10 seconds', interval '10 seconds') t
 CROSS JOIN (SELECT slot_name::text FROM pg_replication_slots) s;
 UPDATE dfe_airbyte.slot_state SET first_seen_at = now() - interval '8 days';
@@ -143,6 +148,7 @@ SQL
 
 fill_history '1 hour'
 vh_ms=$(view_cost 2>&1 | sed -n 's/.*NOTICE:  //p')
+ah_ms=$(view_cost dfe_airbyte.slot_limit_advice 2>&1 | sed -n 's/.*NOTICE:  //p')
 read -r vh_buf vh_idx vh_seq < <(view_explain)
 read -r ch_ms ch_buf < <(check_cost)
 cath=$(catalog_per_check)
@@ -152,6 +158,7 @@ fill_history '7 days'
 rows=$(psql -qAt -c "SELECT count(*) FROM dfe_airbyte.slot_samples")
 
 v1_ms=$(view_cost 2>&1 | sed -n 's/.*NOTICE:  //p')
+a1_ms=$(view_cost dfe_airbyte.slot_limit_advice 2>&1 | sed -n 's/.*NOTICE:  //p')
 read -r v1_buf v1_idx v1_seq < <(view_explain)
 read -r c1_ms c1_buf < <(check_cost)
 cat1=$(catalog_per_check)
@@ -164,6 +171,7 @@ printf '%-30s %10s %10s %18s\n' "one check: catalog blocks" "$cat0" "$cath" "$ca
 printf '%-30s %10s %10s %18s %8s\n' "health view: mean ms" "$v0_ms" "$vh_ms" "$v1_ms" "$(ratio "$v1_ms" "$vh_ms")"
 printf '%-30s %10s %10s %18s %8s\n' "health view: buffer accesses" "$v0_buf" "$vh_buf" "$v1_buf" "$(ratio "$v1_buf" "$vh_buf")"
 printf '%-30s %10s %10s %18s\n' "health view: plan" "-" "$vh_idx" "$v1_idx/$v1_seq"
+printf '%-30s %10s %10s %18s %8s\n' "limit advice view: mean ms" "$a0_ms" "$ah_ms" "$a1_ms" "$(ratio "$a1_ms" "$ah_ms")"
 psql -qAt -c "SELECT 'growth estimate present for ' || count(growth_bytes_per_hour) || ' of ' || count(*) || ' slots' FROM dfe_airbyte.replication_slot_health"
 
 # worker CPU while idle (nothing but its checks every $interval s)

@@ -124,6 +124,25 @@ sub _read_port
 	return $1;
 }
 
+# The Airbyte profile the fake models (env DFE_AIRBYTE_PROFILE, which
+# test/check sets per run; default 2.x), and whether it is at least $v
+# ("1.8"): tests that depend on a version ask here.
+my %PROFILE_VERSION = ('0.60' => '0.60.1', '1.1' => '1.1.0', '1.2' => '1.2.0', '1.8' => '1.8.0', '2.x' => '2.0.0');
+sub airbyte_profile { return $ENV{DFE_AIRBYTE_PROFILE} // '2.x'; }
+sub airbyte_version { my $p = airbyte_profile(); return $PROFILE_VERSION{$p} // $p; }
+sub profile_at_least
+{
+	my ($want) = @_;
+	my @have = split /\./, airbyte_version();
+	my @w = split /\./, ($PROFILE_VERSION{$want} // $want);
+	for my $i (0 .. 2)
+	{
+		my ($h, $x) = ($have[$i] // 0, $w[$i] // 0);
+		return $h > $x if $h != $x;
+	}
+	return 1;
+}
+
 sub port { $_[0]{port} }
 sub pid { $_[0]{pid} }
 sub stderr { _slurp($_[0]{stderr_file}) }
@@ -182,12 +201,15 @@ sub requests
 # only what came after this point
 sub mark { $_[0]->control(GET => '/requests/next')->{next} }
 
-# source_catalog({table => [columns]}, also_cache => 1)
+# source_catalog({table => [columns]}, also_cache => 1, no_primary_key => [tables])
+# (tables without a primary key are offered only in full refresh, without
+# _ab_cdc_* fields, as Airbyte's Postgres source does; the heartbeat is one)
 sub source_catalog
 {
 	my ($self, $tables, %opts) = @_;
 	return $self->control(POST => '/airbyte/source_catalog',
-		{ tables => $tables, also_cache => $opts{also_cache} ? JSON::PP::true : JSON::PP::false });
+		{ tables => $tables, also_cache => $opts{also_cache} ? JSON::PP::true : JSON::PP::false,
+		  no_primary_key => $opts{no_primary_key} // [] });
 }
 
 # create_job(status => 'running', frozen => 1, ...): returns the job

@@ -61,6 +61,10 @@ sub reqs
 }
 
 my $token_path = qr{/applications/token$};
+# before 0.63.7 the public token path answers 401 and the client falls back to
+# the config API's once per session: one more token request per new session
+my $public_token = FakeServer::profile_at_least('0.63.7');
+my $per_session = $public_token ? 0 : 1;
 
 # --- token and the first call ---------------------------------------------
 my $job = $fake->create_job(status => 'succeeded');
@@ -68,13 +72,14 @@ my $mark = $fake->mark;
 my ($ret, $out, $err) = run_sql("SELECT dfe_airbyte_job_status($job->{jobId})");
 is($out, 'succeeded', 'job status read');
 my $tok = reqs($mark, $token_path);
-is(scalar @$tok, 1, 'one token request');
+is(scalar @$tok, 1 + $per_session, 'one token request (public path, or 401 then the config API\'s)');
 is($tok->[0]{path}, '/api/public/v1/applications/token', 'public token endpoint first');
 is_deeply($tok->[0]{json},
 	{ client_id => 'test-client', client_secret => $SECRET, 'grant-type' => 'client_credentials' },
 	'token request body (grant-type with a hyphen)');
 my $get = reqs($mark, qr{^/api/public/v1/jobs/\d+$})->[0];
-like($get->{headers}{authorization}, qr/^Bearer airbyte-/, 'call carries the bearer token');
+like($get->{headers}{authorization}, $public_token ? qr/^Bearer airbyte-/ : qr/^Bearer [\w-]+\.[\w-]+\./,
+	'call carries the bearer token');
 like($get->{headers}{'content-type'}, qr{^application/json}, 'call carries the JSON content type');
 is($get->{status}, 200, 'call answered');
 
@@ -82,11 +87,11 @@ is($get->{status}, 200, 'call answered');
 $fake->config(token_expires_in => 2);
 $mark = $fake->mark;
 run_sql("SELECT dfe_airbyte_job_status($job->{jobId}); SELECT dfe_airbyte_job_status($job->{jobId});");
-is(scalar @{ reqs($mark, $token_path) }, 1, 'token cached for the second call of a session');
+is(scalar @{ reqs($mark, $token_path) }, 1 + $per_session, 'token cached for the second call of a session');
 $mark = $fake->mark;
 ($ret, $out) = run_sql("SELECT dfe_airbyte_job_status($job->{jobId}); SELECT pg_sleep(2.2); "
 	  . "SELECT dfe_airbyte_job_status($job->{jobId});");
-is(scalar @{ reqs($mark, $token_path) }, 2, 'token renewed after its lifetime');
+is(scalar @{ reqs($mark, $token_path) }, 2 + $per_session, 'token renewed after its lifetime');
 is(scalar(grep { $_->{status} == 401 } @{ reqs($mark, qr{/jobs/}) }), 0,
 	'renewed before expiry: no 401');
 
@@ -99,8 +104,11 @@ $fake->revoke_tokens;
 $out = $bg->query_safe("SELECT dfe_airbyte_job_status($job->{jobId})");
 $bg->quit;
 is($out, 'succeeded', 'call after a revoked token succeeds');
-my @seq = map { "$_->{method} $_->{status}" } @{ reqs($mark, qr{^/api/public/v1/(jobs|applications)}) };
-is_deeply(\@seq, [ 'POST 200', 'GET 200', 'GET 401', 'POST 200', 'GET 200' ],
+my @seq = map { "$_->{method} $_->{status}" } @{ reqs($mark, qr{^/api/(public/v1/jobs|public/v1/applications|v1/applications)}) };
+is_deeply(\@seq, FakeServer::profile_at_least('0.63.7')
+	? [ 'POST 200', 'GET 200', 'GET 401', 'POST 200', 'GET 200' ]
+	  # before 0.63.7 the public token path answers 401: the config API's, remembered
+	: [ 'POST 401', 'POST 200', 'GET 200', 'GET 401', 'POST 200', 'GET 200' ],
 	'401 → new token → call repeated once');
 
 # pre-0.63.10 Airbyte: the public token endpoint answers 404
@@ -170,7 +178,7 @@ $node->safe_psql('postgres', "INSERT INTO dfe_airbyte.allowlist VALUES ('users',
 $node->safe_psql('postgres', 'ALTER TABLE users ADD COLUMN phone text');
 ($ret, $out, $err) = run_sql('SELECT dfe_airbyte_connection_refresh()');
 like($err, qr/ERROR:  the Airbyte connection update failed: HTTP 400/, 'PATCH 400: error names the call');
-like($err, qr/DETAIL:.*Invalid selected field found: phone is not a field of stream users/,
+like($err, qr/DETAIL:.*answered: Invalid fields selected for stream users\. The list of valid field names includes/,
 	'PATCH 400: Airbyte\'s validation message in the detail');
 $node->safe_psql('postgres', "DELETE FROM dfe_airbyte.allowlist WHERE column_name = 'phone'");
 
@@ -225,7 +233,18 @@ is_deeply(reqs($mark, qr{^/api/public/v1/jobs$}, 'POST')->[0]{json},
 	{ connectionId => $CONN, jobType => 'sync' }, 'start sync body');
 ($ret, $out, $err) = run_sql('SELECT dfe_airbyte_start_sync()');
 is($out, $sync, 'second start while it runs: the running job (409)');
-like($err, qr/NOTICE:  a sync is already running: job $sync/, 'second start: NOTICE');
+like($err, qr/NOTICE:  a job is already running: job $sync/, 'second start: NOTICE');
+$fake->control(POST => "/airbyte/jobs/$sync", { status => 'succeeded' });
+# a running refresh blocks a sync too (409): that job is returned, not the
+# finished sync (before 1.8 only the config API lists it)
+my $refresh = $fake->create_job(jobType => 'refresh', status => 'running', frozen => 1)->{jobId};
+$mark = $fake->mark;
+($ret, $out, $err) = run_sql('SELECT dfe_airbyte_start_sync()');
+is($out, $refresh, 'start while a refresh runs: the refresh job');
+like($err, qr/NOTICE:  a job is already running: job $refresh/, 'start while a refresh runs: NOTICE');
+is(scalar @{ reqs($mark, qr{^/api/v1/jobs/list$}, 'POST') }, FakeServer::profile_at_least('1.8') ? 0 : 1,
+	'the running job is looked up where this version lists refresh jobs');
+$fake->control(POST => "/airbyte/jobs/$refresh", { status => 'succeeded' });
 my $slow = $fake->create_job(status => 'running', running_seconds => 5)->{jobId};
 ($ret, $out, $err) = run_sql("SELECT dfe_airbyte_wait_for_job($slow)");
 is($out, 'succeeded', 'wait_for_job returns succeeded');
@@ -287,6 +306,18 @@ my $tables = $node->safe_psql('postgres',
 	"SELECT string_agg(t::text, ' ') FROM (SELECT e::text AS t FROM dfe_airbyte.events e "
 	  . "UNION ALL SELECT d::text FROM dfe_airbyte.deploys d) s");
 unlike($tables, qr/\Q$SECRET\E/, 'secret in no table');
+
+# --- Airbyte older than 0.60.1: no PATCH that would replicate every column
+$fake->config(airbyte_version => '0.59.0');
+$mark = $fake->mark;
+($ret, $out, $err) = run_sql('SELECT dfe_airbyte_connection_refresh()');
+like($err, qr/ERROR:  Airbyte 0\.59\.0 is too old for dfe_airbyte: the connection was not changed/,
+	'Airbyte 0.59: a clear error');
+like($err, qr/HINT:  Upgrade Airbyte to 0\.60\.1 or later/, 'Airbyte 0.59: hint says upgrade');
+is(scalar @{ reqs($mark, qr{^/api/public/v1/connections/}, 'PATCH') }, 0, 'Airbyte 0.59: no PATCH');
+$fake->config(airbyte_version => FakeServer::airbyte_version());
+($ret, $out, $err) = run_sql('SELECT dfe_airbyte_connection_refresh()');
+is($ret, 0, 'the current version: the refresh works again (version read per session)');
 
 $node->stop;
 done_testing();

@@ -16,6 +16,8 @@ my $SECRET = 'test-secret-value';
 my $CONN = '11111111-1111-1111-1111-111111111111';
 
 my $fake = FakeServer->start;
+# from 1.8.0 the public job list shows every job type; before, the config API's
+my $new_job_list = FakeServer::profile_at_least('1.8');
 $fake->config(job_pending_seconds => 0.2, job_running_seconds => 1);
 $fake->source_catalog({ users => [qw(id name email)] });
 
@@ -134,19 +136,82 @@ ok(DfeTest::poll_until($node, "SELECT step || ' ' || job_id FROM dfe_airbyte.dep
 $fake->control(POST => "/airbyte/jobs/$running", { status => 'succeeded' });
 ok(wait_state($id, 'succeeded'), 'deploy succeeds when that job does');
 is(scalar(grep { $_ eq 'POST /api/public/v1/jobs' } @{ calls($mark) }), 0, 'no sync started');
-like(deploy_log($id), qr/a sync is already running: waiting for job $running instead of starting one/,
+like(deploy_log($id), qr/a sync job is already running: waiting for job $running instead of starting one/,
 	'log says why');
 
 # --- 409 on start: the last job read missed it ---------------------------------
 $running = $fake->create_job(status => 'running', running_seconds => 5)->{jobId};
-$fake->faults({ method => 'GET', path => '^/api/public/v1/jobs$', status => 200, body => { data => [] } });
+# the list that misses it: the public one from 1.8, the config API's before
+if ($new_job_list)
+{
+	$fake->faults({ method => 'GET', path => '^/api/public/v1/jobs$', status => 200, body => { data => [] } });
+}
+else
+{
+	$fake->faults({ method => 'POST', path => '^/api/v1/jobs/list$', status => 200,
+			body => { jobs => [], totalJobCount => 0 } });
+}
 $mark = $fake->mark;
 $id = deploy();
 ok(wait_state($id, 'succeeded'), '409 on start: deploy succeeds');
 is(sql("SELECT job_id FROM dfe_airbyte.deploys WHERE id = $id"), $running, '409: waited on the running job');
 is_deeply([ map { $_->{status} } @{ $fake->requests(since => $mark, path => qr{^/api/public/v1/jobs$}, method => 'POST') } ],
 	[409], 'the start answered 409');
-like(deploy_log($id), qr/Airbyte answered that a sync is already running: waiting for job $running/, 'log: 409');
+like(deploy_log($id), qr/Airbyte answered that a job is already running: waiting for job $running/, 'log: 409');
+
+# --- a running REFRESH (e.g. the re-sync after a slot recreation): the deploy
+# follows it, not the last finished sync; before 1.8 the public list hides it
+my $done_sync = $fake->create_job(status => 'succeeded')->{jobId};
+my $refresh = $fake->create_job(jobType => 'refresh', status => 'running', frozen => 1)->{jobId};
+$mark = $fake->mark;
+$id = deploy();
+ok(DfeTest::poll_until($node, "SELECT step || ' ' || job_id FROM dfe_airbyte.deploys WHERE id = $id",
+		"waiting_for_sync $refresh"), 'running refresh: the deploy waits on it');
+isnt(sql("SELECT job_id FROM dfe_airbyte.deploys WHERE id = $id"), $done_sync,
+	'running refresh: not on the finished sync');
+sleep 2;
+is(sql("SELECT state FROM dfe_airbyte.deploys WHERE id = $id"), 'running',
+	'running refresh: no tags while it runs');
+$fake->control(POST => "/airbyte/jobs/$refresh", { status => 'succeeded' });
+ok(wait_state($id, 'succeeded'), 'running refresh: the deploy goes on when it ends');
+like(deploy_log($id), qr/a refresh job is already running: waiting for job $refresh instead of starting one/,
+	'running refresh: log names the refresh');
+like(deploy_log($id), qr/refresh job $refresh succeeded/, 'running refresh: log says it ended');
+
+# --- the same refresh seen only through a 409 (start before the list shows it)
+$refresh = $fake->create_job(jobType => 'refresh', status => 'running', running_seconds => 4)->{jobId};
+if ($new_job_list)
+{
+	$fake->faults({ method => 'GET', path => '^/api/public/v1/jobs$', status => 200, body => { data => [] } });
+}
+else
+{
+	$fake->faults({ method => 'POST', path => '^/api/v1/jobs/list$', status => 200,
+			body => { jobs => [], totalJobCount => 0 } });
+}
+$mark = $fake->mark;
+$id = deploy();
+ok(wait_state($id, 'succeeded'), '409 for a refresh: deploy succeeds');
+is(sql("SELECT job_id FROM dfe_airbyte.deploys WHERE id = $id"), $refresh, '409 for a refresh: waited on the refresh');
+is_deeply([ map { $_->{status} } @{ $fake->requests(since => $mark, path => qr{^/api/public/v1/jobs$}, method => 'POST') } ],
+	[409], '409 for a refresh: the start answered 409');
+
+# --- a table without a primary key (a Rails join table): full refresh, and the
+# deploy succeeds (Airbyte would reject the whole PATCH for the gem's stream)
+sql("CREATE TABLE roles_users (role_id bigint, user_id bigint);
+     INSERT INTO dfe_airbyte.allowlist VALUES ('roles_users', 'role_id'), ('roles_users', 'user_id');");
+$fake->source_catalog({ users => [qw(id name email)], roles_users => [qw(role_id user_id)] },
+	no_primary_key => ['roles_users']);
+$id = deploy();
+ok(wait_state($id, 'succeeded'), 'table without a primary key: the deploy succeeds');
+my ($ru) = grep { $_->{name} eq 'roles_users' } @{ $fake->connection->{last_patch}{configurations}{streams} };
+is_deeply($ru, { name => 'roles_users', syncMode => 'full_refresh_overwrite',
+		selectedFields => [ { fieldPath => ['role_id'] }, { fieldPath => ['user_id'] } ] },
+	'table without a primary key: full_refresh_overwrite, no cursor, no key, no _ab_cdc_* fields');
+like(sql("SELECT problem FROM dfe_airbyte.config_problems WHERE object = 'roles_users'"),
+	qr/no primary key: Airbyte copies it whole at each sync/, 'config_problems says what it means');
+sql("DELETE FROM dfe_airbyte.allowlist WHERE table_name = 'roles_users'");
+$fake->source_catalog({ users => [qw(id name email)] });
 
 # --- token expiry and a 401 mid-deploy -------------------------------------------
 $fake->config(token_expires_in => 2, job_running_seconds => 4);
@@ -180,7 +245,7 @@ ok(wait_state($id, 'failed'), 'PATCH 400: deploy failed');
 is(sql("SELECT step || ' ' || http_status FROM dfe_airbyte.deploys WHERE id = $id"),
 	'refreshing_connection 400', 'PATCH 400: step and HTTP status');
 like(sql("SELECT error FROM dfe_airbyte.deploys WHERE id = $id"),
-	qr/the Airbyte connection update failed: HTTP 400: .*Invalid selected field found: phone/,
+	qr/the Airbyte connection update failed: HTTP 400: .*Invalid fields selected for stream users\./,
 	'PATCH 400: Airbyte\'s message');
 sql("DELETE FROM dfe_airbyte.allowlist WHERE column_name = 'phone'");
 
@@ -261,7 +326,7 @@ is($ret, 0, 'wait => true returns');
 like($out, qr/^\d+$/, 'wait => true returns the id');
 is(sql("SELECT state FROM dfe_airbyte.deploys WHERE id = $out"), 'succeeded', 'wait => true: deploy succeeded');
 like($err, qr/NOTICE:  deploy $out: started\n/, 'wait => true: start NOTICE');
-like($err, qr/NOTICE:  deploy $out: starting_sync: source schema rediscovered/, 'wait => true: step NOTICE');
+like($err, qr/NOTICE:  deploy $out: starting_sync: Airbyte \d+\.\d+\.\d+: source schema rediscovered/, 'wait => true: step NOTICE');
 like($err, qr/NOTICE:  deploy $out: waiting_for_sync: started sync job/, 'wait => true: sync NOTICE');
 like($err, qr/NOTICE:  deploy $out: applying_policy_tags: skipped: BigQuery not configured/, 'wait => true: end NOTICE');
 

@@ -280,6 +280,14 @@ wait_for("SELECT reason || ' ' || resync_state FROM dfe_airbyte.slot_recreations
 	'missing started', 'dropped slot recreated');
 $rec = rec_mark();
 is(sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'airbyte_slot'"), '1', 'it exists again');
+# the dropped slot's refresh job must end first: asked while a job runs, Airbyte
+# only queues the refresh for the next job it creates ({"job":null})
+for (1 .. 100)
+{
+	last unless grep { $_->{status} !~ /^(succeeded|failed|cancelled)$/ }
+	  @{ $fake->control(GET => '/airbyte/jobs')->{jobs} };
+	usleep(100_000);
+}
 set_conf('dfe_airbyte.slot_name' => 'fresh_slot');
 wait_for("SELECT count(*) FROM dfe_airbyte.events WHERE kind = 'slot_created'", '1',
 	'never-seen slot created under recreate');

@@ -1,0 +1,511 @@
+-- 0.2.0 redefines these views; each is copied here, unchanged, from its
+-- install piece (sql/install/25_config_problems.sql, 60_slots.sql,
+-- 70_sync_health.sql), after every table and function they read exists.
+-- Their column lists only grow at the end, so CREATE OR REPLACE keeps their
+-- grants.  Whoever changes one of these views in sql/install/ copies it here
+-- again: test/t/090_upgrade.pl compares the definitions.
+
+CREATE OR REPLACE VIEW dfe_airbyte.config_problems AS
+WITH conf AS (
+    SELECT coalesce(nullif(current_setting('dfe_airbyte.source_schema', true), ''), 'public') AS source_schema,
+           coalesce(nullif(current_setting('dfe_airbyte.publication', true), ''), 'airbyte_publication') AS publication,
+           coalesce(nullif(current_setting('dfe_airbyte.slot_name', true), ''), 'airbyte_slot') AS slot_name
+),
+-- allowlisted tables (but the heartbeat), resolved in the source schema
+allowed AS (
+    SELECT t.table_name, c.oid AS relid
+      FROM (SELECT DISTINCT table_name FROM dfe_airbyte.allowlist) AS t
+     CROSS JOIN conf
+      LEFT JOIN (pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace)
+             ON n.nspname = conf.source_schema AND c.relname = t.table_name AND c.relkind IN ('r', 'p')
+     WHERE t.table_name <> 'airbyte_heartbeat'
+),
+-- the columns those tables have
+cols AS (
+    SELECT a.table_name, att.attname::text AS column_name
+      FROM allowed a
+      JOIN pg_catalog.pg_attribute att
+        ON att.attrelid = a.relid AND att.attnum > 0 AND NOT att.attisdropped
+),
+-- their primary key columns
+pk AS (
+    SELECT a.table_name, att.attname::text AS column_name
+      FROM allowed a
+      JOIN pg_catalog.pg_index i ON i.indrelid = a.relid AND i.indisprimary
+     CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+      JOIN pg_catalog.pg_attribute att ON att.attrelid = a.relid AND att.attnum = k.attnum
+     WHERE k.ord <= i.indnkeyatts
+),
+-- the primary key each stream really uses ("a, b"), from the stream configuration
+stream_keys AS (
+    SELECT s->>'name' AS table_name,
+           (SELECT string_agg(e.k->>0, ', ' ORDER BY e.o)
+              FROM jsonb_array_elements(s->'primaryKey') WITH ORDINALITY AS e(k, o)) AS stream_pk
+      FROM jsonb_array_elements(@extschema@.dfe_airbyte_stream_config()->'configurations'->'streams') AS s
+),
+pub AS (
+    SELECT p.* FROM pg_catalog.pg_publication p, conf WHERE p.pubname = conf.publication
+),
+pubtables AS (
+    SELECT pt.schemaname::text AS schemaname, pt.tablename::text AS tablename, pt.attnames::text[] AS attnames
+      FROM pg_catalog.pg_publication_tables pt, conf
+     WHERE pt.pubname = conf.publication
+),
+problems (severity, object, problem, hint) AS (
+    SELECT 'error', 'dfe_airbyte.source_schema',
+           format('schema "%s" (dfe_airbyte.source_schema) does not exist: no allowlisted table can be found',
+                  conf.source_schema),
+           'ALTER SYSTEM SET dfe_airbyte.source_schema = ''<the schema of the service''''s tables>''; SELECT pg_reload_conf();'
+      FROM conf
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = conf.source_schema)
+    UNION ALL
+    SELECT 'error', a.table_name,
+           format('allowlisted table "%s" does not exist in schema "%s"', a.table_name, conf.source_schema),
+           'Remove it from analytics.yml and reload with dfe_airbyte_load_config(), or run the migration that creates it: Airbyte cannot discover a stream for a missing table.'
+      FROM allowed a, conf
+     WHERE a.relid IS NULL
+    UNION ALL
+    SELECT 'error', l.table_name || '.' || l.column_name,
+           format('allowlisted column "%s" of table "%s" does not exist', l.column_name, l.table_name),
+           'Remove it from analytics.yml and reload with dfe_airbyte_load_config(), or run the migration that adds it.'
+      FROM dfe_airbyte.allowlist l
+      JOIN allowed a ON a.table_name = l.table_name AND a.relid IS NOT NULL
+     WHERE l.column_name NOT IN ('_ab_cdc_lsn', '_ab_cdc_deleted_at', '_ab_cdc_updated_at')
+       AND NOT EXISTS (SELECT 1 FROM cols c WHERE c.table_name = l.table_name AND c.column_name = l.column_name)
+    UNION ALL
+    SELECT 'info', l.table_name || '.' || l.column_name,
+           format('"%s" is an Airbyte metadata field: every stream selects it anyway', l.column_name),
+           'Remove it from analytics.yml; listing it changes nothing.'
+      FROM dfe_airbyte.allowlist l
+     WHERE l.column_name IN ('_ab_cdc_lsn', '_ab_cdc_deleted_at', '_ab_cdc_updated_at')
+    UNION ALL
+    SELECT 'info', 'airbyte_heartbeat',
+           'airbyte_heartbeat is in the allowlist: its entry is ignored, the heartbeat stream (id, last_heartbeat) is always included',
+           'Remove it from analytics.yml.'
+     WHERE EXISTS (SELECT 1 FROM dfe_airbyte.allowlist WHERE table_name = 'airbyte_heartbeat')
+    UNION ALL
+    -- SPEC §3: Airbyte's Postgres source offers a table without a primary
+    -- key only in full refresh (no CDC, no _ab_cdc_* fields); the stream is
+    -- full_refresh_overwrite (src/stream_config.c)
+    SELECT 'warning', a.table_name,
+           format('table "%s" has no primary key: Airbyte copies it whole at each sync (full_refresh_overwrite) instead of streaming its changes; BigQuery keeps no history of its rows and does not see deletes as such (the copy is replaced), until it gets a primary key',
+                  a.table_name),
+           format('Add a primary key (ALTER TABLE %I.%I ADD PRIMARY KEY (...)), then deploy: the stream becomes incremental with CDC. While the table is in the publication without one, its UPDATEs and DELETEs also need a replica identity.',
+                  conf.source_schema, a.table_name)
+      FROM allowed a, conf
+     WHERE a.relid IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM pk WHERE pk.table_name = a.table_name)
+    UNION ALL
+    SELECT 'warning', p.table_name || '.' || p.column_name,
+           format('primary key column "%s" of table "%s" is not allowlisted: the stream uses %s as its primary key instead',
+                  p.column_name, p.table_name, coalesce(k.stream_pk, 'nothing')),
+           'Allowlist every primary key column in analytics.yml so that the rows in BigQuery can be told apart, then reload with dfe_airbyte_load_config().'
+      FROM pk p
+      LEFT JOIN stream_keys k ON k.table_name = p.table_name
+     WHERE NOT EXISTS (SELECT 1 FROM dfe_airbyte.allowlist l
+                        WHERE l.table_name = p.table_name AND l.column_name = p.column_name)
+    UNION ALL
+    SELECT 'warning', c.table_name || '.' || c.column_name,
+           format('column "%s" of allowlisted table "%s" is in no list (allowlist, blocklist, excluded): it is not replicated',
+                  c.column_name, c.table_name),
+           'A migration added it? Add it to analytics.yml to replicate it (and to analytics_hidden_pii.yml too if it is sensitive: the blocklist), or to analytics_blocklist.yml (the excluded list, third argument of dfe_airbyte_load_config) to keep it out on purpose; then reload with dfe_airbyte_load_config().'
+      FROM cols c
+     WHERE NOT EXISTS (SELECT 1 FROM dfe_airbyte.allowlist l
+                        WHERE l.table_name = c.table_name AND l.column_name = c.column_name)
+       AND NOT EXISTS (SELECT 1 FROM dfe_airbyte.blocklist b
+                        WHERE b.table_name = c.table_name AND b.column_name = c.column_name)
+       AND NOT EXISTS (SELECT 1 FROM dfe_airbyte.excluded x
+                        WHERE x.table_name = c.table_name AND x.column_name = c.column_name)
+    UNION ALL
+    SELECT 'error', x.table_name || '.' || x.column_name,
+           format('column "%s" of table "%s" is both allowlisted and excluded: it is replicated although it was decided not to be',
+                  x.column_name, x.table_name),
+           'Remove it from analytics.yml (to keep it out) or from analytics_blocklist.yml (to replicate it; add it to analytics_hidden_pii.yml too if it is sensitive), then reload with dfe_airbyte_load_config().'
+      FROM dfe_airbyte.excluded x
+     WHERE EXISTS (SELECT 1 FROM dfe_airbyte.allowlist l
+                    WHERE l.table_name = x.table_name AND l.column_name = x.column_name)
+    UNION ALL
+    SELECT 'warning', b.table_name || '.' || b.column_name,
+           format('blocklisted (hidden) column "%s" of table "%s" is not allowlisted: it is never replicated, so it is never hidden either',
+                  b.column_name, b.table_name),
+           'Harmless, but a sign of a mistake: to replicate it with the hidden policy tag, add it to analytics.yml too; to keep it out on purpose, move it from analytics_hidden_pii.yml to analytics_blocklist.yml (the excluded list).'
+      FROM dfe_airbyte.blocklist b
+     WHERE NOT EXISTS (SELECT 1 FROM dfe_airbyte.allowlist l
+                        WHERE l.table_name = b.table_name AND l.column_name = b.column_name)
+    UNION ALL
+    SELECT 'error', conf.publication,
+           format('publication "%s" (dfe_airbyte.publication) does not exist: Airbyte''s CDC receives no changes',
+                  conf.publication),
+           format('CREATE PUBLICATION %I FOR TABLE <the allowlisted tables>, airbyte_heartbeat; or set dfe_airbyte.publication to the publication the Airbyte source uses.',
+                  conf.publication)
+      FROM conf
+     WHERE NOT EXISTS (SELECT 1 FROM pub)
+    UNION ALL
+    SELECT 'warning', p.pubname::text,
+           format('publication "%s" does not publish %s: Airbyte misses those changes', p.pubname,
+                  concat_ws(', ', CASE WHEN NOT p.pubinsert THEN 'inserts' END,
+                                  CASE WHEN NOT p.pubupdate THEN 'updates' END,
+                                  CASE WHEN NOT p.pubdelete THEN 'deletes' END)),
+           format('ALTER PUBLICATION %I SET (publish = ''insert, update, delete'');', p.pubname)
+      FROM pub p
+     WHERE NOT (p.pubinsert AND p.pubupdate AND p.pubdelete)
+    UNION ALL
+    SELECT 'error', a.table_name,
+           format('allowlisted table "%s" is not in publication "%s": Airbyte receives no changes of it',
+                  a.table_name, conf.publication),
+           format('ALTER PUBLICATION %I ADD TABLE %I.%I;', conf.publication, conf.source_schema, a.table_name)
+      FROM allowed a, conf
+     WHERE a.relid IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pub)
+       AND NOT EXISTS (SELECT 1 FROM pubtables pt
+                        WHERE pt.schemaname = conf.source_schema AND pt.tablename = a.table_name)
+    UNION ALL
+    SELECT 'error', l.table_name || '.' || l.column_name,
+           format('allowlisted column "%s" of table "%s" is left out by the column list of publication "%s"',
+                  l.column_name, l.table_name, conf.publication),
+           format('ALTER PUBLICATION %I SET TABLE %I.%I; (without a column list), or add the column to the list.',
+                  conf.publication, conf.source_schema, l.table_name)
+      FROM dfe_airbyte.allowlist l
+      JOIN cols c ON c.table_name = l.table_name AND c.column_name = l.column_name
+     CROSS JOIN conf
+      JOIN pubtables pt ON pt.schemaname = conf.source_schema AND pt.tablename = l.table_name
+     WHERE NOT (l.column_name = ANY (pt.attnames))
+    UNION ALL
+    SELECT 'error',
+           CASE WHEN pt.schemaname = conf.source_schema THEN pt.tablename
+                ELSE pt.schemaname || '.' || pt.tablename END,
+           format('table "%s"."%s" is in publication "%s" without a replica identity: every UPDATE or DELETE on it fails',
+                  pt.schemaname, pt.tablename, conf.publication),
+           format('Add a primary key to it, or ALTER TABLE %I.%I REPLICA IDENTITY FULL;', pt.schemaname, pt.tablename)
+      FROM pubtables pt
+     CROSS JOIN conf
+      JOIN pub p ON p.pubupdate OR p.pubdelete
+      JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
+      JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+     WHERE c.relreplident = 'n'
+        OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                                                  WHERE i.indrelid = c.oid AND i.indisprimary))
+        OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                                                  WHERE i.indrelid = c.oid AND i.indisreplident))
+    UNION ALL
+    SELECT 'warning', 'airbyte_heartbeat',
+           format('table airbyte_heartbeat does not exist in schema "%s", but the stream configuration always includes the heartbeat stream',
+                  conf.source_schema),
+           'Create it as the Airbyte source''s heartbeat query expects (with columns id and last_heartbeat) and add it to the publication.'
+      FROM conf
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                        WHERE n.nspname = conf.source_schema AND c.relname = 'airbyte_heartbeat')
+    UNION ALL
+    SELECT 'warning', conf.slot_name,
+           format('replication slot "%s" (dfe_airbyte.slot_name) does not exist', conf.slot_name),
+           format('Create it for the Airbyte source: SELECT pg_create_logical_replication_slot(%L, ''pgoutput''); or set dfe_airbyte.slot_name to the slot the source uses.',
+                  conf.slot_name)
+      FROM conf
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = conf.slot_name)
+    UNION ALL
+    SELECT 'error', conf.slot_name,
+           CASE WHEN s.database IS DISTINCT FROM current_database()
+                THEN format('replication slot "%s" belongs to database "%s", not to this one', s.slot_name,
+                            coalesce(s.database::text, '(none: physical slot)'))
+                ELSE format('replication slot "%s" uses plugin "%s"; Airbyte''s Postgres source needs pgoutput',
+                            s.slot_name, s.plugin) END,
+           'Set dfe_airbyte.slot_name to the slot the Airbyte source uses, or recreate the slot in this database with pg_create_logical_replication_slot(name, ''pgoutput'').'
+      FROM pg_catalog.pg_replication_slots s, conf
+     WHERE s.slot_name = conf.slot_name
+       AND (s.database IS DISTINCT FROM current_database() OR s.plugin IS DISTINCT FROM 'pgoutput')
+    UNION ALL
+    -- the Airbyte server's version as the worker last reported it (event
+    -- airbyte_version, from GET /api/v1/instance_configuration; src/resync.c)
+    -- and what that version lacks
+    -- (README, "Supported Airbyte versions"; shared/background/api_conformance.md)
+    SELECT CASE WHEN v.num < '{0,60,1}' THEN 'error'
+                WHEN v.num < '{1,2,0}' THEN 'warning' ELSE 'info' END,
+           'Airbyte',
+           format('Airbyte server version %s%s', v.version,
+                  CASE WHEN v.num < '{0,60,1}'
+                       THEN ': it ignores selectedFields, so dfe_airbyte refuses to update the connection (every column would be replicated)'
+                       WHEN v.num < '{0,63,7}'
+                       THEN ': no public token endpoint (the config-API token is used); full re-sync answers {"value": ...} without a job; the public job list hides refresh jobs (the config API''s is used)'
+                       WHEN v.num < '{1,2,0}'
+                       THEN ': full re-sync answers {"value": ...} without a job; the public job list hides refresh jobs (the config API''s is used)'
+                       WHEN v.num < '{1,8,0}'
+                       THEN ': the public job list hides refresh jobs (the config API''s is used)'
+                       ELSE ': everything dfe_airbyte uses is available' END),
+           CASE WHEN v.num < '{0,60,1}' THEN 'Upgrade Airbyte to 0.60.1 or later (1.8 or later recommended).'
+                WHEN v.num < '{1,2,0}' THEN 'Works; upgrading Airbyte to 1.2 or later (1.8 or later recommended) makes full re-syncs easier to follow.'
+                ELSE 'Nothing to do.' END
+      FROM (SELECT e.data->>'version' AS version,
+                   pg_catalog.string_to_array(pg_catalog.substring(e.data->>'version', '^[vV]?([0-9]+\.[0-9]+\.[0-9]+)'), '.')::int[] AS num
+              FROM dfe_airbyte.events e
+             WHERE e.kind = 'airbyte_version'
+             ORDER BY e.id DESC LIMIT 1) AS v
+     WHERE v.num IS NOT NULL
+    UNION ALL
+    SELECT sp.severity, sp.object, sp.problem, sp.hint
+      FROM @extschema@.dfe_airbyte_setting_problems() AS sp
+    UNION ALL
+    SELECT fp.severity, fp.object, fp.problem, fp.hint
+      FROM @extschema@.dfe_airbyte_flow_problems() AS fp
+)
+SELECT severity, object, problem, hint
+  FROM problems
+ ORDER BY CASE severity WHEN 'error' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END,
+          object COLLATE "C", problem COLLATE "C";
+COMMENT ON VIEW dfe_airbyte.config_problems IS
+    'what is wrong with the dfe_airbyte configuration now (lists against the catalog, publication, slot, settings), each with a hint';
+
+CREATE OR REPLACE VIEW dfe_airbyte.replication_slot_health AS
+WITH cfg AS MATERIALIZED (
+    SELECT * FROM @extschema@.dfe_airbyte_slot_guard_settings()
+), ident AS MATERIALIZED (
+    -- a restore of another server's backup that no DBA has confirmed yet
+    SELECT coalesce((SELECT i.system_identifier <> @extschema@.dfe_airbyte_system_identifier()
+                     FROM dfe_airbyte.server_identity i), false) AS restored
+), pos AS MATERIALIZED (
+    -- on a standby there are no logical slots (PostgreSQL 15), but the view
+    -- must not fail there: pg_current_wal_lsn() would
+    SELECT pg_is_in_recovery() AS in_recovery,
+           CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                ELSE pg_current_wal_lsn() END AS lsn
+), rs AS MATERIALIZED (
+    -- the function under pg_replication_slots, without that view's join to
+    -- pg_database for every slot
+    SELECT * FROM pg_get_replication_slots()
+), live AS (
+    SELECT r.slot_name::text AS slot_name, r.plugin::text AS plugin, r.active, r.active_pid,
+           r.wal_status, r.safe_wal_size,
+           (pos.lsn - r.restart_lsn)::bigint AS retained_bytes,
+           (pos.lsn - r.confirmed_flush_lsn)::bigint AS flush_lag_bytes,
+           false AS missing
+    FROM rs r CROSS JOIN pos
+    WHERE r.slot_type = 'logical'
+      AND r.datoid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    UNION ALL
+    -- the Airbyte slot, seen here before, that no longer exists
+    SELECT st.slot_name, NULL, false, NULL, NULL, NULL, NULL, NULL, true
+    FROM dfe_airbyte.slot_state st CROSS JOIN cfg CROSS JOIN pos
+    WHERE st.slot_name = cfg.slot_name AND st.first_seen_at IS NOT NULL AND NOT pos.in_recovery
+      AND NOT EXISTS (SELECT 1 FROM rs r WHERE r.slot_name = st.slot_name)
+), rhythm AS MATERIALIZED (
+    -- Airbyte confirms WAL only at the start of the NEXT sync, so retained
+    -- WAL is a sawtooth over the schedule: growth is judged on the
+    -- sawtooth's envelope over whole sync intervals, never on the rise
+    -- between two syncs.  Quarter intervals are the unit of time.
+    SELECT r.sync_interval, now() - 6 * r.sync_interval AS fit_from,
+           date_part('epoch', r.sync_interval) / 4 AS quarter_s
+    FROM @extschema@.dfe_airbyte_slot_rhythm() r
+), quarters AS (
+    -- the highest retained WAL of each quarter interval of the last 7.5
+    -- intervals, of this incarnation of each slot: one pass over a range
+    -- scan of slot_samples_sampled_at_idx
+    SELECT x.slot_name,
+           floor(date_part('epoch', x.sampled_at) / rh.quarter_s)::bigint AS q,
+           max(x.retained_bytes) AS peak,
+           max(x.sampled_at) AS last_at,
+           min(coalesce(st.first_seen_at, '-infinity')) AS first_seen_at
+    FROM dfe_airbyte.slot_samples x
+    CROSS JOIN rhythm rh
+    LEFT JOIN dfe_airbyte.slot_state st ON st.slot_name = x.slot_name
+    WHERE x.sampled_at >= rh.fit_from - 1.5 * rh.sync_interval
+      AND x.sampled_at >= coalesce(st.first_seen_at, '-infinity')
+      AND x.retained_bytes IS NOT NULL
+    GROUP BY 1, 2
+), envelope AS (
+    -- each quarter's envelope: the highest retained WAL of the 1.5 to 1.75
+    -- intervals up to it (7 quarters), so that it always spans one peak,
+    -- also when a sync starts late
+    SELECT slot_name, q, last_at, first_seen_at,
+           max(peak) OVER (PARTITION BY slot_name ORDER BY q RANGE BETWEEN 6 PRECEDING AND CURRENT ROW) AS peak
+    FROM quarters
+), growth AS (
+    -- least-squares slope of the envelope over the last 6 intervals, from
+    -- 3 intervals after this incarnation was first seen on (a new slot's
+    -- sawtooth takes two syncs to reach its height); needs 3 quarters over
+    -- 2 intervals at least
+    SELECT e.slot_name,
+           CASE WHEN count(*) >= 3 AND max(e.last_at) - min(e.last_at) >= 2 * rh.sync_interval THEN
+               regr_slope(e.peak, e.q * rh.quarter_s) * 3600
+           END AS per_hour,
+           (array_agg(e.peak ORDER BY e.q DESC))[1] AS last_peak
+    FROM envelope e CROSS JOIN rhythm rh
+    WHERE e.last_at >= rh.fit_from
+      AND e.last_at >= e.first_seen_at + 3 * rh.sync_interval
+    GROUP BY e.slot_name, rh.sync_interval
+), pending AS (
+    SELECT slot_name, date_trunc('second', min(recreated_at)) AS since, max(resync_attempts) AS attempts,
+           (array_agg(resync_last_error ORDER BY id DESC))[1] AS last_error
+    FROM dfe_airbyte.slot_recreations
+    WHERE resync_state = 'pending' AND recreated_at IS NOT NULL
+    GROUP BY slot_name
+), j AS (
+    SELECT l.*,
+           l.slot_name = cfg.slot_name AS guarded,
+           CASE WHEN l.slot_name = cfg.slot_name THEN cfg.limit_bytes END AS limit_bytes,
+           cfg.server_limit_bytes, cfg.warning_fraction, cfg.limit_action, cfg.inactive_after,
+           round(g.per_hour)::bigint AS growth_bytes_per_hour,
+           g.last_peak AS peak_retained_bytes,
+           (SELECT rh.sync_interval FROM rhythm rh) AS sync_interval,
+           CASE WHEN l.active THEN now() ELSE st.last_active_at END AS last_active_at,
+           st.first_seen_at,
+           p.since AS resync_pending_since, p.attempts AS resync_attempts, p.last_error AS resync_error
+    FROM live l
+    CROSS JOIN cfg
+    LEFT JOIN growth g ON g.slot_name = l.slot_name
+    LEFT JOIN dfe_airbyte.slot_state st ON st.slot_name = l.slot_name
+    LEFT JOIN pending p ON p.slot_name = l.slot_name
+), k AS (
+    SELECT j.*,
+           CASE
+               WHEN guarded AND (SELECT restored FROM ident) THEN 'restored'
+               WHEN missing OR wal_status = 'lost' THEN 'lost'
+               WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes THEN 'critical'
+               WHEN wal_status = 'unreserved' THEN 'critical'
+               WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes * warning_fraction THEN 'warning'
+               WHEN server_limit_bytes IS NOT NULL AND safe_wal_size IS NOT NULL
+                    AND safe_wal_size < server_limit_bytes * (1 - warning_fraction) THEN 'warning'
+               WHEN NOT active AND coalesce(last_active_at, first_seen_at) < now() - inactive_after THEN 'inactive'
+               ELSE 'ok'
+           END AS status
+    FROM j
+)
+SELECT slot_name,
+       plugin,
+       active,
+       active_pid,
+       wal_status,
+       safe_wal_size,
+       retained_bytes,
+       pg_size_pretty(retained_bytes) AS retained_pretty,
+       flush_lag_bytes,
+       pg_size_pretty(flush_lag_bytes) AS flush_lag_pretty,
+       limit_bytes,
+       server_limit_bytes,
+       CASE WHEN limit_bytes > 0 THEN round(retained_bytes::numeric / limit_bytes, 3) END AS fraction_used,
+       growth_bytes_per_hour,
+       CASE WHEN growth_bytes_per_hour > 0 AND (limit_bytes IS NOT NULL OR safe_wal_size IS NOT NULL) THEN
+           date_trunc('second', make_interval(secs => greatest(0, least(
+               -- from the sawtooth's last peak when it is higher: the
+               -- limit is reached at a peak, just before a sync
+               CASE WHEN limit_bytes IS NOT NULL
+                    THEN (limit_bytes - greatest(retained_bytes, peak_retained_bytes))::float8
+                         / growth_bytes_per_hour * 3600 END,
+               CASE WHEN safe_wal_size IS NOT NULL
+                    THEN safe_wal_size::float8 / growth_bytes_per_hour * 3600 END))))
+       END AS time_to_limit,
+       last_active_at,
+       status,
+       CASE status
+           WHEN 'restored' THEN
+               'This database was restored from a backup of another server (its system identifier differs from the one in the slot guard''s history): the guard recreates nothing and asks Airbyte for nothing. Check that the dfe_airbyte settings are this environment''s, then run SELECT dfe_airbyte_confirm_restore().'
+           WHEN 'lost' THEN
+               CASE WHEN missing THEN
+                   format('The Airbyte slot %s no longer exists (dropped, or this server was promoted from a standby: PostgreSQL 15 does not copy slots to standbys), so Airbyte cannot continue CDC. ', slot_name)
+               ELSE
+                   format('Slot %s was invalidated by max_slot_wal_keep_size: the WAL it needed is gone and its consumer cannot continue. ', slot_name)
+               END ||
+               CASE WHEN guarded AND limit_action = 'recreate' THEN
+                   'dfe_airbyte.slot_limit_action = recreate: the worker recreates it and requests a full re-sync from Airbyte (see dfe_airbyte.slot_recreations).'
+               WHEN guarded THEN
+                   'Set dfe_airbyte.slot_limit_action = recreate to let the worker recreate it and request a full re-sync, or recreate it yourself (SELECT pg_create_logical_replication_slot(''' || slot_name || ''', ''pgoutput'')) and run a full re-sync (Refresh, merge) of the Airbyte connection.'
+               ELSE
+                   'Drop it (SELECT pg_drop_replication_slot(''' || slot_name || ''')) and set its consumer up again.'
+               END
+           WHEN 'critical' THEN
+               CASE WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes THEN
+                   format('The Airbyte slot retains %s of WAL, more than dfe_airbyte.max_slot_wal_size (%s). ',
+                          pg_size_pretty(retained_bytes), pg_size_pretty(limit_bytes)) ||
+                   CASE limit_action
+                       WHEN 'recreate' THEN 'The worker recreates the slot (Airbyte loses its CDC position) and requests a full re-sync.'
+                       WHEN 'terminate' THEN 'The worker ended its walsender; check that Airbyte syncs succeed (dfe_airbyte.sync_health) so the slot is consumed, or set dfe_airbyte.slot_limit_action = recreate to release the WAL at the price of a full re-sync.'
+                       ELSE 'Check that Airbyte syncs run and succeed (dfe_airbyte.sync_health); if it cannot catch up, set dfe_airbyte.slot_limit_action = recreate (full re-sync) or raise dfe_airbyte.max_slot_wal_size if the disk allows.'
+                   END
+               ELSE
+                   format('Slot %s needs WAL beyond max_slot_wal_keep_size: it will be invalidated at the next checkpoint unless its consumer catches up now.', slot_name)
+               END
+           WHEN 'warning' THEN
+               CASE WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes * warning_fraction THEN
+                   format('The Airbyte slot retains %s%% of dfe_airbyte.max_slot_wal_size (%s). Check that Airbyte syncs run and succeed (dfe_airbyte.sync_health); at 100%% the worker acts per dfe_airbyte.slot_limit_action (%s).',
+                          round(100.0 * retained_bytes / limit_bytes), pg_size_pretty(limit_bytes), limit_action)
+               ELSE
+                   format('Slot %s can retain only %s more WAL before max_slot_wal_keep_size invalidates it; check that its consumer is running.',
+                          slot_name, pg_size_pretty(safe_wal_size))
+               END
+           WHEN 'inactive' THEN
+               format('No consumer has used slot %s for more than %s. ', slot_name, inactive_after) ||
+               CASE WHEN guarded THEN 'Check that the Airbyte connection is enabled and its syncs run (dfe_airbyte.sync_health).'
+                    ELSE 'If it is no longer needed, drop it (SELECT pg_drop_replication_slot(''' || slot_name || ''')): it retains WAL for as long as it exists.'
+               END
+           ELSE
+               CASE WHEN resync_pending_since IS NOT NULL THEN
+                   format('The slot was recreated at %s and Airbyte has not yet accepted the full re-sync it needs (%s attempts%s); the worker retries every dfe_airbyte.check_interval.',
+                          resync_pending_since, resync_attempts,
+                          CASE WHEN resync_error IS NOT NULL THEN ', last error: ' || resync_error ELSE '' END)
+               END
+       END AS hint,
+       sync_interval,
+       peak_retained_bytes
+FROM k
+ORDER BY slot_name;
+COMMENT ON VIEW dfe_airbyte.replication_slot_health IS 'one row per logical replication slot of this database: retained WAL, limit, growth, time to limit and a status (ok, warning, critical, inactive, lost, restored) with a hint';
+
+CREATE OR REPLACE VIEW dfe_airbyte.sync_health AS
+WITH last_job AS (
+    SELECT * FROM dfe_airbyte.sync_jobs ORDER BY job_id DESC LIMIT 1
+), last_success AS (
+    SELECT * FROM dfe_airbyte.sync_jobs WHERE status = 'succeeded' ORDER BY job_id DESC LIMIT 1
+), setting AS (
+    SELECT coalesce(nullif(current_setting('dfe_airbyte.sync_stale_after', true), ''), '45min')::interval
+           AS stale_after,
+           coalesce(nullif(current_setting('dfe_airbyte.job_stuck_after', true), ''), '1h')::interval
+           AS stuck_after
+), h AS (
+    SELECT l.job_id AS last_job_id,
+           l.status AS last_job_status,
+           l.started_at AS last_job_started_at,
+           l.last_updated_at AS last_job_updated_at,
+           s.job_id AS last_success_job_id,
+           coalesce(s.last_updated_at, s.started_at) AS last_success_at,
+           CASE
+               WHEN w.watching_since IS NULL THEN NULL
+               WHEN s.job_id IS NOT NULL
+                   THEN coalesce(s.last_updated_at, s.started_at) < now() - setting.stale_after
+               ELSE w.watching_since < now() - setting.stale_after
+           END AS stale,
+           setting.stale_after,
+           w.watching_since,
+           w.checked_at,
+           w.check_error,
+           l.rows_synced AS last_job_rows_synced,
+           l.bytes_synced AS last_job_bytes_synced,
+           l.progress_at AS last_job_progress_at,
+           -- running, and neither rows, bytes nor Airbyte's update time moved
+           coalesce(l.status = 'running' AND l.progress_at < now() - setting.stuck_after, false) AS stuck,
+           setting.stuck_after
+    FROM dfe_airbyte.sync_watch w
+    CROSS JOIN setting
+    LEFT JOIN last_job l ON true
+    LEFT JOIN last_success s ON true
+)
+SELECT last_job_id, last_job_status, last_job_started_at, last_job_updated_at,
+       last_success_job_id, last_success_at, stale, stale_after, watching_since,
+       checked_at, check_error,
+       CASE
+           WHEN checked_at IS NULL THEN
+               'the worker has not read Airbyte''s jobs yet: check that dfe_airbyte is in shared_preload_libraries and that the Airbyte settings are set (dfe_airbyte.config_problems)'
+           WHEN check_error IS NOT NULL THEN
+               'the last check of Airbyte failed (see check_error); check that Airbyte is up and the dfe_airbyte Airbyte settings'
+           WHEN stuck THEN
+               'sync job ' || last_job_id || ' has been running without progress (rows, bytes, update time) since ' || last_job_progress_at ||
+               ': look at its logs in the Airbyte UI; cancel it there (or with dfe_airbyte_repair) if it hangs, and the next scheduled sync starts afresh'
+           WHEN stale AND last_success_at IS NULL THEN
+               'no successful sync seen since ' || watching_since || ': check the connection''s job history in the Airbyte UI and dfe_airbyte.replication_slot_health'
+           WHEN stale THEN
+               'no successful sync since ' || last_success_at || ': check the connection''s job history in the Airbyte UI and dfe_airbyte.replication_slot_health'
+           WHEN last_job_status IN ('failed', 'cancelled') THEN
+               'the last sync job ' || last_job_status || ': see its logs in the Airbyte UI; Airbyte tries again at the next scheduled sync'
+       END AS hint,
+       last_job_rows_synced, last_job_bytes_synced, last_job_progress_at, stuck, stuck_after
+FROM h;
+COMMENT ON VIEW dfe_airbyte.sync_health IS
+    'the last Airbyte sync job seen, the last success and whether syncs are stale (older than dfe_airbyte.sync_stale_after)';
