@@ -59,14 +59,20 @@ dfe_register_worker(const char *name, const char *function)
 }
 
 static bool
-extension_installed(void)
+extension_installed(DfeWorkerKind kind)
 {
 	char	   *version;
 
 	StartTransactionCommand();
 	version = dfe_installed_version();
-	/* an installed version other than the library's: a WARNING, once per version */
-	dfe_worker_note_version(version);
+
+	/*
+	 * an installed version other than the library's: a WARNING, once per
+	 * version, from one of the two workers (the network worker: it is the
+	 * one whose queries need the newest objects)
+	 */
+	if (kind == DFE_NET_WORKER)
+		dfe_worker_note_version(version);
 	CommitTransactionCommand();
 	return version != NULL;
 }
@@ -179,7 +185,7 @@ dfe_worker_run(const DfeWorkerDef *def)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		if (!extension_installed())
+		if (!extension_installed(def->kind))
 		{
 			if (!warned_no_extension)
 				ereport(LOG,

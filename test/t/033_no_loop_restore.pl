@@ -26,7 +26,9 @@ my $node = DfeTest::new_node('noloop',
 dfe_airbyte.check_interval = 1s
 dfe_airbyte.sync_poll_interval = 1s
 dfe_airbyte.max_slot_wal_size = 4MB
-dfe_airbyte.slot_limit_action = recreate
+# warn until the test has created the slot: under recreate the guard would
+# create a missing slot itself if it looked first
+dfe_airbyte.slot_limit_action = warn
 dfe_airbyte.max_slot_recreations_per_day = 2
 dfe_airbyte.airbyte_url = '@{[ $fake->url ]}'
 dfe_airbyte.airbyte_client_id = 'test-client'
@@ -79,6 +81,9 @@ sub job_done
 }
 
 sql("SELECT pg_create_logical_replication_slot('airbyte_slot', 'pgoutput')");
+sql("ALTER SYSTEM SET dfe_airbyte.slot_limit_action = 'recreate'");
+sql('SELECT pg_reload_conf()');
+sleep 2;    # the guard reloads on SIGHUP, then checks every second
 wait_for("SELECT count(*) > 0 FROM dfe_airbyte.slot_samples WHERE slot_name = 'airbyte_slot'", 't',
 	'the guard samples the slot');
 
