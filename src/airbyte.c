@@ -478,6 +478,24 @@ airbyte_refresh_connection(const char *stream_config_json)
 	return pstrdup(req->response->data);
 }
 
+/*
+ * connection.c, deploy_plan.c, repair.c: one authenticated, checked call
+ * whose JSON answer is returned parsed (cJSON memory lives in the current
+ * memory context, see dfe_json_init).  Kept apart from the calls above so
+ * that the connection-watch features add no lines to them.
+ */
+cJSON *
+airbyte_request(const char *what, const char *method, const char *path,
+				const char *json_body)
+{
+	HttpRequest *req;
+
+	airbyte_last_http_status = -1;
+	airbyte_require_configuration();
+	req = airbyte_call(what, method, path, json_body, true);
+	return parse_answer(req);
+}
+
 static int64
 json_int64(cJSON *item)
 {
@@ -516,6 +534,8 @@ job_from_json(const HttpRequest *req, cJSON *obj, AirbyteJob *job)
 	job->job_type = dup_or_null(json_string(obj, "jobType"));
 	job->start_time = dup_or_null(json_string(obj, "startTime"));
 	job->last_updated_at = dup_or_null(json_string(obj, "lastUpdatedAt"));
+	job->rows_synced = json_int64(cJSON_GetObjectItemCaseSensitive(obj, "rowsSynced"));
+	job->bytes_synced = json_int64(cJSON_GetObjectItemCaseSensitive(obj, "bytesSynced"));
 }
 
 bool

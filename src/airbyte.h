@@ -20,6 +20,8 @@ typedef struct AirbyteJob
 	char	   *job_type;		/* sync, refresh, reset, ... */
 	char	   *start_time;		/* ISO 8601 as Airbyte sent it, or NULL */
 	char	   *last_updated_at;	/* ISO 8601 or NULL */
+	int64		rows_synced;	/* progress counters, -1 when absent */
+	int64		bytes_synced;
 } AirbyteJob;
 
 /* true when URL, client id, secret and connection id are all known */
@@ -51,6 +53,14 @@ extern void airbyte_get_job(int64 job_id, AirbyteJob *job);
  * {"connectionId", "refreshMode": "Merge"}; returns the refresh job id.
  */
 extern int64 airbyte_full_resync(void);
+
+/*
+ * One authenticated call (a non-2xx answer raises, with Airbyte's message);
+ * returns the parsed JSON answer.  path starts with /api/.
+ */
+struct cJSON;
+extern struct cJSON *airbyte_request(const char *what, const char *method,
+									 const char *path, const char *json_body);
 
 /* status helpers */
 extern bool airbyte_job_finished(const char *status);	/* succeeded/failed/cancelled */

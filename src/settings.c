@@ -48,6 +48,11 @@ int			dfe_migration_wait_timeout_s = 600;
 int			dfe_job_timeout_s = 3600;
 int			dfe_job_poll_interval_s = 10;
 int			dfe_sync_poll_interval_s = 60;
+
+/* connection watch, deploy plan and repair */
+bool		dfe_remove_connection_drift = true;
+int			dfe_stuck_job_after_min = 120;
+int			dfe_airbyte_max_fields = 20000;
 int			dfe_history_retention_min = 7 * 24 * 60;
 int			dfe_history_max_rows = 100000;
 double		dfe_slot_warning_fraction = 0.8;
@@ -200,6 +205,18 @@ dfe_define_settings(void)
 	define_int("dfe_airbyte.deploy_retry_timeout",
 			   "How long a deploy step keeps being retried while Airbyte does not answer or answers 429/5xx.",
 			   &dfe_deploy_retry_timeout_s, 600, 0, 86400, GUC_UNIT_S);
+
+	/* connection watch, deploy plan and repair */
+	DefineCustomBoolVariable("dfe_airbyte.remove_connection_drift",
+							 "Take streams and fields the allowlist does not list out of the Airbyte connection after each successful sync.",
+							 NULL, &dfe_remove_connection_drift, true, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	define_int("dfe_airbyte.stuck_job_after",
+			   "How long an Airbyte job may run without progress before dfe_airbyte_repair() calls it stuck.",
+			   &dfe_stuck_job_after_min, 120, 1, 7 * 24 * 60, GUC_UNIT_MIN);
+	define_int("dfe_airbyte.airbyte_max_fields",
+			   "Airbyte's limit on selected fields per connection (its MAX_FIELDS_PER_CONNECTION), for dfe_airbyte_deploy_plan().",
+			   &dfe_airbyte_max_fields, 20000, 1, INT_MAX, 0);
 
 	MarkGUCPrefixReserved("dfe_airbyte");
 }

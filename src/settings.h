@@ -54,6 +54,11 @@ extern char *dfe_source_schema;	/* lists: schema of the allowlisted tables */
 extern char *dfe_publication;	/* lists: the Airbyte publication */
 extern int	dfe_deploy_retry_timeout_s;
 
+/* connection watch, deploy plan and repair (connection.c, deploy_plan.c, repair.c) */
+extern bool dfe_remove_connection_drift;
+extern int	dfe_stuck_job_after_min;
+extern int	dfe_airbyte_max_fields;
+
 extern void dfe_define_settings(void);
 
 /*

@@ -26,6 +26,7 @@
 
 #include "airbyte.h"
 #include "bigquery.h"
+#include "connection.h"
 #include "events.h"
 #include "http.h"
 #include "settings.h"
@@ -322,6 +323,16 @@ sync_health_worker_task(void)
 		}
 	}
 	sh_commit();
+
+	/* the connection itself: status, and drift after a success (connection.c) */
+	if (error == NULL)
+	{
+		int64		newest_success = 0;
+
+		foreach(lc, repair)
+			newest_success = Max(newest_success, *(int64 *) lfirst(lc));
+		connection_watch_poll(a.jobs, newest_success);
+	}
 
 	/* drift repair after each newly seen success, outside any transaction */
 	foreach(lc, repair)

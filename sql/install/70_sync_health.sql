@@ -51,9 +51,11 @@ WITH last_job AS (
            setting.stale_after,
            w.watching_since,
            w.checked_at,
-           w.check_error
+           w.check_error,
+           cw.status AS connection_status
     FROM dfe_airbyte.sync_watch w
     CROSS JOIN setting
+    LEFT JOIN dfe_airbyte.connection_watch cw ON true
     LEFT JOIN last_job l ON true
     LEFT JOIN last_success s ON true
 )
@@ -61,6 +63,8 @@ SELECT last_job_id, last_job_status, last_job_started_at, last_job_updated_at,
        last_success_job_id, last_success_at, stale, stale_after, watching_since,
        checked_at, check_error,
        CASE
+           WHEN connection_status IN ('inactive', 'deprecated') THEN
+               'the Airbyte connection is ' || connection_status || ', so Airbyte runs no syncs: fix the cause (dfe_airbyte.events, the job logs in the Airbyte UI), then SELECT * FROM dfe_airbyte_repair(dry_run => false) re-enables it'
            WHEN checked_at IS NULL THEN
                'the worker has not read Airbyte''s jobs yet: check that dfe_airbyte is in shared_preload_libraries and that the Airbyte settings are set (dfe_airbyte.config_problems)'
            WHEN check_error IS NOT NULL THEN
@@ -71,7 +75,8 @@ SELECT last_job_id, last_job_status, last_job_started_at, last_job_updated_at,
                'no successful sync since ' || last_success_at || ': check the connection''s job history in the Airbyte UI and dfe_airbyte.replication_slot_health'
            WHEN last_job_status IN ('failed', 'cancelled') THEN
                'the last sync job ' || last_job_status || ': see its logs in the Airbyte UI; Airbyte tries again at the next scheduled sync'
-       END AS hint
+       END AS hint,
+       connection_status
 FROM h;
 COMMENT ON VIEW dfe_airbyte.sync_health IS
     'the last Airbyte sync job seen, the last success and whether syncs are stale (older than dfe_airbyte.sync_stale_after)';
