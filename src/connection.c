@@ -491,6 +491,8 @@ connection_watch_poll(List *jobs, int64 new_success)
 	}
 
 	dfe_xact_begin("dfe_airbyte connection watch");
+	/* what is built here is used after the commit: not in SPI's memory */
+	MemoryContextSwitchTo(watch_cxt);
 	connection_wanted(&wanted, &wanted_json);
 	extras = connection_unlisted(&live, &wanted);
 	record_connection(&live, extras == NIL);

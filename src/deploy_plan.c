@@ -103,10 +103,13 @@ static void
 read_local(PlanCtx *p, LiveConnection *wanted)
 {
 	uint64		i;
+	MemoryContext outer = CurrentMemoryContext;
 
-	dfe_set_result_context(CurrentMemoryContext);
+	dfe_set_result_context(outer);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		dfe_internal_error("dfe_airbyte: SPI_connect failed");
+	/* the lists built here outlive SPI_finish */
+	MemoryContextSwitchTo(outer);
 	connection_wanted(wanted, NULL);
 	dfe_sql("read the blocklist",
 			"SELECT table_name || '.' || column_name FROM dfe_airbyte.blocklist",

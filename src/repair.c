@@ -89,12 +89,35 @@ row(Repair *r, const char *step, const char *action, const char *detail)
 	tuplestore_putvalues(r->rsinfo->setResult, r->rsinfo->setDesc, values, nulls);
 }
 
+/*
+ * The caller (dfe_airbyte_admin) may read the history tables but not write
+ * them, and has no REPLICATION: the function's own fixed statements (all
+ * qualified, search_path pinned by the function's SET clause) run as the
+ * bootstrap superuser, like a SECURITY DEFINER function's would.  An ERROR
+ * restores the user with the (sub)transaction.
+ */
+static Oid	caller_userid;
+static int	caller_sec;
+
 static void
 spi_begin(void)
 {
-	dfe_set_result_context(CurrentMemoryContext);
+	MemoryContext outer = CurrentMemoryContext;
+
+	dfe_set_result_context(outer);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		dfe_internal_error("dfe_airbyte: SPI_connect failed");
+	/* what is built between here and spi_end() outlives SPI_finish */
+	MemoryContextSwitchTo(outer);
+	GetUserIdAndSecContext(&caller_userid, &caller_sec);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, caller_sec | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+static void
+spi_end(void)
+{
+	SetUserIdAndSecContext(caller_userid, caller_sec);
+	SPI_finish();
 }
 
 /*
@@ -161,7 +184,7 @@ read_slot(Repair *r)
 		r->slot_pid = dfe_col_isnull(0, 3) ? 0 : DatumGetInt32(dfe_col_datum(0, 3, &isnull));
 		r->confirmed_lsn = dfe_col_text(0, 4);
 	}
-	SPI_finish();
+	spi_end();
 }
 
 /* as the bootstrap superuser: the caller (dfe_airbyte_admin) has no REPLICATION */
@@ -234,7 +257,7 @@ event_data(const char *slot_name, const char *lsn, const char *rec_id)
 		cJSON_AddStringToObject(o, "lsn", lsn);
 	if (rec_id)
 		cJSON_AddStringToObject(o, "slot_recreation_id", rec_id);
-	cJSON_AddStringToObject(o, "by", GetUserNameFromId(GetUserId(), false));
+	cJSON_AddStringToObject(o, "by", GetUserNameFromId(caller_userid, false));
 	out = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
 	return out;
@@ -291,7 +314,7 @@ repair_slot(Repair *r)
 			  psprintf("dfe_airbyte_repair(): replication slot \"%s\" was %s, so it was %s at %s; one full re-sync is requested from Airbyte (slot_recreations id %s)",
 					   r->slot_name, r->slot_lost ? "lost" : "missing", what, lsn, rec_id),
 			  event_data(r->slot_name, lsn, rec_id));
-	SPI_finish();
+	spi_end();
 	r->slot_renewed = true;
 	r->confirmed_lsn = lsn;
 	row(r, "slot", what,
@@ -411,7 +434,7 @@ resync_under_way(Repair *r, const char *step)
 			0, NULL, SPI_OK_SELECT);
 	pending = dfe_col_text(0, 1);
 	job = dfe_col_text(0, 2);
-	SPI_finish();
+	spi_end();
 	if (strcmp(pending, "0") != 0)
 	{
 		row(r, step, "resync_pending",
@@ -498,7 +521,7 @@ repair_state(Repair *r)
 	dfe_event("warning", "repair_full_resync_requested", r->slot_name,
 			  psprintf("dfe_airbyte_repair(): %s; one full re-sync is requested (slot_recreations id %s)", detail, rec_id),
 			  event_data(r->slot_name, r->confirmed_lsn, rec_id));
-	SPI_finish();
+	spi_end();
 	row(r, "airbyte_state", "resync_requested",
 		psprintf("%s: the worker asks Airbyte for one full re-sync (dfe_airbyte.slot_recreations id %s)", detail, rec_id));
 }
@@ -561,7 +584,7 @@ repair_connection(Repair *r)
 	spi_begin();
 	dfe_event("info", "repair_connection_enabled", dfe_setting_connection_id(),
 			  "dfe_airbyte_repair(): the Airbyte connection was inactive and was re-enabled (status active)", NULL);
-	SPI_finish();
+	spi_end();
 	row(r, "connection", "enabled", "the Airbyte connection was inactive and is active again: Airbyte syncs it at the next scheduled time");
 }
 
@@ -619,7 +642,7 @@ stuck_since(const AirbyteJob *job)
 			4, args, SPI_OK_SELECT);
 	if (SPI_processed > 0)
 		since = dfe_col_text(0, 1);
-	SPI_finish();
+	spi_end();
 	return since;
 }
 
@@ -671,7 +694,7 @@ repair_job(Repair *r)
 	dfe_event("warning", "repair_job_cancelled", psprintf("job " INT64_FORMAT, id),
 			  psprintf("dfe_airbyte_repair(): sync job " INT64_FORMAT " made no progress since %s and was cancelled", id, since),
 			  NULL);
-	SPI_finish();
+	spi_end();
 	row(r, "job", "cancelled", psprintf("sync job " INT64_FORMAT " was cancelled (no progress since %s)", id, since));
 	err = try_step(start_fn, &new_id);
 	if (err)
@@ -683,7 +706,7 @@ repair_job(Repair *r)
 	dfe_event("info", "repair_sync_started", psprintf("job " INT64_FORMAT, new_id),
 			  psprintf("dfe_airbyte_repair(): sync job " INT64_FORMAT " started in place of the cancelled job " INT64_FORMAT, new_id, id),
 			  NULL);
-	SPI_finish();
+	spi_end();
 	row(r, "job", "restarted", psprintf("sync job " INT64_FORMAT " started in place of job " INT64_FORMAT, new_id, id));
 }
 
