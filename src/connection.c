@@ -471,6 +471,20 @@ record_check_error(const char *error)
 	dfe_xact_end();
 }
 
+/* the read of this poll, taken before sync_watch says the poll happened */
+static LiveConnection polled;
+static char *polled_error;
+static bool polled_valid = false;
+
+void
+connection_watch_read(void)
+{
+	watch_cxt = CurrentMemoryContext;
+	/* Airbyte, outside any transaction */
+	polled_error = try_network(read_fn, &polled);
+	polled_valid = true;
+}
+
 void
 connection_watch_poll(List *jobs, int64 new_success)
 {
@@ -480,10 +494,12 @@ connection_watch_poll(List *jobs, int64 new_success)
 	char	   *error;
 	List	   *extras;
 
+	if (!polled_valid)
+		return;
+	polled_valid = false;
 	watch_cxt = CurrentMemoryContext;
-
-	/* Airbyte, outside any transaction */
-	error = try_network(read_fn, &live);
+	live = polled;
+	error = polled_error;
 	if (error)
 	{
 		record_check_error(error);

@@ -54,6 +54,13 @@ extern bool connection_disabled(const char *status);
 /* PATCH {"status": "active"} */
 extern void connection_enable(void);
 
+/*
+ * sync_health.c: read the connection right after the jobs (both outside a
+ * transaction, before the poll is recorded), then, after the poll was
+ * recorded, connection_watch_poll() acts on that read.
+ */
+extern void connection_watch_read(void);
+
 /* sync_health.c: after each poll (jobs: the AirbyteJob * just read; new_success: 0 or a job id) */
 extern void connection_watch_poll(List *jobs, int64 new_success);
 

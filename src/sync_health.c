@@ -233,6 +233,8 @@ sync_health_worker_task(void)
 	/* Airbyte, outside any transaction */
 	pgstat_report_activity(STATE_RUNNING, "dfe_airbyte sync health: reading Airbyte jobs");
 	error = try_call(read_jobs_fn, &a);
+	if (error == NULL)
+		connection_watch_read();
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	if (error)
