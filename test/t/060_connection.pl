@@ -127,6 +127,21 @@ $fake->create_job(status => 'succeeded');
 sleep 3;
 is(events('connection_drift_removed'), '2', 'no further drift at the next sync');
 
+# ---- Airbyte's field limit --------------------------------------------------
+sql('ALTER SYSTEM SET dfe_airbyte.airbyte_max_fields = 6');
+sql('SELECT pg_reload_conf()');
+ok(DfeTest::poll_until($node, "SELECT change FROM dfe_airbyte_deploy_plan() WHERE stream IS NULL", 'over_field_limit'),
+	'plan: over the field limit');
+like(sql("SELECT detail FROM dfe_airbyte_deploy_plan() WHERE stream IS NULL"),
+	qr/^7 selected fields after the refresh \(now 7\): over Airbyte's limit of 6 .*Airbyte rejects the refresh/, 'plan detail');
+$fake->config(max_fields_per_connection => 6);
+my ($ret, $stdout, $stderr) = $node->psql('postgres', 'SELECT dfe_airbyte_connection_refresh()');
+isnt($ret, 0, 'the refresh fails');
+like($stderr, qr/Total number of selected fields \(7\) is greater than the limit \(6\)/, 'with Airbyte\'s message');
+$fake->config(max_fields_per_connection => 20000);
+sql('ALTER SYSTEM RESET dfe_airbyte.airbyte_max_fields');
+sql('SELECT pg_reload_conf()');
+
 # ---- Airbyte disables the connection ----------------------------------------
 $fake->config(disable_after_failed_jobs => 2);
 $fake->create_job(status => 'failed') for 1 .. 2;
