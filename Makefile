@@ -27,6 +27,9 @@ PG_CPPFLAGS  = -I$(srcdir)/src -DDFE_AIRBYTE_VERSION=\"$(EXTVERSION)\" -Wall -We
                -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 SHLIB_LINK   = -lcurl -lcjson -lyaml
 
+# rebuild objects when a header they include changes (.deps/*.Po)
+override autodepend = yes
+
 # JIT bitcode is not needed and would require clang on the build machine
 override with_llvm = no
 

@@ -77,6 +77,25 @@ $yaml$);
 SELECT severity, object, problem FROM problems
  WHERE object NOT LIKE 'dfe_airbyte.%' AND object NOT IN ('max_slot_wal_keep_size', 'airbyte_slot');
 
+-- the third list: excluded columns are no longer asked about; a column both
+-- allowlisted and excluded is an error
+SELECT list, tables, columns FROM dfe_airbyte_load_config(
+$yaml$shared:
+  users: [id, email, name]
+  schools: [urn, name, region]
+  memberships: [user_id, school_id, role]
+$yaml$,
+$yaml$shared:
+  users: [email]
+$yaml$,
+$yaml$shared:
+  users: [password_digest, created_at]
+  schools: [region]
+$yaml$);
+SELECT severity, object, problem, hint FROM problems
+ WHERE object NOT LIKE 'dfe_airbyte.%' AND object NOT IN ('max_slot_wal_keep_size', 'airbyte_slot');
+DELETE FROM dfe_airbyte.excluded;
+
 -- the settings part on its own, the same for everyone allowed; never a secret
 SELECT severity, object FROM dfe_airbyte_setting_problems() WHERE object <> 'background worker' ORDER BY 2, 1;
 

@@ -115,7 +115,6 @@ $yaml$shared:
     email: string
 $yaml$);
 SELECT * FROM dfe_airbyte_load_config(E'shared:\n  users: id\n');
-SELECT * FROM dfe_airbyte_load_config(E'shared:\n  users:\n  schools: [id]\n');
 SELECT * FROM dfe_airbyte_load_config(E'shared:\n  users: &cols [id]\n  schools:\n    <<: *cols\n');
 SELECT * FROM dfe_airbyte_load_config('{"users": "id"}');
 SELECT * FROM dfe_airbyte_load_config(E'{"shared": {\n  "users": {"id": 1}}}');
@@ -153,21 +152,11 @@ $yaml$shared:
   users:
     - email
 $yaml$);
-SELECT * FROM dfe_airbyte_load_config(
-$yaml$shared:
-  users:
-    - id
-    - email
-    - name
-    - email
-$yaml$);
-SELECT * FROM dfe_airbyte_load_config(E'users: [id, email, id]');
 SELECT * FROM dfe_airbyte_load_config(E'users: []\nusers: [id]');
 SELECT * FROM dfe_airbyte_load_config(
 $json${"users": ["id"],
  "schools": ["id"],
  "users": ["email"]}$json$);
-SELECT * FROM dfe_airbyte_load_config(E'{"users": [\n  "id",\n  "email",\n  "id"]}');
 SELECT * FROM dfe_airbyte_load_config(E'shared:\n  users: [id]\nshared:\n  schools: [id]\n');
 SELECT lists_state() = :'before' AS unchanged;
 
@@ -183,7 +172,6 @@ SELECT lists_state() = :'before' AS unchanged;
 -- other shapes
 SELECT * FROM dfe_airbyte_load_config(E'- users\n- schools\n');
 SELECT * FROM dfe_airbyte_load_config('id');
-SELECT * FROM dfe_airbyte_load_config(E'shared:\n  users: [id]\nproduction:\n  schools: [id]\n');
 SELECT * FROM dfe_airbyte_load_config(E'users: [id]\n---\nschools: [id]\n');
 SELECT lists_state() = :'before' AS unchanged;
 
@@ -196,6 +184,130 @@ BEGIN;
 SELECT * FROM dfe_airbyte_load_config('users: [id]', '');
 ROLLBACK;
 SELECT lists_state() = :'before' AS unchanged;
+
+-- ---------------------------------------------------------------------
+-- The services' files load unchanged (issue 10): the shapes of real files
+-- and of the dfe-analytics gem's specs.
+-- ---------------------------------------------------------------------
+CREATE FUNCTION lists3_state() RETURNS text LANGUAGE sql AS $$
+    SELECT lists_state()
+        || ' / excluded: ' || coalesce((SELECT string_agg(table_name || '.' || column_name, ' ' ORDER BY table_name, column_name)
+                                          FROM dfe_airbyte.excluded), '-')
+        || ' / tags: ' || coalesce((SELECT string_agg(table_name || '.' || column_name || '=' || policy_tag, ' ' ORDER BY table_name, column_name)
+                                      FROM dfe_airbyte.blocklist WHERE policy_tag IS NOT NULL), '-')
+$$;
+
+-- a column listed twice (register-trainee-teachers' analytics.yml has one):
+-- kept once, a NOTICE names the line
+SELECT * FROM dfe_airbyte_load_config(
+$yaml$---
+shared:
+  :trainees:
+    - id
+    - trn
+    - hesa_id
+    - trn
+  "schools":
+    - :urn
+    - 'name'
+  audits:
+  placements: []
+$yaml$);
+SELECT lists3_state();
+SELECT * FROM dfe_airbyte_load_config(E'{"users": [\n  "id",\n  "email",\n  "id"]}');
+
+-- the three files of a service that keeps three lists (find-a-lost-trn):
+-- analytics.yml -> allowlist, analytics_hidden_pii.yml -> blocklist (tagged
+-- hidden), analytics_blocklist.yml -> excluded (not replicated)
+SELECT * FROM dfe_airbyte_load_config(
+$yaml$# config/analytics.yml
+shared:
+  trn_requests:
+    - id
+    - email
+    - date_of_birth
+    - created_at
+$yaml$,
+$yaml$# config/analytics_hidden_pii.yml
+shared:
+  trn_requests:
+    - email
+    - date_of_birth
+$yaml$,
+$yaml$# config/analytics_blocklist.yml
+shared:
+  trn_requests:
+    - national_insurance_number
+    - ip_address
+  sessions:
+    - data
+$yaml$);
+SELECT lists3_state();
+-- two arguments keep working: the excluded list stays as it is
+SELECT * FROM dfe_airbyte_load_config(E'shared:\n  trn_requests: [id, email]\n', E'shared:\n  trn_requests: [email]\n');
+SELECT lists3_state();
+-- excluded '' empties it
+SELECT * FROM dfe_airbyte_load_config(NULL, NULL, '');
+SELECT lists3_state();
+
+-- a blocklisted column with its own policy tag
+SELECT * FROM dfe_airbyte_load_config(NULL,
+$yaml$shared:
+  trn_requests:
+    - email
+    - {name: date_of_birth, policy_tag: projects/p/locations/europe-west2/taxonomies/1/policyTags/2}
+    - name: trn
+      policy_tag: projects/p/locations/europe-west2/taxonomies/1/policyTags/3
+$yaml$);
+SELECT lists3_state();
+SELECT * FROM dfe_airbyte_load_config(NULL, E'users:\n  - {name: email, policy_tag: hidden}\n');
+SELECT * FROM dfe_airbyte_load_config(NULL, E'users:\n  - {column: email}\n');
+SELECT * FROM dfe_airbyte_load_config(E'users:\n  - {name: email, policy_tag: projects/p/locations/l/taxonomies/1/policyTags/2}\n');
+SELECT * FROM dfe_airbyte_load_config(NULL, '{"users": [{"name": "email", "policy_tag": "projects/p/locations/l/taxonomies/1/policyTags/2"}, "email"]}');
+SELECT lists3_state();
+
+-- environment sections beside shared:, merged as Rails' config_for does:
+-- without dfe_airbyte.rails_env only shared is read (a NOTICE says so)
+SELECT * FROM dfe_airbyte_load_config(
+$yaml$defaults: &defaults
+  users: [id, email]
+  schools: [id, name]
+shared:
+  <<: *defaults
+  schools: [id, name, urn]
+production:
+  users: [id]
+test:
+  users: [id, email, test_only]
+  fixtures: [id]
+$yaml$);
+SELECT lists3_state();
+-- with it, the environment's table lists replace shared's (deep_merge
+-- replaces arrays), its new tables are added, other environments ignored
+SET dfe_airbyte.rails_env = 'test';
+SELECT * FROM dfe_airbyte_load_config(
+$yaml$defaults: &defaults
+  users: [id, email]
+  schools: [id, name]
+shared:
+  <<: *defaults
+  schools: [id, name, urn]
+production:
+  users: [id]
+test:
+  users: [id, email, test_only]
+  fixtures: [id]
+$yaml$);
+SELECT lists3_state();
+-- a file with only the environment's section
+SELECT * FROM dfe_airbyte_load_config(E'test:\n  users: [id]\ndevelopment:\n  users: [id, dev]\n');
+SELECT lists3_state();
+RESET dfe_airbyte.rails_env;
+-- a merge of something that is not a mapping, and ERB, are errors
+SELECT * FROM dfe_airbyte_load_config(E'shared:\n  users: &cols [id]\n  <<: *cols\n');
+SELECT * FROM dfe_airbyte_load_config(E'shared:\n  users: [id, <%= ENV["X"] %>]\n');
+DELETE FROM dfe_airbyte.excluded;
+DROP FUNCTION lists3_state();
 
 -- who may load
 CREATE ROLE regress_lists_admin IN ROLE dfe_airbyte_admin;

@@ -21,8 +21,20 @@
  * - a blocklisted field carrying another policy tag gets the hidden tag
  *   instead (BigQuery allows one per field); the row says "tagged" and the
  *   replaced tag is reported (NOTICE, event data);
- * - a field no longer blocklisted loses only the hidden tag; any other tag
- *   stays;
+ * - the tags converge on blocklist ∪ (final-table columns − allowlist −
+ *   Airbyte's _airbyte_* / _ab_cdc_* columns), the second part unless
+ *   dfe_airbyte.hide_unlisted_columns is off; a blocklist row may name its
+ *   own policy tag;
+ * - a field that needs no tag loses only the tags the extension manages:
+ *   the hidden tag and the tag it set there itself (policy_tag_state); any
+ *   other tag stays;
+ * - policy_tag_state also gives exposure windows: a column seen tagged
+ *   before that has lost its tag was exposed since the table's creationTime
+ *   (recreated after the last sighting) or since some time between the last
+ *   sighting and its lastModifiedTime;
+ * - rate limits (403/400/429 rateLimitExceeded, backendError) are retried by
+ *   the HTTP layer through retry_4xx; PATCHes of one table are paced per
+ *   process (see "pacing" below);
  * - raw tables: _airbyte_data is tagged when the table exists and the table
  *   has blocklisted columns; a missing raw table is normal and gives no
  *   row; the tag is never removed from a raw table, because its JSON keeps
@@ -30,13 +42,21 @@
  */
 #include "postgres.h"
 
+#include <time.h>
+
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
 #include <cjson/cJSON.h>
@@ -51,10 +71,30 @@
 #define MAX_CONFLICT_ROUNDS 3
 #define RAW_DATA_FIELD "_airbyte_data"
 
+/* a blocklisted column and the tag it gets */
+typedef struct BlockedColumn
+{
+	char	   *name;
+	char	   *tag;			/* its own policy tag, or the hidden tag */
+} BlockedColumn;
+
+/* what policy_tag_state remembers of one column */
+typedef struct SeenColumn
+{
+	char	   *name;
+	char	   *tag;			/* the tag the extension set there */
+	TimestampTz last_seen;		/* when it was last seen carrying it */
+} SeenColumn;
+
 typedef struct PlanTable
 {
 	char	   *table;			/* allowlisted table = BigQuery final table */
-	List	   *blocked;		/* blocklisted column names (char *) */
+	List	   *blocked;		/* BlockedColumn * */
+	List	   *allowed;		/* allowlisted column names (char *) */
+	List	   *excluded;		/* dfe_airbyte.excluded column names */
+	List	   *source;			/* columns of the source table */
+	List	   *seen;			/* SeenColumn * of the final table */
+	List	   *seen_raw;		/* SeenColumn * of the raw table */
 } PlanTable;
 
 struct PolicyTagPlan
@@ -65,7 +105,9 @@ struct PolicyTagPlan
 	char	   *internal_dataset;
 	char	   *hidden_tag;
 	int			concurrency;
-	List	   *tables;			/* PlanTable * */
+	bool		hide_unlisted;
+	int			ntables;
+	PlanTable **tables;			/* sorted by name (strcmp) */
 };
 
 typedef enum WorkStep
@@ -118,15 +160,127 @@ bigquery_configured(void)
 /* the plan                                                               */
 /* ---------------------------------------------------------------------- */
 
+static int
+plan_table_cmp(const void *a, const void *b)
+{
+	return strcmp((*(PlanTable *const *) a)->table, (*(PlanTable *const *) b)->table);
+}
+
+static PlanTable *
+plan_find(PolicyTagPlan *plan, const char *table)
+{
+	PlanTable	key;
+	PlanTable  *keyp = &key;
+	PlanTable **found;
+
+	key.table = (char *) table;
+	found = bsearch(&keyp, plan->tables, plan->ntables, sizeof(PlanTable *), plan_table_cmp);
+	return found ? *found : NULL;
+}
+
+/* run one SELECT of the plan; raises on failure */
+static void
+plan_query(const char *sql, int nargs, Oid *types, Datum *values)
+{
+	int			ret = SPI_execute_with_args(sql, nargs, types, values, NULL, true, 0);
+
+	if (ret != SPI_OK_SELECT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not read the dfe_airbyte lists: %s", SPI_result_code_string(ret)),
+				 errhint("Check that the dfe_airbyte extension is installed correctly (ALTER EXTENSION dfe_airbyte UPDATE).")));
+}
+
+static char *
+col_value(int row, int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+}
+
+/*
+ * The per-column lists of every allowlisted table; caller is the memory
+ * context the plan lives in.  Rows of tables that are not allowlisted are
+ * ignored (they have no final table).
+ */
+static void
+plan_load_columns(PolicyTagPlan *plan, MemoryContext caller)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		schema[1];
+	char	   *raw_prefix = psprintf("%s.%s_raw__stream_", plan->internal_dataset, plan->dataset);
+	size_t		raw_len = strlen(raw_prefix);
+
+	/* 1: allowlisted, 2: blocklisted, 3: excluded, 4: in the source table, 5: seen tagged */
+	static const char *const queries[] = {
+		"SELECT table_name, column_name FROM dfe_airbyte.allowlist",
+		"SELECT table_name, column_name, policy_tag FROM dfe_airbyte.blocklist"
+		" ORDER BY table_name COLLATE \"C\", column_name COLLATE \"C\"",
+		"SELECT table_name, column_name FROM dfe_airbyte.excluded",
+		"SELECT c.relname::pg_catalog.text, a.attname::pg_catalog.text"
+		"  FROM pg_catalog.pg_attribute a"
+		"  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid"
+		"  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
+		" WHERE n.nspname OPERATOR(pg_catalog.=) $1::pg_catalog.name AND c.relkind IN ('r', 'p')"
+		"   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
+		"SELECT table_name, column_name, policy_tag, last_seen_tagged FROM dfe_airbyte.policy_tag_state",
+	};
+
+	schema[0] = CStringGetTextDatum(dfe_setting_source_schema());
+	for (int q = 0; q < (int) lengthof(queries); q++)
+	{
+		plan_query(queries[q], q == 3 ? 1 : 0, types, schema);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			MemoryContext spi = MemoryContextSwitchTo(caller);
+			char	   *table = col_value(i, 1);
+			bool		raw = q == 4 && strncmp(table, raw_prefix, raw_len) == 0;
+			PlanTable  *pt = plan_find(plan, raw ? table + raw_len : table);
+
+			if (pt != NULL)
+			{
+				char	   *column = col_value(i, 2);
+
+				if (q == 0)
+					pt->allowed = lappend(pt->allowed, column);
+				else if (q == 1)
+				{
+					BlockedColumn *b = palloc0(sizeof(BlockedColumn));
+					char	   *tag = col_value(i, 3);
+
+					b->name = column;
+					b->tag = tag ? tag : plan->hidden_tag;
+					pt->blocked = lappend(pt->blocked, b);
+				}
+				else if (q == 2)
+					pt->excluded = lappend(pt->excluded, column);
+				else if (q == 3)
+					pt->source = lappend(pt->source, column);
+				else
+				{
+					SeenColumn *seen = palloc0(sizeof(SeenColumn));
+					bool		isnull;
+
+					seen->name = column;
+					seen->tag = col_value(i, 3);
+					seen->last_seen = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[i],
+																	   SPI_tuptable->tupdesc, 4, &isnull));
+					if (raw)
+						pt->seen_raw = lappend(pt->seen_raw, seen);
+					else
+						pt->seen = lappend(pt->seen, seen);
+				}
+			}
+			MemoryContextSwitchTo(spi);
+		}
+	}
+}
+
 PolicyTagPlan *
 policy_tag_plan_load(void)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	PolicyTagPlan *plan;
 	const char *tag;
-	PlanTable  *current = NULL;
-	int			ret;
-	uint64		i;
 
 	plan = palloc0(sizeof(PolicyTagPlan));
 	plan->project = pstrdup(dfe_require_setting(dfe_setting_bigquery_project(),
@@ -137,14 +291,14 @@ policy_tag_plan_load(void)
 												"BIGQUERY_AIRBYTE_DATASET"));
 	tag = dfe_require_setting(dfe_setting_hidden_policy_tag(),
 							  "dfe_airbyte.hidden_policy_tag",
-							  "BIGQUERY_HIDDEN_POLICY_TAG");
+							  "BIGQUERY_HIDDEN_POLICY_TAG (or BIGQUERY_POLICY_TAG)");
 	if (strncmp(tag, "projects/", 9) != 0 || strstr(tag, "/taxonomies/") == NULL ||
 		strstr(tag, "/policyTags/") == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("dfe_airbyte.hidden_policy_tag \"%s\" is not a policy tag name", tag),
 				 errhint("It must look like projects/P/locations/L/taxonomies/T/policyTags/ID, "
-						 "as the Data Catalog taxonomy shows it (env BIGQUERY_HIDDEN_POLICY_TAG).")));
+						 "as the Data Catalog taxonomy shows it (env BIGQUERY_HIDDEN_POLICY_TAG or BIGQUERY_POLICY_TAG).")));
 	plan->hidden_tag = pstrdup(tag);
 	plan->internal_dataset = pstrdup(dfe_setting_bigquery_internal_dataset());
 	plan->base_url = pstrdup(dfe_setting_bigquery_url());
@@ -152,39 +306,24 @@ policy_tag_plan_load(void)
 	while (strlen(plan->base_url) > 0 && plan->base_url[strlen(plan->base_url) - 1] == '/')
 		plan->base_url[strlen(plan->base_url) - 1] = '\0';
 	plan->concurrency = dfe_policy_tag_concurrency;
+	plan->hide_unlisted = dfe_hide_unlisted_columns;
 	dfe_require_setting(dfe_setting_google_credentials(), "dfe_airbyte.google_credentials",
 						"GOOGLE_CLOUD_CREDENTIALS");
 
 	SPI_connect();
-	ret = SPI_execute("SELECT a.table_name, b.column_name"
-					  "  FROM (SELECT DISTINCT table_name FROM dfe_airbyte.allowlist) a"
-					  "  LEFT JOIN dfe_airbyte.blocklist b ON b.table_name = a.table_name"
-					  " ORDER BY a.table_name COLLATE \"C\", b.column_name COLLATE \"C\"",
-					  true, 0);
-	if (ret != SPI_OK_SELECT)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not read the dfe_airbyte allowlist and blocklist: %s",
-						SPI_result_code_string(ret)),
-				 errhint("Check that the dfe_airbyte extension is installed correctly.")));
-
+	plan_query("SELECT table_name FROM dfe_airbyte.allowlist GROUP BY table_name ORDER BY table_name COLLATE \"C\"",
+			   0, NULL, NULL);
 	MemoryContextSwitchTo(caller);
-	for (i = 0; i < SPI_processed; i++)
+	plan->ntables = (int) SPI_processed;
+	plan->tables = palloc0(sizeof(PlanTable *) * Max(plan->ntables, 1));
+	for (int i = 0; i < plan->ntables; i++)
 	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		char	   *table = SPI_getvalue(tuple, desc, 1);
-		char	   *column = SPI_getvalue(tuple, desc, 2);
-
-		if (current == NULL || strcmp(current->table, table) != 0)
-		{
-			current = palloc0(sizeof(PlanTable));
-			current->table = table;
-			plan->tables = lappend(plan->tables, current);
-		}
-		if (column)
-			current->blocked = lappend(current->blocked, column);
+		plan->tables[i] = palloc0(sizeof(PlanTable));
+		plan->tables[i]->table = col_value(i, 1);
 	}
+	/* "C" order is strcmp order, but do not bet the lookups on it */
+	qsort(plan->tables, plan->ntables, sizeof(PlanTable *), plan_table_cmp);
+	plan_load_columns(plan, caller);
 	SPI_finish();
 	MemoryContextSwitchTo(caller);
 	return plan;
@@ -218,24 +357,257 @@ set_policy_tags(cJSON *field, cJSON *names)
 		cJSON_AddItemToObject(field, "policyTags", tags);
 }
 
+static bool
+name_in(List *names, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, names)
+		if (pg_strcasecmp((char *) lfirst(lc), name) == 0)
+			return true;
+	return false;
+}
+
+static SeenColumn *
+find_seen(List *seen, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, seen)
+		if (pg_strcasecmp(((SeenColumn *) lfirst(lc))->name, name) == 0)
+			return lfirst(lc);
+	return NULL;
+}
+
+/* the columns Airbyte adds itself (SPEC §5): never "unlisted" */
+static bool
+airbyte_own_column(const char *name)
+{
+	return pg_strncasecmp(name, "_airbyte_", 9) == 0 || pg_strncasecmp(name, "_ab_cdc_", 8) == 0;
+}
+
+/*
+ * BigQuery puts policy tags on leaf fields only, not on a RECORD (STRUCT);
+ * Airbyte's destination writes objects as JSON columns, so an unlisted
+ * RECORD is someone else's and is left alone (README: Limitations).
+ */
+static bool
+record_field(cJSON *field)
+{
+	cJSON	   *type = cJSON_GetObjectItemCaseSensitive(field, "type");
+
+	return cJSON_IsString(type) &&
+		(pg_strcasecmp(type->valuestring, "RECORD") == 0 || pg_strcasecmp(type->valuestring, "STRUCT") == 0);
+}
+
+/* where a column that is not allowlisted came from, as far as we can know */
+static char *
+unlisted_origin(PlanTable *pt, const char *name)
+{
+	if (name_in(pt->excluded, name))
+		return "it is in dfe_airbyte.excluded (analytics_blocklist.yml), so it should not be replicated at all: "
+			"Airbyte's schema propagation or a manual change of the connection selected it";
+	if (name_in(pt->source, name))
+		return "it is a column of the source table that is not allowlisted: Airbyte's schema propagation "
+			"(propagate_columns/propagate_fully) or a manual change of the connection selected it";
+	return "it is not a column of the source table: an old column (dropped or renamed in the service; "
+		"BigQuery keeps it) or one added to the BigQuery table by hand";
+}
+
+/* BigQuery's creationTime / lastModifiedTime: milliseconds since 1970 as a string */
+static TimestampTz
+table_time(cJSON *table, const char *key)
+{
+	cJSON	   *v = cJSON_GetObjectItemCaseSensitive(table, key);
+	double		ms;
+
+	if (cJSON_IsString(v))
+		ms = strtod(v->valuestring, NULL);
+	else if (cJSON_IsNumber(v))
+		ms = v->valuedouble;
+	else
+		return 0;
+	if (ms <= 0)
+		return 0;
+	return (TimestampTz) (ms * 1000.0) -
+		((TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
+}
+
+static void
+append_detail(PolicyTagResult *r, const char *text)
+{
+	r->detail = r->detail ? psprintf("%s; %s", r->detail, text) : pstrdup(text);
+}
+
+/*
+ * The column was seen carrying our tag before and has lost it: since when,
+ * as far as the extension can know.  A table created after the last
+ * sighting was recreated then (a refresh, a partitioning change, a
+ * WRITE_TRUNCATE copy); otherwise the column was replaced or the tag
+ * removed some time between the last sighting and the table's last change.
+ */
+static void
+note_exposure(PolicyTagResult *r, SeenColumn *seen, const char *label, const char *field)
+{
+	/* timestamptz_to_str() returns a static buffer: copy each result */
+	char	   *created = pstrdup(timestamptz_to_str(r->table_created));
+	char	   *last = pstrdup(timestamptz_to_str(seen->last_seen));
+	char	   *modified = r->table_modified ? pstrdup(timestamptz_to_str(r->table_modified)) : "now";
+
+	r->exposed = true;
+	r->last_seen_tagged = seen->last_seen;
+	if (r->table_created > seen->last_seen)
+	{
+		r->exposed_since = r->table_created;
+		append_detail(r, psprintf("%s.%s was readable without its policy tag since %s, when the table was recreated (last seen tagged %s)",
+								  label, field, created, last));
+	}
+	else
+	{
+		r->exposed_since = seen->last_seen;
+		append_detail(r, psprintf("%s.%s lost its policy tag after %s, when it was last seen tagged, and %s at the latest (the table's last change): the column was replaced (a type change) or the tag removed",
+								  label, field, last, modified));
+	}
+}
+
+/* the tags a field carries, and whether want and tags we manage are among them */
+typedef struct FieldTags
+{
+	cJSON	   *names;			/* the policyTags.names array, or NULL */
+	int			count;
+	bool		has_want;
+	bool		has_managed;	/* the hidden tag or the tag we set before */
+	const char *other;			/* the first tag that is not want */
+} FieldTags;
+
+static void
+read_field_tags(cJSON *field, const char *want, const char *hidden, SeenColumn *seen, FieldTags *ft)
+{
+	cJSON	   *tags = cJSON_GetObjectItemCaseSensitive(field, "policyTags");
+	cJSON	   *n;
+
+	memset(ft, 0, sizeof(*ft));
+	ft->names = cJSON_IsObject(tags) ? cJSON_GetObjectItemCaseSensitive(tags, "names") : NULL;
+	if (!cJSON_IsArray(ft->names))
+	{
+		ft->names = NULL;
+		return;
+	}
+	cJSON_ArrayForEach(n, ft->names)
+	{
+		ft->count++;
+		if (!cJSON_IsString(n))
+			continue;
+		if (want && strcmp(n->valuestring, want) == 0)
+			ft->has_want = true;
+		else if (ft->other == NULL)
+			ft->other = n->valuestring;
+		if (strcmp(n->valuestring, hidden) == 0 || (seen && strcmp(n->valuestring, seen->tag) == 0))
+			ft->has_managed = true;
+	}
+}
+
+/* one field that should carry want: a row, and the change if one is needed */
+static bool
+converge_wanted(ApplyState *st, TagWork *w, cJSON *field, const char *column, const char *want,
+				char *unlisted, SeenColumn *seen, TimestampTz created, TimestampTz modified)
+{
+	const char *name = cJSON_GetObjectItemCaseSensitive(field, "name")->valuestring;
+	FieldTags	ft;
+	PolicyTagResult *r;
+	cJSON	   *new_names;
+
+	read_field_tags(field, want, st->plan->hidden_tag, seen, &ft);
+	if (ft.count == 1 && ft.has_want)
+	{
+		r = make_row(w->label, column, "already_tagged", NULL);
+		r->policy_tag = pstrdup(want);
+		r->unlisted = unlisted;
+		w->rows = lappend(w->rows, r);
+		return false;
+	}
+	/* an unlisted column that someone else protected with their own tag: leave it */
+	if (unlisted && ft.count > 0 && !ft.has_want && !ft.has_managed)
+	{
+		r = make_row(w->label, column, "already_tagged",
+					 psprintf("%s.%s is not in the allowlist but carries policy tag %s, set outside dfe_airbyte: left as it is",
+							  w->label, name, ft.other ? ft.other : "(unknown)"));
+		w->rows = lappend(w->rows, r);
+		return false;
+	}
+
+	r = make_row(w->label, column, "tagged", NULL);
+	r->policy_tag = pstrdup(want);
+	r->unlisted = unlisted;
+	r->table_created = created;
+	r->table_modified = modified;
+	if (ft.other)
+		append_detail(r, psprintf("replaced policy tag %s on %s.%s with %s (BigQuery allows one tag per field)",
+								  ft.other, w->label, name,
+								  strcmp(want, st->plan->hidden_tag) == 0 ? "the hidden tag"
+								  : psprintf("its own policy tag %s", want)));
+	if (unlisted)
+		append_detail(r, psprintf("hid %s.%s, which is not in the allowlist: %s", w->label, name, unlisted));
+	if (seen && !ft.has_want)
+		note_exposure(r, seen, w->label, name);
+	new_names = cJSON_CreateArray();
+	cJSON_AddItemToArray(new_names, cJSON_CreateString(want));
+	set_policy_tags(field, new_names);
+	w->rows = lappend(w->rows, r);
+	return true;
+}
+
+/* one field that should carry none of our tags: remove only those */
+static bool
+converge_unwanted(ApplyState *st, TagWork *w, cJSON *field, SeenColumn *seen)
+{
+	const char *hidden = st->plan->hidden_tag;
+	const char *name = cJSON_GetObjectItemCaseSensitive(field, "name")->valuestring;
+	FieldTags	ft;
+	cJSON	   *new_names;
+	cJSON	   *n;
+
+	read_field_tags(field, NULL, hidden, seen, &ft);
+	/* the raw table keeps its tag: its JSON holds the values written while it was blocklisted */
+	if (!ft.has_managed || w->raw)
+		return false;
+	new_names = cJSON_CreateArray();
+	cJSON_ArrayForEach(n, ft.names)
+	{
+		bool		ours = cJSON_IsString(n) &&
+			(strcmp(n->valuestring, hidden) == 0 || (seen && strcmp(n->valuestring, seen->tag) == 0));
+
+		if (!ours)
+			cJSON_AddItemToArray(new_names, cJSON_Duplicate(n, true));
+	}
+	set_policy_tags(field, new_names);
+	w->rows = lappend(w->rows, make_row(w->label, name, "untagged", NULL));
+	return true;
+}
+
 /*
  * Converge one table's schema (as GET returned it) with the plan: fills
  * w->rows and, when something changed, w->patch_body.  Returns whether a
- * PATCH is needed.
+ * PATCH is needed.  The tags converge on blocklist ∪ (columns of the table
+ * − allowlist − Airbyte's own columns) (SPEC §5), the second part unless
+ * dfe_airbyte.hide_unlisted_columns is off.
  */
 static bool
 converge_schema(ApplyState *st, TagWork *w, cJSON *table)
 {
-	const char *hidden = st->plan->hidden_tag;
+	PolicyTagPlan *plan = st->plan;
 	cJSON	   *schema = cJSON_GetObjectItemCaseSensitive(table, "schema");
 	cJSON	   *fields = cJSON_IsObject(schema) ? cJSON_GetObjectItemCaseSensitive(schema, "fields") : NULL;
-	List	   *blocked = w->raw ? list_make1((char *) RAW_DATA_FIELD) : w->pt->blocked;
+	BlockedColumn raw_data = {RAW_DATA_FIELD, plan->hidden_tag};
+	List	   *blocked = w->raw ? list_make1(&raw_data) : w->pt->blocked;
+	List	   *seen = w->raw ? w->pt->seen_raw : w->pt->seen;
 	int			nblocked = list_length(blocked);
 	bool	   *found = palloc0(sizeof(bool) * (nblocked + 1));
+	TimestampTz created = table_time(table, "creationTime");
+	TimestampTz modified = table_time(table, "lastModifiedTime");
 	bool		changed = false;
 	cJSON	   *field;
 	ListCell   *lc;
-	int			i;
 
 	w->rows = NIL;
 	w->patch_body = NULL;
@@ -245,81 +617,36 @@ converge_schema(ApplyState *st, TagWork *w, cJSON *table)
 	cJSON_ArrayForEach(field, fields)
 	{
 		cJSON	   *name = cJSON_GetObjectItemCaseSensitive(field, "name");
-		cJSON	   *tags = cJSON_GetObjectItemCaseSensitive(field, "policyTags");
-		cJSON	   *names = cJSON_IsObject(tags) ? cJSON_GetObjectItemCaseSensitive(tags, "names") : NULL;
-		cJSON	   *n;
-		int			idx = -1;
-		int			count = 0;
-		bool		has_hidden = false;
-		const char *other = NULL;
+		BlockedColumn *b = NULL;
+		SeenColumn *s;
 
 		if (!cJSON_IsObject(field) || !cJSON_IsString(name))
 			continue;
-		i = 0;
 		foreach(lc, blocked)
 		{
-			if (pg_strcasecmp((char *) lfirst(lc), name->valuestring) == 0)
+			if (pg_strcasecmp(((BlockedColumn *) lfirst(lc))->name, name->valuestring) == 0)
 			{
-				idx = i;
+				b = lfirst(lc);
+				found[foreach_current_index(lc)] = true;
 				break;
 			}
-			i++;
 		}
-		if (cJSON_IsArray(names))
-		{
-			cJSON_ArrayForEach(n, names)
-			{
-				count++;
-				if (cJSON_IsString(n) && strcmp(n->valuestring, hidden) == 0)
-					has_hidden = true;
-				else if (cJSON_IsString(n) && other == NULL)
-					other = n->valuestring;
-			}
-		}
-
-		if (idx >= 0)
-		{
-			const char *column = list_nth(blocked, idx);
-
-			found[idx] = true;
-			if (has_hidden && count == 1)
-				w->rows = lappend(w->rows, make_row(w->label, column, "already_tagged", NULL));
-			else
-			{
-				char	   *detail = other
-					? psprintf("replaced policy tag %s on %s.%s with the hidden tag (BigQuery allows one tag per field)",
-							   other, w->label, name->valuestring)
-					: NULL;
-				cJSON	   *new_names = cJSON_CreateArray();
-
-				cJSON_AddItemToArray(new_names, cJSON_CreateString(hidden));
-				set_policy_tags(field, new_names);
-				w->rows = lappend(w->rows, make_row(w->label, column, "tagged", detail));
-				changed = true;
-			}
-		}
-		else if (has_hidden && !w->raw)
-		{
-			cJSON	   *new_names = cJSON_CreateArray();
-
-			/* keep any other tag; drop only ours */
-			cJSON_ArrayForEach(n, names)
-			{
-				if (!(cJSON_IsString(n) && strcmp(n->valuestring, hidden) == 0))
-					cJSON_AddItemToArray(new_names, cJSON_Duplicate(n, true));
-			}
-			set_policy_tags(field, new_names);
-			w->rows = lappend(w->rows, make_row(w->label, name->valuestring, "untagged", NULL));
-			changed = true;
-		}
+		s = find_seen(seen, name->valuestring);
+		if (b)
+			changed |= converge_wanted(st, w, field, b->name, b->tag, NULL, s, created, modified);
+		else if (!w->raw && plan->hide_unlisted && !airbyte_own_column(name->valuestring) &&
+				 !name_in(w->pt->allowed, name->valuestring) && !record_field(field))
+			changed |= converge_wanted(st, w, field, name->valuestring, plan->hidden_tag,
+									   unlisted_origin(w->pt, name->valuestring), s, created, modified);
+		else
+			changed |= converge_unwanted(st, w, field, s);
 	}
 
-	i = 0;
 	foreach(lc, blocked)
 	{
-		if (!found[i])
-			w->rows = lappend(w->rows, make_row(w->label, (char *) lfirst(lc), "missing_column", NULL));
-		i++;
+		if (!found[foreach_current_index(lc)])
+			w->rows = lappend(w->rows, make_row(w->label, ((BlockedColumn *) lfirst(lc))->name,
+												"missing_column", NULL));
 	}
 	pfree(found);
 
@@ -342,16 +669,78 @@ converge_schema(ApplyState *st, TagWork *w, cJSON *table)
 /* applying it                                                            */
 /* ---------------------------------------------------------------------- */
 
+/*
+ * BigQuery's reason for an error answer (error.errors[0].reason), e.g.
+ * rateLimitExceeded, quotaExceeded, backendError; NULL when there is none.
+ * Source: "Troubleshoot quota and limit errors" in BigQuery's docs, and
+ * google-apis-core's RATE_LIMIT_ERRORS (400/403 with rateLimitExceeded are
+ * retried by Google's own Ruby client).
+ */
+static char *
+bigquery_error_reason(const HttpRequest *req)
+{
+	cJSON	   *root = cJSON_Parse(req->response ? req->response->data : "");
+	cJSON	   *err = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "error") : NULL;
+	cJSON	   *errors = cJSON_IsObject(err) ? cJSON_GetObjectItemCaseSensitive(err, "errors") : NULL;
+	cJSON	   *item;
+	char	   *reason = NULL;
+
+	if (!cJSON_IsArray(errors))
+		errors = NULL;
+	cJSON_ArrayForEach(item, errors)
+	{
+		cJSON	   *r = cJSON_GetObjectItemCaseSensitive(item, "reason");
+
+		if (cJSON_IsString(r))
+		{
+			reason = pstrdup(r->valuestring);
+			break;
+		}
+	}
+	if (root)
+		cJSON_Delete(root);
+	return reason;
+}
+
+static bool
+bigquery_transient_reason(const char *reason)
+{
+	return strcmp(reason, "rateLimitExceeded") == 0 || strcmp(reason, "backendError") == 0;
+}
+
+/*
+ * The HTTP layer's retry_4xx: BigQuery answers rate limits with 403 (also
+ * 400 or 429) and reason rateLimitExceeded; backendError is transient.
+ * quotaExceeded and every other 403 (permissions) are not retried.
+ */
+static bool
+bigquery_transient_4xx(const HttpRequest *req)
+{
+	char	   *reason = bigquery_error_reason(req);
+	bool		transient = reason != NULL && bigquery_transient_reason(reason);
+
+	if (reason)
+		pfree(reason);
+	return transient;
+}
+
 static void
 finish_failed(ApplyState *st, TagWork *w, const char *verb)
 {
 	HttpRequest *req = w->req;
 	char	   *detail;
 
+	char	   *reason = req->status != 0 ? bigquery_error_reason(req) : NULL;
+
 	if (req->status == 0)
 		detail = psprintf("%s failed: %s (%d attempts)", verb, http_server_message(req), req->attempts);
 	else
 		detail = psprintf("%s answered HTTP %ld: %s", verb, req->status, http_server_message(req));
+	if (reason && strcmp(reason, "quotaExceeded") == 0)
+		detail = psprintf("%s (quotaExceeded: not retried; the project's quota resets later, or ask for more)", detail);
+	else if (reason && bigquery_transient_reason(reason))
+		detail = psprintf("%s (%s: still refused after %d attempts; raise dfe_airbyte.http_max_retries or lower dfe_airbyte.bigquery_table_update_limit)",
+						  detail, reason, req->attempts);
 	st->results = lappend(st->results, make_row(w->label, NULL, "failed", detail));
 	st->failed = lappend(st->failed, pstrdup(w->label));
 }
@@ -366,9 +755,15 @@ finish_rows(ApplyState *st, TagWork *w)
 static void
 finish_missing(ApplyState *st, TagWork *w)
 {
+	ListCell   *lc;
+
 	/* a missing raw table is normal: newer destinations write none */
-	if (!w->raw)
-		st->results = lappend(st->results, make_row(w->label, NULL, "missing_table", NULL));
+	if (w->raw)
+		return;
+	/* every row names a column: the sensitive columns that are not protected (SPEC §5) */
+	foreach(lc, w->pt->blocked)
+		st->results = lappend(st->results, make_row(w->label, ((BlockedColumn *) lfirst(lc))->name,
+													"missing_table", NULL));
 }
 
 static void
@@ -401,6 +796,7 @@ run_batch(ApplyState *st, List *works, bool patch)
 		req = http_request_new(patch ? "BigQuery table update" : "BigQuery table read",
 							   patch ? "PATCH" : "GET", w->url);
 		req->bearer = st->token;
+		req->retry_4xx = bigquery_transient_4xx;
 		if (patch)
 		{
 			http_set_json_body(req, w->patch_body);
@@ -501,6 +897,174 @@ handle_patch(ApplyState *st, TagWork *w, List **gets)
 	finish_failed(st, w, "PATCH");
 }
 
+/* ---------------------------------------------------------------------- */
+/* pacing the PATCHes of one table                                        */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * BigQuery allows about 5 metadata updates per 10 s per table ("Maximum
+ * rate of table metadata update operations per table", BigQuery quotas),
+ * and Airbyte's own schema changes count too.  Each process remembers when
+ * it PATCHed each table (within a run and across runs) and holds a PATCH
+ * back until fewer than dfe_airbyte.bigquery_table_update_limit of its
+ * PATCHes of that table fall in the last bigquery_table_update_window.
+ * What other processes do is not known here: a 403 rateLimitExceeded is
+ * retried with backoff by the HTTP layer.
+ */
+#define PACE_KEY_LEN 256
+#define PACE_MAX 64
+
+typedef struct PaceEntry
+{
+	char		key[PACE_KEY_LEN];	/* the table's URL (truncated) */
+	int			n;
+	int64		at_ms[PACE_MAX];	/* monotonic ms of the last PATCHes, oldest first */
+} PaceEntry;
+
+static HTAB *pace_table = NULL;
+
+static int64
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static PaceEntry *
+pace_entry(const char *url)
+{
+	char		key[PACE_KEY_LEN];
+	bool		found;
+	PaceEntry  *e;
+
+	if (pace_table == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = PACE_KEY_LEN;
+		ctl.entrysize = sizeof(PaceEntry);
+		ctl.hcxt = TopMemoryContext;
+		pace_table = hash_create("dfe_airbyte BigQuery table updates", 64, &ctl,
+								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	strlcpy(key, url, sizeof(key));
+	e = hash_search(pace_table, key, HASH_ENTER, &found);
+	if (!found)
+		e->n = 0;
+	return e;
+}
+
+/* when the next PATCH of url may go (monotonic ms) */
+static int64
+pace_due(const char *url, int64 now)
+{
+	PaceEntry  *e = pace_entry(url);
+	int			limit = Min(dfe_bigquery_table_update_limit, PACE_MAX);
+	int64		window = dfe_bigquery_table_update_window_ms;
+	int			drop = 0;
+
+	while (drop < e->n && e->at_ms[drop] <= now - window)
+		drop++;
+	if (drop > 0)
+	{
+		memmove(e->at_ms, e->at_ms + drop, sizeof(int64) * (e->n - drop));
+		e->n -= drop;
+	}
+	if (e->n < limit)
+		return now;
+	/* the (n - limit + 1)-th newest must leave the window first */
+	return e->at_ms[e->n - limit] + window + 1;
+}
+
+static void
+pace_record(const char *url, int64 at)
+{
+	PaceEntry  *e = pace_entry(url);
+
+	if (e->n == PACE_MAX)
+	{
+		memmove(e->at_ms, e->at_ms + 1, sizeof(int64) * (PACE_MAX - 1));
+		e->n--;
+	}
+	e->at_ms[e->n++] = at;
+}
+
+/* sleep ms, waking at least every 200 ms for interrupts (cancel, shutdown) */
+static void
+pace_sleep(int64 ms)
+{
+	int64		until = mono_ms() + ms;
+
+	for (;;)
+	{
+		int64		left = until - mono_ms();
+
+		CHECK_FOR_INTERRUPTS();
+		if (left <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 (long) Min(left, 200), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* the PATCHes, each table's held back as pace_due says; the others go at once */
+static void
+run_patches_paced(ApplyState *st, List *patches, List **next_gets)
+{
+	while (patches != NIL)
+	{
+		int64		now = mono_ms();
+		int64		earliest = PG_INT64_MAX;
+		List	   *ready = NIL;
+		List	   *later = NIL;
+		ListCell   *lc;
+
+		foreach(lc, patches)
+		{
+			TagWork    *w = lfirst(lc);
+			int64		due = pace_due(w->url, now);
+
+			if (due <= now)
+				ready = lappend(ready, w);
+			else
+			{
+				later = lappend(later, w);
+				earliest = Min(earliest, due);
+			}
+		}
+		list_free(patches);
+
+		run_batch(st, ready, true);
+		foreach(lc, ready)
+		{
+			TagWork    *w = lfirst(lc);
+
+			if (w->req->status != 0)
+				pace_record(w->url, mono_ms());
+			handle_patch(st, w, next_gets);
+			free_request(w);
+			if (w->patch_body)
+			{
+				pfree(w->patch_body);
+				w->patch_body = NULL;
+			}
+		}
+		if (ready == NIL && later != NIL)
+		{
+			ereport(DEBUG1,
+					(errmsg_internal("dfe_airbyte: holding back %d BigQuery table update(s) for " INT64_FORMAT " ms (per-table limit)",
+									 list_length(later), earliest - now)));
+			pace_sleep(earliest - now);
+		}
+		list_free(ready);
+		patches = later;
+	}
+}
+
 static int
 result_cmp(const ListCell *a, const ListCell *b)
 {
@@ -533,12 +1097,12 @@ policy_tag_plan_apply(PolicyTagPlan *plan, List **failed_tables)
 	memset(&st, 0, sizeof(st));
 	st.plan = plan;
 	*failed_tables = NIL;
-	if (plan->tables == NIL)
+	if (plan->ntables == 0)
 		return NIL;
 
-	foreach(lc, plan->tables)
+	for (int i = 0; i < plan->ntables; i++)
 	{
-		PlanTable  *pt = lfirst(lc);
+		PlanTable  *pt = plan->tables[i];
 		TagWork    *w = palloc0(sizeof(TagWork));
 
 		w->pt = pt;
@@ -576,20 +1140,7 @@ policy_tag_plan_apply(PolicyTagPlan *plan, List **failed_tables)
 		}
 		list_free(gets);
 
-		run_batch(&st, patches, true);
-		foreach(lc, patches)
-		{
-			TagWork    *w = lfirst(lc);
-
-			handle_patch(&st, w, &next_gets);
-			free_request(w);
-			if (w->patch_body)
-			{
-				pfree(w->patch_body);
-				w->patch_body = NULL;
-			}
-		}
-		list_free(patches);
+		run_patches_paced(&st, patches, &next_gets);
 
 		/* a 401: the cached token may have been revoked; get a new one, once */
 		foreach(lc, next_gets)
@@ -609,6 +1160,93 @@ policy_tag_plan_apply(PolicyTagPlan *plan, List **failed_tables)
 	list_sort(st.results, result_cmp);
 	*failed_tables = st.failed;
 	return st.results;
+}
+
+/* ---------------------------------------------------------------------- */
+/* what the extension saw: dfe_airbyte.policy_tag_state                   */
+/* ---------------------------------------------------------------------- */
+
+static ArrayType *
+text_array_of(List *strings)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(strings), 1));
+	ListCell   *lc;
+
+	foreach(lc, strings)
+		elems[foreach_current_index(lc)] = CStringGetTextDatum((char *) lfirst(lc));
+	return construct_array(elems, list_length(strings), TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+void
+policy_tag_state_record(List *results)
+{
+	List	   *tables = NIL,
+			   *columns = NIL,
+			   *tags = NIL,
+			   *gone_tables = NIL,
+			   *gone_columns = NIL;
+	Oid			types[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		args[3];
+	ListCell   *lc;
+	int			ret;
+
+	foreach(lc, results)
+	{
+		PolicyTagResult *r = lfirst(lc);
+
+		if (r->policy_tag && r->column_name)
+		{
+			tables = lappend(tables, r->table_name);
+			columns = lappend(columns, r->column_name);
+			tags = lappend(tags, r->policy_tag);
+		}
+		else if (strcmp(r->action, "untagged") == 0)
+		{
+			gone_tables = lappend(gone_tables, r->table_name);
+			gone_columns = lappend(gone_columns, r->column_name);
+		}
+	}
+	if (tables == NIL && gone_tables == NIL)
+		return;
+
+	SPI_connect();
+	if (tables != NIL)
+	{
+		args[0] = PointerGetDatum(text_array_of(tables));
+		args[1] = PointerGetDatum(text_array_of(columns));
+		args[2] = PointerGetDatum(text_array_of(tags));
+		ret = SPI_execute_with_args(
+			"INSERT INTO dfe_airbyte.policy_tag_state AS s (table_name, column_name, policy_tag)"
+			" SELECT t, c, g FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) AS n(t, c, g)"
+			" ON CONFLICT (table_name, column_name) DO UPDATE"
+			"   SET last_seen_tagged = pg_catalog.now(), policy_tag = EXCLUDED.policy_tag,"
+			"       first_tagged_at = CASE WHEN s.policy_tag OPERATOR(pg_catalog.=) EXCLUDED.policy_tag"
+			"                              THEN s.first_tagged_at ELSE pg_catalog.now() END",
+			3, types, args, NULL, false, 0);
+		if (ret != SPI_OK_INSERT)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not record the policy tags seen in dfe_airbyte.policy_tag_state: %s",
+							SPI_result_code_string(ret)),
+					 errhint("Check that the dfe_airbyte extension is up to date (ALTER EXTENSION dfe_airbyte UPDATE).")));
+	}
+	if (gone_tables != NIL)
+	{
+		args[0] = PointerGetDatum(text_array_of(gone_tables));
+		args[1] = PointerGetDatum(text_array_of(gone_columns));
+		ret = SPI_execute_with_args(
+			"DELETE FROM dfe_airbyte.policy_tag_state AS s"
+			" USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS n(t, c)"
+			" WHERE s.table_name OPERATOR(pg_catalog.=) n.t"
+			"   AND pg_catalog.lower(s.column_name) OPERATOR(pg_catalog.=) pg_catalog.lower(n.c)",
+			2, types, args, NULL, false, 0);
+		if (ret != SPI_OK_DELETE)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not update dfe_airbyte.policy_tag_state: %s", SPI_result_code_string(ret)),
+					 errhint("Check that the dfe_airbyte extension is up to date (ALTER EXTENSION dfe_airbyte UPDATE).")));
+	}
+	SPI_finish();
 }
 
 /* ---------------------------------------------------------------------- */
@@ -679,6 +1317,10 @@ dfe_airbyte_apply_policy_tags(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 
+	/* what was seen is true whatever failed elsewhere, but an ERROR rolls it back */
+	if (nfailed == 0)
+		policy_tag_state_record(results);
+
 	if (nfailed > 0)
 	{
 		if (nfailed > 10)
@@ -716,22 +1358,82 @@ json_array_of(List *strings)
 	return arr;
 }
 
+static void
+add_time(cJSON *obj, const char *key, TimestampTz t)
+{
+	if (t != 0)
+		cJSON_AddStringToObject(obj, key, timestamptz_to_str(t));
+	else
+		cJSON_AddNullToObject(obj, key);
+}
+
 /* the data of a policy_tags_repaired event */
 static char *
-repair_data(int64 job_id, const char *table, List *tagged, List *untagged, List *replaced)
+repair_data(int64 job_id, const char *table, List *tagged_rows, List *untagged, List *replaced)
 {
 	cJSON	   *obj = cJSON_CreateObject();
+	cJSON	   *tagged = cJSON_AddArrayToObject(obj, "tagged");
+	cJSON	   *exposed = cJSON_CreateArray();
+	cJSON	   *unlisted = cJSON_CreateArray();
+	ListCell   *lc;
 	char	   *out;
 
 	cJSON_AddNumberToObject(obj, "job_id", (double) job_id);
 	cJSON_AddStringToObject(obj, "table", table);
-	cJSON_AddItemToObject(obj, "tagged", json_array_of(tagged));
+	foreach(lc, tagged_rows)
+	{
+		PolicyTagResult *r = lfirst(lc);
+
+		cJSON_AddItemToArray(tagged, cJSON_CreateString(r->column_name));
+		if (r->exposed)
+		{
+			cJSON	   *e = cJSON_CreateObject();
+
+			cJSON_AddStringToObject(e, "column", r->column_name);
+			add_time(e, "exposed_since", r->exposed_since);
+			add_time(e, "last_seen_tagged", r->last_seen_tagged);
+			add_time(e, "table_created", r->table_created);
+			add_time(e, "table_modified", r->table_modified);
+			cJSON_AddBoolToObject(e, "table_recreated", r->table_created > r->last_seen_tagged);
+			cJSON_AddItemToArray(exposed, e);
+		}
+		if (r->unlisted)
+		{
+			cJSON	   *u = cJSON_CreateObject();
+
+			cJSON_AddStringToObject(u, "column", r->column_name);
+			cJSON_AddStringToObject(u, "origin", r->unlisted);
+			cJSON_AddItemToArray(unlisted, u);
+		}
+	}
 	cJSON_AddItemToObject(obj, "untagged", json_array_of(untagged));
+	cJSON_AddItemToObject(obj, "exposed", exposed);
+	cJSON_AddItemToObject(obj, "unlisted", unlisted);
 	if (replaced)
-		cJSON_AddItemToObject(obj, "replaced", json_array_of(replaced));
+		cJSON_AddItemToObject(obj, "details", json_array_of(replaced));
 	out = cJSON_PrintUnformatted(obj);
 	cJSON_Delete(obj);
 	return out;
+}
+
+/* one event per column hidden because it is not allowlisted */
+static void
+record_unlisted_event(int64 job_id, PolicyTagResult *r)
+{
+	cJSON	   *data = cJSON_CreateObject();
+	char	   *object = psprintf("%s.%s", r->table_name, r->column_name);
+
+	cJSON_AddNumberToObject(data, "job_id", (double) job_id);
+	cJSON_AddStringToObject(data, "table", r->table_name);
+	cJSON_AddStringToObject(data, "column", r->column_name);
+	cJSON_AddStringToObject(data, "origin", r->unlisted);
+	add_time(data, "table_created", r->table_created);
+	dfe_event("warning", "unlisted_column_hidden", object,
+			  psprintf("column %s of BigQuery table %s is not in the allowlist: %s. It now carries the hidden policy tag "
+					   "(after sync job " INT64_FORMAT "); classify it in analytics.yml, analytics_hidden_pii.yml or analytics_blocklist.yml",
+					   r->column_name, r->table_name, r->unlisted, job_id),
+			  cJSON_PrintUnformatted(data));
+	cJSON_Delete(data);
 }
 
 static char *
@@ -752,6 +1454,7 @@ record_repair_events(int64 job_id, List *results)
 {
 	const char *table = NULL;
 	List	   *tagged = NIL;
+	List	   *tagged_rows = NIL;
 	List	   *untagged = NIL;
 	List	   *replaced = NIL;
 	List	   *failed = NIL;
@@ -779,11 +1482,11 @@ record_repair_events(int64 job_id, List *results)
 									 list_length(untagged), table, job_id, join_strings(untagged));
 				if (replaced)
 					appendStringInfo(&detail, " (%s)", join_strings(replaced));
-				appendStringInfoString(&detail, ". Airbyte recreates tables without their tags when it refreshes a stream.");
+				appendStringInfoString(&detail, ". Airbyte's destination drops tags when it recreates a table (a refresh, a schema migration, a WRITE_TRUNCATE copy) or replaces a column (a type change).");
 				dfe_event("warning", "policy_tags_repaired", table, detail.data,
-						  repair_data(job_id, table, tagged, untagged, replaced));
+						  repair_data(job_id, table, tagged_rows, untagged, replaced));
 			}
-			tagged = untagged = replaced = NIL;
+			tagged = tagged_rows = untagged = replaced = NIL;
 		}
 		if (r == NULL)
 			break;
@@ -791,8 +1494,11 @@ record_repair_events(int64 job_id, List *results)
 		if (strcmp(r->action, "tagged") == 0)
 		{
 			tagged = lappend(tagged, r->column_name);
+			tagged_rows = lappend(tagged_rows, r);
 			if (r->detail)
 				replaced = lappend(replaced, r->detail);
+			if (r->unlisted)
+				record_unlisted_event(job_id, r);
 		}
 		else if (strcmp(r->action, "untagged") == 0)
 			untagged = lappend(untagged, r->column_name);
@@ -864,15 +1570,14 @@ policy_tags_repair_after_sync(int64 job_id)
 			if (strcmp(r->action, "tagged") == 0 || strcmp(r->action, "untagged") == 0)
 				changes = true;
 		}
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		MemoryContextSwitchTo(cxt);
+		policy_tag_state_record(results);
 		if (changes || failed)
-		{
-			StartTransactionCommand();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			MemoryContextSwitchTo(cxt);
 			record_repair_events(job_id, results);
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-		}
+		PopActiveSnapshot();
+		CommitTransactionCommand();
 	}
 	PG_CATCH();
 	{

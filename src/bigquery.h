@@ -15,12 +15,21 @@
 
 typedef struct PolicyTagPlan PolicyTagPlan;	/* opaque */
 
+#include "utils/timestamp.h"
+
 typedef struct PolicyTagResult
 {
 	char	   *table_name;		/* BigQuery table (final or raw) */
-	char	   *column_name;	/* NULL for table-level rows */
+	char	   *column_name;	/* NULL only for failed rows */
 	char	   *action;			/* tagged, already_tagged, untagged, missing_column, missing_table, failed */
-	char	   *detail;			/* error text for failed, else NULL */
+	char	   *detail;			/* error text for failed; else what a NOTICE should say, or NULL */
+	char	   *policy_tag;		/* tagged/already_tagged: the tag the extension manages there, else NULL */
+	char	   *unlisted;		/* hidden because not allowlisted: where the column came from, else NULL */
+	bool		exposed;		/* tagged: the extension had seen it tagged before (the tag was lost) */
+	TimestampTz last_seen_tagged;	/* exposed: when it was last seen tagged */
+	TimestampTz exposed_since;	/* exposed: earliest time it can have lost the tag */
+	TimestampTz table_created;	/* from the GET, 0 unknown */
+	TimestampTz table_modified; /* from the GET, 0 unknown */
 } PolicyTagResult;
 
 /* true when project, dataset, hidden tag and Google credentials are known */
@@ -35,6 +44,13 @@ extern PolicyTagPlan *policy_tag_plan_load(void);
  * failed (the others are still processed).
  */
 extern List *policy_tag_plan_apply(PolicyTagPlan *plan, List **failed_tables);
+
+/*
+ * Needs a transaction: remember in dfe_airbyte.policy_tag_state when each
+ * column was seen carrying the tag the extension manages (and forget the
+ * untagged ones), for exposure windows and for knowing which tags are ours.
+ */
+extern void policy_tag_state_record(List *results);
 
 /*
  * Worker drift repair, called by sync_health.c after it sees a sync job

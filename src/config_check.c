@@ -221,7 +221,7 @@ check_bigquery(ProblemSink *sink)
 			"BIGQUERY_PROJECT_ID", "the BigQuery project", consequence);
 	require(sink, dfe_setting_bigquery_dataset(), "dfe_airbyte.bigquery_dataset",
 			"BIGQUERY_AIRBYTE_DATASET", "the BigQuery dataset", consequence);
-	if (require(sink, tag, "dfe_airbyte.hidden_policy_tag", "BIGQUERY_HIDDEN_POLICY_TAG",
+	if (require(sink, tag, "dfe_airbyte.hidden_policy_tag", "BIGQUERY_HIDDEN_POLICY_TAG (or BIGQUERY_POLICY_TAG)",
 				"the hidden policy tag", consequence) &&
 		!policy_tag_well_formed(tag))
 		add_problem(sink, "error", "dfe_airbyte.hidden_policy_tag",

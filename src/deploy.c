@@ -779,6 +779,7 @@ step_applying_policy_tags(DeployRow *d)
 	appendStringInfo(&msg, "policy tags: %d tagged, %d already tagged, %d untagged, %d missing",
 					 tagged, already, untagged, missing);
 	xact_begin();
+	policy_tag_state_record(a.results);
 	record_success(d->id, d->step, msg.data);
 	xact_commit();
 	return 0;

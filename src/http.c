@@ -341,6 +341,14 @@ prepare_attempt(HttpRequest *req)
 	return easy;
 }
 
+/* a 4xx that the caller's classifier calls transient (see retry_4xx in http.h) */
+static bool
+retryable_4xx(const HttpRequest *req)
+{
+	return req->retry_4xx != NULL && req->status >= 400 && req->status < 500 &&
+		req->retry_4xx(req);
+}
+
 static bool
 retryable(const HttpRequest *req, CURLcode rc)
 {
@@ -366,7 +374,9 @@ retryable(const HttpRequest *req, CURLcode rc)
 				return true;
 		}
 	}
-	return req->status == 429 || req->status >= 500;
+	if (req->status == 429 || req->status >= 500)
+		return true;
+	return retryable_4xx(req);
 }
 
 /* milliseconds to wait before the next attempt */

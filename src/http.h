@@ -36,6 +36,13 @@ typedef struct HttpRequest
 	bool		no_retry;		/* true: one attempt only */
 	void	   *user_data;		/* free for the caller */
 
+	/*
+	 * Optional: for a 4xx answer other than 429, says whether it is transient
+	 * all the same (BigQuery answers rate limits with 403 or 400 and a reason
+	 * in the body).  true: retried with backoff like a 429.
+	 */
+	bool		(*retry_4xx) (const struct HttpRequest *req);
+
 	/* --- results --- */
 	long		status;			/* HTTP status; 0 when no response came */
 	StringInfo	response;		/* response body (always allocated) */

@@ -32,6 +32,7 @@
 #include "utils/builtins.h"
 
 #include "lists.h"
+#include "settings.h"
 #include "shared.h"
 
 /* ---------------------------------------------------------------------
@@ -58,8 +59,14 @@ typedef struct ConfNode
 	struct ConfNode **items;	/* CK_MAP values, CK_SEQ items */
 } ConfNode;
 
-/* root = depth 0; children are converted for depth <= 2 (root, shared:, table) */
-#define CONF_MAX_PARENT_DEPTH 2
+/*
+ * root = depth 0; children are converted for parents of depth <= 4: root,
+ * shared: (or an environment), table, column entry given as a mapping
+ * ({name: …, policy_tag: …}), and one more level for tables brought in by a
+ * YAML merge key ("<<: *defaults"), whose mapping is converted one level
+ * deeper.  The bound also ends alias cycles.
+ */
+#define CONF_MAX_PARENT_DEPTH 4
 
 static const char *
 kind_phrase(const ConfNode *node)
@@ -191,6 +198,109 @@ plain_is_number(const char *s)
  * YAML (libyaml document API)
  * ---------------------------------------------------------------------
  */
+/* the plain key "<<" of a YAML 1.1 merge ("<<: *defaults") */
+static bool
+is_merge_key(yaml_node_t *key)
+{
+	return key->type == YAML_SCALAR_NODE &&
+		key->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+		key->data.scalar.length == 2 &&
+		memcmp(key->data.scalar.value, "<<", 2) == 0;
+}
+
+static ConfNode *yaml_to_conf(yaml_document_t *doc, yaml_node_t *node, int depth);
+
+/* add the pairs of merged (a converted mapping) whose keys cn lacks */
+static void
+merge_pairs(ConfNode *cn, ConfNode *merged, int capacity)
+{
+	if (merged->kind != CK_MAP)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid YAML merge at line %d: \"<<\" must be followed by a mapping or a list of mappings, not %s",
+						merged->line, kind_phrase(merged)),
+				 errhint("Write \"<<: *name\" where &name anchors a mapping of tables.")));
+	for (int i = 0; i < merged->n; i++)
+	{
+		bool		present = false;
+
+		for (int j = 0; j < cn->n && !present; j++)
+			present = cn->keys[j]->text && merged->keys[i]->text &&
+				strcmp(cn->keys[j]->text, merged->keys[i]->text) == 0;
+		if (present || cn->n >= capacity)
+			continue;
+		cn->keys[cn->n] = merged->keys[i];
+		cn->items[cn->n] = merged->items[i];
+		cn->n++;
+	}
+}
+
+/*
+ * A mapping: its own pairs first, then those of "<<" merges that it does
+ * not override, as Ruby's YAML does (the explicit key wins).
+ */
+static void
+yaml_mapping_to_conf(yaml_document_t *doc, yaml_node_t *node, int depth, ConfNode *cn)
+{
+	yaml_node_pair_t *pair;
+	int			capacity = 0;
+
+	/* room for the merged pairs too */
+	for (pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top; pair++)
+	{
+		yaml_node_t *key = yaml_document_get_node(doc, pair->key);
+		yaml_node_t *value = yaml_document_get_node(doc, pair->value);
+
+		capacity++;
+		if (is_merge_key(key) && value->type == YAML_MAPPING_NODE)
+			capacity += value->data.mapping.pairs.top - value->data.mapping.pairs.start;
+		else if (is_merge_key(key) && value->type == YAML_SEQUENCE_NODE)
+		{
+			yaml_node_item_t *item;
+
+			for (item = value->data.sequence.items.start; item < value->data.sequence.items.top; item++)
+			{
+				yaml_node_t *m = yaml_document_get_node(doc, *item);
+
+				if (m->type == YAML_MAPPING_NODE)
+					capacity += m->data.mapping.pairs.top - m->data.mapping.pairs.start;
+			}
+		}
+	}
+	cn->keys = palloc0(sizeof(ConfNode *) * Max(capacity, 1));
+	cn->items = palloc0(sizeof(ConfNode *) * Max(capacity, 1));
+	cn->n = 0;
+	for (pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top; pair++)
+	{
+		yaml_node_t *key = yaml_document_get_node(doc, pair->key);
+
+		if (is_merge_key(key))
+			continue;
+		cn->keys[cn->n] = yaml_to_conf(doc, key, depth + 1);
+		cn->items[cn->n] = yaml_to_conf(doc, yaml_document_get_node(doc, pair->value), depth + 1);
+		cn->n++;
+	}
+	for (pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top; pair++)
+	{
+		yaml_node_t *key = yaml_document_get_node(doc, pair->key);
+		yaml_node_t *value = yaml_document_get_node(doc, pair->value);
+
+		if (!is_merge_key(key))
+			continue;
+		/* converted one level deeper: the depth bound also ends merge cycles */
+		if (value->type == YAML_SEQUENCE_NODE)
+		{
+			yaml_node_item_t *item;
+
+			for (item = value->data.sequence.items.start; item < value->data.sequence.items.top; item++)
+				merge_pairs(cn, yaml_to_conf(doc, yaml_document_get_node(doc, *item), depth + 1),
+							capacity);
+		}
+		else
+			merge_pairs(cn, yaml_to_conf(doc, value, depth + 1), capacity);
+	}
+}
+
 static ConfNode *
 yaml_to_conf(yaml_document_t *doc, yaml_node_t *node, int depth)
 {
@@ -215,6 +325,23 @@ yaml_to_conf(yaml_document_t *doc, yaml_node_t *node, int depth)
 				cn->kind = CK_STRING;
 				if (node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE)
 				{
+					/*
+					 * Ruby's YAML (Psych) reads a plain ":users" or
+					 * ":\"first name\"" as a Symbol, and Rails' config_for
+					 * symbolizes every key anyway: the name is what follows
+					 * the colon.
+					 */
+					if (cn->text[0] == ':' && cn->text[1] != '\0')
+					{
+						char	   *name = cn->text + 1;
+						size_t		len = strlen(name);
+
+						if (len >= 2 && (name[0] == '"' || name[0] == '\'') && name[len - 1] == name[0])
+							cn->text = pnstrdup(name + 1, len - 2);
+						else
+							cn->text = pstrdup(name);
+						break;
+					}
 					if (plain_is_null(cn->text))
 						cn->kind = CK_NULL;
 					else if (plain_is_bool(cn->text))
@@ -248,23 +375,7 @@ yaml_to_conf(yaml_document_t *doc, yaml_node_t *node, int depth)
 		case YAML_MAPPING_NODE:
 			cn->kind = CK_MAP;
 			if (depth <= CONF_MAX_PARENT_DEPTH)
-			{
-				yaml_node_pair_t *pair;
-				int			i = 0;
-
-				cn->n = node->data.mapping.pairs.top - node->data.mapping.pairs.start;
-				cn->keys = palloc0(sizeof(ConfNode *) * Max(cn->n, 1));
-				cn->items = palloc0(sizeof(ConfNode *) * Max(cn->n, 1));
-				for (pair = node->data.mapping.pairs.start;
-					 pair < node->data.mapping.pairs.top; pair++)
-				{
-					cn->keys[i] = yaml_to_conf(doc, yaml_document_get_node(doc, pair->key),
-											   depth + 1);
-					cn->items[i] = yaml_to_conf(doc, yaml_document_get_node(doc, pair->value),
-												depth + 1);
-					i++;
-				}
-			}
+				yaml_mapping_to_conf(doc, node, depth, cn);
 			break;
 		default:
 			cn->kind = CK_NULL;
@@ -278,7 +389,9 @@ list_hint(const char *which)
 {
 	if (strcmp(which, "allowlist") == 0)
 		return "The allowlist is the text of config/analytics.yml: a mapping of table names to lists of column names, optionally under \"shared:\".";
-	return "The blocklist is the text of config/analytics_blocklist.yml: a mapping of table names to lists of column names, optionally under \"shared:\".";
+	if (strcmp(which, "blocklist") == 0)
+		return "The blocklist is the text of config/analytics_hidden_pii.yml (the columns that get the hidden policy tag): a mapping of table names to lists of column names, optionally under \"shared:\".";
+	return "The excluded list is the text of config/analytics_blocklist.yml (the columns deliberately not replicated): a mapping of table names to lists of column names, optionally under \"shared:\".";
 }
 
 static void
@@ -662,17 +775,94 @@ empty_list_error(const char *which, bool no_document)
 			 errhint("Pass the text of config/analytics.yml. To stop replicating every table, run DELETE FROM dfe_airbyte.allowlist instead.")));
 }
 
+/* the policy tag of a column entry given as a mapping (blocklist only) */
+static bool
+valid_policy_tag(const char *tag)
+{
+	const char *parts[] = {"projects/", "/locations/", "/taxonomies/", "/policyTags/"};
+	const char *p = tag;
+
+	for (int i = 0; i < 4; i++)
+	{
+		size_t		len = strlen(parts[i]);
+
+		if (strncmp(p, parts[i], len) != 0)
+			return false;
+		p += len;
+		if (*p == '\0' || *p == '/')
+			return false;
+		while (*p && *p != '/')
+			p++;
+	}
+	return *p == '\0';
+}
+
+/*
+ * "- {name: email, policy_tag: projects/…/policyTags/ID}": a blocklisted
+ * column with its own policy tag.  Fills col->text (the name) and *tag.
+ */
+static void
+column_mapping(const char *which, ConfNode *col, ListTable *table, char **tag)
+{
+	ConfNode   *name = NULL;
+
+	*tag = NULL;
+	if (strcmp(which, "blocklist") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s at line %d: an entry of table \"%s\" is a mapping, not a column name",
+						which, col->line, table->name),
+				 errdetail("Only blocklist entries may be mappings ({name: column, policy_tag: projects/…}), to give a column its own policy tag."),
+				 errhint("Check the indentation: \"- name:\" (with a colon) makes a mapping; write \"- name\".")));
+	for (int i = 0; i < col->n; i++)
+	{
+		ConfNode   *key = col->keys[i];
+		ConfNode   *value = col->items[i];
+
+		if (key->kind == CK_STRING && strcmp(key->text, "name") == 0 && value->kind == CK_STRING &&
+			value->text[0] != '\0')
+			name = value;
+		else if (key->kind == CK_STRING && strcmp(key->text, "policy_tag") == 0)
+		{
+			if (value->kind != CK_STRING || !valid_policy_tag(value->text))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid %s at line %d: the policy_tag of an entry of table \"%s\" is not a policy tag name",
+								which, value->line, table->name),
+						 errdetail("It is %s%s%s.", value->text ? "\"" : "", value->text ? value->text : kind_phrase(value),
+								   value->text ? "\"" : ""),
+						 errhint("Write the tag's full name, projects/P/locations/L/taxonomies/T/policyTags/ID, as the Data Catalog taxonomy shows it.")));
+			*tag = value->text;
+		}
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s at line %d: unexpected key \"%s\" in an entry of table \"%s\"",
+							which, key->line, key->text ? key->text : kind_phrase(key), table->name),
+					 errdetail("A column given as a mapping takes \"name\" (the column) and \"policy_tag\" (projects/P/locations/L/taxonomies/T/policyTags/ID)."),
+					 errhint("Write - {name: email, policy_tag: projects/P/locations/L/taxonomies/T/policyTags/ID}.")));
+	}
+	if (name == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s at line %d: an entry of table \"%s\" has no \"name\"",
+						which, col->line, table->name),
+				 errhint("Write - {name: email, policy_tag: projects/P/locations/L/taxonomies/T/policyTags/ID}.")));
+	col->text = name->text;
+}
+
 static void
 check_columns(const char *which, ConfNode *seq, ListTable *table)
 {
 	NamedLine  *names = palloc(sizeof(NamedLine) * Max(seq->n, 1));
-	NamedLine	repeat;
-	NamedLine	first;
+	int			kept = 0;
 
 	table->columns = palloc0(sizeof(ListColumn) * Max(seq->n, 1));
 	for (int i = 0; i < seq->n; i++)
 	{
 		ConfNode   *col = seq->items[i];
+		char	   *tag = NULL;
+		bool		repeated = false;
 
 		switch (col->kind)
 		{
@@ -701,6 +891,8 @@ check_columns(const char *which, ConfNode *seq, ListTable *table)
 								 col->text)));
 				break;
 			case CK_MAP:
+				column_mapping(which, col, table, &tag);
+				break;
 			case CK_SEQ:
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -710,22 +902,162 @@ check_columns(const char *which, ConfNode *seq, ListTable *table)
 						 errhint("Check the indentation: \"- name:\" (with a colon) makes a mapping; write \"- name\".")));
 				break;
 		}
-		table->columns[i].name = col->text;
-		table->columns[i].line = col->line;
-		names[i].name = col->text;
-		names[i].line = col->line;
-		names[i].order = i;
-	}
-	table->ncolumns = seq->n;
 
-	if (find_duplicate(names, seq->n, &repeat, &first))
+		/*
+		 * A column listed twice is kept once, as the gem does (it reads the
+		 * list as a set); register-trainee-teachers' analytics.yml has one.
+		 * Two different policy tags for one column cannot both be right.
+		 */
+		for (int j = 0; j < kept && !repeated; j++)
+		{
+			if (strcmp(names[j].name, col->text) != 0)
+				continue;
+			repeated = true;
+			if (tag && table->columns[j].policy_tag == NULL)
+				table->columns[j].policy_tag = tag;
+			else if (tag && strcmp(tag, table->columns[j].policy_tag) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid %s at line %d: column \"%s\" of table \"%s\" is listed again with another policy tag",
+								which, col->line, col->text, table->name),
+						 errdetail("It is first listed at line %d.", names[j].line),
+						 errhint("Keep one entry, with the policy tag the column should have.")));
+			ereport(NOTICE,
+					(errmsg("%s line %d: column \"%s\" of table \"%s\" is listed twice; it is kept once",
+							which, col->line, col->text, table->name),
+					 errdetail("It is first listed at line %d.", names[j].line),
+					 errhint("Remove the second entry from the file when convenient.")));
+		}
+		if (repeated)
+			continue;
+		table->columns[kept].name = col->text;
+		table->columns[kept].line = col->line;
+		table->columns[kept].policy_tag = tag;
+		names[kept].name = col->text;
+		names[kept].line = col->line;
+		names[kept].order = kept;
+		kept++;
+	}
+	table->ncolumns = kept;
+	pfree(names);
+}
+
+/* the value of the top-level key name, or NULL */
+static ConfNode *
+root_section(const char *which, ConfNode *root, const char *name, int *index)
+{
+	ConfNode   *found = NULL;
+
+	for (int i = 0; i < root->n; i++)
+	{
+		ConfNode   *key = root->keys[i];
+
+		if (key->kind != CK_STRING || strcmp(key->text, name) != 0)
+			continue;
+		if (found)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s at line %d: \"%s\" appears twice", which, key->line, name),
+					 errdetail("It is first listed at line %d.", root->keys[*index]->line),
+					 errhint("Merge the two sections into one.")));
+		found = root->items[i];
+		*index = i;
+	}
+	return found;
+}
+
+/*
+ * The tables of a file, as Rails' config_for reads it (the gem reads every
+ * list through Rails.application.config_for): when the top level has
+ * "shared:" or the environment named by dfe_airbyte.rails_env (env
+ * RAILS_ENV), the result is shared deep-merged with that environment's
+ * section, where a table in both gets the environment's list (deep_merge
+ * replaces arrays, it does not concatenate them); other environments'
+ * sections are ignored, as Rails ignores them.  Otherwise the whole
+ * document is the mapping of tables (a bare file).
+ */
+static ConfNode *
+rails_sections(const char *which, ConfNode *root)
+{
+	const char *env = dfe_setting_rails_env();
+	int			shared_at = -1;
+	int			env_at = -1;
+	ConfNode   *shared = root_section(which, root, "shared", &shared_at);
+	ConfNode   *section = env && strcmp(env, "shared") != 0 ? root_section(which, root, env, &env_at) : NULL;
+	ConfNode   *merged;
+	StringInfoData ignored;
+
+	/* a "shared" or environment that holds a list is a table of that name */
+	if (shared && shared->kind != CK_MAP && shared->kind != CK_NULL)
+		shared = NULL;
+	if (section && section->kind != CK_MAP && section->kind != CK_NULL)
+		section = NULL;
+	if (shared == NULL && section == NULL)
+		return root;
+
+	initStringInfo(&ignored);
+	for (int i = 0; i < root->n; i++)
+	{
+		ConfNode   *key = root->keys[i];
+		ConfNode   *value = root->items[i];
+
+		if ((shared && i == shared_at) || (section && i == env_at))
+			continue;
+		if (value->kind == CK_MAP || value->kind == CK_NULL)
+		{
+			appendStringInfo(&ignored, "%s%s", ignored.len ? ", " : "",
+							 key->text ? key->text : kind_phrase(key));
+			continue;
+		}
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s at line %d: column \"%s\" is listed twice for table \"%s\"",
-						which, repeat.line, repeat.name, table->name),
-				 errdetail("It is first listed at line %d.", first.line),
-				 errhint("Remove one of the two entries.")));
-	pfree(names);
+				 errmsg("invalid %s at line %d: unexpected top-level key \"%s\" next to \"shared\"",
+						which, key->line, key->text ? key->text : kind_phrase(key)),
+				 errdetail("Tables belong in the shared section or in an environment's section (production:, test:, …); Rails would ignore this one."),
+				 errhint("Move its tables into the shared section, or remove it.")));
+	}
+	if (ignored.len > 0 && env == NULL)
+		ereport(NOTICE,
+				(errmsg("%s: only the shared section is read; the other top-level section(s) %s (Rails environments?) are not merged",
+						which, ignored.data),
+				 errdetail("dfe_airbyte.rails_env and RAILS_ENV are not set."),
+				 errhint("Set dfe_airbyte.rails_env (e.g. SET dfe_airbyte.rails_env = 'production') to merge that environment's section over shared:, as Rails' config_for does.")));
+
+	if (section == NULL || section->kind == CK_NULL)
+		return shared;
+	if (shared == NULL || shared->kind == CK_NULL)
+		return section;
+
+	/* shared.deep_merge(section): the section's tables win, new ones are added */
+	merged = palloc0(sizeof(ConfNode));
+	merged->kind = CK_MAP;
+	merged->line = shared->line;
+	merged->keys = palloc0(sizeof(ConfNode *) * Max(shared->n + section->n, 1));
+	merged->items = palloc0(sizeof(ConfNode *) * Max(shared->n + section->n, 1));
+	for (int i = 0; i < shared->n; i++)
+	{
+		merged->keys[merged->n] = shared->keys[i];
+		merged->items[merged->n] = shared->items[i];
+		for (int j = 0; j < section->n; j++)
+			if (shared->keys[i]->text && section->keys[j]->text &&
+				strcmp(shared->keys[i]->text, section->keys[j]->text) == 0)
+				merged->items[merged->n] = section->items[j];
+		merged->n++;
+	}
+	for (int j = 0; j < section->n; j++)
+	{
+		bool		in_shared = false;
+
+		for (int i = 0; i < shared->n && !in_shared; i++)
+			in_shared = shared->keys[i]->text && section->keys[j]->text &&
+				strcmp(shared->keys[i]->text, section->keys[j]->text) == 0;
+		if (in_shared)
+			continue;
+		merged->keys[merged->n] = section->keys[j];
+		merged->items[merged->n] = section->items[j];
+		merged->n++;
+	}
+	return merged;
 }
 
 static ParsedList *
@@ -734,8 +1066,8 @@ validate(const char *which, ConfNode *root, bool allow_empty)
 	ParsedList *list = palloc0(sizeof(ParsedList));
 	ConfNode   *tables = root;
 	NamedLine  *names;
-	NamedLine	repeat;
-	NamedLine	first;
+	NamedLine	repeat = {0};
+	NamedLine	first = {0};
 	int			kept = 0;
 
 	list->which = which;
@@ -753,45 +1085,8 @@ validate(const char *which, ConfNode *root, bool allow_empty)
 						which, root->line, kind_phrase(root)),
 				 errhint("%s", list_hint(which))));
 
-	/*
-	 * "shared:" holding a mapping (or nothing) wraps the tables, as in the
-	 * gem's files.  A "shared" that holds a list is a table called shared.
-	 */
-	for (int i = 0; i < root->n; i++)
-	{
-		ConfNode   *key = root->keys[i];
-		ConfNode   *value = root->items[i];
-
-		if (key->kind == CK_STRING && strcmp(key->text, "shared") == 0 &&
-			(value->kind == CK_MAP || value->kind == CK_NULL))
-		{
-			for (int j = 0; j < root->n; j++)
-			{
-				ConfNode   *other = root->keys[j];
-
-				if (j == i)
-					continue;
-				if (other->kind == CK_STRING && strcmp(other->text, "shared") == 0)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("invalid %s at line %d: \"shared\" appears twice",
-									which, other->line),
-							 errdetail("It is first listed at line %d.", root->keys[Min(i, j)]->line),
-							 errhint("Merge the two sections into one.")));
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid %s at line %d: unexpected top-level key \"%s\" next to \"shared\"",
-								which, other->line,
-								other->text ? other->text : kind_phrase(other)),
-						 errdetail("Only the shared section is read; Rails environment sections (production:, test:, …) are not merged into it."),
-						 errhint("Move its tables into the shared section, or remove it.")));
-			}
-			tables = value;
-			break;
-		}
-	}
-
-	if (tables->kind == CK_NULL)
+	tables = rails_sections(which, root);
+	if (tables == NULL || tables->kind == CK_NULL)
 	{
 		if (!allow_empty)
 			empty_list_error(which, false);
@@ -826,20 +1121,18 @@ validate(const char *which, ConfNode *root, bool allow_empty)
 			case CK_SEQ:
 				break;
 			case CK_NULL:
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid %s at line %d: table \"%s\" has no list of columns",
-								which, key->line, key->text),
-						 errdetail("Its value is empty (null)."),
-						 errhint("List its columns under it (\"- id\"), or write \"%s: []\" to list none.",
-								 key->text)));
+				/* "users:" with nothing under it: the gem reads nil, no columns */
+				value = palloc0(sizeof(ConfNode));
+				value->kind = CK_SEQ;
+				value->line = key->line;
 				break;
 			case CK_MAP:
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("invalid %s at line %d: table \"%s\" must map to a list of column names, not a mapping",
 								which, key->line, key->text),
-						 errhint("Write each column as a list entry (\"- id\"); check the indentation and that no column has a colon after it.")));
+						 errhint("Write each column as a list entry (\"- id\"); check the indentation and that no column has a colon after it. "
+								 "If \"%s\" is a Rails environment, set dfe_airbyte.rails_env (or RAILS_ENV) to it.", key->text)));
 				break;
 			case CK_STRING:
 			case CK_OTHER:
@@ -914,8 +1207,13 @@ replace_list(const char *relname, ParsedList *list, int *added, int *removed)
 {
 	Datum	   *tables = palloc(sizeof(Datum) * Max(list->ncolumns, 1));
 	Datum	   *columns = palloc(sizeof(Datum) * Max(list->ncolumns, 1));
-	Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
-	Datum		args[2];
+	Datum	   *tags = palloc(sizeof(Datum) * Max(list->ncolumns, 1));
+	bool	   *tag_nulls = palloc(sizeof(bool) * Max(list->ncolumns, 1));
+	bool		blocklist = strcmp(relname, "blocklist") == 0;
+	Oid			argtypes[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		args[3];
+	int			dims[1];
+	int			lbs[1] = {1};
 	int			n = 0;
 	char	   *sql;
 	int			rc;
@@ -923,26 +1221,41 @@ replace_list(const char *relname, ParsedList *list, int *added, int *removed)
 	for (int i = 0; i < list->ntables; i++)
 		for (int j = 0; j < list->tables[i].ncolumns; j++)
 		{
+			ListColumn *col = &list->tables[i].columns[j];
+
 			tables[n] = CStringGetTextDatum(list->tables[i].name);
-			columns[n] = CStringGetTextDatum(list->tables[i].columns[j].name);
+			columns[n] = CStringGetTextDatum(col->name);
+			tag_nulls[n] = col->policy_tag == NULL;
+			tags[n] = col->policy_tag ? CStringGetTextDatum(col->policy_tag) : (Datum) 0;
 			n++;
 		}
 	args[0] = PointerGetDatum(text_array(tables, n));
 	args[1] = PointerGetDatum(text_array(columns, n));
+	dims[0] = n;
+	args[2] = PointerGetDatum(n > 0
+							  ? construct_md_array(tags, tag_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT)
+							  : construct_empty_array(TEXTOID));
 
 	sql = psprintf("DELETE FROM dfe_airbyte.%s AS l "
-				   "WHERE NOT EXISTS (SELECT 1 FROM unnest($1, $2) AS n(t, c) "
-				   "WHERE n.t = l.table_name AND n.c = l.column_name)", relname);
+				   "WHERE NOT EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS n(t, c) "
+				   "WHERE n.t OPERATOR(pg_catalog.=) l.table_name AND n.c OPERATOR(pg_catalog.=) l.column_name)", relname);
 	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_DELETE)
 		dfe_internal_error("dfe_airbyte: deleting from %s failed: %s", relname,
 			 SPI_result_code_string(rc));
 	*removed = (int) SPI_processed;
 
-	sql = psprintf("INSERT INTO dfe_airbyte.%s (table_name, column_name) "
-				   "SELECT t, c FROM unnest($1, $2) AS n(t, c) "
-				   "ON CONFLICT (table_name, column_name) DO NOTHING", relname);
-	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0);
+	/* a blocklist row whose policy tag changed counts as added */
+	if (blocklist)
+		sql = "INSERT INTO dfe_airbyte.blocklist AS b (table_name, column_name, policy_tag) "
+			"SELECT t, c, g FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) AS n(t, c, g) "
+			"ON CONFLICT (table_name, column_name) DO UPDATE SET policy_tag = EXCLUDED.policy_tag "
+			"WHERE b.policy_tag IS DISTINCT FROM EXCLUDED.policy_tag";
+	else
+		sql = psprintf("INSERT INTO dfe_airbyte.%s (table_name, column_name) "
+					   "SELECT t, c FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS n(t, c) "
+					   "ON CONFLICT (table_name, column_name) DO NOTHING", relname);
+	rc = SPI_execute_with_args(sql, blocklist ? 3 : 2, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
 		dfe_internal_error("dfe_airbyte: inserting into %s failed: %s", relname,
 			 SPI_result_code_string(rc));
@@ -975,55 +1288,67 @@ put_summary(ReturnSetInfo *rsinfo, ParsedList *list, int added, int removed)
 PG_FUNCTION_INFO_V1(dfe_airbyte_load_config);
 
 /*
- * dfe_airbyte_load_config(allowlist text, blocklist text DEFAULT NULL)
+ * dfe_airbyte_load_config(allowlist text, blocklist text DEFAULT NULL,
+ *                         excluded text DEFAULT NULL)
  *   → TABLE(list, tables, columns, added, removed)
  *
- * A NULL text leaves that list unchanged (and gives no row); blocklist ''
- * empties the blocklist; allowlist '' is an error.
+ * allowlist = analytics.yml, blocklist = analytics_hidden_pii.yml (tagged
+ * hidden), excluded = analytics_blocklist.yml (not replicated).  A NULL
+ * text leaves that list unchanged (and gives no row); blocklist or
+ * excluded '' empties the list; allowlist '' is an error.
  */
 Datum
 dfe_airbyte_load_config(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	ParsedList *allow = NULL;
-	ParsedList *block = NULL;
-	int			allow_added = 0,
-				allow_removed = 0,
-				block_added = 0,
-				block_removed = 0;
+	static const char *const names[3] = {"allowlist", "blocklist", "excluded"};
+	ParsedList *lists[3] = {NULL, NULL, NULL};
+	int			added[3] = {0, 0, 0};
+	int			removed[3] = {0, 0, 0};
+	bool		any = false;
 
 	InitMaterializedSRF(fcinfo, 0);
 
-	/* parse both completely before touching anything */
-	if (!PG_ARGISNULL(0))
-		allow = lists_parse("allowlist", text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
-	if (!PG_ARGISNULL(1))
-		block = lists_parse("blocklist", text_to_cstring(PG_GETARG_TEXT_PP(1)), true);
+	/* parse all completely before touching anything */
+	for (int i = 0; i < 3 && i < PG_NARGS(); i++)
+	{
+		char	   *body;
 
-	if (allow == NULL && block == NULL)
+		if (PG_ARGISNULL(i))
+			continue;
+		body = text_to_cstring(PG_GETARG_TEXT_PP(i));
+		/* Rails' config_for renders ERB first; we cannot, so say so */
+		if (strstr(body, "<%") != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("the %s contains ERB (\"<%%\"), which dfe_airbyte_load_config does not evaluate", names[i]),
+					 errdetail("Rails renders ERB in config files before reading the YAML."),
+					 errhint("Pass the rendered text, e.g. Rails.application.config_for(:analytics).to_json, or remove the ERB from the file.")));
+		lists[i] = lists_parse(names[i], body, i > 0);
+		any = true;
+	}
+
+	if (!any)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("no list to load: both the allowlist and the blocklist are null"),
-				 errhint("Pass the text of config/analytics.yml, and optionally of config/analytics_blocklist.yml.")));
+				 errmsg("no list to load: the allowlist, the blocklist and the excluded list are all null"),
+				 errhint("Pass the text of config/analytics.yml, and optionally of config/analytics_hidden_pii.yml (blocklist) and config/analytics_blocklist.yml (excluded).")));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		dfe_internal_error("dfe_airbyte: SPI_connect failed");
 
 	/* always in the same order, so two loaders cannot deadlock */
-	if (allow)
-		lock_list("allowlist");
-	if (block)
-		lock_list("blocklist");
-	if (allow)
-		replace_list("allowlist", allow, &allow_added, &allow_removed);
-	if (block)
-		replace_list("blocklist", block, &block_added, &block_removed);
+	for (int i = 0; i < 3; i++)
+		if (lists[i])
+			lock_list(names[i]);
+	for (int i = 0; i < 3; i++)
+		if (lists[i])
+			replace_list(names[i], lists[i], &added[i], &removed[i]);
 
 	SPI_finish();
 
-	if (allow)
-		put_summary(rsinfo, allow, allow_added, allow_removed);
-	if (block)
-		put_summary(rsinfo, block, block_added, block_removed);
+	for (int i = 0; i < 3; i++)
+		if (lists[i])
+			put_summary(rsinfo, lists[i], added[i], removed[i]);
 	return (Datum) 0;
 }

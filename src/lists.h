@@ -21,6 +21,7 @@ typedef struct ListColumn
 {
 	char	   *name;			/* in the server encoding */
 	int			line;			/* 1-based line in the input text */
+	char	   *policy_tag;		/* blocklist: its own policy tag, or NULL */
 } ListColumn;
 
 typedef struct ListTable
@@ -33,7 +34,7 @@ typedef struct ListTable
 
 typedef struct ParsedList
 {
-	const char *which;			/* "allowlist" or "blocklist" */
+	const char *which;			/* "allowlist", "blocklist" or "excluded" */
 	int			ntables;
 	ListTable  *tables;			/* in document order */
 	int			ncolumns;		/* sum over the tables */

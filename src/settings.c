@@ -61,6 +61,12 @@ char	   *dfe_source_schema = NULL;
 char	   *dfe_publication = NULL;
 int			dfe_deploy_retry_timeout_s = 600;
 
+/* BigQuery policy tags and the lists (issue 10) */
+bool		dfe_hide_unlisted_columns = true;
+int			dfe_bigquery_table_update_limit = 4;
+int			dfe_bigquery_table_update_window_ms = 10000;
+char	   *dfe_rails_env = NULL;
+
 static const struct config_enum_entry slot_limit_action_options[] = {
 	{"warn", SLOT_LIMIT_WARN, false},
 	{"terminate", SLOT_LIMIT_TERMINATE, false},
@@ -218,6 +224,21 @@ dfe_define_settings(void)
 			   "Airbyte's limit on selected fields per connection (its MAX_FIELDS_PER_CONNECTION), for dfe_airbyte_deploy_plan().",
 			   &dfe_airbyte_max_fields, 20000, 1, INT_MAX, 0);
 
+	/* BigQuery policy tags and the lists (issue 10) */
+	DefineCustomBoolVariable("dfe_airbyte.hide_unlisted_columns",
+							 "Put the hidden policy tag also on final-table columns that are not allowlisted (not Airbyte's own).",
+							 NULL, &dfe_hide_unlisted_columns, true, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	define_int("dfe_airbyte.bigquery_table_update_limit",
+			   "Most PATCHes of one BigQuery table per bigquery_table_update_window (BigQuery allows about 5 per 10 s).",
+			   &dfe_bigquery_table_update_limit, 4, 1, 1000, 0);
+	define_int("dfe_airbyte.bigquery_table_update_window",
+			   "The sliding window of bigquery_table_update_limit.",
+			   &dfe_bigquery_table_update_window_ms, 10000, 0, 3600000, GUC_UNIT_MS);
+	define_string("dfe_airbyte.rails_env",
+				  "Rails environment whose section of the dfe-analytics files is merged over shared: (env RAILS_ENV).",
+				  &dfe_rails_env, NULL, PGC_USERSET, 0);
+
 	MarkGUCPrefixReserved("dfe_airbyte");
 }
 
@@ -323,7 +344,16 @@ dfe_setting_bigquery_internal_dataset(void)
 const char *
 dfe_setting_hidden_policy_tag(void)
 {
-	return setting_or_env(dfe_hidden_policy_tag, "BIGQUERY_HIDDEN_POLICY_TAG", NULL);
+	const char *tag = setting_or_env(dfe_hidden_policy_tag, "BIGQUERY_HIDDEN_POLICY_TAG", NULL);
+
+	/* the name Terraform supplies from dfe-analytics 1.16 (SPEC §2) */
+	return tag ? tag : setting_or_env(NULL, "BIGQUERY_POLICY_TAG", NULL);
+}
+
+const char *
+dfe_setting_rails_env(void)
+{
+	return setting_or_env(dfe_rails_env, "RAILS_ENV", NULL);
 }
 
 const char *

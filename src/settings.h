@@ -59,6 +59,13 @@ extern bool dfe_remove_connection_drift;
 extern int	dfe_stuck_job_after_min;
 extern int	dfe_airbyte_max_fields;
 
+/* BigQuery policy tags and the lists (issue 10) */
+extern bool dfe_hide_unlisted_columns;
+extern int	dfe_bigquery_table_update_limit;
+extern int	dfe_bigquery_table_update_window_ms;
+extern char *dfe_rails_env;
+extern const char *dfe_setting_rails_env(void);	/* GUC, else RAILS_ENV, else NULL */
+
 extern void dfe_define_settings(void);
 
 /*

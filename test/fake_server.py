@@ -115,6 +115,12 @@ DEFAULT_CONFIG = {
     "sts_expected_subject_token": None,
     "impersonate_expires_in": 3600,
     "service_account": "airbyte@proj.iam.gserviceaccount.com",
+    # BigQuery: table metadata updates allowed per table in a sliding window
+    # ("Maximum rate of table metadata update operations per table": 5 per
+    # 10 s); past it a PATCH gets the real 403 rateLimitExceeded answer.
+    # None turns the limit off.
+    "bq_table_update_limit": 5,
+    "bq_table_update_window_s": 10.0,
 }
 
 # The connection model (issue 8 item 7-9: schema propagation, auto-disable,
@@ -213,6 +219,21 @@ def google_error(status, message, google_status, reason=None):
         err["errors"] = [{"message": message, "domain": "global",
                           "reason": reason}]
     return HTTPError(status, {"error": err})
+
+
+BQ_RATE_LIMIT_MESSAGE = ("Exceeded rate limits: too many table update operations "
+                         "for this table. For more information, see "
+                         "https://cloud.google.com/bigquery/docs/troubleshoot-quotas")
+
+
+def bq_rate_limit_error():
+    """The answer BigQuery gives past the per-table update rate (HTTP 403,
+    domain usageLimits, reason rateLimitExceeded)."""
+    return HTTPError(403, {"error": {
+        "code": 403, "message": BQ_RATE_LIMIT_MESSAGE,
+        "errors": [{"message": BQ_RATE_LIMIT_MESSAGE, "domain": "usageLimits",
+                    "reason": "rateLimitExceeded"}],
+        "status": "PERMISSION_DENIED"}})
 
 
 def oauth_error(status, error, description):
@@ -1283,6 +1304,20 @@ class Handler(BaseHTTPRequestHandler):
                                "NOT_FOUND", "notFound")
         return t
 
+    def bq_check_rate(self, table):
+        """The per-table sliding window (caller holds the lock): raises the
+        real 403 rateLimitExceeded when the window is full.  Only updates
+        that succeed are counted (bq_patch appends them)."""
+        limit = self.cfg.get("bq_table_update_limit")
+        now = time.time()
+        window = float(self.cfg.get("bq_table_update_window_s") or 0)
+        updates = [t for t in table.setdefault("updates", [])
+                   if t > now - window]
+        table["updates"] = updates
+        if limit is not None and len(updates) >= int(limit):
+            table["rate_limited"] = table.get("rate_limited", 0) + 1
+            raise bq_rate_limit_error()
+
     BQ_TABLE = (r"/bigquery/v2/projects/" + SEG + "/datasets/" + SEG +
                 "/tables/" + SEG)
     BQ_TEMPLATE = "/bigquery/v2/projects/*/datasets/*/tables/*"
@@ -1305,6 +1340,7 @@ class Handler(BaseHTTPRequestHandler):
                                "INVALID_ARGUMENT", "invalid")
         with self.state.lock:
             table = self.bq_lookup(key)
+            self.bq_check_rate(table)
             etag = (self.hdrs.get("if-match") or "").strip()
             if etag.startswith('"') and etag.endswith('"') and len(etag) > 1:
                 etag = etag[1:-1]
@@ -1330,6 +1366,7 @@ class Handler(BaseHTTPRequestHandler):
             table["etag"] = self.state.new_etag()
             table["modified"] = time.time()
             table["patches"] += 1
+            table.setdefault("updates", []).append(table["modified"])
             return Reply(200, State.bq_table_json(key, table))
 
     # ========================================================== CONTROL (/_fake)
@@ -1499,7 +1536,26 @@ class Handler(BaseHTTPRequestHandler):
                 raise HTTPError(404, {"message": "no table %s:%s.%s" % key})
             body = State.bq_table_json(key, t)
             body["patches"] = t["patches"]
+            body["rate_limited"] = t.get("rate_limited", 0)
             return Reply(200, body)
+
+    @route("POST", r"/_fake/bigquery/table/update")
+    def c_bq_outside_update(self):
+        """An update by someone else (Airbyte's destination): optional new
+        fields (e.g. a column replaced without its tag); counts in the
+        per-table rate window, changes etag and lastModifiedTime."""
+        key = self.c_bq_key()
+        data = self.body_json(required=False) or {}
+        with self.state.lock:
+            t = self.state.bq_tables.get(key)
+            if t is None:
+                raise HTTPError(404, {"message": "no table %s:%s.%s" % key})
+            t.setdefault("updates", []).append(time.time())
+            if "fields" in data:
+                t["schema"] = {"fields": copy.deepcopy(data["fields"])}
+            t["etag"] = self.state.new_etag()
+            t["modified"] = time.time()
+            return Reply(200, State.bq_table_json(key, t))
 
     @route("DELETE", r"/_fake/bigquery/table")
     def c_bq_drop(self):

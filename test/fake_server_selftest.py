@@ -609,6 +609,40 @@ class FakeServerTest(unittest.TestCase):
         self.assertEqual(self.call("GET", BQ + "users",
                                    headers=self.google_token())[0], 401)
 
+    def test_bigquery_rate_limit(self):
+        self.control("POST", "/_fake/config", {"bq_table_update_limit": 2,
+                                               "bq_table_update_window_s": 1.0})
+        self.control("POST", "/_fake/bigquery/tables", {"tables": [
+            {"project": "p", "dataset": "d", "table": "t", "schema": {
+                "fields": [{"name": "id", "type": "INTEGER"}]}}]})
+        auth = self.google_token()
+        t = self.call("GET", BQ + "t", headers=auth)[2]
+        body = {"schema": t["schema"]}
+        # an outside update (Airbyte's) counts in the window too
+        self.control("POST", "/_fake/bigquery/table/update?project=p&"
+                     "dataset=d&table=t", {})
+        t = self.call("GET", BQ + "t", headers=auth)[2]
+        status, _, t = self.call("PATCH", BQ + "t", body,
+                                 dict(auth, **{"If-Match": t["etag"]}))
+        self.assertEqual(status, 200)
+        status, _, err = self.call("PATCH", BQ + "t", body,
+                                   dict(auth, **{"If-Match": t["etag"]}))
+        self.assertEqual(status, 403)
+        self.assertEqual(err["error"]["errors"][0]["reason"],
+                         "rateLimitExceeded")
+        self.assertEqual(err["error"]["errors"][0]["domain"], "usageLimits")
+        self.assertIn("too many table update operations for this table",
+                      err["error"]["message"])
+        time.sleep(1.1)
+        self.assertEqual(self.call("PATCH", BQ + "t", body,
+                                   dict(auth, **{"If-Match": t["etag"]}))[0],
+                         200)
+        stored = self.control("GET", "/_fake/bigquery/table?project=p&"
+                              "dataset=d&table=t")
+        self.assertEqual(stored["rate_limited"], 1)
+        self.assertGreaterEqual(int(stored["lastModifiedTime"]),
+                                int(stored["creationTime"]))
+
     # ------------------------------------------------------------ faults
 
     def test_fault_status_and_recording(self):

@@ -1,13 +1,14 @@
 -- part 20: loading the lists and the Airbyte stream configuration
 
-CREATE FUNCTION dfe_airbyte_load_config(allowlist text, blocklist text DEFAULT NULL)
+CREATE FUNCTION dfe_airbyte_load_config(allowlist text, blocklist text DEFAULT NULL, excluded text DEFAULT NULL)
     RETURNS TABLE (list text, tables integer, columns integer, added integer, removed integer)
     AS 'MODULE_PATHNAME', 'dfe_airbyte_load_config'
-    LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION dfe_airbyte_load_config(text, text) IS
-    'replace dfe_airbyte.allowlist (and the blocklist unless it is NULL) from the text of analytics.yml / analytics_blocklist.yml (YAML or JSON); bad input changes nothing';
-REVOKE ALL ON FUNCTION dfe_airbyte_load_config(text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION dfe_airbyte_load_config(text, text) TO dfe_airbyte_admin;
+    LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION dfe_airbyte_load_config(text, text, text) IS
+    'replace dfe_airbyte.allowlist from analytics.yml, and unless NULL dfe_airbyte.blocklist from analytics_hidden_pii.yml and dfe_airbyte.excluded from analytics_blocklist.yml (YAML or JSON); bad input changes nothing';
+REVOKE ALL ON FUNCTION dfe_airbyte_load_config(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION dfe_airbyte_load_config(text, text, text) TO dfe_airbyte_admin;
 
 CREATE FUNCTION dfe_airbyte_stream_config() RETURNS jsonb
     AS 'MODULE_PATHNAME', 'dfe_airbyte_stream_config'

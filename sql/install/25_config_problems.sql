@@ -109,19 +109,29 @@ problems (severity, object, problem, hint) AS (
                         WHERE l.table_name = p.table_name AND l.column_name = p.column_name)
     UNION ALL
     SELECT 'warning', c.table_name || '.' || c.column_name,
-           format('column "%s" of allowlisted table "%s" is in neither the allowlist nor the blocklist: it is not replicated',
+           format('column "%s" of allowlisted table "%s" is in no list (allowlist, blocklist, excluded): it is not replicated',
                   c.column_name, c.table_name),
-           'A migration added it? Add it to analytics.yml to replicate it (and to analytics_blocklist.yml too if it is sensitive), or to analytics_blocklist.yml only to keep it out on purpose; then reload with dfe_airbyte_load_config().'
+           'A migration added it? Add it to analytics.yml to replicate it (and to analytics_hidden_pii.yml too if it is sensitive: the blocklist), or to analytics_blocklist.yml (the excluded list, third argument of dfe_airbyte_load_config) to keep it out on purpose; then reload with dfe_airbyte_load_config().'
       FROM cols c
      WHERE NOT EXISTS (SELECT 1 FROM dfe_airbyte.allowlist l
                         WHERE l.table_name = c.table_name AND l.column_name = c.column_name)
        AND NOT EXISTS (SELECT 1 FROM dfe_airbyte.blocklist b
                         WHERE b.table_name = c.table_name AND b.column_name = c.column_name)
+       AND NOT EXISTS (SELECT 1 FROM dfe_airbyte.excluded x
+                        WHERE x.table_name = c.table_name AND x.column_name = c.column_name)
     UNION ALL
-    SELECT 'info', b.table_name || '.' || b.column_name,
-           format('blocklisted column "%s" of table "%s" is not allowlisted: it is never replicated',
+    SELECT 'error', x.table_name || '.' || x.column_name,
+           format('column "%s" of table "%s" is both allowlisted and excluded: it is replicated although it was decided not to be',
+                  x.column_name, x.table_name),
+           'Remove it from analytics.yml (to keep it out) or from analytics_blocklist.yml (to replicate it; add it to analytics_hidden_pii.yml too if it is sensitive), then reload with dfe_airbyte_load_config().'
+      FROM dfe_airbyte.excluded x
+     WHERE EXISTS (SELECT 1 FROM dfe_airbyte.allowlist l
+                    WHERE l.table_name = x.table_name AND l.column_name = x.column_name)
+    UNION ALL
+    SELECT 'warning', b.table_name || '.' || b.column_name,
+           format('blocklisted (hidden) column "%s" of table "%s" is not allowlisted: it is never replicated, so it is never hidden either',
                   b.column_name, b.table_name),
-           'Nothing to do if that is intended. To replicate it with the hidden policy tag, add it to analytics.yml too.'
+           'Harmless, but a sign of a mistake: to replicate it with the hidden policy tag, add it to analytics.yml too; to keep it out on purpose, move it from analytics_hidden_pii.yml to analytics_blocklist.yml (the excluded list).'
       FROM dfe_airbyte.blocklist b
      WHERE NOT EXISTS (SELECT 1 FROM dfe_airbyte.allowlist l
                         WHERE l.table_name = b.table_name AND l.column_name = b.column_name)

@@ -50,7 +50,7 @@ for my $i (1 .. $tables)
 {
 	my $t = sprintf('table_%04d', $i);
 	push @final, $t;
-	$sql .= "INSERT INTO dfe_airbyte.allowlist VALUES ('$t', 'id'), ('$t', 'email'), ('$t', 'name');\n";
+	$sql .= "INSERT INTO dfe_airbyte.allowlist VALUES ('$t', 'id'), ('$t', 'email'), ('$t', 'name'), ('$t', 'address');\n";
 	$sql .= "INSERT INTO dfe_airbyte.blocklist VALUES ('$t', 'email');\n";
 }
 $node->safe_psql('postgres', $sql);

@@ -205,6 +205,16 @@ sub bigquery_tables
 	return $self->control(POST => '/bigquery/tables', { tables => \@tables });
 }
 
+# an update by someone else (Airbyte's destination): counts in the per-table
+# rate window; with $fields the schema is replaced (a column replaced untagged)
+sub bigquery_update
+{
+	my ($self, $project, $dataset, $table, $fields) = @_;
+	my $q = join '&', map { "$_->[0]=" . _uri_escape($_->[1]) }
+	  ([ project => $project ], [ dataset => $dataset ], [ table => $table ]);
+	return $self->control(POST => "/bigquery/table/update?$q", $fields ? { fields => $fields } : {});
+}
+
 sub bigquery_table
 {
 	my ($self, $project, $dataset, $table) = @_;

@@ -2,7 +2,12 @@
 # exactly the blocklisted columns get the hidden tag, everything else in the
 # schema stays as it was, a second run changes nothing, un-blocklisting
 # removes the tag, etag conflicts and 5xx are retried, a failing table is
-# reported at the end while the others are applied.
+# reported at the end while the others are applied.  Issue 10: a missing
+# table gives one row per blocklisted column; columns that are not
+# allowlisted are hidden too (and the setting that turns it off); a
+# blocklisted column may carry its own policy tag, and only tags the
+# extension manages are ever removed; BigQuery's rate limits (403
+# rateLimitExceeded, per table) are paced and retried, quotaExceeded is not.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -114,7 +119,7 @@ lists(
 my ($n, $rows) = calls(sub { $node->safe_psql('postgres', $apply) });
 is($rows, join("\n",
 		"$internal.$raw_name|_airbyte_data|tagged",
-		'ghosts||missing_table',
+		'ghosts|secret|missing_table',
 		'orders|total|untagged',
 		'users|dob|tagged',
 		'users|email|tagged',
@@ -146,7 +151,7 @@ like($patches->[0]{headers}{authorization}, qr/^Bearer ya29\./, 'BigQuery calls 
 ($n, $rows) = calls(sub { $node->safe_psql('postgres', $apply) });
 is($rows, join("\n",
 		"$internal.$raw_name|_airbyte_data|already_tagged",
-		'ghosts||missing_table',
+		'ghosts|secret|missing_table',
 		'users|dob|already_tagged',
 		'users|email|already_tagged',
 		'users|phone|missing_column'),
@@ -250,12 +255,183 @@ like($err, qr/t100: PATCH answered HTTP 500/, 'detail: t100 with its status');
 like($err, qr/t200: GET answered HTTP 403: Access Denied/, 'detail: t200 with the server message');
 like($err, qr/HINT:  Changes made to the other tables stay applied/, 'hint: what was applied stays');
 like($err, qr/NOTICE:  the other tables were converged: 497 column\(s\) tagged/, 'notice: what was done');
+unlike($err, qr/t200: GET answered HTTP 403: Access Denied.*attempts/, 'a plain 403 (permissions) is not retried');
 is(field(schema_of($dataset, 't101'), 'name')->{policyTags}{names}[0], $hidden, 'other tables were applied');
 ok(!field(schema_of($dataset, 't100'), 'name')->{policyTags}, 'the failing table was not changed');
 $fake->clear_faults;
 ($ret, $out, $err) = $node->psql('postgres',
 	"SELECT action, count(*) FROM dfe_airbyte_apply_policy_tags() GROUP BY 1 ORDER BY 1");
-is($out, "already_tagged|996\nmissing_table|1\ntagged|2", 'once the faults are gone the next run converges');
+is($out, "already_tagged|996\nmissing_table|2\ntagged|2",
+	'once the faults are gone the next run converges (the missing table: one row per blocklisted column)');
+
+
+# ------------------------------------------------------------------ settings helper
+sub set_conf
+{
+	my (%kv) = @_;
+	$node->safe_psql('postgres', join('', map { "ALTER SYSTEM SET dfe_airbyte.$_ = '$kv{$_}';" } sort keys %kv));
+	$node->reload;
+}
+
+# ------------------------------------------------------------------ unlisted columns, own tags, managed tags only
+# many quick runs from separate sessions follow, with this test's 50 ms
+# backoff: the fake's per-table rate limit is tested on its own below
+$fake->config(bq_table_update_limit => undef);
+my $pii2 = 'projects/proj/locations/europe-west2/taxonomies/111/policyTags/444';
+my $people = [
+	{ name => 'id', type => 'INTEGER', mode => 'REQUIRED' },
+	{ name => 'email', type => 'STRING' },
+	{ name => 'nin', type => 'STRING', description => 'national insurance number' },
+	{ name => 'ext', type => 'STRING', policyTags => { names => [$pii2] } },
+	{ name => 'extra', type => 'STRING' },
+	{ name => 'legacy', type => 'STRING', policyTags => { names => [$other] } },
+	{ name => '_airbyte_raw_id', type => 'STRING' },
+	{ name => '_ab_cdc_updated_at', type => 'TIMESTAMP' },
+];
+$fake->bigquery_tables({ project => $project, dataset => $dataset, table => 'people', schema => { fields => $people } });
+$node->safe_psql('postgres', q{CREATE TABLE people (id int PRIMARY KEY, email text, nin text, ext text, extra text)});
+($ret, $out, $err) = $node->psql('postgres', qq{
+SELECT count(*) FROM dfe_airbyte_load_config(
+\$y\$shared:
+  people: [id, email, nin, ext]
+\$y\$,
+\$y\$shared:
+  people:
+    - email
+    - {name: nin, policy_tag: $pii2}
+\$y\$, \$y\$shared:
+  people: [extra]
+\$y\$)});
+is($ret, 0, 'three lists loaded, with a per-column policy tag');
+($ret, $out, $err) = $node->psql('postgres', "SELECT column_name, action FROM dfe_airbyte_apply_policy_tags() WHERE table_name = 'people'");
+is($out, join("\n", 'email|tagged', 'extra|tagged', 'legacy|already_tagged', 'nin|tagged'),
+	'blocklisted columns and the unlisted column are tagged; the unlisted one with a foreign tag is left');
+like($err, qr/NOTICE:  hid people\.extra, which is not in the allowlist: it is in dfe_airbyte\.excluded/,
+	'the unlisted column is named, with where it came from (excluded, yet replicated)');
+like($err, qr/people\.legacy is not in the allowlist but carries policy tag \Q$other\E, set outside dfe_airbyte: left as it is/,
+	'a foreign tag on an unlisted column is kept and reported');
+my %pf = map { $_->{name} => $_ } @{ schema_of($dataset, 'people') };
+is_deeply($pf{nin}{policyTags}, { names => [$pii2] }, 'nin: its own policy tag');
+is_deeply($pf{email}{policyTags}, { names => [$hidden] }, 'email: the hidden tag');
+is_deeply($pf{extra}{policyTags}, { names => [$hidden] }, 'extra (unlisted): the hidden tag');
+is_deeply($pf{ext}{policyTags}, { names => [$pii2] }, 'ext: the tag someone else set is untouched');
+ok(!$pf{_airbyte_raw_id}{policyTags} && !$pf{_ab_cdc_updated_at}{policyTags}, "Airbyte's own columns are not hidden");
+is($node->safe_psql('postgres', "SELECT string_agg(column_name || '=' || policy_tag, ' ' ORDER BY column_name) FROM dfe_airbyte.policy_tag_state WHERE table_name = 'people'"),
+	"email=$hidden extra=$hidden nin=$pii2", 'policy_tag_state remembers the tags the extension set');
+($n) = calls(sub { $node->safe_psql('postgres', $apply) });
+is($n->{patch}, 0, 'converged: a rerun sends no PATCH');
+
+# a column unknown to the source table
+$people->[4]{name} = 'old_col';
+$fake->bigquery_tables({ project => $project, dataset => $dataset, table => 'people', schema => { fields => $people } });
+($ret, $out, $err) = $node->psql('postgres', $apply);
+like($err, qr/hid people\.old_col, which is not in the allowlist: it is not a column of the source table/,
+	'an old column is named as such');
+$people->[4]{name} = 'extra';
+$fake->bigquery_tables({ project => $project, dataset => $dataset, table => 'people', schema => { fields => $people } });
+$node->safe_psql('postgres', "ALTER TABLE people ADD COLUMN fresh text");
+$fake->bigquery_update($project, $dataset, 'people', [ @$people, { name => 'fresh', type => 'STRING' } ]);
+($ret, $out, $err) = $node->psql('postgres', $apply);
+like($err, qr/hid people\.fresh, which is not in the allowlist: it is a column of the source table that is not allowlisted: Airbyte's schema propagation/,
+	'a new source column behind the allowlist is named as schema propagation');
+
+# un-blocklisting nin removes its own tag (ours), never ext's (someone else's)
+$node->safe_psql('postgres', "DELETE FROM dfe_airbyte.blocklist WHERE table_name = 'people' AND column_name = 'nin'");
+$node->safe_psql('postgres', "INSERT INTO dfe_airbyte.allowlist (table_name, column_name) VALUES ('people', 'extra'), ('people', 'fresh')");
+($ret, $out, $err) = $node->psql('postgres', "SELECT column_name, action FROM dfe_airbyte_apply_policy_tags() WHERE table_name = 'people' AND action <> 'already_tagged'");
+is($out, "extra|untagged\nfresh|untagged\nnin|untagged", 'allowlisted or un-blocklisted columns lose the tags the extension set');
+%pf = map { $_->{name} => $_ } @{ schema_of($dataset, 'people') };
+is_deeply($pf{nin}{policyTags}, { names => [] }, 'nin: its own tag removed');
+is_deeply($pf{ext}{policyTags}, { names => [$pii2] }, 'ext: the same tag, set by someone else, stays');
+is_deeply($pf{legacy}{policyTags}, { names => [$other] }, 'legacy: the foreign tag stays');
+
+# the setting turns hiding unlisted columns off
+$node->safe_psql('postgres', "DELETE FROM dfe_airbyte.allowlist WHERE table_name = 'people' AND column_name IN ('extra', 'fresh')");
+$node->safe_psql('postgres', $apply);
+set_conf(hide_unlisted_columns => 'off');
+ok(DfeTest::poll_until($node, 'SHOW dfe_airbyte.hide_unlisted_columns', 'off', 30), 'hide_unlisted_columns off');
+($ret, $out, $err) = $node->psql('postgres', "SELECT column_name, action FROM dfe_airbyte_apply_policy_tags() WHERE table_name = 'people' AND action <> 'already_tagged'");
+is($out, "extra|untagged\nfresh|untagged", 'hide_unlisted_columns = off: unlisted columns lose the hidden tag');
+set_conf(hide_unlisted_columns => 'on');
+ok(DfeTest::poll_until($node, 'SHOW dfe_airbyte.hide_unlisted_columns', 'on', 30), 'hide_unlisted_columns on again');
+$node->safe_psql('postgres', $apply);
+
+# ------------------------------------------------------------------ rate limits
+my $burst_fields = [ { name => 'id', type => 'INTEGER' }, map { { name => "c$_", type => 'STRING' } } 1 .. 8 ];
+$fake->bigquery_tables({ project => $project, dataset => $dataset, table => 'burst', schema => { fields => $burst_fields } });
+lists(allow => { burst => [ 'id', map { "c$_" } 1 .. 8 ] }, block => {});
+$fake->config(bq_table_update_limit => 3, bq_table_update_window_s => 3);
+set_conf(bigquery_table_update_limit => 3, bigquery_table_update_window => '3s');
+ok(DfeTest::poll_until($node, 'SHOW dfe_airbyte.bigquery_table_update_window', '3s', 30), 'pacing: 3 updates per 3 s');
+
+# a burst of 8 changes to one table, each its own run, as fast as they come,
+# from one session (as the worker does): the process remembers its PATCHes
+my $script = join('', map {
+		"INSERT INTO dfe_airbyte.blocklist (table_name, column_name) VALUES ('burst', 'c$_');\n"
+		  . "SELECT column_name || '=' || action FROM dfe_airbyte_apply_policy_tags() WHERE column_name = 'c$_';\n"
+} 1 .. 8);
+($ret, $out, $err) = $node->psql('postgres', $script);
+is($ret, 0, 'a burst of 8 changes to one table: no run fails');
+is($out, join("\n", map { "c$_=tagged" } 1 .. 8), 'a burst of 8 changes to one table: every run tags its column');
+my $bt = $fake->bigquery_table($project, $dataset, 'burst');
+is($bt->{rate_limited}, 0, 'paced under the per-table limit: BigQuery never had to refuse');
+is(scalar(grep { ($_->{policyTags}{names}[0] // '') eq $hidden } @{ $bt->{schema}{fields} }), 8, 'all 8 columns tagged');
+
+# Airbyte's own updates fill the window: 403 rateLimitExceeded is retried with backoff
+set_conf(bigquery_table_update_limit => 64, http_max_retries => 10, http_retry_base_delay => '200ms');
+ok(DfeTest::poll_until($node, 'SHOW dfe_airbyte.http_max_retries', '10', 30), 'retries raised');
+$node->safe_psql('postgres', "DELETE FROM dfe_airbyte.blocklist WHERE table_name = 'burst' AND column_name = 'c1'");
+$fake->bigquery_update($project, $dataset, 'burst') for 1 .. 3;
+$mark = $fake->mark;
+($ret, $out, $err) = $node->psql('postgres', "SELECT column_name, action FROM dfe_airbyte_apply_policy_tags() WHERE column_name = 'c1'");
+is($out, 'c1|untagged', 'rate limited by Airbyte\'s own updates: the run still converges');
+my @st = map { $_->{status} } @{ $fake->requests(since => $mark, method => 'PATCH') };
+ok(@st >= 2 && $st[0] == 403 && $st[-1] == 200, "PATCH answered 403 rateLimitExceeded, then 200 (@st)");
+
+# 400 rateLimitExceeded and 403 backendError are transient too; quotaExceeded is not
+my $reason_body = sub {
+	my ($code, $reason, $msg) = @_;
+	return { error => { code => $code, message => $msg, status => 'PERMISSION_DENIED',
+			errors => [ { message => $msg, domain => 'usageLimits', reason => $reason } ] } };
+};
+$node->safe_psql('postgres', "DELETE FROM dfe_airbyte.blocklist WHERE table_name = 'burst' AND column_name = 'c2'");
+$fake->faults(
+	{ method => 'PATCH', path => '/tables/burst$', status => 400, times => 1, body => $reason_body->(400, 'rateLimitExceeded', 'Exceeded rate limits: too many table update operations for this table') },
+	{ method => 'PATCH', path => '/tables/burst$', status => 403, times => 1, body => $reason_body->(403, 'backendError', 'Backend error') });
+($ret, $out, $err) = $node->psql('postgres', "SELECT column_name, action FROM dfe_airbyte_apply_policy_tags() WHERE column_name = 'c2'");
+is($out, 'c2|untagged', '400 rateLimitExceeded and 403 backendError are retried');
+$node->safe_psql('postgres', "DELETE FROM dfe_airbyte.blocklist WHERE table_name = 'burst' AND column_name = 'c3'");
+$fake->faults({ method => 'PATCH', path => '/tables/burst$', status => 403, times => 1,
+		body => $reason_body->(403, 'quotaExceeded', 'Quota exceeded: Your project exceeded quota for table update operations') });
+$mark = $fake->mark;
+($ret, $out, $err) = $node->psql('postgres', $apply);
+isnt($ret, 0, 'quotaExceeded fails the run');
+like($err, qr/burst: PATCH answered HTTP 403: Quota exceeded.*\(quotaExceeded: not retried/, 'quotaExceeded is named and not retried');
+is(scalar @{ $fake->requests(since => $mark, method => 'PATCH') }, 1, 'quotaExceeded: one PATCH attempt only');
+like($node->safe_psql('postgres', $apply), qr/^burst\|c3\|untagged$/m, 'the next run converges');
+$fake->config(bq_table_update_limit => 5, bq_table_update_window_s => 10);
+
+# ------------------------------------------------------------------ BIGQUERY_POLICY_TAG (SPEC §2)
+# the name Terraform supplies from dfe-analytics 1.16, after BIGQUERY_HIDDEN_POLICY_TAG
+$node->safe_psql('postgres', "ALTER SYSTEM SET dfe_airbyte.hidden_policy_tag = ''");
+{
+	local $ENV{BIGQUERY_POLICY_TAG} = $hidden;
+	local $ENV{RAILS_ENV} = 'production';
+	delete local $ENV{BIGQUERY_HIDDEN_POLICY_TAG};
+	$node->restart;
+	# RAILS_ENV is dfe_airbyte.rails_env's fallback: production's section is merged over shared
+	($ret, $out, $err) = $node->psql('postgres', q{SELECT tables, columns FROM dfe_airbyte_load_config(NULL, NULL, E'shared:\n  burst: [x]\nproduction:\n  burst: [y, z]\n')});
+	is($out, '1|2', 'RAILS_ENV=production: the production section replaces shared\'s list');
+	$node->safe_psql('postgres', 'DELETE FROM dfe_airbyte.excluded');
+	($ret, $out, $err) = $node->psql('postgres', "SELECT column_name || '=' || action FROM dfe_airbyte_apply_policy_tags() WHERE column_name = 'c4'");
+	is($out, 'c4=already_tagged', 'BIGQUERY_POLICY_TAG is the hidden tag when nothing else is set');
+	is($node->safe_psql('postgres', "SELECT count(*) FROM dfe_airbyte.config_problems WHERE object = 'dfe_airbyte.hidden_policy_tag'"),
+		'0', 'config_problems is content with BIGQUERY_POLICY_TAG');
+	local $ENV{BIGQUERY_HIDDEN_POLICY_TAG} = $pii2;
+	$node->restart;
+	($ret, $out, $err) = $node->psql('postgres', "SELECT column_name || '=' || action FROM dfe_airbyte_apply_policy_tags() WHERE column_name = 'c4'");
+	is($out, 'c4=tagged', 'BIGQUERY_HIDDEN_POLICY_TAG comes first');
+}
 
 # ------------------------------------------------------------------ no token in the server log
 my %secrets = ('federated-assertion-for-policy-tags' => 1);

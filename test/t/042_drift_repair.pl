@@ -6,6 +6,12 @@
 # PATCH and records nothing; a failing BigQuery table becomes a
 # policy_tags_failed warning while the other tables are repaired and the
 # worker goes on (same pid, slot sampling and sync_health keep updating).
+# Issue 10: the repair event says since when each column was exposed (a
+# recreated table: since its creationTime; a replaced column: after it was
+# last seen tagged, by the table's lastModifiedTime at the latest), and a
+# column added to a final table behind the allowlist's back is hidden at
+# the next repair, with an unlisted_column_hidden event saying where it
+# came from.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -158,6 +164,11 @@ is($d->{job_id}, $j1, 'data.job_id is the job');
 is($d->{table}, 'users', 'data.table is the table');
 is_deeply([ sort @{ $d->{tagged} } ], [qw(dob email phone)], 'data.tagged lists the columns');
 is_deeply($d->{untagged}, [], 'data.untagged is empty');
+is_deeply([ sort map { $_->{column} } @{ $d->{exposed} } ], [qw(dob email)],
+	'data.exposed: the columns seen tagged before (phone is new)');
+ok((grep { $_->{table_recreated} } @{ $d->{exposed} }) == 2, 'data.exposed: the table was recreated');
+like($detail, qr/users\.email was readable without its policy tag since \S+ \S+, when the table was recreated \(last seen tagged /,
+	'the detail says since when email was exposed');
 ok($node->log_contains(qr/WARNING:  .*re-applied the hidden policy tag to 3 column\(s\) of users after sync job $j1/),
 	'the repair is a WARNING in the server log');
 wait_for_repair_of($j1, 'job 1');
@@ -240,6 +251,47 @@ wait_for_repair_of($j6, 'job 6');
 ok(stat_of($fake->stats, $GET) - stat_of($before, $GET) >= 2, 'job 6: the tables were checked with a new token');
 is(events('policy_tags_failed'), '2', 'job 6: no new failure');
 is(sql('SELECT dfe_airbyte_worker_pid()'), $pid, 'still the same worker');
+
+
+# ------------------------------------------------------------------ exposure after a type change
+# Airbyte's destination replaces dob (a type change): same table, the new column untagged
+my $ts = $fake->bigquery_table($project, $dataset, 'users');
+my @changed = map { my %f = %$_; if ($f{name} eq 'dob') { delete $f{policyTags}; $f{type} = 'TIMESTAMP' } \%f } @{ $ts->{schema}{fields} };
+$fake->bigquery_update($project, $dataset, 'users', \@changed);
+my $repaired = events('policy_tags_repaired');
+my $j7 = $fake->create_job(status => 'succeeded')->{jobId};
+ok(DfeTest::poll_until($node, "SELECT count(*) FROM dfe_airbyte.events WHERE kind = 'policy_tags_repaired'", $repaired + 1, 30),
+	'a replaced column is repaired after the next sync');
+($detail, $data) = split /\|/, sql("SELECT detail, data FROM dfe_airbyte.events WHERE kind = 'policy_tags_repaired' ORDER BY id DESC LIMIT 1");
+like($detail, qr/users\.dob lost its policy tag after \S+ \S+, when it was last seen tagged, and \S+ \S+ at the latest \(the table's last change\)/,
+	'the detail gives the exposure window of a replaced column');
+$d = decode_json($data);
+is_deeply([ map { $_->{column} } @{ $d->{exposed} } ], ['dob'], 'data.exposed names dob');
+ok(!$d->{exposed}[0]{table_recreated}, 'the table was not recreated');
+ok($d->{exposed}[0]{last_seen_tagged} && $d->{exposed}[0]{table_modified}, 'the window: last seen tagged, table last modified');
+is_deeply(tagged_columns('users'), [qw(dob email phone)], 'dob tagged again');
+wait_for_repair_of($j7, 'job 7');
+
+# ------------------------------------------------------------------ a column behind the allowlist's back
+sql('CREATE TABLE users (id int PRIMARY KEY, email text, name text, dob date, phone text, ni_number text)');
+$ts = $fake->bigquery_table($project, $dataset, 'users');
+$fake->bigquery_update($project, $dataset, 'users',
+	[ @{ $ts->{schema}{fields} }, { name => 'ni_number', type => 'STRING' }, { name => '_airbyte_meta', type => 'JSON' } ]);
+my $j8 = $fake->create_job(status => 'succeeded')->{jobId};
+ok(DfeTest::poll_until($node, "SELECT count(*) FROM dfe_airbyte.events WHERE kind = 'unlisted_column_hidden'", '1', 30),
+	'a column added behind the allowlist is an unlisted_column_hidden event');
+($object, $detail, $data) = split /\|/, sql("SELECT object, detail, data FROM dfe_airbyte.events WHERE kind = 'unlisted_column_hidden'");
+is($object, 'users.ni_number', 'the event names the column');
+like($detail, qr/column ni_number of BigQuery table users is not in the allowlist: it is a column of the source table that is not allowlisted: Airbyte's schema propagation/,
+	'and says where it came from');
+is(decode_json($data)->{origin} =~ /schema propagation/ ? 1 : 0, 1, 'data.origin');
+is_deeply(tagged_columns('users'), [qw(dob email ni_number phone)], 'ni_number carries the hidden tag; _airbyte_meta does not');
+wait_for_repair_of($j8, 'job 8');
+$before = $fake->stats;
+my $j9 = $fake->create_job(status => 'succeeded')->{jobId};
+wait_for_repair_of($j9, 'job 9');
+is(stat_of($fake->stats, $PATCH) - stat_of($before, $PATCH), 0, 'converged: the next repair sends no PATCH');
+is(events('unlisted_column_hidden'), '1', 'and records no new unlisted event');
 
 # ------------------------------------------------------------------ no secret in the server log
 my %secrets = ('federated-assertion-for-drift-repair' => 1, 'test-secret-value' => 1);

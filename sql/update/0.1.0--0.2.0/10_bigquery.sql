@@ -1,0 +1,18 @@
+-- bigquery branch, part 10: the third list and per-column policy tags (issue 10)
+
+ALTER TABLE dfe_airbyte.blocklist
+    ADD COLUMN policy_tag text CHECK (policy_tag ~ '^projects/[^/]+/locations/[^/]+/taxonomies/[^/]+/policyTags/[^/]+$');
+COMMENT ON TABLE dfe_airbyte.blocklist IS 'one row per sensitive column: it gets the hidden policy tag (or its own policy_tag) in BigQuery (analytics_hidden_pii.yml)';
+COMMENT ON TABLE dfe_airbyte.allowlist IS 'one row per replicated column (analytics.yml)';
+
+CREATE TABLE dfe_airbyte.excluded (
+    table_name  text NOT NULL CHECK (table_name <> ''),
+    column_name text NOT NULL CHECK (column_name <> ''),
+    loaded_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, column_name)
+);
+COMMENT ON TABLE dfe_airbyte.excluded IS 'one row per column deliberately not replicated (analytics_blocklist.yml): config_problems stops asking about it';
+SELECT pg_catalog.pg_extension_config_dump('dfe_airbyte.excluded', '');
+REVOKE ALL ON dfe_airbyte.excluded FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON dfe_airbyte.excluded TO dfe_airbyte_admin;
+GRANT SELECT ON dfe_airbyte.excluded TO pg_monitor;
