@@ -21,7 +21,10 @@ PGFILEDESC   = "dfe_airbyte - Airbyte replication to BigQuery, run from the data
 
 # pg_regress files: sql/<name>.sql against expected/<name>.out
 REGRESS      = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/$(EXTENSION)--%,$(wildcard sql/*.sql))))
-REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf --load-extension=$(EXTENSION)
+# make installcheck runs them against a running server configured as README.md
+# ("Installing") says; test/check runs them in a temporary instance with
+# test/regress.conf.  pg_regress creates and drops the database contrib_regression.
+REGRESS_OPTS = --load-extension=$(EXTENSION)
 
 PG_CPPFLAGS  = -I$(srcdir)/src -DDFE_AIRBYTE_VERSION=\"$(EXTVERSION)\" -Wall -Wextra -Werror \
                -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare

@@ -1,7 +1,11 @@
 -- The slot guard's SQL surface: settings, the health view, grants.
 -- (The worker's behaviour is tested by test/t/030_slots.pl.)
 
-SELECT * FROM dfe_airbyte_slot_guard_settings();
+SELECT slot_name, limit_bytes, warning_fraction, limit_action, inactive_after,
+       server_limit_bytes IS NOT DISTINCT FROM
+           CASE WHEN current_setting('max_slot_wal_keep_size') <> '-1'
+                THEN pg_size_bytes(current_setting('max_slot_wal_keep_size')) END AS server_limit_right
+  FROM dfe_airbyte_slot_guard_settings();
 
 -- no logical slot yet: no row (the Airbyte slot was never seen here)
 SELECT count(*) FROM dfe_airbyte.replication_slot_health;
