@@ -23,7 +23,9 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 
+#include "restore.h"
 #include "settings.h"
+#include "spi_xact.h"
 #include "shared.h"
 
 typedef struct ProblemSink
@@ -119,6 +121,27 @@ policy_tag_well_formed(const char *tag)
 	return true;
 }
 
+/* a restore of another server's backup that no DBA has confirmed (restore.h) */
+static void
+check_restore(ProblemSink *sink)
+{
+	char	   *recorded = NULL;
+	DfeIdentity id;
+
+	if (RecoveryInProgress())
+		return;
+	dfe_set_result_context(CurrentMemoryContext);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		dfe_internal_error("config_problems could not connect to SPI");
+	id = dfe_identity_check(false, &recorded);
+	SPI_finish();
+	if (id == IDENTITY_OTHER)
+		add_problem(sink, "error", "restored",
+					psprintf("this database was restored from a backup of another server (system identifier %s, the slot guard's history is from %s): the slot guard recreates no slot and asks Airbyte for no re-sync until you confirm",
+							 dfe_system_identifier_text(), recorded),
+					"Check that dfe_airbyte's settings (Airbyte connection, BigQuery dataset, slot) are this environment's, then run SELECT dfe_airbyte_confirm_restore().");
+}
+
 static void
 check_worker(ProblemSink *sink)
 {
@@ -140,10 +163,15 @@ check_worker(ProblemSink *sink)
 							 dfe_database ? dfe_database : "", here ? here : ""));
 		return;
 	}
+	if (dfe_worker_pid_of(DFE_GUARD_WORKER) == 0)
+		add_problem(sink, "warning", "background worker",
+					"the dfe_airbyte guard worker is not running: the replication slot is not watched",
+					"Look in the server log for the \"dfe_airbyte guard\" worker's last error; the server restarts it after a few seconds (SELECT * FROM dfe_airbyte.workers).");
 	if (!dfe_worker_running())
 		add_problem(sink, "warning", "background worker",
-					"the dfe_airbyte background worker is not running: deploys wait and the replication slot is not watched",
-					"Look in the server log for the worker's last error; the server restarts it after a short delay.");
+					"the dfe_airbyte network worker is not running: deploys wait, and re-syncs and sync health are not followed",
+					"Look in the server log for the \"dfe_airbyte network worker\"'s last error; the server restarts it after a few seconds (SELECT * FROM dfe_airbyte.workers).");
+	check_restore(sink);
 }
 
 static void

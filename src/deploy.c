@@ -1034,6 +1034,30 @@ no_worker_error(void)
 					 get_database_name(MyDatabaseId))));
 }
 
+/*
+ * The workers serve one database (dfe_airbyte.database, published in shared
+ * memory): a deploy queued in another one would never run there.
+ */
+static void
+other_database_report(int elevel, const char *what)
+{
+	Oid			served = dfe_served_database();
+	char	   *served_name;
+	char	   *here;
+
+	if (!OidIsValid(served) || served == MyDatabaseId)
+		return;
+	served_name = get_database_name(served);
+	here = get_database_name(MyDatabaseId);
+	ereport(elevel,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("the dfe_airbyte workers serve database \"%s\", not this one (\"%s\")",
+					served_name ? served_name : "?", here ? here : "?"),
+			 errdetail("%s", what),
+			 errhint("Call dfe_airbyte_deploy() in database \"%s\", or set dfe_airbyte.database = '%s' and restart the server.",
+					 served_name ? served_name : "?", here ? here : "?")));
+}
+
 /* queue a deploy in the caller's transaction; the worker is woken at commit */
 static int64
 queue_deploy(void)
@@ -1054,6 +1078,7 @@ queue_deploy(void)
 	SPI_finish();
 
 	dfe_wake_worker_at_commit();
+	other_database_report(WARNING, psprintf("Deploy " INT64_FORMAT " is queued here, where no worker will run it.", id));
 	if (!dfe_worker_running())
 		ereport(WARNING,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -1231,6 +1256,7 @@ dfe_airbyte_deploy(PG_FUNCTION_ARGS)
 				 errmsg("dfe_airbyte_deploy(wait => true) needs the read committed isolation level"),
 				 errdetail("It follows the deploy's progress, which a repeatable read snapshot would not show."),
 				 errhint("Run it with SET default_transaction_isolation = 'read committed'.")));
+	other_database_report(ERROR, "dfe_airbyte_deploy(wait => true) asks the network worker for the deploy, and that worker runs deploys of its own database only.");
 	if (!dfe_worker_running())
 		no_worker_error();
 

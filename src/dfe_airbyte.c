@@ -1,284 +1,36 @@
 /*
- * dfe_airbyte.c — module load: settings, shared memory, worker registration,
- * the cJSON allocator and the commit-time wake-up of the worker.
+ * dfe_airbyte.c — module load: settings, the log hook, the cJSON allocator,
+ * shared memory and the two background workers (guard_worker.c,
+ * net_worker.c).  Everything else lives in the file of its concern.
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "storage/ipc.h"
-#include "tcop/tcopprot.h"
-#include "storage/lwlock.h"
-#include "storage/shmem.h"
-#include "utils/builtins.h"
-#include "utils/elog.h"
-#include "utils/memutils.h"
 
-#include <cjson/cJSON.h>
-#include <curl/curl.h>
-
+#include "guard_worker.h"
+#include "net_worker.h"
 #include "settings.h"
 #include "shared.h"
-#include "worker.h"
 
 PG_MODULE_MAGIC;
 
-DfeShared  *dfe_shared = NULL;
-
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-static emit_log_hook_type prev_emit_log_hook = NULL;
-static bool wake_at_commit = false;
-
 void		_PG_init(void);
-
-static void
-dfe_shmem_request(void)
-{
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(DfeShared)));
-}
-
-static void
-dfe_shmem_startup(void)
-{
-	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	dfe_shared = ShmemInitStruct("dfe_airbyte", sizeof(DfeShared), &found);
-	if (!found)
-	{
-		memset(dfe_shared, 0, sizeof(DfeShared));
-		SpinLockInit(&dfe_shared->mutex);
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-static void
-dfe_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_at_commit)
-				dfe_wake_worker();
-			wake_at_commit = false;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			wake_at_commit = false;
-			break;
-		default:
-			break;
-	}
-}
-
-/*
- * PostgreSQL logs every setting a reload changes, value included:
- * 'parameter "dfe_airbyte.airbyte_client_secret" changed to "..."' at LOG
- * in the postmaster, and it has no flag to hide a value.  This hook, which
- * the postmaster runs because we are preloaded, rewrites those lines for our
- * secret settings before they reach the log; the secret-holding settings are
- * listed here.
- */
-static const char *const secret_settings[] = {
-	"dfe_airbyte.airbyte_client_secret",
-	"dfe_airbyte.google_credentials",
-};
-
-static bool
-mentions_secret_setting(const char *text)
-{
-	int			i;
-
-	for (i = 0; text && i < lengthof(secret_settings); i++)
-	{
-		if (strstr(text, secret_settings[i]) != NULL)
-			return true;
-	}
-	return false;
-}
-
-static void
-dfe_emit_log_hook(ErrorData *edata)
-{
-	/*
-	 * log_statement / log_min_duration_statement would log
-	 * "ALTER SYSTEM SET dfe_airbyte.airbyte_client_secret = '...'" verbatim,
-	 * and an error's STATEMENT line likewise.
-	 */
-	if (edata->message && mentions_secret_setting(edata->message) &&
-		(strncmp(edata->message, "statement: ", 11) == 0 ||
-		 strncmp(edata->message, "duration: ", 10) == 0 ||
-		 strncmp(edata->message, "execute ", 8) == 0))
-	{
-		MemoryContext old = MemoryContextSwitchTo(ErrorContext);
-
-		edata->message = pstrdup("statement: (hidden: it sets a dfe_airbyte secret)");
-		MemoryContextSwitchTo(old);
-	}
-	if (mentions_secret_setting(debug_query_string))
-		edata->hide_stmt = true;
-
-	if (edata->message && strncmp(edata->message, "parameter \"dfe_airbyte.", 23) == 0)
-	{
-		int			i;
-
-		for (i = 0; i < lengthof(secret_settings); i++)
-		{
-			size_t		len = strlen(secret_settings[i]);
-
-			if (strncmp(edata->message + 11, secret_settings[i], len) == 0 &&
-				edata->message[11 + len] == '"')
-			{
-				MemoryContext old = MemoryContextSwitchTo(ErrorContext);
-
-				edata->message = psprintf("parameter \"%s\" changed (value hidden)",
-										  secret_settings[i]);
-				MemoryContextSwitchTo(old);
-				break;
-			}
-		}
-	}
-	/* whatever the wording (translations), never let a secret's value through */
-	if (edata->message)
-	{
-		/* google_credentials is secret when it holds the JSON, not when it is a path */
-		const char *values[] = {
-			dfe_airbyte_client_secret,
-			(dfe_google_credentials && dfe_google_credentials[strspn(dfe_google_credentials, " \t\r\n")] == '{')
-			? dfe_google_credentials : NULL
-		};
-		int			i;
-
-		for (i = 0; i < lengthof(values); i++)
-		{
-			if (values[i] && strlen(values[i]) >= 6 && strstr(edata->message, values[i]))
-			{
-				MemoryContext old = MemoryContextSwitchTo(ErrorContext);
-
-				edata->message = psprintf("a message that contained a dfe_airbyte secret was hidden");
-				edata->detail = NULL;
-				MemoryContextSwitchTo(old);
-				break;
-			}
-		}
-	}
-	if (prev_emit_log_hook)
-		prev_emit_log_hook(edata);
-}
-
-/*
- * cJSON allocates through palloc, so a cJSON tree belongs to the memory
- * context that was current when it was built: an ERROR anywhere frees it
- * with that context, no PG_TRY needed.  palloc never returns NULL (it
- * raises ERROR instead), which cJSON handles as an ordinary failure path.
- */
-static void *
-cjson_palloc(size_t size)
-{
-	return palloc(size);
-}
-
-static void
-cjson_pfree(void *ptr)
-{
-	if (ptr)
-		pfree(ptr);
-}
-
-void
-dfe_json_init(void)
-{
-	cJSON_Hooks hooks = {cjson_palloc, cjson_pfree};
-
-	cJSON_InitHooks(&hooks);
-}
 
 void
 _PG_init(void)
 {
 	dfe_define_settings();
 	dfe_json_init();
+	dfe_install_log_hook();
+	dfe_shmem_init();
 
-	/* once per process; libcurl's global init is not thread safe, we are */
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_SYSTEM_ERROR),
-				 errmsg("could not initialise libcurl"),
-				 errhint("Check that libcurl and its TLS library are installed correctly.")));
-
-	RegisterXactCallback(dfe_xact_callback, NULL);
-
-	prev_emit_log_hook = emit_log_hook;
-	emit_log_hook = dfe_emit_log_hook;
-
+	/*
+	 * libcurl is initialised on first use (http.c), in the processes that
+	 * call out: the guard worker never does.
+	 */
 	if (!process_shared_preload_libraries_in_progress)
 		return;
-
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = dfe_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = dfe_shmem_startup;
-
-	dfe_register_worker();
-}
-
-bool
-dfe_worker_running(void)
-{
-	bool		running;
-
-	if (dfe_shared == NULL)
-		return false;
-	SpinLockAcquire(&dfe_shared->mutex);
-	running = dfe_shared->worker_pid != 0;
-	SpinLockRelease(&dfe_shared->mutex);
-	return running;
-}
-
-void
-dfe_wake_worker(void)
-{
-	Latch	   *latch = NULL;
-
-	if (dfe_shared == NULL)
-		return;
-	SpinLockAcquire(&dfe_shared->mutex);
-	if (dfe_shared->worker_pid != 0)
-		latch = dfe_shared->worker_latch;
-	SpinLockRelease(&dfe_shared->mutex);
-	if (latch)
-		SetLatch(latch);
-}
-
-void
-dfe_wake_worker_at_commit(void)
-{
-	wake_at_commit = true;
-}
-
-PG_FUNCTION_INFO_V1(dfe_airbyte_worker_pid);
-
-/* dfe_airbyte_worker_pid() → the worker's pid, NULL when none runs */
-Datum
-dfe_airbyte_worker_pid(PG_FUNCTION_ARGS)
-{
-	pid_t		pid = 0;
-
-	if (dfe_shared != NULL)
-	{
-		SpinLockAcquire(&dfe_shared->mutex);
-		pid = dfe_shared->worker_pid;
-		SpinLockRelease(&dfe_shared->mutex);
-	}
-	if (pid == 0)
-		PG_RETURN_NULL();
-	PG_RETURN_INT32(pid);
+	dfe_register_guard_worker();
+	dfe_register_net_worker();
 }

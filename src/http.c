@@ -22,6 +22,7 @@
 #include <curl/curl.h>
 
 #include "http.h"
+#include "shared.h"
 #include "settings.h"
 
 /* longest single wait inside libcurl before we look at interrupts again */
@@ -422,6 +423,41 @@ cleanup_requests(CURLM *multi, HttpRequest **reqs, int n)
 		curl_multi_cleanup(multi);
 }
 
+/*
+ * libcurl's global state, set up once per process on first use, so that a
+ * process that never calls out (the guard worker) never initialises it.
+ * curl_global_init is not thread safe; we are single-threaded.
+ */
+static void
+http_global_init(void)
+{
+	static bool done = false;
+
+	if (done)
+		return;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialise libcurl"),
+				 errhint("Check that libcurl and its TLS library are installed correctly.")));
+	done = true;
+}
+
+/*
+ * The slot guard must react whatever Airbyte, Google or DNS do (SPEC §7), so
+ * its process never calls out: a request made there is a bug, refused
+ * before libcurl (or a DNS lookup) is ever reached.
+ */
+static void
+refuse_in_guard(const HttpRequest *req)
+{
+	if (dfe_process_is_guard)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("dfe_airbyte: the slot guard worker may not call out (%s)", req->what),
+				 errhint("This is a bug in dfe_airbyte: network calls belong in the network worker; report it.")));
+}
+
 void
 http_perform(HttpRequest **reqs, int n, int concurrency)
 {
@@ -431,6 +467,8 @@ http_perform(HttpRequest **reqs, int n, int concurrency)
 
 	if (n <= 0)
 		return;
+	refuse_in_guard(reqs[0]);
+	http_global_init();
 
 	for (i = 0; i < n; i++)
 	{

@@ -53,6 +53,8 @@ int			dfe_sync_poll_interval_s = 60;
 bool		dfe_remove_connection_drift = true;
 int			dfe_stuck_job_after_min = 120;
 int			dfe_airbyte_max_fields = 20000;
+
+int			dfe_max_slot_recreations_per_day = 2;	/* slot guard independence */
 int			dfe_history_retention_min = 7 * 24 * 60;
 int			dfe_history_max_rows = 100000;
 double		dfe_slot_warning_fraction = 0.8;
@@ -101,7 +103,7 @@ dfe_define_settings(void)
 	 */
 	if (process_shared_preload_libraries_in_progress)
 		define_string("dfe_airbyte.database",
-					  "Database the dfe_airbyte worker connects to.",
+					  "Database both dfe_airbyte workers connect to.",
 					  &dfe_database, "postgres", PGC_POSTMASTER, 0);
 	define_string("dfe_airbyte.airbyte_url",
 				  "Airbyte server base URL (env AIRBYTE_SERVER_URL).",
@@ -155,7 +157,7 @@ dfe_define_settings(void)
 							 slot_limit_action_options, PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 	define_int("dfe_airbyte.check_interval",
-			   "How often the worker samples the replication slots.",
+			   "How often the guard worker samples the replication slots.",
 			   &dfe_check_interval_s, 10, 1, 86400, GUC_UNIT_S);
 	define_int("dfe_airbyte.sync_stale_after",
 			   "A sync older than this is stale.",
@@ -198,6 +200,11 @@ dfe_define_settings(void)
 							 "Fraction of max_slot_wal_size at which a slot's status becomes warning.",
 							 NULL, &dfe_slot_warning_fraction, 0.8, 0.01, 1.0,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	/* slot guard independence (issue 9): no recreate loop */
+	define_int("dfe_airbyte.max_slot_recreations_per_day",
+			   "Most recreations of the Airbyte slot by slot_limit_action = recreate in any 24 hours; past it the guard only warns.",
+			   &dfe_max_slot_recreations_per_day, 2, 0, 100, 0);
 
 	define_string("dfe_airbyte.http_ca_file",
 				  "Extra CA bundle (PEM file) trusted for TLS; verification itself is always on.",

@@ -59,6 +59,9 @@ extern bool dfe_remove_connection_drift;
 extern int	dfe_stuck_job_after_min;
 extern int	dfe_airbyte_max_fields;
 
+/* slot guard independence (issue 9): no recreate loop */
+extern int	dfe_max_slot_recreations_per_day;
+
 /* BigQuery policy tags and the lists (issue 10) */
 extern bool dfe_hide_unlisted_columns;
 extern int	dfe_bigquery_table_update_limit;

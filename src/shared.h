@@ -1,10 +1,12 @@
 /*
- * shared.h — the little state the backends and the worker share.
+ * shared.h — the little state the backends and the two workers share
+ * (shmem.c).
  *
- * Only plain values live in shared memory (pids, counters, timestamps); the
- * worker's tokens and HTTP handles stay in its own process memory.
- * dfe_shared is NULL when the library was not preloaded: the SQL functions
- * still work, there is just no worker to wake.
+ * Only plain values live in shared memory (pids, latches, counters,
+ * timestamps, the database the workers serve); tokens and HTTP handles stay
+ * in the network worker's own process memory.  dfe_shared is NULL when the
+ * library was not preloaded: the SQL functions still work, there is just no
+ * worker to wake.
  */
 #ifndef DFE_AIRBYTE_SHARED_H
 #define DFE_AIRBYTE_SHARED_H
@@ -13,19 +15,40 @@
 #include "storage/latch.h"
 #include "storage/spin.h"
 
+/*
+ * The two background workers.  The guard samples the slots and acts on
+ * them and never calls out (http.c refuses to run in it); the network
+ * worker runs everything that talks to Airbyte or Google.
+ */
+typedef enum DfeWorkerKind
+{
+	DFE_GUARD_WORKER,
+	DFE_NET_WORKER
+} DfeWorkerKind;
+
+#define DFE_NUM_WORKERS 2
+
+typedef struct DfeWorkerSlot
+{
+	pid_t		pid;			/* 0 when the worker does not run */
+	Latch	   *latch;			/* its MyLatch, valid while pid != 0 */
+	TimestampTz started_at;
+} DfeWorkerSlot;
+
 typedef struct DfeShared
 {
 	slock_t		mutex;
-	pid_t		worker_pid;		/* 0 when no worker runs */
-	Latch	   *worker_latch;	/* the worker's MyLatch, valid while worker_pid */
-	TimestampTz worker_started_at;
+	DfeWorkerSlot workers[DFE_NUM_WORKERS];
+
+	/* the database both workers connected to (InvalidOid until one did) */
+	Oid			database_oid;
 
 	/*
 	 * dfe_airbyte_deploy(wait => true) cannot insert the deploy row itself:
 	 * its own transaction only commits after it returns.  It bumps
-	 * deploy_request_seq instead; the worker creates one deploy row for all
-	 * requests up to that number and publishes it as deploy_request_done /
-	 * deploy_request_id.
+	 * deploy_request_seq instead; the network worker creates one deploy row
+	 * for all requests up to that number and publishes it as
+	 * deploy_request_done / deploy_request_id.
 	 */
 	uint64		deploy_request_seq;
 	uint64		deploy_request_done;
@@ -35,17 +58,41 @@ typedef struct DfeShared
 
 extern DfeShared *dfe_shared;
 
-/* true when the worker process is alive (as far as shared memory knows) */
+/* true in the guard worker: http.c refuses every request there */
+extern bool dfe_process_is_guard;
+
+/* shmem.c: install the shared memory hooks and the commit-time wake-up */
+extern void dfe_shmem_init(void);
+
+/* shmem.c: a worker publishes itself (pid, latch, database) / withdraws at exit */
+extern void dfe_worker_attach(DfeWorkerKind kind);
+
+/* a worker's pid, 0 when it does not run (as far as shared memory knows) */
+extern pid_t dfe_worker_pid_of(DfeWorkerKind kind);
+
+/* true when the network worker (deploys, re-syncs, sync health) is alive */
 extern bool dfe_worker_running(void);
 
-/* set the worker's latch now */
+/* the database the workers serve, InvalidOid when none has started yet */
+extern Oid	dfe_served_database(void);
+
+/* set a worker's latch now */
+extern void dfe_wake(DfeWorkerKind kind);
+
+/* set the network worker's latch now (deploy requests) */
 extern void dfe_wake_worker(void);
 
-/* set the worker's latch when the current top-level transaction commits */
+/* set a worker's latch when the current top-level transaction commits */
+extern void dfe_wake_at_commit(DfeWorkerKind kind);
+
+/* set the network worker's latch when the current top-level transaction commits */
 extern void dfe_wake_worker_at_commit(void);
 
-/* set up the cJSON allocator so cJSON memory lives in memory contexts */
+/* cjson_alloc.c: set up the cJSON allocator so cJSON memory lives in memory contexts */
 extern void dfe_json_init(void);
+
+/* log_hook.c: hide secret settings' values from the server log */
+extern void dfe_install_log_hook(void);
 
 /*
  * An error that only a bug or a damaged installation can cause (SPI refusing

@@ -59,9 +59,10 @@
 
 #include <cjson/cJSON.h>
 
-#include "airbyte.h"
 #include "events.h"
+#include "restore.h"
 #include "settings.h"
+#include "shared.h"
 #include "slots.h"
 #include "spi_xact.h"
 #include "worker.h"
@@ -108,6 +109,8 @@ typedef struct GuardState
 	TimestampTz notified_at;
 	char	   *notified_action;
 	int64		open_recreation;	/* recreation with recreated_at NULL, 0 if none */
+	bool		resync_in_flight;	/* a re-sync we asked for is pending or running */
+	int64		recreations_today;	/* recreations done in the last 24 hours */
 } GuardState;
 
 static SPIPlanPtr sample_plan = NULL;
@@ -127,14 +130,16 @@ static const char *const sample_sql =
 "    SELECT r.slot_name::text AS slot_name, r.plugin::text AS plugin, r.active, r.active_pid,\n"
 "           r.wal_status, r.safe_wal_size, r.two_phase,\n"
 "           (c.lsn - r.restart_lsn)::bigint AS retained_bytes,\n"
-"           (c.lsn - r.confirmed_flush_lsn)::bigint AS flush_lag_bytes\n"
+"           (c.lsn - r.confirmed_flush_lsn)::bigint AS flush_lag_bytes,\n"
+"           r.restart_lsn, r.confirmed_flush_lsn\n"
 "    FROM pg_catalog.pg_get_replication_slots() r, cur c\n"
 "    WHERE r.slot_type = 'logical' AND r.datoid = $2),\n"
 "ins AS (\n"
 "    INSERT INTO dfe_airbyte.slot_samples (sampled_at, slot_name, active, active_pid, wal_status,\n"
-"                                          safe_wal_size, retained_bytes, flush_lag_bytes)\n"
+"                                          safe_wal_size, retained_bytes, flush_lag_bytes,\n"
+"                                          restart_lsn, confirmed_flush_lsn)\n"
 "    SELECT pg_catalog.now(), slot_name, active, active_pid, wal_status, safe_wal_size,\n"
-"           retained_bytes, flush_lag_bytes\n"
+"           retained_bytes, flush_lag_bytes, restart_lsn, confirmed_flush_lsn\n"
 "    FROM s),\n"
 "up AS (\n"
 "    INSERT INTO dfe_airbyte.slot_state AS st (slot_name, first_seen_at, last_active_at)\n"
@@ -153,7 +158,17 @@ static const char *const state_sql =
 "SELECT st.slot_name IS NOT NULL, st.first_seen_at IS NOT NULL, st.condition,\n"
 "       st.notified_at, st.notified_action,\n"
 "       (SELECT r.id FROM dfe_airbyte.slot_recreations r\n"
-"        WHERE r.slot_name = $1 AND r.recreated_at IS NULL ORDER BY r.id LIMIT 1)\n"
+"        WHERE r.slot_name = $1 AND r.recreated_at IS NULL ORDER BY r.id LIMIT 1),\n"
+"       EXISTS (SELECT 1 FROM dfe_airbyte.slot_recreations r\n"
+"               WHERE r.slot_name = $1 AND r.recreated_at IS NOT NULL\n"
+"                 AND (r.resync_state = 'pending'\n"
+"                      OR (r.resync_finished_at IS NULL\n"
+"                          AND coalesce(r.resync_job_status, '') NOT IN ('succeeded', 'failed', 'cancelled', 'abandoned')))),\n"
+"       (SELECT pg_catalog.count(*) FROM dfe_airbyte.slot_recreations r\n"
+"        WHERE r.slot_name = $1 AND r.recreated_at IS NOT NULL\n"
+"          AND r.recreated_at > pg_catalog.now() - interval '1 day'\n"
+/* dfe_airbyte_repair()'s re-sync for a stale saved position recreated nothing */
+"          AND r.reason <> 'airbyte_state_behind')\n"
 "FROM (SELECT 1) one LEFT JOIN dfe_airbyte.slot_state st ON st.slot_name = $1";
 
 int64
@@ -277,6 +292,8 @@ read_state(const char *slot_name, GuardState *st)
 	st->notified_action = dfe_col_text(0, 5);
 	d = dfe_col_datum(0, 6, &isnull);
 	st->open_recreation = isnull ? 0 : DatumGetInt64(d);
+	st->resync_in_flight = DatumGetBool(dfe_col_datum(0, 7, &isnull));
+	st->recreations_today = DatumGetInt64(dfe_col_datum(0, 8, &isnull));
 }
 
 /* ---------- events ---------- */
@@ -319,11 +336,22 @@ over_limit_text(const char *slot_name, const GuardedSlot *g)
 					slot_name, pretty_bytes(g->retained), pretty_bytes(dfe_slot_limit_bytes()));
 }
 
-static void
-set_condition(const char *slot_name, SlotCondition cond, bool notified)
+/*
+ * What a notice was given under: the action, or "recreate (held: why)" when
+ * a recreation was held back, so that a change either way notifies again.
+ */
+static char *
+notice_tag(const char *held)
 {
-	const char *args[3] = {slot_name, condition_names[cond],
-	notified ? action_names[dfe_slot_limit_action] : NULL};
+	if (held)
+		return psprintf("%s (held: %s)", action_names[dfe_slot_limit_action], held);
+	return pstrdup(action_names[dfe_slot_limit_action]);
+}
+
+static void
+set_condition(const char *slot_name, SlotCondition cond, const char *tag)
+{
+	const char *args[3] = {slot_name, condition_names[cond], tag};
 
 	dfe_sql("record the slot condition",
 			"INSERT INTO dfe_airbyte.slot_state AS st (slot_name, condition, condition_since, notified_at, notified_action)\n"
@@ -367,16 +395,30 @@ terminated_event(const char *slot_name, const GuardedSlot *g, int32 pid, bool ok
 			  event_data(slot_name, g, "reason", why, 0));
 }
 
+/* why a recreation is held back, for the event's detail */
+static const char *
+held_text(const char *held)
+{
+	if (held == NULL)
+		return "";
+	if (strcmp(held, "resync_running") == 0)
+		return "; slot_limit_action = recreate, but the full re-sync requested by the last recreation is still pending or running (it retains WAL for the whole re-read), so the slot is not recreated again until it ends (dfe_airbyte.slot_recreations)";
+	return psprintf("; slot_limit_action = recreate, but the slot was already recreated %d time(s) in the last 24 hours (dfe_airbyte.max_slot_recreations_per_day): the guard only warns until a day has passed since the oldest of them; find out why Airbyte cannot keep up (dfe_airbyte.sync_health) or raise the cap",
+					dfe_max_slot_recreations_per_day);
+}
+
 /*
- * Under warn and terminate: report a bad condition when it starts, every
- * SLOT_RENOTIFY_MS while it lasts, and when slot_limit_action changes; the
- * way back to ok is an info event.
+ * Under warn and terminate, or recreate held back (held: "resync_running"
+ * or "daily_cap"): report a bad condition when it starts, every
+ * SLOT_RENOTIFY_MS while it lasts, and when slot_limit_action (or the
+ * reason it is held back) changes; the way back to ok is an info event.
  */
 static void
 report_condition(const char *slot_name, SlotCondition cond, const GuardedSlot *g,
-				 const GuardState *st, const char *elsewhere)
+				 const GuardState *st, const char *elsewhere, const char *held)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	char	   *tag = notice_tag(held);
 	bool		due;
 
 	if (cond == COND_OK)
@@ -394,7 +436,7 @@ report_condition(const char *slot_name, SlotCondition cond, const GuardedSlot *g
 								   slot_name, condition_names[st->condition]),
 						  event_data(slot_name, g, "previous_condition",
 									 condition_names[st->condition], 0));
-			set_condition(slot_name, COND_OK, false);
+			set_condition(slot_name, COND_OK, NULL);
 		}
 		return;
 	}
@@ -406,31 +448,37 @@ report_condition(const char *slot_name, SlotCondition cond, const GuardedSlot *g
 	due = !st->has_row || st->condition != cond || !st->notified ||
 		TimestampDifferenceExceeds(st->notified_at, now, (int) SLOT_RENOTIFY_MS) ||
 		st->notified_action == NULL ||
-		strcmp(st->notified_action, action_names[dfe_slot_limit_action]) != 0;
+		strcmp(st->notified_action, tag) != 0;
 	if (!due)
 		return;
+
+	if (held && strcmp(held, "daily_cap") == 0)
+		dfe_event("critical", "slot_recreation_cap_reached", slot_name,
+				  psprintf("replication slot \"%s\" is %s but is not recreated: it was recreated %d time(s) in the last 24 hours, the most dfe_airbyte.max_slot_recreations_per_day allows",
+						   slot_name, condition_names[cond], dfe_max_slot_recreations_per_day),
+				  event_data(slot_name, g, "recreate_held", held, 0));
 
 	switch (cond)
 	{
 		case COND_OVER_LIMIT:
 			dfe_event("warning", "slot_limit_exceeded", slot_name,
-					  over_limit_text(slot_name, g),
-					  event_data(slot_name, g, NULL, NULL, 0));
+					  psprintf("%s%s", over_limit_text(slot_name, g), held_text(held)),
+					  event_data(slot_name, g, held ? "recreate_held" : NULL, held, 0));
 			if (dfe_slot_limit_action == SLOT_LIMIT_TERMINATE && g->active && g->active_pid != 0)
 				terminated_event(slot_name, g, g->active_pid, terminate_holder(g->active_pid),
 								 "over dfe_airbyte.max_slot_wal_size, slot_limit_action = terminate");
 			break;
 		case COND_LOST:
 			dfe_event("critical", "slot_lost", slot_name,
-					  psprintf("replication slot \"%s\" was invalidated (wal_status lost): the WAL Airbyte needs is gone, so its next sync fails; recreate the slot and run a full re-sync, or set dfe_airbyte.slot_limit_action = recreate",
-							   slot_name),
-					  event_data(slot_name, g, NULL, NULL, 0));
+					  psprintf("replication slot \"%s\" was invalidated (wal_status lost): the WAL Airbyte needs is gone, so its next sync fails; recreate the slot and run a full re-sync, or set dfe_airbyte.slot_limit_action = recreate%s",
+							   slot_name, held_text(held)),
+					  event_data(slot_name, g, held ? "recreate_held" : NULL, held, 0));
 			break;
 		case COND_MISSING:
 			dfe_event("warning", "slot_missing", slot_name,
-					  psprintf("replication slot \"%s\" no longer exists: Airbyte cannot continue CDC until it is recreated and a full re-sync runs (dfe_airbyte.slot_limit_action = recreate does both)",
-							   slot_name),
-					  event_data(slot_name, g, NULL, NULL, 0));
+					  psprintf("replication slot \"%s\" no longer exists: Airbyte cannot continue CDC until it is recreated and a full re-sync runs (dfe_airbyte.slot_limit_action = recreate does both)%s",
+							   slot_name, held_text(held)),
+					  event_data(slot_name, g, held ? "recreate_held" : NULL, held, 0));
 			break;
 		case COND_ELSEWHERE:
 			dfe_event("warning", "slot_name_conflict", slot_name,
@@ -441,7 +489,7 @@ report_condition(const char *slot_name, SlotCondition cond, const GuardedSlot *g
 		case COND_OK:
 			break;
 	}
-	set_condition(slot_name, cond, true);
+	set_condition(slot_name, cond, tag);
 }
 
 /*
@@ -537,7 +585,45 @@ release_slot(const char *slot_name, const GuardedSlot *g, int32 pid, const char 
 	return false;
 }
 
-static void
+/*
+ * The WAL Airbyte never read, as far as the samples tell: from the last
+ * sample's confirmed_flush_lsn (at its time) to the new slot's LSN (now).
+ * On a promoted standby the last sample is the old primary's, replicated.
+ */
+static char *
+gap_detail(const char *slot_name, cJSON *gap)
+{
+	cJSON	   *from = cJSON_GetObjectItem(gap, "from_lsn");
+	cJSON	   *from_time = cJSON_GetObjectItem(gap, "from_time");
+	cJSON	   *to = cJSON_GetObjectItem(gap, "to_lsn");
+	cJSON	   *bytes = cJSON_GetObjectItem(gap, "bytes");
+
+	if (!cJSON_IsString(from) || !cJSON_IsString(to) || !cJSON_IsString(from_time))
+		return pstrdup("");
+	return psprintf("; the gap the re-sync must cover: Airbyte had confirmed up to %s (last sample at %s), the new slot starts at %s (%s of WAL later)",
+					from->valuestring, from_time->valuestring, to->valuestring,
+					cJSON_IsNumber(bytes) ? pretty_bytes((int64) bytes->valuedouble) : "?");
+}
+
+/* event data plus the gap (JSON text from the recreation's row) */
+static char *
+recreation_event_data(const char *slot_name, const GuardedSlot *g, SlotCondition reason,
+					  cJSON *gap)
+{
+	cJSON	   *o = cJSON_Parse(event_data(slot_name, g, "reason", condition_names[reason], 0));
+	char	   *out;
+
+	if (o == NULL)
+		dfe_internal_error("could not build the slot recreation event");
+	if (gap)
+		cJSON_AddItemToObject(o, "gap", gap);
+	out = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return out;
+}
+
+/* returns true when the slot was (re)created */
+static bool
 recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 			  const GuardState *st)
 {
@@ -550,6 +636,7 @@ recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 	char	   *new_lsn = NULL;
 	char	   *detail;
 	bool		created_new;
+	cJSON	   *gap = NULL;
 
 	why = reason == COND_OVER_LIMIT ? "over dfe_airbyte.max_slot_wal_size, slot_limit_action = recreate"
 		: reason == COND_LOST ? "slot lost, slot_limit_action = recreate"
@@ -558,7 +645,7 @@ recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 	/* 1. whoever uses the slot must let go first */
 	if (g->found && g->active && g->active_pid != 0 &&
 		!release_slot(slot_name, g, g->active_pid, why))
-		return;
+		return false;
 
 	/* 2. record the recreation before anything is dropped */
 	if (rec_id == 0)
@@ -571,9 +658,15 @@ recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 		};
 
 		dfe_xact_begin("dfe_airbyte slot guard");
+		/* with where the last sample saw Airbyte: the start of the gap */
 		dfe_sql("record the slot recreation",
-				"INSERT INTO dfe_airbyte.slot_recreations (slot_name, reason, retained_bytes, limit_bytes, plugin)\n"
-				"VALUES ($1, $2, $3::bigint, $4::bigint, $5) RETURNING id",
+				"INSERT INTO dfe_airbyte.slot_recreations (slot_name, reason, retained_bytes, limit_bytes, plugin,\n"
+				"                                          gap_from_lsn, gap_restart_lsn, gap_from_time)\n"
+				"SELECT $1, $2, $3::bigint, $4::bigint, $5, s.confirmed_flush_lsn, s.restart_lsn, s.sampled_at\n"
+				"FROM (SELECT 1) one LEFT JOIN LATERAL (\n"
+				"    SELECT x.confirmed_flush_lsn, x.restart_lsn, x.sampled_at FROM dfe_airbyte.slot_samples x\n"
+				"    WHERE x.slot_name = $1 AND x.restart_lsn IS NOT NULL ORDER BY x.id DESC LIMIT 1) s ON true\n"
+				"RETURNING id",
 				5, args, SPI_OK_INSERT_RETURNING);
 		{
 			bool		isnull;
@@ -614,7 +707,7 @@ recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 				 errmsg("dfe_airbyte could not recreate replication slot \"%s\" yet: process %d took it again",
 						slot_name, holder),
 				 errhint("The worker tries again at its next check.")));
-		return;
+		return false;
 	}
 	created_new = !exists || reason != COND_MISSING;
 	if (exists && reason != COND_MISSING)
@@ -642,8 +735,15 @@ recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 		dfe_sql("record the slot recreation",
 				"UPDATE dfe_airbyte.slot_recreations SET recreated_at = now(), new_lsn = $2::pg_lsn,\n"
 				"    note = coalesce($3, note)\n"
-				"WHERE id = $1::bigint",
-				3, args, SPI_OK_UPDATE);
+				"WHERE id = $1::bigint\n"
+				"RETURNING CASE WHEN gap_from_lsn IS NOT NULL AND new_lsn IS NOT NULL THEN\n"
+				"    jsonb_build_object('from_lsn', gap_from_lsn::text, 'from_restart_lsn', gap_restart_lsn::text,\n"
+				"                       'from_time', gap_from_time, 'to_lsn', new_lsn::text, 'to_time', recreated_at,\n"
+				"                       'bytes', (new_lsn - gap_from_lsn)::bigint,\n"
+				"                       'seconds', round(extract(epoch FROM recreated_at - gap_from_time)))::text END",
+				3, args, SPI_OK_UPDATE_RETURNING);
+		if (SPI_processed == 1 && !dfe_col_isnull(0, 1))
+			gap = cJSON_Parse(dfe_col_text(0, 1));
 	}
 	{
 		const char *args[1] = {slot_name};
@@ -664,15 +764,15 @@ recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 		detail = psprintf("replication slot \"%s\" was invalidated (wal_status lost); it was dropped and created again and a full re-sync is requested",
 						  slot_name);
 	else if (st->seen)
-		detail = psprintf("replication slot \"%s\" no longer existed; it was created again and a full re-sync is requested",
-						  slot_name);
+		detail = psprintf("replication slot \"%s\" no longer existed (dropped, or this server was promoted from a standby); it was created again and a full re-sync is requested%s",
+						  slot_name, gap ? gap_detail(slot_name, gap) : "");
 	else
 		detail = psprintf("replication slot \"%s\" did not exist; it was created (dfe_airbyte.slot_limit_action = recreate) and a full re-sync is requested",
 						  slot_name);
 	dfe_event("warning", (reason == COND_MISSING && !st->seen) ? "slot_created" : "slot_recreated",
-			  slot_name, detail,
-			  event_data(slot_name, g, "reason", condition_names[reason], 0));
+			  slot_name, detail, recreation_event_data(slot_name, g, reason, gap));
 	dfe_xact_end();
+	return true;
 }
 
 /* ---------- 4. pruning ---------- */
@@ -700,10 +800,62 @@ prune_history(void)
 			2, args, SPI_OK_DELETE);
 	dfe_sql("prune slot recreations",
 			"DELETE FROM dfe_airbyte.slot_recreations\n"
-			"WHERE decided_at < now() - make_interval(mins => $1::int)\n"
+			"WHERE decided_at < now() - greatest(make_interval(mins => $1::int), interval '1 day')\n"
 			"  AND resync_state = 'started'",
 			1, args, SPI_OK_DELETE);
 	dfe_xact_end();
+}
+
+/* ---------- restores of another server's backup ---------- */
+
+static TimestampTz restored_notified_at = 0;
+
+/*
+ * Inside the check's transaction: is this database a restore of another
+ * server's backup that no DBA has confirmed (restore.h)?  Then the guard
+ * touches nothing and says so (event when first seen and every
+ * SLOT_RENOTIFY_MS); the first check ever records this server's identity.
+ */
+static bool
+restored_from_elsewhere(const char *slot_name)
+{
+	char	   *recorded;
+
+	if (dfe_identity_check(true, &recorded) != IDENTITY_OTHER)
+	{
+		restored_notified_at = 0;
+		return false;
+	}
+	if (restored_notified_at == 0 ||
+		TimestampDifferenceExceeds(restored_notified_at, GetCurrentTimestamp(), (int) SLOT_RENOTIFY_MS))
+	{
+		char	   *here = dfe_system_identifier_text();
+
+		dfe_event("critical", "database_restored", slot_name,
+				  psprintf("this database was restored from a backup of another server (system identifier %s; the slot guard's history is from %s): the slot guard recreates nothing and asks Airbyte for nothing until a DBA runs SELECT dfe_airbyte_confirm_restore()",
+						   here, recorded),
+				  psprintf("{\"system_identifier\": \"%s\", \"recorded_system_identifier\": \"%s\"}",
+						   here, recorded));
+		restored_notified_at = GetCurrentTimestamp();
+	}
+	return true;
+}
+
+/*
+ * No recreate loop: a re-sync retains WAL for its whole re-read, so while
+ * ours is pending or running, passing the limit again (or losing the slot to
+ * max_slot_wal_keep_size) only warns; a missing slot is created at once
+ * (there is nothing to wait for).  And at most max_slot_recreations_per_day
+ * in any 24 hours.  Returns why a due recreation is held back, or NULL.
+ */
+static const char *
+recreation_held(SlotCondition cond, const GuardState *st)
+{
+	if (cond != COND_MISSING && st->resync_in_flight)
+		return "resync_running";
+	if (st->recreations_today >= dfe_max_slot_recreations_per_day)
+		return "daily_cap";
+	return NULL;
 }
 
 /* ---------- the task ---------- */
@@ -716,6 +868,7 @@ slots_worker_task(void)
 	GuardState	st;
 	SlotCondition cond;
 	char	   *elsewhere = NULL;
+	const char *held = NULL;
 	bool		recreate;
 
 	/* a standby never gets here (the worker starts after recovery), but be sure */
@@ -726,6 +879,11 @@ slots_worker_task(void)
 
 	/* 1. sample and decide, in one short transaction */
 	dfe_xact_begin("dfe_airbyte slot guard");
+	if (restored_from_elsewhere(slot_name))
+	{
+		dfe_xact_end();
+		return dfe_check_interval_s * 1000L;
+	}
 	(void) sample_slots(slot_name, &g);
 	read_state(slot_name, &st);
 
@@ -743,15 +901,20 @@ slots_worker_task(void)
 
 	recreate = dfe_slot_limit_action == SLOT_LIMIT_RECREATE &&
 		(cond == COND_OVER_LIMIT || cond == COND_LOST || cond == COND_MISSING);
+
+	held = recreate ? recreation_held(cond, &st) : NULL;
+	if (held)
+		recreate = false;
+
 	if (st.open_recreation != 0 && !recreate)
 		close_interrupted_recreation(st.open_recreation);
 	if (!recreate)
-		report_condition(slot_name, cond, &g, &st, elsewhere);
+		report_condition(slot_name, cond, &g, &st, elsewhere, held);
 	dfe_xact_end();
 
-	/* 2. recreate in transactions of its own */
-	if (recreate)
-		recreate_slot(slot_name, cond, &g, &st);
+	/* 2. recreate in transactions of its own; the network worker asks for the re-sync */
+	if (recreate && recreate_slot(slot_name, cond, &g, &st))
+		dfe_wake(DFE_NET_WORKER);
 
 	/* 4. bounded history */
 	if (TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(), (int) SLOT_PRUNE_INTERVAL_MS))

@@ -38,4 +38,4 @@ GRANT SELECT ON dfe_airbyte.events TO dfe_airbyte_admin, pg_monitor;
 CREATE FUNCTION dfe_airbyte_worker_pid() RETURNS integer
     AS 'MODULE_PATHNAME', 'dfe_airbyte_worker_pid'
     LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION dfe_airbyte_worker_pid() IS 'pid of the dfe_airbyte background worker, NULL when it is not running';
+COMMENT ON FUNCTION dfe_airbyte_worker_pid() IS 'pid of the dfe_airbyte network worker (deploys), NULL when it is not running; both workers are in dfe_airbyte.workers';

@@ -13,7 +13,9 @@ CREATE TABLE dfe_airbyte.slot_samples (
     wal_status      text,
     safe_wal_size   bigint,
     retained_bytes  bigint,     -- pg_current_wal_lsn() - restart_lsn
-    flush_lag_bytes bigint      -- pg_current_wal_lsn() - confirmed_flush_lsn
+    flush_lag_bytes bigint,     -- pg_current_wal_lsn() - confirmed_flush_lsn
+    restart_lsn     pg_lsn,     -- where a failover's gap starts (issue 9)
+    confirmed_flush_lsn pg_lsn
 );
 CREATE INDEX slot_samples_sampled_at_idx ON dfe_airbyte.slot_samples (sampled_at);
 COMMENT ON TABLE dfe_airbyte.slot_samples IS 'logical replication slots of this database as the dfe_airbyte worker sampled them every check_interval (bounded history)';
@@ -57,7 +59,17 @@ CREATE TABLE dfe_airbyte.slot_recreations (
     resync_last_error       text,
     resync_notified_at      timestamptz,
     resync_job_id           bigint,
-    resync_started_at       timestamptz
+    resync_started_at       timestamptz,
+    -- the re-sync job's last status as the network worker saw it; while it is
+    -- pending or running the guard does not recreate the slot again (issue 9)
+    resync_job_status       text,
+    resync_job_checked_at   timestamptz,
+    resync_finished_at      timestamptz,
+    -- the WAL Airbyte never read: from the last sample's positions (and its
+    -- time) to new_lsn at recreated_at
+    gap_from_lsn            pg_lsn,
+    gap_restart_lsn         pg_lsn,
+    gap_from_time           timestamptz
 );
 COMMENT ON TABLE dfe_airbyte.slot_recreations IS 'every recreation of the Airbyte slot by the dfe_airbyte worker and the full re-sync it requested';
 
@@ -94,6 +106,10 @@ GRANT EXECUTE ON FUNCTION dfe_airbyte_check_slots_now() TO dfe_airbyte_admin;
 CREATE VIEW dfe_airbyte.replication_slot_health AS
 WITH cfg AS MATERIALIZED (
     SELECT * FROM dfe_airbyte_slot_guard_settings()
+), ident AS MATERIALIZED (
+    -- a restore of another server's backup that no DBA has confirmed yet
+    SELECT coalesce((SELECT i.system_identifier <> @extschema@.dfe_airbyte_system_identifier()
+                     FROM dfe_airbyte.server_identity i), false) AS restored
 ), pos AS MATERIALIZED (
     -- on a standby there are no logical slots (PostgreSQL 15), but the view
     -- must not fail there: pg_current_wal_lsn() would
@@ -154,6 +170,7 @@ WITH cfg AS MATERIALIZED (
 ), k AS (
     SELECT j.*,
            CASE
+               WHEN guarded AND (SELECT restored FROM ident) THEN 'restored'
                WHEN missing OR wal_status = 'lost' THEN 'lost'
                WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes THEN 'critical'
                WHEN wal_status = 'unreserved' THEN 'critical'
@@ -189,6 +206,8 @@ SELECT slot_name,
        last_active_at,
        status,
        CASE status
+           WHEN 'restored' THEN
+               'This database was restored from a backup of another server (its system identifier differs from the one in the slot guard''s history): the guard recreates nothing and asks Airbyte for nothing. Check that the dfe_airbyte settings are this environment''s, then run SELECT dfe_airbyte_confirm_restore().'
            WHEN 'lost' THEN
                CASE WHEN missing THEN
                    format('The Airbyte slot %s no longer exists (dropped, or this server was promoted from a standby: PostgreSQL 15 does not copy slots to standbys), so Airbyte cannot continue CDC. ', slot_name)
@@ -237,6 +256,6 @@ SELECT slot_name,
 FROM k
 ORDER BY slot_name;
 
-COMMENT ON VIEW dfe_airbyte.replication_slot_health IS 'one row per logical replication slot of this database: retained WAL, limit, growth, time to limit and a status (ok, warning, critical, inactive, lost) with a hint';
+COMMENT ON VIEW dfe_airbyte.replication_slot_health IS 'one row per logical replication slot of this database: retained WAL, limit, growth, time to limit and a status (ok, warning, critical, inactive, lost, restored) with a hint';
 REVOKE ALL ON dfe_airbyte.replication_slot_health FROM PUBLIC;
 GRANT SELECT ON dfe_airbyte.replication_slot_health TO pg_monitor, dfe_airbyte_admin;

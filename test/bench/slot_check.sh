@@ -167,7 +167,7 @@ printf '%-30s %10s %10s %18s\n' "health view: plan" "-" "$vh_idx" "$v1_idx/$v1_s
 psql -qAt -c "SELECT 'growth estimate present for ' || count(growth_bytes_per_hour) || ' of ' || count(*) || ' slots' FROM dfe_airbyte.replication_slot_health"
 
 # worker CPU while idle (nothing but its checks every $interval s)
-pid=$(psql -qAt -c "SELECT dfe_airbyte_worker_pid()")
+pid=$(psql -qAt -c "SELECT pid FROM dfe_airbyte.workers WHERE worker = 'guard'")
 tck=$(getconf CLK_TCK)
 cpu() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
 a=$(cpu); t0=$(date +%s.%N)

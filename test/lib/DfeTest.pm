@@ -48,7 +48,7 @@ CONF
 	return $node;
 }
 
-# Wait until the worker runs (optionally a different pid than $old_pid); returns its pid.
+# Wait until the network worker runs (optionally a different pid than $old_pid); returns its pid.
 sub wait_for_worker
 {
 	my ($node, $old_pid) = @_;
@@ -60,6 +60,20 @@ sub wait_for_worker
 		usleep(100_000);
 	}
 	die "dfe_airbyte worker did not start";
+}
+
+# Wait until the guard worker runs (optionally a different pid than $old_pid); returns its pid.
+sub wait_for_guard
+{
+	my ($node, $old_pid) = @_;
+	for (1 .. 300)
+	{
+		my ($ret, $pid) = $node->psql('postgres',
+			"SELECT pid FROM dfe_airbyte.workers WHERE worker = 'guard'");
+		return $pid if $ret == 0 && $pid ne '' && (!defined $old_pid || $pid ne $old_pid);
+		usleep(100_000);
+	}
+	die "dfe_airbyte guard worker did not start";
 }
 
 # Poll $sql until it returns $expected (string compare); returns true on success.

@@ -31,6 +31,8 @@ my $node = DfeTest::new_node('slots',
 dfe_airbyte.check_interval = 1s
 dfe_airbyte.max_slot_wal_size = 4MB
 dfe_airbyte.slot_limit_action = warn
+# this test recreates the slot five times (test/t/033_no_loop.pl tests the cap)
+dfe_airbyte.max_slot_recreations_per_day = 100
 dfe_airbyte.airbyte_url = '$dead_url'
 dfe_airbyte.airbyte_client_id = 'test-client'
 dfe_airbyte.airbyte_client_secret = 'test-secret-value'
@@ -286,19 +288,19 @@ wait_for("SELECT slot_name || ' ' || resync_state FROM dfe_airbyte.slot_recreati
 is(refreshes($mark, 200), 2, 'one accepted refresh per recreation');
 set_conf('dfe_airbyte.slot_name' => 'airbyte_slot', 'dfe_airbyte.slot_limit_action' => 'warn');
 
-# ---- the worker terminated: it comes back and sampling goes on
-my $pid = DfeTest::wait_for_worker($node);
+# ---- the guard terminated: it comes back and sampling goes on
+my $pid = DfeTest::wait_for_guard($node);
 sql("SELECT pg_terminate_backend($pid)");
-my $new_pid = DfeTest::wait_for_worker($node, $pid);
-isnt($new_pid, $pid, 'worker restarted');
+my $new_pid = DfeTest::wait_for_guard($node, $pid);
+isnt($new_pid, $pid, 'guard restarted');
 my $last = sql("SELECT max(sampled_at) FROM dfe_airbyte.slot_samples");
 wait_for("SELECT max(sampled_at) > '$last' FROM dfe_airbyte.slot_samples", 't',
 	'sampling continues after the restart');
 
 # ---- bounded history
 set_conf('dfe_airbyte.history_max_rows' => '100');
-sql("SELECT pg_terminate_backend(dfe_airbyte_worker_pid())");    # prunes at its first check
-DfeTest::wait_for_worker($node, $new_pid);
+sql("SELECT pg_terminate_backend($new_pid)");    # prunes at its first check
+DfeTest::wait_for_guard($node, $new_pid);
 wait_for("SELECT count(*) <= 100 + 10 FROM dfe_airbyte.slot_samples", 't', 'samples pruned to history_max_rows');
 
 # ---- the postgres_exporter queries run and return the columns they declare

@@ -44,7 +44,7 @@ $primary->wait_for_catchup($standby);
 is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'), 't', 'standby is in recovery');
 is($standby->safe_psql('postgres', 'SELECT dfe_airbyte_worker_pid() IS NULL'), 't', 'no worker on the standby');
 is($standby->safe_psql('postgres',
-	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dfe_airbyte worker'"), '0',
+	"SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'dfe_airbyte%'"), '0',
 	'no worker process on the standby');
 
 # the primary's samples arrive by replication; the standby adds none
@@ -97,6 +97,27 @@ is($standby->safe_psql('postgres', "SELECT plugin FROM pg_replication_slots WHER
 	'pgoutput', 'slot exists on the new primary');
 is($standby->safe_psql('postgres', "SELECT count(*) FROM dfe_airbyte.events WHERE kind = 'slot_recreated'"),
 	'1', 'slot_recreated event');
+# the gap: from where the old primary's last sample saw Airbyte to the new slot
+# (the old primary's last sample of the slot, replicated: the last one before the recreation)
+my $last = $standby->safe_psql('postgres',
+	"SELECT confirmed_flush_lsn::text || ' ' || sampled_at FROM dfe_airbyte.slot_samples
+	 WHERE slot_name = 'airbyte_slot'
+	   AND sampled_at < (SELECT recreated_at FROM dfe_airbyte.slot_recreations ORDER BY id DESC LIMIT 1)
+	 ORDER BY id DESC LIMIT 1");
+is($standby->safe_psql('postgres',
+	"SELECT gap_from_lsn::text || ' ' || gap_from_time FROM dfe_airbyte.slot_recreations ORDER BY id DESC LIMIT 1"),
+	$last, 'the recreation records the gap from the last sample of the old primary');
+is($standby->safe_psql('postgres',
+	"SELECT new_lsn >= gap_from_lsn AND recreated_at > gap_from_time FROM dfe_airbyte.slot_recreations ORDER BY id DESC LIMIT 1"),
+	't', '... to the new slot\'s LSN and time');
+is($standby->safe_psql('postgres',
+	"SELECT data->'gap'->>'from_lsn' = r.gap_from_lsn::text AND data->'gap'->>'to_lsn' = r.new_lsn::text
+	        AND (data->'gap'->>'bytes')::bigint = (r.new_lsn - r.gap_from_lsn)::bigint
+	 FROM dfe_airbyte.events e, dfe_airbyte.slot_recreations r WHERE e.kind = 'slot_recreated'"),
+	't', 'the slot_recreated event carries the gap');
+like($standby->safe_psql('postgres', "SELECT detail FROM dfe_airbyte.events WHERE kind = 'slot_recreated'"),
+	qr/promoted from a standby.*the gap the re-sync must cover: Airbyte had confirmed up to/,
+	'and its detail says so');
 # (the fake records a request's status just after answering it)
 my $refreshes;
 for (1 .. 50)

@@ -1,17 +1,15 @@
 /*
- * worker.c — the dfe_airbyte background worker.
+ * scheduler.c — the loop of the guard and the network worker
+ * (scheduler.h).
  *
- * One worker per cluster, connected to dfe_airbyte.database.  It sleeps on
- * its latch and runs three tasks when they are due: deploys (woken by the
- * commit of a dfe_airbyte_deploy() call), the slot guard (every
- * check_interval) and sync health (every sync_poll_interval).  SIGHUP
- * reloads the configuration; SIGTERM ends the worker (die(), so a blocking
- * HTTP call is cut short by its progress callback).  An unexpected exit is
- * non-zero, so the postmaster starts the worker again after
- * WORKER_RESTART_SECONDS.
- *
- * The worker only starts once recovery has finished: on a standby it does
- * nothing at all, which is the only harmless thing it could do there.
+ * Each worker connects to dfe_airbyte.database, pins its search_path to
+ * pg_catalog, pg_temp (SPEC §9: a function planted in public is never
+ * called by the superuser worker), publishes its pid and latch in shared
+ * memory and sleeps on its latch between tasks.  SIGHUP reloads the
+ * configuration; SIGTERM ends the worker (die(), so a blocking HTTP call is
+ * cut short by its progress callback).  The workers only start once
+ * recovery has finished: on a standby they do nothing at all, the only
+ * harmless thing they could do there.
  */
 #include "postgres.h"
 
@@ -23,40 +21,28 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "scheduler.h"
 #include "settings.h"
 #include "shared.h"
-#include "worker.h"
 
+/* seconds before the postmaster starts a worker that exited non-zero again */
 #define WORKER_RESTART_SECONDS 5
 /* how long to wait before retrying a task that raised an ERROR */
 #define TASK_ERROR_RETRY_MS 10000L
 /* how often to look again for the extension when it is not installed */
 #define NO_EXTENSION_RETRY_MS 10000L
-
-typedef struct WorkerTask
-{
-	const char *name;
-	long		(*run) (void);
-	TimestampTz due;			/* 0: due now; DT_NOEND: only on latch */
-} WorkerTask;
-
-static WorkerTask tasks[] = {
-	{"deploy", deploy_worker_task, 0},
-	{"slot guard", slots_worker_task, 0},
-	{"full re-sync", resync_worker_task, 0},
-	{"sync health", sync_health_worker_task, 0},
-};
+/* look around at least this often, whatever the tasks said */
+#define MAX_SLEEP_MS 60000L
 
 static MemoryContext task_context = NULL;
 
 void
-dfe_register_worker(void)
+dfe_register_worker(const char *name, const char *function)
 {
 	BackgroundWorker worker;
 
@@ -65,22 +51,10 @@ dfe_register_worker(void)
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = WORKER_RESTART_SECONDS;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "dfe_airbyte");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "dfe_airbyte_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "dfe_airbyte worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "dfe_airbyte worker");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", name);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", name);
 	RegisterBackgroundWorker(&worker);
-}
-
-static void
-worker_detach_shmem(int code, Datum arg)
-{
-	SpinLockAcquire(&dfe_shared->mutex);
-	if (dfe_shared->worker_pid == MyProcPid)
-	{
-		dfe_shared->worker_pid = 0;
-		dfe_shared->worker_latch = NULL;
-	}
-	SpinLockRelease(&dfe_shared->mutex);
 }
 
 static bool
@@ -126,7 +100,7 @@ run_guarded(long (*fn) (void))
 }
 
 static void
-run_task(WorkerTask *task)
+run_task(DfeTask *task)
 {
 	long		next_ms = run_guarded(task->run);
 
@@ -134,39 +108,61 @@ run_task(WorkerTask *task)
 		: TimestampTzPlusMilliseconds(GetCurrentTimestamp(), next_ms);
 }
 
+/* run the due tasks; returns how long to sleep */
 static long
-startup_recovery(void)
+run_due_tasks(const DfeWorkerDef *def)
 {
-	deploy_worker_startup();
-	return 0;
+	long		sleep_ms = -1;
+	TimestampTz now;
+	int			i;
+
+	for (i = 0; i < def->ntasks; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (def->tasks[i].due != DT_NOEND && def->tasks[i].due <= GetCurrentTimestamp())
+			run_task(&def->tasks[i]);
+	}
+	now = GetCurrentTimestamp();
+	for (i = 0; i < def->ntasks; i++)
+	{
+		long		ms;
+
+		if (def->tasks[i].due == DT_NOEND)
+			continue;
+		ms = TimestampDifferenceMilliseconds(now, def->tasks[i].due);
+		if (sleep_ms < 0 || ms < sleep_ms)
+			sleep_ms = ms;
+	}
+	return sleep_ms;
 }
 
-void
-dfe_airbyte_worker_main(Datum main_arg)
+static void
+worker_setup(const DfeWorkerDef *def)
 {
-	bool		extension_seen = false;
-	bool		warned_no_extension = false;
-
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(dfe_database, NULL, 0);
-	pgstat_report_appname("dfe_airbyte worker");
 
-	SpinLockAcquire(&dfe_shared->mutex);
-	dfe_shared->worker_pid = MyProcPid;
-	dfe_shared->worker_latch = MyLatch;
-	dfe_shared->worker_started_at = GetCurrentTimestamp();
-	SpinLockRelease(&dfe_shared->mutex);
-	before_shmem_exit(worker_detach_shmem, (Datum) 0);
+	/* SPEC §9: whatever postgresql.conf or ALTER ROLE say, and for good */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	pgstat_report_appname(def->name);
 
+	dfe_worker_attach(def->kind);
 	task_context = AllocSetContextCreate(TopMemoryContext, "dfe_airbyte task",
 										 ALLOCSET_DEFAULT_SIZES);
-
 	ereport(LOG,
-			(errmsg("dfe_airbyte worker started in database \"%s\"", dfe_database)));
+			(errmsg("%s started in database \"%s\"", def->name, dfe_database)));
+}
 
+void
+dfe_worker_run(const DfeWorkerDef *def)
+{
+	bool		extension_seen = false;
+	bool		warned_no_extension = false;
+
+	worker_setup(def);
 	for (;;)
 	{
 		long		sleep_ms = -1;
@@ -184,8 +180,8 @@ dfe_airbyte_worker_main(Datum main_arg)
 		{
 			if (!warned_no_extension)
 				ereport(LOG,
-						(errmsg("dfe_airbyte worker is waiting for the extension to be installed in database \"%s\"",
-								dfe_database),
+						(errmsg("%s is waiting for the extension to be installed in database \"%s\"",
+								def->name, dfe_database),
 						 errhint("Run CREATE EXTENSION dfe_airbyte in that database, or set dfe_airbyte.database to the database where it is installed.")));
 			warned_no_extension = true;
 			extension_seen = false;
@@ -193,41 +189,21 @@ dfe_airbyte_worker_main(Datum main_arg)
 		}
 		else
 		{
-			TimestampTz now;
-
 			if (!extension_seen)
 			{
 				/* first sight of the extension: recover, then run everything */
 				warned_no_extension = false;
 				extension_seen = true;
-				(void) run_guarded(startup_recovery);
-				for (i = 0; i < lengthof(tasks); i++)
-					tasks[i].due = 0;
+				if (def->startup)
+					(void) run_guarded(def->startup);
+				for (i = 0; i < def->ntasks; i++)
+					def->tasks[i].due = 0;
 			}
-
-			for (i = 0; i < lengthof(tasks); i++)
-			{
-				CHECK_FOR_INTERRUPTS();
-				if (tasks[i].due != DT_NOEND && tasks[i].due <= GetCurrentTimestamp())
-					run_task(&tasks[i]);
-			}
-
-			now = GetCurrentTimestamp();
-			for (i = 0; i < lengthof(tasks); i++)
-			{
-				long		ms;
-
-				if (tasks[i].due == DT_NOEND)
-					continue;
-				ms = TimestampDifferenceMilliseconds(now, tasks[i].due);
-				if (sleep_ms < 0 || ms < sleep_ms)
-					sleep_ms = ms;
-			}
+			sleep_ms = run_due_tasks(def);
 		}
 
-		/* look around at least once a minute, whatever the tasks said */
-		if (sleep_ms < 0 || sleep_ms > 60000L)
-			sleep_ms = 60000L;
+		if (sleep_ms < 0 || sleep_ms > MAX_SLEEP_MS)
+			sleep_ms = MAX_SLEEP_MS;
 
 		rc = WaitLatch(MyLatch,
 					   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -235,8 +211,9 @@ dfe_airbyte_worker_main(Datum main_arg)
 		if (rc & WL_LATCH_SET)
 		{
 			ResetLatch(MyLatch);
-			/* a commit of dfe_airbyte_deploy() or a wait request: deploys now */
-			tasks[0].due = 0;
+			for (i = 0; i < def->ntasks; i++)
+				if (def->tasks[i].on_wake)
+					def->tasks[i].due = 0;
 		}
 	}
 }

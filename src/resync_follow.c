@@ -1,0 +1,148 @@
+/*
+ * resync_follow.c — records how the full re-sync jobs that slot
+ * recreations asked for are doing (network worker).
+ *
+ * The slot guard does not recreate the slot again while a re-sync it asked
+ * for is pending or running (a re-sync makes the slot retain WAL for the
+ * whole re-read, so recreating then would loop): it only reads
+ * dfe_airbyte.slot_recreations, and this task keeps resync_job_status there
+ * up to date from Airbyte's job (GET outside any transaction), and records
+ * the end of the job (resync_finished_at and an event).
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "utils/memutils.h"
+
+#include "airbyte.h"
+#include "events.h"
+#include "settings.h"
+#include "spi_xact.h"
+#include "worker.h"
+
+/* at most this many jobs per run (there is normally one) */
+#define FOLLOW_MAX_JOBS 10
+
+static MemoryContext follow_cxt = NULL;
+
+/* airbyte_get_job() with an ERROR turned into a LOG line and false */
+static pg_noinline bool
+fetch_job(int64 job_id, AirbyteJob *job)
+{
+	volatile bool ok = false;
+
+	PG_TRY();
+	{
+		airbyte_get_job(job_id, job);
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(follow_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		MemoryContextSwitchTo(follow_cxt);
+		ereport(LOG,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("dfe_airbyte could not read the state of full re-sync job " INT64_FORMAT ": %s",
+						job_id, edata->message ? edata->message : "unknown error"),
+				 errhint("The network worker tries again at its next sync health poll; until then the slot guard still treats the re-sync as running.")));
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+static void
+record_job(int64 rec_id, int64 job_id, const char *status, const char *slot_name)
+{
+	bool		finished = airbyte_job_finished(status);
+	const char *args[3] = {dfe_int64_str(rec_id), status, finished ? "true" : "false"};
+
+	dfe_xact_begin("dfe_airbyte full re-sync follow-up");
+	dfe_sql("record the re-sync job's state",
+			"UPDATE dfe_airbyte.slot_recreations SET resync_job_status = $2,\n"
+			"    resync_job_checked_at = now(),\n"
+			"    resync_finished_at = CASE WHEN $3::boolean THEN now() END\n"
+			"WHERE id = $1::bigint",
+			3, args, SPI_OK_UPDATE);
+	if (finished)
+	{
+		bool		ok = strcmp(status, "succeeded") == 0;
+
+		dfe_event(ok ? "info" : "warning", ok ? "full_resync_succeeded" : "full_resync_ended",
+				  slot_name,
+				  ok ? psprintf("the full re-sync (job " INT64_FORMAT ") that the recreation of replication slot %s required succeeded; the slot guard acts normally again",
+								job_id, slot_name)
+				  : psprintf("the full re-sync (job " INT64_FORMAT ") that the recreation of replication slot %s required ended %s; Airbyte's next sync continues the refresh; check the connection's job history in Airbyte",
+							 job_id, slot_name, status),
+				  psprintf("{\"slot_name\": \"%s\", \"job_id\": " INT64_FORMAT ", \"status\": \"%s\"}",
+						   slot_name, job_id, status));
+	}
+	dfe_xact_end();
+}
+
+long
+resync_follow_worker_task(void)
+{
+	int64		rec_ids[FOLLOW_MAX_JOBS];
+	int64		job_ids[FOLLOW_MAX_JOBS];
+	char	   *slots[FOLLOW_MAX_JOBS];
+	int			n;
+	int			i;
+	long		interval_ms = Min(dfe_sync_poll_interval_s, dfe_check_interval_s) * 1000L;
+
+	follow_cxt = CurrentMemoryContext;
+	dfe_xact_begin("dfe_airbyte full re-sync follow-up");
+
+	/*
+	 * Airbyte before 1.2 answers the refresh request with {"value": true}
+	 * and no job (api_conformance.md §2 #1; airbyte-platform v1.1.0
+	 * ConnectionApiController.java): the refresh is the next job Airbyte
+	 * creates.  Without a job id, a job that started after the request and
+	 * succeeded (as sync health saw it) is taken as the end of the re-sync,
+	 * so the guard is not held back for ever.
+	 */
+	dfe_sql("end the re-syncs a later successful job covered",
+			"WITH done AS (\n"
+			"    UPDATE dfe_airbyte.slot_recreations r SET resync_job_status = 'succeeded',\n"
+			"        resync_job_checked_at = now(), resync_finished_at = now(),\n"
+			"        note = coalesce(r.note || '; ', '') || 'Airbyte gave no job id; job ' || j.job_id || ', started after the request, succeeded'\n"
+			"    FROM (SELECT job_id, started_at FROM dfe_airbyte.sync_jobs WHERE status = 'succeeded') j\n"
+			"    WHERE r.resync_state = 'started' AND r.resync_job_id IS NULL AND r.resync_finished_at IS NULL\n"
+			"      AND r.resync_started_at IS NOT NULL AND j.started_at >= r.resync_started_at\n"
+			"    RETURNING r.id)\n"
+			"SELECT count(*) FROM done",
+			0, NULL, SPI_OK_SELECT);
+	dfe_sql("read the re-syncs under way",
+			"SELECT id, resync_job_id, slot_name FROM dfe_airbyte.slot_recreations\n"
+			"WHERE resync_state = 'started' AND resync_job_id IS NOT NULL\n"
+			"  AND resync_finished_at IS NULL\n"
+			"  AND coalesce(resync_job_status, '') NOT IN ('succeeded', 'failed', 'cancelled', 'abandoned')\n"
+			"ORDER BY id LIMIT " CppAsString2(FOLLOW_MAX_JOBS),
+			0, NULL, SPI_OK_SELECT);
+	n = (int) SPI_processed;
+	for (i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		rec_ids[i] = DatumGetInt64(dfe_col_datum(i, 1, &isnull));
+		job_ids[i] = DatumGetInt64(dfe_col_datum(i, 2, &isnull));
+		slots[i] = dfe_col_text(i, 3);
+	}
+	dfe_xact_end();
+
+	/* outside any transaction: HTTP calls */
+	for (i = 0; i < n; i++)
+	{
+		AirbyteJob	job;
+
+		memset(&job, 0, sizeof(job));
+		if (!airbyte_configured() || !fetch_job(job_ids[i], &job) || job.status == NULL)
+			continue;
+		record_job(rec_ids[i], job_ids[i], job.status, slots[i]);
+	}
+	return interval_ms;
+}

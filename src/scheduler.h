@@ -1,0 +1,43 @@
+/*
+ * scheduler.h — the loop both background workers run (scheduler.c).
+ *
+ * A worker is a list of tasks.  A task runs outside any transaction: it
+ * starts and commits its own short transactions (spi_xact.h) and returns how
+ * many milliseconds until it wants to run again (-1: only when the latch is
+ * set).  An ERROR escaping a task is logged and the worker goes on (the task
+ * is retried after TASK_ERROR_RETRY_MS); FATAL (SIGTERM) ends the worker with
+ * a non-zero exit, so the postmaster starts it again on its own.
+ */
+#ifndef DFE_AIRBYTE_SCHEDULER_H
+#define DFE_AIRBYTE_SCHEDULER_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+
+#include "shared.h"
+
+typedef struct DfeTask
+{
+	const char *name;
+	long		(*run) (void);
+	bool		on_wake;		/* due at once whenever the latch is set */
+	TimestampTz due;			/* 0: due now; DT_NOEND: only on latch */
+} DfeTask;
+
+typedef struct DfeWorkerDef
+{
+	DfeWorkerKind kind;
+	const char *name;			/* process title and backend_type */
+	DfeTask    *tasks;
+	int			ntasks;
+	long		(*startup) (void);	/* once per sight of the extension, or NULL */
+} DfeWorkerDef;
+
+/* register a worker whose entry point is function (in this library) */
+extern void dfe_register_worker(const char *name, const char *function);
+
+/* connect to dfe_airbyte.database, publish the worker, run its tasks forever */
+extern void dfe_worker_run(const DfeWorkerDef *def) pg_attribute_noreturn();
+
+#endif
