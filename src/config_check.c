@@ -27,6 +27,7 @@
 #include "settings.h"
 #include "spi_xact.h"
 #include "shared.h"
+#include "version.h"
 
 typedef struct ProblemSink
 {
@@ -313,6 +314,19 @@ check_connection_watch(ProblemSink *sink)
 					"Fix the cause (dfe_airbyte.events, the job logs in the Airbyte UI), then SELECT * FROM dfe_airbyte_repair(dry_run => false) re-enables it.");
 }
 
+/* upgrades: the SQL objects are older (or newer) than the loaded library */
+static void
+check_version(ProblemSink *sink)
+{
+	char	   *installed = dfe_installed_version();
+
+	if (installed && strcmp(installed, DFE_AIRBYTE_VERSION) != 0)
+		add_problem(sink, "error", "dfe_airbyte",
+					psprintf("the installed SQL objects are version %s but the loaded library is version %s: the worker's and the functions' queries may fail",
+							 installed, DFE_AIRBYTE_VERSION),
+					"ALTER EXTENSION dfe_airbyte UPDATE; (as a superuser, in this database)");
+}
+
 PG_FUNCTION_INFO_V1(dfe_airbyte_setting_problems);
 
 /* dfe_airbyte_setting_problems() → TABLE(severity, object, problem, hint) */
@@ -324,6 +338,7 @@ dfe_airbyte_setting_problems(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	sink.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
+	check_version(&sink);
 	check_worker(&sink);
 	check_airbyte(&sink);
 	check_bigquery(&sink);

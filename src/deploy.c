@@ -195,7 +195,7 @@ spi_exec(const char *sql, int nargs, Oid *types, Datum *values,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("dfe_airbyte deploy bookkeeping failed: %s", SPI_result_code_string(ret)),
 				 errdetail("Statement: %s", sql),
-				 errhint("Check that the dfe_airbyte extension is installed correctly (ALTER EXTENSION dfe_airbyte UPDATE).")));
+				 errhint("%s", DFE_UPDATE_HINT)));
 }
 
 static int64

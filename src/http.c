@@ -165,6 +165,13 @@ http_escape(const char *s)
 /* libcurl callbacks                                                      */
 /* ---------------------------------------------------------------------- */
 
+/* dfe_airbyte.http_max_response_size in bytes */
+static Size
+http_max_response_bytes(void)
+{
+	return (Size) dfe_http_max_response_size_kb * 1024;
+}
+
 static size_t
 write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
@@ -172,11 +179,18 @@ write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	size_t		len = size * nmemb;
 
 	/*
-	 * appendBinaryStringInfo raises ERROR (longjmp through libcurl) only on
-	 * a body over 1 GB; refuse such a body instead.
+	 * A body over dfe_airbyte.http_max_response_size is refused (libcurl
+	 * then ends the transfer with CURLE_WRITE_ERROR): a misbehaving server
+	 * must not fill the backend's memory.  Raising here would longjmp
+	 * through libcurl; the error is raised by http_raise() instead.
+	 * appendBinaryStringInfo itself would ERROR only past 1 GB.
 	 */
-	if (req->response->len + len >= MaxAllocSize / 2)
+	if ((Size) req->response->len + len > http_max_response_bytes() ||
+		req->response->len + len >= MaxAllocSize / 2)
+	{
+		req->too_large = true;
 		return 0;
+	}
 	appendBinaryStringInfo(req->response, ptr, len);
 	return len;
 }
@@ -287,6 +301,7 @@ prepare_attempt(HttpRequest *req)
 	req->etag = NULL;
 	req->retry_after_s = -1;
 	req->errbuf[0] = '\0';
+	req->too_large = false;
 
 	snprintf(user_agent, sizeof(user_agent), "dfe_airbyte/%s (PostgreSQL %s)",
 			 DFE_AIRBYTE_VERSION, PG_MAJORVERSION);
@@ -302,6 +317,8 @@ prepare_attempt(HttpRequest *req)
 	SETOPT(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) dfe_http_connect_timeout_s * 1000L);
 	SETOPT(easy, CURLOPT_TIMEOUT_MS, (long) dfe_http_timeout_s * 1000L);
 	SETOPT(easy, CURLOPT_USERAGENT, user_agent);
+	/* a declared Content-Length over the cap fails before the body comes */
+	SETOPT(easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) http_max_response_bytes());
 	SETOPT(easy, CURLOPT_WRITEFUNCTION, write_body);
 	SETOPT(easy, CURLOPT_WRITEDATA, req);
 	SETOPT(easy, CURLOPT_HEADERFUNCTION, read_header);
@@ -369,6 +386,7 @@ retryable(const HttpRequest *req, CURLcode rc)
 			case CURLE_SSL_ISSUER_ERROR:
 			case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
 			case CURLE_WRITE_ERROR:
+			case CURLE_FILESIZE_EXCEEDED:
 			case CURLE_OUT_OF_MEMORY:
 				return false;
 			default:
@@ -553,8 +571,12 @@ http_perform(HttpRequest **reqs, int n, int concurrency)
 				{
 					req->status = 0;
 					req->transport_code = (int) rc;
-					req->transport_error = pstrdup(req->errbuf[0] ? req->errbuf
-												   : curl_easy_strerror(rc));
+					if (rc == CURLE_FILESIZE_EXCEEDED)
+						req->too_large = true;
+					req->transport_error = req->too_large
+						? psprintf("the response is larger than dfe_airbyte.http_max_response_size (%d kB)",
+								   dfe_http_max_response_size_kb)
+						: pstrdup(req->errbuf[0] ? req->errbuf : curl_easy_strerror(rc));
 				}
 
 				for (idx = 0; idx < n && reqs[idx] != req; idx++)
@@ -677,6 +699,13 @@ http_raise(const HttpRequest *req)
 {
 	char	   *message = http_server_message(req);
 	const char *hint;
+
+	if (req->status == 0 && req->too_large)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s failed: %s", req->what, message),
+				 errdetail("%s %s; the transfer was stopped.", req->method, http_redact(req->url)),
+				 errhint("Raise dfe_airbyte.http_max_response_size (ALTER SYSTEM SET dfe_airbyte.http_max_response_size = '256MB'; SELECT pg_reload_conf();) if the answer is legitimately this large, e.g. the discovered catalog of a very large schema.")));
 
 	if (req->status == 0)
 	{

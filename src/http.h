@@ -58,6 +58,7 @@ typedef struct HttpRequest
 	void	   *easy;
 	struct curl_slist *header_list;
 	char		errbuf[256];
+	bool		too_large;		/* body over dfe_airbyte.http_max_response_size */
 } HttpRequest;
 
 /* a new request in CurrentMemoryContext */

@@ -4,6 +4,7 @@
  */
 #include "postgres.h"
 
+#include "lib/stringinfo.h"
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
 #include "utils/memutils.h"
@@ -37,6 +38,109 @@ mentions_secret_setting(const char *text)
 			return true;
 	}
 	return false;
+}
+
+/* inline credential JSON is a secret; a credential file path is not */
+static const char *
+if_inline_json(const char *credentials)
+{
+	if (credentials && credentials[strspn(credentials, " \t\r\n")] == '{')
+		return credentials;
+	return NULL;
+}
+
+/*
+ * text with every occurrence of a secret replaced by [redacted] (allocated
+ * in ErrorContext), or NULL when it holds none.
+ */
+static char *
+without_secrets(const char *text, const char *const *secrets, int nsecrets)
+{
+	StringInfoData out;
+	bool		found = false;
+	int			i;
+
+	if (text == NULL)
+		return NULL;
+	for (i = 0; i < nsecrets && !found; i++)
+		found = secrets[i] && strstr(text, secrets[i]) != NULL;
+	if (!found)
+		return NULL;
+
+	/*
+	 * One pass per secret over the previous pass's result, copying around
+	 * each hit: the scan never revisits its own "[redacted]" marks, so a
+	 * secret that is a substring of the mark cannot loop.
+	 */
+	out.data = pstrdup(text);
+	for (i = 0; i < nsecrets; i++)
+	{
+		StringInfoData next;
+		const char *p = out.data;
+		const char *hit;
+
+		if (secrets[i] == NULL || strstr(p, secrets[i]) == NULL)
+			continue;
+		initStringInfo(&next);
+		while ((hit = strstr(p, secrets[i])) != NULL)
+		{
+			appendBinaryStringInfo(&next, p, hit - p);
+			appendStringInfoString(&next, "[redacted]");
+			p = hit + strlen(secrets[i]);
+		}
+		appendStringInfoString(&next, p);
+		pfree(out.data);
+		out = next;
+	}
+	return out.data;
+}
+
+/*
+ * The secrets' values, from the settings and from the environment variables
+ * they fall back to (a Terraform-provisioned pod sets AIRBYTE_CLIENT_SECRET
+ * and GOOGLE_CLOUD_CREDENTIALS, not the GUCs), are hidden from every part
+ * of a log line: message, detail, hint, context and internal query.  The
+ * message of a line that held one is replaced outright (its wording may
+ * reveal the secret's shape); the other parts keep their text around a
+ * [redacted] mark.
+ */
+static void
+hide_secret_values(ErrorData *edata)
+{
+	const char *candidates[] = {
+		dfe_airbyte_client_secret,
+		getenv("AIRBYTE_CLIENT_SECRET"),
+		if_inline_json(dfe_google_credentials),
+		if_inline_json(getenv("GOOGLE_CLOUD_CREDENTIALS")),
+	};
+	const char *secrets[lengthof(candidates)];
+	char	  **fields[] = {&edata->detail, &edata->detail_log, &edata->hint,
+	&edata->context, &edata->internalquery};
+	int			nsecrets = 0;
+	int			i;
+	MemoryContext old;
+
+	/* very short values would hide ordinary words */
+	for (i = 0; i < lengthof(candidates); i++)
+		if (candidates[i] && strlen(candidates[i]) >= 6)
+			secrets[nsecrets++] = candidates[i];
+	if (nsecrets == 0)
+		return;
+
+	old = MemoryContextSwitchTo(ErrorContext);
+	/* the STATEMENT line would repeat a statement that holds one */
+	if (without_secrets(debug_query_string, secrets, nsecrets) != NULL)
+		edata->hide_stmt = true;
+	if (without_secrets(edata->message, secrets, nsecrets) != NULL)
+		edata->message = pstrdup("a message that contained a dfe_airbyte secret was hidden");
+	for (i = 0; i < lengthof(fields); i++)
+	{
+		char	   *clean = without_secrets(*fields[i], secrets, nsecrets);
+
+		if (clean)
+			*fields[i] = clean;
+	}
+	MemoryContextSwitchTo(old);
 }
 
 static void
@@ -81,29 +185,7 @@ dfe_emit_log_hook(ErrorData *edata)
 		}
 	}
 	/* whatever the wording (translations), never let a secret's value through */
-	if (edata->message)
-	{
-		/* google_credentials is secret when it holds the JSON, not when it is a path */
-		const char *values[] = {
-			dfe_airbyte_client_secret,
-			(dfe_google_credentials && dfe_google_credentials[strspn(dfe_google_credentials, " \t\r\n")] == '{')
-			? dfe_google_credentials : NULL
-		};
-		int			i;
-
-		for (i = 0; i < lengthof(values); i++)
-		{
-			if (values[i] && strlen(values[i]) >= 6 && strstr(edata->message, values[i]))
-			{
-				MemoryContext old = MemoryContextSwitchTo(ErrorContext);
-
-				edata->message = psprintf("a message that contained a dfe_airbyte secret was hidden");
-				edata->detail = NULL;
-				MemoryContextSwitchTo(old);
-				break;
-			}
-		}
-	}
+	hide_secret_values(edata);
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
 }

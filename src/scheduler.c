@@ -29,6 +29,7 @@
 #include "scheduler.h"
 #include "settings.h"
 #include "shared.h"
+#include "version.h"
 
 /* seconds before the postmaster starts a worker that exited non-zero again */
 #define WORKER_RESTART_SECONDS 5
@@ -60,12 +61,14 @@ dfe_register_worker(const char *name, const char *function)
 static bool
 extension_installed(void)
 {
-	bool		installed;
+	char	   *version;
 
 	StartTransactionCommand();
-	installed = OidIsValid(get_extension_oid("dfe_airbyte", true));
+	version = dfe_installed_version();
+	/* an installed version other than the library's: a WARNING, once per version */
+	dfe_worker_note_version(version);
 	CommitTransactionCommand();
-	return installed;
+	return version != NULL;
 }
 
 /*

@@ -63,6 +63,8 @@ char	   *dfe_source_schema = NULL;
 char	   *dfe_publication = NULL;
 int			dfe_deploy_retry_timeout_s = 600;
 
+/* safety (issue 11): response size cap */
+int			dfe_http_max_response_size_kb = 64 * 1024;
 /* BigQuery policy tags and the lists (issue 10) */
 bool		dfe_hide_unlisted_columns = true;
 int			dfe_bigquery_table_update_limit = 4;
@@ -191,7 +193,7 @@ dfe_define_settings(void)
 			   "How often the worker reads the last Airbyte sync job for sync_health.",
 			   &dfe_sync_poll_interval_s, 60, 1, 86400, GUC_UNIT_S);
 	define_int("dfe_airbyte.history_retention",
-			   "How long slot samples, sync jobs and events are kept.",
+			   "How long slot samples, sync jobs, events and finished deploys are kept.",
 			   &dfe_history_retention_min, 7 * 24 * 60, 1, 365 * 24 * 60, GUC_UNIT_MIN);
 	define_int("dfe_airbyte.history_max_rows",
 			   "Most rows kept in each history table.",
@@ -231,6 +233,11 @@ dfe_define_settings(void)
 			   "Airbyte's limit on selected fields per connection (its MAX_FIELDS_PER_CONNECTION), for dfe_airbyte_deploy_plan().",
 			   &dfe_airbyte_max_fields, 20000, 1, INT_MAX, 0);
 
+
+	/* safety (issue 11): a server cannot fill a backend's memory */
+	define_int("dfe_airbyte.http_max_response_size",
+			   "Largest HTTP response body accepted from Airbyte or Google; a larger one fails the call.",
+			   &dfe_http_max_response_size_kb, 64 * 1024, 64, 512 * 1024, GUC_UNIT_KB);
 	/* BigQuery policy tags and the lists (issue 10) */
 	DefineCustomBoolVariable("dfe_airbyte.hide_unlisted_columns",
 							 "Put the hidden policy tag also on final-table columns that are not allowlisted (not Airbyte's own).",

@@ -62,6 +62,8 @@ extern int	dfe_airbyte_max_fields;
 /* slot guard independence (issue 9): no recreate loop */
 extern int	dfe_max_slot_recreations_per_day;
 
+/* safety: largest HTTP response body accepted, in kB */
+extern int	dfe_http_max_response_size_kb;
 /* BigQuery policy tags and the lists (issue 10) */
 extern bool dfe_hide_unlisted_columns;
 extern int	dfe_bigquery_table_update_limit;

@@ -95,6 +95,17 @@ extern void dfe_json_init(void);
 extern void dfe_install_log_hook(void);
 
 /*
+ * The hint of an error that SQL objects older than the library can cause
+ * (a table or column the library expects is missing).  ALTER EXTENSION
+ * dfe_airbyte UPDATE brings them up to date (sql/dfe_airbyte--X--Y.sql
+ * from every released version); dfe_airbyte.config_problems says when the
+ * versions differ.
+ */
+#define DFE_UPDATE_HINT \
+	"If dfe_airbyte.config_problems says the installed SQL objects are older than the library (" \
+	DFE_AIRBYTE_VERSION "), run ALTER EXTENSION dfe_airbyte UPDATE; otherwise this is a bug: report it."
+
+/*
  * An error that only a bug or a damaged installation can cause (SPI refusing
  * a query the extension wrote itself): still an errcode and a hint.
  */
@@ -102,6 +113,6 @@ extern void dfe_install_log_hook(void);
 	ereport(ERROR, \
 			(errcode(ERRCODE_INTERNAL_ERROR), \
 			 errmsg_internal(__VA_ARGS__), \
-			 errhint("This is a bug or a damaged dfe_airbyte installation: reinstall the extension (ALTER EXTENSION dfe_airbyte UPDATE, or DROP and CREATE) and report it.")))
+			 errhint("%s", DFE_UPDATE_HINT)))
 
 #endif

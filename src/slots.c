@@ -34,9 +34,9 @@
  *      a task of the network side, so that no network call can delay the
  *      guard;
  *
- *   4. at most once a minute prunes slot_samples, events and finished
- *      slot_recreations to dfe_airbyte.history_retention and
- *      dfe_airbyte.history_max_rows.
+ *   4. at most once a minute prunes slot_samples, events, finished
+ *      slot_recreations and finished deploys to dfe_airbyte.history_retention
+ *      and dfe_airbyte.history_max_rows.
  */
 #include "postgres.h"
 
@@ -803,6 +803,17 @@ prune_history(void)
 			"WHERE decided_at < now() - greatest(make_interval(mins => $1::int), interval '1 day')\n"
 			"  AND resync_state = 'started'",
 			1, args, SPI_OK_DELETE);
+	/* finished deploys only: a queued or running one is never pruned */
+	dfe_sql("prune deploys",
+			"DELETE FROM dfe_airbyte.deploys\n"
+			"WHERE state NOT IN ('queued', 'running')\n"
+			"  AND coalesce(finished_at, requested_at) < now() - make_interval(mins => $1::int)",
+			1, args, SPI_OK_DELETE);
+	dfe_sql("prune deploys",
+			"DELETE FROM dfe_airbyte.deploys\n"
+			"WHERE state NOT IN ('queued', 'running')\n"
+			"  AND id <= (SELECT max(id) FROM dfe_airbyte.deploys) - $2::bigint",
+			2, args, SPI_OK_DELETE);
 	dfe_xact_end();
 }
 

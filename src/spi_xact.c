@@ -12,6 +12,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "shared.h"
 #include "spi_xact.h"
 
 static MemoryContext result_cxt = NULL;
@@ -62,7 +63,7 @@ dfe_spi_failed(const char *what, int ret)
 	ereport(ERROR,
 			(errcode(ERRCODE_INTERNAL_ERROR),
 			 errmsg("dfe_airbyte could not %s: %s", what, SPI_result_code_string(ret)),
-			 errhint("Check that the dfe_airbyte extension is installed correctly (ALTER EXTENSION dfe_airbyte UPDATE).")));
+			 errhint("%s", DFE_UPDATE_HINT)));
 }
 
 int

@@ -30,6 +30,7 @@
 #include "events.h"
 #include "http.h"
 #include "settings.h"
+#include "shared.h"
 #include "worker.h"
 
 /* older unfinished jobs read again per poll, at most */
@@ -71,7 +72,7 @@ sh_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("dfe_airbyte sync health bookkeeping failed: %s", SPI_result_code_string(ret)),
 				 errdetail("Statement: %s", sql),
-				 errhint("Check that the dfe_airbyte extension is installed correctly (ALTER EXTENSION dfe_airbyte UPDATE).")));
+				 errhint("%s", DFE_UPDATE_HINT)));
 }
 
 typedef struct PollArgs

@@ -2,14 +2,15 @@
 
 -- The checks SQL cannot make (settings with their environment fallbacks,
 -- secrets, the worker).  It never shows a secret's value.
-CREATE FUNCTION dfe_airbyte_setting_problems()
+CREATE FUNCTION @extschema@.dfe_airbyte_setting_problems()
     RETURNS TABLE (severity text, object text, problem text, hint text)
     AS 'MODULE_PATHNAME', 'dfe_airbyte_setting_problems'
-    LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION dfe_airbyte_setting_problems() IS
+    LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_setting_problems() IS
     'the settings part of dfe_airbyte.config_problems (missing or malformed settings, wal_level, WAL limits, the worker)';
-REVOKE ALL ON FUNCTION dfe_airbyte_setting_problems() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION dfe_airbyte_setting_problems() TO dfe_airbyte_admin, pg_monitor;
+REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_setting_problems() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_setting_problems() TO dfe_airbyte_admin, pg_monitor;
 
 CREATE VIEW dfe_airbyte.config_problems AS
 WITH conf AS (
@@ -47,7 +48,7 @@ stream_keys AS (
     SELECT s->>'name' AS table_name,
            (SELECT string_agg(e.k->>0, ', ' ORDER BY e.o)
               FROM jsonb_array_elements(s->'primaryKey') WITH ORDINALITY AS e(k, o)) AS stream_pk
-      FROM jsonb_array_elements(dfe_airbyte_stream_config()->'configurations'->'streams') AS s
+      FROM jsonb_array_elements(@extschema@.dfe_airbyte_stream_config()->'configurations'->'streams') AS s
 ),
 pub AS (
     SELECT p.* FROM pg_catalog.pg_publication p, conf WHERE p.pubname = conf.publication
@@ -219,7 +220,7 @@ problems (severity, object, problem, hint) AS (
        AND (s.database IS DISTINCT FROM current_database() OR s.plugin IS DISTINCT FROM 'pgoutput')
     UNION ALL
     SELECT sp.severity, sp.object, sp.problem, sp.hint
-      FROM dfe_airbyte_setting_problems() AS sp
+      FROM @extschema@.dfe_airbyte_setting_problems() AS sp
 )
 SELECT severity, object, problem, hint
   FROM problems

@@ -36,17 +36,19 @@ GRANT SELECT ON dfe_airbyte.deploys TO pg_monitor, dfe_airbyte_admin;
 GRANT INSERT (requested_by) ON dfe_airbyte.deploys TO dfe_airbyte_admin;
 GRANT USAGE ON SEQUENCE dfe_airbyte.deploys_id_seq TO dfe_airbyte_admin;
 
-CREATE FUNCTION dfe_airbyte_deploy(wait boolean DEFAULT false) RETURNS bigint
+CREATE FUNCTION @extschema@.dfe_airbyte_deploy(wait boolean DEFAULT false) RETURNS bigint
     AS 'MODULE_PATHNAME', 'dfe_airbyte_deploy'
-    LANGUAGE C VOLATILE STRICT;
-COMMENT ON FUNCTION dfe_airbyte_deploy(boolean) IS
+    LANGUAGE C VOLATILE STRICT
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_deploy(boolean) IS
     'queues a deploy (wait for migrations, refresh the connection, sync, apply policy tags) that the worker runs after this transaction commits; returns its id. wait => true (outside a transaction block) waits for it with progress NOTICEs';
 
-CREATE FUNCTION dfe_airbyte_migration_lock_key() RETURNS bigint
+CREATE FUNCTION @extschema@.dfe_airbyte_migration_lock_key() RETURNS bigint
     AS 'MODULE_PATHNAME', 'dfe_airbyte_migration_lock_key'
-    LANGUAGE C STABLE STRICT;
-COMMENT ON FUNCTION dfe_airbyte_migration_lock_key() IS
+    LANGUAGE C STABLE STRICT
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_migration_lock_key() IS
     'the advisory lock key Rails holds while it migrates this database (2053462845 * CRC32(database name)); deploys wait while it is held';
 
-REVOKE ALL ON FUNCTION dfe_airbyte_deploy(boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION dfe_airbyte_deploy(boolean) TO dfe_airbyte_admin;
+REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_deploy(boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_deploy(boolean) TO dfe_airbyte_admin;

@@ -3,13 +3,13 @@
 
 -- Both workers, from shared memory: the guard (samples and acts on the slot,
 -- never calls out) and the network worker (deploys, re-syncs, sync health).
-CREATE FUNCTION dfe_airbyte_workers(
+CREATE FUNCTION @extschema@.dfe_airbyte_workers(
     OUT worker text, OUT pid integer, OUT started_at timestamptz, OUT database name)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'dfe_airbyte_workers'
     LANGUAGE C VOLATILE
     SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION dfe_airbyte_workers() IS 'the dfe_airbyte background workers (guard, network): pid and start time, NULL when not running, and the database they serve';
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_workers() IS 'the dfe_airbyte background workers (guard, network): pid and start time, NULL when not running, and the database they serve';
 
 CREATE VIEW dfe_airbyte.workers AS
     SELECT w.worker, w.pid, w.started_at, w.database
@@ -34,16 +34,16 @@ COMMENT ON TABLE dfe_airbyte.server_identity IS 'the system identifier of the se
 REVOKE ALL ON dfe_airbyte.server_identity FROM PUBLIC;
 GRANT SELECT ON dfe_airbyte.server_identity TO pg_monitor, dfe_airbyte_admin;
 
-CREATE FUNCTION dfe_airbyte_system_identifier() RETURNS bigint
+CREATE FUNCTION @extschema@.dfe_airbyte_system_identifier() RETURNS bigint
     AS 'MODULE_PATHNAME', 'dfe_airbyte_system_identifier'
     LANGUAGE C STABLE
     SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION dfe_airbyte_system_identifier() IS 'this server''s system identifier, as pg_control_system() shows it';
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_system_identifier() IS 'this server''s system identifier, as pg_control_system() shows it';
 
-CREATE FUNCTION dfe_airbyte_confirm_restore() RETURNS text
+CREATE FUNCTION @extschema@.dfe_airbyte_confirm_restore() RETURNS text
     AS 'MODULE_PATHNAME', 'dfe_airbyte_confirm_restore'
     LANGUAGE C VOLATILE
     SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION dfe_airbyte_confirm_restore() IS 'after a restore of another server''s backup: this database now belongs to this server; clears the other server''s slot history and lets the slot guard act again';
-REVOKE ALL ON FUNCTION dfe_airbyte_confirm_restore() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION dfe_airbyte_confirm_restore() TO dfe_airbyte_admin;
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_confirm_restore() IS 'after a restore of another server''s backup: this database now belongs to this server; clears the other server''s slot history and lets the slot guard act again';
+REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_confirm_restore() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_confirm_restore() TO dfe_airbyte_admin;

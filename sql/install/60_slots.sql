@@ -79,7 +79,7 @@ GRANT SELECT ON dfe_airbyte.slot_samples, dfe_airbyte.slot_state, dfe_airbyte.sl
 
 -- The guard's effective settings, as the C code reads them (GUC units and
 -- defaults resolved).  Read-only and free of secrets: callable by anyone.
-CREATE FUNCTION dfe_airbyte_slot_guard_settings(
+CREATE FUNCTION @extschema@.dfe_airbyte_slot_guard_settings(
     OUT slot_name text,
     OUT limit_bytes bigint,
     OUT warning_fraction double precision,
@@ -87,25 +87,30 @@ CREATE FUNCTION dfe_airbyte_slot_guard_settings(
     OUT inactive_after interval,
     OUT server_limit_bytes bigint)
     AS 'MODULE_PATHNAME', 'dfe_airbyte_slot_guard_settings'
-    LANGUAGE C STABLE;
-COMMENT ON FUNCTION dfe_airbyte_slot_guard_settings() IS 'the slot guard''s settings: Airbyte slot, dfe_airbyte.max_slot_wal_size in bytes (NULL: no limit), warning fraction, limit action, inactivity threshold, max_slot_wal_keep_size in bytes (NULL: none)';
+    LANGUAGE C STABLE
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_slot_guard_settings() IS 'the slot guard''s settings: Airbyte slot, dfe_airbyte.max_slot_wal_size in bytes (NULL: no limit), warning fraction, limit action, inactivity threshold, max_slot_wal_keep_size in bytes (NULL: none)';
 
 -- One check's sampling work, done now in this transaction (no limit action):
--- for tests and benchmarks.
-CREATE FUNCTION dfe_airbyte_check_slots_now(
+-- for tests and benchmarks.  SECURITY DEFINER (owned by the superuser who
+-- created the extension, search_path pinned): it writes slot_samples and
+-- slot_state, which dfe_airbyte_admin may only read; granting it INSERT and
+-- UPDATE there would let it forge the history instead of only sampling.
+CREATE FUNCTION @extschema@.dfe_airbyte_check_slots_now(
     OUT slots integer,
     OUT elapsed_ms double precision,
     OUT buffers_hit bigint,
     OUT buffers_read bigint)
     AS 'MODULE_PATHNAME', 'dfe_airbyte_check_slots_now'
-    LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION dfe_airbyte_check_slots_now() IS 'samples the logical slots of this database now, as one worker check does (without the limit action); returns its cost';
-REVOKE ALL ON FUNCTION dfe_airbyte_check_slots_now() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION dfe_airbyte_check_slots_now() TO dfe_airbyte_admin;
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_check_slots_now() IS 'samples the logical slots of this database now, as one worker check does (without the limit action); returns its cost';
+REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_check_slots_now() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_check_slots_now() TO dfe_airbyte_admin;
 
 CREATE VIEW dfe_airbyte.replication_slot_health AS
 WITH cfg AS MATERIALIZED (
-    SELECT * FROM dfe_airbyte_slot_guard_settings()
+    SELECT * FROM @extschema@.dfe_airbyte_slot_guard_settings()
 ), ident AS MATERIALIZED (
     -- a restore of another server's backup that no DBA has confirmed yet
     SELECT coalesce((SELECT i.system_identifier <> @extschema@.dfe_airbyte_system_identifier()

@@ -1,0 +1,216 @@
+# Upgrades (issue 11): CREATE EXTENSION dfe_airbyte VERSION '0.1.0' with data
+# in every table, ALTER EXTENSION dfe_airbyte UPDATE, then the extension's
+# objects must equal a fresh install's in another database (relations with
+# their columns, defaults, constraints, indexes, views, functions with their
+# SET clauses, grants, comments, sequences, configuration tables), and every
+# row must still be there.  The worker and config_problems say when the
+# installed SQL is older than the library.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use DfeTest;
+
+my $lib_version = '0.2.0';
+my $node = DfeTest::new_node('upgrade', no_extension => 1);
+
+sub sql
+{
+	my ($db, $q) = @_;
+	return $node->safe_psql($db, "SET search_path = pg_catalog, pg_temp;\n$q");
+}
+
+$node->safe_psql('postgres', 'CREATE DATABASE upgraded; CREATE DATABASE fresh;');
+
+# ------------------------------------------------------------ 0.1.0 with data
+sql('upgraded', "CREATE EXTENSION dfe_airbyte VERSION '0.1.0'");
+is(sql('upgraded', "SELECT extversion FROM pg_extension WHERE extname = 'dfe_airbyte'"), '0.1.0',
+	'0.1.0 installed');
+sql('upgraded', <<'SQL');
+INSERT INTO dfe_airbyte.allowlist (table_name, column_name) VALUES ('users', 'id'), ('users', 'email');
+INSERT INTO dfe_airbyte.blocklist (table_name, column_name) VALUES ('users', 'email');
+INSERT INTO dfe_airbyte.events (severity, kind, object, detail, data)
+     VALUES ('warning', 'slot_limit', 'airbyte_slot', 'over the limit', '{"retained_bytes": 5}'),
+            ('info', 'tags_applied', NULL, 'tags re-applied', NULL);
+INSERT INTO dfe_airbyte.deploys (state, step, requested_by, started_at, finished_at, job_id, error, log)
+     VALUES ('succeeded', 'done', 'app', now() - interval '1 hour', now() - interval '50 minutes', 42, NULL,
+             '[{"at": "2026-01-01T00:00:00Z", "step": "starting_sync", "message": "job 42"}]'),
+            ('failed', 'waiting_for_sync', 'app', now() - interval '2 hours', now() - interval '100 minutes', 41,
+             'job 41 failed', '[]'),
+            ('coalesced', NULL, 'app', NULL, now() - interval '3 hours', NULL, NULL, '[]');
+UPDATE dfe_airbyte.deploys SET coalesced_into = 1 WHERE state = 'coalesced';
+INSERT INTO dfe_airbyte.deploys (requested_by) VALUES ('app');
+INSERT INTO dfe_airbyte.slot_samples (sampled_at, slot_name, active, active_pid, wal_status, safe_wal_size,
+                                      retained_bytes, flush_lag_bytes)
+     SELECT now() - i * interval '1 minute', 'airbyte_slot', i % 2 = 0, NULL, 'reserved', NULL, i * 1000, i * 10
+       FROM generate_series(1, 20) i;
+INSERT INTO dfe_airbyte.slot_state (slot_name, first_seen_at, last_active_at, condition, condition_since)
+     VALUES ('airbyte_slot', now() - interval '1 day', now(), 'over_limit', now() - interval '5 minutes');
+INSERT INTO dfe_airbyte.slot_recreations (slot_name, reason, retained_bytes, limit_bytes, recreated_at, new_lsn,
+                                          resync_state, resync_attempts, resync_job_id, resync_started_at)
+     VALUES ('airbyte_slot', 'over_limit', 2000, 1000, now(), '0/16B3748', 'started', 1, 43, now()),
+            ('airbyte_slot', 'lost', NULL, 1000, now(), '0/16B3750', 'pending', 2, NULL, NULL);
+INSERT INTO dfe_airbyte.sync_jobs (job_id, status, job_type, started_at, last_updated_at)
+     VALUES (42, 'succeeded', 'sync', now() - interval '1 hour', now() - interval '50 minutes'),
+            (43, 'running', 'sync', now() - interval '1 minute', now());
+UPDATE dfe_airbyte.sync_watch SET watching_since = now() - interval '1 day', checked_at = now(), stale = true;
+SQL
+
+# every table of the extension has rows
+my ($ret, $out, $err) = $node->psql('upgraded', <<'SQL');
+SET search_path = pg_catalog;
+DO $$
+DECLARE t regclass; n bigint; empty text := '';
+BEGIN
+    FOR t IN SELECT c.oid FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+              WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e' AND c.relkind = 'r'
+                AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'dfe_airbyte')
+    LOOP
+        EXECUTE format('SELECT count(*) FROM %s', t) INTO n;
+        IF n = 0 THEN empty := empty || t::text || ' '; END IF;
+    END LOOP;
+    RAISE NOTICE 'empty tables: [%]', empty;
+END $$;
+SQL
+like($err, qr/empty tables: \[\]/, 'every table of 0.1.0 holds data before the update');
+
+# snapshot of every row (as jsonb) of every table, kept outside the extension
+sql('upgraded', <<'SQL');
+CREATE SCHEMA snap;
+CREATE TABLE snap.rows (tbl text, j jsonb);
+DO $$
+DECLARE t regclass;
+BEGIN
+    FOR t IN SELECT c.oid FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+              WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e' AND c.relkind = 'r'
+                AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'dfe_airbyte')
+    LOOP
+        EXECUTE format('INSERT INTO snap.rows SELECT %L, to_jsonb(x) FROM %s x', t::text, t);
+    END LOOP;
+END $$;
+SQL
+my $snap_rows = sql('upgraded', 'SELECT count(*) FROM snap.rows');
+
+# ------------------------------------------------------------ the update
+my $path = $node->safe_psql('upgraded', <<'SQL');
+SET search_path = "$user", public;
+ALTER EXTENSION dfe_airbyte UPDATE;
+SHOW search_path;
+SQL
+is($path, '"$user", public', 'ALTER EXTENSION UPDATE leaves the session\'s search_path as it was');
+is(sql('upgraded', "SELECT extversion FROM pg_extension WHERE extname = 'dfe_airbyte'"), $lib_version,
+	"updated to $lib_version");
+
+sql('fresh', 'CREATE EXTENSION dfe_airbyte');
+
+# ------------------------------------------------------------ compare the objects
+my $describe = <<'SQL';
+WITH ext AS (SELECT oid, extconfig, extcondition FROM pg_extension WHERE extname = 'dfe_airbyte'),
+m AS (SELECT d.classid, d.objid FROM pg_depend d, ext WHERE d.refobjid = ext.oid AND d.deptype = 'e'
+       AND d.refclassid = 'pg_extension'::regclass),
+rel AS (SELECT c.* FROM pg_class c JOIN m ON m.classid = 'pg_class'::regclass AND m.objid = c.oid),
+lines AS (
+    SELECT 'member ' || pg_describe_object(m.classid, m.objid, 0) AS l FROM m
+    UNION ALL
+    SELECT format('relation %s kind %s acl %s options %s comment %s', c.oid::regclass, c.relkind,
+                  c.relacl::text, c.reloptions::text, obj_description(c.oid, 'pg_class'))
+      FROM rel c
+    UNION ALL
+    SELECT format('column %s #%s %s %s notnull %s default %s identity %s generated %s collation %s acl %s comment %s',
+                  c.oid::regclass, row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum), a.attname,
+                  format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(ad.adbin, ad.adrelid),
+                  a.attidentity, a.attgenerated, a.attcollation, a.attacl::text, col_description(c.oid, a.attnum))
+      FROM rel c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+      LEFT JOIN pg_attrdef ad ON ad.adrelid = c.oid AND ad.adnum = a.attnum
+     WHERE c.relkind IN ('r', 'v', 'p')
+    UNION ALL
+    SELECT format('constraint %s %s %s', co.conrelid::regclass, co.conname, pg_get_constraintdef(co.oid))
+      FROM pg_constraint co JOIN rel c ON c.oid = co.conrelid
+    UNION ALL
+    SELECT format('index %s', pg_get_indexdef(i.indexrelid))
+      FROM pg_index i JOIN rel c ON c.oid = i.indrelid
+    UNION ALL
+    SELECT format('trigger %s', pg_get_triggerdef(t.oid))
+      FROM pg_trigger t JOIN rel c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal
+    UNION ALL
+    SELECT format('policy %s %s', p.polrelid::regclass, p.polname)
+      FROM pg_policy p JOIN rel c ON c.oid = p.polrelid
+    UNION ALL
+    SELECT format('view %s: %s', c.oid::regclass, pg_get_viewdef(c.oid))
+      FROM rel c WHERE c.relkind IN ('v', 'm')
+    UNION ALL
+    SELECT format('sequence %s %s start %s inc %s min %s max %s cache %s cycle %s owned by %s',
+                  s.seqrelid::regclass, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin,
+                  s.seqmax, s.seqcache, s.seqcycle,
+                  (SELECT pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid) FROM pg_depend d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = s.seqrelid AND d.deptype IN ('a', 'i')))
+      FROM pg_sequence s JOIN rel c ON c.oid = s.seqrelid
+    UNION ALL
+    SELECT format('function %s acl %s comment %s: %s', p.oid::regprocedure, p.proacl::text,
+                  obj_description(p.oid, 'pg_proc'), pg_get_functiondef(p.oid))
+      FROM pg_proc p JOIN m ON m.classid = 'pg_proc'::regclass AND m.objid = p.oid
+    UNION ALL
+    SELECT format('schema %s owner-is-superuser %s acl %s comment %s', n.nspname,
+                  (SELECT rolsuper FROM pg_roles WHERE oid = n.nspowner), n.nspacl::text,
+                  obj_description(n.oid, 'pg_namespace'))
+      FROM pg_namespace n JOIN m ON m.classid = 'pg_namespace'::regclass AND m.objid = n.oid
+    UNION ALL
+    SELECT format('type %s', t.oid::regtype)
+      FROM pg_type t JOIN m ON m.classid = 'pg_type'::regclass AND m.objid = t.oid
+    UNION ALL
+    SELECT format('config table %s where %L', cfg.tbl::regclass, cfg.cond)
+      FROM ext, unnest(ext.extconfig, ext.extcondition) AS cfg(tbl, cond)
+    UNION ALL
+    SELECT format('init privileges %s', pg_describe_object(ip.classoid, ip.objoid, ip.objsubid))
+          || ' ' || ip.initprivs::text
+      FROM pg_init_privs ip JOIN m ON m.classid = ip.classoid AND m.objid = ip.objoid
+    UNION ALL
+    SELECT format('role %s', r.rolname) FROM pg_roles r WHERE r.rolname LIKE 'dfe_airbyte%'
+)
+SELECT l FROM lines ORDER BY l COLLATE "C";
+SQL
+my @fresh = split /\n/, sql('fresh', $describe);
+my @upgraded = split /\n/, sql('upgraded', $describe);
+cmp_ok(scalar @fresh, '>', 50, scalar(@fresh) . ' lines describe a fresh install');
+
+my %in_fresh = map { $_ => 1 } @fresh;
+my %in_upgraded = map { $_ => 1 } @upgraded;
+my @only_fresh = grep { !$in_upgraded{$_} } @fresh;
+my @only_upgraded = grep { !$in_fresh{$_} } @upgraded;
+ok(!@only_fresh && !@only_upgraded, 'an upgraded install has exactly the objects of a fresh one')
+  or diag(join("\n", 'only in a fresh install:', map({ "  + $_" } @only_fresh),
+		'only in the upgraded one:', map({ "  - $_" } @only_upgraded)));
+
+# ------------------------------------------------------------ the data
+for my $tbl (split /\n/, sql('upgraded', 'SELECT DISTINCT tbl FROM snap.rows ORDER BY 1'))
+{
+	my $gone = sql('upgraded', <<"SQL");
+SELECT count(*) FROM snap.rows s
+ WHERE s.tbl = '$tbl'
+   AND NOT EXISTS (SELECT 1 FROM $tbl t WHERE to_jsonb(t) \@> s.j)
+SQL
+	is($gone, '0', "$tbl: every row kept with its values");
+}
+cmp_ok($snap_rows, '>', 30, "$snap_rows rows were compared");
+my $next = sql('upgraded', "SELECT nextval('dfe_airbyte.deploys_id_seq')");
+cmp_ok($next, '>', 4, 'the deploys sequence continues after the rows it had given out');
+
+# ------------------------------------------------------------ the worker's warning
+# The worker watches database postgres: install the old SQL there.
+my $log_pos = -s $node->logfile;
+sql('postgres', "CREATE EXTENSION dfe_airbyte VERSION '0.1.0'");
+ok(DfeTest::poll_log($node,
+	qr/WARNING:  dfe_airbyte: the installed SQL objects are version 0\.1\.0 but the loaded library is version \Q$lib_version\E\n(?:.*\n)*?.*HINT:  Run ALTER EXTENSION dfe_airbyte UPDATE/,
+	60), 'the worker warns, naming both versions, with the ALTER EXTENSION hint');
+like(sql('postgres', "SELECT severity || ' ' || problem || ' / ' || hint FROM dfe_airbyte.config_problems WHERE object = 'dfe_airbyte'"),
+	qr/^error the installed SQL objects are version 0\.1\.0 but the loaded library is version \Q$lib_version\E.* \/ ALTER EXTENSION dfe_airbyte UPDATE/,
+	'config_problems has a row naming both versions and the fix');
+
+sql('postgres', 'ALTER EXTENSION dfe_airbyte UPDATE');
+is(sql('postgres', "SELECT count(*) FROM dfe_airbyte.config_problems WHERE object = 'dfe_airbyte'"), '0',
+	'after the update config_problems no longer mentions the version');
+my $warnings = () = substr(slurp_file($node->logfile), $log_pos) =~ /installed SQL objects are version/g;
+is($warnings, 1, 'the worker warned once for version 0.1.0, not at every loop');
+
+done_testing();
