@@ -25,21 +25,21 @@ COMMENT ON TABLE dfe_airbyte.connection_watch IS
 REVOKE ALL ON dfe_airbyte.connection_watch FROM PUBLIC;
 GRANT SELECT ON dfe_airbyte.connection_watch TO pg_monitor, dfe_airbyte_admin;
 
-CREATE FUNCTION dfe_airbyte_deploy_plan()
+CREATE FUNCTION @extschema@.dfe_airbyte_deploy_plan()
     RETURNS TABLE (stream text, field text, change text, detail text)
     AS 'MODULE_PATHNAME', 'dfe_airbyte_deploy_plan'
     LANGUAGE C VOLATILE
     SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION dfe_airbyte_deploy_plan() IS
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_deploy_plan() IS
     'what the next refresh would change in the Airbyte connection, read live from it, with the BigQuery consequence of each change and the field count against Airbyte''s limit; changes nothing';
 
-CREATE FUNCTION dfe_airbyte_repair(dry_run boolean DEFAULT true, cancel_stuck boolean DEFAULT false)
+CREATE FUNCTION @extschema@.dfe_airbyte_repair(dry_run boolean DEFAULT true, cancel_stuck boolean DEFAULT false)
     RETURNS TABLE (step text, action text, detail text)
     AS 'MODULE_PATHNAME', 'dfe_airbyte_repair'
     LANGUAGE C VOLATILE STRICT
     SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION dfe_airbyte_repair(boolean, boolean) IS
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_repair(boolean, boolean) IS
     'diagnoses broken replication (slot missing or lost, slot ahead of Airbyte''s saved position, connection disabled, stuck job) and, unless dry_run, repairs it; cancel_stuck => true also cancels and restarts a stuck job';
 
-REVOKE ALL ON FUNCTION dfe_airbyte_deploy_plan(), dfe_airbyte_repair(boolean, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION dfe_airbyte_deploy_plan(), dfe_airbyte_repair(boolean, boolean) TO dfe_airbyte_admin;
+REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_deploy_plan(), @extschema@.dfe_airbyte_repair(boolean, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_deploy_plan(), @extschema@.dfe_airbyte_repair(boolean, boolean) TO dfe_airbyte_admin;

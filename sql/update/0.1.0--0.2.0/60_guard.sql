@@ -15,7 +15,7 @@ ALTER TABLE dfe_airbyte.slot_recreations
 -- same columns, one more CTE and status: CREATE OR REPLACE keeps grants
 CREATE OR REPLACE VIEW dfe_airbyte.replication_slot_health AS
 WITH cfg AS MATERIALIZED (
-    SELECT * FROM dfe_airbyte_slot_guard_settings()
+    SELECT * FROM @extschema@.dfe_airbyte_slot_guard_settings()
 ), ident AS MATERIALIZED (
     -- a restore of another server's backup that no DBA has confirmed yet
     SELECT coalesce((SELECT i.system_identifier <> @extschema@.dfe_airbyte_system_identifier()
