@@ -290,7 +290,10 @@ check_connection_watch(ProblemSink *sink)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		return;
-	if (SPI_execute("SELECT schema_behavior, status FROM dfe_airbyte.connection_watch", true, 1) == SPI_OK_SELECT &&
+	/* the SQL objects may be older than the library (before ALTER EXTENSION UPDATE) */
+	if (SPI_execute("SELECT 1 WHERE pg_catalog.to_regclass('dfe_airbyte.connection_watch') IS NOT NULL",
+					true, 1) == SPI_OK_SELECT && SPI_processed > 0 &&
+		SPI_execute("SELECT schema_behavior, status FROM dfe_airbyte.connection_watch", true, 1) == SPI_OK_SELECT &&
 		SPI_processed > 0)
 	{
 		char	   *b = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
