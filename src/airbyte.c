@@ -599,6 +599,24 @@ airbyte_refresh_connection(const char *stream_config_json)
 	return pstrdup(req->response->data);
 }
 
+/*
+ * connection.c, deploy_plan.c, repair.c: one authenticated, checked call
+ * whose JSON answer is returned parsed (cJSON memory lives in the current
+ * memory context, see dfe_json_init).  Kept apart from the calls above so
+ * that the connection-watch features add no lines to them.
+ */
+cJSON *
+airbyte_request(const char *what, const char *method, const char *path,
+				const char *json_body)
+{
+	HttpRequest *req;
+
+	airbyte_last_http_status = -1;
+	airbyte_require_configuration();
+	req = airbyte_call(what, method, path, json_body, true);
+	return parse_answer(req);
+}
+
 static int64
 json_int64(cJSON *item)
 {

@@ -95,6 +95,14 @@ extern const char *airbyte_server_version(void);
 /* 1: the server is at least major.minor.patch, 0: older, -1: unknown */
 extern int	airbyte_version_at_least(int major, int minor, int patch);
 
+/*
+ * One authenticated call (a non-2xx answer raises, with Airbyte's message);
+ * returns the parsed JSON answer.  path starts with /api/.
+ */
+struct cJSON;
+extern struct cJSON *airbyte_request(const char *what, const char *method,
+									 const char *path, const char *json_body);
+
 /* status helpers */
 extern bool airbyte_job_finished(const char *status);	/* succeeded/failed/cancelled */
 extern bool airbyte_job_active(const char *status);	/* pending/running/queued/incomplete */

@@ -17,6 +17,7 @@
 
 #include "access/xlog.h"
 #include "commands/dbcommands.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -278,6 +279,45 @@ check_server(ProblemSink *sink)
 }
 
 /*
+ * The Airbyte connection as the worker last read it (connection.c):
+ * Airbyte's own schema propagation and a disabled connection.
+ */
+static void
+check_connection_watch(ProblemSink *sink)
+{
+	char	   *behavior = NULL;
+	char	   *status = NULL;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		return;
+	/* the SQL objects may be older than the library (before ALTER EXTENSION UPDATE) */
+	if (SPI_execute("SELECT 1 WHERE pg_catalog.to_regclass('dfe_airbyte.connection_watch') IS NOT NULL",
+					true, 1) == SPI_OK_SELECT && SPI_processed > 0 &&
+		SPI_execute("SELECT schema_behavior, status FROM dfe_airbyte.connection_watch", true, 1) == SPI_OK_SELECT &&
+		SPI_processed > 0)
+	{
+		char	   *b = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		char	   *st = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		MemoryContext spi = MemoryContextSwitchTo(sink->rsinfo->econtext->ecxt_per_query_memory);
+
+		behavior = b ? pstrdup(b) : NULL;
+		status = st ? pstrdup(st) : NULL;
+		MemoryContextSwitchTo(spi);
+	}
+	SPI_finish();
+
+	if (behavior && (strcmp(behavior, "propagate_columns") == 0 || strcmp(behavior, "propagate_fully") == 0))
+		add_problem(sink, "warning", "Airbyte connection",
+					psprintf("the Airbyte connection's nonBreakingSchemaUpdatesBehavior is %s: Airbyte adds every new column%s to the connection on its own at its schema check, so a migration's new column is copied to BigQuery, untagged, before the allowlist says so; the worker takes it out again after that sync (dfe_airbyte.remove_connection_drift)",
+							 behavior, strcmp(behavior, "propagate_fully") == 0 ? " and every new table" : ""),
+					"Set non_breaking_schema_updates_behavior = \"ignore\" on the connection in Terraform (the extension does not change it: Terraform owns the connection).");
+	if (status && (strcmp(status, "inactive") == 0 || strcmp(status, "deprecated") == 0))
+		add_problem(sink, "error", "Airbyte connection",
+					psprintf("the Airbyte connection is %s: Airbyte runs no syncs for it", status),
+					"Fix the cause (dfe_airbyte.events, the job logs in the Airbyte UI), then SELECT * FROM dfe_airbyte_repair(dry_run => false) re-enables it.");
+}
+
+/*
  * upgrades: the SQL objects are older (or newer) than the loaded library.
  * Returns false then: the checks that read the extension's own tables are
  * skipped, since those tables may not exist in that version.
@@ -314,5 +354,6 @@ dfe_airbyte_setting_problems(PG_FUNCTION_ARGS)
 	check_airbyte(&sink);
 	check_bigquery(&sink);
 	check_server(&sink);
+	check_connection_watch(&sink);
 	return (Datum) 0;
 }

@@ -28,6 +28,12 @@ dfe_identity_check(bool record, char **recorded)
 
 	if (recorded)
 		*recorded = NULL;
+	/* SQL objects older than the library (before ALTER EXTENSION UPDATE) */
+	dfe_sql("look for the server identity table",
+			"SELECT 1 WHERE pg_catalog.to_regclass('dfe_airbyte.server_identity') IS NOT NULL",
+			0, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return IDENTITY_NONE;
 	dfe_sql("read the recorded server identity",
 			"SELECT system_identifier::text FROM dfe_airbyte.server_identity",
 			0, NULL, SPI_OK_SELECT);

@@ -48,6 +48,11 @@ int			dfe_migration_wait_timeout_s = 600;
 int			dfe_job_timeout_s = 3600;
 int			dfe_job_poll_interval_s = 10;
 int			dfe_sync_poll_interval_s = 60;
+
+/* connection watch, deploy plan and repair */
+bool		dfe_remove_connection_drift = true;
+int			dfe_airbyte_max_fields = 20000;
+
 int			dfe_max_slot_recreations_per_day = 2;	/* slot guard independence */
 int			dfe_history_retention_min = 7 * 24 * 60;
 int			dfe_history_max_rows = 100000;
@@ -234,6 +239,15 @@ dfe_define_settings(void)
 	define_int("dfe_airbyte.job_stuck_after",
 			   "A running Airbyte job without progress (rows, bytes, update time) for this long is stuck.",
 			   &dfe_job_stuck_after_s, 3600, 1, 7 * 86400, GUC_UNIT_S);
+	/* connection watch, deploy plan and repair */
+	DefineCustomBoolVariable("dfe_airbyte.remove_connection_drift",
+							 "Take streams and fields the allowlist does not list out of the Airbyte connection after each successful sync.",
+							 NULL, &dfe_remove_connection_drift, true, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	define_int("dfe_airbyte.airbyte_max_fields",
+			   "Airbyte's limit on selected fields per connection (its MAX_FIELDS_PER_CONNECTION), for dfe_airbyte_deploy_plan().",
+			   &dfe_airbyte_max_fields, 20000, 1, INT_MAX, 0);
+
 
 	/* safety (issue 11): a server cannot fill a backend's memory */
 	define_int("dfe_airbyte.http_max_response_size",

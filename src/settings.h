@@ -63,6 +63,10 @@ extern int	dfe_job_stuck_after_s;
 /* the sync schedule interval in seconds, after the fallback (never 0) */
 extern int	dfe_effective_sync_interval_s(void);
 
+/* connection watch, deploy plan and repair (connection.c, deploy_plan.c, repair.c) */
+extern bool dfe_remove_connection_drift;
+extern int	dfe_airbyte_max_fields;
+
 /* slot guard independence (issue 9): no recreate loop */
 extern int	dfe_max_slot_recreations_per_day;
 

@@ -175,7 +175,9 @@ static const char *const state_sql =
 "                          AND coalesce(r.resync_job_status, '') NOT IN ('succeeded', 'failed', 'cancelled', 'abandoned')))),\n"
 "       (SELECT pg_catalog.count(*) FROM dfe_airbyte.slot_recreations r\n"
 "        WHERE r.slot_name = $1 AND r.recreated_at IS NOT NULL\n"
-"          AND r.recreated_at > pg_catalog.now() - interval '1 day')\n"
+"          AND r.recreated_at > pg_catalog.now() - interval '1 day'\n"
+/* dfe_airbyte_repair()'s re-sync for a stale saved position recreated nothing */
+"          AND r.reason <> 'airbyte_state_behind')\n"
 "FROM (SELECT 1) one LEFT JOIN dfe_airbyte.slot_state st ON st.slot_name = $1";
 
 int64

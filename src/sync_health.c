@@ -26,6 +26,7 @@
 
 #include "airbyte.h"
 #include "bigquery.h"
+#include "connection.h"
 #include "events.h"
 #include "flow_checks.h"
 #include "http.h"
@@ -241,6 +242,8 @@ sync_health_worker_task(void)
 	/* Airbyte, outside any transaction */
 	pgstat_report_activity(STATE_RUNNING, "dfe_airbyte sync health: reading Airbyte jobs");
 	error = try_call(read_jobs_fn, &a);
+	if (error == NULL)
+		connection_watch_read();
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	if (error)
@@ -346,6 +349,16 @@ sync_health_worker_task(void)
 					 errmsg("dfe_airbyte could not check the data flow after sync job " INT64_FORMAT ": %s",
 							((AirbyteJob *) lfirst(lc))->job_id, msg),
 					 errhint("It is checked again after the next successful sync.")));
+	}
+
+	/* the connection itself: status, and drift after a success (connection.c) */
+	if (error == NULL)
+	{
+		int64		newest_success = 0;
+
+		foreach(lc, repair)
+			newest_success = Max(newest_success, *(int64 *) lfirst(lc));
+		connection_watch_poll(a.jobs, newest_success);
 	}
 
 	/* drift repair after each newly seen success, outside any transaction */

@@ -127,6 +127,21 @@ DEFAULT_CONFIG = {
     "bq_table_update_window_s": 10.0,
 }
 
+# The connection model (issue 8 item 7-9: schema propagation, auto-disable,
+# the field limit, the saved CDC state); merged into DEFAULT_CONFIG.
+CONNECTION_MODEL_CONFIG = {
+    # failed jobs in a row before Airbyte disables the connection; None:
+    # as the version does (20 up to 1.2.x, 30 from 1.8.0; airbyte-platform
+    # airbyte-server application.yml MAX_FAILED_JOBS_IN_A_ROW_BEFORE_...)
+    "disable_after_failed_jobs": None,
+    # CatalogValidator's max-fields-per-connection (MAX_FIELDS_PER_CONNECTION)
+    "max_fields_per_connection": 20000,
+}
+DEFAULT_CONFIG.update(CONNECTION_MODEL_CONFIG)
+NON_BREAKING_BEHAVIORS = ("ignore", "disable_connection", "propagate_columns",
+                          "propagate_fully")
+CONNECTION_STATUSES = ("active", "inactive", "deprecated")
+
 HANG_SECONDS = 120
 MALFORMED_BODY = b'{"data": ['
 
@@ -324,6 +339,7 @@ class State:
             self.no_pk_tables = {HEARTBEAT_TABLE}
             # BigQuery: (project, dataset, table) -> dict
             self.bq_tables = {}
+            self.reset_connection_model()
 
     # -- jobs ---------------------------------------------------------------
 
@@ -331,6 +347,8 @@ class State:
                 final_status=None, pending_seconds=None, running_seconds=None):
         """Create a job whose status follows a timeline of (time, status)."""
         with self.lock:
+            if job_type == "sync":
+                self.schema_check()
             self.job_counter += 1
             now = time.time()
             cfg = self.config
@@ -439,9 +457,134 @@ class State:
                 "sourceId": cfg["source_id"],
                 "destinationId": cfg["destination_id"],
                 "name": "fake-connection",
-                "status": "active",
+                "status": self.connection_status_now(),
+                "nonBreakingSchemaUpdatesBehavior": self.schema_behavior,
                 "namespaceDefinition": "destination",
                 "configurations": copy.deepcopy(self.configurations)}
+
+    # -- connection model: propagation, auto-disable, saved state ----------
+
+    def reset_connection_model(self):
+        with self.lock:
+            self.connection_status = "active"
+            self.enabled_at = 0.0       # jobs before this do not count
+            self.disabled_at = None
+            self.schema_behavior = "ignore"
+            # the catalog the connection was last updated with (PATCH or
+            # propagation); a schema check diffs the source against it
+            self.connection_catalog = None
+            self.schema_checks = 0
+            self.saved_lsn = None       # None: stateType not_set
+            self.saved_state_type = "global"
+
+    def failed_jobs_limit(self):
+        n = self.config.get("disable_after_failed_jobs")
+        if n is not None:
+            return int(n)
+        return 30 if parse_version(self.config["airbyte_version"]) >= \
+            parse_version("1.8.0") else 20
+
+    def connection_status_now(self):
+        """Airbyte disables an active connection after N failed jobs in a
+        row (ConnectionsHandler/AutoDisableConnectionActivity); it stays
+        disabled until PATCHed back to active."""
+        with self.lock:
+            if self.connection_status != "active":
+                return self.connection_status
+            failed = 0
+            now = time.time()
+            for job in reversed(self.jobs):
+                if job["connectionId"] != self.config["connection_id"] or \
+                        job["created"] < self.enabled_at:
+                    continue
+                status = self.job_status(job, now)[1]
+                if status == "failed":
+                    failed += 1
+                elif status == "succeeded":
+                    break
+            if failed >= self.failed_jobs_limit():
+                self.connection_status = "inactive"
+                self.disabled_at = now
+            return self.connection_status
+
+    def schema_check(self):
+        """Airbyte's schema check at the start of a sync: rediscover, and
+        under propagate_columns / propagate_fully add every new column of a
+        selected stream to its selectedFields, under propagate_fully every
+        new table as a selected stream (ApplySchemaChangeHelper)."""
+        with self.lock:
+            self.schema_checks += 1
+            new = copy.deepcopy(self.source_catalog)
+            self.cached_catalog = copy.deepcopy(new)
+            old = self.connection_catalog
+            if old is None:
+                self.connection_catalog = new
+                return
+            if self.schema_behavior not in ("propagate_columns",
+                                            "propagate_fully"):
+                return
+            streams = self.configurations.setdefault("streams", [])
+            names = set()
+            for stream in streams:
+                name = stream.get("name")
+                names.add(name)
+                if name not in new or name not in old or \
+                        "selectedFields" not in stream:
+                    continue
+                have = {sf["fieldPath"][0] for sf in stream["selectedFields"]}
+                for col in new[name]:
+                    if col not in old[name] and col not in have:
+                        stream["selectedFields"].append({"fieldPath": [col]})
+            if self.schema_behavior == "propagate_fully":
+                for table in sorted(new):
+                    if table in old or table in names:
+                        continue
+                    cols = list(new[table])
+                    streams.append({
+                        "name": table, "syncMode": "incremental_append",
+                        "cursorField": ["_ab_cdc_lsn"],
+                        "primaryKey": [["id"]] if "id" in cols else [],
+                        "selectedFields": [{"fieldPath": [c]} for c in
+                                           list(CDC_FIELDS) + cols]})
+            self.connection_catalog = new
+
+    def selected_field_count(self, conf):
+        """CatalogValidator.fieldCount: selected fields where a stream
+        selects fields, else every property of its schema."""
+        n = 0
+        for stream in conf.get("streams", []):
+            if "selectedFields" in stream:
+                n += len(stream["selectedFields"])
+            else:
+                n += len(self.cached_catalog.get(stream.get("name"), [])) \
+                    + len(CDC_FIELDS)
+        return n
+
+    def saved_state_json(self):
+        """POST /api/v1/state/get: ConnectionState (config.yaml) holding
+        the Postgres source's Debezium offset, whose "lsn" the source
+        compares with the slot's confirmed_flush_lsn."""
+        cid = self.config["connection_id"]
+        if self.saved_lsn is None:
+            return {"stateType": "not_set", "connectionId": cid}
+        offset = {"[\"db\",{\"server\":\"db\"}]": json.dumps(
+            {"transaction_id": None, "lsn": self.saved_lsn,
+             "lsn_commit": self.saved_lsn, "txId": 505,
+             "ts_usec": int(time.time() * 1e6)})}
+        if self.saved_state_type == "legacy":
+            return {"stateType": "legacy", "connectionId": cid,
+                    "state": {"cdc": True, "cdc_state": {"state": offset},
+                              "streams": []}}
+        streams = [{"streamDescriptor": {"name": s.get("name"),
+                                         "namespace": "public"},
+                    "streamState": {"stream_name": s.get("name"),
+                                    "stream_namespace": "public",
+                                    "cursor_field": []}}
+                   for s in self.configurations.get("streams", [])]
+        # the wire name is shared_state (config.yaml GlobalState)
+        return {"stateType": "global", "connectionId": cid,
+                "globalState": {"shared_state": {"state": offset},
+                                "streamStates": streams}}
 
     # -- bigquery -----------------------------------------------------------
 
@@ -848,6 +991,9 @@ class Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             if "configurations" in data:
                 self.validate_configurations(data["configurations"])
+                self.check_field_limit(data["configurations"])
+            self.check_connection_fields(data)
+            if "configurations" in data:
                 conf = copy.deepcopy(data["configurations"])
                 if not self.version_at_least("0.60.1"):
                     # StreamConfiguration.selectedFields arrived in 0.60.1
@@ -857,6 +1003,9 @@ class Handler(BaseHTTPRequestHandler):
                     for st in conf.get("streams", []):
                         st.pop("selectedFields", None)
                 self.state.configurations = conf
+                self.state.connection_catalog = copy.deepcopy(
+                    self.state.cached_catalog)
+            self.apply_connection_fields(data)
             self.state.last_patch = data
             self.state.last_patch_raw = self.raw_body.decode("utf-8",
                                                              "replace")
@@ -944,6 +1093,54 @@ class Handler(BaseHTTPRequestHandler):
                     raise airbyte_error(400, "Primary key field %s of stream "
                                         "%s is not selected" % (f, name),
                                         bad + "invalid-field")
+
+    # -- connection model (own block: propagation, disable, limits, state) --
+
+    def check_field_limit(self, conf):
+        limit = int(self.cfg["max_fields_per_connection"])
+        n = self.state.selected_field_count(conf)
+        if n > limit:
+            # CatalogValidator.fieldCount -> BadRequestException
+            raise airbyte_error(
+                400, "Total number of selected fields (%d) is greater than "
+                "the limit (%d) configured for this workspace. Please "
+                "de-select fields or see documentation about raising the "
+                "limit." % (n, limit),
+                "https://reference.airbyte.com/reference/errors#bad-request")
+
+    def check_connection_fields(self, data):
+        if "status" in data and data["status"] not in CONNECTION_STATUSES:
+            raise airbyte_error(400, "Invalid status: %r" % data["status"])
+        b = data.get("nonBreakingSchemaUpdatesBehavior")
+        if b is not None and b not in NON_BREAKING_BEHAVIORS:
+            raise airbyte_error(400, "Invalid nonBreakingSchemaUpdatesBehavior"
+                                ": %r" % b)
+
+    def apply_connection_fields(self, data):
+        st = self.state
+        if "status" in data:
+            if data["status"] == "active" and \
+                    st.connection_status_now() != "active":
+                st.enabled_at = time.time()
+            st.connection_status = data["status"]
+        if data.get("nonBreakingSchemaUpdatesBehavior") is not None:
+            st.schema_behavior = data["nonBreakingSchemaUpdatesBehavior"]
+
+    def refuse_if_disabled(self):
+        if self.state.connection_status_now() != "active":
+            raise airbyte_error(400, "Can only sync an active connection",
+                                "https://reference.airbyte.com/reference/"
+                                "errors#bad-request")
+
+    @route("POST", r"/api/v1/state/get")
+    def airbyte_state_get(self):
+        self.airbyte_auth(needs_json=True)
+        data = self.body_json()
+        if data.get("connectionId") != self.cfg["connection_id"]:
+            raise HTTPError(404, {"message": "Could not find connection with "
+                                  "id: %s" % data.get("connectionId")})
+        with self.state.lock:
+            return Reply(200, self.state.saved_state_json())
 
     @route("POST", r"/api/v1/sources/discover_schema")
     def airbyte_discover(self):
@@ -1060,6 +1257,7 @@ class Handler(BaseHTTPRequestHandler):
                                 "errors#unprocessable-entity")
         self.check_connection_id(data.get("connectionId"))
         with self.state.lock:
+            self.refuse_if_disabled()
             self.refuse_if_running(data["connectionId"])
             job = self.state.new_job(data["connectionId"], job_type)
             return Reply(200, self.state.job_json(job))
@@ -1443,7 +1641,38 @@ class Handler(BaseHTTPRequestHandler):
             body["last_patch"] = copy.deepcopy(self.state.last_patch)
             body["last_patch_raw"] = self.state.last_patch_raw
             body["patch_count"] = self.state.patch_count
+            body["schema_checks"] = self.state.schema_checks
+            body["disabled_at"] = self.state.disabled_at
             return Reply(200, body)
+
+    @route("POST", r"/_fake/airbyte/schema_check")
+    def c_schema_check(self):
+        """Run Airbyte's schema check now (as at the start of a sync)."""
+        with self.state.lock:
+            self.state.schema_check()
+        return self.c_connection()
+
+    @route("POST", r"/_fake/airbyte/connection_model")
+    def c_connection_model(self):
+        """Set status / nonBreakingSchemaUpdatesBehavior directly (as
+        Terraform or Airbyte itself would)."""
+        data = self.body_json()
+        with self.state.lock:
+            self.check_connection_fields(data)
+            self.apply_connection_fields(data)
+        return self.c_connection()
+
+    @route("POST", r"/_fake/airbyte/saved_state")
+    def c_saved_state(self):
+        """{"lsn": N | null, "stateType": "global" | "legacy"}"""
+        data = self.body_json()
+        with self.state.lock:
+            if "lsn" in data:
+                self.state.saved_lsn = None if data["lsn"] is None \
+                    else int(data["lsn"])
+            if data.get("stateType") in ("global", "legacy"):
+                self.state.saved_state_type = data["stateType"]
+            return Reply(200, self.state.saved_state_json())
 
     @route("POST", r"/_fake/airbyte/revoke_tokens")
     def c_revoke(self):

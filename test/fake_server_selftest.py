@@ -263,6 +263,138 @@ class FakeServerTest(unittest.TestCase):
         self.assertEqual(cat["cached"], {"a": ["id"], "airbyte_heartbeat":
                                          ["id", "last_heartbeat"]})
 
+    # ---------------------------------------------- the connection model
+
+    def patch_users(self, auth, fields, extra=None):
+        stream = {"name": "users", "syncMode": "incremental_append",
+                  "cursorField": ["_ab_cdc_lsn"], "primaryKey": [["id"]],
+                  "selectedFields": [{"fieldPath": [f]} for f in fields]}
+        body = {"configurations": {"streams": [stream]}}
+        body.update(extra or {})
+        return self.call("PATCH", "/api/public/v1/connections/" + CONN, body,
+                         auth)
+
+    def selected(self, conn, name):
+        for st in conn["configurations"]["streams"]:
+            if st["name"] == name:
+                return [sf["fieldPath"][0] for sf in st["selectedFields"]]
+        return None
+
+    def test_schema_propagation(self):
+        auth = self.airbyte_token()
+        self.control("POST", "/_fake/airbyte/source_catalog",
+                     {"tables": {"users": ["id", "name"]}})
+        self.discover(auth)
+        status, _, conn = self.patch_users(auth, ["_ab_cdc_lsn", "id"])
+        self.assertEqual((status, conn["nonBreakingSchemaUpdatesBehavior"]),
+                         (200, "ignore"))
+        # ignore: a new column stays out at the schema check
+        self.control("POST", "/_fake/airbyte/source_catalog",
+                     {"tables": {"users": ["id", "name", "nino"],
+                                 "secrets": ["id", "pin"]}})
+        conn = self.control("POST", "/_fake/airbyte/schema_check")
+        self.assertEqual(self.selected(conn, "users"), ["_ab_cdc_lsn", "id"])
+        # propagate_columns: new column of a selected stream, no new stream
+        status, _, conn = self.call(
+            "PATCH", "/api/public/v1/connections/" + CONN,
+            {"nonBreakingSchemaUpdatesBehavior": "propagate_columns"}, auth)
+        self.assertEqual(conn["nonBreakingSchemaUpdatesBehavior"],
+                         "propagate_columns")
+        conn = self.control("POST", "/_fake/airbyte/schema_check")
+        self.assertEqual(self.selected(conn, "users"),
+                         ["_ab_cdc_lsn", "id", "nino"])
+        self.assertIsNone(self.selected(conn, "secrets"))
+        # propagate_fully at the start of a sync job: the new table too
+        self.control("POST", "/_fake/airbyte/source_catalog",
+                     {"tables": {"users": ["id", "name", "nino"],
+                                 "secrets": ["id", "pin"],
+                                 "more": ["id", "x"]}})
+        self.control("POST", "/_fake/airbyte/connection_model",
+                     {"nonBreakingSchemaUpdatesBehavior": "propagate_fully"})
+        self.control("POST", "/_fake/airbyte/jobs", {"status": "succeeded"})
+        conn = self.control("GET", "/_fake/airbyte/connection")
+        self.assertEqual(self.selected(conn, "more"),
+                         ["_ab_cdc_lsn", "_ab_cdc_deleted_at",
+                          "_ab_cdc_updated_at", "id", "x"])
+        self.assertIsNone(self.selected(conn, "secrets"),
+                          "secrets was already known at the last check")
+        self.assertEqual(conn["schema_checks"], 3)
+        status, _, err = self.call(
+            "PATCH", "/api/public/v1/connections/" + CONN,
+            {"nonBreakingSchemaUpdatesBehavior": "sometimes"}, auth)
+        self.assertEqual(status, 400)
+
+    def test_disabled_after_failed_jobs(self):
+        auth = self.airbyte_token()
+        self.control("POST", "/_fake/config", {"airbyte_version": "1.2.0"})
+        for _ in range(19):
+            self.control("POST", "/_fake/airbyte/jobs",
+                         {"status": "failed"})
+        conn = self.control("GET", "/_fake/airbyte/connection")
+        self.assertEqual(conn["status"], "active")
+        self.control("POST", "/_fake/airbyte/jobs", {"status": "failed"})
+        conn = self.control("GET", "/_fake/airbyte/connection")
+        self.assertEqual(conn["status"], "inactive", "20 failures up to 1.2")
+        status, _, err = self.call("POST", "/api/public/v1/jobs",
+                                   {"connectionId": CONN, "jobType": "sync"},
+                                   auth)
+        self.assertEqual(status, 400)
+        self.assertIn("active connection", json.dumps(err))
+        # stays disabled after a success until PATCHed back to active
+        self.control("POST", "/_fake/airbyte/jobs", {"status": "succeeded"})
+        self.assertEqual(self.control("GET", "/_fake/airbyte/connection")
+                         ["status"], "inactive")
+        status, _, conn = self.call("PATCH", "/api/public/v1/connections/"
+                                    + CONN, {"status": "active"}, auth)
+        self.assertEqual((status, conn["status"]), (200, "active"))
+        # 1.8+: 30; the limit is configurable for tests
+        self.control("POST", "/_fake/config", {"airbyte_version": "1.8.0"})
+        for _ in range(29):
+            self.control("POST", "/_fake/airbyte/jobs", {"status": "failed"})
+        self.assertEqual(self.control("GET", "/_fake/airbyte/connection")
+                         ["status"], "active")
+        self.control("POST", "/_fake/config", {"disable_after_failed_jobs": 3})
+        self.assertEqual(self.control("GET", "/_fake/airbyte/connection")
+                         ["status"], "inactive")
+
+    def test_field_limit(self):
+        auth = self.airbyte_token()
+        self.control("POST", "/_fake/airbyte/source_catalog",
+                     {"tables": {"users": ["id", "a", "b", "c"]}})
+        self.discover(auth)
+        self.control("POST", "/_fake/config", {"max_fields_per_connection": 4})
+        self.assertEqual(self.patch_users(auth, ["_ab_cdc_lsn", "id", "a",
+                                                 "b"])[0], 200)
+        status, _, err = self.patch_users(auth, ["_ab_cdc_lsn", "id", "a",
+                                                 "b", "c"])
+        self.assertEqual(status, 400)
+        self.assertIn("Total number of selected fields (5) is greater than "
+                      "the limit (4)", json.dumps(err))
+        conn = self.control("GET", "/_fake/airbyte/connection")
+        self.assertEqual(len(self.selected(conn, "users")), 4, "unchanged")
+
+    def test_saved_state(self):
+        auth = self.airbyte_token()
+        status, _, st = self.call("POST", "/api/v1/state/get",
+                                  {"connectionId": CONN}, auth)
+        self.assertEqual((status, st["stateType"]), (200, "not_set"))
+        self.control("POST", "/_fake/airbyte/saved_state", {"lsn": 23897640})
+        status, _, st = self.call("POST", "/api/v1/state/get",
+                                  {"connectionId": CONN}, auth)
+        offset = st["globalState"]["shared_state"]["state"]
+        value = json.loads(list(offset.values())[0])
+        self.assertEqual((st["stateType"], value["lsn"]), ("global", 23897640))
+        self.control("POST", "/_fake/airbyte/saved_state",
+                     {"stateType": "legacy"})
+        status, _, st = self.call("POST", "/api/v1/state/get",
+                                  {"connectionId": CONN}, auth)
+        self.assertEqual(st["stateType"], "legacy")
+        self.assertIn("cdc_state", st["state"])
+        self.assertEqual(self.call("POST", "/api/v1/state/get",
+                                   {"connectionId": "x"}, auth)[0], 404)
+        self.assertEqual(self.call("POST", "/api/v1/state/get",
+                                   {"connectionId": CONN})[0], 401)
+
     def test_airbyte_jobs(self):
         auth = self.airbyte_token()
         old = self.control("POST", "/_fake/airbyte/jobs",

@@ -46,7 +46,7 @@ COMMENT ON TABLE dfe_airbyte.slot_state IS 'dfe_airbyte slot guard bookkeeping: 
 CREATE TABLE dfe_airbyte.slot_recreations (
     id                      bigserial PRIMARY KEY,
     slot_name               text NOT NULL,
-    reason                  text NOT NULL CHECK (reason IN ('over_limit', 'lost', 'missing')),
+    reason                  text NOT NULL CHECK (reason IN ('over_limit', 'lost', 'missing', 'airbyte_state_behind')),
     decided_at              timestamptz NOT NULL DEFAULT now(),
     retained_bytes          bigint,
     limit_bytes             bigint,

@@ -1,9 +1,6 @@
--- 0.2.0 redefines these views; each is copied here, unchanged, from its
--- install piece (sql/install/25_config_problems.sql, 60_slots.sql,
--- 70_sync_health.sql), after every table and function they read exists.
--- Their column lists only grow at the end, so CREATE OR REPLACE keeps their
--- grants.  Whoever changes one of these views in sql/install/ copies it here
--- again: test/t/090_upgrade.pl compares the definitions.
+-- 0.2.0 redefines these views; each is copied here from its install piece
+-- (after every table and function they read exists).  Their column lists
+-- only grow at the end, so CREATE OR REPLACE keeps their grants.
 
 CREATE OR REPLACE VIEW dfe_airbyte.config_problems AS
 WITH conf AS (
@@ -481,9 +478,11 @@ WITH last_job AS (
            l.progress_at AS last_job_progress_at,
            -- running, and neither rows, bytes nor Airbyte's update time moved
            coalesce(l.status = 'running' AND l.progress_at < now() - setting.stuck_after, false) AS stuck,
-           setting.stuck_after
+           setting.stuck_after,
+           cw.status AS connection_status
     FROM dfe_airbyte.sync_watch w
     CROSS JOIN setting
+    LEFT JOIN dfe_airbyte.connection_watch cw ON true
     LEFT JOIN last_job l ON true
     LEFT JOIN last_success s ON true
 )
@@ -491,6 +490,8 @@ SELECT last_job_id, last_job_status, last_job_started_at, last_job_updated_at,
        last_success_job_id, last_success_at, stale, stale_after, watching_since,
        checked_at, check_error,
        CASE
+           WHEN connection_status IN ('inactive', 'deprecated') THEN
+               'the Airbyte connection is ' || connection_status || ', so Airbyte runs no syncs: fix the cause (dfe_airbyte.events, the job logs in the Airbyte UI), then SELECT * FROM dfe_airbyte_repair(dry_run => false) re-enables it'
            WHEN checked_at IS NULL THEN
                'the worker has not read Airbyte''s jobs yet: check that dfe_airbyte is in shared_preload_libraries and that the Airbyte settings are set (dfe_airbyte.config_problems)'
            WHEN check_error IS NOT NULL THEN
@@ -505,7 +506,8 @@ SELECT last_job_id, last_job_status, last_job_started_at, last_job_updated_at,
            WHEN last_job_status IN ('failed', 'cancelled') THEN
                'the last sync job ' || last_job_status || ': see its logs in the Airbyte UI; Airbyte tries again at the next scheduled sync'
        END AS hint,
-       last_job_rows_synced, last_job_bytes_synced, last_job_progress_at, stuck, stuck_after
+       last_job_rows_synced, last_job_bytes_synced, last_job_progress_at, stuck, stuck_after,
+       connection_status
 FROM h;
 COMMENT ON VIEW dfe_airbyte.sync_health IS
     'the last Airbyte sync job seen, the last success and whether syncs are stale (older than dfe_airbyte.sync_stale_after)';
