@@ -248,35 +248,6 @@ connection_enable(void)
 
 static MemoryContext watch_cxt;
 
-/* fn(arg) outside a transaction; an ERROR becomes its (redacted) text */
-static char *
-try_network(void (*fn) (void *), void *arg)
-{
-	char	   *volatile result = NULL;
-
-	PG_TRY();
-	{
-		fn(arg);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		HOLD_INTERRUPTS();
-		MemoryContextSwitchTo(watch_cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		RESUME_INTERRUPTS();
-		MemoryContextSwitchTo(watch_cxt);
-		result = http_redact(edata->detail ? psprintf("%s: %s", edata->message, edata->detail)
-							 : edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	return result;
-}
-
 static void
 read_fn(void *arg)
 {
@@ -481,7 +452,7 @@ connection_watch_read(void)
 {
 	watch_cxt = CurrentMemoryContext;
 	/* Airbyte, outside any transaction */
-	polled_error = try_network(read_fn, &polled);
+	polled_error = http_try(read_fn, &polled, watch_cxt);
 	polled_valid = true;
 }
 
@@ -525,7 +496,7 @@ connection_watch_poll(List *jobs, int64 new_success)
 		ereport(LOG,
 				(errmsg("dfe_airbyte: the Airbyte connection selects %d stream(s) or field(s) the allowlist does not list; refreshing it",
 						list_length(extras))));
-		error = try_network(refresh_fn, wanted_json);
+		error = http_try(refresh_fn, wanted_json, watch_cxt);
 	}
 
 	dfe_xact_begin("dfe_airbyte connection watch");

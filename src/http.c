@@ -11,6 +11,8 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+
 #include <math.h>
 #include <time.h>
 
@@ -810,4 +812,38 @@ http_check(const HttpRequest *req)
 {
 	if (!http_ok(req))
 		http_raise(req);
+}
+
+/*
+ * Run fn(arg) outside a transaction; an ERROR it raises becomes its message
+ * (with the detail, secrets redacted), copied into cxt; NULL when fn
+ * succeeded.  The network worker's tasks use it so that one failing call
+ * (Airbyte down, a bad setting) neither stops the task nor the worker.
+ */
+char *
+http_try(void (*fn) (void *), void *arg, MemoryContext cxt)
+{
+	char	   *volatile result = NULL;
+
+	PG_TRY();
+	{
+		fn(arg);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		RESUME_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		result = http_redact(edata->detail ? psprintf("%s: %s", edata->message, edata->detail)
+							 : edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return result;
 }

@@ -115,4 +115,7 @@ extern char *http_redact(const char *text);
 /* percent-encode one URL component (palloc'd) */
 extern char *http_escape(const char *s);
 
+/* fn(arg) outside a transaction; an ERROR becomes its redacted text in cxt, NULL on success */
+extern char *http_try(void (*fn) (void *), void *arg, MemoryContext cxt);
+
 #endif

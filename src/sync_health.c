@@ -121,38 +121,6 @@ repair_fn(void *arg)
 	policy_tags_repair_after_sync(*(int64 *) arg);
 }
 
-/*
- * Run fn(arg) outside a transaction; an ERROR becomes its message
- * (redacted, with the detail), NULL when fn succeeded.
- */
-static char *
-try_call(void (*fn) (void *), void *arg)
-{
-	char	   *volatile result = NULL;
-
-	PG_TRY();
-	{
-		fn(arg);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		HOLD_INTERRUPTS();
-		MemoryContextSwitchTo(sh_cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		RESUME_INTERRUPTS();
-		MemoryContextSwitchTo(sh_cxt);
-		result = http_redact(edata->detail ? psprintf("%s: %s", edata->message, edata->detail)
-							 : edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	return result;
-}
-
 /* the check failed: record why (an event only when it starts failing) */
 static void
 record_check_error(const char *message)
@@ -241,7 +209,7 @@ sync_health_worker_task(void)
 
 	/* Airbyte, outside any transaction */
 	pgstat_report_activity(STATE_RUNNING, "dfe_airbyte sync health: reading Airbyte jobs");
-	error = try_call(read_jobs_fn, &a);
+	error = http_try(read_jobs_fn, &a, sh_cxt);
 	if (error == NULL)
 		connection_watch_read();
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -341,7 +309,7 @@ sync_health_worker_task(void)
 	/* data flow checks after each newly seen success (local only) */
 	foreach(lc, succeeded)
 	{
-		char	   *msg = try_call(flow_checks_fn, lfirst(lc));
+		char	   *msg = http_try(flow_checks_fn, lfirst(lc), sh_cxt);
 
 		if (msg)
 			ereport(LOG,
@@ -373,7 +341,7 @@ sync_health_worker_task(void)
 		else
 			ereport(DEBUG1,
 					(errmsg_internal("dfe_airbyte: sync job " INT64_FORMAT " succeeded; BigQuery is not configured, so no policy tag check", job_id)));
-		msg = try_call(repair_fn, &job_id);
+		msg = http_try(repair_fn, &job_id, sh_cxt);
 
 		if (msg)
 		{
