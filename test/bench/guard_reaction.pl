@@ -28,7 +28,9 @@ log_statement = none
 log_min_messages = warning
 dfe_airbyte.check_interval = ${interval}s
 dfe_airbyte.max_slot_wal_size = 4MB
-dfe_airbyte.slot_limit_action = recreate
+# warn until the slot exists: under recreate the guard would create a
+# missing slot itself if it looked first
+dfe_airbyte.slot_limit_action = warn
 dfe_airbyte.max_slot_recreations_per_day = 100
 dfe_airbyte.airbyte_url = '@{[ $fake->url ]}'
 dfe_airbyte.airbyte_client_id = 'test-client'
@@ -44,6 +46,9 @@ my $net = DfeTest::wait_for_worker($node);
 DfeTest::wait_for_guard($node);
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 sql("SELECT pg_create_logical_replication_slot('airbyte_slot', 'pgoutput')");
+sql("ALTER SYSTEM SET dfe_airbyte.slot_limit_action = 'recreate'");
+sql('SELECT pg_reload_conf()');
+sleep 2;    # the guard reloads on SIGHUP, then checks every second
 DfeTest::poll_until($node, "SELECT count(*) > 0 FROM dfe_airbyte.slot_samples", 't');
 
 sub set_url

@@ -33,7 +33,9 @@ my $url = $fake->url;
 
 my $node = DfeTest::new_node('resync', conf => <<"CONF");
 dfe_airbyte.check_interval = 1s
-dfe_airbyte.slot_limit_action = recreate
+# warn until the slot exists: under recreate the guard would create a
+# missing slot itself if it looked first
+dfe_airbyte.slot_limit_action = warn
 # six recreations in a few minutes: above the daily cap's default
 dfe_airbyte.max_slot_recreations_per_day = 100
 dfe_airbyte.airbyte_url = '$url'
@@ -100,6 +102,9 @@ sub finish_running_jobs
 }
 
 sql("SELECT pg_create_logical_replication_slot('airbyte_slot', 'pgoutput')");
+sql("ALTER SYSTEM SET dfe_airbyte.slot_limit_action = 'recreate'");
+sql('SELECT pg_reload_conf()');
+sleep 2;    # the guard reloads on SIGHUP, then checks every second
 
 # ---- 1. a plain recreation ------------------------------------------------
 my @before = counters();
