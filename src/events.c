@@ -44,6 +44,8 @@ dfe_event(const char *severity, const char *kind, const char *object,
 
 	if (strcmp(severity, "info") != 0)
 		ereport(WARNING,
-				(errmsg("dfe_airbyte: %s", detail),
+				(errcode(ERRCODE_WARNING),
+				 errmsg("dfe_airbyte: %s", detail),
+				 errhint("This is also a row of dfe_airbyte.events (kind %s); the README's troubleshooting section says what to do about it.", kind),
 				 object ? errcontext("%s %s", kind, object) : 0));
 }
