@@ -77,4 +77,17 @@ build/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION)--$(STEP_BASE).sql $(fore
 	cat $^ > $@
 endif
 
+# At a release (docs/development.md, "Releasing"): the in-development
+# scripts become released ones, committed as they are, and their step
+# directories go; the next version then starts with one version bump and one
+# new sql/update/X--Y/ directory.
+freeze: $(DATA_built)
+	@test -n "$(STEPS)" || { echo "nothing to freeze: no sql/update/*--*/ step" >&2; exit 1; }
+	@for f in $(notdir $(DATA_built)); do \
+	    test ! -e sql/$$f || { echo "sql/$$f exists: a released script is never regenerated" >&2; exit 1; }; done
+	cp $(DATA_built) sql/
+	git rm -rq $(foreach s,$(STEPS),sql/update/$(s))
+	git add $(addprefix sql/,$(notdir $(DATA_built)))
+.PHONY: freeze
+
 EXTRA_CLEAN = build tmp_install results regression.diffs regression.out log
