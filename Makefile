@@ -75,6 +75,8 @@ endif
 build/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION)--$(STEP_BASE).sql $(foreach s,$(STEPS),build/$(EXTENSION)--$(s).sql)
 	@mkdir -p build
 	cat $^ > $@
+else ifeq ($(wildcard sql/$(EXTENSION)--$(EXTVERSION).sql),)
+$(error no script installs default_version $(EXTVERSION) of $(EXTENSION).control: create its step directory sql/update/PREVIOUS--$(EXTVERSION)/ (docs/development.md, "Releasing"))
 endif
 
 # At a release (docs/development.md, "Releasing"): the in-development
