@@ -42,6 +42,8 @@
 
 static MemoryContext task_context = NULL;
 
+uint64		dfe_settings_generation = 0;
+
 void
 dfe_register_worker(const char *name, const char *function)
 {
@@ -156,6 +158,15 @@ worker_setup(const DfeWorkerDef *def)
 
 	/* SPEC §9: whatever postgresql.conf or ALTER ROLE say, and for good */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * The workers' queries are small polls whose estimates can still pass
+	 * jit_above_cost: compiling them costs more than running them (0.1-0.3
+	 * s of LLVM optimisation per poll) and loading LLVM adds tens of MB to
+	 * the worker's memory (docs/benchmarks.md).  JIT stays the server's
+	 * choice for every other session.
+	 */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname(def->name);
 
 	dfe_worker_attach(def->kind);
@@ -183,6 +194,17 @@ dfe_worker_run(const DfeWorkerDef *def)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+
+			/*
+			 * Each task's due time was computed from the settings in force
+			 * when it last ran: after a reload run every task now, so that
+			 * the interval it returns (and every later one) follows the new
+			 * settings; a DBA who shortens an hourly interval must not wait
+			 * out the old hour.
+			 */
+			dfe_settings_generation++;
+			for (i = 0; i < def->ntasks; i++)
+				def->tasks[i].due = 0;
 		}
 
 		if (!extension_installed(def->kind))

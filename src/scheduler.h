@@ -34,6 +34,12 @@ typedef struct DfeWorkerDef
 	long		(*startup) (void);	/* once per sight of the extension, or NULL */
 } DfeWorkerDef;
 
+/*
+ * Incremented by the worker loop at each configuration reload, so that a
+ * task that remembers a due time of its own (deploy.c) can drop it.
+ */
+extern uint64 dfe_settings_generation;
+
 /* register a worker whose entry point is function (in this library) */
 extern void dfe_register_worker(const char *name, const char *function);
 
