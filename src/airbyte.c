@@ -11,8 +11,8 @@
  * it 404, or 401/403 where Micronaut Security rejects the unknown route
  * (shared/background/api_conformance.md §2 #7): on any of those we use the
  * config-API one, whose answer has no expires_in, and read the expiry from
- * the JWT's exp claim instead.  Which endpoint works is remembered for the
- * process.
+ * the JWT's exp claim instead.  Which endpoint works is remembered until
+ * the server's version changes.
  *
  * The server's version (GET /api/v1/instance_configuration, anonymous)
  * decides how jobs are listed (the public list shows refresh jobs only from
@@ -72,6 +72,8 @@ static TimestampTz token_renew_at = 0;
 static uint32 token_config_hash = 0;
 /* 0: not known yet, 1: public endpoint works, 2: only the legacy one */
 static int	token_endpoint = 0;
+/* tokens fetched by this process */
+static uint64 token_renewals = 0;
 
 /* the server version cache (TopMemoryContext); see airbyte_server_version */
 static char *server_version = NULL;
@@ -80,7 +82,6 @@ static bool server_version_parsed = false;
 static uint32 server_version_hash = 0;
 /* true: read the version again at its next use (see the header comment) */
 static bool server_version_stale = false;
-
 
 /* ---------------------------------------------------------------------- */
 /* configuration                                                          */
@@ -327,8 +328,12 @@ get_token(void)
 		return token;
 	forget_token();
 
-	/* a new token: a good moment to check that Airbyte was not upgraded */
-	server_version_stale = true;
+	/*
+	 * A renewed token: a good moment to check that Airbyte was not upgraded
+	 * (the first token of a process follows a fresh version read anyway).
+	 */
+	if (token_renewals++ > 0)
+		server_version_stale = true;
 	req = token_request(token_endpoint == 2);
 	if ((req->status == 404 || req->status == 401 || req->status == 403) &&
 		token_endpoint != 2)
