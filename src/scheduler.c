@@ -113,10 +113,43 @@ run_guarded(long (*fn) (void))
 static void
 run_task(DfeTask *task)
 {
-	long		next_ms = run_guarded(task->run);
+	long		next_ms;
+
+	task->last_run = GetCurrentTimestamp();
+	next_ms = run_guarded(task->run);
 
 	task->due = next_ms < 0 ? DT_NOEND
 		: TimestampTzPlusMilliseconds(GetCurrentTimestamp(), next_ms);
+}
+
+/*
+ * Each task's due time was computed from the settings in force when it last
+ * ran: a DBA who shortens an hourly interval during an incident must not
+ * wait out the old hour.  A task that knows its period is moved to last run
+ * + the new period when that is sooner (an unrelated reload costs no extra
+ * Airbyte call); the others run at once, and what they return follows the
+ * new settings.
+ */
+static void
+reschedule_after_reload(const DfeWorkerDef *def)
+{
+	int			i;
+
+	dfe_settings_generation++;
+	for (i = 0; i < def->ntasks; i++)
+	{
+		DfeTask    *task = &def->tasks[i];
+		TimestampTz sooner;
+
+		if (task->interval_ms == NULL || task->last_run == 0)
+		{
+			task->due = 0;
+			continue;
+		}
+		sooner = TimestampTzPlusMilliseconds(task->last_run, task->interval_ms());
+		if (task->due == DT_NOEND || sooner < task->due)
+			task->due = sooner;
+	}
 }
 
 /* run the due tasks; returns how long to sleep */
@@ -195,16 +228,7 @@ dfe_worker_run(const DfeWorkerDef *def)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 
-			/*
-			 * Each task's due time was computed from the settings in force
-			 * when it last ran: after a reload run every task now, so that
-			 * the interval it returns (and every later one) follows the new
-			 * settings; a DBA who shortens an hourly interval must not wait
-			 * out the old hour.
-			 */
-			dfe_settings_generation++;
-			for (i = 0; i < def->ntasks; i++)
-				def->tasks[i].due = 0;
+			reschedule_after_reload(def);
 		}
 
 		if (!extension_installed(def->kind))

@@ -23,6 +23,14 @@ typedef struct DfeTask
 	long		(*run) (void);
 	bool		on_wake;		/* due at once whenever the latch is set */
 	TimestampTz due;			/* 0: due now; DT_NOEND: only on latch */
+
+	/*
+	 * Optional: the task's regular period under the current settings.  After
+	 * a reload its next run is moved to last_run + that period when this is
+	 * earlier; a task without one runs at once after a reload.
+	 */
+	long		(*interval_ms) (void);
+	TimestampTz last_run;
 } DfeTask;
 
 typedef struct DfeWorkerDef
