@@ -66,6 +66,7 @@
 #include "google_auth.h"
 #include "http.h"
 #include "settings.h"
+#include "version.h"
 
 /* re-reads after an etag conflict before a table counts as failed */
 #define MAX_CONFLICT_ROUNDS 3
@@ -1272,6 +1273,7 @@ dfe_airbyte_apply_policy_tags(PG_FUNCTION_ARGS)
 	StringInfoData details;
 	int			nfailed = 0;
 
+	DFE_REQUIRE_MATCHING_SQL();
 	InitMaterializedSRF(fcinfo, 0);
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "dfe_airbyte policy tags",

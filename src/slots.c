@@ -65,6 +65,7 @@
 #include "shared.h"
 #include "slots.h"
 #include "spi_xact.h"
+#include "version.h"
 #include "worker.h"
 
 typedef enum SlotCondition
@@ -1004,6 +1005,7 @@ dfe_airbyte_check_slots_now(PG_FUNCTION_ARGS)
 	int			n;
 	const char *slot_name = dfe_setting_slot_name();
 
+	DFE_REQUIRE_MATCHING_SQL();
 	if (RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
