@@ -668,7 +668,7 @@ typedef struct CreationWait
 	int			attempts;		/* attempts that did not finish in time */
 	TimestampTz since;			/* the first of them */
 	TimestampTz notified_at;	/* last slot_recreation_waiting event */
-	char		blockers[128];	/* the pids that event named, "pid,pid" */
+	char		oldest[16];		/* the pid of the oldest blocker it named */
 } CreationWait;
 
 static CreationWait creation_wait;
@@ -743,24 +743,29 @@ create_slot_bounded(const char *slot_name, const char *plugin, bool two_phase,
 }
 
 /*
- * The sessions a slot creation waits for: those holding a transaction id,
- * and prepared transactions.  Never their query text, which may hold
- * secrets.  Sets *summary (for the event's detail) and *pids ("pid,pid");
- * returns a JSON array of them.
+ * The sessions a slot creation started at attempt_at waits for: those that
+ * held a transaction id before it (short transactions that began since
+ * come and go), and prepared transactions.  Never their query text, which
+ * may hold secrets.  Sets *summary (for the event's detail) and *oldest
+ * (the pid of the longest-running one, "" none); returns them as JSON.
  */
 static char *
-creation_blockers(char **summary, char **pids)
+creation_blockers(TimestampTz attempt_at, char **summary, char **oldest)
 {
+	const char *args[1] = {timestamptz_to_str(attempt_at)};
+
 	dfe_sql("find what the slot creation waits for",
 			"WITH b AS (\n"
 			"    SELECT a.pid, a.state, a.backend_type, a.datname::text AS database,\n"
 			"           pg_catalog.age(a.backend_xid) AS xid_age, a.xact_start\n"
 			"    FROM pg_catalog.pg_stat_activity a\n"
 			"    WHERE a.backend_xid IS NOT NULL AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()\n"
+			"      AND a.xact_start OPERATOR(pg_catalog.<) $1::timestamptz\n"
 			"    ORDER BY a.xact_start LIMIT 10),\n"
 			"p AS (\n"
 			"    SELECT x.database::text AS database, pg_catalog.age(x.transaction) AS xid_age, x.prepared\n"
-			"    FROM pg_catalog.pg_prepared_xacts x ORDER BY x.prepared LIMIT 10)\n"
+			"    FROM pg_catalog.pg_prepared_xacts x WHERE x.prepared OPERATOR(pg_catalog.<) $1::timestamptz\n"
+			"    ORDER BY x.prepared LIMIT 10)\n"
 			"SELECT pg_catalog.jsonb_build_object(\n"
 			"           'blockers', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(b) ORDER BY b.xact_start) FROM b), '[]'),\n"
 			"           'prepared', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(p) ORDER BY p.prepared) FROM p), '[]'))::text,\n"
@@ -769,17 +774,18 @@ creation_blockers(char **summary, char **pids)
 			"                                                b.pid, coalesce(b.state, b.backend_type), b.xact_start, b.xid_age), '; ' ORDER BY b.xact_start) FROM b),\n"
 			"           (SELECT pg_catalog.string_agg(pg_catalog.format('a prepared transaction of database %s (prepared %s)',\n"
 			"                                                p.database, p.prepared), '; ' ORDER BY p.prepared) FROM p)),\n"
-			"       coalesce((SELECT pg_catalog.string_agg(b.pid::text, ',' ORDER BY b.pid) FROM b), '')",
-			0, NULL, SPI_OK_SELECT);
+			"       coalesce((SELECT b.pid::text FROM b ORDER BY b.xact_start LIMIT 1), '')",
+			1, args, SPI_OK_SELECT);
 	*summary = dfe_col_text(0, 2);
-	*pids = dfe_col_text(0, 3);
+	*oldest = dfe_col_text(0, 3);
 	return dfe_col_text(0, 1);
 }
 
 /*
  * An attempt did not finish in time: note it on the recreation's row, and
- * say in an event what it waits for when the wait starts, when what it
- * waits for changes, and every SLOT_RENOTIFY_MS.
+ * say in an event what it waits for when the wait starts, when the oldest
+ * transaction it waits for changes (the one holding it up; others come and
+ * go on a busy server), and every SLOT_RENOTIFY_MS.
  */
 static void
 record_creation_wait(const char *slot_name, int64 rec_id, TimestampTz attempt_at,
@@ -787,7 +793,7 @@ record_creation_wait(const char *slot_name, int64 rec_id, TimestampTz attempt_at
 {
 	TimestampTz now = GetCurrentTimestamp();
 	char	   *summary;
-	char	   *pids;
+	char	   *oldest;
 	char	   *data;
 	cJSON	   *o;
 	const char *args[2];
@@ -801,9 +807,9 @@ record_creation_wait(const char *slot_name, int64 rec_id, TimestampTz attempt_at
 	creation_wait.attempts++;
 
 	dfe_xact_begin("dfe_airbyte slot guard");
-	data = creation_blockers(&summary, &pids);
+	data = creation_blockers(attempt_at, &summary, &oldest);
 	if (summary == NULL || summary[0] == '\0')
-		summary = psprintf("no session holding a transaction id was found any more (%s)", err->message);
+		summary = psprintf("no transaction older than the attempt is running any more (%s)", err->message);
 	args[0] = dfe_int64_str(rec_id);
 	args[1] = psprintf("the slot was dropped; creating it again waits for other transactions to end: attempt %d, waiting since %s, each attempt waits %d ms (the last one: %s after %ld ms); last waited for: %s",
 					   creation_wait.attempts, timestamptz_to_str(creation_wait.since),
@@ -813,7 +819,7 @@ record_creation_wait(const char *slot_name, int64 rec_id, TimestampTz attempt_at
 			"UPDATE dfe_airbyte.slot_recreations SET note = $2 WHERE id = $1::bigint",
 			2, args, SPI_OK_UPDATE);
 
-	if (creation_wait.notified_at == 0 || strcmp(creation_wait.blockers, pids) != 0 ||
+	if (creation_wait.notified_at == 0 || strcmp(creation_wait.oldest, oldest) != 0 ||
 		TimestampDifferenceExceeds(creation_wait.notified_at, now, (int) SLOT_RENOTIFY_MS))
 	{
 		o = cJSON_Parse(data);
@@ -832,7 +838,7 @@ record_creation_wait(const char *slot_name, int64 rec_id, TimestampTz attempt_at
 						   timestamptz_to_str(creation_wait.since)),
 				  data);
 		creation_wait.notified_at = now;
-		strlcpy(creation_wait.blockers, pids, sizeof(creation_wait.blockers));
+		strlcpy(creation_wait.oldest, oldest, sizeof(creation_wait.oldest));
 	}
 	dfe_xact_end();
 }
