@@ -34,6 +34,7 @@
 #include "lists.h"
 #include "settings.h"
 #include "shared.h"
+#include "version.h"
 
 /* ---------------------------------------------------------------------
  * The neutral tree
@@ -1307,6 +1308,7 @@ dfe_airbyte_load_config(PG_FUNCTION_ARGS)
 	int			removed[3] = {0, 0, 0};
 	bool		any = false;
 
+	DFE_REQUIRE_MATCHING_SQL();
 	InitMaterializedSRF(fcinfo, 0);
 
 	/* parse all completely before touching anything */

@@ -45,6 +45,7 @@
 #include "settings.h"
 #include "shared.h"
 #include "stream_config.h"
+#include "version.h"
 
 static const char *const airbyte_fields[] = {
 	"_ab_cdc_lsn", "_ab_cdc_deleted_at", "_ab_cdc_updated_at", NULL
@@ -296,8 +297,10 @@ PG_FUNCTION_INFO_V1(dfe_airbyte_stream_config);
 Datum
 dfe_airbyte_stream_config(PG_FUNCTION_ARGS)
 {
-	char	   *json = stream_config_build();
+	char	   *json;
 
+	DFE_REQUIRE_MATCHING_SQL();
+	json = stream_config_build();
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
 }
 
@@ -310,7 +313,9 @@ PG_FUNCTION_INFO_V1(dfe_airbyte_stream_config_json);
 Datum
 dfe_airbyte_stream_config_json(PG_FUNCTION_ARGS)
 {
-	char	   *json = stream_config_build();
+	char	   *json;
 
+	DFE_REQUIRE_MATCHING_SQL();
+	json = stream_config_build();
 	return DirectFunctionCall1(json_in, CStringGetDatum(json));
 }
