@@ -236,8 +236,9 @@ sub passfile_lines
 {
 	my ($self) = @_;
 	my $port = $self->port;
-	return ("127.0.0.1:$port:*:$remote_role:$self->{remote_password}\n",
-		"127.0.0.1:$port:*:$airbyte_role:$self->{airbyte_password}\n");
+	# any host name: the tests reach the server as 127.0.0.1 and as localhost
+	return ("*:$port:*:$remote_role:$self->{remote_password}\n",
+		"*:$port:*:$airbyte_role:$self->{airbyte_password}\n");
 }
 
 # Writes a libpq passfile (mode 0600: libpq ignores a looser one) holding

@@ -1,0 +1,152 @@
+/*
+ * target_probe.c — C entry points for the tests and benchmarks of the
+ * target seam.  The extension's SQL does not install them (they run any
+ * SQL on any server): a test or benchmark declares them itself, as a
+ * superuser, e.g.
+ *
+ *   CREATE FUNCTION pg_temp.target_rows(target text, conninfo text, sql text, params text[])
+ *     RETURNS SETOF text[] AS 'dfe_airbyte', 'dfe_airbyte_target_rows' LANGUAGE C;
+ *   CREATE FUNCTION pg_temp.target_probe(names text[], conninfos text[], sql text)
+ *     RETURNS TABLE(name text, state text, elapsed_ms float8, server_version int,
+ *                   first_value text, errcode text, error text)
+ *     AS 'dfe_airbyte', 'dfe_airbyte_target_probe' LANGUAGE C;
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "settings.h"
+#include "target.h"
+#include "target_conn.h"
+
+PG_FUNCTION_INFO_V1(dfe_airbyte_target_rows);
+PG_FUNCTION_INFO_V1(dfe_airbyte_target_probe);
+
+static void
+text_array(ArrayType *a, char ***out, int *n)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			i;
+
+	deconstruct_array(a, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, n);
+	*out = palloc0(sizeof(char *) * Max(*n, 1));
+	for (i = 0; i < *n; i++)
+		(*out)[i] = nulls[i] ? NULL : TextDatumGetCString(elems[i]);
+}
+
+/* Each row of sql's answer on one target (through dfe_target_query) as text[]. */
+Datum
+dfe_airbyte_target_rows(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	  **params = NULL;
+	int			nparams = 0;
+	DfeTarget  *t;
+	DfeRows    *r;
+	int			i;
+
+	if (!PG_ARGISNULL(3))
+		text_array(PG_GETARG_ARRAYTYPE_P(3), &params, &nparams);
+	t = PG_ARGISNULL(1) ? dfe_target_open(name)
+		: dfe_target_open_conninfo(name, text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	r = dfe_target_query(t, "run the test query", text_to_cstring(PG_GETARG_TEXT_PP(2)),
+						 nparams, (const char *const *) params);
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	for (i = 0; i < r->nrows; i++)
+	{
+		Datum	   *vals = palloc(sizeof(Datum) * Max(r->ncols, 1));
+		bool	   *nulls = palloc(sizeof(bool) * Max(r->ncols, 1));
+		int			dims[1] = {r->ncols};
+		int			lbs[1] = {1};
+		Datum		row;
+		bool		isnull = false;
+		int			j;
+
+		for (j = 0; j < r->ncols; j++)
+		{
+			const char *v = dfe_rows_value(r, i, j);
+
+			nulls[j] = (v == NULL);
+			vals[j] = v ? CStringGetTextDatum(v) : (Datum) 0;
+		}
+		row = PointerGetDatum(construct_md_array(vals, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &row, &isnull);
+	}
+	dfe_target_close(t);
+	return (Datum) 0;
+}
+
+static const char *
+state_name(TargetConn *tc)
+{
+	switch (tc_state(tc))
+	{
+		case TC_DONE:
+			return "done";
+		case TC_FAILED:
+			return tc_timed_out(tc) ? "timeout" : "failed";
+		default:
+			return "in flight";
+	}
+}
+
+/*
+ * sql on every target at once through one tc_run(): what the guard's
+ * sampling round does.  One row per target: how it ended and after how long.
+ */
+Datum
+dfe_airbyte_target_probe(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	  **names;
+	char	  **conninfos;
+	int			n;
+	int			nc;
+	TargetConn **conns;
+	TimestampTz deadline;
+	int			i;
+
+	text_array(PG_GETARG_ARRAYTYPE_P(0), &names, &n);
+	text_array(PG_GETARG_ARRAYTYPE_P(1), &conninfos, &nc);
+	if (n != nc)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("names and conninfos differ in length"),
+						errhint("Give one connection string per name.")));
+	conns = palloc(sizeof(TargetConn *) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		conns[i] = tc_create(CurrentMemoryContext, names[i], conninfos[i]);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), dfe_target_timeout_ms);
+	for (i = 0; i < n; i++)
+		tc_submit(conns[i], text_to_cstring(PG_GETARG_TEXT_PP(2)), 0, NULL, deadline);
+	tc_run(conns, n);
+	InitMaterializedSRF(fcinfo, 0);
+	for (i = 0; i < n; i++)
+	{
+		TargetConn *tc = conns[i];
+		PGresult   *res = tc_result(tc);
+		Datum		v[7];
+		bool		nl[7] = {0};
+
+		v[0] = CStringGetTextDatum(names[i]);
+		v[1] = CStringGetTextDatum(state_name(tc));
+		v[2] = Float8GetDatum(tc_elapsed_ms(tc));
+		v[3] = Int32GetDatum(tc_server_version(tc));
+		nl[4] = !(tc_state(tc) == TC_DONE && res && PQntuples(res) > 0 && PQnfields(res) > 0 &&
+				  !PQgetisnull(res, 0, 0));
+		v[4] = nl[4] ? (Datum) 0 : CStringGetTextDatum(PQgetvalue(res, 0, 0));
+		nl[5] = tc_errcode(tc) == 0;
+		v[5] = nl[5] ? (Datum) 0 : CStringGetTextDatum(unpack_sql_state(tc_errcode(tc)));
+		nl[6] = tc_error(tc) == NULL;
+		v[6] = nl[6] ? (Datum) 0 : CStringGetTextDatum(tc_error(tc));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, nl);
+	}
+	for (i = 0; i < n; i++)
+		tc_close(conns[i]);
+	return (Datum) 0;
+}
