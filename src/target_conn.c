@@ -294,6 +294,8 @@ parse_conninfo(TargetConn *tc, const char *conninfo)
 		char		msg[512];
 
 		strlcpy(msg, err ? err : "out of memory", sizeof(msg));
+		while (strlen(msg) > 0 && msg[strlen(msg) - 1] == '\n')
+			msg[strlen(msg) - 1] = '\0';
 		if (err)
 			PQfreemem(err);
 		ereport(ERROR,
