@@ -6,9 +6,9 @@
  *
  *   CREATE FUNCTION pg_temp.target_rows(target text, conninfo text, sql text, params text[])
  *     RETURNS SETOF text[] AS 'dfe_airbyte', 'dfe_airbyte_target_rows' LANGUAGE C;
- *   CREATE FUNCTION pg_temp.target_probe(names text[], conninfos text[], sql text)
+ *   CREATE FUNCTION pg_temp.target_probe(names text[], conninfos text[], sql text, rounds int DEFAULT 1)
  *     RETURNS TABLE(name text, state text, elapsed_ms float8, server_version int,
- *                   first_value text, errcode text, error text)
+ *                   first_value text, errcode text, error text, round int)
  *     AS 'dfe_airbyte', 'dfe_airbyte_target_probe' LANGUAGE C;
  */
 #include "postgres.h"
@@ -96,9 +96,33 @@ state_name(TargetConn *tc)
 	}
 }
 
+static void
+put_probe_row(ReturnSetInfo *rsinfo, TargetConn *tc, const char *name, int round)
+{
+	PGresult   *res = tc_result(tc);
+	Datum		v[8];
+	bool		nl[8] = {0};
+
+	v[0] = CStringGetTextDatum(name);
+	v[1] = CStringGetTextDatum(state_name(tc));
+	v[2] = Float8GetDatum(tc_elapsed_ms(tc));
+	v[3] = Int32GetDatum(tc_server_version(tc));
+	nl[4] = !(tc_state(tc) == TC_DONE && res && PQntuples(res) > 0 && PQnfields(res) > 0 &&
+			  !PQgetisnull(res, 0, 0));
+	v[4] = nl[4] ? (Datum) 0 : CStringGetTextDatum(PQgetvalue(res, 0, 0));
+	nl[5] = tc_errcode(tc) == 0;
+	v[5] = nl[5] ? (Datum) 0 : CStringGetTextDatum(unpack_sql_state(tc_errcode(tc)));
+	nl[6] = tc_error(tc) == NULL;
+	v[6] = nl[6] ? (Datum) 0 : CStringGetTextDatum(tc_error(tc));
+	v[7] = Int32GetDatum(round);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, nl);
+}
+
 /*
- * sql on every target at once through one tc_run(): what the guard's
- * sampling round does.  One row per target: how it ended and after how long.
+ * sql on every target at once through one tc_run() per round: what the
+ * guard's sampling round does.  Connections are kept across rounds (a
+ * failed one is reopened), so round 1 includes connecting and later rounds
+ * show the steady state.  One row per target and round.
  */
 Datum
 dfe_airbyte_target_probe(PG_FUNCTION_ARGS)
@@ -106,11 +130,13 @@ dfe_airbyte_target_probe(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	  **names;
 	char	  **conninfos;
+	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	int			rounds = PG_NARGS() > 3 && !PG_ARGISNULL(3) ? PG_GETARG_INT32(3) : 1;
 	int			n;
 	int			nc;
 	TargetConn **conns;
-	TimestampTz deadline;
 	int			i;
+	int			round;
 
 	text_array(PG_GETARG_ARRAYTYPE_P(0), &names, &n);
 	text_array(PG_GETARG_ARRAYTYPE_P(1), &conninfos, &nc);
@@ -121,30 +147,16 @@ dfe_airbyte_target_probe(PG_FUNCTION_ARGS)
 	conns = palloc(sizeof(TargetConn *) * Max(n, 1));
 	for (i = 0; i < n; i++)
 		conns[i] = tc_create(CurrentMemoryContext, names[i], conninfos[i]);
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), dfe_target_timeout_ms);
-	for (i = 0; i < n; i++)
-		tc_submit(conns[i], text_to_cstring(PG_GETARG_TEXT_PP(2)), 0, NULL, deadline);
-	tc_run(conns, n);
 	InitMaterializedSRF(fcinfo, 0);
-	for (i = 0; i < n; i++)
+	for (round = 1; round <= rounds; round++)
 	{
-		TargetConn *tc = conns[i];
-		PGresult   *res = tc_result(tc);
-		Datum		v[7];
-		bool		nl[7] = {0};
+		TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), dfe_target_timeout_ms);
 
-		v[0] = CStringGetTextDatum(names[i]);
-		v[1] = CStringGetTextDatum(state_name(tc));
-		v[2] = Float8GetDatum(tc_elapsed_ms(tc));
-		v[3] = Int32GetDatum(tc_server_version(tc));
-		nl[4] = !(tc_state(tc) == TC_DONE && res && PQntuples(res) > 0 && PQnfields(res) > 0 &&
-				  !PQgetisnull(res, 0, 0));
-		v[4] = nl[4] ? (Datum) 0 : CStringGetTextDatum(PQgetvalue(res, 0, 0));
-		nl[5] = tc_errcode(tc) == 0;
-		v[5] = nl[5] ? (Datum) 0 : CStringGetTextDatum(unpack_sql_state(tc_errcode(tc)));
-		nl[6] = tc_error(tc) == NULL;
-		v[6] = nl[6] ? (Datum) 0 : CStringGetTextDatum(tc_error(tc));
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, nl);
+		for (i = 0; i < n; i++)
+			tc_submit(conns[i], sql, 0, NULL, deadline);
+		tc_run(conns, n);
+		for (i = 0; i < n; i++)
+			put_probe_row(rsinfo, conns[i], names[i], round);
 	}
 	for (i = 0; i < n; i++)
 		tc_close(conns[i]);

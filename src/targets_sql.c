@@ -301,7 +301,8 @@ dfe_airbyte_add_target(PG_FUNCTION_ARGS)
 							"VALUES ($1, $2, $3::pg_catalog.jsonb, $4, $5, pg_catalog.now())", 5, args);
 	ereport(NOTICE,
 			(errmsg("target \"%s\" added: PostgreSQL %s, role \"%s\"", name,
-					dfe_rows_value(r, 0, 7), dfe_rows_value(r, 0, 8))));
+					dfe_rows_value(r, 0, 7), dfe_rows_value(r, 0, 8)),
+			 errhint("UPDATE dfe_airbyte.targets SET enabled = false WHERE name = '%s' switches it off.", name)));
 	PG_RETURN_VOID();
 }
 

@@ -25,9 +25,9 @@ CONF
 $node->safe_psql('postgres', q{
 CREATE FUNCTION public.target_rows(target text, conninfo text, sql text, params text[] DEFAULT NULL)
   RETURNS SETOF text[] AS 'dfe_airbyte', 'dfe_airbyte_target_rows' LANGUAGE C;
-CREATE FUNCTION public.target_probe(names text[], conninfos text[], sql text)
+CREATE FUNCTION public.target_probe(names text[], conninfos text[], sql text, rounds int DEFAULT 1)
   RETURNS TABLE(name text, state text, elapsed_ms float8, server_version int,
-                first_value text, errcode text, error text)
+                first_value text, errcode text, error text, round int)
   AS 'dfe_airbyte', 'dfe_airbyte_target_probe' LANGUAGE C;
 SELECT pg_create_logical_replication_slot('airbyte_slot', 'pgoutput');
 });
