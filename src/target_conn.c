@@ -37,6 +37,7 @@
 #include "storage/fd.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/wait_event.h"
 
 #include "settings.h"
@@ -791,7 +792,12 @@ tc_run(TargetConn **conns, int n)
 		 * address, SSL then plain).  Nothing between create and free can
 		 * raise an error except postmaster death, so the set never leaks.
 		 */
+#if PG_VERSION_NUM >= 170000
+		/* PostgreSQL 17 tracks the set in a resource owner instead of a memory context */
+		set = CreateWaitEventSet(CurrentResourceOwner, n + 2);
+#else
 		set = CreateWaitEventSet(CurrentMemoryContext, n + 2);
+#endif
 		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 		for (i = 0; i < n; i++)
