@@ -73,6 +73,7 @@ struct TargetConn
 	TargetConnState state;
 	bool		ready;			/* can progress without waiting */
 	bool		sent;
+	bool		reused;			/* the query went to a connection kept from before */
 	int			want;			/* WL_SOCKET_* to wait for */
 	TimestampTz deadline;
 	TimestampTz submitted_at;
@@ -176,6 +177,32 @@ finish(TargetConn *tc, TargetConnState state)
 	tc->finished_at = GetCurrentTimestamp();
 }
 
+/*
+ * A kept connection found broken by the query sent on it — the server was
+ * restarted or failed over, or ended the idle session, since the last
+ * query: connect afresh (looking the name up again) and send the query once
+ * more, instead of reporting a target as failed that is up.  A statement
+ * whose answer was lost after the server committed it could so run twice;
+ * the callers' statements are reads, or actions that check state first.
+ */
+static bool
+retry_on_fresh_connection(TargetConn *tc)
+{
+	if (!tc->reused || (tc->state != TC_SENDING && tc->state != TC_BUSY))
+		return false;
+	tc->reused = false;
+	drop_connection(tc);
+	if (tc->result)
+		PQclear(tc->result);
+	tc->result = NULL;
+	tc->sent = false;
+	tc->addr[0] = '\0';
+	tc->state = tc->host ? TC_RESOLVING : TC_CONNECTING;
+	tc->ready = true;
+	tc->want = 0;
+	return true;
+}
+
 /* A failure; drop: the connection is unusable (it is reopened, the name looked up again). */
 static void
 fail(TargetConn *tc, int errcode, bool drop, const char *fmt,...)
@@ -183,6 +210,8 @@ fail(TargetConn *tc, int errcode, bool drop, const char *fmt,...)
 	va_list		ap;
 	char		buf[1024];
 
+	if (drop && retry_on_fresh_connection(tc))
+		return;
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
@@ -377,8 +406,12 @@ tc_submit(TargetConn *tc, const char *sql, int nparams, const char *const *param
 	tc->finished_at = 0;
 	tc->sent = false;
 	tc->ready = true;
+	tc->reused = false;
 	if (tc->conn && PQstatus(tc->conn) == CONNECTION_OK)
+	{
 		tc->state = TC_SENDING;
+		tc->reused = true;
+	}
 	else
 	{
 		drop_connection(tc);
@@ -718,8 +751,9 @@ expire(TargetConn *tc)
 	 * No cancel request: PQcancel() connects synchronously, and the
 	 * non-blocking PQcancelCreate() exists only from libpq 17.  Closing the
 	 * connection is enough, because the session's statement_timeout ends
-	 * the query on the server.
+	 * the query on the server.  Past the deadline there is no retry.
 	 */
+	tc->reused = false;
 	fail(tc, ERRCODE_CONNECTION_FAILURE, true, "target \"%s\" did not answer within %d ms (%s)",
 		 tc->name, dfe_target_timeout_ms, stage);
 	tc->timed_out = true;

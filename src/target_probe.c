@@ -6,7 +6,8 @@
  *
  *   CREATE FUNCTION pg_temp.target_rows(target text, conninfo text, sql text, params text[])
  *     RETURNS SETOF text[] AS 'dfe_airbyte', 'dfe_airbyte_target_rows' LANGUAGE C;
- *   CREATE FUNCTION pg_temp.target_probe(names text[], conninfos text[], sql text, rounds int DEFAULT 1)
+ *   CREATE FUNCTION pg_temp.target_probe(names text[], conninfos text[], sql text,
+ *                                        rounds int DEFAULT 1, pause_ms int DEFAULT 0)
  *     RETURNS TABLE(name text, state text, elapsed_ms float8, server_version int,
  *                   first_value text, errcode text, error text, round int)
  *     AS 'dfe_airbyte', 'dfe_airbyte_target_probe' LANGUAGE C;
@@ -15,6 +16,9 @@
 
 #include "catalog/pg_type.h"
 #include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/wait_event.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -118,6 +122,25 @@ put_probe_row(ReturnSetInfo *rsinfo, TargetConn *tc, const char *name, int round
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, nl);
 }
 
+/* between rounds (the connections stay open): a test can restart a server meanwhile */
+static void
+pause_between_rounds(int ms)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+
+	for (;;)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+
+		CHECK_FOR_INTERRUPTS();
+		if (left <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(left, 1000), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
 /*
  * sql on every target at once through one tc_run() per round: what the
  * guard's sampling round does.  Connections are kept across rounds (a
@@ -132,6 +155,7 @@ dfe_airbyte_target_probe(PG_FUNCTION_ARGS)
 	char	  **conninfos;
 	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	int			rounds = PG_NARGS() > 3 && !PG_ARGISNULL(3) ? PG_GETARG_INT32(3) : 1;
+	int			pause_ms = PG_NARGS() > 4 && !PG_ARGISNULL(4) ? PG_GETARG_INT32(4) : 0;
 	int			n;
 	int			nc;
 	TargetConn **conns;
@@ -150,7 +174,11 @@ dfe_airbyte_target_probe(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	for (round = 1; round <= rounds; round++)
 	{
-		TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), dfe_target_timeout_ms);
+		TimestampTz deadline;
+
+		if (round > 1)
+			pause_between_rounds(pause_ms);
+		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), dfe_target_timeout_ms);
 
 		for (i = 0; i < n; i++)
 			tc_submit(conns[i], sql, 0, NULL, deadline);

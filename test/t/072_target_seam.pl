@@ -25,7 +25,8 @@ CONF
 $node->safe_psql('postgres', q{
 CREATE FUNCTION public.target_rows(target text, conninfo text, sql text, params text[] DEFAULT NULL)
   RETURNS SETOF text[] AS 'dfe_airbyte', 'dfe_airbyte_target_rows' LANGUAGE C;
-CREATE FUNCTION public.target_probe(names text[], conninfos text[], sql text, rounds int DEFAULT 1)
+CREATE FUNCTION public.target_probe(names text[], conninfos text[], sql text, rounds int DEFAULT 1,
+                                    pause_ms int DEFAULT 0)
   RETURNS TABLE(name text, state text, elapsed_ms float8, server_version int,
                 first_value text, errcode text, error text, round int)
   AS 'dfe_airbyte', 'dfe_airbyte_target_probe' LANGUAGE C;
@@ -134,6 +135,30 @@ SKIP:
 {
 	skip 'no target server', 1 unless @targets;
 	is("$row{byname}[1] $row{byname}[4]", 'done 1', 'probe: a target given by host name is reached');
+}
+
+# a kept connection whose server restarted meanwhile: the next round
+# reconnects at once instead of reporting the target as failed
+SKIP:
+{
+	skip 'no target server', 3 unless @targets;
+	my $t = $targets[-1];
+	my ($in2, $out2, $err2) = ('', '', '');
+	my $probe_h = IPC::Run::start(
+		[ 'psql', '-XAtq', '-d', $node->connstr('postgres'), '-c',
+			"SELECT round, state, coalesce(error, '') FROM target_probe(ARRAY['restarted'], "
+			. "ARRAY[${\ lit($t->conninfo)}], 'SELECT 1', 2, 30000) ORDER BY round" ],
+		'<', \$in2, '>', \$out2, '2>', \$err2);
+	ok($t->node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'dfe_airbyte' AND state = 'idle'"),
+		'round 1 answered, the connection is kept');
+	$t->node->restart;
+	$probe_h->finish;
+	chomp $out2;
+	is($out2, "1|done|\n2|done|", 'after the restart, round 2 reconnected and answered') or diag($err2);
+	ok($t->node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = 'dfe_airbyte'"),
+		'the probe closed its connection');
 }
 
 # a query waiting on a hanging target is cancelled promptly (interrupts checked)
