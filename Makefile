@@ -41,7 +41,10 @@ REGRESS_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 PG_CPPFLAGS  = -I$(srcdir)/src -DDFE_AIRBYTE_VERSION=\"$(EXTVERSION)\" -Wall -Wextra -Werror \
                -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
-SHLIB_LINK   = -lcurl -lcjson -lyaml
+SHLIB_LINK   = -lcurl -lcjson -lyaml -lanl
+# libpq for remote targets, as contrib/postgres_fdw links it
+SHLIB_LINK_INTERNAL = $(libpq)
+PG_CPPFLAGS += -I$(libpq_srcdir)
 
 # rebuild objects when a header they include changes (.deps/*.Po)
 override autodepend = yes
