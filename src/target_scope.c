@@ -30,6 +30,40 @@ struct DfeTargetScope
 /* the open scope (scopes do not nest), in TopMemoryContext */
 static DfeTargetScope *open_scope = NULL;
 
+/*
+ * A scope open when its transaction aborted (an ERROR in a function that
+ * entered it, or in a worker task): the current target is "local" again at
+ * once, and its settings are reset at the next enter or reset — not during
+ * the abort, where AtEOXact_GUC would undo the reset itself.  Values set in
+ * the aborted transaction are rolled back by the abort anyway.
+ */
+static DfeTargetScope *stale_scope = NULL;
+static bool callback_registered = false;
+
+static void leave_scope(DfeTargetScope *scope);
+
+static void
+scope_xact_callback(XactEvent event, void *arg)
+{
+	if ((event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) && open_scope != NULL)
+	{
+		stale_scope = open_scope;
+		open_scope = NULL;
+	}
+}
+
+static void
+reset_stale_scope(void)
+{
+	if (stale_scope != NULL)
+	{
+		DfeTargetScope *scope = stale_scope;
+
+		stale_scope = NULL;
+		leave_scope(scope);
+	}
+}
+
 /* settings of a target that are not GUCs */
 static const char *const target_only_settings[] = {"disk_size"};
 
@@ -94,8 +128,12 @@ dfe_target_scope_enter(const char *target)
 	DfeRows    *r;
 	const char *args[1] = {target};
 
-	if (open_scope != NULL)
-		dfe_target_scope_reset();
+	dfe_target_scope_reset();
+	if (!callback_registered)
+	{
+		RegisterXactCallback(scope_xact_callback, NULL);
+		callback_registered = true;
+	}
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "dfe_airbyte target scope",
 								ALLOCSET_SMALL_SIZES);
@@ -139,21 +177,29 @@ dfe_target_scope_enter(const char *target)
 void
 dfe_target_scope_leave(DfeTargetScope *scope)
 {
+	if (scope != open_scope)
+		return;					/* its transaction aborted: reset already due */
+	open_scope = NULL;
+	leave_scope(scope);
+}
+
+static void
+leave_scope(DfeTargetScope *scope)
+{
 	ListCell   *lc;
 
-	Assert(scope == open_scope);
 	foreach(lc, scope->applied)
 		(void) set_config_option((const char *) lfirst(lc), NULL, PGC_SIGHUP, PGC_S_SESSION,
 								 GUC_ACTION_SET, true, WARNING, false);
 	if (scope->target != NULL && !dfe_target_is_local(scope->target))
 		dfe_target_close(scope->target);
-	open_scope = NULL;
 	MemoryContextDelete(scope->cxt);
 }
 
 void
 dfe_target_scope_reset(void)
 {
+	reset_stale_scope();
 	if (open_scope != NULL)
 		dfe_target_scope_leave(open_scope);
 }
