@@ -30,6 +30,15 @@ PG_CPPFLAGS  = -I$(srcdir)/src -DDFE_AIRBYTE_VERSION=\"$(EXTVERSION)\" -Wall -We
                -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 SHLIB_LINK   = -lcurl -lcjson -lyaml
 
+# make DFE_ASSERTS=1 compiles in the dfe_Assert() checks of our own
+# invariants (src/dfe_assert.h says why not USE_ASSERT_CHECKING).
+# test/tmp_install.sh, and so test/check, builds this way; a production
+# "make" does not.
+DFE_ASSERTS ?= 0
+ifeq ($(DFE_ASSERTS),1)
+PG_CPPFLAGS += -DDFE_ASSERT_CHECKING
+endif
+
 # rebuild objects when a header they include changes (.deps/*.Po)
 override autodepend = yes
 
@@ -40,10 +49,15 @@ PG_CONFIG   ?= $(shell test -x /usr/lib/postgresql/15/bin/pg_config && echo /usr
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# the objects depend on a file naming the DFE_ASSERTS choice, rewritten
+# only when it changes, so switching the choice rebuilds them
+$(shell echo 'DFE_ASSERTS=$(DFE_ASSERTS)' | cmp -s - .dfe_build_flags 2>/dev/null || echo 'DFE_ASSERTS=$(DFE_ASSERTS)' > .dfe_build_flags)
+$(OBJS): .dfe_build_flags
+
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard sql/install/*.sql))
 	cat $^ > $@
 
 sql/$(EXTENSION)--0.1.0--0.2.0.sql: $(sort $(wildcard sql/update/0.1.0--0.2.0/*.sql))
 	cat $^ > $@
 
-EXTRA_CLEAN = tmp_install results regression.diffs regression.out log
+EXTRA_CLEAN = tmp_install results regression.diffs regression.out log .dfe_build_flags

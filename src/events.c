@@ -7,6 +7,7 @@
 #include "executor/spi.h"
 #include "utils/builtins.h"
 
+#include "dfe_assert.h"
 #include "events.h"
 
 void
@@ -17,6 +18,15 @@ dfe_event(const char *severity, const char *kind, const char *object,
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	int			ret;
+
+	/*
+	 * The callers pass literals: a NULL would crash in CStringGetTextDatum,
+	 * a severity outside the CHECK of dfe_airbyte.events (00_base.sql)
+	 * would fail the INSERT and with it the caller's whole transaction.
+	 */
+	dfe_Assert(severity != NULL && kind != NULL && detail != NULL);
+	dfe_Assert(strcmp(severity, "info") == 0 || strcmp(severity, "warning") == 0 ||
+			   strcmp(severity, "critical") == 0);
 
 	values[0] = CStringGetTextDatum(severity);
 	values[1] = CStringGetTextDatum(kind);
