@@ -160,6 +160,13 @@ def main():
             entry = failing.setdefault(signature(text), [text, 0, p.path])
             entry[1] += 1
 
+    return print_summary(opts.logdir, all_logs, judged, failing, not_judged,
+                         leaks_elsewhere, unfinished)
+
+
+def print_summary(logdir, all_logs, judged, failing, not_judged,
+                  leaks_elsewhere, unfinished):
+    """Print what was judged and each failing report once; the exit code."""
     print("valgrind: %d process logs, %d with dfe_airbyte loaded"
           % (len(all_logs), len(judged)))
     if not_judged:
@@ -174,7 +181,7 @@ def main():
               % unfinished)
     if not all_logs:
         print("valgrind: FAILED: no logs in %s (did the server run under "
-              "valgrind?)" % opts.logdir)
+              "valgrind?)" % logdir)
         return 1
     if not failing:
         print("valgrind: PASSED: no memory errors and no definite leaks of "
@@ -183,7 +190,7 @@ def main():
     total = sum(e[1] for e in failing.values())
     print("valgrind: FAILED: %d memory errors/leaks (%d distinct) in "
           "processes with dfe_airbyte loaded; logs in %s"
-          % (total, len(failing), opts.logdir))
+          % (total, len(failing), logdir))
     ranked = sorted(failing.values(),
                     key=lambda e: (not has_our_frame(e[0]), -e[1]))
     for text, count, path in ranked[:MAX_SHOWN]:
