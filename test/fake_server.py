@@ -43,6 +43,10 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "fake"))
+import bigquery_jobs  # noqa: E402  (jobs.query running the SQL)
+
 # --------------------------------------------------------------------------
 # Constants
 # --------------------------------------------------------------------------
@@ -125,6 +129,12 @@ DEFAULT_CONFIG = {
     # None turns the limit off.
     "bq_table_update_limit": 5,
     "bq_table_update_window_s": 10.0,
+    # BigQuery jobs.query (test/fake/bigquery_jobs.py): the PostgreSQL
+    # database holding the final tables (libpq DSN), the datasets' location
+    # (None: any), and how many answers say jobComplete false first.
+    "bq_sql_dsn": None,
+    "bq_location": None,
+    "bq_query_pending_polls": 0,
 }
 
 # The connection model (issue 8 item 7-9: schema propagation, auto-disable,
@@ -302,6 +312,7 @@ class State:
         self.nonce = b64url(os.urandom(6))  # makes tokens unique per process
         self.counter = 0
         self.job_counter = 0
+        self.bq_jobs = bigquery_jobs.Jobs()
         self.reset()
 
     def next_n(self):
@@ -339,6 +350,7 @@ class State:
             self.no_pk_tables = {HEARTBEAT_TABLE}
             # BigQuery: (project, dataset, table) -> dict
             self.bq_tables = {}
+            self.bq_jobs.reset()
             self.reset_connection_model()
 
     # -- jobs ---------------------------------------------------------------
@@ -1580,6 +1592,36 @@ class Handler(BaseHTTPRequestHandler):
             table.setdefault("updates", []).append(table["modified"])
             return Reply(200, State.bq_table_json(key, table))
 
+    def bq_column_tags(self, project, dataset, table):
+        """{column: [policy tag names]} of a table the fake knows."""
+        with self.state.lock:
+            t = self.state.bq_tables.get((project, dataset, table))
+            fields = (t or {}).get("schema", {}).get("fields", [])
+            return {f.get("name"): (f.get("policyTags") or {}).get("names")
+                    for f in fields if isinstance(f, dict)}
+
+    @route("POST", r"/bigquery/v2/projects/" + SEG + "/queries",
+           "/bigquery/v2/projects/*/queries")
+    def bq_query(self, p):
+        self.bq_auth()
+        try:
+            data = self.body_json()
+        except HTTPError:
+            raise google_error(400, "Invalid JSON payload received.",
+                               "INVALID_ARGUMENT", "invalid")
+        with self.state.lock:
+            cfg = dict(self.state.config)
+        status, body = self.state.bq_jobs.query(
+            p, data, cfg, lambda d, t: self.bq_column_tags(p, d, t))
+        return Reply(status, body)
+
+    @route("GET", r"/bigquery/v2/projects/" + SEG + "/queries/" + SEG,
+           "/bigquery/v2/projects/*/queries/*")
+    def bq_query_results(self, p, job_id):
+        self.bq_auth()
+        status, body = self.state.bq_jobs.get_results(p, job_id, self.args)
+        return Reply(status, body)
+
     # ========================================================== CONTROL (/_fake)
 
     @route("GET", r"/_fake/ping")
@@ -1844,6 +1886,12 @@ class Handler(BaseHTTPRequestHandler):
     def c_stats(self):
         with self.state.lock:
             return Reply(200, dict(self.state.stats))
+
+    @route("GET", r"/_fake/bigquery/query_stats")
+    def c_bq_query_stats(self):
+        """queries, dry_runs, bytes_billed, bytes_limit_exceeded, polls"""
+        with self.state.bq_jobs.lock:
+            return Reply(200, dict(self.state.bq_jobs.stats))
 
 
 def bq_schema_problem(old_fields, new_fields, prefix=""):
