@@ -55,6 +55,7 @@
 #include "reconcile.h"
 #include "settings.h"
 #include "spi_xact.h"
+#include "worker.h"
 
 #define NBUCKETS 4096			/* first level: buckets per table */
 #define SUB_BUCKETS 64			/* deeper levels: buckets per differing bucket */
@@ -92,16 +93,50 @@ typedef struct RcRun
 	List	   *ranges;			/* char *: key ranges / buckets that differ */
 	StringInfoData detail;
 	MemoryContext cxt;
+	bool		own_xact;		/* worker: each query in its own transaction */
+	bool		in_xact;		/* worker: inside one already */
+	int			nrows;			/* the last rc_sql's rows, copied into cxt */
+	char	 ***rows;
 } RcRun;
 
-/* SPI query, results copied into run->cxt */
+/*
+ * SPI query; its rows are copied into run->cxt (rc_val reads them).  In the
+ * worker each query is its own short transaction, so that none is open
+ * while BigQuery is asked.
+ */
 static int
 rc_sql(RcRun *run, const char *what, const char *sql, int nargs, const char **args)
 {
+	bool		own = run->own_xact && !run->in_xact;
+	int			ncols;
+
+	if (own)
+		dfe_xact_begin(what);
 	dfe_set_result_context(run->cxt);
 	dfe_sql(what, sql, nargs, args, SPI_OK_SELECT);
 	MemoryContextSwitchTo(run->cxt);
-	return (int) SPI_processed;
+	run->nrows = (int) SPI_processed;
+	ncols = SPI_tuptable->tupdesc->natts;
+	run->rows = palloc0(sizeof(char **) * Max(run->nrows, 1));
+	for (int i = 0; i < run->nrows; i++)
+	{
+		run->rows[i] = palloc0(sizeof(char *) * ncols);
+		for (int j = 0; j < ncols; j++)
+			run->rows[i][j] = dfe_col_text(i, j + 1);
+	}
+	if (own)
+	{
+		dfe_xact_end();
+		MemoryContextSwitchTo(run->cxt);
+	}
+	return run->nrows;
+}
+
+/* row i, column j (1-based, as SPI) of the last rc_sql; NULL for NULL */
+static char *
+rc_val(RcRun *run, int i, int j)
+{
+	return run->rows[i][j - 1];
 }
 
 static void
@@ -159,15 +194,15 @@ static const char *const columns_sql =
 
 /* one column row of columns_sql into t */
 static void
-add_column(RcTable *t, int row, bool *key_unusable)
+add_column(RcRun *run, RcTable *t, int row, bool *key_unusable)
 {
-	char	   *name = dfe_col_text(row, 1);
-	char	   *typname = dfe_col_text(row, 2);
-	int			typmod = atoi(dfe_col_text(row, 3));
-	char	   *typtype = dfe_col_text(row, 4);
-	bool		allowed = strcmp(dfe_col_text(row, 5), "t") == 0;
-	bool		hidden = strcmp(dfe_col_text(row, 6), "t") == 0;
-	bool		key = atoi(dfe_col_text(row, 7)) > 0;
+	char	   *name = rc_val(run, row, 1);
+	char	   *typname = rc_val(run, row, 2);
+	int			typmod = atoi(rc_val(run, row, 3));
+	char	   *typtype = rc_val(run, row, 4);
+	bool		allowed = strcmp(rc_val(run, row, 5), "t") == 0;
+	bool		hidden = strcmp(rc_val(run, row, 6), "t") == 0;
+	bool		key = atoi(rc_val(run, row, 7)) > 0;
 	bool		ok;
 	RcColumn   *c = palloc0(sizeof(RcColumn));
 
@@ -210,7 +245,7 @@ load_table(RcRun *run, const char *name)
 				 errmsg("table \"%s.%s\" does not exist", args[0], name),
 				 errhint("Name an allowlisted table of dfe_airbyte.source_schema.")));
 	for (int i = 0; i < n; i++)
-		add_column(t, i, &key_unusable);
+		add_column(run, t, i, &key_unusable);
 	if (key_unusable)
 	{
 		note(run, "primary key not replicated or not comparable: compared by count only");
@@ -233,8 +268,8 @@ load_cutoff(RcRun *run)
 		note(run, "no successful sync recorded: no cut-off, every row compared");
 		return;
 	}
-	run->sync_job_id = strtoll(dfe_col_text(0, 1), NULL, 10);
-	run->cutoff = dfe_col_text(0, 2);
+	run->sync_job_id = strtoll(rc_val(run, 0, 1), NULL, 10);
+	run->cutoff = rc_val(run, 0, 2);
 }
 
 /*
@@ -276,7 +311,7 @@ load_hot_keys(RcTable *t, RcRun *run, List **hot)
 	if (n > MAX_HOT_KEYS)
 		return false;
 	for (int i = 0; i < n; i++)
-		*hot = lappend(*hot, dfe_col_text(i, 1));
+		*hot = lappend(*hot, rc_val(run, i, 1));
 	if (n > 0)
 		note(run, "%d row(s) changed since the last successful sync left out", n);
 	return true;
@@ -294,9 +329,9 @@ pg_buckets(RcTable *t, RcRun *run, RcLevel *lv)
 	{
 		RcBucket   *b = palloc0(sizeof(RcBucket));
 
-		b->bucket = strtoll(dfe_col_text(i, 1), NULL, 10);
-		b->n = strtoll(dfe_col_text(i, 2), NULL, 10);
-		b->s = dfe_col_text(i, 3);
+		b->bucket = strtoll(rc_val(run, i, 1), NULL, 10);
+		b->n = strtoll(rc_val(run, i, 2), NULL, 10);
+		b->s = rc_val(run, i, 3);
 		out = lappend(out, b);
 	}
 	return out;
@@ -311,7 +346,7 @@ budget_left(RcRun *run)
 	if (rc_sql(run, "read the bytes billed today",
 			   "SELECT coalesce(sum(bytes_billed), 0)::text FROM dfe_airbyte.reconcile_runs"
 			   " WHERE started_at > now() - interval '24 hours'", 0, NULL) > 0)
-		used = strtoll(dfe_col_text(0, 1), NULL, 10);
+		used = strtoll(rc_val(run, 0, 1), NULL, 10);
 	return (int64) dfe_reconcile_daily_mb * 1024 * 1024 - used;
 }
 
@@ -543,8 +578,8 @@ diff_keys(RcTable *t, RcRun *run, RcLevel *lv, List *hot)
 	{
 		char	  **r = palloc(2 * sizeof(char *));
 
-		r[0] = dfe_col_text(i, 1);
-		r[1] = dfe_col_text(i, 2);
+		r[0] = rc_val(run, i, 1);
+		r[1] = rc_val(run, i, 2);
 		pg = lappend(pg, r);
 	}
 	res = bq_run(run, rc_bq_keys_query(t, run->checksum, lv, hot));
@@ -594,10 +629,10 @@ first_level(RcTable *t, RcRun *run, RcLevel *lv)
 					quote_identifier(((RcColumn *) linitial(t->keys))->name),
 					quote_identifier(((RcColumn *) linitial(t->keys))->name), t->pg_rel), 0, NULL);
 	lv->width = 1;
-	if (!dfe_col_isnull(0, 1))
+	if (rc_val(run, 0, 1) != NULL)
 	{
-		int64		lo = strtoll(dfe_col_text(0, 1), NULL, 10);
-		int64		hi = strtoll(dfe_col_text(0, 2), NULL, 10);
+		int64		lo = strtoll(rc_val(run, 0, 1), NULL, 10);
+		int64		hi = strtoll(rc_val(run, 0, 2), NULL, 10);
 		/* in numeric: hi - lo may not fit in int64 */
 		double		span = (double) hi - (double) lo + 1.0;
 
@@ -683,7 +718,7 @@ compare_count(RcTable *t, RcRun *run)
 	BqResult   *res;
 
 	rc_sql(run, "count the source rows", rc_pg_count_query(t), 0, NULL);
-	run->source_rows = strtoll(dfe_col_text(0, 1), NULL, 10);
+	run->source_rows = strtoll(rc_val(run, 0, 1), NULL, 10);
 	res = bq_run(run, rc_bq_count_query(t));
 	if (res == NULL)
 		return;
@@ -695,12 +730,13 @@ compare_count(RcTable *t, RcRun *run)
 }
 
 static RcRun *
-reconcile_table(const char *name, bool checksum, bool dry_run, MemoryContext cxt)
+reconcile_table(const char *name, bool checksum, bool dry_run, MemoryContext cxt, bool own_xact)
 {
 	RcRun	   *run = palloc0(sizeof(RcRun));
 	RcTable    *t;
 
 	run->cxt = cxt;
+	run->own_xact = own_xact;
 	run->table = pstrdup(name);
 	run->checksum = checksum;
 	run->dry_run = dry_run;
@@ -764,9 +800,9 @@ decide_status(RcRun *run)
 			   "       (coalesce(sync_job_id, 0) < $4::bigint)::text\n"
 			   "  FROM dfe_airbyte.reconciliation WHERE target = 'local' AND table_name = $1", 4, args) == 0)
 		return;
-	prev = dfe_col_text(0, 1);
-	same = strcmp(dfe_col_text(0, 2), "true") == 0;
-	newer_sync = strcmp(dfe_col_text(0, 3), "true") == 0;
+	prev = rc_val(run, 0, 1);
+	same = strcmp(rc_val(run, 0, 2), "true") == 0;
+	newer_sync = strcmp(rc_val(run, 0, 3), "true") == 0;
 	if (!same || (strcmp(prev, "mismatch") != 0 && strcmp(prev, "mismatch_candidate") != 0))
 		return;
 	if (strcmp(prev, "mismatch") == 0 || newer_sync)
@@ -841,11 +877,11 @@ record_run(RcRun *run, const char *started)
 
 /* the tables to reconcile: one allowlisted table, or all of them */
 static List *
-tables_to_check(RcRun *scratch, text *name)
+tables_to_check(RcRun *run, text *name)
 {
 	List	   *out = NIL;
 	const char *args[1] = {name ? text_to_cstring(name) : NULL};
-	int			n = rc_sql(scratch, "read the allowlisted tables",
+	int			n = rc_sql(run, "read the allowlisted tables",
 						   "SELECT DISTINCT table_name FROM dfe_airbyte.allowlist"
 						   " WHERE ($1 IS NULL OR table_name = $1) AND table_name <> 'airbyte_heartbeat'"
 						   " ORDER BY 1", 1, args);
@@ -856,7 +892,7 @@ tables_to_check(RcRun *scratch, text *name)
 				 errmsg("table \"%s\" is not allowlisted", args[0]),
 				 errhint("Only replicated tables can be reconciled: see dfe_airbyte.allowlist.")));
 	for (int i = 0; i < n; i++)
-		out = lappend(out, dfe_col_text(i, 1));
+		out = lappend(out, rc_val(run, i, 1));
 	return out;
 }
 
@@ -880,6 +916,24 @@ check_arguments(const char *mode, const char *target)
 				 errhint("Set dfe_airbyte.bigquery_project and dfe_airbyte.bigquery_dataset (env BIGQUERY_PROJECT_ID, BIGQUERY_AIRBYTE_DATASET).")));
 }
 
+/* the result of a table whose reconciliation failed */
+static RcRun *
+error_run(const char *name, bool checksum, bool dry_run, MemoryContext cxt, ErrorData *err)
+{
+	RcRun	   *run = palloc0(sizeof(RcRun));
+
+	run->cxt = cxt;
+	run->table = pstrdup(name);
+	run->checksum = checksum;
+	run->dry_run = dry_run;
+	run->status = "error";
+	initStringInfo(&run->detail);
+	note(run, "%s", err->message);
+	if (err->detail)
+		note(run, "%s", err->detail);
+	return run;
+}
+
 /* one table in a subtransaction: an error becomes that table's result */
 static RcRun *
 reconcile_one(const char *name, bool checksum, bool dry_run, MemoryContext cxt)
@@ -891,7 +945,7 @@ reconcile_one(const char *name, bool checksum, bool dry_run, MemoryContext cxt)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		run = reconcile_table(name, checksum, dry_run, cxt);
+		run = reconcile_table(name, checksum, dry_run, cxt, false);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -905,16 +959,7 @@ reconcile_one(const char *name, bool checksum, bool dry_run, MemoryContext cxt)
 		/* a cancel or a shutdown ends the whole call */
 		if (err->sqlerrcode == ERRCODE_QUERY_CANCELED || err->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
 			ReThrowError(err);
-		run = palloc0(sizeof(RcRun));
-		run->cxt = cxt;
-		run->table = pstrdup(name);
-		run->checksum = checksum;
-		run->dry_run = dry_run;
-		run->status = "error";
-		initStringInfo(&run->detail);
-		note(run, "%s", err->message);
-		if (err->detail)
-			note(run, "%s", err->detail);
+		run = error_run(name, checksum, dry_run, cxt, err);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
@@ -987,4 +1032,82 @@ dfe_airbyte_reconcile(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	return (Datum) 0;
+}
+
+/*
+ * The network worker's task: one table per call, in count mode, when a
+ * successful sync has finished since the table's last run and
+ * dfe_airbyte.reconcile_interval has passed (a candidate mismatch is checked
+ * again after the next sync whatever the interval: that is what confirms
+ * it); never while a full re-sync the extension asked for is pending or
+ * running (a dfe_airbyte.slot_recreations row without resync_finished_at:
+ * pending, or its job not finished): the final table is being rebuilt.
+ */
+static const char *const next_table_sql =
+"WITH s AS (SELECT max(job_id) AS job FROM dfe_airbyte.sync_jobs WHERE status = 'succeeded' AND started_at IS NOT NULL)\n"
+"SELECT a.table_name\n"
+"  FROM (SELECT DISTINCT table_name FROM dfe_airbyte.allowlist WHERE table_name <> 'airbyte_heartbeat') a\n"
+"  CROSS JOIN s\n"
+"  LEFT JOIN dfe_airbyte.reconciliation r ON r.target = 'local' AND r.table_name = a.table_name\n"
+" WHERE s.job IS NOT NULL\n"
+"   AND NOT EXISTS (SELECT 1 FROM dfe_airbyte.slot_recreations WHERE resync_finished_at IS NULL)\n"
+"   AND (r.table_name IS NULL\n"
+"        OR (coalesce(r.sync_job_id, 0) < s.job\n"
+"            AND (r.status = 'mismatch_candidate' OR r.finished_at < now() - make_interval(secs => $1::int))))\n"
+" ORDER BY r.finished_at NULLS FIRST, a.table_name LIMIT 1";
+
+static void
+worker_record(RcRun *run, const char *started)
+{
+	dfe_xact_begin("dfe_airbyte reconcile");
+	dfe_set_result_context(run->cxt);
+	MemoryContextSwitchTo(run->cxt);
+	run->in_xact = true;
+	if (strcmp(run->status, "error") != 0)
+		decide_status(run);
+	record_run(run, started);
+	run->in_xact = false;
+	dfe_xact_end();
+	MemoryContextSwitchTo(run->cxt);
+}
+
+long
+reconcile_worker_task(void)
+{
+	long		wait = dfe_check_interval_s * 1000L;
+	MemoryContext cxt = CurrentMemoryContext;
+	RcRun		pick;
+	const char *args[1] = {psprintf("%d", dfe_reconcile_interval_s)};
+	char	   *started;
+	RcRun	   *run = NULL;
+
+	if (dfe_reconcile_interval_s == 0 || dfe_reconcile_daily_mb == 0 ||
+		dfe_setting_bigquery_project() == NULL || dfe_setting_bigquery_dataset() == NULL)
+		return wait;
+	memset(&pick, 0, sizeof(pick));
+	pick.cxt = cxt;
+	pick.own_xact = true;
+	if (rc_sql(&pick, "pick the next table to reconcile", next_table_sql, 1, args) == 0)
+		return wait;
+	started = pstrdup(timestamptz_to_str(GetCurrentTimestamp()));
+	PG_TRY();
+	{
+		run = reconcile_table(rc_val(&pick, 0, 1), false, false, cxt, true);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *err;
+
+		MemoryContextSwitchTo(cxt);
+		err = CopyErrorData();
+		if (err->sqlerrcode == ERRCODE_QUERY_CANCELED || err->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+			PG_RE_THROW();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		run = error_run(rc_val(&pick, 0, 1), false, false, cxt, err);
+		run->own_xact = true;
+	}
+	PG_END_TRY();
+	worker_record(run, started);
+	return 0;					/* the next table at once; none left: the wait above */
 }

@@ -25,6 +25,9 @@ my $node = DfeTest::new_node('reconcile', conf => DfeTest::bigquery_conf($fake, 
 dfe_airbyte.http_retry_base_delay = '50ms'
 dfe_airbyte.http_max_retries = 3
 timezone = 'Europe/London'
+dfe_airbyte.check_interval = 1
+# the worker's reconciliations are tested at the end
+dfe_airbyte.reconcile_interval = 0
 CONF
 $fake->config(bq_sql_dsn => $node->connstr('postgres'), bq_location => 'europe-west2');
 
@@ -289,5 +292,27 @@ like($err, qr/reconciliation target "svc2" is not supported/, 'a target other th
 sql("CREATE TABLE public.gone (id int PRIMARY KEY); INSERT INTO dfe_airbyte.allowlist VALUES ('gone', 'id')");
 like(sql("SELECT detail FROM dfe_airbyte_reconcile('gone')"), qr/^error: .*Not found: Table/,
 	'a final table missing in BigQuery is that table\'s error');
+
+# ------------------------------------------------------------ the worker
+# a candidate is checked again after the next successful sync, and becomes a
+# mismatch; a table reconciled within reconcile_interval is left alone
+my $apps_at = sql("SELECT finished_at FROM dfe_airbyte.reconciliation WHERE table_name = 'applications'");
+is(sql("SELECT status FROM dfe_airbyte.reconciliation WHERE table_name = 'by_text'"), 'mismatch_candidate',
+	'by_text: a candidate');
+sql("INSERT INTO dfe_airbyte.slot_recreations (slot_name, reason, recreated_at) VALUES ('airbyte_slot', 'lost', now())");
+sql("ALTER SYSTEM SET dfe_airbyte.reconcile_interval = '1h'; SELECT pg_reload_conf()");
+DfeTest::poll_until($node, 'SHOW dfe_airbyte.reconcile_interval', '1h');
+sync_succeeded();
+# while the re-sync is owed the worker waits; a wait cannot be polled for,
+# so the re-sync finishes here and what follows is checked
+sql("UPDATE dfe_airbyte.slot_recreations SET resync_state = 'started', resync_finished_at = now()");
+ok(DfeTest::poll_until($node, "SELECT status FROM dfe_airbyte.reconciliation WHERE table_name = 'by_text'",
+	'mismatch', 60), 'the worker re-checks the candidate after the next sync: a mismatch');
+ok(DfeTest::poll_until($node, "SELECT count(*) > 0 FROM dfe_airbyte.events WHERE kind = 'reconcile_mismatch'"
+	  . " AND object = 'by_text'", 't', 60), 'reconcile_mismatch for by_text');
+is(sql("SELECT finished_at FROM dfe_airbyte.reconciliation WHERE table_name = 'applications'"), $apps_at,
+	'a table reconciled within reconcile_interval is not reconciled again');
+is(sql("SELECT mode FROM dfe_airbyte.reconcile_runs WHERE table_name = 'by_text' ORDER BY id DESC LIMIT 1"),
+	'count', 'the worker reconciles in count mode');
 
 done_testing();
