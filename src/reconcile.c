@@ -1001,13 +1001,15 @@ dfe_airbyte_reconcile(PG_FUNCTION_ARGS)
 	bool		dry_run = PG_ARGISNULL(2) ? false : PG_GETARG_BOOL(2);
 	char	   *target = PG_ARGISNULL(3) ? "local" : text_to_cstring(PG_GETARG_TEXT_PP(3));
 	MemoryContext cxt;
+	MemoryContext old;
 	RcRun		scratch;
 	List	   *tables;
 	ListCell   *lc;
 
 	check_arguments(mode, target);
 	InitMaterializedSRF(fcinfo, 0);
-	cxt = AllocSetContextCreate(CurrentMemoryContext, "dfe_airbyte reconcile", ALLOCSET_DEFAULT_SIZES);
+	old = CurrentMemoryContext;
+	cxt = AllocSetContextCreate(old, "dfe_airbyte reconcile", ALLOCSET_DEFAULT_SIZES);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -1031,6 +1033,8 @@ dfe_airbyte_reconcile(PG_FUNCTION_ARGS)
 		emit(rsinfo, run);
 	}
 	SPI_finish();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
 	return (Datum) 0;
 }
 
