@@ -171,6 +171,16 @@ is(sql("SELECT status, keys, key_ranges FROM dfe_airbyte.reconciliation WHERE ta
 unlike($r->[5], qr/wrong/, 'no column value in the result');
 sync_rows('id = 42');
 
+# ------------------------------------------------------------ a TOAST placeholder
+sql("UPDATE svc_airbyte_test.applications SET status = '__debezium_unavailable_value'"
+	  . " WHERE id = 50 AND _ab_cdc_lsn = (SELECT max(_ab_cdc_lsn) FROM svc_airbyte_test.applications WHERE id = 50)");
+$r = reconcile('applications', 'checksum');
+like($r->[5], qr/1 row\(s\) hold __debezium_unavailable_value, Debezium's placeholder for an unchanged TOAST value: ALTER TABLE public.applications REPLICA IDENTITY FULL/,
+	'a TOAST placeholder is reported as what it is');
+is(sql("SELECT keys FROM dfe_airbyte.reconciliation WHERE table_name = 'applications'"), '{"changed 50"}',
+	'... and its key');
+sync_rows('id = 50');
+
 # ------------------------------------------------------------ NULL is not ''
 sql("UPDATE svc_airbyte_test.applications SET status = '' WHERE id = 7");   # NULL at the source
 reconcile('applications', 'checksum');
