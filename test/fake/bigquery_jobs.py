@@ -12,6 +12,10 @@ The REST shapes follow Google's reference:
   jobs.getQueryResults https://cloud.google.com/bigquery/docs/reference/rest/v2/jobs/getQueryResults
   errors              https://cloud.google.com/bigquery/docs/error-messages
 Rows come back as `rows[].f[].v`, every value a JSON string (NULL -> null).
+A query runs in a thread, as a BigQuery job: jobs.query answers when it is
+done or after its timeoutMs (default 10 s) with jobComplete false, and
+getQueryResults waits up to its own timeoutMs the same way (config
+bq_query_pending_polls adds that many jobComplete false answers first).
 
 Rewrites (each follows the GoogleSQL function reference,
 https://cloud.google.com/bigquery/docs/reference/standard-sql/functions-and-operators):
@@ -462,11 +466,10 @@ class Jobs:
                         500, "bytesBilledLimitExceeded",
                         "Query exceeded limit for bytes billed: %d. %d or "
                         "higher required." % (int(cap), billed), "INTERNAL")
-                result = self._run(cur, pg_sql)
         finally:
             conn.close()
-        return self._finish(project, location or want, result, processed,
-                            billed, cfg, body)
+        return self._start(project, location or want, pg_sql, processed,
+                           billed, cfg, body)
 
     def _explain(self, cur, pg_sql):
         try:
@@ -480,33 +483,64 @@ class Jobs:
         msg = diag.message_primary if diag is not None else None
         return msg or str(e).strip().splitlines()[0]
 
-    def _run(self, cur, pg_sql):
+    def _run(self, cfg, pg_sql):
+        conn = self.connect(cfg.get("bq_sql_dsn"))
         try:
-            cur.execute(pg_sql)
-        except psycopg2.Error as e:
-            raise invalid(self._pg_message(e))
-        fields = [{"name": d.name, "type": PG_TO_BQ.get(d.type_code, "STRING"),
-                   "mode": "NULLABLE"} for d in cur.description]
-        rows = [{"f": [{"v": _value(v)} for v in row]}
-                for row in cur.fetchall()]
+            with conn.cursor() as cur:
+                try:
+                    cur.execute(pg_sql)
+                except psycopg2.Error as e:
+                    raise invalid(self._pg_message(e))
+                fields = [{"name": d.name,
+                           "type": PG_TO_BQ.get(d.type_code, "STRING"),
+                           "mode": "NULLABLE"} for d in cur.description]
+                rows = [{"f": [{"v": _value(v)} for v in row]}
+                        for row in cur.fetchall()]
+        finally:
+            conn.close()
         return {"fields": fields, "rows": rows}
 
-    def _finish(self, project, location, result, processed, billed, cfg,
-                body):
+    def _start(self, project, location, pg_sql, processed, billed, cfg,
+               body):
+        """Runs the query in a thread, as BigQuery runs a job; answers when
+        it is done or after timeoutMs (default 10 s), jobComplete false."""
         job_id = "job_fake_%d" % next(self.ids)
-        pending = int(cfg.get("bq_query_pending_polls") or 0)
-        job = {"projectId": project, "location": location, "result": result,
-               "processed": processed, "billed": billed, "pending": pending,
-               "created": time.time()}
+        job = {"projectId": project, "location": location, "result": None,
+               "error": None, "processed": processed, "billed": billed,
+               "pending": int(cfg.get("bq_query_pending_polls") or 0),
+               "done": threading.Event(), "created": time.time()}
+
+        def work():
+            try:
+                job["result"] = self._run(cfg, pg_sql)
+            except QueryError as e:
+                job["error"] = e
+            except Exception as e:  # the fake's own failure: say so
+                job["error"] = QueryError(500, "backendError", "fake: %s" % e,
+                                          "INTERNAL")
+            job["done"].set()
         with self.lock:
             self.jobs[job_id] = job
             self.stats["queries"] += 1
             self.stats["bytes_billed"] += billed
+        threading.Thread(target=work, daemon=True).start()
+        job["done"].wait(_timeout_s(body.get("timeoutMs")))
         ref = {"projectId": project, "jobId": job_id, "location": location}
-        if pending > 0:
-            return {"kind": "bigquery#queryResponse", "jobReference": ref,
-                    "jobComplete": False}
-        return self._complete(job, ref)
+        with self.lock:
+            return self._answer(job, ref, "bigquery#queryResponse")
+
+    def _answer(self, job, ref, kind):
+        """(caller holds the lock) the rows, or jobComplete false; a job
+        that failed raises its error."""
+        if job["pending"] > 0 or not job["done"].is_set():
+            if job["pending"] > 0:
+                job["pending"] -= 1
+            return {"kind": kind, "jobReference": ref, "jobComplete": False}
+        if job["error"] is not None:
+            raise job["error"]
+        out = self._complete(job, ref)
+        out["kind"] = kind
+        return out
 
     @staticmethod
     def _complete(job, ref):
@@ -525,23 +559,30 @@ class Jobs:
         with self.lock:
             job = self.jobs.get(job_id)
             self.stats["polls"] += 1
-            loc = args.get("location")
-            if job is None or job["projectId"] != project or (
-                    job["location"] and (loc or "").lower()
-                    != job["location"].lower()):
-                e = QueryError(404, "notFound", "Not found: Job %s:%s.%s"
-                               % (project, loc or "US", job_id), "NOT_FOUND")
-                return e.status, e.body()
-            ref = {"projectId": project, "jobId": job_id,
-                   "location": job["location"]}
-            if job["pending"] > 0:
-                job["pending"] -= 1
-                if job["pending"] > 0:
-                    return 200, {"kind": "bigquery#getQueryResultsResponse",
-                                 "jobReference": ref, "jobComplete": False}
-            out = self._complete(job, ref)
-        out["kind"] = "bigquery#getQueryResultsResponse"
-        return 200, out
+        loc = args.get("location")
+        if job is None or job["projectId"] != project or (
+                job["location"] and (loc or "").lower()
+                != job["location"].lower()):
+            e = QueryError(404, "notFound", "Not found: Job %s:%s.%s"
+                           % (project, loc or "US", job_id), "NOT_FOUND")
+            return e.status, e.body()
+        job["done"].wait(_timeout_s(args.get("timeoutMs")))
+        ref = {"projectId": project, "jobId": job_id,
+               "location": job["location"]}
+        try:
+            with self.lock:
+                return 200, self._answer(
+                    job, ref, "bigquery#getQueryResultsResponse")
+        except QueryError as e:
+            return e.status, e.body()
+
+
+def _timeout_s(value):
+    """timeoutMs as seconds (BigQuery's default: 10 s)."""
+    try:
+        return max(0.0, int(value) / 1000.0)
+    except (TypeError, ValueError):
+        return 10.0
 
 
 def _value(v):
