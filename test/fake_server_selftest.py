@@ -1072,7 +1072,7 @@ class BigQueryTranspileTest(unittest.TestCase):
         sql = self.pg("SELECT TO_HEX(MD5(CONCAT('a', b))), DIV(c, 2), "
                       "COUNTIF(d), CAST(e AS INT64), CAST(f AS STRING) "
                       "FROM `p.d.t` WHERE TRUE").lower()
-        for fn in ("bq_fake.to_hex(bq_fake.md5(bq_fake.concat(", "bq_fake.div(",
+        for fn in ("bq_fake.to_hex(bq_fake.md5((bq_fake.str_arg(", "bq_fake.div(",
                    "bq_fake.countif(", "bq_fake.int64(", "bq_fake.string("):
             self.assertIn(fn, sql)
 

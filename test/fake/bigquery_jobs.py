@@ -21,8 +21,9 @@ Rewrites (each follows the GoogleSQL function reference,
 https://cloud.google.com/bigquery/docs/reference/standard-sql/functions-and-operators):
   MD5(STRING) -> BYTES           bq_fake.md5: decode(md5(x), 'hex') (bytea)
   TO_HEX(BYTES) -> STRING        bq_fake.to_hex: encode(x, 'hex'); no TO_HEX(STRING)
-  CONCAT(STRING...)              bq_fake.concat: NULL if any argument is NULL
-                                 (PostgreSQL's concat() skips NULLs); STRING only
+  CONCAT(STRING...)              bq_fake.str_arg(a) || ...: NULL if any argument
+                                 is NULL (PostgreSQL's concat() skips NULLs);
+                                 STRING only
   COUNTIF(BOOL)                  aggregate bq_fake.countif (0 on no rows)
   DIV(INT64, INT64)              bq_fake.div: truncates toward zero, error on 0
   CAST(x AS INT64)               bq_fake.int64: STRING accepts '0x' hex and
@@ -80,38 +81,32 @@ CREATE OR REPLACE FUNCTION bq_fake.to_hex(text) RETURNS text
   LANGUAGE plpgsql AS $$BEGIN
   RAISE EXCEPTION 'No matching signature for function TO_HEX for argument types: STRING';
 END$$;
-CREATE OR REPLACE FUNCTION bq_fake.concat(VARIADIC text[]) RETURNS text
-  LANGUAGE sql IMMUTABLE AS
-  $$SELECT CASE WHEN array_position($1, NULL) IS NULL
-                THEN array_to_string($1, '') END$$;
+-- CONCAT(a, b) becomes str_arg(a) || str_arg(b): || is NULL when either
+-- side is (BigQuery's CONCAT too; PostgreSQL's concat() skips NULLs), and
+-- str_arg exists for text only, so a non-STRING argument is an error as in
+-- BigQuery.  Both inline, so a row costs no function call.
+CREATE OR REPLACE FUNCTION bq_fake.str_arg(text) RETURNS text
+  LANGUAGE sql IMMUTABLE STRICT AS $$SELECT $1$$;
 CREATE OR REPLACE FUNCTION bq_fake.div(bigint, bigint) RETURNS bigint
   LANGUAGE sql IMMUTABLE STRICT AS $$SELECT $1 / $2$$;
 CREATE OR REPLACE FUNCTION bq_fake.countif_step(bigint, boolean) RETURNS bigint
   LANGUAGE sql IMMUTABLE AS $$SELECT $1 + CASE WHEN $2 THEN 1 ELSE 0 END$$;
 CREATE OR REPLACE AGGREGATE bq_fake.countif(boolean)
   (sfunc = bq_fake.countif_step, stype = bigint, initcond = '0');
+-- '0x' hex (at most 16 digits, within int64) or decimal; anything else and
+-- anything out of range is an error, as in BigQuery.  No loop: it runs once
+-- per row.
 CREATE OR REPLACE FUNCTION bq_fake.int64(text) RETURNS bigint
   LANGUAGE plpgsql IMMUTABLE STRICT AS $$
-DECLARE s text := btrim($1); neg boolean := false; v numeric := 0; d int;
+DECLARE h text := substring($1 FROM '^-?0[xX]([0-9a-fA-F]+)$');
 BEGIN
-  IF s LIKE '-%' THEN neg := true; s := substr(s, 2); END IF;
-  IF lower(s) LIKE '0x%' THEN
-    s := substr(s, 3);
-    IF s = '' OR s !~ '^[0-9a-fA-F]+$' THEN
-      RAISE EXCEPTION 'Bad int64 value: %', $1;
-    END IF;
-    FOREACH d IN ARRAY (SELECT array_agg(position(lower(c) IN '0123456789abcdef') - 1)
-                          FROM regexp_split_to_table(s, '') c) LOOP
-      v := v * 16 + d;
-    END LOOP;
-  ELSIF s ~ '^[0-9]+$' THEN v := s::numeric;
-  ELSE RAISE EXCEPTION 'Bad int64 value: %', $1;
+  IF h IS NOT NULL AND (length(h) < 16 OR (length(h) = 16 AND h ~ '^[0-7]')) THEN
+    RETURN (CASE WHEN left($1, 1) = '-' THEN -1 ELSE 1 END) * ('x' || lpad(h, 16, '0'))::bit(64)::bigint;
+  ELSIF h IS NULL AND $1 ~ '^-?[0-9]{1,19}$'
+        AND $1::numeric BETWEEN -9223372036854775808 AND 9223372036854775807 THEN
+    RETURN $1::numeric::bigint;
   END IF;
-  IF neg THEN v := -v; END IF;
-  IF v > 9223372036854775807 OR v < -9223372036854775808 THEN
-    RAISE EXCEPTION 'Bad int64 value: %', $1;
-  END IF;
-  RETURN v::bigint;
+  RAISE EXCEPTION 'Bad int64 value: %', $1;
 END$$;
 CREATE OR REPLACE FUNCTION bq_fake.int64(bigint) RETURNS bigint
   LANGUAGE sql IMMUTABLE STRICT AS $$SELECT $1$$;
@@ -286,7 +281,11 @@ def _rewrite(node, ctes):
     if isinstance(node, exp.IntDiv):
         return _fn("div", [node.this, node.expression])
     if isinstance(node, exp.Concat):
-        return _fn("concat", node.expressions)
+        args = [_fn("str_arg", [a]) for a in node.expressions]
+        out = args[0]
+        for a in args[1:]:
+            out = exp.DPipe(this=out, expression=a)
+        return exp.Paren(this=out)
     if isinstance(node, exp.Anonymous):
         new = RENAMES.get(str(node.this).upper())
         if new:
