@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark: dfe_airbyte_reconcile() on a 10-million-row table (BENCH_ROWS)
+# Benchmark: dfe_airbyte_reconcile(). Source-side cost on a 10-million-row table (BENCH_ROWS)
 # against the fake BigQuery (which runs the BigQuery side in the same
 # cluster).  Prints, per mode, the source side's time and rows per second per
 # core (the PostgreSQL queries run in one process: SPI plans no parallel

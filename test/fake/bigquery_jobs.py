@@ -337,6 +337,7 @@ class Jobs:
         self.ids = itertools.count(1)
         self.installed = set()
         self.stats = {"queries": 0, "dry_runs": 0, "bytes_billed": 0,
+                      "bytes_processed": 0,
                       "bytes_limit_exceeded": 0, "polls": 0}
 
     def reset(self):
@@ -522,6 +523,7 @@ class Jobs:
             self.jobs[job_id] = job
             self.stats["queries"] += 1
             self.stats["bytes_billed"] += billed
+            self.stats["bytes_processed"] += processed
         threading.Thread(target=work, daemon=True).start()
         job["done"].wait(_timeout_s(body.get("timeoutMs")))
         ref = {"projectId": project, "jobId": job_id, "location": location}
