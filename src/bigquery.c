@@ -50,7 +50,6 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
-#include "storage/latch.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -66,6 +65,7 @@
 #include "google_auth.h"
 #include "http.h"
 #include "settings.h"
+#include "shared.h"
 
 /* re-reads after an etag conflict before a table counts as failed */
 #define MAX_CONFLICT_ROUNDS 3
@@ -992,25 +992,6 @@ pace_record(const char *url, int64 at)
 	e->at_ms[e->n++] = at;
 }
 
-/* sleep ms, waking at least every 200 ms for interrupts (cancel, shutdown) */
-static void
-pace_sleep(int64 ms)
-{
-	int64		until = mono_ms() + ms;
-
-	for (;;)
-	{
-		int64		left = until - mono_ms();
-
-		CHECK_FOR_INTERRUPTS();
-		if (left <= 0)
-			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 (long) Min(left, 200), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
-}
-
 /* the PATCHes, each table's held back as pace_due says; the others go at once */
 static void
 run_patches_paced(ApplyState *st, List *patches, List **next_gets)
@@ -1058,7 +1039,7 @@ run_patches_paced(ApplyState *st, List *patches, List **next_gets)
 			ereport(DEBUG1,
 					(errmsg_internal("dfe_airbyte: holding back %d BigQuery table update(s) for " INT64_FORMAT " ms (per-table limit)",
 									 list_length(later), earliest - now)));
-			pace_sleep(earliest - now);
+			dfe_sleep_ms((long) (earliest - now));
 		}
 		list_free(ready);
 		patches = later;

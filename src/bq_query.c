@@ -5,7 +5,7 @@
  * The answer of jobs.query carries jobComplete; while it is false the rows
  * are fetched with GET .../queries/{jobId}?location=… (getQueryResults),
  * and further pages the same way with pageToken.  Between polls the wait is
- * a latch wait of at most POLL_MS that checks for interrupts, so
+ * dfe_sleep_ms(), which checks for interrupts every 200 ms, so
  * pg_cancel_backend() and SIGTERM end a long query wait.
  */
 #include "postgres.h"
@@ -21,6 +21,7 @@
 #include "google_auth.h"
 #include "http.h"
 #include "settings.h"
+#include "shared.h"
 
 #define POLL_MS 500
 /* how long one getQueryResults call may wait server-side */
@@ -218,13 +219,11 @@ take_rows(BqResult *res, cJSON *root)
 	}
 }
 
+/* between two polls; a deploy's wake-up of the worker is kept (shared.h) */
 static void
 poll_wait(void)
 {
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 POLL_MS, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
+	dfe_sleep_ms(POLL_MS);
 }
 
 /*

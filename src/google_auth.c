@@ -26,6 +26,7 @@
 #include "access/htup_details.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/fd.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/memutils.h"
@@ -136,7 +137,12 @@ read_small_file(const char *path, const char *what, const char *hint)
 	bool		failed;
 	int			save_errno;
 
-	f = fopen(path, "r");
+	/*
+	 * AllocateFile, not fopen: the file counts against max_files_per_process
+	 * and is closed at transaction abort or by FreeFile, so an ERROR raised
+	 * while reading never leaks the descriptor (fd.c).
+	 */
+	f = AllocateFile(path, "r");
 	if (f == NULL)
 		ereport(ERROR,
 				(errcode_for_file_access(),
@@ -147,7 +153,7 @@ read_small_file(const char *path, const char *what, const char *hint)
 	{
 		if (buf.len + n > MAX_FILE_BYTES)
 		{
-			fclose(f);
+			FreeFile(f);
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s \"%s\" is larger than %d bytes", what, path, MAX_FILE_BYTES),
@@ -157,7 +163,7 @@ read_small_file(const char *path, const char *what, const char *hint)
 	}
 	failed = ferror(f) != 0;
 	save_errno = errno;
-	fclose(f);
+	FreeFile(f);
 	if (failed)
 	{
 		errno = save_errno;
