@@ -59,7 +59,7 @@
 
 #define NBUCKETS 4096			/* first level: buckets per table */
 #define SUB_BUCKETS 64			/* deeper levels: buckets per differing bucket */
-#define KEY_LIMIT 2000			/* list keys once differing buckets hold fewer rows */
+#define KEY_LIMIT 5000			/* list keys once differing buckets hold at most this many rows (a 10M-row table: 2442 per bucket) */
 #define MAX_LEVELS 6
 #define MAX_HOT_KEYS 10000		/* more rows changed since the last sync: busy */
 #define MAX_REPORTED 100		/* keys and ranges kept per run */
