@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Benchmark: dfe_airbyte_reconcile(). Source-side cost on a 10-million-row table (BENCH_ROWS)
-# against the fake BigQuery (which runs the BigQuery side in the same
-# cluster).  Prints, per mode, the source side's time and rows per second per
-# core (the PostgreSQL queries run in one process: SPI plans no parallel
-# query) next to a plain count(*) of the same table without parallel workers
-# (the physical floor), and the BigQuery queries and bytes billed per mode
-# on the fake, then the narrowing's queries for one wrong row.  Not part of
-# test/check (several minutes).
+# Benchmark: dfe_airbyte_reconcile().  1. The source side's cost on a
+# 10-million-row table (BENCH_ROWS) in count and checksum mode, in rows per
+# second per core (the extension's queries run through SPI in one process)
+# next to a plain count(*) without parallel workers (the physical floor);
+# BigQuery's side is refused after its dry run there, so only the source
+# side runs.  2. Whole runs against the fake BigQuery (which runs the
+# BigQuery side in a second database of the cluster) on BENCH_BQ_ROWS rows
+# (1 million): queries and bytes per mode, and the narrowing's queries for
+# one wrong row.  Not part of test/check (about 15 minutes).
 #
 #   sudo test/bench/reconcile.sh          # or as a developer: test/bench/reconcile.sh
-#   BENCH_ROWS=1000000 test/bench/reconcile.sh
+#   BENCH_ROWS=1000000 BENCH_BQ_ROWS=100000 test/bench/reconcile.sh
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/test/lib/as_test_user.sh"
