@@ -260,6 +260,19 @@ is(sql("SELECT keys, key_ranges, bigquery_queries FROM dfe_airbyte.reconciliatio
 	'{"changed 43210"}|{"[43201, 43216)"}|2', 'found in two BigQuery queries (buckets, then keys)');
 is(queries_run($mark), 4, 'each dry-run first');
 
+# a second level: 6000 dense keys and one far away put 6000 rows in the
+# first bucket (over the 5000 listed at once): sub-buckets, then keys
+sql("CREATE TABLE public.sparse (id bigint PRIMARY KEY, v text);"
+	  . " INSERT INTO public.sparse SELECT g, 'v' || g FROM generate_series(1, 6000) g;"
+	  . " INSERT INTO public.sparse VALUES (1000000000, 'far');"
+	  . " INSERT INTO dfe_airbyte.allowlist VALUES ('sparse', 'id'), ('sparse', 'v')");
+final_table('sparse', 'id bigint, v text');
+sql("INSERT INTO svc_airbyte_test.sparse (id, v, _ab_cdc_lsn) SELECT id, v, 1 FROM public.sparse;"
+	  . " UPDATE svc_airbyte_test.sparse SET v = 'oops' WHERE id = 4000");
+reconcile('sparse', 'checksum');
+is(sql("SELECT keys, key_ranges, bigquery_queries FROM dfe_airbyte.reconciliation WHERE table_name = 'sparse'"),
+	'{"changed 4000"}|{"[3816, 7631)"}|3', 'a crowded bucket is split again: three queries, then the key');
+
 # ------------------------------------------------------------ the byte cap
 sql("ALTER SYSTEM SET dfe_airbyte.reconcile_max_bytes_billed = '1MB'; SELECT pg_reload_conf()");
 DfeTest::poll_until($node, 'SHOW dfe_airbyte.reconcile_max_bytes_billed', '1MB');
@@ -290,7 +303,7 @@ $fake->config(bq_query_pending_polls => 0);
 
 # ------------------------------------------------------------ all tables, history, errors
 is(sql("SELECT string_agg(table_name || ':' || coalesce(matched::text, 'null'), ',' ORDER BY table_name)"
-	  . " FROM dfe_airbyte_reconcile()"), 'applications:true,big:true,by_text:false,nokey:false',
+	  . " FROM dfe_airbyte_reconcile()"), 'applications:true,big:true,by_text:false,nokey:false,sparse:true',
 	'without a table name: every allowlisted table');
 ok(sql("SELECT count(*) FROM dfe_airbyte.reconcile_runs") > 10, 'every run is kept in reconcile_runs');
 my ($ret, $out, $err) = $node->psql('postgres', "SELECT * FROM dfe_airbyte_reconcile('nope')");
