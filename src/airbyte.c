@@ -49,6 +49,7 @@
 #include "settings.h"
 #include "shared.h"
 #include "stream_config.h"
+#include "version.h"
 
 /* a token without any expiry information is kept this long */
 #define TOKEN_DEFAULT_LIFETIME_S 180
@@ -1046,6 +1047,7 @@ dfe_airbyte_connection_refresh(PG_FUNCTION_ARGS)
 	char	   *config;
 	char	   *answer;
 
+	DFE_REQUIRE_MATCHING_SQL();
 	airbyte_require_configuration();
 	config = stream_config_build();
 	answer = airbyte_refresh_connection(config);
@@ -1057,8 +1059,10 @@ Datum
 dfe_airbyte_start_sync(PG_FUNCTION_ARGS)
 {
 	bool		already_running;
-	int64		job_id = airbyte_start_sync(&already_running);
+	int64		job_id;
 
+	DFE_REQUIRE_MATCHING_SQL();
+	job_id = airbyte_start_sync(&already_running);
 	if (already_running)
 		ereport(NOTICE,
 				(errmsg("a job is already running: job " INT64_FORMAT, job_id),
@@ -1072,6 +1076,7 @@ dfe_airbyte_job_status(PG_FUNCTION_ARGS)
 {
 	AirbyteJob	job;
 
+	DFE_REQUIRE_MATCHING_SQL();
 	airbyte_get_job(PG_GETARG_INT64(0), &job);
 	PG_RETURN_TEXT_P(cstring_to_text(job.status));
 }
@@ -1085,6 +1090,7 @@ dfe_airbyte_wait_for_job(PG_FUNCTION_ARGS)
 	int64		timeout_us;
 	TimestampTz start = GetCurrentTimestamp();
 
+	DFE_REQUIRE_MATCHING_SQL();
 	timeout_us = timeout->time +
 		(int64) timeout->day * USECS_PER_DAY +
 		(int64) timeout->month * DAYS_PER_MONTH * USECS_PER_DAY;

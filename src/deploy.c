@@ -60,6 +60,7 @@
 #include "shared.h"
 #include "stream_config.h"
 #include "worker.h"
+#include "version.h"
 
 /* ActiveRecord::Migrator::MIGRATOR_SALT */
 #define RAILS_MIGRATOR_SALT INT64CONST(2053462845)
@@ -1271,6 +1272,7 @@ dfe_airbyte_deploy(PG_FUNCTION_ARGS)
 	bool		wait = PG_GETARG_BOOL(0);
 	int64		id;
 
+	DFE_REQUIRE_MATCHING_SQL();
 	if (!wait)
 		PG_RETURN_INT64(queue_deploy());
 

@@ -37,6 +37,7 @@
 #include "google_auth.h"
 #include "http.h"
 #include "settings.h"
+#include "version.h"
 
 #define CLOUD_PLATFORM_SCOPE "https://www.googleapis.com/auth/cloud-platform"
 #define TOKEN_EXCHANGE_GRANT "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -866,6 +867,7 @@ dfe_airbyte_google_auth_check(PG_FUNCTION_ARGS)
 	bool		nulls[5] = {false, false, false, false, false};
 	GoogleTokenInfo info;
 
+	DFE_REQUIRE_MATCHING_SQL();
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),

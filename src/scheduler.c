@@ -60,23 +60,25 @@ dfe_register_worker(const char *name, const char *function)
 	RegisterBackgroundWorker(&worker);
 }
 
+/*
+ * Is the extension installed here, at the library's version?  Until
+ * ALTER EXTENSION dfe_airbyte UPDATE has run after a new library was
+ * installed, the workers' queries would meet the older SQL objects: they
+ * wait instead, each with a WARNING naming both versions (once per
+ * installed version).
+ */
 static bool
 extension_installed(DfeWorkerKind kind)
 {
 	char	   *version;
+	bool		ready;
 
 	StartTransactionCommand();
 	version = dfe_installed_version();
-
-	/*
-	 * an installed version other than the library's: a WARNING, once per
-	 * version, from one of the two workers (the network worker: it is the
-	 * one whose queries need the newest objects)
-	 */
-	if (kind == DFE_NET_WORKER)
-		dfe_worker_note_version(version);
+	dfe_worker_note_version(version);
+	ready = version != NULL && strcmp(version, DFE_AIRBYTE_VERSION) == 0;
 	CommitTransactionCommand();
-	return version != NULL;
+	return ready;
 }
 
 /*
@@ -233,7 +235,7 @@ dfe_worker_run(const DfeWorkerDef *def)
 
 		if (!extension_installed(def->kind))
 		{
-			if (!warned_no_extension)
+			if (!warned_no_extension && !dfe_version_mismatch_warned())
 				ereport(LOG,
 						(errmsg("%s is waiting for the extension to be installed in database \"%s\"",
 								def->name, dfe_database),

