@@ -46,6 +46,7 @@
 #include "settings.h"
 #include "shared.h"
 #include "stream_config.h"
+#include "target_scope.h"
 #include "version.h"
 
 static const char *const airbyte_fields[] = {
@@ -69,7 +70,7 @@ is_airbyte_field(const char *name)
 static const char *stream_query =
 "WITH t AS ("
 "    SELECT DISTINCT a.table_name FROM dfe_airbyte.allowlist a"
-"     WHERE a.table_name <> '" STREAM_HEARTBEAT_NAME "'"
+"     WHERE a.target = $2 AND a.table_name <> '" STREAM_HEARTBEAT_NAME "'"
 "), r AS ("
 "    SELECT t.table_name,"
 "           (SELECT c.oid FROM pg_catalog.pg_class c"
@@ -92,7 +93,7 @@ static const char *stream_query =
 "          LEFT JOIN pg_catalog.pg_attribute att"
 "            ON att.attrelid = r.relid AND att.attname = a.column_name"
 "           AND att.attnum > 0 AND NOT att.attisdropped"
-"         WHERE a.table_name = r.table_name) AS columns,"
+"         WHERE a.target = $2 AND a.table_name = r.table_name) AS columns,"
 "       r.relid IS NOT NULL AS table_exists"
 "  FROM r"
 " ORDER BY r.table_name COLLATE \"C\"";
@@ -259,8 +260,8 @@ char *
 stream_config_build(void)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		args[1];
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
 	cJSON	   *root;
 	cJSON	   *configurations;
 	cJSON	   *streams;
@@ -272,7 +273,8 @@ stream_config_build(void)
 		dfe_internal_error("dfe_airbyte: SPI_connect failed");
 
 	args[0] = CStringGetTextDatum(dfe_setting_source_schema());
-	rc = SPI_execute_with_args(stream_query, 1, argtypes, args, NULL, true, 0);
+	args[1] = CStringGetTextDatum(dfe_target_current());
+	rc = SPI_execute_with_args(stream_query, 2, argtypes, args, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
 		dfe_internal_error("dfe_airbyte: reading the allowlist failed: %s",
 			 SPI_result_code_string(rc));
