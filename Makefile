@@ -1,6 +1,8 @@
 # dfe_airbyte — PGXS build.
 #
-#   make PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+#   make                  # Debian's PostgreSQL $(PG_MAJOR), default 15
+#   make PG_MAJOR=17      # /usr/lib/postgresql/17/bin/pg_config
+#   make PG_CONFIG=/path/to/pg_config
 #   make install
 #
 # The install script is assembled from sql/install/*.sql (one file per
@@ -36,7 +38,10 @@ override autodepend = yes
 # JIT bitcode is not needed and would require clang on the build machine
 override with_llvm = no
 
-PG_CONFIG   ?= $(shell test -x /usr/lib/postgresql/15/bin/pg_config && echo /usr/lib/postgresql/15/bin/pg_config || echo pg_config)
+# The PostgreSQL major to build against (test/check, test/demo and the test
+# scripts read the same variable from the environment).
+PG_MAJOR    ?= 15
+PG_CONFIG   ?= $(shell test -x /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config && echo /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config || echo pg_config)
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
