@@ -1,7 +1,8 @@
 # search_path safety (SPEC §9, CVE-2018-1058).  The database owner, a
 # non-superuser like a Rails app's role, plants in public a function with
 # the exact argument types of every built-in the extension's SQL could call
-# (each name found in the SQL of src/*.c and sql/install/*.sql, over every
+# (each name found in the SQL of src/*.c and of the install and upgrade
+# scripts, released and generated, over every
 # argument type the extension's queries use, and the operators), each of
 # which records a marker when called — a row, a sequence step (which no
 # rollback undoes) and a WARNING in the log.  Then CREATE EXTENSION and every
@@ -80,7 +81,7 @@ for my $f (glob("$top/src/*.c"))
 	# the string literals, where the SQL is
 	$text .= "$1\n" while $c =~ /"((?:[^"\\\n]|\\.)*)"/g;
 }
-$text .= slurp_file($_) for glob("$top/sql/install/*.sql");
+$text .= slurp_file($_) for glob("$top/sql/dfe_airbyte--*.sql $top/build/dfe_airbyte--*.sql");
 my %used = map { lc($_) => 1 } ($text =~ /\b([A-Za-z_][A-Za-z0-9_]*)\s*\(/g);
 my $names = join ',', map { "'$_'" } sort keys %used;
 

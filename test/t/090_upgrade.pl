@@ -1,10 +1,12 @@
-# Upgrades (issue 11): CREATE EXTENSION dfe_airbyte VERSION '0.1.0' with data
-# in every table, ALTER EXTENSION dfe_airbyte UPDATE, then the extension's
+# Upgrades: from every released version (each frozen install script
+# sql/dfe_airbyte--X.sql) CREATE EXTENSION dfe_airbyte VERSION 'X' with data in
+# every table, ALTER EXTENSION dfe_airbyte UPDATE, then the extension's
 # objects must equal a fresh install's in another database (relations with
 # their columns, defaults, constraints, indexes, views, functions with their
-# SET clauses, grants, comments, sequences, configuration tables), and every
-# row must still be there.  The worker and config_problems say when the
-# installed SQL is older than the library.
+# definitions and SET clauses, grants, comments, sequences, configuration
+# tables), and every row must still be there.  The worker and config_problems
+# say when the installed SQL is older than the library.  The version in
+# development is default_version of dfe_airbyte.control.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -12,7 +14,14 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use DfeTest;
 
-my $lib_version = '0.2.0';
+my $top = $ENV{DFE_TOP} // '.';
+my ($lib_version) = slurp_file("$top/dfe_airbyte.control") =~ /^default_version\s*=\s*'([^']+)'/m;
+sub version_key { return join '.', map { sprintf '%06d', $_ } split /\./, $_[0] }
+my @released = sort { version_key($a) cmp version_key($b) }
+  grep { $_ ne $lib_version }
+  map { m{/dfe_airbyte--(\d[\d.]*)\.sql$} ? $1 : () } glob("$top/sql/dfe_airbyte--*.sql");
+cmp_ok(scalar @released, '>=', 2, "released versions to upgrade from: @released (to $lib_version)");
+
 my $node = DfeTest::new_node('upgrade', no_extension => 1);
 
 sub sql
@@ -21,13 +30,10 @@ sub sql
 	return $node->safe_psql($db, "SET search_path = pg_catalog, pg_temp;\n$q");
 }
 
-$node->safe_psql('postgres', 'CREATE DATABASE upgraded; CREATE DATABASE fresh;');
-
-# ------------------------------------------------------------ 0.1.0 with data
-sql('upgraded', "CREATE EXTENSION dfe_airbyte VERSION '0.1.0'");
-is(sql('upgraded', "SELECT extversion FROM pg_extension WHERE extname = 'dfe_airbyte'"), '0.1.0',
-	'0.1.0 installed');
-sql('upgraded', <<'SQL');
+# Rows for the tables each version created, applied for that version and every
+# later one: a release that adds a table adds its rows here, or the check that
+# every table holds data fails.
+my %rows_for = ('0.1.0' => <<'SQL', '0.2.0' => <<'SQL');
 INSERT INTO dfe_airbyte.allowlist (table_name, column_name) VALUES ('users', 'id'), ('users', 'email');
 INSERT INTO dfe_airbyte.blocklist (table_name, column_name) VALUES ('users', 'email');
 INSERT INTO dfe_airbyte.events (severity, kind, object, detail, data)
@@ -56,55 +62,18 @@ INSERT INTO dfe_airbyte.sync_jobs (job_id, status, job_type, started_at, last_up
             (43, 'running', 'sync', now() - interval '1 minute', now());
 UPDATE dfe_airbyte.sync_watch SET watching_since = now() - interval '1 day', checked_at = now(), stale = true;
 SQL
-
-# every table of the extension has rows
-my ($ret, $out, $err) = $node->psql('upgraded', <<'SQL');
-SET search_path = pg_catalog;
-DO $$
-DECLARE t regclass; n bigint; empty text := '';
-BEGIN
-    FOR t IN SELECT c.oid FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
-              WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e' AND c.relkind = 'r'
-                AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'dfe_airbyte')
-    LOOP
-        EXECUTE format('SELECT count(*) FROM %s', t) INTO n;
-        IF n = 0 THEN empty := empty || t::text || ' '; END IF;
-    END LOOP;
-    RAISE NOTICE 'empty tables: [%]', empty;
-END $$;
+INSERT INTO dfe_airbyte.excluded (table_name, column_name) VALUES ('users', 'password_digest');
+INSERT INTO dfe_airbyte.flow_checks (job_id, confirmed_flush_lsn, table_changes, rows_synced, findings)
+     VALUES (42, '0/16B3748', 10, 10, '{}');
+INSERT INTO dfe_airbyte.policy_tag_state (table_name, column_name, policy_tag)
+     VALUES ('users', 'email', 'projects/p/locations/l/taxonomies/1/policyTags/2');
+INSERT INTO dfe_airbyte.server_identity (system_identifier) VALUES (7000000000000000001)
+    ON CONFLICT (one) DO NOTHING;
+UPDATE dfe_airbyte.connection_watch SET checked_at = now(), status = 'active', streams = 1;
 SQL
-like($err, qr/empty tables: \[\]/, 'every table of 0.1.0 holds data before the update');
 
-# snapshot of every row (as jsonb) of every table, kept outside the extension
-sql('upgraded', <<'SQL');
-CREATE SCHEMA snap;
-CREATE TABLE snap.rows (tbl text, j jsonb);
-DO $$
-DECLARE t regclass;
-BEGIN
-    FOR t IN SELECT c.oid FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
-              WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e' AND c.relkind = 'r'
-                AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'dfe_airbyte')
-    LOOP
-        EXECUTE format('INSERT INTO snap.rows SELECT %L, to_jsonb(x) FROM %s x', t::text, t);
-    END LOOP;
-END $$;
-SQL
-my $snap_rows = sql('upgraded', 'SELECT count(*) FROM snap.rows');
-
-# ------------------------------------------------------------ the update
-my $path = $node->safe_psql('upgraded', <<'SQL');
-SET search_path = "$user", public;
-ALTER EXTENSION dfe_airbyte UPDATE;
-SHOW search_path;
-SQL
-is($path, '"$user", public', 'ALTER EXTENSION UPDATE leaves the session\'s search_path as it was');
-is(sql('upgraded', "SELECT extversion FROM pg_extension WHERE extname = 'dfe_airbyte'"), $lib_version,
-	"updated to $lib_version");
-
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
 sql('fresh', 'CREATE EXTENSION dfe_airbyte');
-
-# ------------------------------------------------------------ compare the objects
 my $describe = <<'SQL';
 WITH ext AS (SELECT oid, extconfig, extcondition FROM pg_extension WHERE extname = 'dfe_airbyte'),
 m AS (SELECT d.classid, d.objid FROM pg_depend d, ext WHERE d.refobjid = ext.oid AND d.deptype = 'e'
@@ -171,46 +140,88 @@ lines AS (
 SELECT l FROM lines ORDER BY l COLLATE "C";
 SQL
 my @fresh = split /\n/, sql('fresh', $describe);
-my @upgraded = split /\n/, sql('upgraded', $describe);
-cmp_ok(scalar @fresh, '>', 50, scalar(@fresh) . ' lines describe a fresh install');
+cmp_ok(scalar @fresh, '>', 50, scalar(@fresh) . " lines describe a fresh install of $lib_version");
 
-my %in_fresh = map { $_ => 1 } @fresh;
-my %in_upgraded = map { $_ => 1 } @upgraded;
-my @only_fresh = grep { !$in_upgraded{$_} } @fresh;
-my @only_upgraded = grep { !$in_fresh{$_} } @upgraded;
-ok(!@only_fresh && !@only_upgraded, 'an upgraded install has exactly the objects of a fresh one')
-  or diag(join("\n", 'only in a fresh install:', map({ "  + $_" } @only_fresh),
-		'only in the upgraded one:', map({ "  - $_" } @only_upgraded)));
+# the extension's tables, for the data checks
+my $tables_q = <<'SQL';
+SELECT c.oid::regclass FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+ WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e' AND c.relkind = 'r'
+   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'dfe_airbyte')
+ ORDER BY 1::text
+SQL
 
-# ------------------------------------------------------------ the data
-for my $tbl (split /\n/, sql('upgraded', 'SELECT DISTINCT tbl FROM snap.rows ORDER BY 1'))
+# Install $from with data in every table, update it, and compare with the
+# fresh install; the rows must all still be there.
+sub upgrade_from
 {
-	my $gone = sql('upgraded', <<"SQL");
+	my ($from) = @_;
+	my $db = "from_$from" =~ s/\./_/gr;
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	sql($db, "CREATE EXTENSION dfe_airbyte VERSION '$from'");
+	is(sql($db, "SELECT extversion FROM pg_extension WHERE extname = 'dfe_airbyte'"), $from, "$from installed");
+	sql($db, $rows_for{$_})
+	  for grep { version_key($_) le version_key($from) } sort { version_key($a) cmp version_key($b) } keys %rows_for;
+
+	my @empty = grep { sql($db, "SELECT count(*) FROM $_") eq '0' } split /\n/, sql($db, $tables_q);
+	is("@empty", '', "$from: every table holds data before the update");
+
+	# snapshot of every row (as jsonb) of every table, kept outside the extension
+	sql($db, 'CREATE SCHEMA snap; CREATE TABLE snap.rows (tbl text, j jsonb)');
+	sql($db, "INSERT INTO snap.rows SELECT '$_', to_jsonb(x) FROM $_ x") for split /\n/, sql($db, $tables_q);
+	my $snap_rows = sql($db, 'SELECT count(*) FROM snap.rows');
+
+	my $path = $node->safe_psql($db, <<'SQL');
+SET search_path = "$user", public;
+ALTER EXTENSION dfe_airbyte UPDATE;
+SHOW search_path;
+SQL
+	is($path, '"$user", public', "$from: ALTER EXTENSION UPDATE leaves the session's search_path as it was");
+	is(sql($db, "SELECT extversion FROM pg_extension WHERE extname = 'dfe_airbyte'"), $lib_version,
+		"$from: updated to $lib_version");
+
+	my @upgraded = split /\n/, sql($db, $describe);
+	my %in_fresh = map { $_ => 1 } @fresh;
+	my %in_upgraded = map { $_ => 1 } @upgraded;
+	my @only_fresh = grep { !$in_upgraded{$_} } @fresh;
+	my @only_upgraded = grep { !$in_fresh{$_} } @upgraded;
+	ok(!@only_fresh && !@only_upgraded, "$from: an upgraded install has exactly the objects of a fresh one")
+	  or diag(join("\n", 'only in a fresh install:', map({ "  + $_" } @only_fresh),
+			'only in the upgraded one:', map({ "  - $_" } @only_upgraded)));
+
+	for my $tbl (split /\n/, sql($db, 'SELECT DISTINCT tbl FROM snap.rows ORDER BY 1'))
+	{
+		my $gone = sql($db, <<"SQL");
 SELECT count(*) FROM snap.rows s
  WHERE s.tbl = '$tbl'
    AND NOT EXISTS (SELECT 1 FROM $tbl t WHERE to_jsonb(t) \@> s.j)
 SQL
-	is($gone, '0', "$tbl: every row kept with its values");
+		is($gone, '0', "$from: $tbl: every row kept with its values");
+	}
+	cmp_ok($snap_rows, '>', 30, "$from: $snap_rows rows were compared");
+	cmp_ok(sql($db, "SELECT nextval('dfe_airbyte.deploys_id_seq')"), '>', 4,
+		"$from: the deploys sequence continues after the rows it had given out");
+	is(sql($db, 'SELECT count(*) FROM dfe_airbyte.connection_watch'), '1', "$from: the connection watch has its one row");
+	is(sql($db, "SELECT count(*) FROM public.dfe_airbyte_repair() WHERE step = 'slot'"), '1',
+		"$from: dfe_airbyte_repair() works after the update");
 }
-cmp_ok($snap_rows, '>', 30, "$snap_rows rows were compared");
-my $next = sql('upgraded', "SELECT nextval('dfe_airbyte.deploys_id_seq')");
-cmp_ok($next, '>', 4, 'the deploys sequence continues after the rows it had given out');
+
+upgrade_from($_) for @released;
 
 # ------------------------------------------------------------ the worker's warning
 # The worker watches database postgres: install the old SQL there.
 my $log_pos = -s $node->logfile;
-sql('postgres', "CREATE EXTENSION dfe_airbyte VERSION '0.1.0'");
+sql('postgres', "CREATE EXTENSION dfe_airbyte VERSION '$released[0]'");
 ok(DfeTest::poll_log($node,
-	qr/WARNING:  dfe_airbyte: the installed SQL objects are version 0\.1\.0 but the loaded library is version \Q$lib_version\E\n(?:.*\n)*?.*HINT:  Run ALTER EXTENSION dfe_airbyte UPDATE/,
+	qr/WARNING:  dfe_airbyte: the installed SQL objects are version \Q$released[0]\E but the loaded library is version \Q$lib_version\E\n(?:.*\n)*?.*HINT:  Run ALTER EXTENSION dfe_airbyte UPDATE/,
 	60), 'the worker warns, naming both versions, with the ALTER EXTENSION hint');
 like(sql('postgres', "SELECT severity || ' ' || problem || ' / ' || hint FROM dfe_airbyte.config_problems WHERE object = 'dfe_airbyte'"),
-	qr/^error the installed SQL objects are version 0\.1\.0 but the loaded library is version \Q$lib_version\E.* \/ ALTER EXTENSION dfe_airbyte UPDATE/,
+	qr/^error the installed SQL objects are version \Q$released[0]\E but the loaded library is version \Q$lib_version\E.* \/ ALTER EXTENSION dfe_airbyte UPDATE/,
 	'config_problems has a row naming both versions and the fix');
 
 sql('postgres', 'ALTER EXTENSION dfe_airbyte UPDATE');
 is(sql('postgres', "SELECT count(*) FROM dfe_airbyte.config_problems WHERE object = 'dfe_airbyte'"), '0',
 	'after the update config_problems no longer mentions the version');
 my $warnings = () = substr(slurp_file($node->logfile), $log_pos) =~ /installed SQL objects are version/g;
-is($warnings, 1, 'the worker warned once for version 0.1.0, not at every loop');
+is($warnings, 1, "the worker warned once for version $released[0], not at every loop");
 
 done_testing();

@@ -1,5 +1,8 @@
 -- The extension installs, lives where users expect, and protects itself.
-SELECT extname, extversion FROM pg_extension WHERE extname = 'dfe_airbyte';
+-- (the version in the control file, so that a release needs no edit here)
+SELECT e.extname, e.extversion = a.default_version AS is_default_version
+  FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname
+ WHERE e.extname = 'dfe_airbyte';
 SELECT nspname FROM pg_namespace WHERE nspname = 'dfe_airbyte';
 SELECT rolname FROM pg_roles WHERE rolname = 'dfe_airbyte_admin';
 -- secrets are hidden from SHOW ALL and from non-superusers

@@ -1,4 +1,0 @@
--- upgrade part 70 (connection): sync_health gains connection_status at the
--- end (the Airbyte connection's status as the worker last read it) and a
--- hint for a disabled connection.
--- (dfe_airbyte.sync_health is redefined in 90_views.sql)
