@@ -27,9 +27,12 @@ dfe_reexec_as_test_user() {
     tar -C "$top" --exclude=./tmp_install --exclude=./results --exclude=./.git \
         --exclude='./tmp_check*' --exclude=./valgrind-logs --exclude='*.o' --exclude='*.so' \
         --exclude='*.bc' --exclude=.deps -cf - . | tar -C "$work" -xf -
+    # temporary files of the run (socket directories, the fake server's
+    # files) inside the copy, so that they go with it
+    mkdir "$work/.tmp"
     chown -R "$user" "$work"
     echo "running as $user in $work"
-    local pass=("CI=${CI:-}" "PG_MAJOR=${PG_MAJOR:-15}")
+    local pass=("CI=${CI:-}" "PG_MAJOR=${PG_MAJOR:-15}" "TMPDIR=$work/.tmp")
     for v in $(compgen -e | grep -E '^(BENCH_|DFE_|TAP_|PG_TEST_)' || true); do
         pass+=("$v=${!v}")
     done

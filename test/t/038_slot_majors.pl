@@ -27,7 +27,7 @@ my $node = DfeTest::new_node('majors',
 	conf => <<"CONF");
 dfe_airbyte.check_interval = 1s
 dfe_airbyte.max_slot_wal_size = 4MB
-dfe_airbyte.slot_limit_action = recreate
+dfe_airbyte.slot_limit_action = warn
 dfe_airbyte.max_slot_recreations_per_day = 100
 dfe_airbyte.airbyte_url = '$url'
 dfe_airbyte.airbyte_client_id = 'test-client'
@@ -66,6 +66,8 @@ SKIP:
 	ok(DfeTest::poll_until($node,
 		"SELECT count(*) > 0 FROM dfe_airbyte.slot_state WHERE slot_name = 'airbyte_slot' AND first_seen_at IS NOT NULL",
 		't', 60), 'the guard has seen the Airbyte slot');
+	sql("ALTER SYSTEM SET dfe_airbyte.slot_limit_action = 'recreate'");
+	$node->reload;
 	sql(join ";\n", ("SELECT pg_logical_emit_message(false, 'pad', repeat('x', $MB))") x 6);
 	ok(DfeTest::poll_until($node,
 		"SELECT count(*) FROM dfe_airbyte.slot_recreations WHERE reason = 'over_limit' AND recreated_at IS NOT NULL",
