@@ -107,6 +107,14 @@ dfe_chroot_check() {
     fi
     cache=${DFE_CHROOT_CACHE:-/var/cache/dfe_airbyte}
     root=$cache/chroot-$major
+    mkdir -p "$cache"
+    # one run per chroot at a time: another one's unmount or rebuild would
+    # pull the tree from under this one
+    exec 9>"$root.lock"
+    if ! flock -n 9; then
+        echo "   waiting for another test/check --pg $major to finish ($root.lock)"
+        flock 9
+    fi
     dfe_chroot_build "$major" "$root" "$top" || return 1
     local pass=(PATH=/usr/sbin:/usr/bin:/sbin:/bin PG_MAJOR="$major" "CI=${CI:-}")
     for v in $(compgen -e | grep -E '^(DFE_|TAP_|PG_TEST_)' || true); do
