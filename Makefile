@@ -43,7 +43,19 @@ REGRESS_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 PG_CPPFLAGS  = -I$(srcdir)/src -DDFE_AIRBYTE_VERSION=\"$(EXTVERSION)\" -Wall -Wextra -Werror \
                -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
-SHLIB_LINK   = -lcurl -lcjson -lyaml
+SHLIB_LINK   = -lcurl -lcjson -lyaml -lanl
+# libpq for remote targets, as contrib/postgres_fdw links it
+SHLIB_LINK_INTERNAL = $(libpq)
+PG_CPPFLAGS += -I$(libpq_srcdir)
+
+# make DFE_ASSERTS=1 compiles in the dfe_Assert() checks of our own
+# invariants (src/dfe_assert.h says why not USE_ASSERT_CHECKING).
+# test/tmp_install.sh, and so test/check, builds this way; a production
+# "make" does not.
+DFE_ASSERTS ?= 0
+ifeq ($(DFE_ASSERTS),1)
+PG_CPPFLAGS += -DDFE_ASSERT_CHECKING
+endif
 
 # rebuild objects when a header they include changes (.deps/*.Po)
 override autodepend = yes
@@ -60,6 +72,14 @@ include $(PGXS)
 
 # the version is compiled in (-DDFE_AIRBYTE_VERSION): a bump rebuilds
 $(OBJS): $(EXTENSION).control
+
+# the objects depend on a file naming the DFE_ASSERTS choice and the
+# server version built against, rewritten only when they change, so
+# switching either rebuilds them (objects built with another major's headers
+# must never be linked)
+DFE_BUILD_FLAGS := DFE_ASSERTS=$(DFE_ASSERTS) $(shell $(PG_CONFIG) --version)
+$(shell echo '$(DFE_BUILD_FLAGS)' | cmp -s - .dfe_build_flags 2>/dev/null || echo '$(DFE_BUILD_FLAGS)' > .dfe_build_flags)
+$(OBJS): .dfe_build_flags
 
 # one rule per step directory; the directory itself is a prerequisite so that
 # adding or removing a file regenerates the script
@@ -97,4 +117,4 @@ freeze: $(DATA_built)
 	git add $(addprefix sql/,$(notdir $(DATA_built)))
 .PHONY: freeze
 
-EXTRA_CLEAN = build tmp_install results regression.diffs regression.out log
+EXTRA_CLEAN = build tmp_install results regression.diffs regression.out log .dfe_build_flags

@@ -11,13 +11,17 @@
  * it 404, or 401/403 where Micronaut Security rejects the unknown route
  * (shared/background/api_conformance.md §2 #7): on any of those we use the
  * config-API one, whose answer has no expires_in, and read the expiry from
- * the JWT's exp claim instead.  Which endpoint works is remembered for the
- * process.
+ * the JWT's exp claim instead.  Which endpoint works is remembered until
+ * the server's version changes.
  *
- * The server's version (GET /api/v1/instance_configuration, anonymous) is
- * read once per process: it decides how jobs are listed (the public list
- * shows refresh jobs only from 1.8.0) and whether a PATCH may be sent at
- * all (selectedFields exists from 0.60.1).
+ * The server's version (GET /api/v1/instance_configuration, anonymous)
+ * decides how jobs are listed (the public list shows refresh jobs only from
+ * 1.8.0) and whether a PATCH may be sent at all (selectedFields exists from
+ * 0.60.1).  Airbyte is upgraded under a running PostgreSQL, so the version
+ * is read again with every new token (Airbyte's access tokens last 3
+ * minutes: a few reads an hour) and whenever an answer does not fit the
+ * version believed (a token path or a job list shape that fails); when it
+ * changes, which token endpoint works is learnt again too.
  *
  * The client secret and every token are registered with the HTTP layer,
  * which redacts them from every message it builds; request bodies that held
@@ -33,7 +37,6 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
-#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -45,7 +48,9 @@
 #include "compat.h"
 #include "http.h"
 #include "settings.h"
+#include "shared.h"
 #include "stream_config.h"
+#include "version.h"
 
 /* a token without any expiry information is kept this long */
 #define TOKEN_DEFAULT_LIFETIME_S 180
@@ -69,14 +74,16 @@ static TimestampTz token_renew_at = 0;
 static uint32 token_config_hash = 0;
 /* 0: not known yet, 1: public endpoint works, 2: only the legacy one */
 static int	token_endpoint = 0;
+/* tokens fetched by this process */
+static uint64 token_renewals = 0;
 
 /* the server version cache (TopMemoryContext); see airbyte_server_version */
 static char *server_version = NULL;
 static int	server_version_num[3];
 static bool server_version_parsed = false;
 static uint32 server_version_hash = 0;
-
-static void sleep_interruptible(long ms);
+/* true: read the version again at its next use (see the header comment) */
+static bool server_version_stale = false;
 
 /* ---------------------------------------------------------------------- */
 /* configuration                                                          */
@@ -185,6 +192,8 @@ json_string(cJSON *obj, const char *key)
 static void
 answer_lacks(const HttpRequest *req, const char *what)
 {
+	/* an answer shaped for another version: read the version again */
+	server_version_stale = true;
 	ereport(ERROR,
 			(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 			 errmsg("Airbyte's answer to %s has no %s", req->what, what),
@@ -321,6 +330,12 @@ get_token(void)
 		return token;
 	forget_token();
 
+	/*
+	 * A renewed token: a good moment to check that Airbyte was not upgraded
+	 * (the first token of a process follows a fresh version read anyway).
+	 */
+	if (token_renewals++ > 0)
+		server_version_stale = true;
 	req = token_request(token_endpoint == 2);
 	if ((req->status == 404 || req->status == 401 || req->status == 403) &&
 		token_endpoint != 2)
@@ -451,20 +466,27 @@ airbyte_server_version(void)
 	if (!airbyte_configured())
 		return NULL;
 	h = config_hash();
-	if (server_version != NULL && h == server_version_hash)
+	if (server_version != NULL && h == server_version_hash && !server_version_stale)
 		return server_version;
 
-	/* anonymous (InstanceConfigurationApiController: IS_ANONYMOUS); once */
+	/* anonymous (InstanceConfigurationApiController: IS_ANONYMOUS) */
 	req = http_request_new("the Airbyte version read", "GET",
 						   airbyte_url("/api/v1/instance_configuration"));
 	req->no_retry = true;
 	http_perform_one(req);
 	if (!http_ok(req))
-		return NULL;			/* unknown; asked again next time */
+	{
+		/* unknown, asked again next time; the last known one meanwhile */
+		return server_version != NULL && h == server_version_hash ? server_version : NULL;
+	}
+	server_version_stale = false;
 	answer = cJSON_Parse(req->response->data);
 	version = answer ? json_string(answer, "version") : NULL;
 	if (version != NULL && version[0] != '\0')
 	{
+		/* another version: which token endpoint works may have changed */
+		if (server_version != NULL && strcmp(server_version, version) != 0)
+			token_endpoint = 0;
 		if (server_version)
 			pfree(server_version);
 		server_version = MemoryContextStrdup(TopMemoryContext, version);
@@ -744,6 +766,20 @@ airbyte_last_job(const char *job_type, AirbyteJob *job)
 	return found;
 }
 
+/*
+ * The job list is chosen by version (airbyte_recent_jobs): a 4xx other than
+ * an authentication or rate limit answer means it does not exist in this
+ * server's version, so the version is read again before the next try.
+ */
+static void
+job_list_check(const HttpRequest *req)
+{
+	if (req->status >= 400 && req->status < 500 && req->status != 401 &&
+		req->status != 403 && req->status != 429)
+		server_version_stale = true;
+	http_check(req);
+}
+
 int
 airbyte_recent_jobs(AirbyteJob *jobs, int max)
 {
@@ -762,7 +798,8 @@ airbyte_recent_jobs(AirbyteJob *jobs, int max)
 		req = airbyte_call("the Airbyte job list", "GET",
 						   psprintf("/api/public/v1/jobs?connectionId=%s&limit=%d&orderBy=createdAt%%7CDESC",
 									http_escape(connection_id), max),
-						   NULL, true);
+						   NULL, false);
+		job_list_check(req);
 		answer = parse_answer(req);
 		list = cJSON_GetObjectItemCaseSensitive(answer, "data");
 		if (!cJSON_IsArray(list))
@@ -798,7 +835,8 @@ airbyte_recent_jobs(AirbyteJob *jobs, int max)
 		cJSON_AddNumberToObject(page, "pageSize", max);
 		cJSON_AddNumberToObject(page, "rowOffset", 0);
 		req = airbyte_call("the Airbyte job list", "POST", "/api/v1/jobs/list",
-						   json_print(body), true);
+						   json_print(body), false);
+		job_list_check(req);
 		answer = parse_answer(req);
 		list = cJSON_GetObjectItemCaseSensitive(answer, "jobs");
 		if (!cJSON_IsArray(list))
@@ -869,7 +907,7 @@ airbyte_start_sync(bool *already_running)
 			return job.job_id;
 		}
 		if (round + 1 < START_SYNC_ROUNDS)
-			sleep_interruptible(START_SYNC_PAUSE_MS);
+			dfe_sleep_ms(START_SYNC_PAUSE_MS);
 	}
 	if (req->status == 409)
 		ereport(ERROR,
@@ -1010,6 +1048,7 @@ dfe_airbyte_connection_refresh(PG_FUNCTION_ARGS)
 	char	   *config;
 	char	   *answer;
 
+	DFE_REQUIRE_MATCHING_SQL();
 	airbyte_require_configuration();
 	config = stream_config_build();
 	answer = airbyte_refresh_connection(config);
@@ -1021,8 +1060,10 @@ Datum
 dfe_airbyte_start_sync(PG_FUNCTION_ARGS)
 {
 	bool		already_running;
-	int64		job_id = airbyte_start_sync(&already_running);
+	int64		job_id;
 
+	DFE_REQUIRE_MATCHING_SQL();
+	job_id = airbyte_start_sync(&already_running);
 	if (already_running)
 		ereport(NOTICE,
 				(errmsg("a job is already running: job " INT64_FORMAT, job_id),
@@ -1036,28 +1077,9 @@ dfe_airbyte_job_status(PG_FUNCTION_ARGS)
 {
 	AirbyteJob	job;
 
+	DFE_REQUIRE_MATCHING_SQL();
 	airbyte_get_job(PG_GETARG_INT64(0), &job);
 	PG_RETURN_TEXT_P(cstring_to_text(job.status));
-}
-
-/* sleep ms in slices of at most a second, interruptible */
-static void
-sleep_interruptible(long ms)
-{
-	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
-
-	for (;;)
-	{
-		long		left;
-
-		CHECK_FOR_INTERRUPTS();
-		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
-		if (left <= 0)
-			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(left, 1000L), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
 }
 
 /* dfe_airbyte_wait_for_job(job_id bigint, timeout interval) → text */
@@ -1069,6 +1091,7 @@ dfe_airbyte_wait_for_job(PG_FUNCTION_ARGS)
 	int64		timeout_us;
 	TimestampTz start = GetCurrentTimestamp();
 
+	DFE_REQUIRE_MATCHING_SQL();
 	timeout_us = timeout->time +
 		(int64) timeout->day * USECS_PER_DAY +
 		(int64) timeout->month * DAYS_PER_MONTH * USECS_PER_DAY;
@@ -1110,7 +1133,7 @@ dfe_airbyte_wait_for_job(PG_FUNCTION_ARGS)
 				(errmsg("job " INT64_FORMAT ": %s (%s elapsed)", job_id, job.status,
 						airbyte_format_duration(elapsed_us / USECS_PER_SEC))));
 
-		sleep_interruptible(Min((int64) dfe_job_poll_interval_s * 1000L,
+		dfe_sleep_ms(Min((int64) dfe_job_poll_interval_s * 1000L,
 								(timeout_us - elapsed_us) / 1000 + 1));
 	}
 }

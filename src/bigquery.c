@@ -50,7 +50,6 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
-#include "storage/latch.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -66,6 +65,8 @@
 #include "google_auth.h"
 #include "http.h"
 #include "settings.h"
+#include "shared.h"
+#include "version.h"
 
 /* re-reads after an etag conflict before a table counts as failed */
 #define MAX_CONFLICT_ROUNDS 3
@@ -992,25 +993,6 @@ pace_record(const char *url, int64 at)
 	e->at_ms[e->n++] = at;
 }
 
-/* sleep ms, waking at least every 200 ms for interrupts (cancel, shutdown) */
-static void
-pace_sleep(int64 ms)
-{
-	int64		until = mono_ms() + ms;
-
-	for (;;)
-	{
-		int64		left = until - mono_ms();
-
-		CHECK_FOR_INTERRUPTS();
-		if (left <= 0)
-			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 (long) Min(left, 200), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
-}
-
 /* the PATCHes, each table's held back as pace_due says; the others go at once */
 static void
 run_patches_paced(ApplyState *st, List *patches, List **next_gets)
@@ -1058,7 +1040,7 @@ run_patches_paced(ApplyState *st, List *patches, List **next_gets)
 			ereport(DEBUG1,
 					(errmsg_internal("dfe_airbyte: holding back %d BigQuery table update(s) for " INT64_FORMAT " ms (per-table limit)",
 									 list_length(later), earliest - now)));
-			pace_sleep(earliest - now);
+			dfe_sleep_ms((long) (earliest - now));
 		}
 		list_free(ready);
 		patches = later;
@@ -1177,6 +1159,38 @@ text_array_of(List *strings)
 	return construct_array(elems, list_length(strings), TEXTOID, -1, false, TYPALIGN_INT);
 }
 
+/*
+ * One event per column hidden because it is not allowlisted, whoever hid it
+ * (dfe_airbyte_apply_policy_tags(), a deploy, the drift repair after a
+ * sync): each is a column the service's configuration does not classify.
+ */
+static void
+record_unlisted_event(PolicyTagResult *r)
+{
+	cJSON	   *data = cJSON_CreateObject();
+	char	   *object = psprintf("%s.%s", r->table_name, r->column_name);
+	char	   *when = r->sync_job_id
+		? psprintf(" (after sync job " INT64_FORMAT ")", r->sync_job_id) : "";
+
+	if (r->sync_job_id)
+		cJSON_AddNumberToObject(data, "job_id", (double) r->sync_job_id);
+	else
+		cJSON_AddNullToObject(data, "job_id");
+	cJSON_AddStringToObject(data, "table", r->table_name);
+	cJSON_AddStringToObject(data, "column", r->column_name);
+	cJSON_AddStringToObject(data, "origin", r->unlisted);
+	if (r->table_created)
+		cJSON_AddStringToObject(data, "table_created", timestamptz_to_str(r->table_created));
+	else
+		cJSON_AddNullToObject(data, "table_created");
+	dfe_event("warning", "unlisted_column_hidden", object,
+			  psprintf("column %s of BigQuery table %s is not in the allowlist: %s. It now carries the hidden policy tag%s; "
+					   "classify it in analytics.yml, analytics_hidden_pii.yml or analytics_blocklist.yml",
+					   r->column_name, r->table_name, r->unlisted, when),
+			  cJSON_PrintUnformatted(data));
+	cJSON_Delete(data);
+}
+
 void
 policy_tag_state_record(List *results)
 {
@@ -1247,6 +1261,15 @@ policy_tag_state_record(List *results)
 					 errhint("Check that the dfe_airbyte extension is up to date (ALTER EXTENSION dfe_airbyte UPDATE).")));
 	}
 	SPI_finish();
+
+	/* recorded where every caller records what it did, so once per column */
+	foreach(lc, results)
+	{
+		PolicyTagResult *r = lfirst(lc);
+
+		if (r->unlisted && strcmp(r->action, "tagged") == 0)
+			record_unlisted_event(r);
+	}
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1272,6 +1295,7 @@ dfe_airbyte_apply_policy_tags(PG_FUNCTION_ARGS)
 	StringInfoData details;
 	int			nfailed = 0;
 
+	DFE_REQUIRE_MATCHING_SQL();
 	InitMaterializedSRF(fcinfo, 0);
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "dfe_airbyte policy tags",
@@ -1416,26 +1440,6 @@ repair_data(int64 job_id, const char *table, List *tagged_rows, List *untagged, 
 	return out;
 }
 
-/* one event per column hidden because it is not allowlisted */
-static void
-record_unlisted_event(int64 job_id, PolicyTagResult *r)
-{
-	cJSON	   *data = cJSON_CreateObject();
-	char	   *object = psprintf("%s.%s", r->table_name, r->column_name);
-
-	cJSON_AddNumberToObject(data, "job_id", (double) job_id);
-	cJSON_AddStringToObject(data, "table", r->table_name);
-	cJSON_AddStringToObject(data, "column", r->column_name);
-	cJSON_AddStringToObject(data, "origin", r->unlisted);
-	add_time(data, "table_created", r->table_created);
-	dfe_event("warning", "unlisted_column_hidden", object,
-			  psprintf("column %s of BigQuery table %s is not in the allowlist: %s. It now carries the hidden policy tag "
-					   "(after sync job " INT64_FORMAT "); classify it in analytics.yml, analytics_hidden_pii.yml or analytics_blocklist.yml",
-					   r->column_name, r->table_name, r->unlisted, job_id),
-			  cJSON_PrintUnformatted(data));
-	cJSON_Delete(data);
-}
-
 static char *
 join_strings(List *strings)
 {
@@ -1497,8 +1501,6 @@ record_repair_events(int64 job_id, List *results)
 			tagged_rows = lappend(tagged_rows, r);
 			if (r->detail)
 				replaced = lappend(replaced, r->detail);
-			if (r->unlisted)
-				record_unlisted_event(job_id, r);
 		}
 		else if (strcmp(r->action, "untagged") == 0)
 			untagged = lappend(untagged, r->column_name);
@@ -1567,6 +1569,7 @@ policy_tags_repair_after_sync(int64 job_id)
 		{
 			PolicyTagResult *r = lfirst(lc);
 
+			r->sync_job_id = job_id;
 			if (strcmp(r->action, "tagged") == 0 || strcmp(r->action, "untagged") == 0)
 				changes = true;
 		}

@@ -30,6 +30,7 @@ typedef struct PolicyTagResult
 	TimestampTz exposed_since;	/* exposed: earliest time it can have lost the tag */
 	TimestampTz table_created;	/* from the GET, 0 unknown */
 	TimestampTz table_modified; /* from the GET, 0 unknown */
+	int64		sync_job_id;	/* the sync job a drift repair followed, 0 none */
 } PolicyTagResult;
 
 /* true when project, dataset, hidden tag and Google credentials are known */
@@ -48,7 +49,9 @@ extern List *policy_tag_plan_apply(PolicyTagPlan *plan, List **failed_tables);
 /*
  * Needs a transaction: remember in dfe_airbyte.policy_tag_state when each
  * column was seen carrying the tag the extension manages (and forget the
- * untagged ones), for exposure windows and for knowing which tags are ours.
+ * untagged ones), for exposure windows and for knowing which tags are ours;
+ * and record an unlisted_column_hidden event for each column hidden because
+ * it is not allowlisted.  Every caller that applied a plan calls it once.
  */
 extern void policy_tag_state_record(List *results);
 

@@ -55,10 +55,12 @@
 #include "bigquery.h"
 #include "events.h"
 #include "http.h"
+#include "scheduler.h"
 #include "settings.h"
 #include "shared.h"
 #include "stream_config.h"
 #include "worker.h"
+#include "version.h"
 
 /* ActiveRecord::Migrator::MIGRATOR_SALT */
 #define RAILS_MIGRATOR_SALT INT64CONST(2053462845)
@@ -81,6 +83,17 @@ static bool mem_wait_logged = false;
 static char mem_job_status[NAMEDATALEN];
 /* when the running deploy wants its next step or poll (0: now) */
 static TimestampTz mem_due = 0;
+/* dfe_settings_generation when mem_due was computed */
+static uint64 mem_due_generation = 0;
+
+/*
+ * With no deploy to run the task still looks at dfe_airbyte.deploys this
+ * often: the commit of dfe_airbyte_deploy() sets the worker's latch, but a
+ * deploy queued while no worker ran, or whose wake-up was consumed by
+ * someone else, must not wait for the next deploy to be noticed.  One
+ * index lookup a minute costs nothing measurable at idle.
+ */
+#define DEPLOY_IDLE_POLL_MS 60000L
 
 typedef struct DeployRow
 {
@@ -980,6 +993,12 @@ deploy_worker_task(void)
 	 * waits (for a migration, for its sync), a wake-up must not make it poll
 	 * Airbyte early: the queued deploys only matter once it ends.
 	 */
+	/* a reload: the due time came from the old settings (job_poll_interval) */
+	if (mem_due_generation != dfe_settings_generation)
+	{
+		mem_due = 0;
+		mem_due_generation = dfe_settings_generation;
+	}
 	if (mem_deploy_id != 0 && mem_due != 0)
 	{
 		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), mem_due);
@@ -994,7 +1013,7 @@ deploy_worker_task(void)
 		mem_deploy_id = 0;
 		mem_due = 0;
 		pgstat_report_activity(STATE_IDLE, NULL);
-		return -1;
+		return DEPLOY_IDLE_POLL_MS;
 	}
 
 	if (d.id != mem_deploy_id || strcmp(d.step, mem_step) != 0)
@@ -1253,6 +1272,7 @@ dfe_airbyte_deploy(PG_FUNCTION_ARGS)
 	bool		wait = PG_GETARG_BOOL(0);
 	int64		id;
 
+	DFE_REQUIRE_MATCHING_SQL();
 	if (!wait)
 		PG_RETURN_INT64(queue_deploy());
 

@@ -35,6 +35,7 @@
 #include "settings.h"
 #include "shared.h"
 #include "spi_xact.h"
+#include "version.h"
 
 typedef struct PlanCtx
 {
@@ -229,6 +230,7 @@ dfe_airbyte_deploy_plan(PG_FUNCTION_ARGS)
 	LiveConnection live;
 	LiveConnection wanted;
 
+	DFE_REQUIRE_MATCHING_SQL();
 	airbyte_require_configuration();
 	InitMaterializedSRF(fcinfo, 0);
 	p.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;

@@ -1,5 +1,6 @@
 /*
- * events.h — rows of dfe_airbyte.events, written by the worker.
+ * events.h — rows of dfe_airbyte.events, written by the workers; each names
+ * the current target (target_scope.h).
  */
 #ifndef DFE_AIRBYTE_EVENTS_H
 #define DFE_AIRBYTE_EVENTS_H

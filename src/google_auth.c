@@ -26,6 +26,7 @@
 #include "access/htup_details.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/fd.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/memutils.h"
@@ -37,6 +38,7 @@
 #include "google_auth.h"
 #include "http.h"
 #include "settings.h"
+#include "version.h"
 
 #define CLOUD_PLATFORM_SCOPE "https://www.googleapis.com/auth/cloud-platform"
 #define TOKEN_EXCHANGE_GRANT "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -137,7 +139,12 @@ read_small_file(const char *path, const char *what, const char *hint)
 	bool		failed;
 	int			save_errno;
 
-	f = fopen(path, "r");
+	/*
+	 * AllocateFile, not fopen: the file counts against max_files_per_process
+	 * and is closed at transaction abort or by FreeFile, so an ERROR raised
+	 * while reading never leaks the descriptor (fd.c).
+	 */
+	f = AllocateFile(path, "r");
 	if (f == NULL)
 		ereport(ERROR,
 				(errcode_for_file_access(),
@@ -148,7 +155,7 @@ read_small_file(const char *path, const char *what, const char *hint)
 	{
 		if (buf.len + n > MAX_FILE_BYTES)
 		{
-			fclose(f);
+			FreeFile(f);
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s \"%s\" is larger than %d bytes", what, path, MAX_FILE_BYTES),
@@ -158,7 +165,7 @@ read_small_file(const char *path, const char *what, const char *hint)
 	}
 	failed = ferror(f) != 0;
 	save_errno = errno;
-	fclose(f);
+	FreeFile(f);
 	if (failed)
 	{
 		errno = save_errno;
@@ -860,6 +867,7 @@ dfe_airbyte_google_auth_check(PG_FUNCTION_ARGS)
 	bool		nulls[5] = {false, false, false, false, false};
 	GoogleTokenInfo info;
 
+	DFE_REQUIRE_MATCHING_SQL();
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),

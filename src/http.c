@@ -174,6 +174,15 @@ http_max_response_bytes(void)
 	return (Size) dfe_http_max_response_size_kb * 1024;
 }
 
+/*
+ * libcurl calls write_body and read_header in the middle of
+ * curl_multi_perform: they must not palloc or ereport, since an ERROR would
+ * longjmp through libcurl and leave it in an undefined state
+ * (https://curl.se/libcurl/c/CURLOPT_WRITEFUNCTION.html: the callback
+ * returns a short count to stop the transfer).  The body goes into a
+ * malloc'd buffer (req->rx) that take_body() copies into req->response once
+ * libcurl has returned; cleanup_requests() frees it on every path.
+ */
 static size_t
 write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
@@ -183,22 +192,49 @@ write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	/*
 	 * A body over dfe_airbyte.http_max_response_size is refused (libcurl
 	 * then ends the transfer with CURLE_WRITE_ERROR): a misbehaving server
-	 * must not fill the backend's memory.  Raising here would longjmp
-	 * through libcurl; the error is raised by http_raise() instead.
-	 * appendBinaryStringInfo itself would ERROR only past 1 GB.
+	 * must not fill the backend's memory.  http_raise() says so.
 	 */
-	if ((Size) req->response->len + len > http_max_response_bytes() ||
-		req->response->len + len >= MaxAllocSize / 2)
+	if (req->rx_len + len > http_max_response_bytes() ||
+		req->rx_len + len >= MaxAllocSize / 2)
 	{
 		req->too_large = true;
 		return 0;
 	}
-	appendBinaryStringInfo(req->response, ptr, len);
+	if (req->rx_len + len + 1 > req->rx_cap)
+	{
+		size_t		cap = Max(req->rx_cap * 2, req->rx_len + len + 1);
+		char	   *grown;
+
+		cap = Max(cap, 8192);
+		grown = realloc(req->rx, cap);
+		if (grown == NULL)
+		{
+			req->rx_oom = true;
+			return 0;
+		}
+		req->rx = grown;
+		req->rx_cap = cap;
+	}
+	memcpy(req->rx + req->rx_len, ptr, len);
+	req->rx_len += len;
 	return len;
 }
 
-static char *
-header_value(const char *line, size_t len, const char *name)
+/* the body received so far, out of libcurl's reach: into req->response */
+static void
+take_body(HttpRequest *req)
+{
+	resetStringInfo(req->response);
+	if (req->rx_len > 0)
+		appendBinaryStringInfo(req->response, req->rx, req->rx_len);
+	free(req->rx);
+	req->rx = NULL;
+	req->rx_len = req->rx_cap = 0;
+}
+
+/* the value of header "name" in line, trimmed, without copying; NULL if another header */
+static const char *
+header_value(const char *line, size_t len, const char *name, size_t *vlen)
 {
 	size_t		nlen = strlen(name);
 	const char *v;
@@ -211,7 +247,8 @@ header_value(const char *line, size_t len, const char *name)
 		v++;
 	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
 		end--;
-	return pnstrdup(v, end - v);
+	*vlen = end - v;
+	return v;
 }
 
 static size_t
@@ -219,19 +256,35 @@ read_header(char *buffer, size_t size, size_t nitems, void *userdata)
 {
 	HttpRequest *req = userdata;
 	size_t		len = size * nitems;
-	char	   *v;
+	const char *v;
+	size_t		vlen;
 
-	if ((v = header_value(buffer, len, "Retry-After")) != NULL)
+	if ((v = header_value(buffer, len, "Retry-After", &vlen)) != NULL)
 	{
+		char		text[32];
 		char	   *endp;
-		double		secs = strtod(v, &endp);
+		double		secs;
 
+		if (vlen == 0 || vlen >= sizeof(text))
+			return len;			/* an HTTP date or garbage: backoff instead */
+		memcpy(text, v, vlen);
+		text[vlen] = '\0';
+		secs = strtod(text, &endp);
 		/* only the delta-seconds form; an HTTP date falls back to backoff */
-		if (endp != v && *endp == '\0' && secs >= 0)
+		if (endp != text && *endp == '\0' && secs >= 0)
 			req->retry_after_s = Min(secs, MAX_RETRY_AFTER_S);
 	}
-	else if ((v = header_value(buffer, len, "ETag")) != NULL)
-		req->etag = v;
+	else if ((v = header_value(buffer, len, "ETag", &vlen)) != NULL)
+	{
+		/* an etag too long to keep is dropped: the update then goes without If-Match */
+		if (vlen < sizeof(req->etag_buf))
+		{
+			memcpy(req->etag_buf, v, vlen);
+			req->etag_buf[vlen] = '\0';
+		}
+		else
+			req->etag_buf[0] = '\0';
+	}
 	return len;
 }
 
@@ -260,18 +313,35 @@ check_url(const HttpRequest *req)
 				 errhint("Check the dfe_airbyte URL settings and the credential configuration.")));
 }
 
+/*
+ * Every curl_easy_* and curl_multi_* call that can fail goes through one of
+ * these two (outside libcurl's callbacks, so raising is safe): a failure is
+ * an ERROR naming the call, and PG_FINALLY in http_perform frees the
+ * handles.
+ */
 static void
-curl_setopt_checked(CURL *easy, CURLcode rc, const HttpRequest *req)
+curl_easy_checked(CURLcode rc, const HttpRequest *req, const char *call)
 {
 	if (rc != CURLE_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
-				 errmsg("%s: could not set up the HTTP request: %s", req->what,
+				 errmsg("%s: libcurl's %s failed: %s", req->what, call,
 						curl_easy_strerror(rc)),
 				 errhint("Check that libcurl supports http and https on this server.")));
 }
 
-#define SETOPT(easy, opt, val) curl_setopt_checked((easy), curl_easy_setopt((easy), (opt), (val)), req)
+static void
+curl_multi_checked(CURLMcode rc, const char *call)
+{
+	if (rc != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("HTTP transfer failed: libcurl's %s: %s", call, curl_multi_strerror(rc)),
+				 errhint("This is a libcurl problem on the database server; try again.")));
+}
+
+#define SETOPT(easy, opt, val) \
+	curl_easy_checked(curl_easy_setopt((easy), (opt), (val)), req, "curl_easy_setopt(" #opt ")")
 
 /* (re)build the easy handle for the next attempt */
 static CURL *
@@ -300,7 +370,12 @@ prepare_attempt(HttpRequest *req)
 	easy = req->easy;
 
 	resetStringInfo(req->response);
+	free(req->rx);
+	req->rx = NULL;
+	req->rx_len = req->rx_cap = 0;
+	req->rx_oom = false;
 	req->etag = NULL;
+	req->etag_buf[0] = '\0';
 	req->retry_after_s = -1;
 	req->errbuf[0] = '\0';
 	req->too_large = false;
@@ -438,6 +513,10 @@ cleanup_requests(CURLM *multi, HttpRequest **reqs, int n)
 			curl_slist_free_all(req->header_list);
 			req->header_list = NULL;
 		}
+		/* a body still in libcurl's buffer (an ERROR mid-transfer) */
+		free(req->rx);
+		req->rx = NULL;
+		req->rx_len = req->rx_cap = 0;
 	}
 	if (multi)
 		curl_multi_cleanup(multi);
@@ -523,7 +602,6 @@ http_perform(HttpRequest **reqs, int n, int concurrency)
 			int			still_running;
 			CURLMsg    *msg;
 			int			msgs_left;
-			CURLMcode	mrc;
 
 			CHECK_FOR_INTERRUPTS();
 
@@ -533,23 +611,20 @@ http_perform(HttpRequest **reqs, int n, int concurrency)
 				if (parked[i] && reqs[i]->next_attempt_at_ms <= now)
 				{
 					parked[i] = false;
-					curl_multi_add_handle(multi, prepare_attempt(reqs[i]));
+					curl_multi_checked(curl_multi_add_handle(multi, prepare_attempt(reqs[i])),
+									   "curl_multi_add_handle");
 					running++;
 				}
 			}
 			while (next_new < n && running < limit)
 			{
-				curl_multi_add_handle(multi, prepare_attempt(reqs[next_new]));
+				curl_multi_checked(curl_multi_add_handle(multi, prepare_attempt(reqs[next_new])),
+								   "curl_multi_add_handle");
 				next_new++;
 				running++;
 			}
 
-			mrc = curl_multi_perform(multi, &still_running);
-			if (mrc != CURLM_OK)
-				ereport(ERROR,
-						(errcode(ERRCODE_SYSTEM_ERROR),
-						 errmsg("HTTP transfer failed: %s", curl_multi_strerror(mrc)),
-						 errhint("This is a libcurl problem on the database server; try again.")));
+			curl_multi_checked(curl_multi_perform(multi, &still_running), "curl_multi_perform");
 
 			while ((msg = curl_multi_info_read(multi, &msgs_left)) != NULL)
 			{
@@ -560,13 +635,24 @@ http_perform(HttpRequest **reqs, int n, int concurrency)
 				if (msg->msg != CURLMSG_DONE)
 					continue;
 				rc = msg->data.result;
-				curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
-				curl_multi_remove_handle(multi, msg->easy_handle);
+				req = NULL;
+				if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req) != CURLE_OK ||
+					req == NULL)
+					ereport(ERROR,
+							(errcode(ERRCODE_SYSTEM_ERROR),
+							 errmsg("HTTP transfer failed: libcurl lost track of a request"),
+							 errhint("This is a libcurl problem on the database server; try again.")));
+				curl_multi_checked(curl_multi_remove_handle(multi, msg->easy_handle),
+								   "curl_multi_remove_handle");
 				running--;
+				take_body(req);
+				req->etag = req->etag_buf[0] ? req->etag_buf : NULL;
 
 				if (rc == CURLE_OK)
 				{
-					curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &req->status);
+					curl_easy_checked(curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE,
+														&req->status),
+									  req, "curl_easy_getinfo");
 					req->transport_error = NULL;
 				}
 				else
@@ -575,10 +661,13 @@ http_perform(HttpRequest **reqs, int n, int concurrency)
 					req->transport_code = (int) rc;
 					if (rc == CURLE_FILESIZE_EXCEEDED)
 						req->too_large = true;
-					req->transport_error = req->too_large
-						? psprintf("the response is larger than dfe_airbyte.http_max_response_size (%d kB)",
-								   dfe_http_max_response_size_kb)
-						: pstrdup(req->errbuf[0] ? req->errbuf : curl_easy_strerror(rc));
+					if (req->too_large)
+						req->transport_error = psprintf("the response is larger than dfe_airbyte.http_max_response_size (%d kB)",
+														dfe_http_max_response_size_kb);
+					else if (req->rx_oom)
+						req->transport_error = pstrdup("out of memory while receiving the response");
+					else
+						req->transport_error = pstrdup(req->errbuf[0] ? req->errbuf : curl_easy_strerror(rc));
 				}
 
 				for (idx = 0; idx < n && reqs[idx] != req; idx++)
@@ -623,7 +712,8 @@ http_perform(HttpRequest **reqs, int n, int concurrency)
 				}
 			}
 			if (running > 0)
-				curl_multi_poll(multi, NULL, 0, (int) wait_ms, NULL);
+				curl_multi_checked(curl_multi_poll(multi, NULL, 0, (int) wait_ms, NULL),
+								   "curl_multi_poll");
 			else if (wait_ms > 0)
 				pg_usleep(wait_ms * 1000L);
 		}

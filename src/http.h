@@ -62,6 +62,17 @@ typedef struct HttpRequest
 	struct curl_slist *header_list;
 	char		errbuf[256];
 	bool		too_large;		/* body over dfe_airbyte.http_max_response_size */
+
+	/*
+	 * Filled by libcurl's callbacks, which must never palloc or ereport (an
+	 * ERROR would longjmp through libcurl): the body goes into malloc'd
+	 * memory and is copied into response once the transfer has ended.
+	 */
+	char	   *rx;
+	size_t		rx_len;
+	size_t		rx_cap;
+	bool		rx_oom;			/* malloc failed: the transfer was stopped */
+	char		etag_buf[256];
 } HttpRequest;
 
 /* a new request in CurrentMemoryContext */

@@ -49,11 +49,36 @@ startup_recovery(void)
 	return 0;
 }
 
+/* the tasks' regular periods (scheduler.h: how a reload reschedules them) */
+static long
+job_poll_ms(void)
+{
+	return dfe_job_poll_interval_s * 1000L;
+}
+
+static long
+check_ms(void)
+{
+	return dfe_check_interval_s * 1000L;
+}
+
+static long
+follow_ms(void)
+{
+	return Min(dfe_sync_poll_interval_s, dfe_check_interval_s) * 1000L;
+}
+
+static long
+sync_poll_ms(void)
+{
+	return dfe_sync_poll_interval_s * 1000L;
+}
+
 static DfeTask net_tasks[] = {
-	{"deploy", deploy_worker_task, true, 0},
-	{"full re-sync", resync_task, true, 0},
-	{"full re-sync follow-up", resync_follow_task, false, 0},
-	{"sync health", sync_health_worker_task, false, 0},
+	{"deploy", deploy_worker_task, true, 0, job_poll_ms, 0},
+	{"full re-sync", resync_task, true, 0, check_ms, 0},
+	{"full re-sync follow-up", resync_follow_task, false, 0, follow_ms, 0},
+	{"sync health", sync_health_worker_task, false, 0, sync_poll_ms, 0},
 };
 
 static const DfeWorkerDef net_def = {

@@ -57,6 +57,7 @@
 #include "settings.h"
 #include "shared.h"
 #include "spi_xact.h"
+#include "version.h"
 
 /* how long a lost slot's holder gets to let go after being terminated */
 #define REPAIR_RELEASE_WAIT_MS 10000L
@@ -719,6 +720,7 @@ dfe_airbyte_repair(PG_FUNCTION_ARGS)
 {
 	Repair		r = {0};
 
+	DFE_REQUIRE_MATCHING_SQL();
 	if (RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),

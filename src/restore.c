@@ -13,6 +13,7 @@
 #include "restore.h"
 #include "shared.h"
 #include "spi_xact.h"
+#include "version.h"
 
 char *
 dfe_system_identifier_text(void)
@@ -93,6 +94,7 @@ dfe_airbyte_confirm_restore(PG_FUNCTION_ARGS)
 	const char *args[2];
 	char	   *detail;
 
+	DFE_REQUIRE_MATCHING_SQL();
 	if (RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),

@@ -42,6 +42,8 @@
 
 static MemoryContext task_context = NULL;
 
+uint64		dfe_settings_generation = 0;
+
 void
 dfe_register_worker(const char *name, const char *function)
 {
@@ -58,23 +60,25 @@ dfe_register_worker(const char *name, const char *function)
 	RegisterBackgroundWorker(&worker);
 }
 
+/*
+ * Is the extension installed here, at the library's version?  Until
+ * ALTER EXTENSION dfe_airbyte UPDATE has run after a new library was
+ * installed, the workers' queries would meet the older SQL objects: they
+ * wait instead, each with a WARNING naming both versions (once per
+ * installed version).
+ */
 static bool
 extension_installed(DfeWorkerKind kind)
 {
 	char	   *version;
+	bool		ready;
 
 	StartTransactionCommand();
 	version = dfe_installed_version();
-
-	/*
-	 * an installed version other than the library's: a WARNING, once per
-	 * version, from one of the two workers (the network worker: it is the
-	 * one whose queries need the newest objects)
-	 */
-	if (kind == DFE_NET_WORKER)
-		dfe_worker_note_version(version);
+	dfe_worker_note_version(version);
+	ready = version != NULL && strcmp(version, DFE_AIRBYTE_VERSION) == 0;
 	CommitTransactionCommand();
-	return version != NULL;
+	return ready;
 }
 
 /*
@@ -111,10 +115,43 @@ run_guarded(long (*fn) (void))
 static void
 run_task(DfeTask *task)
 {
-	long		next_ms = run_guarded(task->run);
+	long		next_ms;
+
+	task->last_run = GetCurrentTimestamp();
+	next_ms = run_guarded(task->run);
 
 	task->due = next_ms < 0 ? DT_NOEND
 		: TimestampTzPlusMilliseconds(GetCurrentTimestamp(), next_ms);
+}
+
+/*
+ * Each task's due time was computed from the settings in force when it last
+ * ran: a DBA who shortens an hourly interval during an incident must not
+ * wait out the old hour.  A task that knows its period is moved to last run
+ * + the new period when that is sooner (an unrelated reload costs no extra
+ * Airbyte call); the others run at once, and what they return follows the
+ * new settings.
+ */
+static void
+reschedule_after_reload(const DfeWorkerDef *def)
+{
+	int			i;
+
+	dfe_settings_generation++;
+	for (i = 0; i < def->ntasks; i++)
+	{
+		DfeTask    *task = &def->tasks[i];
+		TimestampTz sooner;
+
+		if (task->interval_ms == NULL || task->last_run == 0)
+		{
+			task->due = 0;
+			continue;
+		}
+		sooner = TimestampTzPlusMilliseconds(task->last_run, task->interval_ms());
+		if (task->due == DT_NOEND || sooner < task->due)
+			task->due = sooner;
+	}
 }
 
 /* run the due tasks; returns how long to sleep */
@@ -156,6 +193,15 @@ worker_setup(const DfeWorkerDef *def)
 
 	/* SPEC §9: whatever postgresql.conf or ALTER ROLE say, and for good */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * The workers' queries are small polls whose estimates can still pass
+	 * jit_above_cost: compiling them costs more than running them (0.1-0.3
+	 * s of LLVM optimisation per poll) and loading LLVM adds tens of MB to
+	 * the worker's memory (docs/benchmarks.md).  JIT stays the server's
+	 * choice for every other session.
+	 */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname(def->name);
 
 	dfe_worker_attach(def->kind);
@@ -183,11 +229,13 @@ dfe_worker_run(const DfeWorkerDef *def)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+
+			reschedule_after_reload(def);
 		}
 
 		if (!extension_installed(def->kind))
 		{
-			if (!warned_no_extension)
+			if (!warned_no_extension && !dfe_version_mismatch_warned())
 				ereport(LOG,
 						(errmsg("%s is waiting for the extension to be installed in database \"%s\"",
 								def->name, dfe_database),

@@ -24,6 +24,14 @@ typedef struct DfeTask
 	long		(*run) (void);
 	bool		on_wake;		/* due at once whenever the latch is set */
 	TimestampTz due;			/* 0: due now; DT_NOEND: only on latch */
+
+	/*
+	 * Optional: the task's regular period under the current settings.  After
+	 * a reload its next run is moved to last_run + that period when this is
+	 * earlier; a task without one runs at once after a reload.
+	 */
+	long		(*interval_ms) (void);
+	TimestampTz last_run;
 } DfeTask;
 
 typedef struct DfeWorkerDef
@@ -34,6 +42,12 @@ typedef struct DfeWorkerDef
 	int			ntasks;
 	long		(*startup) (void);	/* once per sight of the extension, or NULL */
 } DfeWorkerDef;
+
+/*
+ * Incremented by the worker loop at each configuration reload, so that a
+ * task that remembers a due time of its own (deploy.c) can drop it.
+ */
+extern uint64 dfe_settings_generation;
 
 /* register a worker whose entry point is function (in this library) */
 extern void dfe_register_worker(const char *name, const char *function);

@@ -37,6 +37,8 @@ char	   *dfe_slot_name = NULL;
 int			dfe_max_slot_wal_size_mb = -1;
 int			dfe_slot_limit_action = SLOT_LIMIT_WARN;
 int			dfe_check_interval_s = 10;
+char	   *dfe_passfile = NULL;
+int			dfe_target_timeout_ms = 5000;
 int			dfe_sync_stale_after_min = 45;
 
 int			dfe_http_connect_timeout_s = 10;
@@ -166,6 +168,16 @@ dfe_define_settings(void)
 	define_int("dfe_airbyte.check_interval",
 			   "How often the guard worker samples the replication slots.",
 			   &dfe_check_interval_s, 10, 1, 86400, GUC_UNIT_S);
+	/*
+	 * The passfile holds every target's password: superuser-only and hidden
+	 * like the other secrets' settings, although only its path is shown.
+	 */
+	define_string("dfe_airbyte.passfile",
+				  "libpq password file (mode 0600) for the roles of remote targets.",
+				  &dfe_passfile, NULL, PGC_SIGHUP, secret);
+	define_int("dfe_airbyte.target_timeout",
+			   "Deadline of connecting to a remote target or of one query on it.",
+			   &dfe_target_timeout_ms, 5000, 100, 600000, GUC_UNIT_MS);
 	define_int("dfe_airbyte.sync_stale_after",
 			   "A sync older than this is stale.",
 			   &dfe_sync_stale_after_min, 45, 1, 7 * 24 * 60, GUC_UNIT_MIN);

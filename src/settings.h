@@ -57,7 +57,11 @@ extern int	dfe_deploy_retry_timeout_s;
 /* slot health: Airbyte's rhythm, data flow checks, limit advice (issue 9, items 4-7) */
 extern int	dfe_sync_interval_s;	/* 0: sync_stale_after / 3 */
 extern int	dfe_slot_inactive_intervals;
-extern int	dfe_disk_free_override_mb;	/* -1: statvfs on the data directory */
+extern int	dfe_disk_free_override_mb;
+
+/* targets: service databases reached over libpq (src/target.c) */
+extern char *dfe_passfile;		/* libpq passfile for every remote target */
+extern int	dfe_target_timeout_ms;	/* deadline of one round trip to a target */	/* -1: statvfs on the data directory */
 extern int	dfe_job_stuck_after_s;
 
 /* the sync schedule interval in seconds, after the fallback (never 0) */

@@ -88,6 +88,15 @@ extern void dfe_wake_at_commit(DfeWorkerKind kind);
 /* set the network worker's latch when the current top-level transaction commits */
 extern void dfe_wake_worker_at_commit(void);
 
+/*
+ * shmem.c: sleep ms inside a task (a back-off, a pause between polls),
+ * checking for interrupts at least every 200 ms.  The process latch is the
+ * one dfe_airbyte_deploy()'s commit sets: a wake-up that arrives during the
+ * sleep does not end it, but it is never lost either: the latch is set
+ * again on return, so the worker's loop still sees it.
+ */
+extern void dfe_sleep_ms(long ms);
+
 /* cjson_alloc.c: set up the cJSON allocator so cJSON memory lives in memory contexts */
 extern void dfe_json_init(void);
 

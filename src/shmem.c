@@ -12,7 +12,9 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
@@ -69,6 +71,26 @@ dfe_xact_callback(XactEvent event, void *arg)
 			for (int i = 0; i < DFE_NUM_WORKERS; i++)
 				if (wake_at_commit & (1 << i))
 					dfe_wake((DfeWorkerKind) i);
+			wake_at_commit = 0;
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+
+			/*
+			 * COMMIT PREPARED may run much later, in another session, and
+			 * fires no callback that knows a deploy was queued: the worker
+			 * would only find the deploy at its next idle look.  Refuse
+			 * instead, before the point of no return, as postgres_fdw does
+			 * for its own state (pgfdw_xact_callback).
+			 */
+			if (wake_at_commit & (1 << DFE_NET_WORKER))
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot prepare a transaction that queued a dfe_airbyte deploy"),
+						 errdetail("dfe_airbyte_deploy() wakes the background worker when its transaction commits; a prepared transaction commits later, in COMMIT PREPARED."),
+						 errhint("Call dfe_airbyte_deploy() in a transaction that ends with COMMIT, e.g. after COMMIT PREPARED.")));
+			break;
+		case XACT_EVENT_PREPARE:
+			/* the guard looks at its work every check_interval anyway */
 			wake_at_commit = 0;
 			break;
 		case XACT_EVENT_ABORT:
@@ -182,6 +204,44 @@ void
 dfe_wake_worker_at_commit(void)
 {
 	dfe_wake_at_commit(DFE_NET_WORKER);
+}
+
+/* longest wait between two looks at interrupts in dfe_sleep_ms */
+#define SLEEP_SLICE_MS 200L
+
+void
+dfe_sleep_ms(long ms)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	bool		woken = false;
+
+	for (;;)
+	{
+		long		left;
+		int			rc;
+
+		CHECK_FOR_INTERRUPTS();
+		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+		if (left <= 0)
+			break;
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					   Min(left, SLEEP_SLICE_MS), PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+		{
+			/* reset, or WaitLatch would return at once until the end */
+			ResetLatch(MyLatch);
+			woken = true;
+		}
+	}
+
+	/*
+	 * Hand the wake-up on (latch.h: setting an already set latch is cheap
+	 * and harmless): the worker loop resets the latch only after it has
+	 * woken, so a deploy committed while a task slept here runs as soon as
+	 * that task ends, instead of waiting for the next commit to set it.
+	 */
+	if (woken)
+		SetLatch(MyLatch);
 }
 
 PG_FUNCTION_INFO_V1(dfe_airbyte_worker_pid);

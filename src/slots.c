@@ -24,10 +24,13 @@
  *   2. under recreate (over_limit, lost or missing): ends the walsender and
  *      waits for it to let go of the slot, records the recreation in
  *      dfe_airbyte.slot_recreations (before anything is dropped, so a crash
- *      can only cause an extra re-sync, never a missing one), then drops and
- *      creates the slot in a transaction of its own — PostgreSQL refuses to
+ *      can only cause an extra re-sync, never a missing one), drops the slot,
+ *      then creates it in a transaction of its own — PostgreSQL refuses to
  *      create a logical slot in a transaction that has written — and only
- *      after the create marks the recreation done, in that same transaction;
+ *      after the create marks the recreation done, in that same transaction.
+ *      The create waits for older transactions to end, so each attempt's
+ *      wait is bounded and a recreation that has to wait resumes at the next
+ *      check, the guard sampling and reporting meanwhile (see CreationWait);
  *
  *   3. the full re-sync a recreation needs is NOT asked for here: the
  *      recreation row (resync_state 'pending') hands it over to resync.c,
@@ -46,6 +49,7 @@
 #include "commands/dbcommands.h"
 #include "executor/instrument.h"
 #include "executor/spi.h"
+#include "replication/slot.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -56,8 +60,10 @@
 #endif
 #include "storage/latch.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include <cjson/cJSON.h>
@@ -68,6 +74,7 @@
 #include "shared.h"
 #include "slots.h"
 #include "spi_xact.h"
+#include "version.h"
 #include "worker.h"
 
 typedef enum SlotCondition
@@ -115,6 +122,8 @@ typedef struct GuardState
 	int64		open_recreation;	/* recreation with recreated_at NULL, 0 if none */
 	bool		resync_in_flight;	/* a re-sync we asked for is pending or running */
 	int64		recreations_today;	/* recreations done in the last 24 hours */
+	SlotCondition open_reason;	/* the open recreation's reason */
+	char	   *open_plugin;	/* and the plugin it recorded */
 } GuardState;
 
 static SPIPlanPtr sample_plan = NULL;
@@ -196,8 +205,12 @@ static const char *const state_sql =
 "        WHERE r.slot_name = $1 AND r.recreated_at IS NOT NULL\n"
 "          AND r.recreated_at > pg_catalog.now() - interval '1 day'\n"
 /* dfe_airbyte_repair()'s re-sync for a stale saved position recreated nothing */
-"          AND r.reason <> 'airbyte_state_behind')\n"
-"FROM (SELECT 1) one LEFT JOIN dfe_airbyte.slot_state st ON st.slot_name = $1";
+"          AND r.reason <> 'airbyte_state_behind'),\n"
+"       o.reason, o.plugin\n"
+"FROM (SELECT 1) one\n"
+"LEFT JOIN LATERAL (SELECT r.reason, r.plugin FROM dfe_airbyte.slot_recreations r\n"
+"                   WHERE r.slot_name = $1 AND r.recreated_at IS NULL ORDER BY r.id LIMIT 1) o ON true\n"
+" LEFT JOIN dfe_airbyte.slot_state st ON st.slot_name = $1";
 
 int64
 dfe_slot_limit_bytes(void)
@@ -324,6 +337,8 @@ read_state(const char *slot_name, GuardState *st)
 	st->open_recreation = isnull ? 0 : DatumGetInt64(d);
 	st->resync_in_flight = DatumGetBool(dfe_col_datum(0, 7, &isnull));
 	st->recreations_today = DatumGetInt64(dfe_col_datum(0, 8, &isnull));
+	st->open_reason = condition_from_name(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 9));
+	st->open_plugin = dfe_col_text(0, 10);
 }
 
 /* ---------- events ---------- */
@@ -652,7 +667,42 @@ recreation_event_data(const char *slot_name, const GuardedSlot *g, SlotCondition
 	return out;
 }
 
-/* returns true when the slot was (re)created */
+/*
+ * A creation that has to wait.  Creating a logical slot waits until every
+ * transaction that held a transaction id when it started has ended
+ * (SnapBuildWaitSnapshot's XactLockTableWait in PostgreSQL's
+ * src/backend/replication/logical/snapbuild.c), and one session idle in a
+ * transaction can make that hours.  So the guard bounds each attempt
+ * (lock_timeout, which that lock wait obeys, and a statement timeout as a
+ * backstop for any other wait), goes back to sampling, and tries again at
+ * its next check.
+ *
+ * The resumable part of a recreation is its slot_recreations row (open
+ * while recreated_at is NULL: reason, plugin, pending since decided_at);
+ * this is what one guard process knows of the waiting, kept per recreation
+ * so that the same steps can later run against a remote database without
+ * blocking either.
+ */
+typedef struct CreationWait
+{
+	int64		rec_id;			/* the open recreation this is about; 0 none */
+	int			attempts;		/* attempts that did not finish in time */
+	TimestampTz since;			/* the first of them */
+	TimestampTz notified_at;	/* last slot_recreation_waiting event */
+	char		oldest[16];		/* the pid of the oldest blocker it named */
+} CreationWait;
+
+static CreationWait creation_wait;
+
+/* how long one attempt may wait for other transactions */
+static int
+creation_wait_ms(void)
+{
+	int			ms = dfe_check_interval_s * 1000 / 2;
+
+	return Max(Min(ms, CREATION_WAIT_MAX_MS), CREATION_WAIT_MIN_MS);
+}
+
 /*
  * Whether the recreated slot is a failover slot (PostgreSQL 17): when the
  * dropped one was, or when this server synchronizes slots
@@ -671,84 +721,192 @@ recreate_as_failover(const GuardedSlot *g)
 #endif
 }
 
+/*
+ * Begin the recreation's last transaction with the creation of the slot.
+ * True (transaction open, *new_lsn set) when the slot was created; false
+ * (transaction rolled back) when the creation did not finish in time.  Any
+ * other error is raised again once the half-made slot is cleaned up.
+ */
 static bool
-recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
-			  const GuardState *st)
+create_slot_bounded(const char *slot_name, const char *plugin, bool two_phase,
+					bool failover, char **new_lsn, ErrorData **edata)
 {
-	int64		rec_id = st->open_recreation;
-	const char *plugin = (g->found && g->plugin) ? g->plugin : "pgoutput";
-	int64		limit = dfe_slot_limit_bytes();
-	const char *why;
-	bool		exists;
-	int32		holder;
-	char	   *new_lsn = NULL;
-	char	   *detail;
-	bool		created_new;
-	cJSON	   *gap = NULL;
+	MemoryContext cxt = CurrentMemoryContext;
+	const char *args[4] = {slot_name, plugin, two_phase ? "true" : "false",
+	failover ? "true" : "false"};
+	ErrorData  *volatile err = NULL;
 
-	why = reason == COND_OVER_LIMIT ? "over dfe_airbyte.max_slot_wal_size, slot_limit_action = recreate"
-		: reason == COND_LOST ? "slot lost, slot_limit_action = recreate"
-		: "slot missing, slot_limit_action = recreate";
-
-	/* 1. whoever uses the slot must let go first */
-	if (g->found && g->active && g->active_pid != 0 &&
-		!release_slot(slot_name, g, g->active_pid, why))
-		return false;
-
-	/* 2. record the recreation before anything is dropped */
-	if (rec_id == 0)
+	PG_TRY();
 	{
-		const char *args[5] = {
-			slot_name, condition_names[reason],
-			g->found && g->has_retained ? dfe_int64_str(g->retained) : NULL,
-			limit >= 0 ? dfe_int64_str(limit) : NULL,
-			plugin
-		};
+		int			wait_ms = creation_wait_ms();
 
 		dfe_xact_begin("dfe_airbyte slot guard");
-		/* with where the last sample saw Airbyte: the start of the gap */
-		dfe_sql("record the slot recreation",
-				"INSERT INTO dfe_airbyte.slot_recreations (slot_name, reason, retained_bytes, limit_bytes, plugin,\n"
-				"                                          gap_from_lsn, gap_restart_lsn, gap_from_time)\n"
-				"SELECT $1, $2, $3::bigint, $4::bigint, $5, s.confirmed_flush_lsn, s.restart_lsn, s.sampled_at\n"
-				"FROM (SELECT 1) one LEFT JOIN LATERAL (\n"
-				"    SELECT x.confirmed_flush_lsn, x.restart_lsn, x.sampled_at FROM dfe_airbyte.slot_samples x\n"
-				"    WHERE x.slot_name = $1 AND x.restart_lsn IS NOT NULL ORDER BY x.id DESC LIMIT 1) s ON true\n"
-				"RETURNING id",
-				5, args, SPI_OK_INSERT_RETURNING);
-		{
-			bool		isnull;
-
-			rec_id = DatumGetInt64(dfe_col_datum(0, 1, &isnull));
-		}
-		dfe_xact_end();
+		/* local to this transaction: rolled back with it either way */
+		(void) set_config_option("lock_timeout", psprintf("%d", wait_ms), PGC_SUSET,
+								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+		/* a background worker gets no statement_timeout of its own */
+		enable_timeout_after(STATEMENT_TIMEOUT, 2 * wait_ms + CREATION_BACKSTOP_MS);
+		dfe_sql("create the Airbyte slot", CREATE_SLOT_SQL, PG_VERSION_NUM >= 170000 ? 4 : 3,
+				args, SPI_OK_SELECT);
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		*new_lsn = dfe_col_text(0, 1);
 	}
-
-	/*
-	 * 3. drop and create, then (writes are allowed after the create, not
-	 * before) mark the recreation done — one transaction.
-	 */
-	dfe_xact_begin("dfe_airbyte slot guard");
+	PG_CATCH();
 	{
-		const char *args[1] = {slot_name};
+		HOLD_INTERRUPTS();
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		MemoryContextSwitchTo(cxt);
+		err = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
 
-		dfe_sql("read the Airbyte slot",
-				"SELECT active_pid, database = current_database() AND slot_type = 'logical'\n"
-				"FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-				1, args, SPI_OK_SELECT);
-		exists = SPI_processed > 0;
-		holder = 0;
-		if (exists)
-		{
-			bool		isnull;
-			Datum		d = dfe_col_datum(0, 1, &isnull);
+		/*
+		 * What PostgresMain does after an error: the ephemeral slot of a
+		 * creation cut short is dropped when released.
+		 */
+		if (MyReplicationSlot != NULL)
+			ReplicationSlotRelease();
+		ReplicationSlotCleanup();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		MemoryContextSwitchTo(cxt);
+		RESUME_INTERRUPTS();
+	}
+	PG_END_TRY();
 
-			holder = isnull ? 0 : DatumGetInt32(d);
-		}
+	if (err == NULL)
+		return true;
+	if (err->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE && err->sqlerrcode != ERRCODE_QUERY_CANCELED)
+		ReThrowError(err);
+	*edata = err;
+	return false;
+}
+
+/*
+ * The sessions a slot creation started at attempt_at waits for: those that
+ * held a transaction id before it (short transactions that began since
+ * come and go), and prepared transactions.  Never their query text, which
+ * may hold secrets.  Sets *summary (for the event's detail) and *oldest
+ * (the pid of the longest-running one, "" none); returns them as JSON.
+ */
+static char *
+creation_blockers(TimestampTz attempt_at, char **summary, char **oldest)
+{
+	const char *args[1] = {timestamptz_to_str(attempt_at)};
+
+	dfe_sql("find what the slot creation waits for",
+			"WITH b AS (\n"
+			"    SELECT a.pid, a.state, a.backend_type, a.datname::text AS database,\n"
+			"           pg_catalog.age(a.backend_xid) AS xid_age, a.xact_start\n"
+			"    FROM pg_catalog.pg_stat_activity a\n"
+			"    WHERE a.backend_xid IS NOT NULL AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()\n"
+			"      AND a.xact_start OPERATOR(pg_catalog.<) $1::timestamptz\n"
+			"    ORDER BY a.xact_start LIMIT 10),\n"
+			"p AS (\n"
+			"    SELECT x.database::text AS database, pg_catalog.age(x.transaction) AS xid_age, x.prepared\n"
+			"    FROM pg_catalog.pg_prepared_xacts x WHERE x.prepared OPERATOR(pg_catalog.<) $1::timestamptz\n"
+			"    ORDER BY x.prepared LIMIT 10)\n"
+			"SELECT pg_catalog.jsonb_build_object(\n"
+			"           'blockers', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(b) ORDER BY b.xact_start) FROM b), '[]'),\n"
+			"           'prepared', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(p) ORDER BY p.prepared) FROM p), '[]'))::text,\n"
+			"       pg_catalog.concat_ws('; ',\n"
+			"           (SELECT pg_catalog.string_agg(pg_catalog.format('process %s (%s, transaction started %s, transaction id age %s)',\n"
+			"                                                b.pid, coalesce(b.state, b.backend_type), b.xact_start, b.xid_age), '; ' ORDER BY b.xact_start) FROM b),\n"
+			"           (SELECT pg_catalog.string_agg(pg_catalog.format('a prepared transaction of database %s (prepared %s)',\n"
+			"                                                p.database, p.prepared), '; ' ORDER BY p.prepared) FROM p)),\n"
+			"       coalesce((SELECT b.pid::text FROM b ORDER BY b.xact_start LIMIT 1), '')",
+			1, args, SPI_OK_SELECT);
+	*summary = dfe_col_text(0, 2);
+	*oldest = dfe_col_text(0, 3);
+	return dfe_col_text(0, 1);
+}
+
+/*
+ * An attempt did not finish in time: note it on the recreation's row, and
+ * say in an event what it waits for when the wait starts, when the oldest
+ * transaction it waits for changes (the one holding it up; others come and
+ * go on a busy server), and every SLOT_RENOTIFY_MS.
+ */
+static void
+record_creation_wait(const char *slot_name, int64 rec_id, TimestampTz attempt_at,
+					 const ErrorData *err)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	char	   *summary;
+	char	   *oldest;
+	char	   *data;
+	cJSON	   *o;
+	const char *args[2];
+
+	if (creation_wait.rec_id != rec_id)
+	{
+		memset(&creation_wait, 0, sizeof(creation_wait));
+		creation_wait.rec_id = rec_id;
+		creation_wait.since = attempt_at;
+	}
+	creation_wait.attempts++;
+
+	dfe_xact_begin("dfe_airbyte slot guard");
+	data = creation_blockers(attempt_at, &summary, &oldest);
+	if (summary == NULL || summary[0] == '\0')
+		summary = psprintf("no transaction older than the attempt is running any more (%s)", err->message);
+	args[0] = dfe_int64_str(rec_id);
+	args[1] = psprintf("the slot was dropped; creating it again waits for other transactions to end: attempt %d, waiting since %s, each attempt waits %d ms (the last one: %s after %ld ms); last waited for: %s",
+					   creation_wait.attempts, timestamptz_to_str(creation_wait.since),
+					   creation_wait_ms(), err->message,
+					   TimestampDifferenceMilliseconds(attempt_at, now), summary);
+	dfe_sql("record the slot recreation's wait",
+			"UPDATE dfe_airbyte.slot_recreations SET note = $2 WHERE id = $1::bigint",
+			2, args, SPI_OK_UPDATE);
+
+	if (creation_wait.notified_at == 0 || strcmp(creation_wait.oldest, oldest) != 0 ||
+		TimestampDifferenceExceeds(creation_wait.notified_at, now, (int) SLOT_RENOTIFY_MS))
+	{
+		o = cJSON_Parse(data);
+		if (o == NULL)
+			dfe_internal_error("could not build the slot recreation event");
+		cJSON_AddStringToObject(o, "slot_name", slot_name);
+		cJSON_AddNumberToObject(o, "recreation_id", (double) rec_id);
+		cJSON_AddNumberToObject(o, "attempts", creation_wait.attempts);
+		cJSON_AddStringToObject(o, "waiting_since", timestamptz_to_str(creation_wait.since));
+		cJSON_AddNumberToObject(o, "attempt_wait_ms", creation_wait_ms());
+		data = cJSON_PrintUnformatted(o);
+		cJSON_Delete(o);
+		dfe_event("warning", "slot_recreation_waiting", slot_name,
+				  psprintf("replication slot \"%s\" was dropped to be recreated, and creating it waits until every transaction that held a transaction id when it started has ended; it waits for %s; the guard goes on sampling and tries again at each check (%d attempt(s) since %s); end that transaction (COMMIT or ROLLBACK, or pg_terminate_backend(pid)) to let the recreation finish",
+						   slot_name, summary, creation_wait.attempts,
+						   timestamptz_to_str(creation_wait.since)),
+				  data);
+		creation_wait.notified_at = now;
+		strlcpy(creation_wait.oldest, oldest, sizeof(creation_wait.oldest));
+	}
+	dfe_xact_end();
+}
+
+/*
+ * Whoever took the slot between the release and now keeps it until the next
+ * check; otherwise drop it (unless it is the missing slot being created) in
+ * a transaction of its own.  Returns false when taken; *exists says whether
+ * the slot was there.
+ */
+static bool
+drop_for_recreation(const char *slot_name, SlotCondition cond, bool *exists)
+{
+	const char *args[1] = {slot_name};
+	int32		holder = 0;
+
+	dfe_xact_begin("dfe_airbyte slot guard");
+	dfe_sql("read the Airbyte slot",
+			"SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+			1, args, SPI_OK_SELECT);
+	*exists = SPI_processed > 0;
+	if (*exists && !dfe_col_isnull(0, 1))
+	{
+		bool		isnull;
+
+		holder = DatumGetInt32(dfe_col_datum(0, 1, &isnull));
 	}
 	if (holder != 0)
 	{
-		/* taken again between the release and now: next check */
 		dfe_xact_end();
 		ereport(LOG,
 				(errcode(ERRCODE_OBJECT_IN_USE),
@@ -757,57 +915,92 @@ recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 				 errhint("The worker tries again at its next check.")));
 		return false;
 	}
-	created_new = !exists || reason != COND_MISSING;
-	if (exists && reason != COND_MISSING)
-	{
-		const char *args[1] = {slot_name};
-
+	/* dropped slots are not rolled back: from here the recreation is open */
+	if (*exists && cond != COND_MISSING)
 		dfe_sql("drop the Airbyte slot",
 				"SELECT pg_catalog.pg_drop_replication_slot($1)", 1, args, SPI_OK_SELECT);
-	}
-	if (created_new)
-	{
-		const char *args[4] = {slot_name, plugin, g->found && g->two_phase ? "true" : "false",
-		recreate_as_failover(g) ? "true" : "false"};
+	dfe_xact_end();
+	return true;
+}
 
-		dfe_sql("create the Airbyte slot", CREATE_SLOT_SQL, PG_VERSION_NUM >= 170000 ? 4 : 3,
-				args, SPI_OK_SELECT);
-		new_lsn = dfe_col_text(0, 1);
-	}
-	{
-		const char *args[3] = {
-			dfe_int64_str(rec_id), new_lsn,
-			created_new ? NULL : "the slot was created by someone else meanwhile; a full re-sync is requested because it is new"
-		};
+/* record the recreation before anything is dropped; returns its id */
+static int64
+open_recreation(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
+				const char *plugin)
+{
+	int64		limit = dfe_slot_limit_bytes();
+	const char *args[5] = {
+		slot_name, condition_names[reason],
+		g->found && g->has_retained ? dfe_int64_str(g->retained) : NULL,
+		limit >= 0 ? dfe_int64_str(limit) : NULL,
+		plugin
+	};
+	bool		isnull;
+	int64		id;
 
-		dfe_sql("record the slot recreation",
-				"UPDATE dfe_airbyte.slot_recreations SET recreated_at = now(), new_lsn = $2::pg_lsn,\n"
-				"    note = coalesce($3, note)\n"
-				"WHERE id = $1::bigint\n"
-				"RETURNING CASE WHEN gap_from_lsn IS NOT NULL AND new_lsn IS NOT NULL THEN\n"
-				"    jsonb_build_object('from_lsn', gap_from_lsn::text, 'from_restart_lsn', gap_restart_lsn::text,\n"
-				"                       'from_time', gap_from_time, 'to_lsn', new_lsn::text, 'to_time', recreated_at,\n"
-				"                       'bytes', (new_lsn - gap_from_lsn)::bigint,\n"
-				"                       'seconds', round(extract(epoch FROM recreated_at - gap_from_time)))::text END",
-				3, args, SPI_OK_UPDATE_RETURNING);
-		if (SPI_processed == 1 && !dfe_col_isnull(0, 1))
-			gap = cJSON_Parse(dfe_col_text(0, 1));
-	}
-	{
-		const char *args[1] = {slot_name};
+	dfe_xact_begin("dfe_airbyte slot guard");
+	/* with where the last sample saw Airbyte: the start of the gap */
+	dfe_sql("record the slot recreation",
+			"INSERT INTO dfe_airbyte.slot_recreations (slot_name, reason, retained_bytes, limit_bytes, plugin,\n"
+			"                                          gap_from_lsn, gap_restart_lsn, gap_from_time)\n"
+			"SELECT $1, $2, $3::bigint, $4::bigint, $5, s.confirmed_flush_lsn, s.restart_lsn, s.sampled_at\n"
+			"FROM (SELECT 1) one LEFT JOIN LATERAL (\n"
+			"    SELECT x.confirmed_flush_lsn, x.restart_lsn, x.sampled_at FROM dfe_airbyte.slot_samples x\n"
+			"    WHERE x.slot_name = $1 AND x.restart_lsn IS NOT NULL ORDER BY x.id DESC LIMIT 1) s ON true\n"
+			"RETURNING id",
+			5, args, SPI_OK_INSERT_RETURNING);
+	id = DatumGetInt64(dfe_col_datum(0, 1, &isnull));
+	dfe_xact_end();
+	return id;
+}
 
-		/* a new incarnation: its growth is measured from now on */
-		dfe_sql("reset the slot guard state",
-				"INSERT INTO dfe_airbyte.slot_state AS st (slot_name, first_seen_at, condition, condition_since)\n"
-				"VALUES ($1, now(), 'ok', now())\n"
-				"ON CONFLICT (slot_name) DO UPDATE SET first_seen_at = now(), last_active_at = NULL,\n"
-				"    condition = 'ok', condition_since = now(), notified_at = NULL, notified_action = NULL",
-				1, args, SPI_OK_INSERT);
-	}
+/*
+ * In the transaction that created the slot (if it did): mark the recreation
+ * done, start the new incarnation's state, record the event; commit.
+ */
+static void
+close_recreation(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
+				 const GuardState *st, int64 rec_id, const char *new_lsn, bool created_new)
+{
+	char	   *detail;
+	cJSON	   *gap = NULL;
+	const char *note = NULL;
+	const char *args[3];
+
+	if (!created_new)
+		note = "the slot was created by someone else meanwhile; a full re-sync is requested because it is new";
+	else if (creation_wait.rec_id == rec_id && creation_wait.attempts > 0)
+		note = psprintf("created after waiting since %s (%d attempt(s)) for other transactions to end",
+						timestamptz_to_str(creation_wait.since), creation_wait.attempts + 1);
+	args[0] = dfe_int64_str(rec_id);
+	args[1] = new_lsn;
+	args[2] = note;
+	dfe_sql("record the slot recreation",
+			"UPDATE dfe_airbyte.slot_recreations SET recreated_at = now(), new_lsn = $2::pg_lsn,\n"
+			"    note = coalesce($3, note)\n"
+			"WHERE id = $1::bigint\n"
+			"RETURNING CASE WHEN gap_from_lsn IS NOT NULL AND new_lsn IS NOT NULL THEN\n"
+			"    jsonb_build_object('from_lsn', gap_from_lsn::text, 'from_restart_lsn', gap_restart_lsn::text,\n"
+			"                       'from_time', gap_from_time, 'to_lsn', new_lsn::text, 'to_time', recreated_at,\n"
+			"                       'bytes', (new_lsn - gap_from_lsn)::bigint,\n"
+			"                       'seconds', round(extract(epoch FROM recreated_at - gap_from_time)))::text END",
+			3, args, SPI_OK_UPDATE_RETURNING);
+	if (SPI_processed == 1 && !dfe_col_isnull(0, 1))
+		gap = cJSON_Parse(dfe_col_text(0, 1));
+	memset(&creation_wait, 0, sizeof(creation_wait));
+
+	/* a new incarnation: its growth is measured from now on */
+	dfe_sql("reset the slot guard state",
+			"INSERT INTO dfe_airbyte.slot_state AS st (slot_name, first_seen_at, condition, condition_since)\n"
+			"VALUES ($1, now(), 'ok', now())\n"
+			"ON CONFLICT (slot_name) DO UPDATE SET first_seen_at = now(), last_active_at = NULL,\n"
+			"    condition = 'ok', condition_since = now(), notified_at = NULL, notified_action = NULL",
+			1, &slot_name, SPI_OK_INSERT);
 
 	if (reason == COND_OVER_LIMIT)
 		detail = psprintf("%s: it was dropped and created again, so Airbyte lost its CDC position and a full re-sync is requested",
-						  over_limit_text(slot_name, g));
+						  g->found ? over_limit_text(slot_name, g)
+						  : psprintf("replication slot \"%s\" retained more WAL than dfe_airbyte.max_slot_wal_size", slot_name));
 	else if (reason == COND_LOST)
 		detail = psprintf("replication slot \"%s\" was invalidated (wal_status lost); it was dropped and created again and a full re-sync is requested",
 						  slot_name);
@@ -820,6 +1013,64 @@ recreate_slot(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 	dfe_event("warning", (reason == COND_MISSING && !st->seen) ? "slot_created" : "slot_recreated",
 			  slot_name, detail, recreation_event_data(slot_name, g, reason, gap));
 	dfe_xact_end();
+}
+
+/*
+ * Recreate the slot for cond (or finish the open recreation, whatever its
+ * reason).  Returns true when the slot was (re)created; false when it has
+ * to wait (held by a process, or its creation waiting for other
+ * transactions): the next check goes on from where this one stopped.
+ */
+static bool
+recreate_slot(const char *slot_name, SlotCondition cond, const GuardedSlot *g,
+			  const GuardState *st)
+{
+	int64		rec_id = st->open_recreation;
+	SlotCondition reason = rec_id ? st->open_reason : cond;
+	const char *plugin = (g->found && g->plugin) ? g->plugin
+		: (rec_id && st->open_plugin) ? st->open_plugin : "pgoutput";
+	const char *why;
+	bool		exists;
+	bool		created_new;
+	char	   *new_lsn = NULL;
+	ErrorData  *err = NULL;
+	TimestampTz attempt_at;
+
+	why = reason == COND_OVER_LIMIT ? "over dfe_airbyte.max_slot_wal_size, slot_limit_action = recreate"
+		: reason == COND_LOST ? "slot lost, slot_limit_action = recreate"
+		: "slot missing, slot_limit_action = recreate";
+
+	/* 1. whoever uses the slot must let go first */
+	if (g->found && g->active && g->active_pid != 0 &&
+		!release_slot(slot_name, g, g->active_pid, why))
+		return false;
+
+	/* 2. record the recreation before anything is dropped */
+	if (rec_id == 0)
+		rec_id = open_recreation(slot_name, reason, g, plugin);
+
+	/*
+	 * 3. drop, then create: an HA server keeps few spare slots, so the new
+	 * slot may need the old one's place.
+	 */
+	if (!drop_for_recreation(slot_name, cond, &exists))
+		return false;
+	created_new = !exists || cond != COND_MISSING;
+	if (created_new)
+	{
+		attempt_at = GetCurrentTimestamp();
+		if (!create_slot_bounded(slot_name, plugin, g->found && g->two_phase,
+								 recreate_as_failover(g), &new_lsn, &err))
+		{
+			record_creation_wait(slot_name, rec_id, attempt_at, err);
+			return false;
+		}
+	}
+	else
+		dfe_xact_begin("dfe_airbyte slot guard");
+
+	/* 4. writes are allowed after the create, not before: mark it done */
+	close_recreation(slot_name, reason, g, st, rec_id, new_lsn, created_new);
 	return true;
 }
 
@@ -965,7 +1216,13 @@ slots_worker_task(void)
 	if (held)
 		recreate = false;
 
-	if (st.open_recreation != 0 && !recreate)
+	/*
+	 * A recreation left open while the slot exists again: close it.  While
+	 * the slot is still missing (its creation waited, then recreate was
+	 * turned off) it stays open, so that no re-sync is asked for a slot that
+	 * does not exist; it resumes under recreate.
+	 */
+	if (st.open_recreation != 0 && !recreate && g.found)
 		close_interrupted_recreation(st.open_recreation);
 	if (!recreate)
 		report_condition(slot_name, cond, &g, &st, elsewhere, held);
@@ -1043,6 +1300,7 @@ dfe_airbyte_check_slots_now(PG_FUNCTION_ARGS)
 	int			n;
 	const char *slot_name = dfe_setting_slot_name();
 
+	DFE_REQUIRE_MATCHING_SQL();
 	if (RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),

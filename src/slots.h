@@ -20,6 +20,15 @@
 /* how long a recreation waits for a terminated walsender to let go of the slot */
 #define SLOT_RELEASE_WAIT_MS	10000L
 
+/*
+ * How long one attempt to create the slot may wait for other transactions:
+ * half of dfe_airbyte.check_interval, within these bounds; the statement
+ * as a whole gets twice that plus CREATION_BACKSTOP_MS.
+ */
+#define CREATION_WAIT_MIN_MS	200
+#define CREATION_WAIT_MAX_MS	5000
+#define CREATION_BACKSTOP_MS	5000
+
 /* dfe_airbyte.max_slot_wal_size in bytes, -1 when there is no limit */
 extern int64 dfe_slot_limit_bytes(void);
 

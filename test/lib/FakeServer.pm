@@ -2,7 +2,7 @@
 
 =head1 FakeServer
 
-Runs test/fake_server.py (the fake Airbyte, Azure AD, token proxy, Google
+Runs test/fake (the fake Airbyte, Azure AD, token proxy, Google
 STS/IAM and BigQuery) in the background for a TAP test and drives its
 control API.  Core Perl modules only.
 
@@ -53,7 +53,7 @@ use POSIX qw(WNOHANG);
 use Time::HiRes qw(usleep time);
 
 my $SCRIPT = File::Spec->rel2abs(
-	File::Spec->catfile(dirname(__FILE__), File::Spec->updir, 'fake_server.py'));
+	File::Spec->catfile(dirname(__FILE__), File::Spec->updir, 'fake'));
 
 # live servers, stopped at END even if a test dies before ->stop
 my %LIVE;

@@ -83,7 +83,7 @@ dfe_chroot_build() {
     echo 'Acquire::Check-Valid-Until "false";' > "$root/etc/apt/apt.conf.d/99dfe-airbyte-test"
     dfe_chroot_mount "$root" "$top"
     local rc=0
-    chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PG_MAJOR="$major" \
+    chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PG_MAJOR="$major" DFE_TARGET_SERVERS=0 \
         bash /src/test/setup_debian.sh || rc=$?
     dfe_chroot_umount "$root"
     [ "$rc" -eq 0 ] || return "$rc"
@@ -116,7 +116,7 @@ dfe_chroot_check() {
         flock 9
     fi
     dfe_chroot_build "$major" "$root" "$top" || return 1
-    local pass=(PATH=/usr/sbin:/usr/bin:/sbin:/bin PG_MAJOR="$major" "CI=${CI:-}")
+    local pass=(PATH=/usr/sbin:/usr/bin:/sbin:/bin PG_MAJOR="$major" "CI=${CI:-}" DFE_TARGET_SERVERS=0)
     for v in $(compgen -e | grep -E '^(DFE_|TAP_|PG_TEST_)' || true); do
         pass+=("$v=${!v}")
     done

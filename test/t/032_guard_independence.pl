@@ -13,7 +13,7 @@ use DfeTest;
 use FakeServer;
 
 my $MB = 1024 * 1024;
-# the fake server's hang lasts this long (HANG_SECONDS in test/fake_server.py)
+# the fake server's hang lasts this long (HANG_SECONDS in test/fake/faults.py)
 my $HANG_SECONDS = 120;
 # generous: the requirement is two check_intervals (2 s here)
 my $DEADLINE = 60;

@@ -310,6 +310,12 @@ like($err, qr/NOTICE:  hid people\.extra, which is not in the allowlist: it is i
 	'the unlisted column is named, with where it came from (excluded, yet replicated)');
 like($err, qr/people\.legacy is not in the allowlist but carries policy tag \Q$other\E, set outside dfe_airbyte: left as it is/,
 	'a foreign tag on an unlisted column is kept and reported');
+# the manual call records the unlisted column as the worker's repair does
+is($node->safe_psql('postgres', "SELECT string_agg(object || ' ' || (data->>'origin' LIKE '%dfe_airbyte.excluded%')::text || ' ' || (detail LIKE '%not in the allowlist%')::text, ',') FROM dfe_airbyte.events WHERE kind = 'unlisted_column_hidden'"),
+	'people.extra true true', 'one unlisted_column_hidden event, for people.extra, saying where it came from');
+($ret, $out, $err) = $node->psql('postgres', "SELECT count(*) FROM dfe_airbyte_apply_policy_tags()");
+is($node->safe_psql('postgres', "SELECT count(*) FROM dfe_airbyte.events WHERE kind = 'unlisted_column_hidden'"), '1',
+	'applied again (already hidden): no second event');
 my %pf = map { $_->{name} => $_ } @{ schema_of($dataset, 'people') };
 is_deeply($pf{nin}{policyTags}, { names => [$pii2] }, 'nin: its own policy tag');
 is_deeply($pf{email}{policyTags}, { names => [$hidden] }, 'email: the hidden tag');

@@ -208,12 +208,86 @@ SQL
 upgrade_from($_) for @released;
 
 # ------------------------------------------------------------ the worker's warning
-# The worker watches database postgres: install the old SQL there.
+# ------------------------------------------------------------ the new library under older SQL
+# Between installing a new package (and restarting) and ALTER EXTENSION
+# UPDATE, every function of every older release's SQL either works (those
+# that read only settings, shared memory or the operating system) or stops
+# with one clear error, never a raw catalog error from a missing column.
+my %works_with_any_sql = map { $_ => 1 } qw(
+  dfe_airbyte_worker_pid dfe_airbyte_workers dfe_airbyte_setting_problems
+  dfe_airbyte_migration_lock_key dfe_airbyte_system_identifier
+  dfe_airbyte_slot_guard_settings dfe_airbyte_slot_rhythm dfe_airbyte_disk_space);
+my @older = split /\n/, sql('postgres',
+	"SELECT version FROM pg_available_extension_versions WHERE name = 'dfe_airbyte' AND version <> '$lib_version' ORDER BY 1");
+ok(scalar(grep { $_ eq '0.1.0' } @older), 'older releases to install: ' . join(', ', @older));
+for my $old (@older)
+{
+	(my $db = "old_$old") =~ s/\./_/g;
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	sql($db, "CREATE EXTENSION dfe_airbyte VERSION '$old'");
+	# every C function of that release, called with arguments of its types
+	# (never NULL: a strict function would not be called at all)
+	my $calls = sql($db, <<'SQL');
+CREATE TEMP TABLE outcome (fn text, sqlstate text, message text, hint text);
+DO $$
+DECLARE p regprocedure; fn text; args text; st text; msg text; hnt text;
+BEGIN
+    FOR p, fn, args IN
+        SELECT pr.oid, pr.proname,
+               coalesce(string_agg(CASE t.typname WHEN 'bool' THEN 'false' WHEN 'interval' THEN '''1 second'''
+                                   WHEN 'jsonb' THEN '''{}''' WHEN 'text' THEN '''''' ELSE '1' END
+                                   || '::' || format_type(t.oid, NULL), ', ' ORDER BY a.n), '')
+          FROM pg_depend d JOIN pg_proc pr ON d.classid = 'pg_proc'::regclass AND pr.oid = d.objid
+          JOIN pg_language l ON l.oid = pr.prolang AND l.lanname = 'c'
+          LEFT JOIN LATERAL unnest(pr.proargtypes) WITH ORDINALITY AS a(typ, n) ON true
+          LEFT JOIN pg_type t ON t.oid = a.typ
+         WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'dfe_airbyte') AND d.deptype = 'e'
+         GROUP BY pr.oid, pr.proname
+    LOOP
+        BEGIN
+            -- every row evaluated, its value discarded (a subquery's unused
+            -- stable function could be optimised away)
+            EXECUTE format('SELECT %s(%s)', p::oid::regproc, args);
+            INSERT INTO outcome VALUES (fn, '00000', NULL, NULL);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hnt = PG_EXCEPTION_HINT;
+            INSERT INTO outcome VALUES (fn, st, msg, hnt);
+        END;
+    END LOOP;
+END $$;
+SELECT fn || '|' || sqlstate || '|' || coalesce(message, '') || '|' || coalesce(hint, '') FROM outcome ORDER BY fn;
+SQL
+	my @rows = map { [ split /\|/, $_, 4 ] } split /\n/, $calls;
+	cmp_ok(scalar @rows, '>=', 10, "$old: " . scalar(@rows) . ' C functions called');
+	for my $r (@rows)
+	{
+		my ($fn, $state, $msg, $hint) = @$r;
+		if ($works_with_any_sql{$fn})
+		{
+			is($state, '00000', "$old: $fn() works with this release's SQL") or diag($msg);
+			next;
+		}
+		ok($state eq '55000'
+			  && $msg =~ /^\Q$fn\E\(\) cannot run: the installed dfe_airbyte SQL objects are version \Q$old\E but the loaded library is version \Q$lib_version\E$/
+			  && $hint =~ /Run ALTER EXTENSION dfe_airbyte UPDATE/,
+			"$old: $fn() stops with the clear error (55000, both versions, ALTER EXTENSION hint)")
+		  or diag("got $state: $msg / $hint");
+	}
+	sql($db, 'ALTER EXTENSION dfe_airbyte UPDATE');
+	is($node->safe_psql($db, "SELECT dfe_airbyte_migration_lock_key() IS NOT NULL AND dfe_airbyte_stream_config() IS NOT NULL"), 't',
+		"$old: after ALTER EXTENSION UPDATE the functions run");
+}
+
+# The workers watch database postgres: install the old SQL there.  They
+# wait, each with one warning, until ALTER EXTENSION UPDATE.
+$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot('airbyte_slot', 'pgoutput')");
 my $log_pos = -s $node->logfile;
 sql('postgres', "CREATE EXTENSION dfe_airbyte VERSION '$released[0]'");
-ok(DfeTest::poll_log($node,
-	qr/WARNING:  dfe_airbyte: the installed SQL objects are version \Q$released[0]\E but the loaded library is version \Q$lib_version\E\n(?:.*\n)*?.*HINT:  Run ALTER EXTENSION dfe_airbyte UPDATE/,
-	60), 'the worker warns, naming both versions, with the ALTER EXTENSION hint');
+my $warning = qr/WARNING:  dfe_airbyte: the installed SQL objects are version \Q$released[0]\E but the loaded library is version \Q$lib_version\E\n(?:.*\n)*?.*HINT:  Run ALTER EXTENSION dfe_airbyte UPDATE/;
+ok(DfeTest::poll_log($node, qr/$warning(?:.*\n)*.*$warning/, 60),
+	'both workers warn, naming both versions, with the ALTER EXTENSION hint');
+is(sql('postgres', 'SELECT count(*) FROM dfe_airbyte.slot_samples'), '0',
+	'... and wait: the guard samples nothing under the older SQL');
 like(sql('postgres', "SELECT severity || ' ' || problem || ' / ' || hint FROM dfe_airbyte.config_problems WHERE object = 'dfe_airbyte'"),
 	qr/^error the installed SQL objects are version \Q$released[0]\E but the loaded library is version \Q$lib_version\E.* \/ ALTER EXTENSION dfe_airbyte UPDATE/,
 	'config_problems has a row naming both versions and the fix');
@@ -222,6 +296,8 @@ sql('postgres', 'ALTER EXTENSION dfe_airbyte UPDATE');
 is(sql('postgres', "SELECT count(*) FROM dfe_airbyte.config_problems WHERE object = 'dfe_airbyte'"), '0',
 	'after the update config_problems no longer mentions the version');
 my $warnings = () = substr(slurp_file($node->logfile), $log_pos) =~ /installed SQL objects are version/g;
-is($warnings, 1, "the worker warned once for version $released[0], not at every loop");
+is($warnings, 2, "each worker warned once for version $released[0], not at every loop");
+ok(DfeTest::poll_until($node, "SELECT count(*) > 0 FROM dfe_airbyte.slot_samples WHERE slot_name = 'airbyte_slot'",
+	't', 60), 'after the update the guard samples the slot again');
 
 done_testing();

@@ -1,0 +1,291 @@
+/*
+ * target.c — the one place that runs a query on a target (see target.h and
+ * docs/design.md, "Targets"): SPI for the local database, libpq through
+ * target_conn.c for a remote one.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "nodes/params.h"
+#include "parser/parse_param.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "settings.h"
+#include "target.h"
+#include "target_conn.h"
+
+struct DfeTarget
+{
+	char	   *name;
+	TargetConn *tc;				/* NULL: local */
+};
+
+static DfeTarget *
+make_target(const char *name)
+{
+	DfeTarget  *t = palloc0(sizeof(DfeTarget));
+
+	t->name = pstrdup(name);
+	return t;
+}
+
+DfeTarget *
+dfe_target_open_conninfo(const char *name, const char *conninfo)
+{
+	DfeTarget  *t = make_target(name);
+
+	t->tc = tc_create(CurrentMemoryContext, name, conninfo);
+	return t;
+}
+
+DfeTarget *
+dfe_target_open(const char *name)
+{
+	DfeTarget  *local;
+	DfeRows    *r;
+	const char *args[1];
+
+	if (name == NULL || strcmp(name, DFE_LOCAL_TARGET) == 0)
+		return make_target(DFE_LOCAL_TARGET);
+	local = make_target(DFE_LOCAL_TARGET);
+	args[0] = name;
+	r = dfe_target_query(local, "look up the target",
+						 "SELECT conninfo, enabled FROM dfe_airbyte.targets "
+						 "WHERE name OPERATOR(pg_catalog.=) $1", 1, args);
+	if (r->nrows == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("target \"%s\" does not exist", name),
+				 errhint("SELECT name FROM dfe_airbyte.targets lists the targets; "
+						 "dfe_airbyte_add_target() registers one.")));
+	if (strcmp(dfe_rows_value(r, 0, 1), "t") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("target \"%s\" is disabled", name),
+				 errhint("UPDATE dfe_airbyte.targets SET enabled = true WHERE name = '%s' "
+						 "to use it again.", name)));
+	return dfe_target_open_conninfo(name, dfe_rows_value(r, 0, 0));
+}
+
+/* ---- local: SPI, with parameter types inferred as PQexecParams would ---- */
+
+typedef struct VarParams
+{
+	Oid		   *types;
+	int			ntypes;
+} VarParams;
+
+static void
+varparams_setup(struct ParseState *pstate, void *arg)
+{
+	VarParams  *vp = (VarParams *) arg;
+
+	setup_parse_variable_parameters(pstate, &vp->types, &vp->ntypes);
+}
+
+static ParamListInfo
+text_params(VarParams *vp, int nparams, const char *const *params)
+{
+	ParamListInfo p = makeParamList(nparams);
+	int			i;
+
+	for (i = 0; i < nparams; i++)
+	{
+		Oid			type = (i < vp->ntypes && OidIsValid(vp->types[i])) ? vp->types[i] : TEXTOID;
+		Oid			input;
+		Oid			ioparam;
+
+		getTypeInputInfo(type, &input, &ioparam);
+		p->params[i].ptype = type;
+		p->params[i].pflags = PARAM_FLAG_CONST;
+		p->params[i].isnull = (params[i] == NULL);
+		p->params[i].value = params[i]
+			? OidInputFunctionCall(input, (char *) params[i], ioparam, -1) : (Datum) 0;
+	}
+	return p;
+}
+
+static DfeRows *
+copy_spi_rows(MemoryContext cxt)
+{
+	DfeRows    *r = MemoryContextAllocZero(cxt, sizeof(DfeRows));
+	TupleDesc	desc;
+	uint64		i;
+	int			j;
+
+	if (!SPI_tuptable)
+		return r;
+	desc = SPI_tuptable->tupdesc;
+	r->nrows = (int) SPI_processed;
+	r->ncols = desc->natts;
+	r->colnames = MemoryContextAllocZero(cxt, sizeof(char *) * Max(r->ncols, 1));
+	r->values = MemoryContextAllocZero(cxt, sizeof(char *) * Max(r->nrows * r->ncols, 1));
+	for (j = 0; j < r->ncols; j++)
+		r->colnames[j] = MemoryContextStrdup(cxt, NameStr(TupleDescAttr(desc, j)->attname));
+	for (i = 0; i < SPI_processed; i++)
+		for (j = 0; j < r->ncols; j++)
+		{
+			char	   *v = SPI_getvalue(SPI_tuptable->vals[i], desc, j + 1);
+
+			r->values[i * r->ncols + j] = v ? MemoryContextStrdup(cxt, v) : NULL;
+		}
+	return r;
+}
+
+/*
+ * In the caller's transaction, so a local query sees what the caller
+ * wrote.  statement_timeout cannot be armed from inside a statement, but
+ * the waits a catalogue query can get stuck in are lock waits: lock_timeout
+ * bounds them with the same deadline a remote query has.
+ */
+static DfeRows *
+local_query(const char *what, const char *sql, int nparams, const char *const *params)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	VarParams	vp;
+	SPIPrepareOptions opts = {0};
+	SPIPlanPtr	plan;
+	DfeRows    *r;
+	int			nest;
+	int			ret;
+	char		timeout[32];
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("could not connect to SPI to %s", what),
+						errhint("This is a bug in dfe_airbyte; please report it.")));
+	nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog,pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	snprintf(timeout, sizeof(timeout), "%d", dfe_target_timeout_ms);
+	(void) set_config_option("lock_timeout", timeout, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	vp.ntypes = nparams;
+	vp.types = palloc0(sizeof(Oid) * Max(nparams, 1));
+	opts.parserSetup = varparams_setup;
+	opts.parserSetupArg = &vp;
+	opts.parseMode = RAW_PARSE_DEFAULT;
+	plan = SPI_prepare_extended(sql, &opts);
+	if (!plan)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("could not prepare the query to %s", what),
+						errdetail("SPI_prepare_extended returned %d.", SPI_result),
+						errhint("This is a bug in dfe_airbyte; please report it.")));
+	if (vp.ntypes > nparams)
+		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_PARAMETER),
+						errmsg("the query to %s uses $%d but has %d parameters", what, vp.ntypes, nparams),
+						errhint("This is a bug in dfe_airbyte; please report it.")));
+	ret = SPI_execute_plan_with_paramlist(plan, text_params(&vp, nparams, params), false, 0);
+	if (ret < 0)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("could not %s: SPI error %d", what, ret),
+						errhint("This is a bug in dfe_airbyte; please report it.")));
+	r = copy_spi_rows(caller);
+	AtEOXact_GUC(true, nest);
+	SPI_finish();
+	return r;
+}
+
+/* ---- remote: one connection through the multiplexed layer ---- */
+
+static DfeRows *
+copy_pg_rows(PGresult *res)
+{
+	DfeRows    *r = palloc0(sizeof(DfeRows));
+	int			i;
+	int			j;
+
+	r->nrows = PQntuples(res);
+	r->ncols = PQnfields(res);
+	r->colnames = palloc0(sizeof(char *) * Max(r->ncols, 1));
+	r->values = palloc0(sizeof(char *) * Max(r->nrows * r->ncols, 1));
+	for (j = 0; j < r->ncols; j++)
+		r->colnames[j] = pstrdup(PQfname(res, j));
+	for (i = 0; i < r->nrows; i++)
+		for (j = 0; j < r->ncols; j++)
+			r->values[i * r->ncols + j] = PQgetisnull(res, i, j) ? NULL : pstrdup(PQgetvalue(res, i, j));
+	return r;
+}
+
+static void
+report_remote_failure(DfeTarget *t, const char *what)
+{
+	TargetConn *tc = t->tc;
+	int			code = tc_errcode(tc);
+	PGresult   *res = tc_result(tc);
+	const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+	const char *hint = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_HINT) : NULL;
+	bool		conn_trouble = ERRCODE_TO_CATEGORY(code) == ERRCODE_CONNECTION_EXCEPTION ||
+		code == ERRCODE_CONFIG_FILE_ERROR;
+
+	ereport(ERROR,
+			(errcode(code ? code : ERRCODE_CONNECTION_FAILURE),
+			 errmsg("could not %s on target \"%s\": %s", what, t->name, tc_error(tc)),
+			 detail ? errdetail("%s", detail) : 0,
+			 conn_trouble
+			 ? errhint("Check that the target's server is up and reachable from this server, that its "
+					   "pg_hba.conf admits the role, and that dfe_airbyte.passfile (mode 0600) holds "
+					   "the role's password; dfe_airbyte.target_timeout is %d ms.", dfe_target_timeout_ms)
+			 : code == ERRCODE_INSUFFICIENT_PRIVILEGE
+			 ? errhint("Grant the target's role what the README's \"Targets\" section lists: pg_monitor, "
+					   "pg_read_all_data, REPLICATION, and pg_signal_backend or membership in Airbyte's role.")
+			 : hint ? errhint("%s", hint)
+			 : errhint("The statement ran on the target's server; its log has the details.")));
+}
+
+DfeRows *
+dfe_target_query(DfeTarget *t, const char *what, const char *sql,
+				 int nparams, const char *const *params)
+{
+	TimestampTz deadline;
+	DfeRows    *r;
+
+	if (!t->tc)
+		return local_query(what, sql, nparams, params);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), dfe_target_timeout_ms);
+	tc_submit(t->tc, sql, nparams, params, deadline);
+	tc_run(&t->tc, 1);
+	if (tc_state(t->tc) != TC_DONE)
+		report_remote_failure(t, what);
+	r = copy_pg_rows(tc_result(t->tc));
+	return r;
+}
+
+const char *
+dfe_rows_value(DfeRows *r, int row, int col)
+{
+	Assert(row < r->nrows && col < r->ncols);
+	return r->values[row * r->ncols + col];
+}
+
+const char *
+dfe_target_name(DfeTarget *t)
+{
+	return t->name;
+}
+
+bool
+dfe_target_is_local(DfeTarget *t)
+{
+	return t->tc == NULL;
+}
+
+int
+dfe_target_server_version(DfeTarget *t)
+{
+	return t->tc ? tc_server_version(t->tc) : PG_VERSION_NUM;
+}
+
+TargetConn *
+dfe_target_conn(DfeTarget *t)
+{
+	return t->tc;
+}
+
+void
+dfe_target_close(DfeTarget *t)
+{
+	if (t->tc)
+		tc_close(t->tc);
+}

@@ -1,0 +1,70 @@
+/*
+ * target_conn.h — non-blocking libpq connections to remote targets, many at
+ * once in one process.
+ *
+ * A TargetConn is one target's connection and at most one query in flight.
+ * tc_submit() queues a query with a deadline; tc_run() drives every given
+ * connection — host name lookup, connect, send, receive — from one wait on
+ * all their sockets, the latch and postmaster death, until each has its
+ * answer, has failed or has passed its deadline.  One slow, hanging or
+ * unresolvable target therefore costs the others nothing (docs/design.md,
+ * "Targets").  Nothing here blocks: host names are looked up with glibc's
+ * getaddrinfo_a() and libpq is given the address (hostaddr) with the name
+ * (host, for TLS verification); libpq runs with PQsetnonblocking().
+ *
+ *   TargetConn *tc = tc_create(cxt, "svc", conninfo);
+ *   tc_submit(tc, "SELECT ...", 1, params, deadline);
+ *   tc_run(&tc, 1);
+ *   if (tc_state(tc) == TC_DONE) ... PQntuples(tc_result(tc)) ...
+ *   else ... tc_error(tc), tc_errcode(tc) ...
+ *
+ * Connections are kept open between queries and reopened after a failure;
+ * tc_close() (or resetting the context given to tc_create) closes them.
+ */
+#ifndef DFE_AIRBYTE_TARGET_CONN_H
+#define DFE_AIRBYTE_TARGET_CONN_H
+
+#include "postgres.h"
+
+#include "libpq-fe.h"
+#include "utils/timestamp.h"
+
+typedef enum TargetConnState
+{
+	TC_IDLE,					/* no query queued */
+	TC_RESOLVING,				/* host name lookup in flight */
+	TC_CONNECTING,				/* PQconnectPoll in progress */
+	TC_SENDING,					/* query queued or being flushed */
+	TC_BUSY,					/* waiting for the answer */
+	TC_DONE,					/* answer in tc_result() */
+	TC_FAILED					/* error in tc_error() */
+} TargetConnState;
+
+typedef struct TargetConn TargetConn;
+
+/* Parses and checks conninfo (errors as ereport); nothing is opened yet. */
+extern TargetConn *tc_create(MemoryContext cxt, const char *name, const char *conninfo);
+
+/* Queues a query (parameters as text, NULL = SQL NULL) to be finished by deadline. */
+extern void tc_submit(TargetConn *tc, const char *sql, int nparams,
+					  const char *const *params, TimestampTz deadline);
+
+/* Drives the given connections until none is in flight; checks interrupts at least once a second. */
+extern void tc_run(TargetConn **conns, int n);
+
+extern TargetConnState tc_state(TargetConn *tc);
+extern const char *tc_name(TargetConn *tc);
+extern PGresult *tc_result(TargetConn *tc);	/* owned by tc until the next submit */
+extern const char *tc_error(TargetConn *tc);	/* without secrets */
+extern int	tc_errcode(TargetConn *tc);	/* ERRCODE_* of the failure */
+extern bool tc_timed_out(TargetConn *tc);
+extern int	tc_server_version(TargetConn *tc);	/* 0 when not connected */
+extern double tc_elapsed_ms(TargetConn *tc);	/* submit to answer or failure; -1 while in flight */
+
+/* NULL, or why dfe_airbyte.passfile cannot be used (libpq would ignore it) */
+extern const char *tc_passfile_problem(void);
+
+/* Closes the connection (and forgets the resolved address). */
+extern void tc_close(TargetConn *tc);
+
+#endif

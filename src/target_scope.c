@@ -1,0 +1,308 @@
+/*
+ * target_scope.c — a task acting for one target (see target_scope.h).
+ *
+ * A target's own settings are applied as session-level values of the
+ * dfe_airbyte.* GUCs, the way SET would apply them, and reset (to the
+ * configuration file's values, as RESET does) when the scope is left.  So
+ * the code that reads a setting is the same for every target, and the
+ * global setting stays the default of every target that does not override
+ * it.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "target.h"
+#include "target_scope.h"
+
+struct DfeTargetScope
+{
+	char	   *name;
+	List	   *applied;		/* GUC names set for this target */
+	DfeTarget  *target;			/* opened on first use */
+	MemoryContext cxt;
+};
+
+/* the open scope (scopes do not nest), in TopMemoryContext */
+static DfeTargetScope *open_scope = NULL;
+
+/*
+ * A scope open when its transaction aborted (an ERROR in a function that
+ * entered it, or in a worker task): the current target is "local" again at
+ * once, and its settings are reset at the next enter or reset — not during
+ * the abort, where AtEOXact_GUC would undo the reset itself.  Values set in
+ * the aborted transaction are rolled back by the abort anyway.
+ */
+static DfeTargetScope *stale_scope = NULL;
+static bool callback_registered = false;
+
+static void leave_scope(DfeTargetScope *scope);
+
+static void
+scope_xact_callback(XactEvent event, void *arg)
+{
+	if ((event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) && open_scope != NULL)
+	{
+		stale_scope = open_scope;
+		open_scope = NULL;
+	}
+}
+
+static void
+reset_stale_scope(void)
+{
+	if (stale_scope != NULL)
+	{
+		DfeTargetScope *scope = stale_scope;
+
+		stale_scope = NULL;
+		leave_scope(scope);
+	}
+}
+
+/* settings of a target that are not GUCs */
+static const char *const target_only_settings[] = {"disk_size"};
+
+static bool
+is_target_only(const char *key)
+{
+	for (int i = 0; i < lengthof(target_only_settings); i++)
+		if (strcmp(key, target_only_settings[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Runs a read of dfe_airbyte.targets on the local database, in the open
+ * transaction or a short one of its own.
+ */
+static DfeRows *
+read_targets(const char *what, const char *sql, int nparams, const char *const *params)
+{
+	bool		own = !IsTransactionState();
+	DfeRows    *r;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (own)
+	{
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		MemoryContextSwitchTo(cxt);
+	}
+	r = dfe_target_query(dfe_target_open(DFE_LOCAL_TARGET), what, sql, nparams, params);
+	if (own)
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(cxt);
+	}
+	return r;
+}
+
+static void
+apply_setting(DfeTargetScope *scope, const char *key, const char *value)
+{
+	char	   *guc = psprintf("dfe_airbyte.%s", key);
+
+	/*
+	 * PGC_SIGHUP context: the per-service settings are SIGHUP or SUSET
+	 * settings, which a session may not SET; the worker applies them as the
+	 * configuration file would, but at session level so that leaving the
+	 * scope can RESET them.  Values were checked by dfe_airbyte_add_target()
+	 * (and an UPDATE of the row is checked again here: ERROR names it).
+	 */
+	(void) set_config_option(guc, value, PGC_SIGHUP, PGC_S_SESSION,
+							 GUC_ACTION_SET, true, ERROR, false);
+	scope->applied = lappend(scope->applied, guc);
+}
+
+DfeTargetScope *
+dfe_target_scope_enter(const char *target)
+{
+	MemoryContext cxt;
+	DfeTargetScope *scope;
+	DfeRows    *r;
+	const char *args[1] = {target};
+
+	dfe_target_scope_reset();
+	if (!callback_registered)
+	{
+		RegisterXactCallback(scope_xact_callback, NULL);
+		callback_registered = true;
+	}
+
+	cxt = AllocSetContextCreate(TopMemoryContext, "dfe_airbyte target scope",
+								ALLOCSET_SMALL_SIZES);
+	scope = MemoryContextAllocZero(cxt, sizeof(DfeTargetScope));
+	scope->cxt = cxt;
+	scope->name = MemoryContextStrdup(cxt, target);
+	open_scope = scope;
+
+	r = read_targets("read the target's settings",
+					 "SELECT t.enabled, s.key, s.value "
+					 "FROM dfe_airbyte.targets t "
+					 "LEFT JOIN LATERAL pg_catalog.jsonb_each_text(t.settings) s ON true "
+					 "WHERE t.name OPERATOR(pg_catalog.=) $1 ORDER BY s.key",
+					 1, args);
+	if (r->nrows == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("dfe_airbyte target \"%s\" does not exist", target),
+				 errhint("SELECT name FROM dfe_airbyte.targets lists the targets; add one with dfe_airbyte_add_target().")));
+	if (strcmp(dfe_rows_value(r, 0, 0), "t") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("dfe_airbyte target \"%s\" is disabled", target),
+				 errhint("UPDATE dfe_airbyte.targets SET enabled = true WHERE name = '%s' to serve it again.",
+						 target)));
+
+	for (int i = 0; i < r->nrows; i++)
+	{
+		const char *key = dfe_rows_value(r, i, 1);
+		MemoryContext old;
+
+		if (key == NULL || is_target_only(key))
+			continue;
+		old = MemoryContextSwitchTo(cxt);
+		apply_setting(scope, key, dfe_rows_value(r, i, 2));
+		MemoryContextSwitchTo(old);
+	}
+	return scope;
+}
+
+void
+dfe_target_scope_leave(DfeTargetScope *scope)
+{
+	if (scope != open_scope)
+		return;					/* its transaction aborted: reset already due */
+	open_scope = NULL;
+	leave_scope(scope);
+}
+
+static void
+leave_scope(DfeTargetScope *scope)
+{
+	ListCell   *lc;
+
+	foreach(lc, scope->applied)
+		(void) set_config_option((const char *) lfirst(lc), NULL, PGC_SIGHUP, PGC_S_SESSION,
+								 GUC_ACTION_SET, true, WARNING, false);
+	if (scope->target != NULL && !dfe_target_is_local(scope->target))
+		dfe_target_close(scope->target);
+	MemoryContextDelete(scope->cxt);
+}
+
+void
+dfe_target_scope_reset(void)
+{
+	reset_stale_scope();
+	if (open_scope != NULL)
+		dfe_target_scope_leave(open_scope);
+}
+
+const char *
+dfe_target_current(void)
+{
+	return open_scope ? open_scope->name : DFE_LOCAL_TARGET;
+}
+
+DfeTarget *
+dfe_target_scope_target(DfeTargetScope *scope)
+{
+	if (scope->target == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(scope->cxt);
+
+		scope->target = dfe_target_open(scope->name);
+		MemoryContextSwitchTo(old);
+	}
+	return scope->target;
+}
+
+List *
+dfe_target_list_enabled(void)
+{
+	DfeRows    *r;
+	List	   *names = NIL;
+
+	r = read_targets("list the enabled targets",
+					 "SELECT name FROM dfe_airbyte.targets WHERE enabled "
+					 "ORDER BY name OPERATOR(pg_catalog.<>) 'local', name",
+					 0, NULL);
+	for (int i = 0; i < r->nrows; i++)
+		names = lappend(names, pstrdup(dfe_rows_value(r, i, 0)));
+	return names;
+}
+
+int64
+dfe_target_disk_size_mb(const char *target)
+{
+	const char *args[1] = {target};
+	DfeRows    *r;
+	const char *value;
+	int			mb;
+	const char *hint = NULL;
+
+	r = read_targets("read the target's disk size",
+					 "SELECT settings OPERATOR(pg_catalog.->>) 'disk_size' FROM dfe_airbyte.targets "
+					 "WHERE name OPERATOR(pg_catalog.=) $1", 1, args);
+	value = r->nrows > 0 ? dfe_rows_value(r, 0, 0) : NULL;
+	if (value == NULL)
+		return -1;
+	if (!parse_int(value, &mb, GUC_UNIT_MB, &hint) || mb <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("setting \"disk_size\" of target \"%s\" is invalid", target),
+				 errdetail("The value is \"%s\".", value),
+				 errhint("Give the server's storage size as in postgresql.conf, e.g. {\"disk_size\": \"256GB\"}.")));
+	return mb;
+}
+
+/* one target's run of a task; an ERROR becomes a WARNING naming the target */
+static void
+run_for_target(const char *target, DfeTargetTaskFn fn, void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		DfeTargetScope *scope = dfe_target_scope_enter(target);
+
+		fn(target, arg);
+		dfe_target_scope_leave(scope);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		dfe_target_scope_reset();
+		RESUME_INTERRUPTS();
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("dfe_airbyte target \"%s\": %s", target, edata->message),
+				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+				 edata->hint ? errhint("%s", edata->hint) : 0));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+void
+dfe_for_each_target(DfeTargetTaskFn fn, void *arg)
+{
+	List	   *targets = dfe_target_list_enabled();
+	ListCell   *lc;
+
+	foreach(lc, targets)
+		run_for_target((const char *) lfirst(lc), fn, arg);
+	list_free_deep(targets);
+}

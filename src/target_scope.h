@@ -1,0 +1,77 @@
+/*
+ * target_scope.h — a task acting for one target.
+ *
+ * Every per-service task (slot guard, deploys, sync health, policy tags,
+ * lists, configuration check, reconciliation, ...) does its work for one
+ * target at a time, between dfe_target_scope_enter() and
+ * dfe_target_scope_leave(); a scope may span several of the task's short
+ * transactions (a network task commits before each HTTP call):
+ *
+ *   - the target's own settings (dfe_airbyte.targets.settings, keyed by the
+ *     setting's name without "dfe_airbyte.") are applied over the global
+ *     ones as session-level GUC values, so every dfe_setting_*() call and
+ *     every GUC variable reads the target's value; leave resets them to the
+ *     configuration file's values, so nothing of one target leaks into the
+ *     next (the worker's error path calls dfe_target_scope_reset());
+ *   - dfe_target_current() names the target for the rows the task writes
+ *     (every per-service table has a "target" column) and for dfe_event();
+ *   - the service database's catalog, slots and tables are read through
+ *     dfe_target_query(dfe_target_scope_target(scope), ...) (target.h): SPI
+ *     for "local", libpq for the others, the same SQL text for both.
+ *
+ * Outside any scope the current target is "local" and the global settings
+ * apply: what 0.2.0 did, unchanged.  Scopes do not nest.
+ */
+#ifndef DFE_AIRBYTE_TARGET_SCOPE_H
+#define DFE_AIRBYTE_TARGET_SCOPE_H
+
+#include "postgres.h"
+
+#include "nodes/pg_list.h"
+
+#include "target.h"
+
+typedef struct DfeTargetScope DfeTargetScope;
+
+/*
+ * Enters the scope of a registered target ("local" included): reads its row
+ * (a short transaction of its own when none is open).  ERROR, with a hint,
+ * when the target does not exist or is disabled.
+ */
+extern DfeTargetScope *dfe_target_scope_enter(const char *target);
+
+/* Undoes the target's settings; the current target is "local" again. */
+extern void dfe_target_scope_leave(DfeTargetScope *scope);
+
+/* After an error: leaves whatever scope is open (no-op when none is). */
+extern void dfe_target_scope_reset(void);
+
+/* The target of the current scope, "local" outside any scope. */
+extern const char *dfe_target_current(void);
+
+/* The target to query, opened on first use, closed at leave. */
+extern DfeTarget *dfe_target_scope_target(DfeTargetScope *scope);
+
+/*
+ * Names (palloc'd char *) of the enabled targets, "local" first when it is
+ * enabled, then the others by name.  In a transaction.
+ */
+extern List *dfe_target_list_enabled(void);
+
+/*
+ * The target's disk_size setting in MB (what Azure Flexible Server calls its
+ * storage size), or -1 when it has none: a remote server's free space cannot
+ * be read, and this stands in for it.
+ */
+extern int64 dfe_target_disk_size_mb(const char *target);
+
+/*
+ * Runs fn(target, arg) once per enabled target, each in its own scope: an
+ * error of one target is caught (the open transaction aborted, the scope
+ * reset), logged as a WARNING naming the target, and never stops the others.
+ * Called outside a transaction, by worker tasks; fn opens its own.
+ */
+typedef void (*DfeTargetTaskFn) (const char *target, void *arg);
+extern void dfe_for_each_target(DfeTargetTaskFn fn, void *arg);
+
+#endif

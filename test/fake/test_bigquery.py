@@ -1,0 +1,105 @@
+"""Self-test of the fake BigQuery (bigquery.py)."""
+
+import json
+import time
+import unittest
+
+import selftest
+from selftest import BQ, TAG
+
+
+class BigQueryTest(selftest.FakeServerTest):
+
+    def test_bigquery(self):
+        schema = {"fields": [
+            {"name": "id", "type": "INTEGER", "mode": "REQUIRED"},
+            {"name": "email", "type": "STRING", "description": "mail"},
+            {"name": "addr", "type": "RECORD", "fields": [
+                {"name": "street", "type": "STRING"}]}]}
+        self.control("POST", "/_fake/bigquery/tables", {"tables": [
+            {"project": "p", "dataset": "d", "table": "users",
+             "schema": schema}]})
+        self.assertEqual(self.call("GET", BQ + "users")[0], 401)
+        auth = self.google_token()
+        status, _, t = self.call("GET", BQ + "users", headers=auth)
+        self.assertEqual((status, t["id"], t["schema"]),
+                         (200, "p:d.users", schema))
+        status, _, err = self.call("GET", BQ + "nope", headers=auth)
+        self.assertEqual((status, err["error"]["message"]),
+                         (404, "Not found: Table p:d.nope"))
+        new = json.loads(json.dumps(schema))
+        new["fields"][1]["policyTags"] = {"names": [TAG]}
+        # wrong etag -> 412, none -> 412
+        status, _, err = self.call("PATCH", BQ + "users", {"schema": new},
+                                   dict(auth, **{"If-Match": "stale"}))
+        self.assertEqual((status, err["error"]["status"]),
+                         (412, "FAILED_PRECONDITION"))
+        self.assertEqual(self.call("PATCH", BQ + "users", {"schema": new},
+                                   auth)[0], 412)
+        # a nested field missing -> 400 naming it
+        partial = json.loads(json.dumps(new))
+        partial["fields"][2]["fields"] = []
+        status, _, err = self.call("PATCH", BQ + "users", {"schema": partial},
+                                   dict(auth, **{"If-Match": t["etag"]}))
+        self.assertEqual(status, 400)
+        self.assertIn("Field addr.street is missing in new schema",
+                      err["error"]["message"])
+        two = json.loads(json.dumps(new))
+        two["fields"][1]["policyTags"]["names"].append(TAG + "9")
+        self.assertEqual(self.call("PATCH", BQ + "users", {"schema": two},
+                                   dict(auth, **{"If-Match": t["etag"]}))[0],
+                         400)
+        status, _, t2 = self.call("PATCH", BQ + "users", {"schema": new},
+                                  dict(auth, **{"If-Match": t["etag"]}))
+        self.assertEqual((status, t2["schema"]), (200, new))
+        self.assertNotEqual(t2["etag"], t["etag"])
+        stored = self.control("GET", "/_fake/bigquery/table?project=p&"
+                              "dataset=d&table=users")
+        self.assertEqual((stored["schema"], stored["etag"]),
+                         (new, t2["etag"]))
+        self.assertEqual(self.control("DELETE", "/_fake/bigquery/table?"
+                                      "project=p&dataset=d&table=users"),
+                         {"dropped": True})
+        self.assertEqual(self.call("GET", BQ + "users", headers=auth)[0], 404)
+        # expired impersonated token -> 401
+        self.control("POST", "/_fake/config", {"impersonate_expires_in": 0})
+        self.assertEqual(self.call("GET", BQ + "users",
+                                   headers=self.google_token())[0], 401)
+
+    def test_bigquery_rate_limit(self):
+        self.control("POST", "/_fake/config", {"bq_table_update_limit": 2,
+                                               "bq_table_update_window_s": 1.0})
+        self.control("POST", "/_fake/bigquery/tables", {"tables": [
+            {"project": "p", "dataset": "d", "table": "t", "schema": {
+                "fields": [{"name": "id", "type": "INTEGER"}]}}]})
+        auth = self.google_token()
+        t = self.call("GET", BQ + "t", headers=auth)[2]
+        body = {"schema": t["schema"]}
+        # an outside update (Airbyte's) counts in the window too
+        self.control("POST", "/_fake/bigquery/table/update?project=p&"
+                     "dataset=d&table=t", {})
+        t = self.call("GET", BQ + "t", headers=auth)[2]
+        status, _, t = self.call("PATCH", BQ + "t", body,
+                                 dict(auth, **{"If-Match": t["etag"]}))
+        self.assertEqual(status, 200)
+        status, _, err = self.call("PATCH", BQ + "t", body,
+                                   dict(auth, **{"If-Match": t["etag"]}))
+        self.assertEqual(status, 403)
+        self.assertEqual(err["error"]["errors"][0]["reason"],
+                         "rateLimitExceeded")
+        self.assertEqual(err["error"]["errors"][0]["domain"], "usageLimits")
+        self.assertIn("too many table update operations for this table",
+                      err["error"]["message"])
+        time.sleep(1.1)
+        self.assertEqual(self.call("PATCH", BQ + "t", body,
+                                   dict(auth, **{"If-Match": t["etag"]}))[0],
+                         200)
+        stored = self.control("GET", "/_fake/bigquery/table?project=p&"
+                              "dataset=d&table=t")
+        self.assertEqual(stored["rate_limited"], 1)
+        self.assertGreaterEqual(int(stored["lastModifiedTime"]),
+                                int(stored["creationTime"]))
+
+
+if __name__ == "__main__":
+    unittest.main()
