@@ -33,4 +33,15 @@ typedef uint8 dfe_b64_byte;
 typedef char dfe_b64_byte;
 #endif
 
+/*
+ * ReplicationSlotCleanup() takes "synced_only" from 17 on
+ * (src/include/replication/slot.h); PostgresMain's error recovery passes
+ * false, which is what 15 and 16 do for every temporary slot.
+ */
+#if PG_VERSION_NUM >= 170000
+#define dfe_ReplicationSlotCleanup() ReplicationSlotCleanup(false)
+#else
+#define dfe_ReplicationSlotCleanup() ReplicationSlotCleanup()
+#endif
+
 #endif							/* DFE_COMPAT_H */

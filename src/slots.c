@@ -766,7 +766,7 @@ create_slot_bounded(const char *slot_name, const char *plugin, bool two_phase,
 		 */
 		if (MyReplicationSlot != NULL)
 			ReplicationSlotRelease();
-		ReplicationSlotCleanup();
+		dfe_ReplicationSlotCleanup();
 		pgstat_report_activity(STATE_IDLE, NULL);
 		MemoryContextSwitchTo(cxt);
 		RESUME_INTERRUPTS();
