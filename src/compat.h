@@ -44,4 +44,14 @@ typedef char dfe_b64_byte;
 #define dfe_ReplicationSlotCleanup() ReplicationSlotCleanup()
 #endif
 
+/*
+ * This backend's local transaction id: PGPROC.lxid up to 16, inside
+ * PGPROC.vxid from 17 on (src/include/storage/proc.h).
+ */
+#if PG_VERSION_NUM >= 170000
+#define DFE_MY_LXID (MyProc->vxid.lxid)
+#else
+#define DFE_MY_LXID (MyProc->lxid)
+#endif
+
 #endif							/* DFE_COMPAT_H */
