@@ -9,9 +9,10 @@ Shared set-up for the dfe_airbyte TAP tests.
   $node->safe_psql('postgres', 'SELECT dfe_airbyte_worker_pid()');
   DfeTest::wait_for_worker($node);
 
-new_node() initialises and starts a real PostgreSQL 15 cluster (from the
-private tmp_install that test/check prepared, found through PATH) with
-dfe_airbyte preloaded, wal_level = logical, the worker pointed at the
+new_node() initialises and starts a real PostgreSQL cluster ($PG_MAJOR, from the
+private tmp_install that test/check prepared, found through PATH), UTF-8 in
+the C.UTF-8 locale, with dfe_airbyte preloaded, wal_level = logical, the
+worker pointed at the
 database "postgres", and CREATE EXTENSION dfe_airbyte already run there.
 Pass allows_streaming/extra options through %opts.
 
@@ -31,7 +32,9 @@ sub new_node
 {
 	my ($name, %opts) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init(allows_streaming => 'logical', %{ $opts{init} // {} });
+	my %init = %{ $opts{init} // {} };
+	$init{extra} = [ initdb_utf8(), @{ $init{extra} // [] } ];
+	$node->init(allows_streaming => 'logical', %init);
 	$node->append_conf('postgresql.conf', <<"CONF");
 shared_preload_libraries = 'dfe_airbyte'
 dfe_airbyte.database = 'postgres'
@@ -46,6 +49,15 @@ CONF
 	$node->safe_psql('postgres', 'CREATE EXTENSION dfe_airbyte')
 	  unless $opts{no_extension};
 	return $node;
+}
+
+# initdb options for every test cluster: UTF-8 in the C.UTF-8 locale (built
+# into Debian's libc), whatever locale the caller's environment names or
+# lacks; with none, initdb would pick SQL_ASCII, where psql counts the bytes
+# of "café" as columns.
+sub initdb_utf8
+{
+	return ('--encoding=UTF8', '--locale=C.UTF-8');
 }
 
 # Wait until the network worker runs (optionally a different pid than $old_pid); returns its pid.
