@@ -191,6 +191,23 @@ def bearer_token(headers):
     return None
 
 
+def create_job(state, data):
+    """A job made through the control API (POST /_fake/airbyte/jobs) or,
+    before the server listens, from --jobs."""
+    with state.lock:
+        job = state.new_job(
+            data.get("connectionId", state.config["connection_id"]),
+            data.get("jobType", "sync"),
+            status=data.get("status", "pending"),
+            frozen=truthy(data.get("frozen")),
+            final_status=data.get("final_status"),
+            pending_seconds=data.get("pending_seconds"),
+            running_seconds=data.get("running_seconds"),
+            created_in=data.get("created_in"))
+        set_job_progress(job, data)
+        return job
+
+
 def set_job_progress(job, data):
     """Control API: a job's rowsSynced/bytesSynced (progress of a running
     job, or what a finished one synced); True when data set any."""
@@ -344,13 +361,16 @@ class State:
     # -- jobs ---------------------------------------------------------------
 
     def new_job(self, connection_id, job_type, status="pending", frozen=False,
-                final_status=None, pending_seconds=None, running_seconds=None):
-        """Create a job whose status follows a timeline of (time, status)."""
+                final_status=None, pending_seconds=None, running_seconds=None,
+                created_in=0):
+        """Create a job whose status follows a timeline of (time, status).
+        created_in: seconds from now of its creation time, to model a job
+        Airbyte creates that much later without a test waiting for it."""
         with self.lock:
             if job_type == "sync":
                 self.schema_check()
             self.job_counter += 1
-            now = time.time()
+            now = time.time() + float(created_in or 0)
             cfg = self.config
             p = float(cfg["job_pending_seconds"] if pending_seconds is None
                       else pending_seconds)
@@ -1685,15 +1705,7 @@ class Handler(BaseHTTPRequestHandler):
     def c_create_job(self):
         data = self.body_json(required=False)
         with self.state.lock:
-            job = self.state.new_job(
-                data.get("connectionId", self.cfg["connection_id"]),
-                data.get("jobType", "sync"),
-                status=data.get("status", "pending"),
-                frozen=truthy(data.get("frozen")),
-                final_status=data.get("final_status"),
-                pending_seconds=data.get("pending_seconds"),
-                running_seconds=data.get("running_seconds"))
-            set_job_progress(job, data)
+            job = create_job(self.state, data)
             return Reply(200, self.state.job_json(job))
 
     @route("GET", r"/_fake/airbyte/jobs")
@@ -1979,6 +1991,11 @@ def main(argv=None):
                          % ", ".join(AIRBYTE_PROFILES))
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
+    ap.add_argument("--jobs",
+                    help="JSON file: a list of jobs (bodies of POST "
+                         "/_fake/airbyte/jobs) made before the server "
+                         "listens, e.g. to restart a killed server with the "
+                         "jobs Airbyte would have kept")
     ap.add_argument("--control-port-file",
                     help="also listen on a plain-HTTP port serving only "
                          "/_fake/ (for clients without TLS support)")
@@ -1988,6 +2005,10 @@ def main(argv=None):
 
     state = State(AIRBYTE_PROFILES.get(opts.airbyte_version,
                                        opts.airbyte_version))
+    if opts.jobs:
+        with open(opts.jobs, encoding="utf-8") as f:
+            for data in json.load(f):
+                create_job(state, data)
     stopping = threading.Event()
     log_file = open(opts.log, "a", encoding="utf-8") if opts.log else None
     log_lock = threading.Lock()
