@@ -14,6 +14,8 @@ my $harness = TAP::Harness->new({
     verbosity => ($ENV{TAP_VERBOSE} ? 1 : 0),
     lib => [],
     jobs => ($ENV{TAP_JOBS} // 2),
+    # each file's wall time, to see which ones make the suite slow
+    timer => 1,
 });
 # each run is named after its Airbyte profile (test/check runs the Airbyte
 # files once per profile)
