@@ -51,6 +51,7 @@ use File::Basename qw(dirname);
 use File::Spec;
 use File::Temp qw(tempdir);
 use HTTP::Tiny;
+use IO::Socket::INET;
 use JSON::PP;
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(usleep time);
@@ -151,6 +152,16 @@ sub profile_at_least
 		return $h > $x if $h != $x;
 	}
 	return 1;
+}
+
+# dead_url(): ($url, $socket) where nothing answers (connection refused) for as
+# long as $socket lives: its port is bound but not listening, so unlike the
+# port of a stopped server no later server on the machine can take it.
+sub dead_url
+{
+	my $sock = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp')
+	  or croak "bind: $!";
+	return ('http://127.0.0.1:' . $sock->sockport, $sock);
 }
 
 sub port { $_[0]{port} }

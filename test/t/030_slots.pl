@@ -20,10 +20,8 @@ my $fake = FakeServer->start;
 $fake->config(job_pending_seconds => 0.1, job_running_seconds => 0.3);
 my $conn_id = $fake->config->{connection_id};
 
-# a URL where nobody answers: a fake server's port, once it is stopped
-my $dead = FakeServer->start;
-my $dead_url = $dead->url;
-$dead->stop;
+# a URL where nobody answers (for as long as $dead lives)
+my ($dead_url, $dead) = FakeServer::dead_url();
 
 my $node = DfeTest::new_node('slots',
 	init => { extra => ['--wal-segsize=1'] },

@@ -21,10 +21,8 @@ my $DEADLINE = 60;
 my $fake = FakeServer->start;
 my $conn_id = $fake->config->{connection_id};
 
-# a port where nobody listens
-my $dead = FakeServer->start;
-my $dead_url = $dead->url;
-$dead->stop;
+# a port where nobody listens (for as long as $dead lives)
+my ($dead_url, $dead) = FakeServer::dead_url();
 
 my $node = DfeTest::new_node('guard',
 	init => { extra => ['--wal-segsize=1'] },
