@@ -50,14 +50,18 @@ sub sql { return $node->safe_psql('postgres', $_[0]); }
 sub last_line { return (split /\n/, $_[0])[-1] // ''; }
 
 # The simulated clock: now() plus what the test let pass.  Letting $s seconds
-# pass moves every time the guard recorded $s seconds into the past.
+# pass moves every time the guard recorded $s seconds into the past: the
+# samples of the last 10 intervals only (the view looks back 7.5), so that
+# these updates write about the same WAL each time; rewriting every sample
+# would add WAL that grows with the day, and the slot retains it.
 my $passed = 0;
 sub sim_now { return time + $passed; }
 sub let_pass
 {
 	my ($s) = @_;
 	$passed += $s;
-	sql(qq{UPDATE dfe_airbyte.slot_samples SET sampled_at = sampled_at - interval '$s seconds';
+	sql(qq{UPDATE dfe_airbyte.slot_samples SET sampled_at = sampled_at - interval '$s seconds'
+WHERE sampled_at > now() - 10 * interval '$interval seconds';
 UPDATE dfe_airbyte.slot_state SET first_seen_at = first_seen_at - interval '$s seconds',
        last_active_at = last_active_at - interval '$s seconds',
        condition_since = condition_since - interval '$s seconds',
