@@ -218,12 +218,18 @@ sql("DELETE FROM dfe_airbyte.allowlist WHERE table_name = 'roles_users'");
 $fake->source_catalog({ users => [qw(id name email)] });
 
 # --- token expiry and a 401 mid-deploy -------------------------------------------
-$fake->config(token_expires_in => 2, job_running_seconds => 4);
+# the sync runs until the fake has handed out three tokens (the one after the
+# revocation and two renewals of a 2-second token), not for a fixed time that
+# a slow machine might use up before the tokens expire
+$fake->config(token_expires_in => 2, job_running_seconds => 600);
 $mark = $fake->mark;
 $id = deploy();
 ok(DfeTest::poll_until($node, "SELECT step FROM dfe_airbyte.deploys WHERE id = $id", 'waiting_for_sync'),
 	'deploy waits for its sync');
 $fake->revoke_tokens;
+$fake->wait_for_requests(since => $mark, path => qr{/applications/token$}, count => 3);
+$fake->control(POST => '/airbyte/jobs/' . sql("SELECT job_id FROM dfe_airbyte.deploys WHERE id = $id"),
+	{ status => 'succeeded' });
 ok(wait_state($id, 'succeeded'), 'deploy succeeds across token expiry and revocation');
 my $jobreads = $fake->requests(since => $mark, path => qr{^/api/public/v1/jobs/\d+$});
 ok((grep { $_->{status} == 401 } @$jobreads), 'a job read got 401');
