@@ -1233,7 +1233,7 @@ slots_worker_task(void)
 		dfe_wake(DFE_NET_WORKER);
 
 	/* 4. bounded history */
-	if (TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(), (int) SLOT_PRUNE_INTERVAL_MS))
+	if (TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(), dfe_test_prune_interval_ms))
 	{
 		prune_history();
 		last_prune = GetCurrentTimestamp();
