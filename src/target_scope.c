@@ -223,6 +223,14 @@ dfe_target_scope_target(DfeTargetScope *scope)
 	return scope->target;
 }
 
+DfeTarget *
+dfe_target_current_target(void)
+{
+	if (open_scope != NULL)
+		return dfe_target_scope_target(open_scope);
+	return dfe_target_open(DFE_LOCAL_TARGET);
+}
+
 List *
 dfe_target_list_enabled(void)
 {
