@@ -8,6 +8,7 @@
 
 #include "mb/pg_wchar.h"
 
+#include "dfe_assert.h"
 #include "lists.h"
 #include "lists_conf.h"
 
@@ -241,6 +242,40 @@ check_columns(const char *which, ConfNode *seq, ListTable *table)
 }
 
 /*
+ * What lists_replace() relies on (it diffs the list against a table's rows
+ * as sets): every kept table has a non-empty name and at least one column,
+ * no table is kept twice, no column twice within its table, and ncolumns
+ * is their sum.  validate() and check_columns() establish it by refusing
+ * repeated tables and keeping a repeated column once.
+ */
+static pg_attribute_unused() bool
+parsed_list_is_valid(const ParsedList *list)
+{
+	int			ncolumns = 0;
+
+	for (int i = 0; i < list->ntables; i++)
+	{
+		const ListTable *t = &list->tables[i];
+
+		if (t->name == NULL || t->name[0] == '\0' || t->ncolumns <= 0)
+			return false;
+		for (int j = 0; j < i; j++)
+			if (strcmp(list->tables[j].name, t->name) == 0)
+				return false;
+		for (int c = 0; c < t->ncolumns; c++)
+		{
+			if (t->columns[c].name == NULL || t->columns[c].name[0] == '\0')
+				return false;
+			for (int d = 0; d < c; d++)
+				if (strcmp(t->columns[d].name, t->columns[c].name) == 0)
+					return false;
+		}
+		ncolumns += t->ncolumns;
+	}
+	return ncolumns == list->ncolumns;
+}
+
+/*
  * A table's entry: its name must be a non-empty string and its value a
  * list of columns ("users:" with nothing under it is an empty one).
  * Returns the list.
@@ -359,6 +394,7 @@ validate(const char *which, ConfNode *root, bool allow_empty)
 
 	if (list->ntables == 0 && !allow_empty)
 		empty_list_error(which, false);
+	dfe_Assert(parsed_list_is_valid(list));
 	return list;
 }
 

@@ -40,7 +40,6 @@
 #include <cjson/cJSON.h>
 
 #include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -48,6 +47,7 @@
 #include "utils/fmgroids.h"
 #include "utils/memutils.h"
 
+#include "dfe_assert.h"
 #include "settings.h"
 #include "shared.h"
 #include "stream_config.h"
@@ -214,6 +214,37 @@ table_stream(const char *table, char **pk, int npk, char **cols, int ncols)
 	return stream;
 }
 
+/*
+ * Whether every primary key column of a stream is among its selected
+ * fields: Airbyte's PATCH validator rejects the whole configuration
+ * otherwise (AirbyteCatalogHelper.validateStreamConfig; the fake's
+ * "Primary key field ... is not selected", test/fake/airbyte.py).
+ */
+static pg_attribute_unused() bool
+stream_selects_its_key(const cJSON *stream)
+{
+	const cJSON *fields = cJSON_GetObjectItemCaseSensitive(stream, "selectedFields");
+	const cJSON *key;
+
+	cJSON_ArrayForEach(key, cJSON_GetObjectItemCaseSensitive(stream, "primaryKey"))
+	{
+		const char *name = cJSON_GetStringValue(cJSON_GetArrayItem(key, 0));
+		const cJSON *field;
+		bool		found = false;
+
+		cJSON_ArrayForEach(field, fields)
+		{
+			const cJSON *path = cJSON_GetObjectItemCaseSensitive(field, "fieldPath");
+			const char *selected = cJSON_GetStringValue(cJSON_GetArrayItem(path, 0));
+
+			found = found || (name && selected && strcmp(name, selected) == 0);
+		}
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
 /* a table without a primary key: copied whole at each sync (SPEC §3) */
 static cJSON *
 full_refresh_stream(const char *table, char **cols, int ncols)
@@ -277,14 +308,27 @@ row_stream(DfeRows *r, int row)
 	int			npk = 0;
 	char	  **cols = NULL;
 	int			ncols = 0;
+	cJSON	   *stream;
 
 	if (pk_text)
 		pk = text_array_elems(pk_text, &npk);
 	if (cols_text)
 		cols = text_array_elems(cols_text, &ncols);
+	/*
+	 * One stream per table, in byte order (the query's ORDER BY ...
+	 * COLLATE "C"): Airbyte rejects a configuration that names a stream
+	 * twice ("Duplicate stream found"), and the order keeps the PATCH body
+	 * stable.
+	 */
+	dfe_Assert(table != NULL);
+	dfe_Assert(row == 0 || strcmp(dfe_rows_value(r, row - 1, 0), table) < 0);
+	dfe_Assert(strcmp(table, STREAM_HEARTBEAT_NAME) != 0);
 	if (strcmp(dfe_rows_value(r, row, 3), "t") == 0 && npk == 0)
-		return full_refresh_stream(table, cols, ncols);
-	return table_stream(table, pk, npk, cols, ncols);
+		stream = full_refresh_stream(table, cols, ncols);
+	else
+		stream = table_stream(table, pk, npk, cols, ncols);
+	dfe_Assert(stream_selects_its_key(stream));
+	return stream;
 }
 
 char *
@@ -312,6 +356,7 @@ stream_config_build(void)
 	for (int row = 0; row < r->nrows; row++)
 		cJSON_AddItemToArray(streams, row_stream(r, row));
 	cJSON_AddItemToArray(streams, heartbeat_stream());
+	dfe_Assert(stream_selects_its_key(cJSON_GetArrayItem(streams, cJSON_GetArraySize(streams) - 1)));
 
 	json = cJSON_PrintUnformatted(root);
 	if (json == NULL)
