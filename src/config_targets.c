@@ -356,8 +356,7 @@ slot_bound_bytes(int64 server_limit_mb)
  * read-only rule as the hard edge ("The primary server is automatically
  * switched to read-only mode when the storage usage reaches 95 percent, or
  * when the available capacity is less than 5 GiB", Azure's
- * concepts-logical.md).  The local database's disk is checked by
- * slot_limit_advice (dfe_airbyte_flow_problems()) instead.
+ * concepts-logical.md).
  */
 static List *
 disk_problems(List *rows, DfeTarget *t)
@@ -370,8 +369,6 @@ disk_problems(List *rows, DfeTarget *t)
 	int64		bound;
 	DfeRows    *r;
 
-	if (dfe_target_is_local(t))
-		return rows;
 	disk_mb = dfe_target_disk_size_mb(target);
 	if (disk_mb < 0)
 		return add_problem(rows, "warning", "disk_size",
@@ -404,13 +401,73 @@ disk_problems(List *rows, DfeTarget *t)
 	return rows;
 }
 
+/*
+ * The heartbeat table of a remote target, as dfe_airbyte_flow_problems()
+ * checks the local one (same wording): in the publication, with the
+ * columns the heartbeat stream and the source's heartbeat query use, and
+ * with its row.  $1 source schema, $2 publication.
+ */
+static const char *heartbeat_sql =
+"SELECT h.oid IS NOT NULL,\n"
+"       EXISTS (SELECT 1 FROM pg_catalog.pg_publication p WHERE p.pubname OPERATOR(pg_catalog.=) $2::pg_catalog.text)\n"
+"       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables pt\n"
+"                        WHERE pt.pubname OPERATOR(pg_catalog.=) $2::pg_catalog.text\n"
+"                          AND pt.schemaname OPERATOR(pg_catalog.=) $1::pg_catalog.text\n"
+"                          AND pt.tablename OPERATOR(pg_catalog.=) 'airbyte_heartbeat'),\n"
+"       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a\n"
+"         WHERE a.attrelid OPERATOR(pg_catalog.=) h.oid AND NOT a.attisdropped\n"
+"           AND a.attname OPERATOR(pg_catalog.=) ANY ('{id,last_heartbeat}'::pg_catalog.name[])) OPERATOR(pg_catalog.=) 2\n"
+"  FROM (SELECT (SELECT c.oid FROM pg_catalog.pg_class c\n"
+"                  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace\n"
+"                 WHERE n.nspname OPERATOR(pg_catalog.=) $1::pg_catalog.text\n"
+"                   AND c.relname OPERATOR(pg_catalog.=) 'airbyte_heartbeat'\n"
+"                   AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p}'::pg_catalog.\"char\"[])) AS oid) h";
+
+static List *
+heartbeat_problems(List *rows, DfeTarget *t)
+{
+	const char *schema = dfe_setting_source_schema();
+	const char *args[2] = {schema, dfe_setting_publication()};
+	const char *qschema = quote_identifier(schema);
+	DfeRows    *r = dfe_target_query(t, "read the heartbeat table", heartbeat_sql, 2, args);
+
+	if (strcmp(dfe_rows_value(r, 0, 0), "t") != 0)
+		return rows;			/* the catalog checks say it is missing */
+	if (strcmp(dfe_rows_value(r, 0, 1), "t") == 0)
+		rows = add_problem(rows, "error", "airbyte_heartbeat",
+						   psprintf("table airbyte_heartbeat is not in publication \"%s\": the heartbeat writes no change Airbyte reads, so on a quiet database the slot never advances and retains WAL", args[1]),
+						   psprintf("ALTER PUBLICATION %s ADD TABLE %s.airbyte_heartbeat;", quote_identifier(args[1]), qschema));
+	if (strcmp(dfe_rows_value(r, 0, 2), "t") != 0)
+		return add_problem(rows, "error", "airbyte_heartbeat",
+						   "table airbyte_heartbeat lacks the column id or last_heartbeat that the heartbeat stream and the source's heartbeat query use",
+						   psprintf("CREATE TABLE %s.airbyte_heartbeat (id integer, last_heartbeat timestamptz) as DfE's Terraform does, with REPLICA IDENTITY FULL and one row with id = 1.", qschema));
+	/* the role has pg_read_all_data (README, "Targets") */
+	r = dfe_target_query(t, "read the heartbeat row",
+						 psprintf("SELECT EXISTS (SELECT 1 FROM %s.airbyte_heartbeat h WHERE h.id OPERATOR(pg_catalog.=) 1)", qschema),
+						 0, NULL);
+	if (strcmp(dfe_rows_value(r, 0, 0), "t") != 0)
+		rows = add_problem(rows, "error", "airbyte_heartbeat",
+						   "table airbyte_heartbeat has no row with id = 1: the source's heartbeat query (UPDATE airbyte_heartbeat SET last_heartbeat = now() WHERE id = 1) changes nothing, so a quiet database retains WAL",
+						   psprintf("INSERT INTO %s.airbyte_heartbeat (id, last_heartbeat) VALUES (1, now());", qschema));
+	return rows;
+}
+
 /* every problem of the current scope's target */
 static List *
 target_problems(void)
 {
+	DfeTarget  *t = dfe_target_current_target();
 	List	   *rows = catalog_problems(NIL);
 
-	return disk_problems(rows, dfe_target_current_target());
+	/*
+	 * The local database's heartbeat and disk are checked by
+	 * dfe_airbyte_flow_problems() (statvfs, slot_limit_advice); a remote
+	 * one's here.
+	 */
+	if (dfe_target_is_local(t))
+		return rows;
+	rows = heartbeat_problems(rows, t);
+	return disk_problems(rows, t);
 }
 
 /*

@@ -139,6 +139,21 @@ for my $i (0 .. $#targets)
 			"PG$t->{major}: a slot limit Azure's read-only rule hits first");
 	}
 }
+# the heartbeat of a remote target, checked as the local one is
+SKIP:
+{
+	skip 'no target server', 3 unless @targets;
+	my $t = $targets[0];
+	is(problems($t->{name}, "object = 'airbyte_heartbeat'"), '', "PG$t->{major}: its heartbeat is fine");
+	$t->node->safe_psql('service', 'DELETE FROM public.airbyte_heartbeat; ALTER PUBLICATION airbyte_publication DROP TABLE public.airbyte_heartbeat');
+	like(problems($t->{name}, "object = 'airbyte_heartbeat'"),
+		qr/^error airbyte_heartbeat: table airbyte_heartbeat has no row with id = 1.*\nerror airbyte_heartbeat: table airbyte_heartbeat is not in publication "airbyte_publication"/s,
+		"PG$t->{major}: no heartbeat row, heartbeat out of the publication");
+	is(sql("SELECT count(*) FROM dfe_airbyte.config_problems WHERE object = 'airbyte_heartbeat' AND target <> '$t->{name}' AND target <> 'local'"),
+		'0', '... only for that target');
+	$t->node->safe_psql('service', 'INSERT INTO public.airbyte_heartbeat VALUES (1, now()); ALTER PUBLICATION airbyte_publication ADD TABLE public.airbyte_heartbeat');
+}
+
 # the same checks for local, unchanged: the rows of 0.2.0 with target local
 like(problems('local', "object = 'audit_logs'"), qr/has no primary key/, 'local: the same check');
 is(sql("SELECT count(*) FROM dfe_airbyte.config_problems WHERE target = 'local' AND object IN ('disk_size')"), '0',
