@@ -204,6 +204,22 @@ dfe_target_scope_reset(void)
 		dfe_target_scope_leave(open_scope);
 }
 
+DfeTargetScope *
+dfe_target_scope_current(void)
+{
+	return open_scope;
+}
+
+void
+dfe_target_scope_resume(DfeTargetScope *scope)
+{
+	if (scope != NULL && scope == stale_scope && open_scope == NULL)
+	{
+		stale_scope = NULL;
+		open_scope = scope;
+	}
+}
+
 const char *
 dfe_target_current(void)
 {
