@@ -231,9 +231,22 @@ dfe_target_scope_target(DfeTargetScope *scope)
 {
 	if (scope->target == NULL)
 	{
-		MemoryContext old = MemoryContextSwitchTo(scope->cxt);
+		/* opening reads dfe_airbyte.targets: a short transaction when none is open */
+		bool		own = !IsTransactionState();
+		MemoryContext old = CurrentMemoryContext;
 
+		if (own)
+		{
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+		}
+		MemoryContextSwitchTo(scope->cxt);
 		scope->target = dfe_target_open(scope->name);
+		if (own)
+		{
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
 		MemoryContextSwitchTo(old);
 	}
 	return scope->target;
