@@ -673,6 +673,50 @@ fill_row(DeployRow *d)
 }
 
 /*
+ * Starts queued deploy id of target (a text Datum): the target's older
+ * queued deploys coalesce into it.  In current_deploy()'s transaction.
+ */
+static void
+start_queued(int64 id, Datum target, DeployRow *d)
+{
+	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', 'n', ' ', ' '};
+	char	   *older;
+	char	   *message;
+	int			ret;
+
+	values[0] = Int64GetDatum(id);
+	values[1] = (Datum) 0;
+	values[2] = CStringGetTextDatum(psprintf("coalesced into deploy " INT64_FORMAT, id));
+	values[3] = target;
+	deploy_spi_exec("WITH c AS (UPDATE dfe_airbyte.deploys SET state = 'coalesced', "
+					"finished_at = clock_timestamp(), coalesced_into = $1, "
+					"log = log || " DEPLOY_LOG_ENTRY " WHERE target = $4 AND state = 'queued' AND id < $1 RETURNING id) "
+					"SELECT string_agg(id::text, ', ' ORDER BY id) FROM c",
+					4, types, values, nulls, SPI_OK_SELECT);
+	older = deploy_spi_text(0, 1, deploy_cxt);
+	message = older ? psprintf("started; it also stands for the older queued deploy(s) %s", older)
+		: pstrdup("started");
+	values[2] = CStringGetTextDatum(message);
+	deploy_spi_exec("UPDATE dfe_airbyte.deploys SET state = 'running', started_at = clock_timestamp(), "
+					"step = 'waiting_for_migrations', step_started_at = clock_timestamp(), "
+					"log = log || " DEPLOY_LOG_ENTRY " WHERE id = $1",
+					3, types, values, nulls, SPI_OK_UPDATE);
+	deploy_server_log(id, NULL, message);
+	ret = SPI_execute_with_args("SELECT id, step, job_id, step_started_at, retrying_since "
+								"FROM dfe_airbyte.deploys WHERE id = $1",
+								1, types, values, NULL, false, 1);
+	MemoryContextSwitchTo(deploy_cxt);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not read back deploy " INT64_FORMAT, id),
+				 errhint("Check that the dfe_airbyte extension is installed correctly.")));
+	fill_row(d);
+}
+
+/*
  * The running deploy, or else the newest queued one, started now (older
  * queued ones coalesce into it).  false when there is nothing to do.
  */
@@ -715,41 +759,7 @@ current_deploy(const char *target, DeployRow *d)
 					 errhint("Check that the dfe_airbyte extension is installed correctly.")));
 		if (SPI_processed > 0)
 		{
-			int64		id = deploy_spi_int64(0, 1, &isnull);
-			Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, TEXTOID};
-			Datum		values[4];
-			char		nulls[4] = {' ', 'n', ' ', ' '};
-			char	   *older;
-			char	   *message;
-
-			values[0] = Int64GetDatum(id);
-			values[1] = (Datum) 0;
-			values[2] = CStringGetTextDatum(psprintf("coalesced into deploy " INT64_FORMAT, id));
-			values[3] = tvalues[0];
-			deploy_spi_exec("WITH c AS (UPDATE dfe_airbyte.deploys SET state = 'coalesced', "
-					 "finished_at = clock_timestamp(), coalesced_into = $1, "
-					 "log = log || " DEPLOY_LOG_ENTRY " WHERE target = $4 AND state = 'queued' AND id < $1 RETURNING id) "
-					 "SELECT string_agg(id::text, ', ' ORDER BY id) FROM c",
-					 4, types, values, nulls, SPI_OK_SELECT);
-			older = deploy_spi_text(0, 1, deploy_cxt);
-			message = older ? psprintf("started; it also stands for the older queued deploy(s) %s", older)
-				: pstrdup("started");
-			values[2] = CStringGetTextDatum(message);
-			deploy_spi_exec("UPDATE dfe_airbyte.deploys SET state = 'running', started_at = clock_timestamp(), "
-					 "step = 'waiting_for_migrations', step_started_at = clock_timestamp(), "
-					 "log = log || " DEPLOY_LOG_ENTRY " WHERE id = $1",
-					 3, types, values, nulls, SPI_OK_UPDATE);
-			deploy_server_log(id, NULL, message);
-			ret = SPI_execute_with_args("SELECT id, step, job_id, step_started_at, retrying_since "
-										"FROM dfe_airbyte.deploys WHERE id = $1",
-										1, types, values, NULL, false, 1);
-			MemoryContextSwitchTo(deploy_cxt);
-			if (ret != SPI_OK_SELECT || SPI_processed != 1)
-				ereport(ERROR,
-						(errcode(ERRCODE_INTERNAL_ERROR),
-						 errmsg("could not read back deploy " INT64_FORMAT, id),
-						 errhint("Check that the dfe_airbyte extension is installed correctly.")));
-			fill_row(d);
+			start_queued(deploy_spi_int64(0, 1, &isnull), tvalues[0], d);
 			found = true;
 		}
 	}
