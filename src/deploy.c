@@ -773,12 +773,14 @@ deploy_target_task(const char *target, void *arg)
 {
 	DeployRow	d;
 	long		next_ms;
+	TimestampTz began = GetCurrentTimestamp();
+	TimestampTz now;
 
 	deploy_scope = dfe_target_scope_current();
 	mem = deploy_mem(target);
 	if (mem->deploy_id != 0 && mem->due != 0)
 	{
-		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), mem->due);
+		long		left = TimestampDifferenceMilliseconds(began, mem->due);
 
 		if (left > 0)
 		{
@@ -806,7 +808,21 @@ deploy_target_task(const char *target, void *arg)
 						   psprintf("dfe_airbyte deploy " INT64_FORMAT " (target %s): %s", d.id, target, d.step));
 	next_ms = run_deploy_step(&d);
 	pgstat_report_activity(STATE_IDLE, NULL);
-	mem->due = next_ms > 0 ? TimestampTzPlusMilliseconds(GetCurrentTimestamp(), next_ms) : 0;
+
+	/*
+	 * The next poll is due next_ms after this one began, so that polls keep
+	 * their interval however long the bookkeeping of several targets takes;
+	 * a slow step (HTTP retries) still leaves half the interval before the
+	 * next.
+	 */
+	now = GetCurrentTimestamp();
+	mem->due = 0;
+	if (next_ms > 0)
+	{
+		mem->due = Max(TimestampTzPlusMilliseconds(began, next_ms),
+					   TimestampTzPlusMilliseconds(now, next_ms / 2));
+		next_ms = Max(TimestampDifferenceMilliseconds(now, mem->due), 1);
+	}
 	task_next_ms = Min(task_next_ms, next_ms);
 }
 
