@@ -39,6 +39,7 @@ def day_series(points, over=None):
         sel('dfe_airbyte_sync_connection_disabled'): f'0x{points}',
         sel('dfe_airbyte_last_deploy_failed'): f'0x{points}',
         sel('dfe_airbyte_policy_tags_failures_last_hour'): f'0x{points}',
+        sel('dfe_airbyte_reconcile_mismatch', table_name='applications'): f'0x{points}',
         sel('dfe_airbyte_workers_running'): f'1x{points}',
         sel('dfe_airbyte_workers_types_running'): f'1x{points}',
         sel('dfe_airbyte_worker_running', backend_type='dfe_airbyte worker'): f'1x{points}',
@@ -96,6 +97,10 @@ case('a policy tag check failed', 'AirbytePolicyTagsFailed',
      {sel('dfe_airbyte_policy_tags_failures_last_hour'): '0x10 1x60 0x50'}, '10m', '12m',
      [exp('AirbytePolicyTagsFailed')],
      more=[{'eval_time': '100m', 'alertname': 'AirbytePolicyTagsFailed', 'exp_alerts': []}])
+case('a reconciliation mismatch survived the next sync', 'AirbyteReconcileMismatch',
+     {sel('dfe_airbyte_reconcile_mismatch', table_name='applications'): '0x10 1x60 0x50'}, '10m', '12m',
+     [exp('AirbyteReconcileMismatch', table_name='applications')],
+     more=[{'eval_time': '100m', 'alertname': 'AirbyteReconcileMismatch', 'exp_alerts': []}])
 W = sel('dfe_airbyte_worker_running', backend_type='dfe_airbyte worker')
 U = sel('dfe_airbyte_worker_uptime_seconds', backend_type='dfe_airbyte worker')
 case('the only worker is gone', 'AirbyteWorkerDown',

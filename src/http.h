@@ -44,6 +44,14 @@ typedef struct HttpRequest
 	 */
 	bool		(*retry_4xx) (const struct HttpRequest *req);
 
+	/*
+	 * Optional: for a 5xx answer, says that it is final all the same
+	 * (BigQuery answers a query over maximumBytesBilled with HTTP 500 and
+	 * reason bytesBilledLimitExceeded: asking again bills nothing and fails
+	 * again).  true: not retried.
+	 */
+	bool		(*final_5xx) (const struct HttpRequest *req);
+
 	/* --- results --- */
 	long		status;			/* HTTP status; 0 when no response came */
 	StringInfo	response;		/* response body (always allocated) */

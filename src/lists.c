@@ -31,9 +31,11 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 
+#include "dfe_assert.h"
 #include "lists.h"
 #include "settings.h"
 #include "shared.h"
+#include "target_scope.h"
 #include "version.h"
 
 /* ---------------------------------------------------------------------
@@ -1061,6 +1063,40 @@ rails_sections(const char *which, ConfNode *root)
 	return merged;
 }
 
+/*
+ * What replace_list() relies on (it diffs the list against a table's rows
+ * as sets): every kept table has a non-empty name and at least one column,
+ * no table is kept twice, no column twice within its table, and ncolumns
+ * is their sum.  validate() and check_columns() establish it by refusing
+ * repeated tables and keeping a repeated column once.
+ */
+static pg_attribute_unused() bool
+parsed_list_is_valid(const ParsedList *list)
+{
+	int			ncolumns = 0;
+
+	for (int i = 0; i < list->ntables; i++)
+	{
+		const ListTable *t = &list->tables[i];
+
+		if (t->name == NULL || t->name[0] == '\0' || t->ncolumns <= 0)
+			return false;
+		for (int j = 0; j < i; j++)
+			if (strcmp(list->tables[j].name, t->name) == 0)
+				return false;
+		for (int c = 0; c < t->ncolumns; c++)
+		{
+			if (t->columns[c].name == NULL || t->columns[c].name[0] == '\0')
+				return false;
+			for (int d = 0; d < c; d++)
+				if (strcmp(t->columns[d].name, t->columns[c].name) == 0)
+					return false;
+		}
+		ncolumns += t->ncolumns;
+	}
+	return ncolumns == list->ncolumns;
+}
+
 static ParsedList *
 validate(const char *which, ConfNode *root, bool allow_empty)
 {
@@ -1169,6 +1205,7 @@ validate(const char *which, ConfNode *root, bool allow_empty)
 
 	if (list->ntables == 0 && !allow_empty)
 		empty_list_error(which, false);
+	dfe_Assert(parsed_list_is_valid(list));
 	return list;
 }
 
@@ -1204,15 +1241,15 @@ text_array(Datum *elems, int n)
 }
 
 static void
-replace_list(const char *relname, ParsedList *list, int *added, int *removed)
+replace_list(const char *relname, const char *target, ParsedList *list, int *added, int *removed)
 {
 	Datum	   *tables = palloc(sizeof(Datum) * Max(list->ncolumns, 1));
 	Datum	   *columns = palloc(sizeof(Datum) * Max(list->ncolumns, 1));
 	Datum	   *tags = palloc(sizeof(Datum) * Max(list->ncolumns, 1));
 	bool	   *tag_nulls = palloc(sizeof(bool) * Max(list->ncolumns, 1));
 	bool		blocklist = strcmp(relname, "blocklist") == 0;
-	Oid			argtypes[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
-	Datum		args[3];
+	Oid			argtypes[4] = {TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTARRAYOID};
+	Datum		args[4];
 	int			dims[1];
 	int			lbs[1] = {1};
 	int			n = 0;
@@ -1232,15 +1269,16 @@ replace_list(const char *relname, ParsedList *list, int *added, int *removed)
 		}
 	args[0] = PointerGetDatum(text_array(tables, n));
 	args[1] = PointerGetDatum(text_array(columns, n));
+	args[2] = CStringGetTextDatum(target);
 	dims[0] = n;
-	args[2] = PointerGetDatum(n > 0
+	args[3] = PointerGetDatum(n > 0
 							  ? construct_md_array(tags, tag_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT)
 							  : construct_empty_array(TEXTOID));
 
 	sql = psprintf("DELETE FROM dfe_airbyte.%s AS l "
-				   "WHERE NOT EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS n(t, c) "
+				   "WHERE l.target OPERATOR(pg_catalog.=) $3 AND NOT EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS n(t, c) "
 				   "WHERE n.t OPERATOR(pg_catalog.=) l.table_name AND n.c OPERATOR(pg_catalog.=) l.column_name)", relname);
-	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0);
+	rc = SPI_execute_with_args(sql, 3, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_DELETE)
 		dfe_internal_error("dfe_airbyte: deleting from %s failed: %s", relname,
 			 SPI_result_code_string(rc));
@@ -1248,15 +1286,15 @@ replace_list(const char *relname, ParsedList *list, int *added, int *removed)
 
 	/* a blocklist row whose policy tag changed counts as added */
 	if (blocklist)
-		sql = "INSERT INTO dfe_airbyte.blocklist AS b (table_name, column_name, policy_tag) "
-			"SELECT t, c, g FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) AS n(t, c, g) "
-			"ON CONFLICT (table_name, column_name) DO UPDATE SET policy_tag = EXCLUDED.policy_tag "
+		sql = "INSERT INTO dfe_airbyte.blocklist AS b (target, table_name, column_name, policy_tag) "
+			"SELECT $3, t, c, g FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($4)) AS n(t, c, g) "
+			"ON CONFLICT (target, table_name, column_name) DO UPDATE SET policy_tag = EXCLUDED.policy_tag "
 			"WHERE b.policy_tag IS DISTINCT FROM EXCLUDED.policy_tag";
 	else
-		sql = psprintf("INSERT INTO dfe_airbyte.%s (table_name, column_name) "
-					   "SELECT t, c FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS n(t, c) "
-					   "ON CONFLICT (table_name, column_name) DO NOTHING", relname);
-	rc = SPI_execute_with_args(sql, blocklist ? 3 : 2, argtypes, args, NULL, false, 0);
+		sql = psprintf("INSERT INTO dfe_airbyte.%s (target, table_name, column_name) "
+					   "SELECT $3, t, c FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS n(t, c) "
+					   "ON CONFLICT (target, table_name, column_name) DO NOTHING", relname);
+	rc = SPI_execute_with_args(sql, blocklist ? 4 : 3, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
 		dfe_internal_error("dfe_airbyte: inserting into %s failed: %s", relname,
 			 SPI_result_code_string(rc));
@@ -1290,13 +1328,14 @@ PG_FUNCTION_INFO_V1(dfe_airbyte_load_config);
 
 /*
  * dfe_airbyte_load_config(allowlist text, blocklist text DEFAULT NULL,
- *                         excluded text DEFAULT NULL)
+ *                         excluded text DEFAULT NULL, target text DEFAULT 'local')
  *   → TABLE(list, tables, columns, added, removed)
  *
  * allowlist = analytics.yml, blocklist = analytics_hidden_pii.yml (tagged
  * hidden), excluded = analytics_blocklist.yml (not replicated).  A NULL
  * text leaves that list unchanged (and gives no row); blocklist or
- * excluded '' empties the list; allowlist '' is an error.
+ * excluded '' empties the list; allowlist '' is an error.  Only the
+ * target's rows change: each service database has its own lists.
  */
 Datum
 dfe_airbyte_load_config(PG_FUNCTION_ARGS)
@@ -1307,8 +1346,12 @@ dfe_airbyte_load_config(PG_FUNCTION_ARGS)
 	int			added[3] = {0, 0, 0};
 	int			removed[3] = {0, 0, 0};
 	bool		any = false;
+	const char *target = DFE_LOCAL_TARGET;
+	DfeTargetScope *scope;
 
 	DFE_REQUIRE_MATCHING_SQL();
+	if (PG_NARGS() > 3 && !PG_ARGISNULL(3))
+		target = text_to_cstring(PG_GETARG_TEXT_PP(3));
 	InitMaterializedSRF(fcinfo, 0);
 
 	/* parse all completely before touching anything */
@@ -1336,6 +1379,8 @@ dfe_airbyte_load_config(PG_FUNCTION_ARGS)
 				 errmsg("no list to load: the allowlist, the blocklist and the excluded list are all null"),
 				 errhint("Pass the text of config/analytics.yml, and optionally of config/analytics_hidden_pii.yml (blocklist) and config/analytics_blocklist.yml (excluded).")));
 
+	/* a registered, enabled target (ERROR with a hint otherwise) */
+	scope = dfe_target_scope_enter(target);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		dfe_internal_error("dfe_airbyte: SPI_connect failed");
 
@@ -1345,9 +1390,10 @@ dfe_airbyte_load_config(PG_FUNCTION_ARGS)
 			lock_list(names[i]);
 	for (int i = 0; i < 3; i++)
 		if (lists[i])
-			replace_list(names[i], lists[i], &added[i], &removed[i]);
+			replace_list(names[i], dfe_target_current(), lists[i], &added[i], &removed[i]);
 
 	SPI_finish();
+	dfe_target_scope_leave(scope);
 
 	for (int i = 0; i < 3; i++)
 		if (lists[i])

@@ -59,6 +59,9 @@ int			dfe_airbyte_max_fields = 20000;
 int			dfe_max_slot_recreations_per_day = 2;	/* slot guard independence */
 int			dfe_history_retention_min = 7 * 24 * 60;
 int			dfe_history_max_rows = 100000;
+int			dfe_reconcile_max_bytes_billed_kb = 50 * 1024 * 1024;
+int			dfe_reconcile_daily_mb = 500 * 1024;
+int			dfe_reconcile_interval_s = 86400;
 double		dfe_slot_warning_fraction = 0.8;
 char	   *dfe_http_ca_file = NULL;
 char	   *dfe_source_schema = NULL;
@@ -219,6 +222,16 @@ dfe_define_settings(void)
 	define_int("dfe_airbyte.history_max_rows",
 			   "Most rows kept in each history table.",
 			   &dfe_history_max_rows, 100000, 100, INT_MAX, 0);
+	/* reconciliation (src/reconcile.c): BigQuery bills per byte read */
+	define_int("dfe_airbyte.reconcile_max_bytes_billed",
+			   "Most bytes one reconciliation query may bill in BigQuery (maximumBytesBilled).",
+			   &dfe_reconcile_max_bytes_billed_kb, 50 * 1024 * 1024, 1024, INT_MAX, GUC_UNIT_KB);
+	define_int("dfe_airbyte.reconcile_daily_bytes",
+			   "Most bytes reconciliation may bill in BigQuery in 24 hours (0: no reconciliation query runs).",
+			   &dfe_reconcile_daily_mb, 500 * 1024, 0, INT_MAX, GUC_UNIT_MB);
+	define_int("dfe_airbyte.reconcile_interval",
+			   "Least time between two reconciliations of one table by the worker (0: the worker does not reconcile).",
+			   &dfe_reconcile_interval_s, 86400, 0, INT_MAX, GUC_UNIT_S);
 	DefineCustomRealVariable("dfe_airbyte.slot_warning_fraction",
 							 "Fraction of max_slot_wal_size at which a slot's status becomes warning.",
 							 NULL, &dfe_slot_warning_fraction, 0.8, 0.01, 1.0,

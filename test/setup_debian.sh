@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(
     build-essential postgresql-15 postgresql-server-dev-15 postgresql-client-15
     libcurl4-openssl-dev libcjson-dev libyaml-dev libipc-run-perl
-    python3 curl ca-certificates openssl valgrind
+    python3 python3-sqlglot python3-psycopg2 curl ca-certificates openssl valgrind
     # real clients in CI: ActiveRecord migrations (t/060_rails.pl), the
     # Prometheus exporter and promtool (t/061_prometheus.pl, monitoring/)
     ruby ruby-activerecord ruby-pg prometheus-postgres-exporter prometheus
