@@ -47,19 +47,15 @@ DfeTest::wait_for_worker($node);
 sub lit { my ($s) = @_; $s =~ s/'/''/g; return "'$s'" }
 sub sql { return $node->safe_psql('postgres', $_[0]) }
 
-# until the lists are read per target (another branch), the stream
-# configuration comes from the control database's own catalog
-sql(q{
-CREATE TABLE public.users (id bigint PRIMARY KEY, email text, first_name text,
-    created_at timestamp, updated_at timestamp);
-INSERT INTO dfe_airbyte.allowlist (table_name, column_name) VALUES ('users', 'id'), ('users', 'email');
-CREATE ROLE ops LOGIN IN ROLE dfe_airbyte_admin;
-});
+sql('CREATE ROLE ops LOGIN IN ROLE dfe_airbyte_admin');
 
+# each target with its own connection and lists (the stream configuration
+# reads the target's catalog)
 for ([ $svc1, $CONN_A ], [ $svc2, $CONN_B ])
 {
 	my ($t, $conn) = @$_;
 	sql("SELECT dfe_airbyte_add_target('$t->{name}', ${\ lit($t->conninfo)}, '{\"connection_id\": \"$conn\"}')");
+	sql("SELECT count(*) FROM dfe_airbyte_load_config('users: [id, email]', target => '$t->{name}')");
 }
 
 # --- the first sight records the version, deploys nothing ------------------------

@@ -50,7 +50,8 @@ ALTER TABLE dfe_airbyte.connection_watch
         REFERENCES dfe_airbyte.targets (name) ON DELETE CASCADE;
 ALTER TABLE dfe_airbyte.connection_watch DROP CONSTRAINT connection_watch_pkey;
 ALTER TABLE dfe_airbyte.connection_watch ADD PRIMARY KEY (target);
-ALTER TABLE dfe_airbyte.connection_watch DROP COLUMN id;
+COMMENT ON COLUMN dfe_airbyte.connection_watch.id IS
+    'always true: the key of 0.2.0''s single row, kept so that an upgrade keeps every row as it was; the key is target';
 COMMENT ON TABLE dfe_airbyte.connection_watch IS
     'the Airbyte connection of each target as the dfe_airbyte worker last read it (status, schema propagation setting, selected fields, job progress)';
 COMMENT ON COLUMN dfe_airbyte.connection_watch.target IS
