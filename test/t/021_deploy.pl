@@ -250,6 +250,11 @@ like(sql("SELECT error FROM dfe_airbyte.deploys WHERE id = $id"),
 sql("DELETE FROM dfe_airbyte.allowlist WHERE column_name = 'phone'");
 
 # --- the fake server dies mid-deploy and comes back ------------------------------
+# Polls 3 s apart: the fake must be back and hold its jobs again (recreated
+# below, after it listens) before the next poll, or that poll's 404 fails
+# the deploy; 1 s was a race with the fake's start under load.
+sql("ALTER SYSTEM SET dfe_airbyte.job_poll_interval = 3");
+sql("SELECT pg_reload_conf()");
 $fake->config(job_running_seconds => 600);
 $id = deploy();
 ok(DfeTest::poll_until($node, "SELECT step FROM dfe_airbyte.deploys WHERE id = $id", 'waiting_for_sync'),
@@ -269,6 +274,8 @@ $fake->create_job(status => 'succeeded');
 ok(wait_state($id, 'succeeded'), 'server back: the deploy resumes and succeeds');
 like(deploy_log($id), qr/Airbyte answers again/, 'log: server back');
 is(sql("SELECT count(*) FROM dfe_airbyte.deploys WHERE state = 'running'"), '0', 'no row stuck in running');
+sql("ALTER SYSTEM RESET dfe_airbyte.job_poll_interval");
+sql("SELECT pg_reload_conf()");
 
 # --- the fake server never comes back: failed with the reason ----------------------
 $node->append_conf('postgresql.conf', "dfe_airbyte.deploy_retry_timeout = 2\n");
