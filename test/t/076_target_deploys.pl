@@ -162,6 +162,19 @@ is($ret, 0, "deploy(true, 'dsvc2') waits and succeeds") or diag($err);
 like($err, qr/NOTICE:  deploy \d+: waiting_for_sync: started sync job \d+/, '... reporting its progress');
 is(sql("SELECT target || ' ' || state || ' ' || requested_by FROM dfe_airbyte.deploys WHERE id = $out"),
 	'dsvc2 succeeded ops', 'the row names the target and who asked');
+# --- the SQL functions acting on one target's connection ---------------------------
+sub as_ops { return $node->psql('postgres', $_[0], extra_params => [ '-U', 'ops' ]) }
+($ret, $out, $err) = as_ops("SELECT jsonb_typeof(dfe_airbyte_connection_refresh('dsvc2'))");
+is($out, 'object', "connection_refresh('dsvc2') patches dsvc2's connection") or diag($err);
+($ret, $out, $err) = as_ops("SELECT count(*) > 0 FROM dfe_airbyte_deploy_plan('dsvc2')");
+is($ret, 0, "deploy_plan('dsvc2') reads dsvc2's connection") or diag($err);
+($ret, $out, $err) = as_ops("SELECT dfe_airbyte_start_sync('dsvc1')");
+like($err, qr/\Q$CONN_A\E/, "start_sync('dsvc1') asks for dsvc1's connection (unknown to Airbyte now)");
+($ret, $out, $err) = as_ops("SELECT * FROM dfe_airbyte_repair(true, false, 'dsvc1')");
+like($err, qr/does not repair a remote target yet/, 'repair refuses a remote target for now');
+is(sql("SELECT string_agg(target, ',' ORDER BY target) FROM dfe_airbyte.connection_watch"), 'local',
+	'the connection watch has no row for a target whose connection it has not read');
+
 unlike(slurp_file($node->logfile), qr/test-secret-value/, 'no secret in the server log');
 
 done_testing();
