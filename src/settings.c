@@ -47,6 +47,7 @@ int			dfe_http_max_retries = 5;
 int			dfe_http_retry_base_ms = 500;
 int			dfe_policy_tag_concurrency = 16;
 int			dfe_migration_wait_timeout_s = 600;
+int			dfe_migration_poll_interval_s = 5;
 int			dfe_job_timeout_s = 3600;
 int			dfe_job_poll_interval_s = 10;
 int			dfe_sync_poll_interval_s = 60;
@@ -208,6 +209,9 @@ dfe_define_settings(void)
 	define_int("dfe_airbyte.migration_wait_timeout",
 			   "How long a deploy waits for a running Rails migration.",
 			   &dfe_migration_wait_timeout_s, 600, 0, 86400, GUC_UNIT_S);
+	define_int("dfe_airbyte.migration_poll_interval",
+			   "How often the network worker reads a remote target's schema_migrations for a new version to deploy.",
+			   &dfe_migration_poll_interval_s, 5, 1, 3600, GUC_UNIT_S);
 	define_int("dfe_airbyte.job_timeout",
 			   "How long a deploy waits for its Airbyte sync job.",
 			   &dfe_job_timeout_s, 3600, 1, 7 * 86400, GUC_UNIT_S);

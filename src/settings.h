@@ -43,6 +43,7 @@ extern int	dfe_http_max_retries;
 extern int	dfe_http_retry_base_ms;
 extern int	dfe_policy_tag_concurrency;
 extern int	dfe_migration_wait_timeout_s;
+extern int	dfe_migration_poll_interval_s;
 extern int	dfe_job_timeout_s;
 extern int	dfe_job_poll_interval_s;
 extern int	dfe_sync_poll_interval_s;
