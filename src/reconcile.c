@@ -55,6 +55,8 @@
 #include "reconcile.h"
 #include "settings.h"
 #include "spi_xact.h"
+#include "target.h"
+#include "target_scope.h"
 #include "worker.h"
 
 #define NBUCKETS 4096			/* first level: buckets per table */
@@ -74,6 +76,8 @@ typedef struct RcBucket
 
 typedef struct RcRun
 {
+	const char *target;			/* the service (dfe_airbyte.targets) */
+	DfeTarget  *src;			/* where its source tables are read */
 	char	   *table;
 	bool		checksum;
 	bool		dry_run;
@@ -132,11 +136,47 @@ rc_sql(RcRun *run, const char *what, const char *sql, int nargs, const char **ar
 	return run->nrows;
 }
 
-/* row i, column j (1-based, as SPI) of the last rc_sql; NULL for NULL */
+/* row i, column j (1-based, as SPI) of the last rc_sql or rc_src; NULL for NULL */
 static char *
 rc_val(RcRun *run, int i, int j)
 {
 	return run->rows[i][j - 1];
+}
+
+/*
+ * A query on the service database (the target): through the seam
+ * (src/target.c), SPI for "local" and libpq for a remote one, the same SQL
+ * text.  Rows are kept as rc_sql keeps them.  In the worker the local case
+ * needs a transaction of its own, a short one as for rc_sql.
+ */
+static int
+rc_src(RcRun *run, const char *what, const char *sql, int nargs, const char **args)
+{
+	bool		own = run->own_xact && !run->in_xact && dfe_target_is_local(run->src);
+	DfeRows    *r;
+
+	if (own)
+		dfe_xact_begin(what);
+	MemoryContextSwitchTo(run->cxt);
+	r = dfe_target_query(run->src, what, sql, nargs, (const char *const *) args);
+	if (own)
+	{
+		dfe_xact_end();
+		MemoryContextSwitchTo(run->cxt);
+	}
+	run->nrows = r->nrows;
+	run->rows = palloc0(sizeof(char **) * Max(run->nrows, 1));
+	for (int i = 0; i < run->nrows; i++)
+	{
+		run->rows[i] = palloc0(sizeof(char *) * Max(r->ncols, 1));
+		for (int j = 0; j < r->ncols; j++)
+		{
+			const char *v = dfe_rows_value(r, i, j);
+
+			run->rows[i][j] = v ? pstrdup(v) : NULL;
+		}
+	}
+	return run->nrows;
 }
 
 static void
@@ -179,30 +219,73 @@ column_kind(const char *typname, int typmod, char typtype, bool *ok)
 	return RK_TEXT;
 }
 
+/*
+ * The table's columns, read on the service database: catalogue only, every
+ * name qualified (the remote role has pg_read_all_data, nothing more).
+ */
 static const char *const columns_sql =
-"SELECT a.attname::text, t.typname::text, a.atttypmod, t.typtype::text,\n"
-"       EXISTS (SELECT 1 FROM dfe_airbyte.allowlist l WHERE l.table_name = $2 AND l.column_name = a.attname::text),\n"
-"       EXISTS (SELECT 1 FROM dfe_airbyte.blocklist b WHERE b.table_name = $2 AND b.column_name = a.attname::text),\n"
-"       CASE WHEN a.attnum = ANY (i.indkey)  -- int2vector subscripts start at 0\n"
-"            THEN array_position(i.indkey::int2[], a.attnum) - array_lower(i.indkey::int2[], 1) + 1 ELSE 0 END\n"
+"SELECT a.attname::pg_catalog.text, t.typname::pg_catalog.text, a.atttypmod, t.typtype::pg_catalog.text,\n"
+"       CASE WHEN a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey)  -- int2vector subscripts start at 0\n"
+"            THEN pg_catalog.array_position(i.indkey::pg_catalog.int2[], a.attnum)\n"
+"                 OPERATOR(pg_catalog.-) pg_catalog.array_lower(i.indkey::pg_catalog.int2[], 1) OPERATOR(pg_catalog.+) 1\n"
+"            ELSE 0 END\n"
 "  FROM pg_catalog.pg_attribute a\n"
-"  JOIN pg_catalog.pg_type t ON t.oid = a.atttypid\n"
-"  LEFT JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND i.indisprimary\n"
-" WHERE a.attrelid = pg_catalog.to_regclass(pg_catalog.quote_ident($1) || '.' || pg_catalog.quote_ident($2))\n"
-"   AND a.attnum > 0 AND NOT a.attisdropped\n"
-" ORDER BY 7, a.attnum";
+"  JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid\n"
+"  LEFT JOIN pg_catalog.pg_index i ON i.indrelid OPERATOR(pg_catalog.=) a.attrelid AND i.indisprimary\n"
+" WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(pg_catalog.quote_ident($1) OPERATOR(pg_catalog.||) '.'\n"
+"                                                           OPERATOR(pg_catalog.||) pg_catalog.quote_ident($2))\n"
+"   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped\n"
+" ORDER BY 5, a.attnum";
+
+/* the target's allowlisted columns of the table, and whether blocklisted: in this database */
+static const char *const lists_sql =
+"SELECT l.column_name, EXISTS (SELECT 1 FROM dfe_airbyte.blocklist b WHERE b.target = l.target\n"
+"                              AND b.table_name = l.table_name AND b.column_name = l.column_name)::text\n"
+"  FROM dfe_airbyte.allowlist l WHERE l.target = $1 AND l.table_name = $2";
+
+typedef struct RcLists
+{
+	List	   *allowed;		/* char *: column names */
+	List	   *hidden;
+} RcLists;
+
+static bool
+name_in(List *names, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, names)
+		if (strcmp((char *) lfirst(lc), name) == 0)
+			return true;
+	return false;
+}
+
+static void
+load_lists(RcRun *run, const char *name, RcLists *lists)
+{
+	const char *args[2] = {run->target, name};
+	int			n = rc_sql(run, "read the table's allowlisted columns", lists_sql, 2, args);
+
+	lists->allowed = lists->hidden = NIL;
+	for (int i = 0; i < n; i++)
+	{
+		lists->allowed = lappend(lists->allowed, rc_val(run, i, 1));
+		if (strcmp(rc_val(run, i, 2), "true") == 0)
+			lists->hidden = lappend(lists->hidden, rc_val(run, i, 1));
+	}
+}
 
 /* one column row of columns_sql into t */
 static void
-add_column(RcRun *run, RcTable *t, int row, bool *key_unusable)
+add_column(RcRun *run, RcTable *t, int row, RcLists *lists, bool *key_unusable)
 {
 	char	   *name = rc_val(run, row, 1);
 	char	   *typname = rc_val(run, row, 2);
 	int			typmod = atoi(rc_val(run, row, 3));
 	char	   *typtype = rc_val(run, row, 4);
-	bool		allowed = strcmp(rc_val(run, row, 5), "t") == 0;
-	bool		hidden = strcmp(rc_val(run, row, 6), "t") == 0;
-	bool		key = atoi(rc_val(run, row, 7)) > 0;
+	bool		allowed = name_in(lists->allowed, name);
+	bool		hidden = name_in(lists->hidden, name);
+	bool		key = atoi(rc_val(run, row, 5)) > 0;
 	bool		ok;
 	RcColumn   *c = palloc0(sizeof(RcColumn));
 
@@ -233,19 +316,21 @@ load_table(RcRun *run, const char *name)
 	RcTable    *t = palloc0(sizeof(RcTable));
 	const char *args[2] = {dfe_setting_source_schema(), name};
 	bool		key_unusable = false;
+	RcLists		lists;
 	int			n;
 
+	load_lists(run, name, &lists);
 	t->name = pstrdup(name);
 	t->pg_rel = psprintf("%s.%s", quote_identifier(dfe_setting_source_schema()), quote_identifier(name));
 	t->bq_rel = psprintf("`%s.%s.%s`", dfe_setting_bigquery_project(), dfe_setting_bigquery_dataset(), name);
-	n = rc_sql(run, "read the table's columns", columns_sql, 2, args);
+	n = rc_src(run, "read the table's columns", columns_sql, 2, args);
 	if (n == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table \"%s.%s\" does not exist", args[0], name),
+				 errmsg("table \"%s.%s\" does not exist on target \"%s\"", args[0], name, run->target),
 				 errhint("Name an allowlisted table of dfe_airbyte.source_schema.")));
 	for (int i = 0; i < n; i++)
-		add_column(run, t, i, &key_unusable);
+		add_column(run, t, i, &lists, &key_unusable);
 	if (key_unusable)
 	{
 		note(run, "primary key not replicated or not comparable: compared by count only");
@@ -256,14 +341,23 @@ load_table(RcRun *run, const char *name)
 	return t;
 }
 
-/* the last successful sync: its job id and start (the cut-off) */
+/*
+ * The target's syncs.  dfe_airbyte.sync_jobs gains its target column in
+ * 0.3.0's sync step (src/sync_health.c); read through to_jsonb() so that
+ * this text works with and without it (without: every sync is local's).
+ */
+#define SYNC_OF_TARGET "coalesce(pg_catalog.to_jsonb(j) OPERATOR(pg_catalog.->>) 'target', 'local') = $1"
+
+/* the target's last successful sync: its job id and start (the cut-off) */
 static void
 load_cutoff(RcRun *run)
 {
+	const char *args[1] = {run->target};
+
 	if (rc_sql(run, "read the last successful sync",
-			   "SELECT job_id::text, started_at::text FROM dfe_airbyte.sync_jobs"
-			   " WHERE status = 'succeeded' AND started_at IS NOT NULL"
-			   " ORDER BY job_id DESC LIMIT 1", 0, NULL) == 0)
+			   "SELECT job_id::text, started_at::text FROM dfe_airbyte.sync_jobs j"
+			   " WHERE status = 'succeeded' AND started_at IS NOT NULL AND " SYNC_OF_TARGET
+			   " ORDER BY job_id DESC LIMIT 1", 1, args) == 0)
 	{
 		note(run, "no successful sync recorded: no cut-off, every row compared");
 		return;
@@ -304,7 +398,7 @@ load_hot_keys(RcTable *t, RcRun *run, List **hot)
 	*hot = NIL;
 	if (cond[0] == '\0' || t->keys == NIL)
 		return true;
-	n = rc_sql(run, "read the rows changed since the last sync",
+	n = rc_src(run, "read the rows changed since the last sync",
 			   psprintf("SELECT %s FROM %s WHERE TRUE%s LIMIT %d", rc_pg_key_text(t), t->pg_rel, cond,
 						MAX_HOT_KEYS + 1), 0, NULL);
 	run->hot_rows = n;
@@ -322,7 +416,7 @@ static List *
 pg_buckets(RcTable *t, RcRun *run, RcLevel *lv)
 {
 	List	   *out = NIL;
-	int			n = rc_sql(run, "compute the source checksums",
+	int			n = rc_src(run, "compute the source checksums",
 						   rc_pg_bucket_query(t, run->checksum, lv, hot_filter(t, run, false)), 0, NULL);
 
 	for (int i = 0; i < n; i++)
@@ -569,7 +663,7 @@ diff_keys(RcTable *t, RcRun *run, RcLevel *lv, List *hot)
 	BqResult   *res;
 	ListCell   *a;
 	ListCell   *b;
-	int			n = rc_sql(run, "list the source keys", rc_pg_keys_query(t, run->checksum, lv, hot_filter(t, run, false)), 0, NULL);
+	int			n = rc_src(run, "list the source keys", rc_pg_keys_query(t, run->checksum, lv, hot_filter(t, run, false)), 0, NULL);
 	int64		missing = 0,
 				extra = 0,
 				changed = 0;
@@ -624,7 +718,7 @@ first_level(RcTable *t, RcRun *run, RcLevel *lv)
 	lv->hexdigits = 3;			/* 4096 hash buckets */
 	if (!t->int_key)
 		return;
-	rc_sql(run, "read the key range",
+	rc_src(run, "read the key range",
 		   psprintf("SELECT min(%s)::text, max(%s)::text FROM %s",
 					quote_identifier(((RcColumn *) linitial(t->keys))->name),
 					quote_identifier(((RcColumn *) linitial(t->keys))->name), t->pg_rel), 0, NULL);
@@ -717,7 +811,7 @@ compare_count(RcTable *t, RcRun *run)
 {
 	BqResult   *res;
 
-	rc_sql(run, "count the source rows", rc_pg_count_query(t), 0, NULL);
+	rc_src(run, "count the source rows", rc_pg_count_query(t), 0, NULL);
 	run->source_rows = strtoll(rc_val(run, 0, 1), NULL, 10);
 	res = bq_run(run, rc_bq_count_query(t));
 	if (res == NULL)
@@ -730,11 +824,13 @@ compare_count(RcTable *t, RcRun *run)
 }
 
 static RcRun *
-reconcile_table(const char *name, bool checksum, bool dry_run, MemoryContext cxt, bool own_xact)
+reconcile_table(DfeTarget *src, const char *name, bool checksum, bool dry_run, MemoryContext cxt, bool own_xact)
 {
 	RcRun	   *run = palloc0(sizeof(RcRun));
 	RcTable    *t;
 
+	run->target = dfe_target_name(src);
+	run->src = src;
 	run->cxt = cxt;
 	run->own_xact = own_xact;
 	run->table = pstrdup(name);
@@ -786,8 +882,8 @@ join_list(List *l)
 static void
 decide_status(RcRun *run)
 {
-	const char *args[4] = {run->table, join_list(run->keys), join_list(run->ranges),
-	dfe_int64_str(run->sync_job_id)};
+	const char *args[5] = {run->table, join_list(run->keys), join_list(run->ranges),
+	dfe_int64_str(run->sync_job_id), run->target};
 	char	   *prev;
 	bool		same;
 	bool		newer_sync;
@@ -798,7 +894,7 @@ decide_status(RcRun *run)
 			   "SELECT status, (keys && string_to_array($2, E'\\x1f') OR key_ranges && string_to_array($3, E'\\x1f')\n"
 			   "                OR (cardinality(keys) = 0 AND cardinality(key_ranges) = 0 AND $2 = '' AND $3 = ''))::text,\n"
 			   "       (coalesce(sync_job_id, 0) < $4::bigint)::text\n"
-			   "  FROM dfe_airbyte.reconciliation WHERE target = 'local' AND table_name = $1", 4, args) == 0)
+			   "  FROM dfe_airbyte.reconciliation WHERE target = $5 AND table_name = $1", 5, args) == 0)
 		return;
 	prev = rc_val(run, 0, 1);
 	same = strcmp(rc_val(run, 0, 2), "true") == 0;
@@ -823,9 +919,9 @@ decide_status(RcRun *run)
 
 static const char *const record_sql =
 "WITH r AS (\n"
-"  INSERT INTO dfe_airbyte.reconcile_runs (table_name, mode, status, sync_job_id, cutoff_at, source_rows,\n"
+"  INSERT INTO dfe_airbyte.reconcile_runs (target, table_name, mode, status, sync_job_id, cutoff_at, source_rows,\n"
 "         bigquery_rows, matched, mismatches, bytes_billed, bigquery_queries, keys, key_ranges, detail, started_at)\n"
-"  VALUES ($1, $2, $3, nullif($4, '0')::bigint, $5::timestamptz, $6::bigint, $7::bigint,\n"
+"  VALUES ($15, $1, $2, $3, nullif($4, '0')::bigint, $5::timestamptz, $6::bigint, $7::bigint,\n"
 "          CASE $3 WHEN 'match' THEN true WHEN 'mismatch' THEN false WHEN 'mismatch_candidate' THEN false END,\n"
 "          $8::bigint, $9::bigint, $10::int, string_to_array($11, E'\\x1f'), string_to_array($12, E'\\x1f'), $13, $14::timestamptz)\n"
 "  RETURNING *)\n"
@@ -846,24 +942,24 @@ static const char *const record_sql =
 static void
 record_run(RcRun *run, const char *started)
 {
-	const char *args[14] = {
+	const char *args[15] = {
 		run->table, run->checksum ? "checksum" : "count", run->status, dfe_int64_str(run->sync_job_id),
 		run->cutoff, dfe_int64_str(run->source_rows), run->bq_rows_known ? dfe_int64_str(run->bq_rows) : NULL,
 		dfe_int64_str(run->mismatches), dfe_int64_str(run->bytes_billed), psprintf("%d", run->queries),
-		join_list(run->keys), join_list(run->ranges), run->detail.data, started
+		join_list(run->keys), join_list(run->ranges), run->detail.data, started, run->target
 	};
-	Oid			types[14];
-	Datum		values[14];
-	char		nulls[14];
+	Oid			types[15];
+	Datum		values[15];
+	char		nulls[15];
 	int			ret;
 
-	for (int i = 0; i < 14; i++)
+	for (int i = 0; i < 15; i++)
 	{
 		types[i] = TEXTOID;
 		values[i] = args[i] ? CStringGetTextDatum(args[i]) : (Datum) 0;
 		nulls[i] = args[i] ? ' ' : 'n';
 	}
-	ret = SPI_execute_with_args(record_sql, 14, types, values, nulls, false, 0);
+	ret = SPI_execute_with_args(record_sql, 15, types, values, nulls, false, 0);
 	MemoryContextSwitchTo(run->cxt);
 	if (ret != SPI_OK_SELECT && ret != SPI_OK_INSERT_RETURNING)
 		dfe_spi_failed("record the reconciliation", ret);
@@ -875,53 +971,57 @@ record_run(RcRun *run, const char *started)
 		dfe_spi_failed("prune dfe_airbyte.reconcile_runs", ret);
 }
 
-/* the tables to reconcile: one allowlisted table, or all of them */
+/* the tables to reconcile: one table of the target's allowlist, or all of them */
 static List *
-tables_to_check(RcRun *run, text *name)
+tables_to_check(RcRun *run, text *name, const char *target)
 {
 	List	   *out = NIL;
-	const char *args[1] = {name ? text_to_cstring(name) : NULL};
+	const char *args[2] = {name ? text_to_cstring(name) : NULL, target};
 	int			n = rc_sql(run, "read the allowlisted tables",
 						   "SELECT DISTINCT table_name FROM dfe_airbyte.allowlist"
-						   " WHERE ($1 IS NULL OR table_name = $1) AND table_name <> 'airbyte_heartbeat'"
-						   " ORDER BY 1", 1, args);
+						   " WHERE target = $2 AND ($1 IS NULL OR table_name = $1) AND table_name <> 'airbyte_heartbeat'"
+						   " ORDER BY 1", 2, args);
 
 	if (n == 0 && name)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table \"%s\" is not allowlisted", args[0]),
-				 errhint("Only replicated tables can be reconciled: see dfe_airbyte.allowlist.")));
+				 errmsg("table \"%s\" is not allowlisted for target \"%s\"", args[0], target),
+				 errhint("Only replicated tables can be reconciled: see the target's rows of dfe_airbyte.allowlist.")));
 	for (int i = 0; i < n; i++)
 		out = lappend(out, rc_val(run, i, 1));
 	return out;
 }
 
 static void
-check_arguments(const char *mode, const char *target)
+check_mode(const char *mode)
 {
 	if (strcmp(mode, "count") != 0 && strcmp(mode, "checksum") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown reconciliation mode \"%s\"", mode),
 				 errhint("Use mode => 'count' (row count and key set) or mode => 'checksum' (every replicated value).")));
-	if (strcmp(target, "local") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("reconciliation target \"%s\" is not supported", target),
-				 errhint("Only target => 'local' (this database) can be reconciled in this version.")));
+}
+
+/* in the target's scope: its own BigQuery settings, or the global ones */
+static void
+check_bigquery(const char *target)
+{
 	if (dfe_setting_bigquery_project() == NULL || dfe_setting_bigquery_dataset() == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("BigQuery is not configured"),
-				 errhint("Set dfe_airbyte.bigquery_project and dfe_airbyte.bigquery_dataset (env BIGQUERY_PROJECT_ID, BIGQUERY_AIRBYTE_DATASET).")));
+				 errmsg("BigQuery is not configured for target \"%s\"", target),
+				 errhint("Set dfe_airbyte.bigquery_project and dfe_airbyte.bigquery_dataset (env BIGQUERY_PROJECT_ID, "
+						 "BIGQUERY_AIRBYTE_DATASET), or the target's bigquery_project and bigquery_dataset settings "
+						 "(dfe_airbyte.targets.settings).")));
 }
 
 /* the result of a table whose reconciliation failed */
 static RcRun *
-error_run(const char *name, bool checksum, bool dry_run, MemoryContext cxt, ErrorData *err)
+error_run(const char *target, const char *name, bool checksum, bool dry_run, MemoryContext cxt, ErrorData *err)
 {
 	RcRun	   *run = palloc0(sizeof(RcRun));
 
+	run->target = target;
 	run->cxt = cxt;
 	run->table = pstrdup(name);
 	run->checksum = checksum;
@@ -936,7 +1036,7 @@ error_run(const char *name, bool checksum, bool dry_run, MemoryContext cxt, Erro
 
 /* one table in a subtransaction: an error becomes that table's result */
 static RcRun *
-reconcile_one(const char *name, bool checksum, bool dry_run, MemoryContext cxt)
+reconcile_one(DfeTarget *src, const char *name, bool checksum, bool dry_run, MemoryContext cxt)
 {
 	ResourceOwner owner = CurrentResourceOwner;
 	RcRun	   *run = NULL;
@@ -945,7 +1045,7 @@ reconcile_one(const char *name, bool checksum, bool dry_run, MemoryContext cxt)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		run = reconcile_table(name, checksum, dry_run, cxt, false);
+		run = reconcile_table(src, name, checksum, dry_run, cxt, false);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -959,7 +1059,7 @@ reconcile_one(const char *name, bool checksum, bool dry_run, MemoryContext cxt)
 		/* a cancel or a shutdown ends the whole call */
 		if (err->sqlerrcode == ERRCODE_QUERY_CANCELED || err->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
 			ReThrowError(err);
-		run = error_run(name, checksum, dry_run, cxt, err);
+		run = error_run(dfe_target_name(src), name, checksum, dry_run, cxt, err);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
@@ -990,8 +1090,35 @@ emit(ReturnSetInfo *rsinfo, RcRun *run)
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 }
 
+/* every table of the list, one result row each */
+static void
+reconcile_tables(ReturnSetInfo *rsinfo, DfeTarget *src, List *tables, bool checksum, bool dry_run,
+				 MemoryContext cxt)
+{
+	ListCell   *lc;
+
+	foreach(lc, tables)
+	{
+		char	   *started = pstrdup(timestamptz_to_str(GetCurrentTimestamp()));
+		RcRun	   *run = reconcile_one(src, lfirst(lc), checksum, dry_run, cxt);
+
+		if (!dry_run)
+		{
+			if (strcmp(run->status, "error") != 0)
+				decide_status(run);
+			record_run(run, started);
+		}
+		emit(rsinfo, run);
+	}
+}
+
 PG_FUNCTION_INFO_V1(dfe_airbyte_reconcile);
 
+/*
+ * In the target's scope: its settings (BigQuery dataset, project, policy
+ * tag, source schema) apply, its source tables are read through the seam,
+ * its lists and syncs are the rows of this database that name it.
+ */
 Datum
 dfe_airbyte_reconcile(PG_FUNCTION_ARGS)
 {
@@ -999,14 +1126,15 @@ dfe_airbyte_reconcile(PG_FUNCTION_ARGS)
 	text	   *name = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
 	char	   *mode = PG_ARGISNULL(1) ? "count" : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	bool		dry_run = PG_ARGISNULL(2) ? false : PG_GETARG_BOOL(2);
-	char	   *target = PG_ARGISNULL(3) ? "local" : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	char	   *target = PG_ARGISNULL(3) ? DFE_LOCAL_TARGET : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	DfeTargetScope *scope;
 	MemoryContext cxt;
 	MemoryContext old;
 	RcRun		scratch;
-	List	   *tables;
-	ListCell   *lc;
 
-	check_arguments(mode, target);
+	check_mode(mode);
+	scope = dfe_target_scope_enter(target);
+	check_bigquery(target);
 	InitMaterializedSRF(fcinfo, 0);
 	old = CurrentMemoryContext;
 	cxt = AllocSetContextCreate(old, "dfe_airbyte reconcile", ALLOCSET_DEFAULT_SIZES);
@@ -1018,43 +1146,45 @@ dfe_airbyte_reconcile(PG_FUNCTION_ARGS)
 	MemoryContextSwitchTo(cxt);
 	memset(&scratch, 0, sizeof(scratch));
 	scratch.cxt = cxt;
-	tables = tables_to_check(&scratch, name);
-	foreach(lc, tables)
-	{
-		char	   *started = pstrdup(timestamptz_to_str(GetCurrentTimestamp()));
-		RcRun	   *run = reconcile_one(lfirst(lc), strcmp(mode, "checksum") == 0, dry_run, cxt);
-
-		if (!dry_run)
-		{
-			if (strcmp(run->status, "error") != 0)
-				decide_status(run);
-			record_run(run, started);
-		}
-		emit(rsinfo, run);
-	}
+	scratch.target = target;
+	reconcile_tables(rsinfo, dfe_target_scope_target(scope), tables_to_check(&scratch, name, target),
+					 strcmp(mode, "checksum") == 0, dry_run, cxt);
 	SPI_finish();
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
+	dfe_target_scope_leave(scope);
 	return (Datum) 0;
 }
 
 /*
- * The network worker's task: one table per call, in count mode, when a
- * successful sync has finished since the table's last run and
- * dfe_airbyte.reconcile_interval has passed (a candidate mismatch is checked
- * again after the next sync whatever the interval: that is what confirms
- * it); never while a full re-sync the extension asked for is pending or
- * running (a dfe_airbyte.slot_recreations row without resync_finished_at:
- * pending, or its job not finished): the final table is being rebuilt.
+ * The network worker's task: per enabled target (dfe_for_each_target), one
+ * table per call, in count mode, when a successful sync of that target has
+ * finished since the table's last run and dfe_airbyte.reconcile_interval
+ * has passed (a candidate mismatch is checked again after the next sync
+ * whatever the interval: that is what confirms it); never while a full
+ * re-sync of that target the extension asked for is pending or running (a
+ * dfe_airbyte.slot_recreations row without resync_finished_at: pending, or
+ * its job not finished): the final table is being rebuilt.  The targets
+ * take turns, so one table is compared at a time overall.
+ *
+ * sync_jobs and slot_recreations gain their target column in 0.3.0's sync
+ * and guard steps; to_jsonb() reads it when it is there (without it every
+ * row is local's).
  */
+#define OF_TARGET(alias) \
+	"coalesce(pg_catalog.to_jsonb(" alias ") OPERATOR(pg_catalog.->>) 'target', 'local') = $2"
+
 static const char *const next_table_sql =
-"WITH s AS (SELECT max(job_id) AS job FROM dfe_airbyte.sync_jobs WHERE status = 'succeeded' AND started_at IS NOT NULL)\n"
+"WITH s AS (SELECT max(job_id) AS job FROM dfe_airbyte.sync_jobs j\n"
+"            WHERE status = 'succeeded' AND started_at IS NOT NULL AND " OF_TARGET("j") ")\n"
 "SELECT a.table_name\n"
-"  FROM (SELECT DISTINCT table_name FROM dfe_airbyte.allowlist WHERE table_name <> 'airbyte_heartbeat') a\n"
+"  FROM (SELECT DISTINCT table_name FROM dfe_airbyte.allowlist\n"
+"         WHERE target = $2 AND table_name <> 'airbyte_heartbeat') a\n"
 "  CROSS JOIN s\n"
-"  LEFT JOIN dfe_airbyte.reconciliation r ON r.target = 'local' AND r.table_name = a.table_name\n"
+"  LEFT JOIN dfe_airbyte.reconciliation r ON r.target = $2 AND r.table_name = a.table_name\n"
 " WHERE s.job IS NOT NULL\n"
-"   AND NOT EXISTS (SELECT 1 FROM dfe_airbyte.slot_recreations WHERE resync_finished_at IS NULL)\n"
+"   AND NOT EXISTS (SELECT 1 FROM dfe_airbyte.slot_recreations x\n"
+"                    WHERE resync_finished_at IS NULL AND " OF_TARGET("x") ")\n"
 "   AND (r.table_name IS NULL\n"
 "        OR (coalesce(r.sync_job_id, 0) < s.job\n"
 "            AND (r.status = 'mismatch_candidate' OR r.finished_at < now() - make_interval(secs => $1::int))))\n"
@@ -1075,28 +1205,31 @@ worker_record(RcRun *run, const char *started)
 	MemoryContextSwitchTo(run->cxt);
 }
 
-long
-reconcile_worker_task(void)
+/* the target to read, opened in cxt (its lookup is a short transaction) */
+static DfeTarget *
+worker_open(const char *target, MemoryContext cxt)
 {
-	long		wait = dfe_check_interval_s * 1000L;
-	MemoryContext cxt = CurrentMemoryContext;
-	RcRun		pick;
-	const char *args[1] = {psprintf("%d", dfe_reconcile_interval_s)};
-	char	   *started;
+	DfeTarget  *src;
+
+	dfe_xact_begin("dfe_airbyte reconcile");
+	MemoryContextSwitchTo(cxt);
+	src = dfe_target_open(target);
+	dfe_xact_end();
+	MemoryContextSwitchTo(cxt);
+	return src;
+}
+
+/* one table of the target, its error recorded as that table's result */
+static void
+worker_reconcile(const char *target, const char *table, MemoryContext cxt)
+{
+	char	   *started = pstrdup(timestamptz_to_str(GetCurrentTimestamp()));
+	DfeTarget  *src = worker_open(target, cxt);
 	RcRun	   *run = NULL;
 
-	if (dfe_reconcile_interval_s == 0 || dfe_reconcile_daily_mb == 0 ||
-		dfe_setting_bigquery_project() == NULL || dfe_setting_bigquery_dataset() == NULL)
-		return wait;
-	memset(&pick, 0, sizeof(pick));
-	pick.cxt = cxt;
-	pick.own_xact = true;
-	if (rc_sql(&pick, "pick the next table to reconcile", next_table_sql, 1, args) == 0)
-		return wait;
-	started = pstrdup(timestamptz_to_str(GetCurrentTimestamp()));
 	PG_TRY();
 	{
-		run = reconcile_table(rc_val(&pick, 0, 1), false, false, cxt, true);
+		run = reconcile_table(src, table, false, false, cxt, true);
 	}
 	PG_CATCH();
 	{
@@ -1108,10 +1241,49 @@ reconcile_worker_task(void)
 			PG_RE_THROW();
 		FlushErrorState();
 		AbortOutOfAnyTransaction();
-		run = error_run(rc_val(&pick, 0, 1), false, false, cxt, err);
+		run = error_run(target, table, false, false, cxt, err);
 		run->own_xact = true;
 	}
 	PG_END_TRY();
 	worker_record(run, started);
-	return 0;					/* the next table at once; none left: the wait above */
+	dfe_target_close(src);
+}
+
+/* dfe_for_each_target's function: in the target's scope, its settings apply */
+static void
+reconcile_target_task(const char *target, void *arg)
+{
+	bool	   *did = (bool *) arg;
+	MemoryContext old = CurrentMemoryContext;
+	MemoryContext cxt;
+	RcRun		pick;
+	const char *args[2];
+
+	if (dfe_reconcile_interval_s == 0 || dfe_reconcile_daily_mb == 0 ||
+		dfe_setting_bigquery_project() == NULL || dfe_setting_bigquery_dataset() == NULL)
+		return;
+	cxt = AllocSetContextCreate(old, "dfe_airbyte reconcile", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(cxt);
+	memset(&pick, 0, sizeof(pick));
+	pick.cxt = cxt;
+	pick.own_xact = true;
+	args[0] = psprintf("%d", dfe_reconcile_interval_s);
+	args[1] = target;
+	if (rc_sql(&pick, "pick the next table to reconcile", next_table_sql, 2, args) > 0)
+	{
+		worker_reconcile(target, rc_val(&pick, 0, 1), cxt);
+		*did = true;
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+}
+
+long
+reconcile_worker_task(void)
+{
+	bool		did = false;
+
+	dfe_for_each_target(reconcile_target_task, &did);
+	/* a table was compared: the next at once; none left: wait */
+	return did ? 0 : dfe_check_interval_s * 1000L;
 }
