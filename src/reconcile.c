@@ -1158,7 +1158,7 @@ dfe_airbyte_reconcile(PG_FUNCTION_ARGS)
 
 /*
  * The network worker's task: per enabled target (dfe_for_each_target), one
- * table per call, in count mode, when a successful sync of that target has
+ * table per call, in count mode (or checksum, below), when a successful sync of that target has
  * finished since the table's last run and dfe_airbyte.reconcile_interval
  * has passed (a candidate mismatch is checked again after the next sync
  * whatever the interval: that is what confirms it); never while a full
@@ -1166,6 +1166,12 @@ dfe_airbyte_reconcile(PG_FUNCTION_ARGS)
  * dfe_airbyte.slot_recreations row without resync_finished_at: pending, or
  * its job not finished): the final table is being rebuilt.  The targets
  * take turns, so one table is compared at a time overall.
+ *
+ * With dfe_airbyte.reconcile_checksum_every = N, a table's run is in
+ * checksum mode when N - 1 runs of it have followed its last checksum run
+ * (reconcile_runs; a pruned history makes the next checksum come early,
+ * never late): count mode sees missing and extra rows, only checksum mode
+ * sees a changed value, at a higher BigQuery cost (docs/benchmarks.md).
  *
  * sync_jobs and slot_recreations gain their target column in 0.3.0's sync
  * and guard steps; to_jsonb() reads it when it is there (without it every
@@ -1177,7 +1183,12 @@ dfe_airbyte_reconcile(PG_FUNCTION_ARGS)
 static const char *const next_table_sql =
 "WITH s AS (SELECT max(job_id) AS job FROM dfe_airbyte.sync_jobs j\n"
 "            WHERE status = 'succeeded' AND started_at IS NOT NULL AND " OF_TARGET("j") ")\n"
-"SELECT a.table_name\n"
+"SELECT a.table_name,\n"
+"       ($3::int > 0 AND (SELECT count(*) FROM dfe_airbyte.reconcile_runs u\n"
+"                          WHERE u.target = $2 AND u.table_name = a.table_name\n"
+"                            AND u.id > coalesce((SELECT max(c.id) FROM dfe_airbyte.reconcile_runs c\n"
+"                                                  WHERE c.target = $2 AND c.table_name = a.table_name\n"
+"                                                    AND c.mode = 'checksum'), 0)) >= $3::int - 1)::text\n"
 "  FROM (SELECT DISTINCT table_name FROM dfe_airbyte.allowlist\n"
 "         WHERE target = $2 AND table_name <> 'airbyte_heartbeat') a\n"
 "  CROSS JOIN s\n"
@@ -1221,7 +1232,7 @@ worker_open(const char *target, MemoryContext cxt)
 
 /* one table of the target, its error recorded as that table's result */
 static void
-worker_reconcile(const char *target, const char *table, MemoryContext cxt)
+worker_reconcile(const char *target, const char *table, bool checksum, MemoryContext cxt)
 {
 	char	   *started = pstrdup(timestamptz_to_str(GetCurrentTimestamp()));
 	DfeTarget  *src = worker_open(target, cxt);
@@ -1229,7 +1240,7 @@ worker_reconcile(const char *target, const char *table, MemoryContext cxt)
 
 	PG_TRY();
 	{
-		run = reconcile_table(src, table, false, false, cxt, true);
+		run = reconcile_table(src, table, checksum, false, cxt, true);
 	}
 	PG_CATCH();
 	{
@@ -1241,7 +1252,7 @@ worker_reconcile(const char *target, const char *table, MemoryContext cxt)
 			PG_RE_THROW();
 		FlushErrorState();
 		AbortOutOfAnyTransaction();
-		run = error_run(target, table, false, false, cxt, err);
+		run = error_run(target, table, checksum, false, cxt, err);
 		run->own_xact = true;
 	}
 	PG_END_TRY();
@@ -1257,7 +1268,7 @@ reconcile_target_task(const char *target, void *arg)
 	MemoryContext old = CurrentMemoryContext;
 	MemoryContext cxt;
 	RcRun		pick;
-	const char *args[2];
+	const char *args[3];
 
 	if (dfe_reconcile_interval_s == 0 || dfe_reconcile_daily_mb == 0 ||
 		dfe_setting_bigquery_project() == NULL || dfe_setting_bigquery_dataset() == NULL)
@@ -1269,9 +1280,10 @@ reconcile_target_task(const char *target, void *arg)
 	pick.own_xact = true;
 	args[0] = psprintf("%d", dfe_reconcile_interval_s);
 	args[1] = target;
-	if (rc_sql(&pick, "pick the next table to reconcile", next_table_sql, 2, args) > 0)
+	args[2] = psprintf("%d", dfe_reconcile_checksum_every);
+	if (rc_sql(&pick, "pick the next table to reconcile", next_table_sql, 3, args) > 0)
 	{
-		worker_reconcile(target, rc_val(&pick, 0, 1), cxt);
+		worker_reconcile(target, rc_val(&pick, 0, 1), strcmp(rc_val(&pick, 0, 2), "true") == 0, cxt);
 		*did = true;
 	}
 	MemoryContextSwitchTo(old);

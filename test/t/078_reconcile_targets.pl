@@ -135,6 +135,31 @@ sql("UPDATE dfe_airbyte.slot_recreations SET resync_state = 'started', resync_fi
 ok(DfeTest::poll_until($node, "SELECT status FROM dfe_airbyte.reconciliation WHERE target = '$first'",
 	'mismatch', 60), "... and reconciled once it finished");
 
+# ------------------------------------------------------------ the checksum rota
+# every second run of a table is in checksum mode: two count runs followed
+# $first's last checksum run, so the next is checksum, then count, then
+# checksum.  The sync is recorded before the reload: the worker cannot run
+# $first again (a mismatch, within the hour) before it reads the new
+# settings, which one reload brings together.
+my @modes;
+for my $i (1 .. 3)
+{
+	my $last = sql("SELECT max(id) FROM dfe_airbyte.reconcile_runs WHERE target = '$first'");
+	$job++;
+	sql("INSERT INTO dfe_airbyte.sync_jobs (job_id, status, started_at, target) VALUES ($job, 'succeeded', now(), '$first')");
+	if ($i == 1)
+	{
+		sql("ALTER SYSTEM SET dfe_airbyte.reconcile_checksum_every = 2;"
+			  . " ALTER SYSTEM SET dfe_airbyte.reconcile_interval = '1s'; SELECT pg_reload_conf()");
+	}
+	my $q = "SELECT count(*) FROM dfe_airbyte.reconcile_runs WHERE target = '$first' AND id > $last";
+	DfeTest::poll_until($node, $q, '1', 60);
+	push @modes, sql("SELECT mode || ' ' || array_to_string(keys, ',') FROM dfe_airbyte.reconcile_runs"
+		  . " WHERE target = '$first' AND id > $last ORDER BY id LIMIT 1");
+}
+is_deeply(\@modes, [ 'checksum changed 42,missing 100', 'count missing 100', 'checksum changed 42,missing 100' ],
+	'reconcile_checksum_every = 2: every second run is a checksum run, which sees the changed value');
+
 sql("SELECT dfe_airbyte_drop_target('$second')");
 is(sql("SELECT count(*) FROM dfe_airbyte.reconciliation r JOIN dfe_airbyte.reconcile_runs u USING (target)"
 	  . " WHERE target = '$second'"), '0', 'dropping a target drops its results');
