@@ -71,6 +71,12 @@
 #define MAX_LEVELS 6
 #define MAX_HOT_KEYS 10000		/* more rows changed since the last sync: busy */
 #define MAX_REPORTED 100		/* keys and ranges kept per run */
+/*
+ * A remote target's source-side query may take this long: the checksums of
+ * 10 M rows take 162 s on one core (docs/benchmarks.md, "Reconciliation"),
+ * so an hour covers tables of a few hundred million rows.
+ */
+#define SOURCE_TIMEOUT_MS (60 * 60 * 1000)
 
 typedef struct RcBucket
 {
@@ -135,7 +141,7 @@ rc_src(RcRun *run, const char *what, const char *sql, int nargs, const char **ar
 	if (own)
 		dfe_xact_begin(what);
 	MemoryContextSwitchTo(run->cxt);
-	r = dfe_target_query(run->src, what, sql, nargs, (const char *const *) args);
+	r = dfe_target_query_long(run->src, what, sql, nargs, (const char *const *) args, SOURCE_TIMEOUT_MS);
 	if (own)
 	{
 		dfe_xact_end();

@@ -27,7 +27,7 @@ my $passfile = DfeTarget::write_passfile("$dir/pgpass", @targets);
 my $hidden = 'projects/proj/locations/europe-west2/taxonomies/111/policyTags/222';
 my $node = DfeTest::new_node('control', conf => DfeTest::bigquery_conf($fake, $dir, hidden_tag => $hidden) . <<"CONF");
 dfe_airbyte.passfile = '$passfile'
-dfe_airbyte.target_timeout = '10s'
+dfe_airbyte.target_timeout = '3s'
 dfe_airbyte.check_interval = 1
 # the worker's reconciliations are tested at the end
 dfe_airbyte.reconcile_interval = 0
@@ -97,6 +97,34 @@ for my $t (@targets)
 }
 is(sql("SELECT count(*) FROM dfe_airbyte.reconciliation WHERE target = 'local'"), '0', 'nothing recorded for local');
 
+# a source-side query longer than dfe_airbyte.target_timeout (3 s): a row
+# security policy makes every scan by the remote role (pg_read_all_data does
+# not bypass it) sleep 20 ms per row, 6 s per scan of 300 rows
+{
+	my $t = $targets[0];
+	my $name = $t->name;
+	$t->node->safe_psql('service', <<'SQL');
+CREATE TABLE public.slow (id bigint PRIMARY KEY, v text);
+INSERT INTO public.slow SELECT g, 'v' || g FROM generate_series(1, 300) g;
+ALTER TABLE public.slow ENABLE ROW LEVEL SECURITY;
+CREATE POLICY slow_read ON public.slow FOR SELECT USING (pg_catalog.pg_sleep(0.02) IS NOT NULL);
+SQL
+	sql(<<"SQL");
+CREATE TABLE ${name}_airbyte.slow (_airbyte_raw_id text NOT NULL DEFAULT gen_random_uuid()::text,
+  _airbyte_extracted_at timestamptz NOT NULL DEFAULT clock_timestamp(), _airbyte_meta jsonb NOT NULL DEFAULT '{}',
+  _airbyte_generation_id bigint DEFAULT 0, id bigint, v text, _ab_cdc_lsn numeric, _ab_cdc_updated_at text,
+  _ab_cdc_deleted_at text);
+INSERT INTO ${name}_airbyte.slow (id, v, _ab_cdc_lsn) SELECT g, 'v' || g, 1 FROM generate_series(1, 300) g;
+INSERT INTO dfe_airbyte.allowlist (target, table_name, column_name) VALUES ('$name', 'slow', 'id'), ('$name', 'slow', 'v');
+SQL
+	my $out = sql("SELECT matched, source_rows, detail FROM dfe_airbyte_reconcile('slow', 'checksum', target => '$name')");
+	like($out, qr/^t\|300\|match/, "PG$t->{major}: a source-side query longer than target_timeout completes");
+	is($t->node->safe_psql('service', "SELECT count(*) FROM pg_catalog.pg_stat_activity"
+		  . " WHERE application_name = 'dfe_airbyte' AND state = 'active' AND query LIKE '%slow%'"), '0',
+		'... and leaves nothing running');
+	sql("DELETE FROM dfe_airbyte.allowlist WHERE table_name = 'slow'");
+}
+
 my ($ret, $out, $err) = $node->psql('postgres', "SELECT * FROM dfe_airbyte_reconcile('nope', target => '$targets[0]{name}')");
 like($err, qr/table "nope" is not allowlisted for target "$targets[0]{name}"/, 'the target\'s allowlist');
 sql("UPDATE dfe_airbyte.targets SET enabled = false WHERE name = '$targets[0]{name}'");
@@ -116,7 +144,7 @@ for my $name ($first, $second)
 }
 sql("INSERT INTO dfe_airbyte.slot_recreations (slot_name, reason, recreated_at, target)"
 	  . " VALUES ('airbyte_slot', 'lost', now(), '$first')");
-my $before = sql("SELECT run_id FROM dfe_airbyte.reconciliation WHERE target = '$first'");
+my $before = sql("SELECT run_id FROM dfe_airbyte.reconciliation WHERE target = '$first' AND table_name = 'orders'");
 my ($job1, $job2) = ($job + 1, $job + 2);
 $job += 2;
 sql("INSERT INTO dfe_airbyte.sync_jobs (job_id, status, started_at, target) VALUES"
@@ -129,10 +157,10 @@ is(sql("SELECT mode, sync_job_id FROM dfe_airbyte.reconcile_runs WHERE target = 
 	"count|$job", '... in count mode, against that target\'s sync');
 like(sql("SELECT target || ' ' || object || ' ' || detail FROM dfe_airbyte.events WHERE kind = 'reconcile_mismatch'"),
 	qr/^$second orders .*missing 100/, 'reconcile_mismatch names the target, the table and the key');
-is(sql("SELECT run_id FROM dfe_airbyte.reconciliation WHERE target = '$first'"), $before,
+is(sql("SELECT run_id FROM dfe_airbyte.reconciliation WHERE target = '$first' AND table_name = 'orders'"), $before,
 	"$first is left alone while its full re-sync is owed");
 sql("UPDATE dfe_airbyte.slot_recreations SET resync_state = 'started', resync_finished_at = now()");
-ok(DfeTest::poll_until($node, "SELECT status FROM dfe_airbyte.reconciliation WHERE target = '$first'",
+ok(DfeTest::poll_until($node, "SELECT status FROM dfe_airbyte.reconciliation WHERE target = '$first' AND table_name = 'orders'",
 	'mismatch', 60), "... and reconciled once it finished");
 
 # ------------------------------------------------------------ the checksum rota
