@@ -461,6 +461,9 @@ reconcile_worker_task(void)
 {
 	bool		did = false;
 
+	/* global only (no target overrides them): nothing to do for any target */
+	if (dfe_reconcile_interval_s == 0 || dfe_reconcile_daily_mb == 0)
+		return dfe_check_interval_s * 1000L;
 	dfe_for_each_target(reconcile_target_task, &did);
 	/* a table was compared: the next at once; none left: wait */
 	return did ? 0 : dfe_check_interval_s * 1000L;
