@@ -23,7 +23,7 @@ def exp(alert, **kw):
 MB = 1024 * 1024
 GB = 1024 * MB
 SLOT = dict(slot_name='airbyte_slot')
-STATUSES = ['ok', 'inactive', 'warning', 'critical', 'lost']
+STATUSES = ['ok', 'inactive', 'warning', 'critical', 'lost', 'restored', 'idle_timeout']
 
 def day_series(points, over=None):
     """A normal day, every 5 minutes: a 15-minute sync schedule (retained WAL
@@ -80,6 +80,8 @@ case('slot critical for 2 minutes', 'AirbyteSlotCritical', status_over('critical
      [exp('AirbyteSlotCritical', status='critical', **SLOT)])
 case('slot lost', 'AirbyteSlotLost', status_over('lost'), '10m', '13m',
      [exp('AirbyteSlotLost', status='lost', **SLOT)])
+case('slot invalidated by idle_replication_slot_timeout', 'AirbyteSlotLost', status_over('idle_timeout'), '10m', '13m',
+     [exp('AirbyteSlotLost', status='idle_timeout', **SLOT)])
 # Airbyte stops confirming: retained WAL climbs 1 GB per hour from 1 GB; the
 # limit (10 GB) would be reached after 9 hours; the rule fires hours before
 case('retained WAL keeps growing: time to limit', 'AirbyteSlotTimeToLimit',

@@ -23,6 +23,8 @@
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 
+#include "compat.h"
+
 typedef struct HttpRequest
 {
 	/* --- set by the caller (http_request_new fills the first three) --- */
@@ -116,7 +118,7 @@ extern bool http_ok(const HttpRequest *req);
  * message (http_server_message), the hint what to check.
  */
 extern void http_check(const HttpRequest *req);
-extern void http_raise(const HttpRequest *req) pg_attribute_noreturn();
+pg_noreturn extern void http_raise(const HttpRequest *req);
 
 /*
  * The server's message from an error body: Airbyte's "data.message", then

@@ -82,6 +82,11 @@ int			dfe_bigquery_table_update_limit = 4;
 int			dfe_bigquery_table_update_window_ms = 10000;
 char	   *dfe_rails_env = NULL;
 
+/* for the test suite only: see dfe_define_test_settings() */
+int			dfe_test_prune_interval_ms = 60 * 1000;
+
+static void dfe_define_test_settings(void);
+
 static const struct config_enum_entry slot_limit_action_options[] = {
 	{"warn", SLOT_LIMIT_WARN, false},
 	{"terminate", SLOT_LIMIT_TERMINATE, false},
@@ -297,7 +302,26 @@ dfe_define_settings(void)
 				  "Rails environment whose section of the dfe-analytics files is merged over shared: (env RAILS_ENV).",
 				  &dfe_rails_env, NULL, PGC_USERSET, 0);
 
+	dfe_define_test_settings();
 	MarkGUCPrefixReserved("dfe_airbyte");
+}
+
+/*
+ * Settings for the test suite only, so that it need not wait out intervals
+ * fixed for production (docs/development.md).  Like PostgreSQL's developer
+ * options they are left out of postgresql.conf.sample, and also out of SHOW
+ * ALL and pg_settings, so nobody mistakes them for something to tune; the
+ * defaults are the production values.
+ */
+static void
+dfe_define_test_settings(void)
+{
+	const int	test_only = GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL;
+
+	define_int("dfe_airbyte.test_prune_interval",
+			   "For tests only: how often the slot guard prunes the history tables.",
+			   &dfe_test_prune_interval_ms, 60 * 1000, 1000, 3600 * 1000,
+			   GUC_UNIT_MS | test_only);
 }
 
 int

@@ -84,6 +84,7 @@ extern int	dfe_http_max_response_size_kb;
 extern bool dfe_hide_unlisted_columns;
 extern int	dfe_bigquery_table_update_limit;
 extern int	dfe_bigquery_table_update_window_ms;
+extern int	dfe_test_prune_interval_ms;
 extern char *dfe_rails_env;
 extern const char *dfe_setting_rails_env(void);	/* GUC, else RAILS_ENV, else NULL */
 
