@@ -799,7 +799,9 @@ compare_count(RcTable *t, RcRun *run)
 	run->bq_rows = res->nrows > 0 && res->rows[0][0] ? strtoll(res->rows[0][0], NULL, 10) : 0;
 	run->bq_rows_known = true;
 	run->status = run->bq_rows == run->source_rows ? "match" : "mismatch_candidate";
-	run->mismatches = run->bq_rows == run->source_rows ? 0 : Abs(run->bq_rows - run->source_rows);
+	/* Abs() is gone from PostgreSQL 16's c.h */
+	run->mismatches = run->bq_rows > run->source_rows ? run->bq_rows - run->source_rows
+		: run->source_rows - run->bq_rows;
 	rc_note(run, "no primary key: compared by count only (Airbyte replicates such tables by full refresh)");
 }
 
