@@ -52,6 +52,7 @@ extern int	dfe_history_max_rows;
 extern int	dfe_reconcile_max_bytes_billed_kb;
 extern int	dfe_reconcile_daily_mb;
 extern int	dfe_reconcile_interval_s;
+extern int	dfe_reconcile_checksum_every;
 extern double dfe_slot_warning_fraction;
 extern char *dfe_http_ca_file;
 extern char *dfe_source_schema;	/* lists: schema of the allowlisted tables */
