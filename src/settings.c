@@ -47,6 +47,7 @@ int			dfe_http_max_retries = 5;
 int			dfe_http_retry_base_ms = 500;
 int			dfe_policy_tag_concurrency = 16;
 int			dfe_migration_wait_timeout_s = 600;
+int			dfe_migration_poll_interval_s = 5;
 int			dfe_job_timeout_s = 3600;
 int			dfe_job_poll_interval_s = 10;
 int			dfe_sync_poll_interval_s = 60;
@@ -61,6 +62,7 @@ int			dfe_history_max_rows = 100000;
 int			dfe_reconcile_max_bytes_billed_kb = 50 * 1024 * 1024;
 int			dfe_reconcile_daily_mb = 500 * 1024;
 int			dfe_reconcile_interval_s = 86400;
+int			dfe_reconcile_checksum_every = 0;
 double		dfe_slot_warning_fraction = 0.8;
 char	   *dfe_http_ca_file = NULL;
 char	   *dfe_source_schema = NULL;
@@ -208,6 +210,9 @@ dfe_define_settings(void)
 	define_int("dfe_airbyte.migration_wait_timeout",
 			   "How long a deploy waits for a running Rails migration.",
 			   &dfe_migration_wait_timeout_s, 600, 0, 86400, GUC_UNIT_S);
+	define_int("dfe_airbyte.migration_poll_interval",
+			   "How often the network worker reads a remote target's schema_migrations for a new version to deploy.",
+			   &dfe_migration_poll_interval_s, 5, 1, 3600, GUC_UNIT_S);
 	define_int("dfe_airbyte.job_timeout",
 			   "How long a deploy waits for its Airbyte sync job.",
 			   &dfe_job_timeout_s, 3600, 1, 7 * 86400, GUC_UNIT_S);
@@ -233,6 +238,9 @@ dfe_define_settings(void)
 	define_int("dfe_airbyte.reconcile_interval",
 			   "Least time between two reconciliations of one table by the worker (0: the worker does not reconcile).",
 			   &dfe_reconcile_interval_s, 86400, 0, INT_MAX, GUC_UNIT_S);
+	define_int("dfe_airbyte.reconcile_checksum_every",
+			   "Every Nth reconciliation of a table by the worker is in checksum mode (0: count mode only).",
+			   &dfe_reconcile_checksum_every, 0, 0, INT_MAX, 0);
 	DefineCustomRealVariable("dfe_airbyte.slot_warning_fraction",
 							 "Fraction of max_slot_wal_size at which a slot's status becomes warning.",
 							 NULL, &dfe_slot_warning_fraction, 0.8, 0.01, 1.0,

@@ -43,6 +43,7 @@ extern int	dfe_http_max_retries;
 extern int	dfe_http_retry_base_ms;
 extern int	dfe_policy_tag_concurrency;
 extern int	dfe_migration_wait_timeout_s;
+extern int	dfe_migration_poll_interval_s;
 extern int	dfe_job_timeout_s;
 extern int	dfe_job_poll_interval_s;
 extern int	dfe_sync_poll_interval_s;
@@ -51,6 +52,7 @@ extern int	dfe_history_max_rows;
 extern int	dfe_reconcile_max_bytes_billed_kb;
 extern int	dfe_reconcile_daily_mb;
 extern int	dfe_reconcile_interval_s;
+extern int	dfe_reconcile_checksum_every;
 extern double dfe_slot_warning_fraction;
 extern char *dfe_http_ca_file;
 extern char *dfe_source_schema;	/* lists: schema of the allowlisted tables */

@@ -235,6 +235,22 @@ dfe_target_scope_reset(void)
 		dfe_target_scope_leave(open_scope);
 }
 
+DfeTargetScope *
+dfe_target_scope_current(void)
+{
+	return open_scope;
+}
+
+void
+dfe_target_scope_resume(DfeTargetScope *scope)
+{
+	if (scope != NULL && scope == stale_scope && open_scope == NULL)
+	{
+		stale_scope = NULL;
+		open_scope = scope;
+	}
+}
+
 const char *
 dfe_target_current(void)
 {
@@ -246,9 +262,22 @@ dfe_target_scope_target(DfeTargetScope *scope)
 {
 	if (scope->target == NULL)
 	{
-		MemoryContext old = MemoryContextSwitchTo(scope->cxt);
+		/* opening reads dfe_airbyte.targets: a short transaction when none is open */
+		bool		own = !IsTransactionState();
+		MemoryContext old = CurrentMemoryContext;
 
+		if (own)
+		{
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+		}
+		MemoryContextSwitchTo(scope->cxt);
 		scope->target = dfe_target_open(scope->name);
+		if (own)
+		{
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
 		MemoryContextSwitchTo(old);
 	}
 	return scope->target;

@@ -144,7 +144,9 @@ CONF
 # guard's slot check, the network worker's re-sync follow-up; spi_xact.c
 # reports each as the activity); one more than $n is waited for, since the
 # first may have begun before the call.
-my %LOOP_ACTIVITY = (guard => 'dfe_airbyte slot guard', network => 'dfe_airbyte full re-sync follow-up');
+# each worker reports its name as its query at the end of every round of its
+# loop (src/scheduler.c)
+my %LOOP_ACTIVITY = (guard => 'dfe_airbyte guard', network => 'dfe_airbyte network worker');
 sub wait_for_worker_loops
 {
 	my ($node, $kind, $n, $timeout_s) = @_;
