@@ -61,11 +61,14 @@
 #include <cjson/cJSON.h>
 
 #include "bigquery.h"
+#include "bigquery_pace.h"
 #include "events.h"
 #include "google_auth.h"
 #include "http.h"
 #include "settings.h"
 #include "shared.h"
+#include "target.h"
+#include "target_scope.h"
 #include "version.h"
 
 /* re-reads after an etag conflict before a table counts as failed */
@@ -179,111 +182,110 @@ plan_find(PolicyTagPlan *plan, const char *table)
 	return found ? *found : NULL;
 }
 
-/* run one SELECT of the plan; raises on failure */
+/*
+ * The lists of the current target: they live in this database, one set per
+ * target.  Read through to_jsonb() so that a list without a target column
+ * (before the lists became per target) is the local target's.
+ */
+#define LIST_OF_TARGET(alias) \
+	" WHERE pg_catalog.coalesce(pg_catalog.to_jsonb(" alias ") OPERATOR(pg_catalog.->>) 'target', 'local')" \
+	" OPERATOR(pg_catalog.=) $1"
+
+/* 0: allowlisted, 1: blocklisted, 2: excluded, 3: in the source table, 4: seen tagged */
+#define PLAN_SOURCE_QUERY 3
+static const char *const plan_queries[] = {
+	"SELECT table_name, column_name FROM dfe_airbyte.allowlist a" LIST_OF_TARGET("a"),
+	"SELECT table_name, column_name, policy_tag FROM dfe_airbyte.blocklist b" LIST_OF_TARGET("b")
+	" ORDER BY table_name COLLATE \"C\", column_name COLLATE \"C\"",
+	"SELECT table_name, column_name FROM dfe_airbyte.excluded e" LIST_OF_TARGET("e"),
+	/* run on the target (target.h): its catalog */
+	"SELECT c.relname::pg_catalog.text, a.attname::pg_catalog.text"
+	"  FROM pg_catalog.pg_attribute a"
+	"  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid"
+	"  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
+	" WHERE n.nspname OPERATOR(pg_catalog.=) $1::pg_catalog.name AND c.relkind IN ('r', 'p')"
+	"   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
+	"SELECT table_name, column_name, policy_tag, last_seen_tagged::pg_catalog.text"
+	"  FROM dfe_airbyte.policy_tag_state WHERE target OPERATOR(pg_catalog.=) $1",
+};
+
+/* one row of plan query q, added to its table of the plan */
 static void
-plan_query(const char *sql, int nargs, Oid *types, Datum *values)
+plan_add_row(PolicyTagPlan *plan, int q, PlanTable *pt, bool raw, DfeRows *r, int i)
 {
-	int			ret = SPI_execute_with_args(sql, nargs, types, values, NULL, true, 0);
+	char	   *column = pstrdup(dfe_rows_value(r, i, 1));
 
-	if (ret != SPI_OK_SELECT)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not read the dfe_airbyte lists: %s", SPI_result_code_string(ret)),
-				 errhint("Check that the dfe_airbyte extension is installed correctly (ALTER EXTENSION dfe_airbyte UPDATE).")));
-}
+	if (q == 0)
+		pt->allowed = lappend(pt->allowed, column);
+	else if (q == 1)
+	{
+		BlockedColumn *b = palloc0(sizeof(BlockedColumn));
+		const char *tag = dfe_rows_value(r, i, 2);
 
-static char *
-col_value(int row, int col)
-{
-	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+		b->name = column;
+		b->tag = tag ? pstrdup(tag) : plan->hidden_tag;
+		pt->blocked = lappend(pt->blocked, b);
+	}
+	else if (q == 2)
+		pt->excluded = lappend(pt->excluded, column);
+	else if (q == 3)
+		pt->source = lappend(pt->source, column);
+	else
+	{
+		SeenColumn *seen = palloc0(sizeof(SeenColumn));
+
+		seen->name = column;
+		seen->tag = pstrdup(dfe_rows_value(r, i, 2));
+		seen->last_seen = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+																  CStringGetDatum(dfe_rows_value(r, i, 3)),
+																  ObjectIdGetDatum(InvalidOid),
+																  Int32GetDatum(-1)));
+		if (raw)
+			pt->seen_raw = lappend(pt->seen_raw, seen);
+		else
+			pt->seen = lappend(pt->seen, seen);
+	}
 }
 
 /*
- * The per-column lists of every allowlisted table; caller is the memory
- * context the plan lives in.  Rows of tables that are not allowlisted are
- * ignored (they have no final table).
+ * The per-column lists of every allowlisted table.  Rows of tables that are
+ * not allowlisted are ignored (they have no final table).  The lists and
+ * what was seen are this database's; the source columns the target's.
  */
 static void
-plan_load_columns(PolicyTagPlan *plan, MemoryContext caller)
+plan_load_columns(PolicyTagPlan *plan, DfeTarget *local, DfeTarget *target)
 {
-	Oid			types[1] = {TEXTOID};
-	Datum		schema[1];
+	const char *args[1];
 	char	   *raw_prefix = psprintf("%s.%s_raw__stream_", plan->internal_dataset, plan->dataset);
 	size_t		raw_len = strlen(raw_prefix);
 
-	/* 1: allowlisted, 2: blocklisted, 3: excluded, 4: in the source table, 5: seen tagged */
-	static const char *const queries[] = {
-		"SELECT table_name, column_name FROM dfe_airbyte.allowlist",
-		"SELECT table_name, column_name, policy_tag FROM dfe_airbyte.blocklist"
-		" ORDER BY table_name COLLATE \"C\", column_name COLLATE \"C\"",
-		"SELECT table_name, column_name FROM dfe_airbyte.excluded",
-		"SELECT c.relname::pg_catalog.text, a.attname::pg_catalog.text"
-		"  FROM pg_catalog.pg_attribute a"
-		"  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid"
-		"  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
-		" WHERE n.nspname OPERATOR(pg_catalog.=) $1::pg_catalog.name AND c.relkind IN ('r', 'p')"
-		"   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
-		"SELECT table_name, column_name, policy_tag, last_seen_tagged FROM dfe_airbyte.policy_tag_state",
-	};
-
-	schema[0] = CStringGetTextDatum(dfe_setting_source_schema());
-	for (int q = 0; q < (int) lengthof(queries); q++)
+	for (int q = 0; q < (int) lengthof(plan_queries); q++)
 	{
-		plan_query(queries[q], q == 3 ? 1 : 0, types, schema);
-		for (uint64 i = 0; i < SPI_processed; i++)
+		bool		on_target = q == PLAN_SOURCE_QUERY;
+		DfeRows    *r;
+
+		args[0] = on_target ? dfe_setting_source_schema() : dfe_target_current();
+		r = dfe_target_query(on_target ? target : local, "read the dfe_airbyte lists",
+							 plan_queries[q], 1, args);
+		for (int i = 0; i < r->nrows; i++)
 		{
-			MemoryContext spi = MemoryContextSwitchTo(caller);
-			char	   *table = col_value(i, 1);
+			const char *table = dfe_rows_value(r, i, 0);
 			bool		raw = q == 4 && strncmp(table, raw_prefix, raw_len) == 0;
 			PlanTable  *pt = plan_find(plan, raw ? table + raw_len : table);
 
 			if (pt != NULL)
-			{
-				char	   *column = col_value(i, 2);
-
-				if (q == 0)
-					pt->allowed = lappend(pt->allowed, column);
-				else if (q == 1)
-				{
-					BlockedColumn *b = palloc0(sizeof(BlockedColumn));
-					char	   *tag = col_value(i, 3);
-
-					b->name = column;
-					b->tag = tag ? tag : plan->hidden_tag;
-					pt->blocked = lappend(pt->blocked, b);
-				}
-				else if (q == 2)
-					pt->excluded = lappend(pt->excluded, column);
-				else if (q == 3)
-					pt->source = lappend(pt->source, column);
-				else
-				{
-					SeenColumn *seen = palloc0(sizeof(SeenColumn));
-					bool		isnull;
-
-					seen->name = column;
-					seen->tag = col_value(i, 3);
-					seen->last_seen = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[i],
-																	   SPI_tuptable->tupdesc, 4, &isnull));
-					if (raw)
-						pt->seen_raw = lappend(pt->seen_raw, seen);
-					else
-						pt->seen = lappend(pt->seen, seen);
-				}
-			}
-			MemoryContextSwitchTo(spi);
+				plan_add_row(plan, q, pt, raw, r, i);
 		}
 	}
 }
 
-PolicyTagPlan *
-policy_tag_plan_load(void)
+/* the settings of the plan, the current target's (target_scope.h) */
+static PolicyTagPlan *
+plan_settings(void)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	PolicyTagPlan *plan;
+	PolicyTagPlan *plan = palloc0(sizeof(PolicyTagPlan));
 	const char *tag;
 
-	plan = palloc0(sizeof(PolicyTagPlan));
 	plan->project = pstrdup(dfe_require_setting(dfe_setting_bigquery_project(),
 												"dfe_airbyte.bigquery_project",
 												"BIGQUERY_PROJECT_ID"));
@@ -310,23 +312,34 @@ policy_tag_plan_load(void)
 	plan->hide_unlisted = dfe_hide_unlisted_columns;
 	dfe_require_setting(dfe_setting_google_credentials(), "dfe_airbyte.google_credentials",
 						"GOOGLE_CLOUD_CREDENTIALS");
+	return plan;
+}
 
-	SPI_connect();
-	plan_query("SELECT table_name FROM dfe_airbyte.allowlist GROUP BY table_name ORDER BY table_name COLLATE \"C\"",
-			   0, NULL, NULL);
-	MemoryContextSwitchTo(caller);
-	plan->ntables = (int) SPI_processed;
+PolicyTagPlan *
+policy_tag_plan_load(void)
+{
+	PolicyTagPlan *plan = plan_settings();
+	DfeTarget  *local = dfe_target_open(DFE_LOCAL_TARGET);
+	DfeTarget  *target = dfe_target_open(dfe_target_current());
+	const char *args[1] = {dfe_target_current()};
+	DfeRows    *r;
+
+	r = dfe_target_query(local, "read the dfe_airbyte lists",
+						 "SELECT table_name FROM dfe_airbyte.allowlist a" LIST_OF_TARGET("a")
+						 " GROUP BY table_name ORDER BY table_name COLLATE \"C\"",
+						 1, args);
+	plan->ntables = r->nrows;
 	plan->tables = palloc0(sizeof(PlanTable *) * Max(plan->ntables, 1));
 	for (int i = 0; i < plan->ntables; i++)
 	{
 		plan->tables[i] = palloc0(sizeof(PlanTable));
-		plan->tables[i]->table = col_value(i, 1);
+		plan->tables[i]->table = pstrdup(dfe_rows_value(r, i, 0));
 	}
 	/* "C" order is strcmp order, but do not bet the lookups on it */
 	qsort(plan->tables, plan->ntables, sizeof(PlanTable *), plan_table_cmp);
-	plan_load_columns(plan, caller);
-	SPI_finish();
-	MemoryContextSwitchTo(caller);
+	plan_load_columns(plan, local, target);
+	if (!dfe_target_is_local(target))
+		dfe_target_close(target);
 	return plan;
 }
 
@@ -898,108 +911,13 @@ handle_patch(ApplyState *st, TagWork *w, List **gets)
 	finish_failed(st, w, "PATCH");
 }
 
-/* ---------------------------------------------------------------------- */
-/* pacing the PATCHes of one table                                        */
-/* ---------------------------------------------------------------------- */
-
-/*
- * BigQuery allows about 5 metadata updates per 10 s per table ("Maximum
- * rate of table metadata update operations per table", BigQuery quotas),
- * and Airbyte's own schema changes count too.  Each process remembers when
- * it PATCHed each table (within a run and across runs) and holds a PATCH
- * back until fewer than dfe_airbyte.bigquery_table_update_limit of its
- * PATCHes of that table fall in the last bigquery_table_update_window.
- * What other processes do is not known here: a 403 rateLimitExceeded is
- * retried with backoff by the HTTP layer.
- */
-#define PACE_KEY_LEN 256
-#define PACE_MAX 64
-
-typedef struct PaceEntry
-{
-	char		key[PACE_KEY_LEN];	/* the table's URL (truncated) */
-	int			n;
-	int64		at_ms[PACE_MAX];	/* monotonic ms of the last PATCHes, oldest first */
-} PaceEntry;
-
-static HTAB *pace_table = NULL;
-
-static int64
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static PaceEntry *
-pace_entry(const char *url)
-{
-	char		key[PACE_KEY_LEN];
-	bool		found;
-	PaceEntry  *e;
-
-	if (pace_table == NULL)
-	{
-		HASHCTL		ctl;
-
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = PACE_KEY_LEN;
-		ctl.entrysize = sizeof(PaceEntry);
-		ctl.hcxt = TopMemoryContext;
-		pace_table = hash_create("dfe_airbyte BigQuery table updates", 64, &ctl,
-								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	}
-	strlcpy(key, url, sizeof(key));
-	e = hash_search(pace_table, key, HASH_ENTER, &found);
-	if (!found)
-		e->n = 0;
-	return e;
-}
-
-/* when the next PATCH of url may go (monotonic ms) */
-static int64
-pace_due(const char *url, int64 now)
-{
-	PaceEntry  *e = pace_entry(url);
-	int			limit = Min(dfe_bigquery_table_update_limit, PACE_MAX);
-	int64		window = dfe_bigquery_table_update_window_ms;
-	int			drop = 0;
-
-	while (drop < e->n && e->at_ms[drop] <= now - window)
-		drop++;
-	if (drop > 0)
-	{
-		memmove(e->at_ms, e->at_ms + drop, sizeof(int64) * (e->n - drop));
-		e->n -= drop;
-	}
-	if (e->n < limit)
-		return now;
-	/* the (n - limit + 1)-th newest must leave the window first */
-	return e->at_ms[e->n - limit] + window + 1;
-}
-
-static void
-pace_record(const char *url, int64 at)
-{
-	PaceEntry  *e = pace_entry(url);
-
-	if (e->n == PACE_MAX)
-	{
-		memmove(e->at_ms, e->at_ms + 1, sizeof(int64) * (PACE_MAX - 1));
-		e->n--;
-	}
-	e->at_ms[e->n++] = at;
-}
-
 /* the PATCHes, each table's held back as pace_due says; the others go at once */
 static void
 run_patches_paced(ApplyState *st, List *patches, List **next_gets)
 {
 	while (patches != NIL)
 	{
-		int64		now = mono_ms();
+		int64		now = bq_mono_ms();
 		int64		earliest = PG_INT64_MAX;
 		List	   *ready = NIL;
 		List	   *later = NIL;
@@ -1008,7 +926,7 @@ run_patches_paced(ApplyState *st, List *patches, List **next_gets)
 		foreach(lc, patches)
 		{
 			TagWork    *w = lfirst(lc);
-			int64		due = pace_due(w->url, now);
+			int64		due = bq_pace_due(w->url, now);
 
 			if (due <= now)
 				ready = lappend(ready, w);
@@ -1026,7 +944,7 @@ run_patches_paced(ApplyState *st, List *patches, List **next_gets)
 			TagWork    *w = lfirst(lc);
 
 			if (w->req->status != 0)
-				pace_record(w->url, mono_ms());
+				bq_pace_record(w->url, bq_mono_ms());
 			handle_patch(st, w, next_gets);
 			free_request(w);
 			if (w->patch_body)
@@ -1144,469 +1062,3 @@ policy_tag_plan_apply(PolicyTagPlan *plan, List **failed_tables)
 	return st.results;
 }
 
-/* ---------------------------------------------------------------------- */
-/* what the extension saw: dfe_airbyte.policy_tag_state                   */
-/* ---------------------------------------------------------------------- */
-
-static ArrayType *
-text_array_of(List *strings)
-{
-	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(strings), 1));
-	ListCell   *lc;
-
-	foreach(lc, strings)
-		elems[foreach_current_index(lc)] = CStringGetTextDatum((char *) lfirst(lc));
-	return construct_array(elems, list_length(strings), TEXTOID, -1, false, TYPALIGN_INT);
-}
-
-/*
- * One event per column hidden because it is not allowlisted, whoever hid it
- * (dfe_airbyte_apply_policy_tags(), a deploy, the drift repair after a
- * sync): each is a column the service's configuration does not classify.
- */
-static void
-record_unlisted_event(PolicyTagResult *r)
-{
-	cJSON	   *data = cJSON_CreateObject();
-	char	   *object = psprintf("%s.%s", r->table_name, r->column_name);
-	char	   *when = r->sync_job_id
-		? psprintf(" (after sync job " INT64_FORMAT ")", r->sync_job_id) : "";
-
-	if (r->sync_job_id)
-		cJSON_AddNumberToObject(data, "job_id", (double) r->sync_job_id);
-	else
-		cJSON_AddNullToObject(data, "job_id");
-	cJSON_AddStringToObject(data, "table", r->table_name);
-	cJSON_AddStringToObject(data, "column", r->column_name);
-	cJSON_AddStringToObject(data, "origin", r->unlisted);
-	if (r->table_created)
-		cJSON_AddStringToObject(data, "table_created", timestamptz_to_str(r->table_created));
-	else
-		cJSON_AddNullToObject(data, "table_created");
-	dfe_event("warning", "unlisted_column_hidden", object,
-			  psprintf("column %s of BigQuery table %s is not in the allowlist: %s. It now carries the hidden policy tag%s; "
-					   "classify it in analytics.yml, analytics_hidden_pii.yml or analytics_blocklist.yml",
-					   r->column_name, r->table_name, r->unlisted, when),
-			  cJSON_PrintUnformatted(data));
-	cJSON_Delete(data);
-}
-
-void
-policy_tag_state_record(List *results)
-{
-	List	   *tables = NIL,
-			   *columns = NIL,
-			   *tags = NIL,
-			   *gone_tables = NIL,
-			   *gone_columns = NIL;
-	Oid			types[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
-	Datum		args[3];
-	ListCell   *lc;
-	int			ret;
-
-	foreach(lc, results)
-	{
-		PolicyTagResult *r = lfirst(lc);
-
-		if (r->policy_tag && r->column_name)
-		{
-			tables = lappend(tables, r->table_name);
-			columns = lappend(columns, r->column_name);
-			tags = lappend(tags, r->policy_tag);
-		}
-		else if (strcmp(r->action, "untagged") == 0)
-		{
-			gone_tables = lappend(gone_tables, r->table_name);
-			gone_columns = lappend(gone_columns, r->column_name);
-		}
-	}
-	if (tables == NIL && gone_tables == NIL)
-		return;
-
-	SPI_connect();
-	if (tables != NIL)
-	{
-		args[0] = PointerGetDatum(text_array_of(tables));
-		args[1] = PointerGetDatum(text_array_of(columns));
-		args[2] = PointerGetDatum(text_array_of(tags));
-		ret = SPI_execute_with_args(
-			"INSERT INTO dfe_airbyte.policy_tag_state AS s (table_name, column_name, policy_tag)"
-			" SELECT t, c, g FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) AS n(t, c, g)"
-			" ON CONFLICT (table_name, column_name) DO UPDATE"
-			"   SET last_seen_tagged = pg_catalog.now(), policy_tag = EXCLUDED.policy_tag,"
-			"       first_tagged_at = CASE WHEN s.policy_tag OPERATOR(pg_catalog.=) EXCLUDED.policy_tag"
-			"                              THEN s.first_tagged_at ELSE pg_catalog.now() END",
-			3, types, args, NULL, false, 0);
-		if (ret != SPI_OK_INSERT)
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not record the policy tags seen in dfe_airbyte.policy_tag_state: %s",
-							SPI_result_code_string(ret)),
-					 errhint("Check that the dfe_airbyte extension is up to date (ALTER EXTENSION dfe_airbyte UPDATE).")));
-	}
-	if (gone_tables != NIL)
-	{
-		args[0] = PointerGetDatum(text_array_of(gone_tables));
-		args[1] = PointerGetDatum(text_array_of(gone_columns));
-		ret = SPI_execute_with_args(
-			"DELETE FROM dfe_airbyte.policy_tag_state AS s"
-			" USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS n(t, c)"
-			" WHERE s.table_name OPERATOR(pg_catalog.=) n.t"
-			"   AND pg_catalog.lower(s.column_name) OPERATOR(pg_catalog.=) pg_catalog.lower(n.c)",
-			2, types, args, NULL, false, 0);
-		if (ret != SPI_OK_DELETE)
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not update dfe_airbyte.policy_tag_state: %s", SPI_result_code_string(ret)),
-					 errhint("Check that the dfe_airbyte extension is up to date (ALTER EXTENSION dfe_airbyte UPDATE).")));
-	}
-	SPI_finish();
-
-	/* recorded where every caller records what it did, so once per column */
-	foreach(lc, results)
-	{
-		PolicyTagResult *r = lfirst(lc);
-
-		if (r->unlisted && strcmp(r->action, "tagged") == 0)
-			record_unlisted_event(r);
-	}
-}
-
-/* ---------------------------------------------------------------------- */
-/* SQL: dfe_airbyte_apply_policy_tags()                                   */
-/* ---------------------------------------------------------------------- */
-
-PG_FUNCTION_INFO_V1(dfe_airbyte_apply_policy_tags);
-
-Datum
-dfe_airbyte_apply_policy_tags(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	MemoryContext cxt;
-	MemoryContext old;
-	PolicyTagPlan *plan;
-	List	   *results;
-	List	   *failed;
-	ListCell   *lc;
-	int			tagged = 0,
-				untagged = 0,
-				already = 0;
-	StringInfoData names;
-	StringInfoData details;
-	int			nfailed = 0;
-
-	DFE_REQUIRE_MATCHING_SQL();
-	InitMaterializedSRF(fcinfo, 0);
-
-	cxt = AllocSetContextCreate(CurrentMemoryContext, "dfe_airbyte policy tags",
-								ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-
-	plan = policy_tag_plan_load();
-	results = policy_tag_plan_apply(plan, &failed);
-
-	initStringInfo(&names);
-	initStringInfo(&details);
-	foreach(lc, results)
-	{
-		PolicyTagResult *r = lfirst(lc);
-		Datum		values[3];
-		bool		nulls[3] = {false, false, false};
-
-		if (strcmp(r->action, "failed") == 0)
-		{
-			if (nfailed < 10)
-				appendStringInfo(&names, "%s%s", nfailed ? ", " : "", r->table_name);
-			appendStringInfo(&details, "%s%s: %s", nfailed ? "\n" : "", r->table_name,
-							 r->detail ? r->detail : "failed");
-			nfailed++;
-			continue;
-		}
-		if (strcmp(r->action, "tagged") == 0)
-			tagged++;
-		else if (strcmp(r->action, "untagged") == 0)
-			untagged++;
-		else if (strcmp(r->action, "already_tagged") == 0)
-			already++;
-		if (r->detail)
-			ereport(NOTICE,
-					(errmsg("%s", r->detail)));
-
-		values[0] = CStringGetTextDatum(r->table_name);
-		if (r->column_name)
-			values[1] = CStringGetTextDatum(r->column_name);
-		else
-			nulls[1] = true;
-		values[2] = CStringGetTextDatum(r->action);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-
-	/* what was seen is true whatever failed elsewhere, but an ERROR rolls it back */
-	if (nfailed == 0)
-		policy_tag_state_record(results);
-
-	if (nfailed > 0)
-	{
-		if (nfailed > 10)
-			appendStringInfo(&names, " and %d more", nfailed - 10);
-		ereport(NOTICE,
-				(errmsg("the other tables were converged: %d column(s) tagged, %d untagged, %d already tagged",
-						tagged, untagged, already)));
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("could not apply BigQuery policy tags to %d table(s): %s", nfailed, names.data),
-				 errdetail("%s", details.data),
-				 errhint("Changes made to the other tables stay applied (BigQuery is not transactional). "
-						 "Check the service account's permissions (BigQuery Data Owner on the dataset, "
-						 "Data Catalog access to the policy tag taxonomy) and the server's message above, "
-						 "then run dfe_airbyte_apply_policy_tags() again.")));
-	}
-
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(cxt);
-	return (Datum) 0;
-}
-
-/* ---------------------------------------------------------------------- */
-/* the worker's drift repair                                              */
-/* ---------------------------------------------------------------------- */
-
-static cJSON *
-json_array_of(List *strings)
-{
-	cJSON	   *arr = cJSON_CreateArray();
-	ListCell   *lc;
-
-	foreach(lc, strings)
-		cJSON_AddItemToArray(arr, cJSON_CreateString((char *) lfirst(lc)));
-	return arr;
-}
-
-static void
-add_time(cJSON *obj, const char *key, TimestampTz t)
-{
-	if (t != 0)
-		cJSON_AddStringToObject(obj, key, timestamptz_to_str(t));
-	else
-		cJSON_AddNullToObject(obj, key);
-}
-
-/* the data of a policy_tags_repaired event */
-static char *
-repair_data(int64 job_id, const char *table, List *tagged_rows, List *untagged, List *replaced)
-{
-	cJSON	   *obj = cJSON_CreateObject();
-	cJSON	   *tagged = cJSON_AddArrayToObject(obj, "tagged");
-	cJSON	   *exposed = cJSON_CreateArray();
-	cJSON	   *unlisted = cJSON_CreateArray();
-	ListCell   *lc;
-	char	   *out;
-
-	cJSON_AddNumberToObject(obj, "job_id", (double) job_id);
-	cJSON_AddStringToObject(obj, "table", table);
-	foreach(lc, tagged_rows)
-	{
-		PolicyTagResult *r = lfirst(lc);
-
-		cJSON_AddItemToArray(tagged, cJSON_CreateString(r->column_name));
-		if (r->exposed)
-		{
-			cJSON	   *e = cJSON_CreateObject();
-
-			cJSON_AddStringToObject(e, "column", r->column_name);
-			add_time(e, "exposed_since", r->exposed_since);
-			add_time(e, "last_seen_tagged", r->last_seen_tagged);
-			add_time(e, "table_created", r->table_created);
-			add_time(e, "table_modified", r->table_modified);
-			cJSON_AddBoolToObject(e, "table_recreated", r->table_created > r->last_seen_tagged);
-			cJSON_AddItemToArray(exposed, e);
-		}
-		if (r->unlisted)
-		{
-			cJSON	   *u = cJSON_CreateObject();
-
-			cJSON_AddStringToObject(u, "column", r->column_name);
-			cJSON_AddStringToObject(u, "origin", r->unlisted);
-			cJSON_AddItemToArray(unlisted, u);
-		}
-	}
-	cJSON_AddItemToObject(obj, "untagged", json_array_of(untagged));
-	cJSON_AddItemToObject(obj, "exposed", exposed);
-	cJSON_AddItemToObject(obj, "unlisted", unlisted);
-	if (replaced)
-		cJSON_AddItemToObject(obj, "details", json_array_of(replaced));
-	out = cJSON_PrintUnformatted(obj);
-	cJSON_Delete(obj);
-	return out;
-}
-
-static char *
-join_strings(List *strings)
-{
-	StringInfoData buf;
-	ListCell   *lc;
-
-	initStringInfo(&buf);
-	foreach(lc, strings)
-		appendStringInfo(&buf, "%s%s", buf.len ? ", " : "", (char *) lfirst(lc));
-	return buf.data;
-}
-
-/* one event per table where something changed, one for the failures */
-static void
-record_repair_events(int64 job_id, List *results)
-{
-	const char *table = NULL;
-	List	   *tagged = NIL;
-	List	   *tagged_rows = NIL;
-	List	   *untagged = NIL;
-	List	   *replaced = NIL;
-	List	   *failed = NIL;
-
-	/* results are sorted by table: flush at each table change (and at the end) */
-	for (int i = 0; i <= list_length(results); i++)
-	{
-		PolicyTagResult *r = i < list_length(results) ? list_nth(results, i) : NULL;
-
-		if (table && (r == NULL || strcmp(r->table_name, table) != 0))
-		{
-			if (tagged || untagged)
-			{
-				StringInfoData detail;
-
-				initStringInfo(&detail);
-				if (tagged)
-					appendStringInfo(&detail, "re-applied the hidden policy tag to %d column(s) of %s after sync job " INT64_FORMAT ": %s",
-									 list_length(tagged), table, job_id, join_strings(tagged));
-				if (tagged && untagged)
-					appendStringInfo(&detail, "; removed it from %d column(s) no longer blocklisted: %s",
-									 list_length(untagged), join_strings(untagged));
-				else if (untagged)
-					appendStringInfo(&detail, "removed the hidden policy tag from %d column(s) of %s no longer blocklisted after sync job " INT64_FORMAT ": %s",
-									 list_length(untagged), table, job_id, join_strings(untagged));
-				if (replaced)
-					appendStringInfo(&detail, " (%s)", join_strings(replaced));
-				appendStringInfoString(&detail, ". Airbyte's destination drops tags when it recreates a table (a refresh, a schema migration, a WRITE_TRUNCATE copy) or replaces a column (a type change).");
-				dfe_event("warning", "policy_tags_repaired", table, detail.data,
-						  repair_data(job_id, table, tagged_rows, untagged, replaced));
-			}
-			tagged = tagged_rows = untagged = replaced = NIL;
-		}
-		if (r == NULL)
-			break;
-		table = r->table_name;
-		if (strcmp(r->action, "tagged") == 0)
-		{
-			tagged = lappend(tagged, r->column_name);
-			tagged_rows = lappend(tagged_rows, r);
-			if (r->detail)
-				replaced = lappend(replaced, r->detail);
-		}
-		else if (strcmp(r->action, "untagged") == 0)
-			untagged = lappend(untagged, r->column_name);
-		else if (strcmp(r->action, "failed") == 0)
-			failed = lappend(failed, r);
-	}
-
-	if (failed)
-	{
-		cJSON	   *data = cJSON_CreateObject();
-		cJSON	   *arr = cJSON_AddArrayToObject(data, "tables");
-		List	   *texts = NIL;
-		ListCell   *lc;
-
-		cJSON_AddNumberToObject(data, "job_id", (double) job_id);
-		foreach(lc, failed)
-		{
-			PolicyTagResult *r = lfirst(lc);
-			cJSON	   *item = cJSON_CreateObject();
-
-			cJSON_AddStringToObject(item, "table", r->table_name);
-			cJSON_AddStringToObject(item, "error", r->detail ? r->detail : "failed");
-			cJSON_AddItemToArray(arr, item);
-			texts = lappend(texts, psprintf("%s (%s)", r->table_name, r->detail ? r->detail : "failed"));
-		}
-		dfe_event("warning", "policy_tags_failed", NULL,
-				  psprintf("could not check the BigQuery policy tags of %d table(s) after sync job " INT64_FORMAT ": %s; "
-						   "they are checked again after the next sync, or run dfe_airbyte_apply_policy_tags()",
-						   list_length(failed), job_id, join_strings(texts)),
-				  cJSON_PrintUnformatted(data));
-	}
-}
-
-void
-policy_tags_repair_after_sync(int64 job_id)
-{
-	MemoryContext cxt;
-	MemoryContext old = CurrentMemoryContext;
-
-	if (!bigquery_configured())
-		return;
-
-	/* a child of the caller's (non-transaction) context: it survives the commits */
-	cxt = AllocSetContextCreate(old, "dfe_airbyte policy tag repair",
-								ALLOCSET_DEFAULT_SIZES);
-	PG_TRY();
-	{
-		PolicyTagPlan *plan;
-		List	   *results;
-		List	   *failed;
-		bool		changes = false;
-		ListCell   *lc;
-
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		MemoryContextSwitchTo(cxt);
-		plan = policy_tag_plan_load();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-
-		/* no transaction is open during the HTTP calls */
-		MemoryContextSwitchTo(cxt);
-		results = policy_tag_plan_apply(plan, &failed);
-
-		foreach(lc, results)
-		{
-			PolicyTagResult *r = lfirst(lc);
-
-			r->sync_job_id = job_id;
-			if (strcmp(r->action, "tagged") == 0 || strcmp(r->action, "untagged") == 0)
-				changes = true;
-		}
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		MemoryContextSwitchTo(cxt);
-		policy_tag_state_record(results);
-		if (changes || failed)
-			record_repair_events(job_id, results);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		/* record why, instead of losing the repair of this sync silently */
-		HOLD_INTERRUPTS();
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		RESUME_INTERRUPTS();
-
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		MemoryContextSwitchTo(cxt);
-		dfe_event("warning", "policy_tags_failed", NULL,
-				  psprintf("could not check the BigQuery policy tags after sync job " INT64_FORMAT ": %s%s%s",
-						   job_id, edata->message,
-						   edata->detail ? "; " : "", edata->detail ? edata->detail : ""),
-				  psprintf("{\"job_id\": " INT64_FORMAT "}", job_id));
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_END_TRY();
-
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(cxt);
-}
