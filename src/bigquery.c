@@ -188,7 +188,7 @@ plan_find(PolicyTagPlan *plan, const char *table)
  * (before the lists became per target) is the local target's.
  */
 #define LIST_OF_TARGET(alias) \
-	" WHERE pg_catalog.coalesce(pg_catalog.to_jsonb(" alias ") OPERATOR(pg_catalog.->>) 'target', 'local')" \
+	" WHERE coalesce(pg_catalog.to_jsonb(" alias ") OPERATOR(pg_catalog.->>) 'target', 'local')" \
 	" OPERATOR(pg_catalog.=) $1"
 
 /* 0: allowlisted, 1: blocklisted, 2: excluded, 3: in the source table, 4: seen tagged */

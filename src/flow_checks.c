@@ -104,7 +104,7 @@ allowlisted_tables(void)
 			"SELECT coalesce(pg_catalog.array_agg(DISTINCT a.table_name), '{}')::pg_catalog.text\n"
 			"  FROM dfe_airbyte.allowlist a\n"
 			" WHERE a.table_name OPERATOR(pg_catalog.<>) 'airbyte_heartbeat'\n"
-			"   AND pg_catalog.coalesce(pg_catalog.to_jsonb(a) OPERATOR(pg_catalog.->>) 'target', 'local')\n"
+			"   AND coalesce(pg_catalog.to_jsonb(a) OPERATOR(pg_catalog.->>) 'target', 'local')\n"
 			"       OPERATOR(pg_catalog.=) $1",
 			1, args, SPI_OK_SELECT);
 	return dfe_col_text(0, 1);

@@ -41,18 +41,19 @@ COMMENT ON TABLE dfe_airbyte.sync_watch IS
     'dfe_airbyte worker state behind dfe_airbyte.sync_health, one row per target';
 
 -- One row per enabled target, even before the worker has looked at it.  A
--- target's own sync_stale_after and job_stuck_after (dfe_airbyte.targets.
--- settings) win over the global ones.  connection_watch is read through
+-- target's own sync_stale_after (dfe_airbyte.targets.settings, minutes when
+-- it has no unit, as in postgresql.conf) wins over the global one.  connection_watch is read through
 -- to_jsonb() so that a row of it names its target when it has a target
 -- column, and is the local one's when it has none.
 CREATE VIEW dfe_airbyte.sync_health AS
 WITH setting AS (
     SELECT t.name AS target,
-           coalesce(nullif(t.settings ->> 'sync_stale_after', ''),
+           coalesce(CASE WHEN t.settings ->> 'sync_stale_after' ~ '^\d+$'
+                         THEN (t.settings ->> 'sync_stale_after') || 'min'
+                         ELSE nullif(t.settings ->> 'sync_stale_after', '') END,
                     nullif(current_setting('dfe_airbyte.sync_stale_after', true), ''), '45min')::interval
            AS stale_after,
-           coalesce(nullif(t.settings ->> 'job_stuck_after', ''),
-                    nullif(current_setting('dfe_airbyte.job_stuck_after', true), ''), '1h')::interval
+           coalesce(nullif(current_setting('dfe_airbyte.job_stuck_after', true), ''), '1h')::interval
            AS stuck_after
     FROM dfe_airbyte.targets t
     WHERE t.enabled
