@@ -138,9 +138,9 @@ is(sql("SELECT confirmed_flush_lsn || ' ' || last_heartbeat FROM dfe_airbyte.flo
 my $a2 = $fake->create_job(connectionId => $conn{svc_a}, status => 'succeeded')->{jobId};
 ok(DfeTest::poll_until($node, "SELECT count(*) FROM dfe_airbyte.flow_checks WHERE target = 'svc_a'", '2', 60),
 	'svc_a: a second flow check');
-is(sql("SELECT string_agg(kind || '@' || target, ' ' ORDER BY kind) FROM dfe_airbyte.events
+is(sql("SELECT string_agg(kind || ':' || target, ' ' ORDER BY kind) FROM dfe_airbyte.events
 		WHERE kind IN ('slot_not_advancing', 'heartbeat_not_running', 'sync_no_rows')"),
-	'heartbeat_not_running@svc_a slot_not_advancing@svc_a', 'svc_a: its findings are its events');
+	'heartbeat_not_running:svc_a slot_not_advancing:svc_a', 'svc_a: its findings are its events');
 is(sql("SELECT count(*) FROM dfe_airbyte.flow_checks WHERE target <> 'svc_a'"), '0', 'no flow check for the others');
 
 # ------------------------------------------------------------ apply_policy_tags('svc_b')
