@@ -24,6 +24,7 @@ struct DfeTargetScope
 	char	   *name;
 	List	   *applied;		/* GUC names set for this target */
 	DfeTarget  *target;			/* opened on first use */
+	bool		in_xact;		/* entered in a transaction (a SQL function) */
 	MemoryContext cxt;
 };
 
@@ -31,9 +32,8 @@ struct DfeTargetScope
 static DfeTargetScope *open_scope = NULL;
 
 /*
- * A scope open when its transaction aborted (an ERROR in a function that
- * entered it, or in a worker task): the current target is "local" again at
- * once, and its settings are reset at the next enter or reset — not during
+ * A scope entered in a transaction (a SQL function's) that aborted: the
+ * current target is "local" again at once, and its settings are reset at the next enter or reset — not during
  * the abort, where AtEOXact_GUC would undo the reset itself.  Values set in
  * the aborted transaction are rolled back by the abort anyway.
  */
@@ -45,7 +45,14 @@ static void leave_scope(DfeTargetScope *scope);
 static void
 scope_xact_callback(XactEvent event, void *arg)
 {
-	if ((event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) && open_scope != NULL)
+	/*
+	 * A worker task's scope spans its short transactions and outlives the
+	 * abort of one (http_try() catches an error and aborts it): the task
+	 * goes on for the same target, and dfe_for_each_target() resets the
+	 * scope when the task itself fails.
+	 */
+	if ((event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) && open_scope != NULL &&
+		open_scope->in_xact)
 	{
 		stale_scope = open_scope;
 		open_scope = NULL;
@@ -140,6 +147,7 @@ dfe_target_scope_enter(const char *target)
 	scope = MemoryContextAllocZero(cxt, sizeof(DfeTargetScope));
 	scope->cxt = cxt;
 	scope->name = MemoryContextStrdup(cxt, target);
+	scope->in_xact = IsTransactionState();
 	open_scope = scope;
 
 	r = read_targets("read the target's settings",
