@@ -169,6 +169,19 @@ like(sql("SELECT detail FROM dfe_airbyte.events WHERE kind = 'sync_stale'"), qr/
 is(sql("SELECT string_agg(target || '=' || stale, ' ' ORDER BY target) FROM dfe_airbyte.sync_health"),
 	'local=false svc_a=false svc_b=true', 'sync_health: stale per target');
 
+# svc_b's server down: its flow check fails inside the task's transaction;
+# the task goes on for svc_b (its drift repair is svc_b's, not local's)
+$tb->node->stop;
+my $b1 = $fake->create_job(connectionId => $conn{svc_b}, status => 'succeeded')->{jobId};
+ok(DfeTest::poll_log($node, qr/could not check the data flow of target "svc_b" after sync job $b1/, 60),
+	'svc_b down: its flow check fails, naming it');
+ok(DfeTest::poll_log($node, qr/sync job $b1 of target "(\w+)" succeeded; checking the policy tags/, 60),
+	'svc_b down: the drift repair still runs');
+like(slurp_file($node->logfile), qr/sync job $b1 of target "svc_b" succeeded; checking the policy tags/,
+	'... for svc_b, after the error that was caught');
+is(sql("SELECT string_agg(target, ',') FROM dfe_airbyte.sync_jobs WHERE job_id = $b1"), 'svc_b',
+	'... and the job is svc_b\'s');
+
 # dropping a target drops its rows
 sql("SELECT dfe_airbyte_drop_target('svc_b')");
 is(sql("SELECT count(*) FROM dfe_airbyte.sync_watch WHERE target = 'svc_b'")
