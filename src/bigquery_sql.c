@@ -78,7 +78,9 @@ report_failed(ApplyCounts *c, const char *target)
 			 errhint("Changes made to the other tables stay applied (BigQuery is not transactional). "
 					 "Check the service account's permissions (BigQuery Data Owner on the dataset, "
 					 "Data Catalog access to the policy tag taxonomy) and the server's message above, "
-					 "then run dfe_airbyte_apply_policy_tags('%s') again.", target)));
+					 "then run %s again.",
+					 strcmp(target, DFE_LOCAL_TARGET) == 0 ? "dfe_airbyte_apply_policy_tags()"
+					 : psprintf("dfe_airbyte_apply_policy_tags('%s')", target))));
 }
 
 PG_FUNCTION_INFO_V1(dfe_airbyte_apply_policy_tags);

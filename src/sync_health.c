@@ -85,6 +85,28 @@ repair_fn(void *arg)
 	policy_tags_repair_after_sync(*(int64 *) arg);
 }
 
+/*
+ * " of target \"name\"" for the log lines of a remote target; nothing for
+ * the local one, whose messages stay as they were (events name their
+ * target in their own column, and in the log line, see events.c).
+ */
+static const char *
+of_target(void)
+{
+	if (strcmp(dfe_target_current(), DFE_LOCAL_TARGET) == 0)
+		return "";
+	return psprintf(" of target \"%s\"", dfe_target_current());
+}
+
+/* how to run the policy tag check of this target by hand */
+static const char *
+apply_call(void)
+{
+	if (strcmp(dfe_target_current(), DFE_LOCAL_TARGET) == 0)
+		return "dfe_airbyte_apply_policy_tags()";
+	return psprintf("dfe_airbyte_apply_policy_tags('%s')", dfe_target_current());
+}
+
 /* the target's row of sync_watch, written at its first check */
 static void
 ensure_watch_row(void)
@@ -233,15 +255,12 @@ stale_event(bool stale, const char *success, const char *since, const char *afte
 	if (stale)
 		dfe_event("warning", "sync_stale", dfe_setting_connection_id(),
 				  success
-				  ? psprintf("no successful Airbyte sync of target \"%s\" since %s (dfe_airbyte.sync_stale_after = %s)",
-							 dfe_target_current(), success, after)
-				  : psprintf("no successful Airbyte sync of target \"%s\" seen since the worker started watching at %s (dfe_airbyte.sync_stale_after = %s)",
-							 dfe_target_current(), since, after),
+				  ? psprintf("no successful Airbyte sync since %s (dfe_airbyte.sync_stale_after = %s)", success, after)
+				  : psprintf("no successful Airbyte sync seen since the worker started watching at %s (dfe_airbyte.sync_stale_after = %s)", since, after),
 				  NULL);
 	else
 		dfe_event("info", "sync_fresh", dfe_setting_connection_id(),
-				  psprintf("Airbyte syncs of target \"%s\" succeed again (last success %s)",
-						   dfe_target_current(), success ? success : "unknown"),
+				  psprintf("Airbyte syncs succeed again (last success %s)", success ? success : "unknown"),
 				  NULL);
 }
 
@@ -287,8 +306,8 @@ run_flow_checks(PollArgs *a)
 		if (msg)
 			ereport(LOG,
 					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("dfe_airbyte could not check the data flow of target \"%s\" after sync job " INT64_FORMAT ": %s",
-							dfe_target_current(), ((AirbyteJob *) lfirst(lc))->job_id, msg),
+					 errmsg("dfe_airbyte could not check the data flow%s after sync job " INT64_FORMAT ": %s",
+							of_target(), ((AirbyteJob *) lfirst(lc))->job_id, msg),
 					 errhint("It is checked again after the next successful sync.")));
 	}
 }
@@ -306,8 +325,8 @@ run_repairs(PollArgs *a)
 
 		if (bigquery_configured())
 			ereport(LOG,
-					(errmsg("dfe_airbyte: sync job " INT64_FORMAT " of target \"%s\" succeeded; checking the policy tags",
-							job_id, dfe_target_current())));
+					(errmsg("dfe_airbyte: sync job " INT64_FORMAT "%s succeeded; checking the policy tags",
+							job_id, of_target())));
 		else
 			ereport(DEBUG1,
 					(errmsg_internal("dfe_airbyte: sync job " INT64_FORMAT " succeeded; BigQuery is not configured, so no policy tag check", job_id)));
@@ -316,8 +335,8 @@ run_repairs(PollArgs *a)
 		{
 			dfe_xact_begin("dfe_airbyte sync health: recording a failed repair");
 			dfe_event("warning", "policy_tags_repair_failed", psprintf("job " INT64_FORMAT, job_id),
-					  psprintf("the policy tag check after sync job " INT64_FORMAT " failed: %s; it runs again after the next sync, or run SELECT * FROM dfe_airbyte_apply_policy_tags('%s')",
-							   job_id, msg, dfe_target_current()),
+					  psprintf("the policy tag check after sync job " INT64_FORMAT " failed: %s; it runs again after the next sync, or run SELECT * FROM %s",
+							   job_id, msg, apply_call()),
 					  NULL);
 			dfe_xact_end();
 		}
