@@ -65,6 +65,58 @@ record_unlisted_event(PolicyTagResult *r)
 	cJSON_Delete(data);
 }
 
+/* the columns seen carrying the tag the extension manages there */
+static void
+remember_tagged(List *tables, List *columns, List *tags, Datum target)
+{
+	Oid			types[4] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID};
+	Datum		args[4];
+	int			ret;
+
+	args[0] = PointerGetDatum(text_array_of(tables));
+	args[1] = PointerGetDatum(text_array_of(columns));
+	args[2] = PointerGetDatum(text_array_of(tags));
+	args[3] = target;
+	ret = SPI_execute_with_args(
+		"INSERT INTO dfe_airbyte.policy_tag_state AS s (target, table_name, column_name, policy_tag)"
+		" SELECT $4, t, c, g FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) AS n(t, c, g)"
+		" ON CONFLICT (target, table_name, column_name) DO UPDATE"
+		"   SET last_seen_tagged = pg_catalog.now(), policy_tag = EXCLUDED.policy_tag,"
+		"       first_tagged_at = CASE WHEN s.policy_tag OPERATOR(pg_catalog.=) EXCLUDED.policy_tag"
+		"                              THEN s.first_tagged_at ELSE pg_catalog.now() END",
+		4, types, args, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not record the policy tags seen in dfe_airbyte.policy_tag_state: %s",
+						SPI_result_code_string(ret)),
+				 errhint("Check that the dfe_airbyte extension is up to date (ALTER EXTENSION dfe_airbyte UPDATE).")));
+}
+
+/* the columns whose tag the extension removed: forgotten */
+static void
+forget_untagged(List *tables, List *columns, Datum target)
+{
+	Oid			types[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTOID};
+	Datum		args[3];
+	int			ret;
+
+	args[0] = PointerGetDatum(text_array_of(tables));
+	args[1] = PointerGetDatum(text_array_of(columns));
+	args[2] = target;
+	ret = SPI_execute_with_args(
+		"DELETE FROM dfe_airbyte.policy_tag_state AS s"
+		" USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS n(t, c)"
+		" WHERE s.target OPERATOR(pg_catalog.=) $3 AND s.table_name OPERATOR(pg_catalog.=) n.t"
+		"   AND pg_catalog.lower(s.column_name) OPERATOR(pg_catalog.=) pg_catalog.lower(n.c)",
+		3, types, args, NULL, false, 0);
+	if (ret != SPI_OK_DELETE)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not update dfe_airbyte.policy_tag_state: %s", SPI_result_code_string(ret)),
+				 errhint("Check that the dfe_airbyte extension is up to date (ALTER EXTENSION dfe_airbyte UPDATE).")));
+}
+
 void
 policy_tag_state_record(List *results)
 {
@@ -73,10 +125,7 @@ policy_tag_state_record(List *results)
 			   *tags = NIL,
 			   *gone_tables = NIL,
 			   *gone_columns = NIL;
-	Oid			types[4] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID};
-	Datum		args[4];
 	ListCell   *lc;
-	int			ret;
 
 	foreach(lc, results)
 	{
@@ -99,47 +148,10 @@ policy_tag_state_record(List *results)
 
 	SPI_connect();
 	/* the rows are the current target's (target_scope.h) */
-	args[3] = CStringGetTextDatum(dfe_target_current());
 	if (tables != NIL)
-	{
-		args[0] = PointerGetDatum(text_array_of(tables));
-		args[1] = PointerGetDatum(text_array_of(columns));
-		args[2] = PointerGetDatum(text_array_of(tags));
-		ret = SPI_execute_with_args(
-			"INSERT INTO dfe_airbyte.policy_tag_state AS s (target, table_name, column_name, policy_tag)"
-			" SELECT $4, t, c, g FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) AS n(t, c, g)"
-			" ON CONFLICT (target, table_name, column_name) DO UPDATE"
-			"   SET last_seen_tagged = pg_catalog.now(), policy_tag = EXCLUDED.policy_tag,"
-			"       first_tagged_at = CASE WHEN s.policy_tag OPERATOR(pg_catalog.=) EXCLUDED.policy_tag"
-			"                              THEN s.first_tagged_at ELSE pg_catalog.now() END",
-			4, types, args, NULL, false, 0);
-		if (ret != SPI_OK_INSERT)
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not record the policy tags seen in dfe_airbyte.policy_tag_state: %s",
-							SPI_result_code_string(ret)),
-					 errhint("Check that the dfe_airbyte extension is up to date (ALTER EXTENSION dfe_airbyte UPDATE).")));
-	}
+		remember_tagged(tables, columns, tags, CStringGetTextDatum(dfe_target_current()));
 	if (gone_tables != NIL)
-	{
-		Oid			gone_types[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTOID};
-		Datum		gone_args[3];
-
-		gone_args[0] = PointerGetDatum(text_array_of(gone_tables));
-		gone_args[1] = PointerGetDatum(text_array_of(gone_columns));
-		gone_args[2] = args[3];
-		ret = SPI_execute_with_args(
-			"DELETE FROM dfe_airbyte.policy_tag_state AS s"
-			" USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS n(t, c)"
-			" WHERE s.target OPERATOR(pg_catalog.=) $3 AND s.table_name OPERATOR(pg_catalog.=) n.t"
-			"   AND pg_catalog.lower(s.column_name) OPERATOR(pg_catalog.=) pg_catalog.lower(n.c)",
-			3, gone_types, gone_args, NULL, false, 0);
-		if (ret != SPI_OK_DELETE)
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not update dfe_airbyte.policy_tag_state: %s", SPI_result_code_string(ret)),
-					 errhint("Check that the dfe_airbyte extension is up to date (ALTER EXTENSION dfe_airbyte UPDATE).")));
-	}
+		forget_untagged(gone_tables, gone_columns, CStringGetTextDatum(dfe_target_current()));
 	SPI_finish();
 
 	/* recorded where every caller records what it did, so once per column */
@@ -151,4 +163,3 @@ policy_tag_state_record(List *results)
 			record_unlisted_event(r);
 	}
 }
-
