@@ -45,6 +45,7 @@
 #include <cjson/cJSON.h>
 
 #include "airbyte.h"
+#include "compat.h"
 #include "http.h"
 #include "settings.h"
 #include "shared.h"
@@ -224,7 +225,7 @@ base64url_decode(const char *in, int inlen)
 		b64[i] = '=';
 	b64[padded] = '\0';
 	out = palloc(pg_b64_dec_len(padded) + 1);
-	outlen = pg_b64_decode(b64, padded, out, pg_b64_dec_len(padded));
+	outlen = pg_b64_decode(b64, padded, (dfe_b64_byte *) out, pg_b64_dec_len(padded));
 	pfree(b64);
 	if (outlen < 0)
 		return NULL;

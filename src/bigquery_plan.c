@@ -34,14 +34,8 @@ plan_find(PolicyTagPlan *plan, const char *table)
 	return found ? *found : NULL;
 }
 
-/*
- * The lists of the current target: they live in this database, one set per
- * target.  Read through to_jsonb() so that a list without a target column
- * (before the lists became per target) is the local target's.
- */
-#define LIST_OF_TARGET(alias) \
-	" WHERE coalesce(pg_catalog.to_jsonb(" alias ") OPERATOR(pg_catalog.->>) 'target', 'local')" \
-	" OPERATOR(pg_catalog.=) $1"
+/* the lists of the current target: they live in this database, one set per target */
+#define LIST_OF_TARGET(alias) " WHERE " alias ".target OPERATOR(pg_catalog.=) $1"
 
 /* 0: allowlisted, 1: blocklisted, 2: excluded, 3: in the source table, 4: seen tagged */
 #define PLAN_SOURCE_QUERY 3

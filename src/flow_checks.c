@@ -91,9 +91,7 @@ copy_value(DfeRows *r, int col)
 
 /*
  * The allowlisted tables of the current target (the lists live in this
- * database), as a text[] literal for the target's query.  The lists are
- * read through to_jsonb() so that a list without a target column (before
- * the lists became per target) is the local target's.
+ * database), as a text[] literal for the target's query.
  */
 static char *
 allowlisted_tables(void)
@@ -104,8 +102,7 @@ allowlisted_tables(void)
 			"SELECT coalesce(pg_catalog.array_agg(DISTINCT a.table_name), '{}')::pg_catalog.text\n"
 			"  FROM dfe_airbyte.allowlist a\n"
 			" WHERE a.table_name OPERATOR(pg_catalog.<>) 'airbyte_heartbeat'\n"
-			"   AND coalesce(pg_catalog.to_jsonb(a) OPERATOR(pg_catalog.->>) 'target', 'local')\n"
-			"       OPERATOR(pg_catalog.=) $1",
+			"   AND a.target OPERATOR(pg_catalog.=) $1",
 			1, args, SPI_OK_SELECT);
 	return dfe_col_text(0, 1);
 }

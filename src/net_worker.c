@@ -42,6 +42,15 @@ resync_follow_task(void)
 	return resync_follow_worker_task();
 }
 
+/* a restored backup's tables are not Airbyte's until confirmed */
+static long
+reconcile_task(void)
+{
+	if (dfe_restore_unconfirmed())
+		return dfe_check_interval_s * 1000L;
+	return reconcile_worker_task();
+}
+
 static long
 startup_recovery(void)
 {
@@ -79,6 +88,7 @@ static DfeTask net_tasks[] = {
 	{"full re-sync", resync_task, true, 0, check_ms, 0},
 	{"full re-sync follow-up", resync_follow_task, false, 0, follow_ms, 0},
 	{"sync health", sync_health_worker_task, false, 0, sync_poll_ms, 0},
+	{"reconcile", reconcile_task, false, 0, check_ms, 0},
 };
 
 static const DfeWorkerDef net_def = {

@@ -24,7 +24,8 @@ struct DfeTargetScope
 	char	   *name;
 	List	   *applied;		/* GUC names set for this target */
 	DfeTarget  *target;			/* opened on first use */
-	bool		in_xact;		/* entered in a transaction (a SQL function) */
+	SubTransactionId subxid;	/* the (sub)transaction that entered it, */
+	uint64		xact_gen;		/* ... in this top-level transaction */
 	MemoryContext cxt;
 };
 
@@ -40,19 +41,45 @@ static DfeTargetScope *open_scope = NULL;
 static DfeTargetScope *stale_scope = NULL;
 static bool callback_registered = false;
 
+/* counts top-level transaction ends: subtransaction ids restart in each */
+static uint64 xact_generation = 0;
+
 static void leave_scope(DfeTargetScope *scope);
 
 static void
 scope_xact_callback(XactEvent event, void *arg)
 {
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		xact_generation++;
 	/*
-	 * A worker task's scope spans its short transactions and outlives the
-	 * abort of one (http_try() catches an error and aborts it): the task
-	 * goes on for the same target, and dfe_for_each_target() resets the
-	 * scope when the task itself fails.
+	 * A worker task's scope, entered outside any transaction, spans its
+	 * short transactions and outlives the abort of one (http_try() catches
+	 * an error and aborts it): the task goes on for the same target, and
+	 * dfe_for_each_target() resets the scope when the task itself fails.
 	 */
 	if ((event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) && open_scope != NULL &&
-		open_scope->in_xact)
+		open_scope->subxid != InvalidSubTransactionId)
+	{
+		stale_scope = open_scope;
+		open_scope = NULL;
+	}
+}
+
+/*
+ * The same for a subtransaction rolled back (ROLLBACK TO SAVEPOINT, a
+ * PL/pgSQL exception block) that entered the scope: the transaction goes
+ * on, and what it does next must not be the target's.  A scope entered
+ * before the subtransaction stays open: its caller catches the error and
+ * carries on in it (config_problems does, per remote target).
+ */
+static void
+scope_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && open_scope != NULL && open_scope->subxid == mySubid &&
+		open_scope->xact_gen == xact_generation)
 	{
 		stale_scope = open_scope;
 		open_scope = NULL;
@@ -139,6 +166,7 @@ dfe_target_scope_enter(const char *target)
 	if (!callback_registered)
 	{
 		RegisterXactCallback(scope_xact_callback, NULL);
+		RegisterSubXactCallback(scope_subxact_callback, NULL);
 		callback_registered = true;
 	}
 
@@ -147,7 +175,8 @@ dfe_target_scope_enter(const char *target)
 	scope = MemoryContextAllocZero(cxt, sizeof(DfeTargetScope));
 	scope->cxt = cxt;
 	scope->name = MemoryContextStrdup(cxt, target);
-	scope->in_xact = IsTransactionState();
+	scope->subxid = IsTransactionState() ? GetCurrentSubTransactionId() : InvalidSubTransactionId;
+	scope->xact_gen = xact_generation;
 	open_scope = scope;
 
 	r = read_targets("read the target's settings",
@@ -229,6 +258,14 @@ dfe_target_scope_target(DfeTargetScope *scope)
 		MemoryContextSwitchTo(old);
 	}
 	return scope->target;
+}
+
+DfeTarget *
+dfe_target_current_target(void)
+{
+	if (open_scope != NULL)
+		return dfe_target_scope_target(open_scope);
+	return dfe_target_open(DFE_LOCAL_TARGET);
 }
 
 List *

@@ -53,6 +53,14 @@ extern const char *dfe_target_current(void);
 extern DfeTarget *dfe_target_scope_target(DfeTargetScope *scope);
 
 /*
+ * The target of the current scope to query (dfe_target_scope_target() of
+ * the open scope), or the local one outside any scope: for code that
+ * builds something for "the current service" without being handed the
+ * scope (the stream configuration, the configuration check).
+ */
+extern DfeTarget *dfe_target_current_target(void);
+
+/*
  * Names (palloc'd char *) of the enabled targets, "local" first when it is
  * enabled, then the others by name.  In a transaction.
  */

@@ -31,4 +31,7 @@ extern long resync_follow_worker_task(void);
 /* sync_health.c: last sync job polling, staleness, policy tag drift repair */
 extern long sync_health_worker_task(void);
 
+/* reconcile.c: one table's reconciliation after successful syncs */
+extern long reconcile_worker_task(void);
+
 #endif

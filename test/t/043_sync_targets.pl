@@ -62,11 +62,8 @@ for my $t ([ 'svc_a', $ta, {} ], [ 'svc_b', $tb, { sync_stale_after => '30' } ])
 	sql("SELECT dfe_airbyte_add_target('$name', ${\ lit($target->conninfo)}, '$settings')");
 }
 
-# The lists of each target (the lists are per target; before they carry a
-# target column the test adds it, so that this test runs on its own branch).
+# the lists of each target
 sql(q{
-ALTER TABLE dfe_airbyte.allowlist ADD COLUMN IF NOT EXISTS target text NOT NULL DEFAULT 'local';
-ALTER TABLE dfe_airbyte.blocklist ADD COLUMN IF NOT EXISTS target text NOT NULL DEFAULT 'local';
 INSERT INTO dfe_airbyte.allowlist (target, table_name, column_name) VALUES
   ('svc_a', 'users', 'id'), ('svc_a', 'users', 'email'), ('svc_a', 'users', 'first_name'),
   ('svc_b', 'courses', 'id'), ('svc_b', 'courses', 'name');
