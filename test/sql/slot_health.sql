@@ -60,7 +60,7 @@ WHERE attrelid = 'dfe_airbyte.sync_jobs'::regclass AND attnum > 7 ORDER BY attnu
 SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
 WHERE attrelid = 'dfe_airbyte.flow_checks'::regclass AND attnum > 0 ORDER BY attnum;
 SELECT attname FROM pg_attribute
-WHERE attrelid = 'dfe_airbyte.sync_health'::regclass AND attnum > 12 ORDER BY attnum;
+WHERE attrelid = 'dfe_airbyte.sync_health'::regclass AND attnum > 13 ORDER BY attnum;
 SELECT stuck, stuck_after FROM dfe_airbyte.sync_health;
 
 -- the heartbeat: no publication yet, then a table outside it, then no row
