@@ -46,6 +46,15 @@ SHLIB_LINK   = -lcurl -lcjson -lyaml -lanl
 SHLIB_LINK_INTERNAL = $(libpq)
 PG_CPPFLAGS += -I$(libpq_srcdir)
 
+# make DFE_ASSERTS=1 compiles in the dfe_Assert() checks of our own
+# invariants (src/dfe_assert.h says why not USE_ASSERT_CHECKING).
+# test/tmp_install.sh, and so test/check, builds this way; a production
+# "make" does not.
+DFE_ASSERTS ?= 0
+ifeq ($(DFE_ASSERTS),1)
+PG_CPPFLAGS += -DDFE_ASSERT_CHECKING
+endif
+
 # rebuild objects when a header they include changes (.deps/*.Po)
 override autodepend = yes
 
@@ -58,6 +67,11 @@ include $(PGXS)
 
 # the version is compiled in (-DDFE_AIRBYTE_VERSION): a bump rebuilds
 $(OBJS): $(EXTENSION).control
+
+# the objects depend on a file naming the DFE_ASSERTS choice, rewritten
+# only when it changes, so switching the choice rebuilds them
+$(shell echo 'DFE_ASSERTS=$(DFE_ASSERTS)' | cmp -s - .dfe_build_flags 2>/dev/null || echo 'DFE_ASSERTS=$(DFE_ASSERTS)' > .dfe_build_flags)
+$(OBJS): .dfe_build_flags
 
 # one rule per step directory; the directory itself is a prerequisite so that
 # adding or removing a file regenerates the script
@@ -95,4 +109,4 @@ freeze: $(DATA_built)
 	git add $(addprefix sql/,$(notdir $(DATA_built)))
 .PHONY: freeze
 
-EXTRA_CLEAN = build tmp_install results regression.diffs regression.out log
+EXTRA_CLEAN = build tmp_install results regression.diffs regression.out log .dfe_build_flags

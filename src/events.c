@@ -7,6 +7,7 @@
 #include "executor/spi.h"
 #include "utils/builtins.h"
 
+#include "dfe_assert.h"
 #include "events.h"
 #include "target_scope.h"
 
@@ -19,6 +20,15 @@ dfe_event(const char *severity, const char *kind, const char *object,
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	const char *target = dfe_target_current();
 	int			ret;
+
+	/*
+	 * The callers pass literals: a NULL would crash in CStringGetTextDatum,
+	 * a severity outside the CHECK of dfe_airbyte.events (00_base.sql)
+	 * would fail the INSERT and with it the caller's whole transaction.
+	 */
+	dfe_Assert(severity != NULL && kind != NULL && detail != NULL);
+	dfe_Assert(strcmp(severity, "info") == 0 || strcmp(severity, "warning") == 0 ||
+			   strcmp(severity, "critical") == 0);
 
 	values[0] = CStringGetTextDatum(severity);
 	values[1] = CStringGetTextDatum(kind);

@@ -31,6 +31,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 
+#include "dfe_assert.h"
 #include "lists.h"
 #include "settings.h"
 #include "shared.h"
@@ -1061,6 +1062,40 @@ rails_sections(const char *which, ConfNode *root)
 	return merged;
 }
 
+/*
+ * What replace_list() relies on (it diffs the list against a table's rows
+ * as sets): every kept table has a non-empty name and at least one column,
+ * no table is kept twice, no column twice within its table, and ncolumns
+ * is their sum.  validate() and check_columns() establish it by refusing
+ * repeated tables and keeping a repeated column once.
+ */
+static pg_attribute_unused() bool
+parsed_list_is_valid(const ParsedList *list)
+{
+	int			ncolumns = 0;
+
+	for (int i = 0; i < list->ntables; i++)
+	{
+		const ListTable *t = &list->tables[i];
+
+		if (t->name == NULL || t->name[0] == '\0' || t->ncolumns <= 0)
+			return false;
+		for (int j = 0; j < i; j++)
+			if (strcmp(list->tables[j].name, t->name) == 0)
+				return false;
+		for (int c = 0; c < t->ncolumns; c++)
+		{
+			if (t->columns[c].name == NULL || t->columns[c].name[0] == '\0')
+				return false;
+			for (int d = 0; d < c; d++)
+				if (strcmp(t->columns[d].name, t->columns[c].name) == 0)
+					return false;
+		}
+		ncolumns += t->ncolumns;
+	}
+	return ncolumns == list->ncolumns;
+}
+
 static ParsedList *
 validate(const char *which, ConfNode *root, bool allow_empty)
 {
@@ -1169,6 +1204,7 @@ validate(const char *which, ConfNode *root, bool allow_empty)
 
 	if (list->ntables == 0 && !allow_empty)
 		empty_list_error(which, false);
+	dfe_Assert(parsed_list_is_valid(list));
 	return list;
 }
 

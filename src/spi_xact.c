@@ -12,6 +12,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "dfe_assert.h"
 #include "shared.h"
 #include "spi_xact.h"
 
@@ -36,6 +37,9 @@ dfe_xact_begin(const char *activity)
 void
 dfe_xact_end(void)
 {
+	/* ends what dfe_xact_begin started: its transaction and its snapshot */
+	dfe_Assert(IsTransactionState());
+	dfe_Assert(ActiveSnapshotSet());
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -75,7 +79,7 @@ dfe_sql(const char *what, const char *sql, int nargs, const char **args, int exp
 	int			ret;
 	int			i;
 
-	Assert(nargs <= 8);
+	dfe_Assert(nargs >= 0 && nargs <= (int) lengthof(types));
 	for (i = 0; i < nargs; i++)
 	{
 		types[i] = TEXTOID;
@@ -88,10 +92,26 @@ dfe_sql(const char *what, const char *sql, int nargs, const char **args, int exp
 	return ret;
 }
 
+/*
+ * The accessors below read a cell of the last SPI result; SPI_getvalue()
+ * checks the column but nothing checks the row, so a row past the end
+ * reads whatever lies after the tuple array.
+ */
+static pg_attribute_unused() bool
+valid_cell(int row, int col)
+{
+	return SPI_tuptable != NULL && row >= 0 &&
+		(uint64) row < SPI_tuptable->numvals &&
+		col >= 1 && col <= SPI_tuptable->tupdesc->natts;
+}
+
 char *
 dfe_col_text(int row, int col)
 {
-	char	   *v = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+	char	   *v;
+
+	dfe_Assert(valid_cell(row, col));
+	v = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
 
 	return v ? MemoryContextStrdup(dfe_xact_result_context(), v) : NULL;
 }
@@ -101,6 +121,7 @@ dfe_col_isnull(int row, int col)
 {
 	bool		isnull;
 
+	dfe_Assert(valid_cell(row, col));
 	(void) SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
 	return isnull;
 }
@@ -108,6 +129,7 @@ dfe_col_isnull(int row, int col)
 Datum
 dfe_col_datum(int row, int col, bool *isnull)
 {
+	dfe_Assert(valid_cell(row, col));
 	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
 }
 

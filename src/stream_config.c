@@ -42,6 +42,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 
+#include "dfe_assert.h"
 #include "settings.h"
 #include "shared.h"
 #include "stream_config.h"
@@ -187,6 +188,37 @@ table_stream(const char *table, char **pk, int npk, char **cols, int ncols)
 	return stream;
 }
 
+/*
+ * Whether every primary key column of a stream is among its selected
+ * fields: Airbyte's PATCH validator rejects the whole configuration
+ * otherwise (AirbyteCatalogHelper.validateStreamConfig; the fake's
+ * "Primary key field ... is not selected", test/fake/airbyte.py).
+ */
+static pg_attribute_unused() bool
+stream_selects_its_key(const cJSON *stream)
+{
+	const cJSON *fields = cJSON_GetObjectItemCaseSensitive(stream, "selectedFields");
+	const cJSON *key;
+
+	cJSON_ArrayForEach(key, cJSON_GetObjectItemCaseSensitive(stream, "primaryKey"))
+	{
+		const char *name = cJSON_GetStringValue(cJSON_GetArrayItem(key, 0));
+		const cJSON *field;
+		bool		found = false;
+
+		cJSON_ArrayForEach(field, fields)
+		{
+			const cJSON *path = cJSON_GetObjectItemCaseSensitive(field, "fieldPath");
+			const char *selected = cJSON_GetStringValue(cJSON_GetArrayItem(path, 0));
+
+			found = found || (name && selected && strcmp(name, selected) == 0);
+		}
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
 /* a table without a primary key: copied whole at each sync (SPEC §3) */
 static cJSON *
 full_refresh_stream(const char *table, char **cols, int ncols)
@@ -258,6 +290,7 @@ stream_config_build(void)
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 		char	   *table = SPI_getvalue(tuple, desc, 1);
+		cJSON	   *stream;
 		Datum		d;
 		char	  **pk = NULL;
 		int			npk = 0;
@@ -271,13 +304,27 @@ stream_config_build(void)
 		if (!isnull)
 			cols = text_array_elems(d, &ncols);
 
+		/*
+		 * One stream per table, in byte order (the query's ORDER BY ...
+		 * COLLATE "C"): Airbyte rejects a configuration that names a
+		 * stream twice ("Duplicate stream found"), and the order keeps the
+		 * PATCH body stable.
+		 */
+		dfe_Assert(table != NULL);
+		dfe_Assert(row == 0 ||
+				   strcmp(SPI_getvalue(SPI_tuptable->vals[row - 1], desc, 1), table) < 0);
+		dfe_Assert(strcmp(table, STREAM_HEARTBEAT_NAME) != 0);
+
 		d = SPI_getbinval(tuple, desc, 4, &isnull);
 		if (!isnull && DatumGetBool(d) && npk == 0)
-			cJSON_AddItemToArray(streams, full_refresh_stream(table, cols, ncols));
+			stream = full_refresh_stream(table, cols, ncols);
 		else
-			cJSON_AddItemToArray(streams, table_stream(table, pk, npk, cols, ncols));
+			stream = table_stream(table, pk, npk, cols, ncols);
+		dfe_Assert(stream_selects_its_key(stream));
+		cJSON_AddItemToArray(streams, stream);
 	}
 	cJSON_AddItemToArray(streams, heartbeat_stream());
+	dfe_Assert(stream_selects_its_key(cJSON_GetArrayItem(streams, cJSON_GetArraySize(streams) - 1)));
 
 	json = cJSON_PrintUnformatted(root);
 	if (json == NULL)

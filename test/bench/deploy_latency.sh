@@ -17,5 +17,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 dfe_reexec_as_test_user bench test/bench/deploy_latency.sh "$@"
 
 cd "$top"
+# measure the production build: no dfe_Assert() checks (src/dfe_assert.h)
+export DFE_ASSERTS=0
 dfe_perl_test_env "$top/test/bench"
 exec perl "$top/test/bench/deploy_latency.pl"

@@ -34,6 +34,8 @@ done
 dfe_reexec_as_test_user bench test/bench/slot_check.sh --minutes "$minutes" --interval "$interval" --runs "$runs"
 
 cd "$top"
+# measure the production build: no dfe_Assert() checks (src/dfe_assert.h)
+export DFE_ASSERTS=0
 bindir=$(test/tmp_install.sh "$top/tmp_install")
 export PATH="$bindir:$PATH"
 dir=$(mktemp -d /tmp/dfe_slot_bench.XXXXXX)

@@ -70,8 +70,7 @@ class AirbyteAPI:
             # The public token path exists from 0.63.7 (airbyte-platform
             # commit ff7d645cea, config.yaml @ v0.63.7).  Before that the
             # public API lives inside airbyte-server behind Micronaut
-            # Security, which answers an unknown route 401, not 404
-            # (api_conformance.md §2 #7).
+            # Security, which answers an unknown route 401, not 404.
             return Reply(401, "")
         if not is_json_content_type(self.hdrs.get("content-type")):
             raise airbyte_error(415, "Unsupported Media Type: expected "
@@ -127,8 +126,7 @@ class AirbyteAPI:
                 if not self.version_at_least("0.60.1"):
                     # StreamConfiguration.selectedFields arrived in 0.60.1
                     # (commit c8781ef13b); older servers drop the unknown
-                    # property and select every column (api_conformance.md
-                    # §2 #6)
+                    # property and select every column
                     for st in conf.get("streams", []):
                         st.pop("selectedFields", None)
                 self.state.configurations = conf
@@ -341,7 +339,7 @@ class AirbyteAPI:
             order_field, order_dir = m.groups()
         # JobTypeEnum of the public API: refresh and clear only from 1.8.0;
         # before that the list keeps sync and reset jobs only, and 0.60
-        # rejects jobType=refresh (SPEC §4, api_conformance.md)
+        # rejects jobType=refresh (README.md "Supported Airbyte versions")
         visible = ("sync", "reset", "refresh", "clear") \
             if self.version_at_least("1.8.0") else ("sync", "reset")
         if "jobType" in a and a["jobType"] not in visible and \

@@ -22,8 +22,8 @@ HEARTBEAT_COLUMNS = ["id", "last_heartbeat"]
 ACTIVE_JOB_STATUSES = ("pending", "queued", "running", "incomplete")
 FINAL_JOB_STATUSES = ("succeeded", "failed", "cancelled")
 
-# Airbyte version profiles the fake models (SPEC §4, shared/background/
-# api_conformance.md).  A test picks one with --airbyte-version, the
+# Airbyte version profiles the fake models (README.md "Supported Airbyte
+# versions" says what differs between them).  A test picks one with --airbyte-version, the
 # DFE_AIRBYTE_PROFILE environment variable (through test/lib/FakeServer.pm)
 # or the "airbyte_version" config key; version_at_least() below is how every
 # handler asks "does this server have that behaviour?".  The default is the
@@ -101,7 +101,6 @@ def set_job_progress(job, data):
 # AbstractThrowableProblemHandler (airbyte-platform
 # airbyte-api/problems-api/src/main/openapi/api-problems.yaml): "detail" is a
 # FIXED sentence per problem type and the specific text is in data.message.
-# shared/background/api_conformance.md §2 #3.
 PROBLEMS = {
     400: ("bad-request", "The request could not be understood by the server "
           "due to malformed syntax."),
@@ -186,7 +185,7 @@ class AirbyteState:
             final = final_status or cfg["job_final_status"]
             # DefaultJobCreator: saved refresh rows turn the NEXT job created
             # for the connection (scheduled or manual sync) into a refresh
-            # and are consumed by it (api_conformance.md §2 #1)
+            # and are consumed by it
             if job_type == "sync" and self.pending_refresh.pop(connection_id,
                                                               False):
                 job_type = "refresh"

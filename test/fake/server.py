@@ -119,43 +119,49 @@ class BaseHandler(BaseHTTPRequestHandler):
             fault = faults.take_fault(state.faults, self.command,
                                       self.path_only)
 
-        if fault is not None:
-            kind = fault.get("kind", "status")
-            self.record["fault"] = kind
-            if kind == "latency":
-                time.sleep(float(fault.get("latency_ms", 50)) / 1000.0)
-            elif kind == "hang":
-                self.server.stopping.wait(faults.HANG_SECONDS)
-                self._abort(rst=False)
-                return
-            elif kind == "reset":
-                self._abort(rst=True)
-                return
-            elif kind in ("accept_hang", "accept_reset"):
-                # the server does the work, then the answer is lost: a
-                # timeout or a reset after the request was accepted
-                reply = self._call(routes, self.path_only)
-                self.record["accepted_status"] = reply.status
-                if kind == "accept_hang":
-                    self.server.stopping.wait(faults.HANG_SECONDS)
-                self._abort(rst=kind == "accept_reset")
-                return
-            elif kind == "malformed":
-                self._send(Reply(200, faults.MALFORMED_BODY,
-                                 {"Content-Type": "application/json"}))
-                return
-            else:  # "status"
-                status = int(fault.get("status", 503))
-                body = fault.get("body")
-                if body is None:
-                    body = {"message": "injected %d" % status}
-                headers = {}
-                if fault.get("retry_after") is not None:
-                    headers["Retry-After"] = str(fault["retry_after"])
-                self._send(Reply(status, body, headers))
-                return
+        if fault is not None and self._apply_fault(fault, routes):
+            return
 
         self._send(self._call(routes, self.path_only))
+
+    def _apply_fault(self, fault, routes):
+        """Act out a fault rule; True when that answered the request (a
+        "latency" fault only delays the real answer)."""
+        kind = fault.get("kind", "status")
+        self.record["fault"] = kind
+        if kind == "latency":
+            time.sleep(float(fault.get("latency_ms", 50)) / 1000.0)
+        elif kind == "hang":
+            self.server.stopping.wait(faults.HANG_SECONDS)
+            self._abort(rst=False)
+            return True
+        elif kind == "reset":
+            self._abort(rst=True)
+            return True
+        elif kind in ("accept_hang", "accept_reset"):
+            # the server does the work, then the answer is lost: a
+            # timeout or a reset after the request was accepted
+            reply = self._call(routes, self.path_only)
+            self.record["accepted_status"] = reply.status
+            if kind == "accept_hang":
+                self.server.stopping.wait(faults.HANG_SECONDS)
+            self._abort(rst=kind == "accept_reset")
+            return True
+        elif kind == "malformed":
+            self._send(Reply(200, faults.MALFORMED_BODY,
+                             {"Content-Type": "application/json"}))
+            return True
+        else:  # "status"
+            status = int(fault.get("status", 503))
+            body = fault.get("body")
+            if body is None:
+                body = {"message": "injected %d" % status}
+            headers = {}
+            if fault.get("retry_after") is not None:
+                headers["Retry-After"] = str(fault["retry_after"])
+            self._send(Reply(status, body, headers))
+            return True
+        return False
 
     @staticmethod
     def _find(routes, path):
