@@ -34,6 +34,9 @@ extern void dfe_slot_judge(const char *slot_name, const GuardedSlot *g);
  */
 extern void dfe_slot_remote_round(void);
 
+/* history pruning, at most once every SLOT_PRUNE_INTERVAL_MS (slot_prune.c) */
+extern void dfe_slot_prune_if_due(void);
+
 /* dfe_airbyte_check_slots_now() for a remote target: its sampling now, no action */
 struct DfeTargetScope;
 extern int	dfe_slot_sample_remote_now(struct DfeTargetScope *scope);

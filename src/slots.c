@@ -37,9 +37,12 @@
  *      a task of the network side, so that no network call can delay the
  *      guard;
  *
+ *   then every remote target is checked at once (slot_remote.c), judged
+ *   here with the target's settings (dfe_slot_judge); and
+ *
  *   4. at most once a minute prunes slot_samples, events, finished
  *      slot_recreations and finished deploys to dfe_airbyte.history_retention
- *      and dfe_airbyte.history_max_rows.
+ *      and dfe_airbyte.history_max_rows (slot_prune.c).
  */
 #include "postgres.h"
 
@@ -113,7 +116,6 @@ typedef struct GuardState
 
 static SPIPlanPtr sample_plan = NULL;
 static SPIPlanPtr state_plan = NULL;
-static TimestampTz last_prune = 0;
 
 /*
  * Sample every logical slot of this database; keep slot_state in step
@@ -1031,48 +1033,6 @@ recreate_slot(const char *slot_name, SlotCondition cond, const GuardedSlot *g,
 	return true;
 }
 
-/* ---------- 4. pruning ---------- */
-
-static void
-prune_history(void)
-{
-	const char *args[2] = {psprintf("%d", dfe_history_retention_min),
-	psprintf("%d", dfe_history_max_rows)};
-
-	dfe_xact_begin("dfe_airbyte slot guard");
-	dfe_sql("prune slot samples",
-			"DELETE FROM dfe_airbyte.slot_samples WHERE sampled_at < now() - make_interval(mins => $1::int)",
-			1, args, SPI_OK_DELETE);
-	dfe_sql("prune slot samples",
-			"DELETE FROM dfe_airbyte.slot_samples\n"
-			"WHERE id <= (SELECT max(id) FROM dfe_airbyte.slot_samples) - $2::bigint",
-			2, args, SPI_OK_DELETE);
-	dfe_sql("prune events",
-			"DELETE FROM dfe_airbyte.events WHERE at < now() - make_interval(mins => $1::int)",
-			1, args, SPI_OK_DELETE);
-	dfe_sql("prune events",
-			"DELETE FROM dfe_airbyte.events\n"
-			"WHERE id <= (SELECT max(id) FROM dfe_airbyte.events) - $2::bigint",
-			2, args, SPI_OK_DELETE);
-	dfe_sql("prune slot recreations",
-			"DELETE FROM dfe_airbyte.slot_recreations\n"
-			"WHERE decided_at < now() - greatest(make_interval(mins => $1::int), interval '1 day')\n"
-			"  AND resync_state = 'started'",
-			1, args, SPI_OK_DELETE);
-	/* finished deploys only: a queued or running one is never pruned */
-	dfe_sql("prune deploys",
-			"DELETE FROM dfe_airbyte.deploys\n"
-			"WHERE state NOT IN ('queued', 'running')\n"
-			"  AND coalesce(finished_at, requested_at) < now() - make_interval(mins => $1::int)",
-			1, args, SPI_OK_DELETE);
-	dfe_sql("prune deploys",
-			"DELETE FROM dfe_airbyte.deploys\n"
-			"WHERE state NOT IN ('queued', 'running')\n"
-			"  AND id <= (SELECT max(id) FROM dfe_airbyte.deploys) - $2::bigint",
-			2, args, SPI_OK_DELETE);
-	dfe_xact_end();
-}
-
 /* ---------- restores of another server's backup ---------- */
 
 static TimestampTz restored_notified_at = 0;
@@ -1221,12 +1181,8 @@ slots_worker_task(void)
 	 */
 	dfe_slot_remote_round();
 
-	/* 4. bounded history */
-	if (TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(), (int) SLOT_PRUNE_INTERVAL_MS))
-	{
-		prune_history();
-		last_prune = GetCurrentTimestamp();
-	}
+	/* 4. bounded history (slot_prune.c) */
+	dfe_slot_prune_if_due();
 
 	/* a check every check_interval, however long the remote answers took */
 	return Max(100L, dfe_check_interval_s * 1000L -

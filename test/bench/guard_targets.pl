@@ -53,6 +53,10 @@ sub fresh_slots
 	for my $t (@healthy)
 	{
 		my $slot = "slot_$t->{name}_$round";
+		my $old = "slot_$t->{name}_" . ($round - 1);
+		# the servers keep few slots (as Azure does): the last round's go first
+		$t->{server}->node->safe_psql($t->{db}, "SELECT pg_drop_replication_slot(slot_name)
+			FROM pg_replication_slots WHERE slot_name = '$old'");
 		$t->{server}->node->safe_psql($t->{db}, "SELECT pg_create_logical_replication_slot('$slot', 'pgoutput')");
 		q1("UPDATE dfe_airbyte.targets SET settings = jsonb_build_object('slot_name', '$slot', 'max_slot_wal_size', '1MB')
 			WHERE name = '$t->{name}'");

@@ -133,6 +133,18 @@ is($node->safe_psql('postgres', "SELECT reachable AND unreachable_since IS NULL 
 # the local slot guard went on as in 0.2.0: no warning about the guard itself
 unlike(slurp_file($node->logfile), qr/dfe_airbyte slot guard, target/, 'no target failed the guard with an error');
 
+# terminate on a remote target: Airbyte's walsender there is ended by a role
+# that only has pg_signal_backend (max_slot_wal_size 0: any retained WAL is over)
+my $w = $targets[-1];
+my $wpid = $w->start_airbyte_walsender;
+$node->safe_psql('postgres', qq{UPDATE dfe_airbyte.targets
+	SET settings = settings || '{"max_slot_wal_size": "0", "slot_limit_action": "terminate"}' WHERE name = '$w->{name}'});
+ok(DfeTest::poll_until($node, "SELECT count(*) > 0 FROM dfe_airbyte.events WHERE kind = 'slot_walsender_terminated'
+	AND target = '$w->{name}' AND detail LIKE 'terminated process $wpid,%'", 't', 120),
+	"PG$w->{major}: terminate ends Airbyte's walsender on the target");
+ok(DfeTest::poll_until($w->node, "SELECT count(*) FROM pg_stat_activity WHERE pid = $wpid", '0', 60), '... it is gone');
+$w->stop_airbyte_walsender;
+
 # one check's sampling on demand, of any target
 is($node->safe_psql('postgres', "SELECT slots FROM dfe_airbyte_check_slots_now('$targets[-1]{name}')"), '1',
 	'dfe_airbyte_check_slots_now(target) samples a remote target');
