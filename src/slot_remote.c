@@ -57,8 +57,10 @@ static const char *const remote_sample_sql =
 "       r.wal_status, r.safe_wal_size,\n"
 "       (c.lsn OPERATOR(pg_catalog.-) r.restart_lsn)::pg_catalog.int8,\n"
 "       (c.lsn OPERATOR(pg_catalog.-) r.confirmed_flush_lsn)::pg_catalog.int8,\n"
-"       r.restart_lsn, r.confirmed_flush_lsn, c.lsn, r.two_phase, c.in_recovery\n"
+"       r.restart_lsn, r.confirmed_flush_lsn, c.lsn, r.two_phase, c.in_recovery, c.sysid, c.tli\n"
 "FROM (SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,\n"
+"             (SELECT s.system_identifier FROM pg_catalog.pg_control_system() s) AS sysid,\n"
+"             (SELECT k.timeline_id FROM pg_catalog.pg_control_checkpoint() k) AS tli,\n"
 "             CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()\n"
 "                  ELSE pg_catalog.pg_current_wal_lsn() END AS lsn) c\n"
 "LEFT JOIN pg_catalog.pg_replication_slots r\n"
@@ -69,7 +71,8 @@ static const char *const remote_sample_sql =
 enum
 {
 	RS_NAME, RS_PLUGIN, RS_ACTIVE, RS_PID, RS_WAL_STATUS, RS_SAFE, RS_RETAINED,
-	RS_FLUSH_LAG, RS_RESTART, RS_CONFIRMED, RS_CURRENT, RS_TWO_PHASE, RS_IN_RECOVERY
+	RS_FLUSH_LAG, RS_RESTART, RS_CONFIRMED, RS_CURRENT, RS_TWO_PHASE, RS_IN_RECOVERY,
+	RS_SYSID, RS_TLI
 };
 
 static RemoteTarget *
@@ -311,6 +314,48 @@ guarded_slot(PGresult *res, int row, GuardedSlot *g)
 	g->two_phase = strcmp(PQgetvalue(res, row, RS_TWO_PHASE), "t") == 0;
 }
 
+/*
+ * Which server answered (pg_control_system(), pg_control_checkpoint(), both
+ * readable by pg_monitor): another system identifier than last time means
+ * the target now is another server (a restore, a new server behind the
+ * name); a higher timeline, a failover or a point-in-time restore.  Either
+ * way the Airbyte slot there may not be the one Airbyte read from: an event
+ * says so.  Returns true when the server is another one.
+ */
+static bool
+record_identity(RemoteTarget *rt, PGresult *res)
+{
+	const char *args[3] = {rt->name, answer_value(res, 0, RS_SYSID), answer_value(res, 0, RS_TLI)};
+	char	   *old_sysid;
+	char	   *old_tli;
+
+	dfe_sql("record the target's server identity",
+			"WITH old AS (SELECT system_identifier, timeline FROM dfe_airbyte.guard_targets WHERE target = $1)\n"
+			"UPDATE dfe_airbyte.guard_targets g SET system_identifier = $2::bigint, timeline = $3::int\n"
+			"FROM old WHERE g.target = $1\n"
+			"RETURNING old.system_identifier::text, old.timeline::text",
+			3, args, SPI_OK_UPDATE_RETURNING);
+	if (SPI_processed != 1 || args[1] == NULL)
+		return false;
+	old_sysid = dfe_col_text(0, 1);
+	old_tli = dfe_col_text(0, 2);
+	if (old_sysid && strcmp(old_sysid, args[1]) != 0)
+	{
+		dfe_event("critical", "target_server_changed", NULL,
+				  psprintf("target \"%s\" is now another server (system identifier %s, was %s): a restore or a new server behind its host name; its Airbyte slot is not the one Airbyte read from, so check it and run a full re-sync of the Airbyte connection",
+						   rt->name, args[1], old_sysid),
+				  psprintf("{\"system_identifier\": \"%s\", \"previous_system_identifier\": \"%s\"}",
+						   args[1], old_sysid));
+		return true;
+	}
+	if (old_tli && args[2] && atoi(args[2]) > atoi(old_tli))
+		dfe_event("warning", "target_failover", NULL,
+				  psprintf("target \"%s\" moved to timeline %s (was %s): a failover or a point-in-time restore; the Airbyte slot survives a failover only where it was synchronised to the standby (PostgreSQL 17 failover slots), so the guard's next checks show whether it is missing",
+						   rt->name, args[2], old_tli),
+				  psprintf("{\"timeline\": %s, \"previous_timeline\": %s}", args[2], old_tli));
+	return false;
+}
+
 /* an answer: samples stored, the Airbyte slot judged with the target's settings */
 static void
 handle_samples(RemoteTarget *rt)
@@ -321,6 +366,8 @@ handle_samples(RemoteTarget *rt)
 	int			i;
 
 	memset(&g, 0, sizeof(g));
+	if (PQntuples(res) > 0)
+		(void) record_identity(rt, res);
 	for (i = 0; i < PQntuples(res); i++)
 	{
 		if (PQgetisnull(res, i, RS_NAME))
@@ -412,6 +459,37 @@ dfe_slot_sample_remote_now(DfeTargetScope *scope)
 	return n;
 }
 
+static bool
+finished(TargetConn *tc)
+{
+	return tc_state(tc) == TC_DONE || tc_state(tc) == TC_FAILED || tc_state(tc) == TC_IDLE;
+}
+
+/*
+ * Each target is acted on as soon as its answer (or failure) is there: a
+ * hanging target delays no other's samples, events or terminate.
+ */
+static void
+handle_as_they_come(TargetConn **conns, int n)
+{
+	bool	   *handled = palloc0(sizeof(bool) * n);
+	int			left;
+	int			i;
+
+	do
+	{
+		left = tc_run_some(conns, n);
+		for (i = 0; i < n; i++)
+		{
+			if (handled[i] || !finished(conns[i]))
+				continue;
+			handled[i] = true;
+			handle_answer((RemoteTarget *) list_nth(remote_targets, i));
+		}
+	} while (left > 0);
+	pfree(handled);
+}
+
 void
 dfe_slot_remote_round(void)
 {
@@ -435,7 +513,5 @@ dfe_slot_remote_round(void)
 		tc_submit(rt->tc, remote_sample_sql, 0, NULL, deadline);
 		conns[n++] = rt->tc;
 	}
-	tc_run(conns, n);
-	foreach(lc, remote_targets)
-		handle_answer((RemoteTarget *) lfirst(lc));
+	handle_as_they_come(conns, n);
 }

@@ -152,6 +152,20 @@ my ($ret, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\nSELECT
 like($err, qr/ERROR:  08\w{3}: could not sample the replication slots of target "hang"/, '... and says why it cannot reach one');
 is($node->safe_psql('postgres', 'SELECT slots >= 0 FROM dfe_airbyte_check_slots_now()'), 't', '... local by default');
 
+# which server answers: its identity recorded; another server behind the
+# target's address (a restore, a new server) is reported
+is($node->safe_psql('postgres', "SELECT system_identifier FROM dfe_airbyte.guard_targets WHERE target = '$small->{name}'"),
+	$small->node->safe_psql('postgres', 'SELECT system_identifier FROM pg_control_system()'),
+	"PG$small->{major}: the server's system identifier, read with pg_monitor's rights");
+SKIP:
+{
+	skip 'one target server only', 1 unless @targets > 1;
+	$node->safe_psql('postgres', "UPDATE dfe_airbyte.targets SET conninfo = ${\ lit($targets[1]->conninfo)}
+		WHERE name = '$small->{name}'");
+	ok(DfeTest::poll_until($node, "SELECT count(*) FROM dfe_airbyte.events WHERE kind = 'target_server_changed'
+		AND target = '$small->{name}'", '1', 120), 'another server behind a target is reported');
+}
+
 # a dropped target takes its history along
 $node->safe_psql('postgres', "SELECT dfe_airbyte_drop_target('$small->{name}')");
 is($node->safe_psql('postgres', "SELECT count(*) FROM dfe_airbyte.slot_samples WHERE target = '$small->{name}'"), '0',

@@ -38,7 +38,11 @@ CREATE TABLE dfe_airbyte.guard_targets (
     last_error          text,       -- libpq's message, never a secret (src/target_conn.c)
     last_errcode        text,
     elapsed_ms          double precision,
-    server_version      integer
+    server_version      integer,
+    -- which server answered: pg_control_system() and pg_control_checkpoint()
+    -- (another identifier: a restore or a new server; a higher timeline: a failover)
+    system_identifier   bigint,
+    timeline            integer
 );
 COMMENT ON TABLE dfe_airbyte.guard_targets IS
     'the slot guard''s last check of each remote target: reachable or not, since when, and why not';
