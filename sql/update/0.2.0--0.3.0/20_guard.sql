@@ -256,9 +256,8 @@ FROM k
         SELECT s.slot_name, s.active, s.active_pid, s.wal_status, s.safe_wal_size,
                s.retained_bytes, s.flush_lag_bytes
         FROM dfe_airbyte.slot_samples s
-        WHERE s.target = g.target
-          AND s.sampled_at = (SELECT max(m.sampled_at) FROM dfe_airbyte.slot_samples m
-                              WHERE m.target = g.target)) x ON true
+        -- the samples of the check that last reached it (one transaction)
+        WHERE s.target = g.target AND s.sampled_at = g.last_reached_at) x ON true
 ), remote AS (
     SELECT ls.*, st.condition, st.last_active_at,
            CASE
@@ -269,6 +268,8 @@ FROM k
            END AS status
     FROM last_sample ls
     LEFT JOIN dfe_airbyte.slot_state st ON st.target = ls.target AND st.slot_name = ls.slot_name
+    -- a target without slots has no row, unless it is unreachable
+    WHERE ls.slot_name IS NOT NULL OR NOT ls.reachable
     UNION ALL
     -- the target's Airbyte slot, seen before, that its last check did not find
     SELECT g.target, g.reachable, g.last_reached_at, g.last_error, st.slot_name, false, NULL, NULL, NULL,
