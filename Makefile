@@ -1,6 +1,8 @@
 # dfe_airbyte — PGXS build.
 #
-#   make PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+#   make                  # Debian's PostgreSQL $(PG_MAJOR), default 15
+#   make PG_MAJOR=17      # /usr/lib/postgresql/17/bin/pg_config
+#   make PG_CONFIG=/path/to/pg_config
 #   make install
 #
 # The SQL scripts: see "SQL scripts" below and docs/development.md.
@@ -61,16 +63,22 @@ override autodepend = yes
 # JIT bitcode is not needed and would require clang on the build machine
 override with_llvm = no
 
-PG_CONFIG   ?= $(shell test -x /usr/lib/postgresql/15/bin/pg_config && echo /usr/lib/postgresql/15/bin/pg_config || echo pg_config)
+# The PostgreSQL major to build against (test/check, test/demo and the test
+# scripts read the same variable from the environment).
+PG_MAJOR    ?= 15
+PG_CONFIG   ?= $(shell test -x /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config && echo /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config || echo pg_config)
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # the version is compiled in (-DDFE_AIRBYTE_VERSION): a bump rebuilds
 $(OBJS): $(EXTENSION).control
 
-# the objects depend on a file naming the DFE_ASSERTS choice, rewritten
-# only when it changes, so switching the choice rebuilds them
-$(shell echo 'DFE_ASSERTS=$(DFE_ASSERTS)' | cmp -s - .dfe_build_flags 2>/dev/null || echo 'DFE_ASSERTS=$(DFE_ASSERTS)' > .dfe_build_flags)
+# the objects depend on a file naming the DFE_ASSERTS choice and the
+# server version built against, rewritten only when they change, so
+# switching either rebuilds them (objects built with another major's headers
+# must never be linked)
+DFE_BUILD_FLAGS := DFE_ASSERTS=$(DFE_ASSERTS) $(shell $(PG_CONFIG) --version)
+$(shell echo '$(DFE_BUILD_FLAGS)' | cmp -s - .dfe_build_flags 2>/dev/null || echo '$(DFE_BUILD_FLAGS)' > .dfe_build_flags)
 $(OBJS): .dfe_build_flags
 
 # one rule per step directory; the directory itself is a prerequisite so that

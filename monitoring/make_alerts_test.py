@@ -23,7 +23,7 @@ def exp(alert, **kw):
 MB = 1024 * 1024
 GB = 1024 * MB
 SLOT = dict(slot_name='airbyte_slot')
-STATUSES = ['ok', 'inactive', 'warning', 'critical', 'lost']
+STATUSES = ['ok', 'inactive', 'warning', 'critical', 'lost', 'restored', 'idle_timeout']
 
 def day_series(points, over=None):
     """A normal day, every 5 minutes: a 15-minute sync schedule (retained WAL
@@ -39,6 +39,7 @@ def day_series(points, over=None):
         sel('dfe_airbyte_sync_connection_disabled'): f'0x{points}',
         sel('dfe_airbyte_last_deploy_failed'): f'0x{points}',
         sel('dfe_airbyte_policy_tags_failures_last_hour'): f'0x{points}',
+        sel('dfe_airbyte_reconcile_mismatch', table_name='applications'): f'0x{points}',
         sel('dfe_airbyte_workers_running'): f'1x{points}',
         sel('dfe_airbyte_workers_types_running'): f'1x{points}',
         sel('dfe_airbyte_worker_running', backend_type='dfe_airbyte worker'): f'1x{points}',
@@ -79,6 +80,8 @@ case('slot critical for 2 minutes', 'AirbyteSlotCritical', status_over('critical
      [exp('AirbyteSlotCritical', status='critical', **SLOT)])
 case('slot lost', 'AirbyteSlotLost', status_over('lost'), '10m', '13m',
      [exp('AirbyteSlotLost', status='lost', **SLOT)])
+case('slot invalidated by idle_replication_slot_timeout', 'AirbyteSlotLost', status_over('idle_timeout'), '10m', '13m',
+     [exp('AirbyteSlotLost', status='idle_timeout', **SLOT)])
 # Airbyte stops confirming: retained WAL climbs 1 GB per hour from 1 GB; the
 # limit (10 GB) would be reached after 9 hours; the rule fires hours before
 case('retained WAL keeps growing: time to limit', 'AirbyteSlotTimeToLimit',
@@ -96,6 +99,10 @@ case('a policy tag check failed', 'AirbytePolicyTagsFailed',
      {sel('dfe_airbyte_policy_tags_failures_last_hour'): '0x10 1x60 0x50'}, '10m', '12m',
      [exp('AirbytePolicyTagsFailed')],
      more=[{'eval_time': '100m', 'alertname': 'AirbytePolicyTagsFailed', 'exp_alerts': []}])
+case('a reconciliation mismatch survived the next sync', 'AirbyteReconcileMismatch',
+     {sel('dfe_airbyte_reconcile_mismatch', table_name='applications'): '0x10 1x60 0x50'}, '10m', '12m',
+     [exp('AirbyteReconcileMismatch', table_name='applications')],
+     more=[{'eval_time': '100m', 'alertname': 'AirbyteReconcileMismatch', 'exp_alerts': []}])
 W = sel('dfe_airbyte_worker_running', backend_type='dfe_airbyte worker')
 U = sel('dfe_airbyte_worker_uptime_seconds', backend_type='dfe_airbyte worker')
 case('the only worker is gone', 'AirbyteWorkerDown',

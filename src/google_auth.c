@@ -34,6 +34,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "compat.h"
 #include "google_auth.h"
 #include "http.h"
 #include "settings.h"
@@ -185,8 +186,7 @@ read_small_file(const char *path, const char *what, const char *hint)
 /* the credential configuration                                           */
 /* ---------------------------------------------------------------------- */
 
-static void
-config_error(const char *message, const char *detail) pg_attribute_noreturn();
+pg_noreturn static void config_error(const char *message, const char *detail);
 
 static void
 config_error(const char *message, const char *detail)

@@ -470,6 +470,8 @@ retryable(const HttpRequest *req, CURLcode rc)
 				return true;
 		}
 	}
+	if (req->status >= 500 && req->final_5xx != NULL && req->final_5xx(req))
+		return false;
 	if (req->status == 429 || req->status >= 500)
 		return true;
 	return retryable_4xx(req);

@@ -23,6 +23,8 @@
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 
+#include "compat.h"
+
 typedef struct HttpRequest
 {
 	/* --- set by the caller (http_request_new fills the first three) --- */
@@ -43,6 +45,14 @@ typedef struct HttpRequest
 	 * in the body).  true: retried with backoff like a 429.
 	 */
 	bool		(*retry_4xx) (const struct HttpRequest *req);
+
+	/*
+	 * Optional: for a 5xx answer, says that it is final all the same
+	 * (BigQuery answers a query over maximumBytesBilled with HTTP 500 and
+	 * reason bytesBilledLimitExceeded: asking again bills nothing and fails
+	 * again).  true: not retried.
+	 */
+	bool		(*final_5xx) (const struct HttpRequest *req);
 
 	/* --- results --- */
 	long		status;			/* HTTP status; 0 when no response came */
@@ -108,7 +118,7 @@ extern bool http_ok(const HttpRequest *req);
  * message (http_server_message), the hint what to check.
  */
 extern void http_check(const HttpRequest *req);
-extern void http_raise(const HttpRequest *req) pg_attribute_noreturn();
+pg_noreturn extern void http_raise(const HttpRequest *req);
 
 /*
  * The server's message from an error body: Airbyte's "data.message", then

@@ -42,6 +42,15 @@ resync_follow_task(void)
 	return resync_follow_worker_task();
 }
 
+/* a restored backup's tables are not Airbyte's until confirmed */
+static long
+reconcile_task(void)
+{
+	if (dfe_restore_unconfirmed())
+		return dfe_check_interval_s * 1000L;
+	return reconcile_worker_task();
+}
+
 static long
 startup_recovery(void)
 {
@@ -74,11 +83,19 @@ sync_poll_ms(void)
 	return dfe_sync_poll_interval_s * 1000L;
 }
 
+static long
+migration_poll_ms(void)
+{
+	return dfe_migration_poll_interval_s * 1000L;
+}
+
 static DfeTask net_tasks[] = {
 	{"deploy", deploy_worker_task, true, 0, job_poll_ms, 0},
+	{"migration watch", migration_watch_task, false, 0, migration_poll_ms, 0},
 	{"full re-sync", resync_task, true, 0, check_ms, 0},
 	{"full re-sync follow-up", resync_follow_task, false, 0, follow_ms, 0},
 	{"sync health", sync_health_worker_task, false, 0, sync_poll_ms, 0},
+	{"reconcile", reconcile_task, false, 0, check_ms, 0},
 };
 
 static const DfeWorkerDef net_def = {

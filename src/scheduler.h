@@ -16,6 +16,7 @@
 #include "datatype/timestamp.h"
 
 #include "shared.h"
+#include "compat.h"
 
 typedef struct DfeTask
 {
@@ -52,6 +53,6 @@ extern uint64 dfe_settings_generation;
 extern void dfe_register_worker(const char *name, const char *function);
 
 /* connect to dfe_airbyte.database, publish the worker, run its tasks forever */
-extern void dfe_worker_run(const DfeWorkerDef *def) pg_attribute_noreturn();
+pg_noreturn extern void dfe_worker_run(const DfeWorkerDef *def);
 
 #endif

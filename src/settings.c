@@ -47,6 +47,7 @@ int			dfe_http_max_retries = 5;
 int			dfe_http_retry_base_ms = 500;
 int			dfe_policy_tag_concurrency = 16;
 int			dfe_migration_wait_timeout_s = 600;
+int			dfe_migration_poll_interval_s = 5;
 int			dfe_job_timeout_s = 3600;
 int			dfe_job_poll_interval_s = 10;
 int			dfe_sync_poll_interval_s = 60;
@@ -58,6 +59,9 @@ int			dfe_airbyte_max_fields = 20000;
 int			dfe_max_slot_recreations_per_day = 2;	/* slot guard independence */
 int			dfe_history_retention_min = 7 * 24 * 60;
 int			dfe_history_max_rows = 100000;
+int			dfe_reconcile_max_bytes_billed_kb = 50 * 1024 * 1024;
+int			dfe_reconcile_daily_mb = 500 * 1024;
+int			dfe_reconcile_interval_s = 86400;
 double		dfe_slot_warning_fraction = 0.8;
 char	   *dfe_http_ca_file = NULL;
 char	   *dfe_source_schema = NULL;
@@ -77,6 +81,11 @@ bool		dfe_hide_unlisted_columns = true;
 int			dfe_bigquery_table_update_limit = 4;
 int			dfe_bigquery_table_update_window_ms = 10000;
 char	   *dfe_rails_env = NULL;
+
+/* for the test suite only: see dfe_define_test_settings() */
+int			dfe_test_prune_interval_ms = 60 * 1000;
+
+static void dfe_define_test_settings(void);
 
 static const struct config_enum_entry slot_limit_action_options[] = {
 	{"warn", SLOT_LIMIT_WARN, false},
@@ -200,6 +209,9 @@ dfe_define_settings(void)
 	define_int("dfe_airbyte.migration_wait_timeout",
 			   "How long a deploy waits for a running Rails migration.",
 			   &dfe_migration_wait_timeout_s, 600, 0, 86400, GUC_UNIT_S);
+	define_int("dfe_airbyte.migration_poll_interval",
+			   "How often the network worker reads a remote target's schema_migrations for a new version to deploy.",
+			   &dfe_migration_poll_interval_s, 5, 1, 3600, GUC_UNIT_S);
 	define_int("dfe_airbyte.job_timeout",
 			   "How long a deploy waits for its Airbyte sync job.",
 			   &dfe_job_timeout_s, 3600, 1, 7 * 86400, GUC_UNIT_S);
@@ -215,6 +227,16 @@ dfe_define_settings(void)
 	define_int("dfe_airbyte.history_max_rows",
 			   "Most rows kept in each history table.",
 			   &dfe_history_max_rows, 100000, 100, INT_MAX, 0);
+	/* reconciliation (src/reconcile.c): BigQuery bills per byte read */
+	define_int("dfe_airbyte.reconcile_max_bytes_billed",
+			   "Most bytes one reconciliation query may bill in BigQuery (maximumBytesBilled).",
+			   &dfe_reconcile_max_bytes_billed_kb, 50 * 1024 * 1024, 1024, INT_MAX, GUC_UNIT_KB);
+	define_int("dfe_airbyte.reconcile_daily_bytes",
+			   "Most bytes reconciliation may bill in BigQuery in 24 hours (0: no reconciliation query runs).",
+			   &dfe_reconcile_daily_mb, 500 * 1024, 0, INT_MAX, GUC_UNIT_MB);
+	define_int("dfe_airbyte.reconcile_interval",
+			   "Least time between two reconciliations of one table by the worker (0: the worker does not reconcile).",
+			   &dfe_reconcile_interval_s, 86400, 0, INT_MAX, GUC_UNIT_S);
 	DefineCustomRealVariable("dfe_airbyte.slot_warning_fraction",
 							 "Fraction of max_slot_wal_size at which a slot's status becomes warning.",
 							 NULL, &dfe_slot_warning_fraction, 0.8, 0.01, 1.0,
@@ -280,7 +302,26 @@ dfe_define_settings(void)
 				  "Rails environment whose section of the dfe-analytics files is merged over shared: (env RAILS_ENV).",
 				  &dfe_rails_env, NULL, PGC_USERSET, 0);
 
+	dfe_define_test_settings();
 	MarkGUCPrefixReserved("dfe_airbyte");
+}
+
+/*
+ * Settings for the test suite only, so that it need not wait out intervals
+ * fixed for production (docs/development.md).  Like PostgreSQL's developer
+ * options they are left out of postgresql.conf.sample, and also out of SHOW
+ * ALL and pg_settings, so nobody mistakes them for something to tune; the
+ * defaults are the production values.
+ */
+static void
+dfe_define_test_settings(void)
+{
+	const int	test_only = GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL;
+
+	define_int("dfe_airbyte.test_prune_interval",
+			   "For tests only: how often the slot guard prunes the history tables.",
+			   &dfe_test_prune_interval_ms, 60 * 1000, 1000, 3600 * 1000,
+			   GUC_UNIT_MS | test_only);
 }
 
 int

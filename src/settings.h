@@ -43,11 +43,15 @@ extern int	dfe_http_max_retries;
 extern int	dfe_http_retry_base_ms;
 extern int	dfe_policy_tag_concurrency;
 extern int	dfe_migration_wait_timeout_s;
+extern int	dfe_migration_poll_interval_s;
 extern int	dfe_job_timeout_s;
 extern int	dfe_job_poll_interval_s;
 extern int	dfe_sync_poll_interval_s;
 extern int	dfe_history_retention_min;
 extern int	dfe_history_max_rows;
+extern int	dfe_reconcile_max_bytes_billed_kb;
+extern int	dfe_reconcile_daily_mb;
+extern int	dfe_reconcile_interval_s;
 extern double dfe_slot_warning_fraction;
 extern char *dfe_http_ca_file;
 extern char *dfe_source_schema;	/* lists: schema of the allowlisted tables */
@@ -80,6 +84,7 @@ extern int	dfe_http_max_response_size_kb;
 extern bool dfe_hide_unlisted_columns;
 extern int	dfe_bigquery_table_update_limit;
 extern int	dfe_bigquery_table_update_window_ms;
+extern int	dfe_test_prune_interval_ms;
 extern char *dfe_rails_env;
 extern const char *dfe_setting_rails_env(void);	/* GUC, else RAILS_ENV, else NULL */
 

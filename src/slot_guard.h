@@ -19,6 +19,7 @@ typedef struct GuardedSlot
 	bool		has_retained;	/* false when restart_lsn is NULL (lost) */
 	int64		retained;
 	bool		two_phase;
+	bool		failover;		/* a failover slot (17 and later) */
 } GuardedSlot;
 
 /*

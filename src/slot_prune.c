@@ -1,6 +1,6 @@
 /*
  * slot_prune.c — the slot guard keeps its history bounded: at most once every
- * SLOT_PRUNE_INTERVAL_MS it deletes slot samples, events, finished slot
+ * SLOT_PRUNE_INTERVAL_MS (dfe_test_prune_interval_ms, for tests) it deletes slot samples, events, finished slot
  * recreations and finished deploys older than dfe_airbyte.history_retention
  * and beyond dfe_airbyte.history_max_rows (README, "Settings").  Every
  * target's rows alike: the limits are the control database's.
@@ -60,7 +60,7 @@ prune_history(void)
 void
 dfe_slot_prune_if_due(void)
 {
-	if (!TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(), (int) SLOT_PRUNE_INTERVAL_MS))
+	if (!TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(), dfe_test_prune_interval_ms))
 		return;
 	prune_history();
 	last_prune = GetCurrentTimestamp();

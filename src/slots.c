@@ -58,6 +58,9 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "portability/instr_time.h"
+#if PG_VERSION_NUM >= 170000
+#include "replication/slotsync.h"
+#endif
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -124,11 +127,26 @@ static SPIPlanPtr state_plan = NULL;
  * under pg_replication_slots is used directly: the view joins pg_database
  * once per slot, which would be the check's only catalog reads.
  */
+/*
+ * Failover slots (PostgreSQL 17): pg_replication_slots.failover, and the
+ * fifth argument of pg_create_logical_replication_slot().  Before 17 there
+ * are none.
+ */
+#if PG_VERSION_NUM >= 170000
+#define SLOT_FAILOVER_COLUMN "r.failover"
+#define CREATE_SLOT_SQL \
+	"SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, $2, false, $3::boolean, $4::boolean)"
+#else
+#define SLOT_FAILOVER_COLUMN "false"
+#define CREATE_SLOT_SQL \
+	"SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, $2, false, $3::boolean)"
+#endif
+
 static const char *const sample_sql =
 "WITH cur AS MATERIALIZED (SELECT pg_catalog.pg_current_wal_lsn() AS lsn),\n"
 "s AS MATERIALIZED (\n"
 "    SELECT r.slot_name::text AS slot_name, r.plugin::text AS plugin, r.active, r.active_pid,\n"
-"           r.wal_status, r.safe_wal_size, r.two_phase,\n"
+"           r.wal_status, r.safe_wal_size, r.two_phase, " SLOT_FAILOVER_COLUMN " AS failover,\n"
 "           (c.lsn - r.restart_lsn)::bigint AS retained_bytes,\n"
 "           (c.lsn - r.confirmed_flush_lsn)::bigint AS flush_lag_bytes,\n"
 "           r.restart_lsn, r.confirmed_flush_lsn, c.lsn AS current_lsn\n"
@@ -160,7 +178,7 @@ static const char *const sample_sql =
 "del AS (\n"
 "    DELETE FROM dfe_airbyte.slot_state st\n"
 "    WHERE st.target = 'local' AND st.slot_name <> $1 AND NOT EXISTS (SELECT 1 FROM s WHERE s.slot_name = st.slot_name))\n"
-"SELECT slot_name, plugin, active, active_pid, wal_status, retained_bytes, two_phase FROM s";
+"SELECT slot_name, plugin, active, active_pid, wal_status, retained_bytes, two_phase, failover FROM s";
 
 /* $1 = the Airbyte slot's name, $2 = its target; always one row */
 static const char *const state_sql =
@@ -277,6 +295,8 @@ sample_slots(const char *slot_name, GuardedSlot *g)
 		g->retained = isnull ? 0 : DatumGetInt64(d);
 		d = dfe_col_datum(i, 7, &isnull);
 		g->two_phase = !isnull && DatumGetBool(d);
+		d = dfe_col_datum(i, 8, &isnull);
+		g->failover = !isnull && DatumGetBool(d);
 	}
 	return (int) SPI_processed;
 }
@@ -682,6 +702,24 @@ creation_wait_ms(void)
 }
 
 /*
+ * Whether the recreated slot is a failover slot (PostgreSQL 17): when the
+ * dropped one was, or when this server synchronizes slots
+ * (sync_replication_slots; an HA pair is configured alike on both sides),
+ * so that a standby's slot sync worker keeps a copy and Airbyte can go on
+ * after a failover without another recreation and full re-sync
+ * (PostgreSQL 17 docs, "Logical Replication Failover").
+ */
+static bool
+recreate_as_failover(const GuardedSlot *g)
+{
+#if PG_VERSION_NUM >= 170000
+	return (g->found && g->failover) || sync_replication_slots;
+#else
+	return false;
+#endif
+}
+
+/*
  * Begin the recreation's last transaction with the creation of the slot.
  * True (transaction open, *new_lsn set) when the slot was created; false
  * (transaction rolled back) when the creation did not finish in time.  Any
@@ -689,10 +727,11 @@ creation_wait_ms(void)
  */
 static bool
 create_slot_bounded(const char *slot_name, const char *plugin, bool two_phase,
-					char **new_lsn, ErrorData **edata)
+					bool failover, char **new_lsn, ErrorData **edata)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	const char *args[3] = {slot_name, plugin, two_phase ? "true" : "false"};
+	const char *args[4] = {slot_name, plugin, two_phase ? "true" : "false",
+	failover ? "true" : "false"};
 	ErrorData  *volatile err = NULL;
 
 	PG_TRY();
@@ -705,9 +744,8 @@ create_slot_bounded(const char *slot_name, const char *plugin, bool two_phase,
 								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
 		/* a background worker gets no statement_timeout of its own */
 		enable_timeout_after(STATEMENT_TIMEOUT, 2 * wait_ms + CREATION_BACKSTOP_MS);
-		dfe_sql("create the Airbyte slot",
-				"SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, $2, false, $3::boolean)",
-				3, args, SPI_OK_SELECT);
+		dfe_sql("create the Airbyte slot", CREATE_SLOT_SQL, PG_VERSION_NUM >= 170000 ? 4 : 3,
+				args, SPI_OK_SELECT);
 		disable_timeout(STATEMENT_TIMEOUT, false);
 		*new_lsn = dfe_col_text(0, 1);
 	}
@@ -726,7 +764,7 @@ create_slot_bounded(const char *slot_name, const char *plugin, bool two_phase,
 		 */
 		if (MyReplicationSlot != NULL)
 			ReplicationSlotRelease();
-		ReplicationSlotCleanup();
+		dfe_ReplicationSlotCleanup();
 		pgstat_report_activity(STATE_IDLE, NULL);
 		MemoryContextSwitchTo(cxt);
 		RESUME_INTERRUPTS();
@@ -1019,7 +1057,8 @@ recreate_slot(const char *slot_name, SlotCondition cond, const GuardedSlot *g,
 	if (created_new)
 	{
 		attempt_at = GetCurrentTimestamp();
-		if (!create_slot_bounded(slot_name, plugin, g->found && g->two_phase, &new_lsn, &err))
+		if (!create_slot_bounded(slot_name, plugin, g->found && g->two_phase,
+								 recreate_as_failover(g), &new_lsn, &err))
 		{
 			record_creation_wait(slot_name, rec_id, attempt_at, err);
 			return false;

@@ -18,6 +18,8 @@
 
 #include "executor/spi.h"
 
+#include "compat.h"
+
 /* start a transaction with a snapshot, connect SPI, report activity */
 extern void dfe_xact_begin(const char *activity);
 
@@ -31,7 +33,7 @@ extern MemoryContext dfe_xact_result_context(void);
 extern void dfe_set_result_context(MemoryContext cxt);
 
 /* ERROR for an SPI call that failed: an errcode and a hint */
-extern void dfe_spi_failed(const char *what, int ret) pg_attribute_noreturn();
+pg_noreturn extern void dfe_spi_failed(const char *what, int ret);
 
 /* run sql with text arguments (NULL pointer = SQL NULL); ERROR unless it returns expect */
 extern int	dfe_sql(const char *what, const char *sql, int nargs, const char **args, int expect);

@@ -203,6 +203,8 @@ retry_on_fresh_connection(TargetConn *tc)
 	return true;
 }
 
+static void fail(TargetConn *tc, int errcode, bool drop, const char *fmt,...) pg_attribute_printf(4, 5);
+
 /* A failure; drop: the connection is unusable (it is reopened, the name looked up again). */
 static void
 fail(TargetConn *tc, int errcode, bool drop, const char *fmt,...)

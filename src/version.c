@@ -23,6 +23,7 @@
 #include "utils/fmgroids.h"
 #include "utils/rel.h"
 
+#include "compat.h"
 #include "version.h"
 
 char *
@@ -92,7 +93,7 @@ dfe_require_matching_sql(const char *function)
 
 	if (creating_extension)
 		return;
-	if (checked_lxid == MyProc->lxid && checked_cid == cid)
+	if (checked_lxid == DFE_MY_LXID && checked_cid == cid)
 		return;
 	installed = dfe_installed_version();
 	if (installed != NULL && strcmp(installed, DFE_AIRBYTE_VERSION) != 0)
@@ -102,6 +103,6 @@ dfe_require_matching_sql(const char *function)
 						function, installed, DFE_AIRBYTE_VERSION),
 				 errdetail("A new version of dfe_airbyte was installed; its functions need the SQL objects of that version."),
 				 errhint("Run ALTER EXTENSION dfe_airbyte UPDATE; as a superuser in this database.")));
-	checked_lxid = MyProc->lxid;
+	checked_lxid = DFE_MY_LXID;
 	checked_cid = cid;
 }

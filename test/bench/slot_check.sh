@@ -42,7 +42,7 @@ dir=$(mktemp -d /tmp/dfe_slot_bench.XXXXXX)
 export PGDATA="$dir/data" PGHOST="$dir" PGPORT=$((20000 + RANDOM % 20000)) PGDATABASE=postgres
 trap 'pg_ctl stop -m immediate >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 
-initdb -A trust >/dev/null
+initdb -A trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
 cat >> "$PGDATA/postgresql.conf" <<CONF
 listen_addresses = ''
 unix_socket_directories = '$dir'

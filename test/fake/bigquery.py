@@ -1,11 +1,13 @@
 """The fake BigQuery: tables.get and tables.patch (schema with policy tags,
-ETag preconditions, the per-table update rate limit) and its control API
+ETag preconditions, the per-table update rate limit), jobs.query and
+jobs.getQueryResults running the SQL (bigquery_jobs.py), and its control API
 under /_fake/bigquery/."""
 
 import base64
 import copy
 import time
 
+from . import bigquery_jobs
 from .common import (HTTPError, Reply, SEG, bearer_token, google_error, route,
                      routes_of)
 
@@ -21,6 +23,12 @@ CONFIG = {
     # None turns the limit off.
     "bq_table_update_limit": 5,
     "bq_table_update_window_s": 10.0,
+    # jobs.query (bigquery_jobs.py): the PostgreSQL database holding the
+    # final tables (libpq DSN), the datasets' location (None: any), and how
+    # many answers say jobComplete false first.
+    "bq_sql_dsn": None,
+    "bq_location": None,
+    "bq_query_pending_polls": 0,
 }
 
 BQ_RATE_LIMIT_MESSAGE = ("Exceeded rate limits: too many table update operations "
@@ -107,6 +115,10 @@ class BigQueryState:
         super().reset_service_state()
         # (project, dataset, table) -> dict
         self.bq_tables = {}
+        # query jobs (their ids are never reused: the object stays)
+        if getattr(self, "bq_jobs", None) is None:
+            self.bq_jobs = bigquery_jobs.Jobs()
+        self.bq_jobs.reset()
 
     def new_etag(self):
         return base64.b64encode(
@@ -197,8 +209,46 @@ class BigQueryAPI:
             return Reply(200, bq_table_json(key, table))
 
 
+    def bq_column_tags(self, project, dataset, table):
+        """{column: [policy tag names]} of a table the fake knows."""
+        with self.state.lock:
+            t = self.state.bq_tables.get((project, dataset, table))
+            fields = (t or {}).get("schema", {}).get("fields", [])
+            return {f.get("name"): (f.get("policyTags") or {}).get("names")
+                    for f in fields if isinstance(f, dict)}
+
+    @route("POST", r"/bigquery/v2/projects/" + SEG + "/queries",
+           "/bigquery/v2/projects/*/queries")
+    def bq_query(self, p):
+        self.bq_auth()
+        try:
+            data = self.body_json()
+        except HTTPError:
+            raise google_error(400, "Invalid JSON payload received.",
+                               "INVALID_ARGUMENT", "invalid")
+        with self.state.lock:
+            cfg = dict(self.state.config)
+        status, body = self.state.bq_jobs.query(
+            p, data, cfg, lambda d, t: self.bq_column_tags(p, d, t))
+        return Reply(status, body)
+
+    @route("GET", r"/bigquery/v2/projects/" + SEG + "/queries/" + SEG,
+           "/bigquery/v2/projects/*/queries/*")
+    def bq_query_results(self, p, job_id):
+        self.bq_auth()
+        status, body = self.state.bq_jobs.get_results(p, job_id, self.args)
+        return Reply(status, body)
+
+
 class BigQueryControl:
     """/_fake/bigquery/: tables made, read, changed and dropped by a test."""
+
+    @route("GET", r"/_fake/bigquery/query_stats")
+    def c_bq_query_stats(self):
+        """queries, dry_runs, bytes_processed, bytes_billed,
+        bytes_limit_exceeded, polls of jobs.query"""
+        with self.state.bq_jobs.lock:
+            return Reply(200, dict(self.state.bq_jobs.stats))
 
     @route("POST", r"/_fake/bigquery/tables")
     def c_bq_tables(self):

@@ -4,6 +4,7 @@ import json
 import time
 import unittest
 
+import bigquery_jobs
 import selftest
 from selftest import BQ, TAG
 
@@ -99,6 +100,58 @@ class BigQueryTest(selftest.FakeServerTest):
         self.assertEqual(stored["rate_limited"], 1)
         self.assertGreaterEqual(int(stored["lastModifiedTime"]),
                                 int(stored["creationTime"]))
+
+
+@unittest.skipIf(bigquery_jobs.sqlglot is None, "python3-sqlglot is not installed")
+class BigQueryTranspileTest(unittest.TestCase):
+    """The GoogleSQL rewrite of test/fake/bigquery_jobs.py, without a database."""
+
+    def pg(self, sql):
+        return bigquery_jobs.transpile(sql)[0]
+
+    def refused(self, sql, text):
+        with self.assertRaises(bigquery_jobs.QueryError) as cm:
+            bigquery_jobs.transpile(sql)
+        self.assertEqual(cm.exception.reason, "invalidQuery")
+        self.assertIn(text, cm.exception.message)
+
+    def test_tables_and_columns(self):
+        sql, tables, cols = bigquery_jobs.transpile(
+            "SELECT id, name FROM `proj.ds.t` WHERE id > 1")
+        self.assertIn('"ds"."t"', sql)
+        self.assertEqual(tables, {("ds", "t")})
+        self.assertEqual(cols, {"id", "name"})
+
+    def test_unqualified_table(self):
+        self.refused("SELECT 1 FROM t", "must be qualified with a dataset")
+
+    def test_qualify_needs_where(self):
+        self.refused("SELECT id FROM `p.d.t` QUALIFY ROW_NUMBER() OVER "
+                     "(PARTITION BY id) = 1", "QUALIFY clause must be used")
+        sql = self.pg("SELECT id FROM `p.d.t` WHERE TRUE QUALIFY ROW_NUMBER() "
+                      "OVER (PARTITION BY id ORDER BY l DESC) = 1")
+        self.assertIn("_bq_qualify", sql)
+        self.assertNotIn("QUALIFY", sql.upper().replace("_BQ_QUALIFY", ""))
+
+    def test_functions_become_bq_fake(self):
+        sql = self.pg("SELECT TO_HEX(MD5(CONCAT('a', b))), DIV(c, 2), "
+                      "COUNTIF(d), CAST(e AS INT64), CAST(f AS STRING) "
+                      "FROM `p.d.t` WHERE TRUE").lower()
+        for fn in ("bq_fake.to_hex(bq_fake.md5((bq_fake.str_arg(", "bq_fake.div(",
+                   "bq_fake.countif(", "bq_fake.int64(", "bq_fake.string("):
+            self.assertIn(fn, sql)
+
+    def test_timestamp_types(self):
+        sql = self.pg("SELECT CAST(a AS TIMESTAMP), CAST(b AS DATETIME) "
+                      "FROM `p.d.t` WHERE TRUE").upper()
+        self.assertIn("AS TIMESTAMPTZ)", sql)
+        self.assertIn("AS TIMESTAMP)", sql)
+
+    def test_legacy_sql_refused(self):
+        status, body = bigquery_jobs.Jobs().query(
+            "p", {"query": "SELECT 1 FROM `p.d.t`"}, {}, lambda d, t: {})
+        self.assertEqual(status, 400)
+        self.assertEqual(body["error"]["errors"][0]["reason"], "invalidQuery")
 
 
 if __name__ == "__main__":

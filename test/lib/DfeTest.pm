@@ -9,9 +9,10 @@ Shared set-up for the dfe_airbyte TAP tests.
   $node->safe_psql('postgres', 'SELECT dfe_airbyte_worker_pid()');
   DfeTest::wait_for_worker($node);
 
-new_node() initialises and starts a real PostgreSQL 15 cluster (from the
-private tmp_install that test/check prepared, found through PATH) with
-dfe_airbyte preloaded, wal_level = logical, the worker pointed at the
+new_node() initialises and starts a real PostgreSQL cluster ($PG_MAJOR, from the
+private tmp_install that test/check prepared, found through PATH), UTF-8 in
+the C.UTF-8 locale, with dfe_airbyte preloaded, wal_level = logical, the
+worker pointed at the
 database "postgres", and CREATE EXTENSION dfe_airbyte already run there.
 Pass allows_streaming/extra options through %opts.
 
@@ -31,7 +32,9 @@ sub new_node
 {
 	my ($name, %opts) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init(allows_streaming => 'logical', %{ $opts{init} // {} });
+	my %init = %{ $opts{init} // {} };
+	$init{extra} = [ initdb_utf8(), @{ $init{extra} // [] } ];
+	$node->init(allows_streaming => 'logical', %init);
 	$node->append_conf('postgresql.conf', <<"CONF");
 shared_preload_libraries = 'dfe_airbyte'
 dfe_airbyte.database = 'postgres'
@@ -46,6 +49,15 @@ CONF
 	$node->safe_psql('postgres', 'CREATE EXTENSION dfe_airbyte')
 	  unless $opts{no_extension};
 	return $node;
+}
+
+# initdb options for every test cluster: UTF-8 in the C.UTF-8 locale (built
+# into Debian's libc), whatever locale the caller's environment names or
+# lacks; with none, initdb would pick SQL_ASCII, where psql counts the bytes
+# of "café" as columns.
+sub initdb_utf8
+{
+	return ('--encoding=UTF8', '--locale=C.UTF-8');
 }
 
 # Wait until the network worker runs (optionally a different pid than $old_pid); returns its pid.
@@ -122,6 +134,36 @@ dfe_airbyte.google_credentials = '$dir/credentials.json'
 dfe_airbyte.azure_client_id = 'azure-client'
 dfe_airbyte.azure_federated_token_file = '$dir/federated'
 CONF
+}
+
+# Wait until a worker ('guard' or 'network') has been round its loop $n more
+# times; returns true on success.  For the checks that something does NOT
+# happen: instead of sleeping for a few check intervals, wait until the
+# worker has actually looked that often.  A round is seen in
+# pg_stat_activity as the end of the one transaction each round runs (the
+# guard's slot check, the network worker's re-sync follow-up; spi_xact.c
+# reports each as the activity); one more than $n is waited for, since the
+# first may have begun before the call.
+my %LOOP_ACTIVITY = (guard => 'dfe_airbyte slot guard', network => 'dfe_airbyte full re-sync follow-up');
+sub wait_for_worker_loops
+{
+	my ($node, $kind, $n, $timeout_s) = @_;
+	my $activity = $LOOP_ACTIVITY{$kind} // die "no worker $kind";
+	my $since = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
+	my $deadline = time + ($timeout_s // 60);
+	my %seen;
+	while (time < $deadline)
+	{
+		my $at = $node->safe_psql('postgres', <<"SQL");
+SELECT a.state_change FROM pg_stat_activity a JOIN dfe_airbyte.workers w USING (pid)
+WHERE w.worker = '$kind' AND a.state = 'idle' AND a.query = '$activity' AND a.state_change > '$since'
+SQL
+		$seen{$at} = 1 if $at ne '';
+		return 1 if keys %seen > $n;
+		usleep(50_000);
+	}
+	diag("wait_for_worker_loops: the $kind worker went round " . scalar(keys %seen) . " times, wanted " . ($n + 1));
+	return 0;
 }
 
 # Wait until the server log matches $re; returns true on success.

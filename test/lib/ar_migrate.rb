@@ -38,15 +38,36 @@ ActiveRecord::Base.establish_connection(
 )
 $stdout.sync = true
 
+# ActiveRecord 7.1 made the schema_migrations and ar_internal_metadata
+# tables objects of the connection (pool) instead of the model classes
+# ActiveRecord::SchemaMigration and ActiveRecord::InternalMetadata that 6.1
+# and 7.0 pass around (activerecord/CHANGELOG.md of 7.1).  Debian 12 ships
+# 6.1, Debian 13 7.2: both are used here.
+AR71 = ActiveRecord.gem_version >= Gem::Version.new("7.1")
+
+def schema_tables
+  pool = ActiveRecord::Base.connection_pool
+  # 7.2 keeps them on the pool, 7.1 on the connection
+  owner = pool.respond_to?(:schema_migration) ? pool : ActiveRecord::Base.connection
+  [owner.schema_migration, owner.internal_metadata]
+end
+
 def context(dir)
-  ActiveRecord::MigrationContext.new([dir], ActiveRecord::SchemaMigration)
+  return ActiveRecord::MigrationContext.new([dir], ActiveRecord::SchemaMigration) unless AR71
+
+  ActiveRecord::MigrationContext.new([dir], *schema_tables)
+end
+
+def migrator
+  return ActiveRecord::Migrator.new(:up, [], ActiveRecord::SchemaMigration) unless AR71
+
+  ActiveRecord::Migrator.new(:up, [], *schema_tables)
 end
 
 begin
   case ARGV[0]
   when "lock_key"
     # the private method ActiveRecord::Migrator#with_advisory_lock uses
-    migrator = ActiveRecord::Migrator.new(:up, [], ActiveRecord::SchemaMigration)
     puts "salt #{ActiveRecord::Migrator::MIGRATOR_SALT}"
     puts "lock_key #{migrator.send(:generate_migrator_advisory_lock_id)}"
   when "migrate"

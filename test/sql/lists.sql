@@ -320,6 +320,26 @@ SELECT * FROM dfe_airbyte_load_config('users: [id, email]', 'users: [email]');
 RESET ROLE;
 SELECT lists_state();
 
+-- each target has its own lists: loading one leaves the others alone
+-- (a target row inserted by hand: loading the lists does not connect)
+INSERT INTO dfe_airbyte.targets (name, conninfo) VALUES ('regress_svc', 'host=svc.invalid dbname=svc');
+SELECT * FROM dfe_airbyte_load_config('users: [id, name]', 'users: [name]', 'users: [secret]', target => 'regress_svc');
+SELECT * FROM dfe_airbyte_load_config('users: [id]', target => 'regress_svc');
+SELECT target, table_name, column_name FROM dfe_airbyte.allowlist ORDER BY 1, 2, 3;
+SELECT target, table_name, column_name FROM dfe_airbyte.blocklist ORDER BY 1, 2, 3;
+SELECT target, table_name, column_name FROM dfe_airbyte.excluded ORDER BY 1, 2, 3;
+-- the target's stream configuration comes from its own allowlist
+SELECT s->>'name' AS stream, s->'selectedFields' AS fields
+  FROM jsonb_array_elements((SELECT dfe_airbyte_stream_config())->'configurations'->'streams') s;
+-- an unknown or disabled target is an error that changes nothing
+SELECT * FROM dfe_airbyte_load_config('users: [x]', target => 'regress_nope');
+UPDATE dfe_airbyte.targets SET enabled = false WHERE name = 'regress_svc';
+SELECT * FROM dfe_airbyte_load_config('users: [x]', target => 'regress_svc');
+-- dropping the target drops its lists
+DELETE FROM dfe_airbyte.targets WHERE name = 'regress_svc';
+SELECT target, count(*) FROM dfe_airbyte.allowlist GROUP BY 1;
+SELECT count(*) FROM dfe_airbyte.blocklist WHERE target <> 'local';
+
 -- leave the lists empty for the next tests
 DELETE FROM dfe_airbyte.allowlist;
 DELETE FROM dfe_airbyte.blocklist;

@@ -44,6 +44,14 @@ SELECT EXISTS (SELECT 1 FROM dfe_airbyte.config_problems
 SELECT attname FROM pg_attribute
 WHERE attrelid = 'dfe_airbyte.replication_slot_health'::regclass AND attnum > 19 ORDER BY attnum;
 SELECT sync_interval, peak_retained_bytes FROM dfe_airbyte.replication_slot_health WHERE slot_name = 'airbyte_slot';
+-- what only some majors have (src/slot_details.c): the same answer on each
+SELECT inactive_since IS NULL OR inactive_since <= now() AS inactive_since_ok, invalidation_reason
+FROM dfe_airbyte.replication_slot_health WHERE slot_name = 'airbyte_slot';
+SELECT (SELECT count(*) FROM dfe_airbyte_slot_details())
+     = (SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'logical' AND database = current_database())
+       AS one_row_per_logical_slot,
+       has_function_privilege('pg_monitor', 'dfe_airbyte_slot_details()', 'EXECUTE') AS monitor_may,
+       has_function_privilege('public', 'dfe_airbyte_slot_details()', 'EXECUTE') AS public_may;
 SELECT attname FROM pg_attribute
 WHERE attrelid = 'dfe_airbyte.slot_samples'::regclass AND attnum > 0 AND attname <> 'target' AND NOT attisdropped ORDER BY attnum DESC LIMIT 1;
 SELECT attname FROM pg_attribute

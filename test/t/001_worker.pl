@@ -79,7 +79,7 @@ like($log, qr/dfe_airbyte guard started in database "postgres"/, 'guard logged i
 
 # without shared_preload_libraries the SQL functions work, the worker does not
 my $bare = PostgreSQL::Test::Cluster->new('bare');
-$bare->init;
+$bare->init(extra => [ DfeTest::initdb_utf8() ]);
 $bare->start;
 ($ret, $out, $err) = $bare->psql('postgres', 'CREATE EXTENSION dfe_airbyte');
 like($err, qr/WARNING:  the dfe_airbyte background workers are not running \(guard and network\)/,

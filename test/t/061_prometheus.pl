@@ -59,6 +59,9 @@ VALUES ('succeeded', 'done', now() - interval '2 hours', now() - interval '2 hou
         'Airbyte answered 400');
 INSERT INTO dfe_airbyte.events (severity, kind, detail)
 VALUES ('warning', 'policy_tags_failed', 'could not check the BigQuery policy tags (test)');
+INSERT INTO dfe_airbyte.reconciliation (table_name, run_id, mode, status, matched, mismatches, started_at, finished_at)
+VALUES ('users', 1, 'count', 'mismatch', false, 2, now(), now()),
+       ('orders', 2, 'count', 'match', true, 0, now(), now());
 CREATE ROLE exporter LOGIN IN ROLE pg_monitor;
 SQL
 ok(DfeTest::poll_until($node,
@@ -143,6 +146,9 @@ is(value($s, 'dfe_airbyte_sync_last_job_failed'), '1', 'the newest sync job fail
 is(value($s, 'dfe_airbyte_sync_stale'), '0', 'the last success is fresh');
 is(value($s, 'dfe_airbyte_sync_connection_disabled'), '0', 'connection not disabled');
 is(value($s, 'dfe_airbyte_policy_tags_failures_last_hour'), '1', 'one policy tag failure in the last hour');
+is(value($s, 'dfe_airbyte_reconcile_mismatch{table_name="users"}'), '1', 'users: a reconciliation mismatch');
+is(value($s, 'dfe_airbyte_reconcile_mismatch{table_name="orders"}'), '0', 'orders: none');
+is(value($s, 'dfe_airbyte_reconcile_mismatches{table_name="users"}'), '2', 'users: two keys differ');
 my @workers = grep { /^dfe_airbyte_worker_running\{backend_type="dfe_airbyte[^"]*"\}$/ } keys %$s;
 cmp_ok(scalar(@workers), '>=', 1, 'each worker type is a series: ' . join(' ', @workers));
 is(value($s, 'dfe_airbyte_workers_running'), $node->safe_psql('postgres',

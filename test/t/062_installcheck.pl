@@ -10,10 +10,11 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use File::Temp qw(tempdir);
+use DfeTest;
 
 my $top = $ENV{DFE_TOP} // '.';
 my $node = PostgreSQL::Test::Cluster->new('installcheck');
-$node->init;
+$node->init(extra => [ DfeTest::initdb_utf8() ]);
 $node->append_conf('postgresql.conf', <<'CONF');
 shared_preload_libraries = 'dfe_airbyte'
 dfe_airbyte.database = 'register_production'
@@ -26,13 +27,20 @@ $node->safe_psql('register_production', 'CREATE EXTENSION dfe_airbyte');
 
 my $out_dir = tempdir(CLEANUP => 1);
 # as users run it: Debian's pg_config (psql and pg_regress from the system)
-my $pg_config = '/usr/lib/postgresql/15/bin/pg_config';
+my $pg_config = '/usr/lib/postgresql/' . ($ENV{PG_MAJOR} // 15) . '/bin/pg_config';
 my $out = '';
 my $ok = IPC::Run::run(
 	[ 'make', '-s', '-C', $top, 'installcheck', "PG_CONFIG=$pg_config",
 	  "EXTRA_REGRESS_OPTS=--outputdir=$out_dir --host=" . $node->host . ' --port=' . $node->port ],
 	'>', \$out, '2>&1');
-my @tests = $out =~ /^(?:ok \d+\s+-|test)\s+(\w+)\s+\.\.\.\s+(\w+)/mg;
+# one line per file: "test NAME ... ok" up to 15, "ok N - NAME" / "not ok N - NAME"
+# from 16 (pg_regress's output became TAP; test/lib/regress_count.sh)
+my @tests;
+for my $line (split /\n/, $out)
+{
+	if ($line =~ /^(?:test)?\s+(\w+)\s+\.\.\.\s+(\w+)/) { push @tests, $1, $2; }
+	elsif ($line =~ /^(ok|not ok)\s+\d+\s+[-+]\s+(\w+)/) { push @tests, $2, $1 eq 'ok' ? 'ok' : 'FAILED'; }
+}
 cmp_ok(scalar(@tests) / 2, '>=', 5, 'make installcheck ran the pg_regress files') or diag($out);
 while (my ($name, $result) = splice(@tests, 0, 2))
 {

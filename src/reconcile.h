@@ -1,0 +1,64 @@
+/*
+ * reconcile.h — does BigQuery hold what the source holds (see reconcile.c).
+ */
+#ifndef DFE_AIRBYTE_RECONCILE_H
+#define DFE_AIRBYTE_RECONCILE_H
+
+#include "postgres.h"
+#include "nodes/pg_list.h"
+
+/* how a column's value is written as text on both sides */
+typedef enum RcKind
+{
+	RK_INT,						/* smallint/integer/bigint, numeric(p,0) */
+	RK_NUMERIC,					/* numeric: BigQuery NUMERIC, 9 decimals */
+	RK_BOOL,
+	RK_TEXT,					/* text, varchar, char, uuid, enum, json(b) */
+	RK_DATE,
+	RK_TIMESTAMP,				/* without time zone: BigQuery DATETIME */
+	RK_TIMESTAMPTZ				/* BigQuery TIMESTAMP */
+} RcKind;
+
+typedef struct RcColumn
+{
+	char	   *name;
+	RcKind		kind;
+} RcColumn;
+
+typedef struct RcTable
+{
+	char	   *name;			/* source table = final table name */
+	char	   *pg_rel;			/* quoted schema.table */
+	char	   *bq_rel;			/* `project.dataset.table` */
+	List	   *keys;			/* RcColumn *, primary key order; NIL: none */
+	List	   *cols;			/* compared non-key columns (checksum mode) */
+	List	   *skipped;		/* char *: "column (why)" */
+	bool		int_key;		/* one integer key: buckets are key ranges */
+	char	   *updated_at;		/* a timestamp column updated_at, or NULL */
+	bool		updated_at_tz;	/* it is timestamptz */
+} RcTable;
+
+/* one level of buckets: key ranges (int_key) or key-hash prefixes */
+typedef struct RcLevel
+{
+	int64		min;			/* int_key: lowest key of the range */
+	int64		width;			/* int_key: keys per bucket */
+	int			hexdigits;		/* hash buckets: hex digits of the prefix */
+	char	   *pg_filter;		/* restricts to earlier differing buckets */
+	char	   *bq_filter;
+} RcLevel;
+
+/* reconcile_sql.c: the SQL text of both sides */
+extern char *rc_pg_key_text(RcTable *t);
+extern char *rc_bq_key_text(RcTable *t);
+extern char *rc_pg_bucket_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter);
+extern char *rc_bq_bucket_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys);
+extern char *rc_pg_keys_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter);
+extern char *rc_bq_keys_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys);
+extern char *rc_pg_count_query(RcTable *t);
+extern char *rc_bq_count_query(RcTable *t);
+extern char *rc_pg_bucket_expr(RcTable *t, RcLevel *lv);
+extern char *rc_bq_bucket_expr(RcTable *t, RcLevel *lv);
+extern char *rc_bq_string(const char *s);
+
+#endif
