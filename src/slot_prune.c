@@ -1,7 +1,8 @@
 /*
- * slot_prune.c — the slot guard keeps its history bounded: at most once every
- * SLOT_PRUNE_INTERVAL_MS (dfe_test_prune_interval_ms, for tests) it deletes slot samples, events, finished slot
- * recreations and finished deploys older than dfe_airbyte.history_retention
+ * slot_prune.c — the slot guard keeps its history bounded: at most once a
+ * minute (dfe_test_prune_interval_ms, shorter in tests) it deletes slot
+ * samples, events, finished slot recreations and finished deploys older
+ * than dfe_airbyte.history_retention
  * and beyond dfe_airbyte.history_max_rows (README, "Settings").  Every
  * target's rows alike: the limits are the control database's.
  */
