@@ -33,9 +33,8 @@ struct DfeTargetScope
 static DfeTargetScope *open_scope = NULL;
 
 /*
- * A scope open when its transaction aborted (an ERROR in a function that
- * entered it, or in a worker task): the current target is "local" again at
- * once, and its settings are reset at the next enter or reset — not during
+ * A scope entered in a transaction (a SQL function's) that aborted: the
+ * current target is "local" again at once, and its settings are reset at the next enter or reset — not during
  * the abort, where AtEOXact_GUC would undo the reset itself.  Values set in
  * the aborted transaction are rolled back by the abort anyway.
  */
@@ -54,7 +53,14 @@ scope_xact_callback(XactEvent event, void *arg)
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
 		xact_generation++;
-	if ((event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) && open_scope != NULL)
+	/*
+	 * A worker task's scope, entered outside any transaction, spans its
+	 * short transactions and outlives the abort of one (http_try() catches
+	 * an error and aborts it): the task goes on for the same target, and
+	 * dfe_for_each_target() resets the scope when the task itself fails.
+	 */
+	if ((event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) && open_scope != NULL &&
+		open_scope->subxid != InvalidSubTransactionId)
 	{
 		stale_scope = open_scope;
 		open_scope = NULL;
