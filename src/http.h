@@ -60,7 +60,6 @@ typedef struct HttpRequest
 	char	   *transport_error;	/* libcurl's error when status == 0 */
 	char	   *etag;			/* ETag response header, or NULL */
 	int			attempts;		/* attempts made */
-	double		elapsed_ms;		/* wall time of all attempts, backoff included */
 
 	/* --- private to http.c --- */
 	double		retry_after_s;	/* Retry-After of the last answer, -1 none */

@@ -8,7 +8,9 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "pgstat.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/resowner.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -137,4 +139,72 @@ char *
 dfe_int64_str(int64 v)
 {
 	return psprintf(INT64_FORMAT, v);
+}
+
+bool
+dfe_catch(void (*fn) (void *), void *arg, int flags, MemoryContext cxt, ErrorData **error)
+{
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		subxact = (flags & DFE_CATCH_SUBXACT) != 0;
+	bool		copy = error != NULL || (flags & DFE_CATCH_NOT_CANCEL) != 0;
+	volatile bool ok = false;
+	ErrorData  *volatile edata = NULL;
+
+	if (error)
+		*error = NULL;
+	if (subxact)
+	{
+		dfe_Assert(IsTransactionState());
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(cxt);
+	}
+	PG_TRY();
+	{
+		fn(arg);
+		if (subxact)
+		{
+			ReleaseCurrentSubTransaction();
+			CurrentResourceOwner = owner;
+		}
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		/* no cancel may interrupt the cleanup (it would longjmp out of it) */
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		if (flags & DFE_CATCH_LOG)
+			EmitErrorReport();
+		if (copy)
+			edata = CopyErrorData();
+		FlushErrorState();
+		if (subxact)
+		{
+			RollbackAndReleaseCurrentSubTransaction();
+			CurrentResourceOwner = owner;
+		}
+		else
+			AbortOutOfAnyTransaction();
+		RESUME_INTERRUPTS();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+
+	if (edata && (flags & DFE_CATCH_NOT_CANCEL) &&
+		(edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		 edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN))
+		ReThrowError(edata);
+	if (error)
+		*error = edata;
+	else if (edata)
+		FreeErrorData(edata);
+	return ok;
+}
+
+char *
+dfe_error_text(const ErrorData *edata)
+{
+	if (edata->detail)
+		return psprintf("%s: %s", edata->message, edata->detail);
+	return pstrdup(edata->message ? edata->message : "unknown error");
 }
