@@ -1,5 +1,5 @@
 /*
- * airbyte.c — the Airbyte API client (SPEC §4) and the SQL functions that
+ * airbyte.c — the Airbyte API client (README.md, "Reference") and the SQL functions that
  * expose it: dfe_airbyte_connection_refresh(), dfe_airbyte_start_sync(),
  * dfe_airbyte_job_status() and dfe_airbyte_wait_for_job().
  *
@@ -9,7 +9,8 @@
  * once.  Servers before Airbyte 0.63.7 have no public token endpoint
  * (airbyte-platform commit ff7d645cea, config.yaml @ v0.63.7) and answer
  * it 404, or 401/403 where Micronaut Security rejects the unknown route
- * (shared/background/api_conformance.md §2 #7): on any of those we use the
+ * (Airbyte's configuration does not set micronaut.security.reject-not-found
+ * to false): on any of those we use the
  * config-API one, whose answer has no expires_in, and read the expiry from
  * the JWT's exp claim instead.  Which endpoint works is remembered until
  * the server's version changes.
@@ -343,7 +344,7 @@ get_token(void)
 		/*
 		 * Airbyte before 0.63.7: only the config API issues tokens; the
 		 * missing public route answers 404, or 401/403 behind Micronaut
-		 * Security (api_conformance.md §2 #7).  The legacy endpoint exists
+		 * Security, which rejects unknown routes.  The legacy endpoint exists
 		 * in every version from 0.55 on.
 		 */
 		ereport(DEBUG1,
@@ -515,7 +516,7 @@ airbyte_version_at_least(int major, int minor, int patch)
  * Below 0.60.1 the public API has no StreamConfiguration.selectedFields
  * (commit c8781ef13b, absent from config.yaml @ v0.60.0); Airbyte's mapper
  * ignores unknown properties, so the PATCH would select EVERY column of
- * every stream: refuse instead (api_conformance.md §2 #6).
+ * every stream: refuse instead.
  */
 static void
 refuse_unsafe_version(void)
@@ -958,7 +959,8 @@ airbyte_full_resync(int64 *job_id)
 	/*
 	 * One attempt only: StreamRefreshesHandler saves the streams to refresh
 	 * BEFORE it starts a job, so a retry after a lost answer would queue a
-	 * second full refresh (api_conformance.md §2 #1).
+	 * second full refresh (airbyte-platform, StreamRefreshesHandler.
+	 * createRefreshesForConnection and ConnectionApiController).
 	 */
 	req = airbyte_call_once("the Airbyte full re-sync", "POST", "/api/v1/connections/refresh",
 							json_print(body), false, true);

@@ -1,5 +1,6 @@
 /*
- * airbyte.h — the Airbyte API client (SPEC §4).
+ * airbyte.h — the Airbyte API client (Airbyte's public API, /api/public/v1,
+ * and its config API, /api/v1).
  *
  * Every function here makes HTTP calls and so must run OUTSIDE a
  * transaction in the worker (backends calling the SQL functions are inside
@@ -48,7 +49,7 @@ extern bool airbyte_configured(void);
 extern void airbyte_require_configuration(void);
 
 /*
- * SPEC §4 refresh: read the connection (for its source id unless
+ * The schema refresh: read the connection (for its source id unless
  * dfe_airbyte.source_id is set), rediscover the source schema with the
  * cache disabled, then PATCH the connection with stream_config_json (the
  * output of dfe_airbyte_stream_config()).  Returns Airbyte's answer to the

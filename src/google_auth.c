@@ -1,6 +1,7 @@
 /*
  * google_auth.c — Google access token through workload identity federation
- * (SPEC §8), the way dfe-analytics' Azure workload-identity setup does it:
+ * (Google's "external_account" credential configuration, as google-auth
+ * reads it), the way dfe-analytics' Azure workload-identity setup does it:
  *
  *   1. subject token, by credential_source:
  *      - url ending in /oauth2/v2.0/token: Azure AD client-credentials POST
@@ -270,30 +271,30 @@ service_account_of(const char *url)
  * Read and validate the configuration.  *key_out gets a string that changes
  * whenever anything the chain depends on changes (the cache key).
  */
-static CredConfig *
-load_config(char **key_out)
+/* the configuration's text: the setting itself when it is JSON, else the file it names */
+static const char *
+credential_text(void)
 {
 	const char *setting = dfe_setting_google_credentials();
-	const char *text;
 	const char *p;
-	cJSON	   *root;
-	cJSON	   *src;
-	cJSON	   *item;
-	CredConfig *cfg = palloc0(sizeof(CredConfig));
-	const char *azure_id;
-	const char *azure_file;
 
 	dfe_require_setting(setting, "dfe_airbyte.google_credentials", "GOOGLE_CLOUD_CREDENTIALS");
 	for (p = setting; *p && isspace((unsigned char) *p); p++)
 		;
 	if (*p == '{')
-		text = setting;
-	else
-		text = read_small_file(trim(pstrdup(setting)), "Google credential configuration file",
-							   "dfe_airbyte.google_credentials (env GOOGLE_CLOUD_CREDENTIALS) holds either the "
-							   "credential configuration JSON or the path of a file the server can read.");
+		return setting;
+	return read_small_file(trim(pstrdup(setting)), "Google credential configuration file",
+						   "dfe_airbyte.google_credentials (env GOOGLE_CLOUD_CREDENTIALS) holds either the "
+						   "credential configuration JSON or the path of a file the server can read.");
+}
 
-	root = cJSON_Parse(text);
+/* the configuration as an external_account JSON object; never quotes the text */
+static cJSON *
+parse_external_account(const char *text)
+{
+	cJSON	   *root = cJSON_Parse(text);
+	cJSON	   *item;
+
 	if (root == NULL || !cJSON_IsObject(root))
 	{
 		const char *at = cJSON_GetErrorPtr();
@@ -313,24 +314,13 @@ load_config(char **key_out)
 		config_error(psprintf("Google credential configuration has type \"%.40s\", expected \"external_account\"",
 							  item->valuestring),
 					 "Only workload identity federation is supported; service account keys are not.");
+	return root;
+}
 
-	/* anything that could act as a credential is a secret */
-	item = cJSON_GetObjectItemCaseSensitive(root, "client_secret");
-	if (cJSON_IsString(item))
-		http_register_secret(item->valuestring);
-
-	cfg->audience = required_string(root, "audience", "");
-	cfg->subject_token_type = required_string(root, "subject_token_type", "");
-	cfg->token_url = required_string(root, "token_url", "");
-	cfg->impersonation_url = optional_string(root, "service_account_impersonation_url", "");
-	if (cfg->impersonation_url)
-	{
-		register_url_secrets(cfg->impersonation_url);
-		cfg->service_account = service_account_of(cfg->impersonation_url);
-	}
-	register_url_secrets(cfg->token_url);
-
-	src = cJSON_GetObjectItemCaseSensitive(root, "credential_source");
+/* credential_source.url or .file, exactly one of them */
+static void
+read_source_location(CredConfig *cfg, cJSON *src)
+{
 	if (src == NULL || cJSON_IsNull(src))
 		config_error("Google credential configuration has no \"credential_source\"",
 					 "credential_source must be an object with \"url\" or \"file\".");
@@ -359,47 +349,86 @@ load_config(char **key_out)
 	}
 	else
 		cfg->kind = SOURCE_FILE;
+}
 
-	item = cJSON_GetObjectItemCaseSensitive(src, "headers");
-	if (item && !cJSON_IsNull(item))
+/* credential_source.headers: sent with the url source's GET; their values are secrets */
+static void
+read_source_headers(CredConfig *cfg, cJSON *item)
+{
+	cJSON	   *h;
+
+	if (item == NULL || cJSON_IsNull(item))
+		return;
+	if (!cJSON_IsObject(item))
+		config_error("Google credential configuration field \"credential_source.headers\" must be an object",
+					 "Give the headers as {\"Name\": \"value\", ...}.");
+	cJSON_ArrayForEach(h, item)
 	{
-		cJSON	   *h;
-
-		if (!cJSON_IsObject(item))
-			config_error("Google credential configuration field \"credential_source.headers\" must be an object",
-						 "Give the headers as {\"Name\": \"value\", ...}.");
-		cJSON_ArrayForEach(h, item)
-		{
-			if (!cJSON_IsString(h) || h->string == NULL || h->string[0] == '\0' ||
-				strpbrk(h->string, ":\r\n") || strpbrk(h->valuestring, "\r\n"))
-				config_error("Google credential configuration field \"credential_source.headers\" is invalid",
-							 "Each header needs a name without \":\" and a string value on one line.");
-			http_register_secret(h->valuestring);
-			cfg->headers = lappend(cfg->headers, psprintf("%s: %s", h->string, h->valuestring));
-		}
+		if (!cJSON_IsString(h) || h->string == NULL || h->string[0] == '\0' ||
+			strpbrk(h->string, ":\r\n") || strpbrk(h->valuestring, "\r\n"))
+			config_error("Google credential configuration field \"credential_source.headers\" is invalid",
+						 "Each header needs a name without \":\" and a string value on one line.");
+		http_register_secret(h->valuestring);
+		cfg->headers = lappend(cfg->headers, psprintf("%s: %s", h->string, h->valuestring));
 	}
+}
 
-	item = cJSON_GetObjectItemCaseSensitive(src, "format");
-	if (item && !cJSON_IsNull(item))
+/* credential_source.format: the subject token as text (default) or a JSON field */
+static void
+read_source_format(CredConfig *cfg, cJSON *item)
+{
+	char	   *type;
+
+	if (item == NULL || cJSON_IsNull(item))
+		return;
+	if (!cJSON_IsObject(item))
+		config_error("Google credential configuration field \"credential_source.format\" must be an object",
+					 "Give it as {\"type\": \"json\", \"subject_token_field_name\": \"access_token\"} or {\"type\": \"text\"}.");
+	type = optional_string(item, "type", "credential_source.format.");
+	if (type == NULL || strcmp(type, "text") == 0)
+		cfg->format_json = false;
+	else if (strcmp(type, "json") == 0)
 	{
-		char	   *type;
-
-		if (!cJSON_IsObject(item))
-			config_error("Google credential configuration field \"credential_source.format\" must be an object",
-						 "Give it as {\"type\": \"json\", \"subject_token_field_name\": \"access_token\"} or {\"type\": \"text\"}.");
-		type = optional_string(item, "type", "credential_source.format.");
-		if (type == NULL || strcmp(type, "text") == 0)
-			cfg->format_json = false;
-		else if (strcmp(type, "json") == 0)
-		{
-			cfg->format_json = true;
-			cfg->field_name = required_string(item, "subject_token_field_name",
-											   "credential_source.format.");
-		}
-		else
-			config_error(psprintf("Google credential configuration has credential_source.format.type \"%.20s\"", type),
-						 "Supported formats are \"text\" (the default) and \"json\".");
+		cfg->format_json = true;
+		cfg->field_name = required_string(item, "subject_token_field_name",
+										   "credential_source.format.");
 	}
+	else
+		config_error(psprintf("Google credential configuration has credential_source.format.type \"%.20s\"", type),
+					 "Supported formats are \"text\" (the default) and \"json\".");
+}
+
+static CredConfig *
+load_config(char **key_out)
+{
+	const char *text = credential_text();
+	cJSON	   *root = parse_external_account(text);
+	cJSON	   *src;
+	cJSON	   *item;
+	CredConfig *cfg = palloc0(sizeof(CredConfig));
+	const char *azure_id;
+	const char *azure_file;
+
+	/* anything that could act as a credential is a secret */
+	item = cJSON_GetObjectItemCaseSensitive(root, "client_secret");
+	if (cJSON_IsString(item))
+		http_register_secret(item->valuestring);
+
+	cfg->audience = required_string(root, "audience", "");
+	cfg->subject_token_type = required_string(root, "subject_token_type", "");
+	cfg->token_url = required_string(root, "token_url", "");
+	cfg->impersonation_url = optional_string(root, "service_account_impersonation_url", "");
+	if (cfg->impersonation_url)
+	{
+		register_url_secrets(cfg->impersonation_url);
+		cfg->service_account = service_account_of(cfg->impersonation_url);
+	}
+	register_url_secrets(cfg->token_url);
+
+	src = cJSON_GetObjectItemCaseSensitive(root, "credential_source");
+	read_source_location(cfg, src);
+	read_source_headers(cfg, cJSON_GetObjectItemCaseSensitive(src, "headers"));
+	read_source_format(cfg, cJSON_GetObjectItemCaseSensitive(src, "format"));
 
 	/* the chain also depends on the Azure settings */
 	azure_id = dfe_setting_azure_client_id();
@@ -641,39 +670,15 @@ google_forget_access_token(void)
 	forget();
 }
 
-const char *
-google_access_token(void)
+/* the chain: subject token, STS exchange, impersonation; returns the access token */
+static char *
+run_chain(CredConfig *cfg, TimestampTz started, TimestampTz *expires)
 {
-	MemoryContext cxt;
-	MemoryContext old;
-	CredConfig *cfg;
-	char	   *key;
 	char	   *subject;
 	char	   *sts;
 	char	   *token;
 	long		sts_expires_in;
-	TimestampTz started;
-	TimestampTz expires = 0;
-	int64		lifetime;
-	int64		margin;
 	ErrorContextCallback errcb;
-
-	/* all the chain's garbage (bodies, assertions) goes away at the end */
-	cxt = AllocSetContextCreate(CurrentMemoryContext, "dfe_airbyte google auth",
-								ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-
-	cfg = load_config(&key);
-	started = GetCurrentTimestamp();
-	if (cached_token && cached_key && strcmp(cached_key, key) == 0 &&
-		started < cached_renew_after)
-	{
-		MemoryContextSwitchTo(old);
-		wipe(key);
-		MemoryContextDelete(cxt);
-		last_from_cache = true;
-		return cached_token;
-	}
 
 	chain_step = NULL;
 	errcb.callback = chain_error_context;
@@ -695,27 +700,36 @@ google_access_token(void)
 	}
 	sts = sts_exchange(cfg, subject, &sts_expires_in);
 	wipe(subject);
+	*expires = 0;
 	if (cfg->impersonation_url)
 	{
-		token = impersonate(cfg, sts, &expires);
+		token = impersonate(cfg, sts, expires);
 		wipe(sts);
-		if (expires == 0)
-			expires = started + DEFAULT_LIFETIME_US;
+		if (*expires == 0)
+			*expires = started + DEFAULT_LIFETIME_US;
 	}
 	else
 	{
 		token = sts;
-		expires = started + (sts_expires_in > 0 ? sts_expires_in * USECS_PER_SEC : DEFAULT_LIFETIME_US);
+		*expires = started + (sts_expires_in > 0 ? sts_expires_in * USECS_PER_SEC : DEFAULT_LIFETIME_US);
 	}
 
 	chain_step = NULL;
 	error_context_stack = errcb.previous;
+	return token;
+}
 
-	lifetime = expires - started;
-	margin = Min(RENEW_MARGIN_US, lifetime / 2);
+/* keep the token (in TopMemoryContext) until shortly before it expires */
+static void
+cache_token(CredConfig *cfg, const char *token, const char *key, TimestampTz started,
+			TimestampTz expires)
+{
+	int64		lifetime = expires - started;
+	int64		margin = Min(RENEW_MARGIN_US, lifetime / 2);
+	MemoryContext old;
 
 	forget();
-	MemoryContextSwitchTo(TopMemoryContext);
+	old = MemoryContextSwitchTo(TopMemoryContext);
 	cached_token = pstrdup(token);
 	cached_key = pstrdup(key);
 	cached_service_account = cfg->service_account ? pstrdup(cfg->service_account) : NULL;
@@ -724,6 +738,39 @@ google_access_token(void)
 	cached_expires = expires;
 	cached_renew_after = expires - margin;
 	last_from_cache = false;
+}
+
+const char *
+google_access_token(void)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	CredConfig *cfg;
+	char	   *key;
+	char	   *token;
+	TimestampTz started;
+	TimestampTz expires;
+
+	/* all the chain's garbage (bodies, assertions) goes away at the end */
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "dfe_airbyte google auth",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+
+	cfg = load_config(&key);
+	started = GetCurrentTimestamp();
+	if (cached_token && cached_key && strcmp(cached_key, key) == 0 &&
+		started < cached_renew_after)
+	{
+		MemoryContextSwitchTo(old);
+		wipe(key);
+		MemoryContextDelete(cxt);
+		last_from_cache = true;
+		return cached_token;
+	}
+
+	token = run_chain(cfg, started, &expires);
+	cache_token(cfg, token, key, started, expires);
+	MemoryContextSwitchTo(old);
 
 	wipe(token);
 	wipe(key);

@@ -1,6 +1,6 @@
 /*
  * google_auth.h — a Google access token from the external-account credential
- * configuration (SPEC §8): the Azure workload-identity chain
+ * configuration (README.md, "Settings and secrets"): the Azure workload-identity chain
  * subject token -> Google STS -> service account impersonation.
  *
  * Makes HTTP calls: in the worker, call it outside a transaction.

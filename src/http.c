@@ -562,7 +562,8 @@ http_global_init(void)
 }
 
 /*
- * The slot guard must react whatever Airbyte, Google or DNS do (SPEC §7), so
+ * The slot guard must react whatever Airbyte, Google or DNS do (README.md,
+ * "The slot guard"), so
  * its process never calls out: a request made there is a bug, refused
  * before libcurl (or a DNS lookup) is ever reached.
  */

@@ -3,8 +3,9 @@
  * (scheduler.h).
  *
  * Each worker connects to dfe_airbyte.database, pins its search_path to
- * pg_catalog, pg_temp (SPEC §9: a function planted in public is never
- * called by the superuser worker), publishes its pid and latch in shared
+ * pg_catalog, pg_temp (a function planted in public is never called by
+ * the superuser worker: PostgreSQL's "Writing SECURITY DEFINER Functions
+ * Safely"), publishes its pid and latch in shared
  * memory and sleeps on its latch between tasks.  SIGHUP reloads the
  * configuration; SIGTERM ends the worker (die(), so a blocking HTTP call is
  * cut short by its progress callback).  The workers only start once
@@ -193,7 +194,7 @@ worker_setup(const DfeWorkerDef *def)
 
 	BackgroundWorkerInitializeConnection(dfe_database, NULL, 0);
 
-	/* SPEC §9: whatever postgresql.conf or ALTER ROLE say, and for good */
+	/* whatever postgresql.conf or ALTER ROLE say, and for good */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
