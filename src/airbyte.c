@@ -305,39 +305,15 @@ forget_token(void)
 	token_renew_at = 0;
 }
 
-static const char *
-get_token(void)
+/*
+ * POST the client credentials to the token endpoint that works here: the
+ * public one, else the config API's (remembered in token_endpoint).
+ */
+static HttpRequest *
+request_token(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	uint32		h;
-	HttpRequest *req;
-	cJSON	   *answer;
-	const char *access;
-	cJSON	   *expires_in;
-	double		lifetime_s;
-	double		margin_s;
+	HttpRequest *req = token_request(token_endpoint == 2);
 
-	airbyte_require_configuration();
-	http_register_secret(dfe_setting_airbyte_client_secret());
-
-	h = config_hash();
-	if (h != token_config_hash)
-	{
-		forget_token();
-		token_endpoint = 0;
-		token_config_hash = h;
-	}
-	if (token != NULL && now < token_renew_at)
-		return token;
-	forget_token();
-
-	/*
-	 * A renewed token: a good moment to check that Airbyte was not upgraded
-	 * (the first token of a process follows a fresh version read anyway).
-	 */
-	if (token_renewals++ > 0)
-		server_version_stale = true;
-	req = token_request(token_endpoint == 2);
 	if ((req->status == 404 || req->status == 401 || req->status == 403) &&
 		token_endpoint != 2)
 	{
@@ -365,6 +341,56 @@ get_token(void)
 						   http_server_message(req)),
 				 errhint("Check dfe_airbyte.airbyte_client_id and dfe_airbyte.airbyte_client_secret (AIRBYTE_CLIENT_ID, AIRBYTE_CLIENT_SECRET).")));
 	http_check(req);
+	return req;
+}
+
+/* the token's lifetime: expires_in, else the JWT's exp claim, else a default */
+static double
+token_lifetime_s(cJSON *answer, const char *access)
+{
+	cJSON	   *expires_in = cJSON_GetObjectItemCaseSensitive(answer, "expires_in");
+	double		exp;
+
+	if (cJSON_IsNumber(expires_in) && expires_in->valuedouble > 0)
+		return expires_in->valuedouble;
+	exp = jwt_exp(access);
+	if (exp > 0)
+		return exp - (double) time(NULL);
+	return TOKEN_DEFAULT_LIFETIME_S;
+}
+
+static const char *
+get_token(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	uint32		h;
+	HttpRequest *req;
+	cJSON	   *answer;
+	const char *access;
+	double		lifetime_s;
+	double		margin_s;
+
+	airbyte_require_configuration();
+	http_register_secret(dfe_setting_airbyte_client_secret());
+
+	h = config_hash();
+	if (h != token_config_hash)
+	{
+		forget_token();
+		token_endpoint = 0;
+		token_config_hash = h;
+	}
+	if (token != NULL && now < token_renew_at)
+		return token;
+	forget_token();
+
+	/*
+	 * A renewed token: a good moment to check that Airbyte was not upgraded
+	 * (the first token of a process follows a fresh version read anyway).
+	 */
+	if (token_renewals++ > 0)
+		server_version_stale = true;
+	req = request_token();
 
 	answer = parse_answer(req);
 	access = json_string(answer, "access_token");
@@ -372,18 +398,7 @@ get_token(void)
 		answer_lacks(req, "access_token");
 	http_register_secret(access);
 
-	expires_in = cJSON_GetObjectItemCaseSensitive(answer, "expires_in");
-	if (cJSON_IsNumber(expires_in) && expires_in->valuedouble > 0)
-		lifetime_s = expires_in->valuedouble;
-	else
-	{
-		double		exp = jwt_exp(access);
-
-		if (exp > 0)
-			lifetime_s = exp - (double) time(NULL);
-		else
-			lifetime_s = TOKEN_DEFAULT_LIFETIME_S;
-	}
+	lifetime_s = token_lifetime_s(answer, access);
 	margin_s = Min(TOKEN_RENEW_MARGIN_S, lifetime_s * TOKEN_RENEW_FRACTION);
 	token_renew_at = TimestampTzPlusMilliseconds(now, (int64) ((lifetime_s - margin_s) * 1000.0));
 	token = MemoryContextStrdup(TopMemoryContext, access);
