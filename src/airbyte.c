@@ -514,7 +514,8 @@ airbyte_server_version(void)
 	return server_version != NULL && h == server_version_hash ? server_version : NULL;
 }
 
-int
+/* 1: the server is at least major.minor.patch, 0: older, -1: unknown */
+static int
 airbyte_version_at_least(int major, int minor, int patch)
 {
 	int			want[3] = {major, minor, patch};

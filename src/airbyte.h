@@ -93,9 +93,6 @@ extern bool airbyte_latest_active_job(AirbyteJob *job);
  */
 extern const char *airbyte_server_version(void);
 
-/* 1: the server is at least major.minor.patch, 0: older, -1: unknown */
-extern int	airbyte_version_at_least(int major, int minor, int patch);
-
 /*
  * One authenticated call (a non-2xx answer raises, with Airbyte's message);
  * returns the parsed JSON answer.  path starts with /api/.

@@ -77,6 +77,19 @@ typedef struct CredConfig
 	char	   *service_account;	/* from impersonation_url, for messages */
 } CredConfig;
 
+/* what the last google_access_token() call used; for diagnostics */
+typedef struct GoogleTokenInfo
+{
+	const char *credential_source;	/* azure_ad, url, file */
+	const char *service_account;	/* from the impersonation URL, or NULL */
+	TimestampTz expires_at;
+	TimestampTz renew_after;
+	bool		from_cache;		/* the last call reused a cached token */
+} GoogleTokenInfo;
+
+/* RFC 3339 time ("2024-05-01T10:00:00Z", fractions and offsets allowed) */
+static bool google_parse_rfc3339(const char *s, TimestampTz *result);
+
 /* the cache, all in TopMemoryContext */
 static char *cached_token = NULL;
 static char *cached_key = NULL;
@@ -778,7 +791,7 @@ google_access_token(void)
 	return cached_token;
 }
 
-void
+static void
 google_token_info(GoogleTokenInfo *info)
 {
 	memset(info, 0, sizeof(*info));
@@ -819,7 +832,7 @@ expect(const char **p, const char *chars)
 	return true;
 }
 
-bool
+static bool
 google_parse_rfc3339(const char *s, TimestampTz *result)
 {
 	struct pg_tm tm;

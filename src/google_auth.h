@@ -26,19 +26,4 @@ extern const char *google_access_token(void);
 /* drop the cached token (e.g. after BigQuery answered 401) */
 extern void google_forget_access_token(void);
 
-/* what the last google_access_token() call used; for diagnostics */
-typedef struct GoogleTokenInfo
-{
-	const char *credential_source;	/* azure_ad, url, file */
-	const char *service_account;	/* from the impersonation URL, or NULL */
-	TimestampTz expires_at;
-	TimestampTz renew_after;
-	bool		from_cache;		/* the last call reused a cached token */
-} GoogleTokenInfo;
-
-extern void google_token_info(GoogleTokenInfo *info);
-
-/* RFC 3339 time ("2024-05-01T10:00:00Z", fractions and offsets allowed) */
-extern bool google_parse_rfc3339(const char *s, TimestampTz *result);
-
 #endif

@@ -39,6 +39,8 @@
 
 static List *secrets = NIL;		/* in TopMemoryContext */
 
+pg_noreturn static void http_raise(const HttpRequest *req);
+
 HttpRequest *
 http_request_new(const char *what, const char *method, const char *url)
 {
@@ -852,7 +854,7 @@ http_server_message(const HttpRequest *req)
 	return http_redact(msg);
 }
 
-void
+static void
 http_raise(const HttpRequest *req)
 {
 	char	   *message = http_server_message(req);

@@ -117,7 +117,6 @@ extern bool http_ok(const HttpRequest *req);
  * message (http_server_message), the hint what to check.
  */
 extern void http_check(const HttpRequest *req);
-pg_noreturn extern void http_raise(const HttpRequest *req);
 
 /*
  * The server's message from an error body: Airbyte's "data.message", then
