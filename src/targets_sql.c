@@ -16,6 +16,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 
+#include "compat.h"
 #include "settings.h"
 #include "target.h"
 #include "target_conn.h"
