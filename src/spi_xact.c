@@ -178,14 +178,19 @@ dfe_catch(void (*fn) (void *), void *arg, int flags, MemoryContext cxt, ErrorDat
 			EmitErrorReport();
 		if (copy)
 			edata = CopyErrorData();
-		FlushErrorState();
 		if (subxact)
 		{
+			/* as PL/pgSQL's exception block (pl_exec.c, exec_stmt_block) */
+			FlushErrorState();
 			RollbackAndReleaseCurrentSubTransaction();
 			CurrentResourceOwner = owner;
 		}
 		else
+		{
+			/* as a background worker's error recovery (autovacuum.c) */
 			AbortOutOfAnyTransaction();
+			FlushErrorState();
+		}
 		RESUME_INTERRUPTS();
 	}
 	PG_END_TRY();
