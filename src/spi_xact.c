@@ -74,12 +74,22 @@ dfe_spi_failed(const char *what, int ret)
 }
 
 int
+dfe_spi_exec(const char *what, const char *sql, int nargs, Oid *types, Datum *values,
+			 const char *nulls, bool read_only, int expect)
+{
+	int			ret = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
+
+	if (ret != expect)
+		dfe_spi_failed(what, ret);
+	return ret;
+}
+
+int
 dfe_sql(const char *what, const char *sql, int nargs, const char **args, int expect)
 {
 	Oid			types[8];
 	Datum		values[8];
 	char		nulls[8];
-	int			ret;
 	int			i;
 
 	dfe_Assert(nargs >= 0 && nargs <= (int) lengthof(types));
@@ -89,10 +99,7 @@ dfe_sql(const char *what, const char *sql, int nargs, const char **args, int exp
 		values[i] = args[i] ? CStringGetTextDatum(args[i]) : (Datum) 0;
 		nulls[i] = args[i] ? ' ' : 'n';
 	}
-	ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-	if (ret != expect)
-		dfe_spi_failed(what, ret);
-	return ret;
+	return dfe_spi_exec(what, sql, nargs, types, values, nulls, false, expect);
 }
 
 /*

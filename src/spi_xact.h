@@ -35,7 +35,14 @@ extern void dfe_set_result_context(MemoryContext cxt);
 /* ERROR for an SPI call that failed: an errcode and a hint */
 pg_noreturn extern void dfe_spi_failed(const char *what, int ret);
 
-/* run sql with text arguments (NULL pointer = SQL NULL); ERROR unless it returns expect */
+/*
+ * The one SPI wrapper: run sql with arguments of the given types (nulls as
+ * SPI_execute_with_args takes them, NULL: none is null); ERROR naming what
+ * unless it returns expect.  dfe_sql is the same with text arguments (NULL
+ * pointer = SQL NULL), what most queries need.
+ */
+extern int	dfe_spi_exec(const char *what, const char *sql, int nargs, Oid *types,
+						 Datum *values, const char *nulls, bool read_only, int expect);
 extern int	dfe_sql(const char *what, const char *sql, int nargs, const char **args, int expect);
 
 /* column col (1-based) of row of SPI_tuptable: text copied into the result context, or NULL */
