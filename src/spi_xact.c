@@ -77,10 +77,17 @@ int
 dfe_spi_exec(const char *what, const char *sql, int nargs, Oid *types, Datum *values,
 			 const char *nulls, bool read_only, int expect)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	int			ret = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
 
+	/* SPI leaves us in its procedure context (spi.c, _SPI_end_call) */
+	MemoryContextSwitchTo(cxt);
 	if (ret != expect)
-		dfe_spi_failed(what, ret);
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("dfe_airbyte could not %s: %s", what, SPI_result_code_string(ret)),
+				 errdetail_internal("Statement: %s", sql),
+				 errhint("%s", DFE_UPDATE_HINT)));
 	return ret;
 }
 

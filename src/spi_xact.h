@@ -38,8 +38,9 @@ pg_noreturn extern void dfe_spi_failed(const char *what, int ret);
 /*
  * The one SPI wrapper: run sql with arguments of the given types (nulls as
  * SPI_execute_with_args takes them, NULL: none is null); ERROR naming what
- * unless it returns expect.  dfe_sql is the same with text arguments (NULL
- * pointer = SQL NULL), what most queries need.
+ * and the statement unless it returns expect.  The caller's memory context
+ * is kept (SPI itself returns in its procedure context).  dfe_sql is the
+ * same with text arguments (NULL pointer = SQL NULL), what most queries need.
  */
 extern int	dfe_spi_exec(const char *what, const char *sql, int nargs, Oid *types,
 						 Datum *values, const char *nulls, bool read_only, int expect);
