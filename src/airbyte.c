@@ -47,6 +47,7 @@
 
 #include "airbyte.h"
 #include "compat.h"
+#include "target_scope.h"
 #include "http.h"
 #include "settings.h"
 #include "shared.h"
@@ -1059,29 +1060,46 @@ PG_FUNCTION_INFO_V1(dfe_airbyte_start_sync);
 PG_FUNCTION_INFO_V1(dfe_airbyte_job_status);
 PG_FUNCTION_INFO_V1(dfe_airbyte_wait_for_job);
 
-/* dfe_airbyte_connection_refresh() → jsonb: Airbyte's answer to the PATCH */
+/* the target argument of a function acting on one service ("local" without it) */
+static DfeTargetScope *
+enter_target_arg(FunctionCallInfo fcinfo, int argno)
+{
+	return dfe_target_scope_enter(PG_NARGS() > argno
+								  ? text_to_cstring(PG_GETARG_TEXT_PP(argno)) : DFE_LOCAL_TARGET);
+}
+
+/*
+ * dfe_airbyte_connection_refresh(target text DEFAULT 'local') → jsonb:
+ * Airbyte's answer to the PATCH of the target's connection
+ */
 Datum
 dfe_airbyte_connection_refresh(PG_FUNCTION_ARGS)
 {
+	DfeTargetScope *scope;
 	char	   *config;
 	char	   *answer;
 
 	DFE_REQUIRE_MATCHING_SQL();
+	scope = enter_target_arg(fcinfo, 0);
 	airbyte_require_configuration();
 	config = stream_config_build();
 	answer = airbyte_refresh_connection(config);
+	dfe_target_scope_leave(scope);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(answer)));
 }
 
-/* dfe_airbyte_start_sync() → bigint */
+/* dfe_airbyte_start_sync(target text DEFAULT 'local') → bigint */
 Datum
 dfe_airbyte_start_sync(PG_FUNCTION_ARGS)
 {
+	DfeTargetScope *scope;
 	bool		already_running;
 	int64		job_id;
 
 	DFE_REQUIRE_MATCHING_SQL();
+	scope = enter_target_arg(fcinfo, 0);
 	job_id = airbyte_start_sync(&already_running);
+	dfe_target_scope_leave(scope);
 	if (already_running)
 		ereport(NOTICE,
 				(errmsg("a job is already running: job " INT64_FORMAT, job_id),

@@ -5,7 +5,14 @@
  * Split in two so that no transaction is held across HTTP calls:
  * policy_tag_plan_load() reads the lists (inside a transaction, result
  * copied into CurrentMemoryContext), policy_tag_plan_apply() does the HTTP
- * work (outside a transaction in the worker).
+ * work (outside a transaction in the worker).  Both act for the current
+ * target (target_scope.h): its lists, its source tables (read on its
+ * server), its BigQuery dataset and hidden tag.
+ *
+ * Files: bigquery_plan.c (the plan), bigquery.c (the table GET/PATCH,
+ * concurrency, raw tables), bigquery_pace.c (the rate window), bigquery_state.c
+ * (policy_tag_state), bigquery_repair.c (the drift repair after a sync),
+ * bigquery_sql.c (dfe_airbyte_apply_policy_tags()).
  */
 #ifndef DFE_AIRBYTE_BIGQUERY_H
 #define DFE_AIRBYTE_BIGQUERY_H

@@ -41,6 +41,7 @@
 #include "settings.h"
 #include "shared.h"
 #include "spi_xact.h"
+#include "target_scope.h"
 #include "stream_config.h"
 
 /* ---------- reading a connection ---------- */
@@ -359,6 +360,7 @@ record_progress(List *jobs)
 {
 	AirbyteJob *active = NULL;
 	ListCell   *lc;
+	const char *target[1] = {dfe_target_current()};
 
 	foreach(lc, jobs)
 	{
@@ -371,15 +373,16 @@ record_progress(List *jobs)
 	{
 		dfe_sql("forget job progress",
 				"UPDATE dfe_airbyte.connection_watch SET progress_job_id = NULL, progress_rows = NULL,\n"
-				"    progress_bytes = NULL, progress_since = NULL WHERE progress_job_id IS NOT NULL",
-				0, NULL, SPI_OK_UPDATE);
+				"    progress_bytes = NULL, progress_since = NULL WHERE target = $1 AND progress_job_id IS NOT NULL",
+				1, target, SPI_OK_UPDATE);
 		return;
 	}
 	{
-		const char *args[3] = {
+		const char *args[4] = {
 			dfe_int64_str(active->job_id),
 			active->rows_synced >= 0 ? dfe_int64_str(active->rows_synced) : NULL,
-			active->bytes_synced >= 0 ? dfe_int64_str(active->bytes_synced) : NULL
+			active->bytes_synced >= 0 ? dfe_int64_str(active->bytes_synced) : NULL,
+			target[0]
 		};
 
 		dfe_sql("record job progress",
@@ -388,26 +391,40 @@ record_progress(List *jobs)
 				"                           AND progress_rows IS NOT DISTINCT FROM $2::bigint\n"
 				"                           AND progress_bytes IS NOT DISTINCT FROM $3::bigint\n"
 				"                          THEN progress_since ELSE now() END,\n"
-				"    progress_job_id = $1::bigint, progress_rows = $2::bigint, progress_bytes = $3::bigint",
-				3, args, SPI_OK_UPDATE);
+				"    progress_job_id = $1::bigint, progress_rows = $2::bigint, progress_bytes = $3::bigint\n"
+				"WHERE target = $4",
+				4, args, SPI_OK_UPDATE);
 	}
+}
+
+/* the current target's row of connection_watch, added at its first read */
+static void
+watch_row(void)
+{
+	const char *target[1] = {dfe_target_current()};
+
+	dfe_sql("add the target's connection watch",
+			"INSERT INTO dfe_airbyte.connection_watch (target) VALUES ($1) ON CONFLICT (target) DO NOTHING",
+			1, target, SPI_OK_INSERT);
 }
 
 /* status, behaviour and counts into connection_watch; an event when the status changes */
 static void
 record_connection(const LiveConnection *live, bool matches)
 {
-	const char *args[6] = {
+	const char *args[7] = {
 		live->status, live->schema_behavior,
 		psprintf("%d", list_length(live->streams)), psprintf("%d", live->nfields),
-		matches ? "true" : "false", matches ? fields_json(live) : NULL
+		matches ? "true" : "false", matches ? fields_json(live) : NULL,
+		dfe_target_current()
 	};
 	char	   *old;
 	bool		seen;
 
+	watch_row();
 	dfe_sql("read the connection watch",
-			"SELECT status, checked_at IS NOT NULL FROM dfe_airbyte.connection_watch",
-			0, NULL, SPI_OK_SELECT);
+			"SELECT status, checked_at IS NOT NULL FROM dfe_airbyte.connection_watch WHERE target = $1",
+			1, &args[6], SPI_OK_SELECT);
 	old = SPI_processed > 0 ? dfe_col_text(0, 1) : NULL;
 	seen = SPI_processed > 0 && !dfe_col_isnull(0, 2) &&
 		DatumGetBool(dfe_col_datum(0, 2, &(bool){false}));
@@ -416,8 +433,9 @@ record_connection(const LiveConnection *live, bool matches)
 			"    status_since = CASE WHEN status IS DISTINCT FROM $1 THEN now() ELSE status_since END,\n"
 			"    status = $1, schema_behavior = $2, streams = $3::int, selected_fields = $4::int,\n"
 			"    matched_fields = CASE WHEN $5::boolean THEN $6::jsonb ELSE matched_fields END,\n"
-			"    matched_at = CASE WHEN $5::boolean THEN now() ELSE matched_at END",
-			6, args, SPI_OK_UPDATE);
+			"    matched_at = CASE WHEN $5::boolean THEN now() ELSE matched_at END\n"
+			"WHERE target = $7",
+			7, args, SPI_OK_UPDATE);
 
 	if (connection_disabled(live->status) && (!seen || old == NULL || !connection_disabled(old)))
 		dfe_event("critical", "connection_disabled", dfe_setting_connection_id(),
@@ -433,12 +451,13 @@ record_connection(const LiveConnection *live, bool matches)
 static void
 record_check_error(const char *error)
 {
-	const char *args[1] = {error};
+	const char *args[2] = {error, dfe_target_current()};
 
 	dfe_xact_begin("dfe_airbyte connection watch");
+	watch_row();
 	dfe_sql("record the connection check error",
-			"UPDATE dfe_airbyte.connection_watch SET checked_at = now(), check_error = $1",
-			1, args, SPI_OK_UPDATE);
+			"UPDATE dfe_airbyte.connection_watch SET checked_at = now(), check_error = $1 WHERE target = $2",
+			2, args, SPI_OK_UPDATE);
 	dfe_xact_end();
 }
 
@@ -503,8 +522,12 @@ connection_watch_poll(List *jobs, int64 new_success)
 	drift_events(extras, new_success, live.schema_behavior, error,
 				 dfe_remove_connection_drift && error == NULL);
 	if (dfe_remove_connection_drift && error == NULL)
+	{
+		const char *target[1] = {dfe_target_current()};
+
 		dfe_sql("record the drift removal",
-				"UPDATE dfe_airbyte.connection_watch SET drift_removed_at = now()",
-				0, NULL, SPI_OK_UPDATE);
+				"UPDATE dfe_airbyte.connection_watch SET drift_removed_at = now() WHERE target = $1",
+				1, target, SPI_OK_UPDATE);
+	}
 	dfe_xact_end();
 }

@@ -35,6 +35,7 @@
 #include "settings.h"
 #include "shared.h"
 #include "spi_xact.h"
+#include "target_scope.h"
 #include "version.h"
 
 typedef struct PlanCtx
@@ -105,6 +106,7 @@ read_local(PlanCtx *p, LiveConnection *wanted)
 {
 	uint64		i;
 	MemoryContext outer = CurrentMemoryContext;
+	const char *target[1] = {dfe_target_current()};
 
 	dfe_set_result_context(outer);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -118,8 +120,8 @@ read_local(PlanCtx *p, LiveConnection *wanted)
 	for (i = 0; i < SPI_processed; i++)
 		p->blocklist = lappend(p->blocklist, dfe_col_text(i, 1));
 	dfe_sql("read the connection watch",
-			"SELECT matched_fields::text FROM dfe_airbyte.connection_watch",
-			0, NULL, SPI_OK_SELECT);
+			"SELECT matched_fields::text FROM dfe_airbyte.connection_watch WHERE target = $1",
+			1, target, SPI_OK_SELECT);
 	if (SPI_processed > 0 && !dfe_col_isnull(0, 1))
 		p->matched = cJSON_Parse(dfe_col_text(0, 1));
 	SPI_finish();
@@ -230,7 +232,11 @@ dfe_airbyte_deploy_plan(PG_FUNCTION_ARGS)
 	LiveConnection live;
 	LiveConnection wanted;
 
+	DfeTargetScope *scope;
+
 	DFE_REQUIRE_MATCHING_SQL();
+	/* the target's connection_id and lists: its scope */
+	scope = dfe_target_scope_enter(PG_NARGS() > 0 ? text_to_cstring(PG_GETARG_TEXT_PP(0)) : DFE_LOCAL_TARGET);
 	airbyte_require_configuration();
 	InitMaterializedSRF(fcinfo, 0);
 	p.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
@@ -242,5 +248,6 @@ dfe_airbyte_deploy_plan(PG_FUNCTION_ARGS)
 	plan_wanted(&p, &live, &wanted);
 	plan_unlisted(&p, &live, &wanted);
 	plan_field_count(&p, &live, &wanted);
+	dfe_target_scope_leave(scope);
 	return (Datum) 0;
 }

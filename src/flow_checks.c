@@ -19,7 +19,9 @@
  *                                slot_not_advancing, sync_no_rows and
  *                                heartbeat_not_running.
  *
- * Only local reads and writes: nothing here calls out.  Each finding is an
+ * The slot, counters and heartbeat are the current target's (target_scope.h),
+ * read through the seam (target.h); the rows are written here, under the
+ * target's name.  No HTTP call.  Each finding is an
  * event when it appears (not at every sync while it lasts); flow_checks
  * keeps the findings of every check.
  */
@@ -35,14 +37,16 @@
 #include "flow_checks.h"
 #include "settings.h"
 #include "spi_xact.h"
+#include "target.h"
+#include "target_scope.h"
 
 void
 flow_note_job_progress(const AirbyteJob *job)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	Oid			types[4] = {INT8OID, INT8OID, INT8OID, TEXTOID};
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Oid			types[5] = {INT8OID, INT8OID, INT8OID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	int			ret;
 
 	values[0] = Int64GetDatum(job->job_id);
@@ -53,11 +57,12 @@ flow_note_job_progress(const AirbyteJob *job)
 	values[3] = CStringGetTextDatum(psprintf(INT64_FORMAT "/" INT64_FORMAT "/%s",
 											 job->rows_synced, job->bytes_synced,
 											 job->last_updated_at ? job->last_updated_at : ""));
+	values[4] = CStringGetTextDatum(dfe_target_current());
 	ret = SPI_execute_with_args("UPDATE dfe_airbyte.sync_jobs SET rows_synced = $2, bytes_synced = $3,\n"
 								"    progress_at = CASE WHEN progress_seen IS DISTINCT FROM $4 THEN now() ELSE progress_at END,\n"
 								"    progress_seen = $4\n"
-								"WHERE job_id = $1",
-								4, types, values, nulls, false, 0);
+								"WHERE target = $5 AND job_id = $1",
+								5, types, values, nulls, false, 0);
 	/* SPI leaves us in its own context; the caller's allocations live in cxt */
 	MemoryContextSwitchTo(cxt);
 	if (ret != SPI_OK_UPDATE)
@@ -75,54 +80,86 @@ typedef struct FlowPoint
 	bool		heartbeat_table;	/* now: airbyte_heartbeat.last_heartbeat exists */
 } FlowPoint;
 
+/* a value of the target's one-row answer, in the context results live in */
+static char *
+copy_value(DfeRows *r, int col)
+{
+	const char *v = r->nrows > 0 ? dfe_rows_value(r, 0, col) : NULL;
+
+	return v ? MemoryContextStrdup(dfe_xact_result_context(), v) : NULL;
+}
+
+/*
+ * The allowlisted tables of the current target (the lists live in this
+ * database), as a text[] literal for the target's query.
+ */
+static char *
+allowlisted_tables(void)
+{
+	const char *args[1] = {dfe_target_current()};
+
+	dfe_sql("read the allowlisted tables",
+			"SELECT coalesce(pg_catalog.array_agg(DISTINCT a.table_name), '{}')::pg_catalog.text\n"
+			"  FROM dfe_airbyte.allowlist a\n"
+			" WHERE a.table_name OPERATOR(pg_catalog.<>) 'airbyte_heartbeat'\n"
+			"   AND a.target OPERATOR(pg_catalog.=) $1",
+			1, args, SPI_OK_SELECT);
+	return dfe_col_text(0, 1);
+}
+
+/*
+ * The slot, the table counters and the heartbeat, read on the target
+ * through the seam (target.h): SPI for "local", libpq for the others.
+ */
 static void
 read_now(FlowPoint *now)
 {
-	const char *args[2] = {dfe_setting_slot_name(), dfe_setting_source_schema()};
+	const char *args[3] = {dfe_setting_slot_name(), dfe_setting_source_schema(), allowlisted_tables()};
+	DfeTarget  *t = dfe_target_open(dfe_target_current());
+	DfeRows    *r;
 
 	memset(now, 0, sizeof(*now));
-	dfe_sql("read the slot and the table counters",
-			"SELECT (SELECT s.confirmed_flush_lsn::text FROM pg_catalog.pg_replication_slots s\n"
-			"         WHERE s.slot_name = $1 AND s.database = pg_catalog.current_database()),\n"
-			"       (SELECT pg_catalog.sum(t.n_tup_ins + t.n_tup_upd + t.n_tup_del)::bigint::text\n"
-			"          FROM pg_catalog.pg_stat_user_tables t\n"
-			"         WHERE t.schemaname = $2 AND t.relname::text IN\n"
-			"               (SELECT a.table_name FROM dfe_airbyte.allowlist a WHERE a.table_name <> 'airbyte_heartbeat')),\n"
-			"       EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a\n"
-			"                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid\n"
-			"                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n"
-			"                WHERE n.nspname = $2 AND c.relname = 'airbyte_heartbeat'\n"
-			"                  AND a.attname = 'last_heartbeat' AND NOT a.attisdropped)",
-			2, args, SPI_OK_SELECT);
-	now->confirmed = dfe_col_text(0, 1);
-	now->changes = dfe_col_text(0, 2);
-	{
-		bool		isnull;
-
-		now->heartbeat_table = DatumGetBool(dfe_col_datum(0, 3, &isnull));
-	}
+	r = dfe_target_query(t, "read the slot and the table counters",
+						 "SELECT (SELECT s.confirmed_flush_lsn::pg_catalog.text FROM pg_catalog.pg_replication_slots s\n"
+						 "         WHERE s.slot_name OPERATOR(pg_catalog.=) $1::pg_catalog.name\n"
+						 "           AND s.database OPERATOR(pg_catalog.=) pg_catalog.current_database()),\n"
+						 "       (SELECT pg_catalog.sum(t.n_tup_ins + t.n_tup_upd + t.n_tup_del)::pg_catalog.int8::pg_catalog.text\n"
+						 "          FROM pg_catalog.pg_stat_user_tables t\n"
+						 "         WHERE t.schemaname OPERATOR(pg_catalog.=) $2::pg_catalog.name\n"
+						 "           AND t.relname::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($3::pg_catalog.text[])),\n"
+						 "       EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a\n"
+						 "                 JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid\n"
+						 "                 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace\n"
+						 "                WHERE n.nspname OPERATOR(pg_catalog.=) $2::pg_catalog.name\n"
+						 "                  AND c.relname OPERATOR(pg_catalog.=) 'airbyte_heartbeat'\n"
+						 "                  AND a.attname OPERATOR(pg_catalog.=) 'last_heartbeat' AND NOT a.attisdropped)",
+						 3, args);
+	now->confirmed = copy_value(r, 0);
+	now->changes = copy_value(r, 1);
+	now->heartbeat_table = strcmp(dfe_rows_value(r, 0, 2), "t") == 0;
 	if (now->heartbeat_table)
 	{
 		/* the schema is a setting: quoted, and the table name is fixed */
-		dfe_sql("read the heartbeat",
-				psprintf("SELECT pg_catalog.max(last_heartbeat)::text FROM %s.airbyte_heartbeat",
-						 quote_identifier(dfe_setting_source_schema())),
-				0, NULL, SPI_OK_SELECT);
-		now->heartbeat = dfe_col_text(0, 1);
+		r = dfe_target_query(t, "read the heartbeat",
+							 psprintf("SELECT pg_catalog.max(last_heartbeat)::pg_catalog.text FROM %s.airbyte_heartbeat",
+									  quote_identifier(dfe_setting_source_schema())),
+							 0, NULL);
+		now->heartbeat = copy_value(r, 0);
 	}
+	dfe_target_close(t);
 }
 
 static void
 read_previous(int64 job_id, FlowPoint *prev, bool *already)
 {
-	const char *args[1] = {dfe_int64_str(job_id)};
+	const char *args[2] = {dfe_int64_str(job_id), dfe_target_current()};
 
 	memset(prev, 0, sizeof(*prev));
 	dfe_sql("read the previous flow check",
 			"SELECT job_id = $1::bigint, confirmed_flush_lsn::text, table_changes::text, last_heartbeat,\n"
 			"       findings::text\n"
-			"FROM dfe_airbyte.flow_checks WHERE job_id <= $1::bigint ORDER BY job_id DESC LIMIT 1",
-			1, args, SPI_OK_SELECT);
+			"FROM dfe_airbyte.flow_checks WHERE target = $2 AND job_id <= $1::bigint ORDER BY job_id DESC LIMIT 1",
+			2, args, SPI_OK_SELECT);
 	*already = false;
 	if (SPI_processed == 0)
 		return;
@@ -206,27 +243,28 @@ flow_checks_after_success(const AirbyteJob *job)
 		compare(job, &prev, &now, &findings);
 	appendStringInfoChar(&findings, '}');
 	{
-		const char *args[6] = {
+		const char *args[7] = {
 			dfe_int64_str(job->job_id), now.confirmed, now.changes,
 			job->rows_synced >= 0 ? dfe_int64_str(job->rows_synced) : NULL,
-			now.heartbeat, findings.data
+			now.heartbeat, findings.data, dfe_target_current()
 		};
 
 		dfe_sql("record the flow check",
-				"INSERT INTO dfe_airbyte.flow_checks (job_id, confirmed_flush_lsn, table_changes, rows_synced,\n"
+				"INSERT INTO dfe_airbyte.flow_checks (target, job_id, confirmed_flush_lsn, table_changes, rows_synced,\n"
 				"                                     last_heartbeat, findings)\n"
-				"VALUES ($1::bigint, $2::pg_lsn, $3::bigint, $4::bigint, $5, $6::text[])\n"
-				"ON CONFLICT (job_id) DO NOTHING",
-				6, args, SPI_OK_INSERT);
+				"VALUES ($7, $1::bigint, $2::pg_lsn, $3::bigint, $4::bigint, $5, $6::text[])\n"
+				"ON CONFLICT (target, job_id) DO NOTHING",
+				7, args, SPI_OK_INSERT);
 	}
 	{
 		/* bounded like the other histories; the newest check always stays */
-		const char *args[2] = {dfe_int64_str(job->job_id), psprintf("%d", dfe_history_retention_min)};
+		const char *args[3] = {dfe_int64_str(job->job_id), psprintf("%d", dfe_history_retention_min),
+		dfe_target_current()};
 
 		dfe_sql("prune the flow checks",
 				"DELETE FROM dfe_airbyte.flow_checks\n"
-				"WHERE checked_at < now() - make_interval(mins => $2::int) AND job_id < $1::bigint",
-				2, args, SPI_OK_DELETE);
+				"WHERE target = $3 AND checked_at < now() - make_interval(mins => $2::int) AND job_id < $1::bigint",
+				3, args, SPI_OK_DELETE);
 	}
 	dfe_xact_end();
 }

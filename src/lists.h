@@ -48,4 +48,12 @@ typedef struct ParsedList
 extern ParsedList *lists_parse(const char *which, const char *text,
 							   bool allow_empty);
 
+/*
+ * lists_store.c: replace the target's rows of dfe_airbyte.<relname> by the
+ * list (SPI connected); lists_lock() first, in a fixed order of relnames.
+ */
+extern void lists_lock(const char *relname);
+extern void lists_replace(const char *relname, const char *target, ParsedList *list,
+						  int *added, int *removed);
+
 #endif

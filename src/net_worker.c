@@ -83,8 +83,15 @@ sync_poll_ms(void)
 	return dfe_sync_poll_interval_s * 1000L;
 }
 
+static long
+migration_poll_ms(void)
+{
+	return dfe_migration_poll_interval_s * 1000L;
+}
+
 static DfeTask net_tasks[] = {
 	{"deploy", deploy_worker_task, true, 0, job_poll_ms, 0},
+	{"migration watch", migration_watch_task, false, 0, migration_poll_ms, 0},
 	{"full re-sync", resync_task, true, 0, check_ms, 0},
 	{"full re-sync follow-up", resync_follow_task, false, 0, follow_ms, 0},
 	{"sync health", sync_health_worker_task, false, 0, sync_poll_ms, 0},

@@ -34,6 +34,12 @@
  * hidden policy tag, which the service account may not read), columns of
  * types the two sides do not write alike (arrays, floats, bytea, time, …).
  * Tables without a primary key are compared by count only.
+ *
+ * Per target: the source side's queries run on the service database through
+ * the seam (src/target.h; libpq for a remote one, whose role has only
+ * pg_read_all_data), the BigQuery side with the target's settings, which the
+ * caller's scope applies (src/target_scope.h).  The SQL function, the
+ * worker's task and the recorded results are in reconcile_run.c.
  */
 #include "postgres.h"
 
@@ -55,6 +61,8 @@
 #include "reconcile.h"
 #include "settings.h"
 #include "spi_xact.h"
+#include "target.h"
+#include "target_scope.h"
 #include "worker.h"
 
 #define NBUCKETS 4096			/* first level: buckets per table */
@@ -63,6 +71,12 @@
 #define MAX_LEVELS 6
 #define MAX_HOT_KEYS 10000		/* more rows changed since the last sync: busy */
 #define MAX_REPORTED 100		/* keys and ranges kept per run */
+/*
+ * A remote target's source-side query may take this long: the checksums of
+ * 10 M rows take 162 s on one core (docs/benchmarks.md, "Reconciliation"),
+ * so an hour covers tables of a few hundred million rows.
+ */
+#define SOURCE_TIMEOUT_MS (60 * 60 * 1000)
 
 typedef struct RcBucket
 {
@@ -72,39 +86,12 @@ typedef struct RcBucket
 	int64		toast;
 } RcBucket;
 
-typedef struct RcRun
-{
-	char	   *table;
-	bool		checksum;
-	bool		dry_run;
-	char	   *status;			/* match, mismatch_candidate, mismatch, over_budget, skipped, estimated */
-	int64		source_rows;
-	int64		bq_rows;
-	bool		bq_rows_known;
-	int64		mismatches;
-	int64		bytes_billed;
-	int64		bytes_estimated;
-	int			queries;		/* BigQuery jobs run (dry runs not counted) */
-	int64		sync_job_id;	/* the cut-off's sync, 0: none known */
-	char	   *cutoff;			/* its start, or NULL */
-	int64		hot_rows;
-	int64		toast_rows;
-	List	   *keys;			/* char *: keys that differ (key text) */
-	List	   *ranges;			/* char *: key ranges / buckets that differ */
-	StringInfoData detail;
-	MemoryContext cxt;
-	bool		own_xact;		/* worker: each query in its own transaction */
-	bool		in_xact;		/* worker: inside one already */
-	int			nrows;			/* the last rc_sql's rows, copied into cxt */
-	char	 ***rows;
-} RcRun;
-
 /*
  * SPI query; its rows are copied into run->cxt (rc_val reads them).  In the
  * worker each query is its own short transaction, so that none is open
  * while BigQuery is asked.
  */
-static int
+int
 rc_sql(RcRun *run, const char *what, const char *sql, int nargs, const char **args)
 {
 	bool		own = run->own_xact && !run->in_xact;
@@ -132,18 +119,51 @@ rc_sql(RcRun *run, const char *what, const char *sql, int nargs, const char **ar
 	return run->nrows;
 }
 
-/* row i, column j (1-based, as SPI) of the last rc_sql; NULL for NULL */
-static char *
+/* row i, column j (1-based, as SPI) of the last rc_sql or rc_src; NULL for NULL */
+char *
 rc_val(RcRun *run, int i, int j)
 {
 	return run->rows[i][j - 1];
 }
 
-static void
-note(RcRun *run, const char *fmt,...) pg_attribute_printf(2, 3);
+/*
+ * A query on the service database (the target): through the seam
+ * (src/target.c), SPI for "local" and libpq for a remote one, the same SQL
+ * text.  Rows are kept as rc_sql keeps them.  In the worker the local case
+ * needs a transaction of its own, a short one as for rc_sql.
+ */
+static int
+rc_src(RcRun *run, const char *what, const char *sql, int nargs, const char **args)
+{
+	bool		own = run->own_xact && !run->in_xact && dfe_target_is_local(run->src);
+	DfeRows    *r;
 
-static void
-note(RcRun *run, const char *fmt,...)
+	if (own)
+		dfe_xact_begin(what);
+	MemoryContextSwitchTo(run->cxt);
+	r = dfe_target_query_long(run->src, what, sql, nargs, (const char *const *) args, SOURCE_TIMEOUT_MS);
+	if (own)
+	{
+		dfe_xact_end();
+		MemoryContextSwitchTo(run->cxt);
+	}
+	run->nrows = r->nrows;
+	run->rows = palloc0(sizeof(char **) * Max(run->nrows, 1));
+	for (int i = 0; i < run->nrows; i++)
+	{
+		run->rows[i] = palloc0(sizeof(char *) * Max(r->ncols, 1));
+		for (int j = 0; j < r->ncols; j++)
+		{
+			const char *v = dfe_rows_value(r, i, j);
+
+			run->rows[i][j] = v ? pstrdup(v) : NULL;
+		}
+	}
+	return run->nrows;
+}
+
+void
+rc_note(RcRun *run, const char *fmt,...)
 {
 	va_list		ap;
 	char		buf[1024];
@@ -179,30 +199,73 @@ column_kind(const char *typname, int typmod, char typtype, bool *ok)
 	return RK_TEXT;
 }
 
+/*
+ * The table's columns, read on the service database: catalogue only, every
+ * name qualified (the remote role has pg_read_all_data, nothing more).
+ */
 static const char *const columns_sql =
-"SELECT a.attname::text, t.typname::text, a.atttypmod, t.typtype::text,\n"
-"       EXISTS (SELECT 1 FROM dfe_airbyte.allowlist l WHERE l.table_name = $2 AND l.column_name = a.attname::text),\n"
-"       EXISTS (SELECT 1 FROM dfe_airbyte.blocklist b WHERE b.table_name = $2 AND b.column_name = a.attname::text),\n"
-"       CASE WHEN a.attnum = ANY (i.indkey)  -- int2vector subscripts start at 0\n"
-"            THEN array_position(i.indkey::int2[], a.attnum) - array_lower(i.indkey::int2[], 1) + 1 ELSE 0 END\n"
+"SELECT a.attname::pg_catalog.text, t.typname::pg_catalog.text, a.atttypmod, t.typtype::pg_catalog.text,\n"
+"       CASE WHEN a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey)  -- int2vector subscripts start at 0\n"
+"            THEN pg_catalog.array_position(i.indkey::pg_catalog.int2[], a.attnum)\n"
+"                 OPERATOR(pg_catalog.-) pg_catalog.array_lower(i.indkey::pg_catalog.int2[], 1) OPERATOR(pg_catalog.+) 1\n"
+"            ELSE 0 END\n"
 "  FROM pg_catalog.pg_attribute a\n"
-"  JOIN pg_catalog.pg_type t ON t.oid = a.atttypid\n"
-"  LEFT JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND i.indisprimary\n"
-" WHERE a.attrelid = pg_catalog.to_regclass(pg_catalog.quote_ident($1) || '.' || pg_catalog.quote_ident($2))\n"
-"   AND a.attnum > 0 AND NOT a.attisdropped\n"
-" ORDER BY 7, a.attnum";
+"  JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid\n"
+"  LEFT JOIN pg_catalog.pg_index i ON i.indrelid OPERATOR(pg_catalog.=) a.attrelid AND i.indisprimary\n"
+" WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(pg_catalog.quote_ident($1) OPERATOR(pg_catalog.||) '.'\n"
+"                                                           OPERATOR(pg_catalog.||) pg_catalog.quote_ident($2))\n"
+"   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped\n"
+" ORDER BY 5, a.attnum";
+
+/* the target's allowlisted columns of the table, and whether blocklisted: in this database */
+static const char *const lists_sql =
+"SELECT l.column_name, EXISTS (SELECT 1 FROM dfe_airbyte.blocklist b WHERE b.target = l.target\n"
+"                              AND b.table_name = l.table_name AND b.column_name = l.column_name)::text\n"
+"  FROM dfe_airbyte.allowlist l WHERE l.target = $1 AND l.table_name = $2";
+
+typedef struct RcLists
+{
+	List	   *allowed;		/* char *: column names */
+	List	   *hidden;
+} RcLists;
+
+static bool
+name_in(List *names, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, names)
+		if (strcmp((char *) lfirst(lc), name) == 0)
+			return true;
+	return false;
+}
+
+static void
+load_lists(RcRun *run, const char *name, RcLists *lists)
+{
+	const char *args[2] = {run->target, name};
+	int			n = rc_sql(run, "read the table's allowlisted columns", lists_sql, 2, args);
+
+	lists->allowed = lists->hidden = NIL;
+	for (int i = 0; i < n; i++)
+	{
+		lists->allowed = lappend(lists->allowed, rc_val(run, i, 1));
+		if (strcmp(rc_val(run, i, 2), "true") == 0)
+			lists->hidden = lappend(lists->hidden, rc_val(run, i, 1));
+	}
+}
 
 /* one column row of columns_sql into t */
 static void
-add_column(RcRun *run, RcTable *t, int row, bool *key_unusable)
+add_column(RcRun *run, RcTable *t, int row, RcLists *lists, bool *key_unusable)
 {
 	char	   *name = rc_val(run, row, 1);
 	char	   *typname = rc_val(run, row, 2);
 	int			typmod = atoi(rc_val(run, row, 3));
 	char	   *typtype = rc_val(run, row, 4);
-	bool		allowed = strcmp(rc_val(run, row, 5), "t") == 0;
-	bool		hidden = strcmp(rc_val(run, row, 6), "t") == 0;
-	bool		key = atoi(rc_val(run, row, 7)) > 0;
+	bool		allowed = name_in(lists->allowed, name);
+	bool		hidden = name_in(lists->hidden, name);
+	bool		key = atoi(rc_val(run, row, 5)) > 0;
 	bool		ok;
 	RcColumn   *c = palloc0(sizeof(RcColumn));
 
@@ -233,22 +296,24 @@ load_table(RcRun *run, const char *name)
 	RcTable    *t = palloc0(sizeof(RcTable));
 	const char *args[2] = {dfe_setting_source_schema(), name};
 	bool		key_unusable = false;
+	RcLists		lists;
 	int			n;
 
+	load_lists(run, name, &lists);
 	t->name = pstrdup(name);
 	t->pg_rel = psprintf("%s.%s", quote_identifier(dfe_setting_source_schema()), quote_identifier(name));
 	t->bq_rel = psprintf("`%s.%s.%s`", dfe_setting_bigquery_project(), dfe_setting_bigquery_dataset(), name);
-	n = rc_sql(run, "read the table's columns", columns_sql, 2, args);
+	n = rc_src(run, "read the table's columns", columns_sql, 2, args);
 	if (n == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table \"%s.%s\" does not exist", args[0], name),
+				 errmsg("table \"%s.%s\" does not exist on target \"%s\"", args[0], name, run->target),
 				 errhint("Name an allowlisted table of dfe_airbyte.source_schema.")));
 	for (int i = 0; i < n; i++)
-		add_column(run, t, i, &key_unusable);
+		add_column(run, t, i, &lists, &key_unusable);
 	if (key_unusable)
 	{
-		note(run, "primary key not replicated or not comparable: compared by count only");
+		rc_note(run, "primary key not replicated or not comparable: compared by count only");
 		t->cols = list_concat(t->keys, t->cols);
 		t->keys = NIL;
 	}
@@ -256,16 +321,25 @@ load_table(RcRun *run, const char *name)
 	return t;
 }
 
-/* the last successful sync: its job id and start (the cut-off) */
+/*
+ * The target's syncs.  dfe_airbyte.sync_jobs gains its target column in
+ * 0.3.0's sync step (src/sync_health.c); read through to_jsonb() so that
+ * this text works with and without it (without: every sync is local's).
+ */
+#define SYNC_OF_TARGET "coalesce(pg_catalog.to_jsonb(j) OPERATOR(pg_catalog.->>) 'target', 'local') = $1"
+
+/* the target's last successful sync: its job id and start (the cut-off) */
 static void
 load_cutoff(RcRun *run)
 {
+	const char *args[1] = {run->target};
+
 	if (rc_sql(run, "read the last successful sync",
-			   "SELECT job_id::text, started_at::text FROM dfe_airbyte.sync_jobs"
-			   " WHERE status = 'succeeded' AND started_at IS NOT NULL"
-			   " ORDER BY job_id DESC LIMIT 1", 0, NULL) == 0)
+			   "SELECT job_id::text, started_at::text FROM dfe_airbyte.sync_jobs j"
+			   " WHERE status = 'succeeded' AND started_at IS NOT NULL AND " SYNC_OF_TARGET
+			   " ORDER BY job_id DESC LIMIT 1", 1, args) == 0)
 	{
-		note(run, "no successful sync recorded: no cut-off, every row compared");
+		rc_note(run, "no successful sync recorded: no cut-off, every row compared");
 		return;
 	}
 	run->sync_job_id = strtoll(rc_val(run, 0, 1), NULL, 10);
@@ -304,7 +378,7 @@ load_hot_keys(RcTable *t, RcRun *run, List **hot)
 	*hot = NIL;
 	if (cond[0] == '\0' || t->keys == NIL)
 		return true;
-	n = rc_sql(run, "read the rows changed since the last sync",
+	n = rc_src(run, "read the rows changed since the last sync",
 			   psprintf("SELECT %s FROM %s WHERE TRUE%s LIMIT %d", rc_pg_key_text(t), t->pg_rel, cond,
 						MAX_HOT_KEYS + 1), 0, NULL);
 	run->hot_rows = n;
@@ -313,7 +387,7 @@ load_hot_keys(RcTable *t, RcRun *run, List **hot)
 	for (int i = 0; i < n; i++)
 		*hot = lappend(*hot, rc_val(run, i, 1));
 	if (n > 0)
-		note(run, "%d row(s) changed since the last successful sync left out", n);
+		rc_note(run, "%d row(s) changed since the last successful sync left out", n);
 	return true;
 }
 
@@ -322,7 +396,7 @@ static List *
 pg_buckets(RcTable *t, RcRun *run, RcLevel *lv)
 {
 	List	   *out = NIL;
-	int			n = rc_sql(run, "compute the source checksums",
+	int			n = rc_src(run, "compute the source checksums",
 						   rc_pg_bucket_query(t, run->checksum, lv, hot_filter(t, run, false)), 0, NULL);
 
 	for (int i = 0; i < n; i++)
@@ -374,7 +448,7 @@ bq_run(RcRun *run, const char *sql)
 	if (dry->bytes_processed > cap || bq_billed_upper_bound(dry->bytes_processed, 1) > left)
 	{
 		run->status = "over_budget";
-		note(run, "a query would process " INT64_FORMAT " bytes: over dfe_airbyte.reconcile_max_bytes_billed ("
+		rc_note(run, "a query would process " INT64_FORMAT " bytes: over dfe_airbyte.reconcile_max_bytes_billed ("
 			 INT64_FORMAT ") or the daily budget left (" INT64_FORMAT ")", dry->bytes_processed, cap, Max(left, 0));
 		return NULL;
 	}
@@ -383,7 +457,7 @@ bq_run(RcRun *run, const char *sql)
 	if (!res->ok && res->reason && strcmp(res->reason, "bytesBilledLimitExceeded") == 0)
 	{
 		run->status = "over_budget";
-		note(run, "BigQuery refused a query over maximumBytesBilled: %s", res->message);
+		rc_note(run, "BigQuery refused a query over maximumBytesBilled: %s", res->message);
 		return NULL;
 	}
 	bq_check(res, "a reconciliation query");
@@ -569,7 +643,7 @@ diff_keys(RcTable *t, RcRun *run, RcLevel *lv, List *hot)
 	BqResult   *res;
 	ListCell   *a;
 	ListCell   *b;
-	int			n = rc_sql(run, "list the source keys", rc_pg_keys_query(t, run->checksum, lv, hot_filter(t, run, false)), 0, NULL);
+	int			n = rc_src(run, "list the source keys", rc_pg_keys_query(t, run->checksum, lv, hot_filter(t, run, false)), 0, NULL);
 	int64		missing = 0,
 				extra = 0,
 				changed = 0;
@@ -612,7 +686,7 @@ diff_keys(RcTable *t, RcRun *run, RcLevel *lv, List *hot)
 			b = lnext(bq, b);
 	}
 	run->mismatches = missing + extra + changed;
-	note(run, INT64_FORMAT " key(s) missing in BigQuery, " INT64_FORMAT " extra in BigQuery (deleted at the source), "
+	rc_note(run, INT64_FORMAT " key(s) missing in BigQuery, " INT64_FORMAT " extra in BigQuery (deleted at the source), "
 		 INT64_FORMAT " with other values", missing, extra, changed);
 	return true;
 }
@@ -624,7 +698,7 @@ first_level(RcTable *t, RcRun *run, RcLevel *lv)
 	lv->hexdigits = 3;			/* 4096 hash buckets */
 	if (!t->int_key)
 		return;
-	rc_sql(run, "read the key range",
+	rc_src(run, "read the key range",
 		   psprintf("SELECT min(%s)::text, max(%s)::text FROM %s",
 					quote_identifier(((RcColumn *) linitial(t->keys))->name),
 					quote_identifier(((RcColumn *) linitial(t->keys))->name), t->pg_rel), 0, NULL);
@@ -661,7 +735,7 @@ compare_keyed(RcTable *t, RcRun *run)
 	if (!load_hot_keys(t, run, &hot))
 	{
 		run->status = "skipped";
-		note(run, "busy: more than %d rows changed since the last successful sync; tried again later", MAX_HOT_KEYS);
+		rc_note(run, "busy: more than %d rows changed since the last successful sync; tried again later", MAX_HOT_KEYS);
 		return;
 	}
 	first_level(t, run, &lv);
@@ -690,7 +764,7 @@ compare_keyed(RcTable *t, RcRun *run)
 		{
 			run->status = level == 1 ? "match" : "mismatch_candidate";
 			if (level > 1)
-				note(run, "the differing buckets match on a second look: rows changed while comparing");
+				rc_note(run, "the differing buckets match on a second look: rows changed while comparing");
 			return;
 		}
 		run->status = "mismatch_candidate";
@@ -705,7 +779,7 @@ compare_keyed(RcTable *t, RcRun *run)
 			if (rows <= KEY_LIMIT)
 				(void) diff_keys(t, run, &next, hot);
 			else
-				note(run, "%d bucket(s) differ, holding " INT64_FORMAT " rows: key ranges only", list_length(diff), rows);
+				rc_note(run, "%d bucket(s) differ, holding " INT64_FORMAT " rows: key ranges only", list_length(diff), rows);
 			return;
 		}
 		lv = next;
@@ -717,7 +791,7 @@ compare_count(RcTable *t, RcRun *run)
 {
 	BqResult   *res;
 
-	rc_sql(run, "count the source rows", rc_pg_count_query(t), 0, NULL);
+	rc_src(run, "count the source rows", rc_pg_count_query(t), 0, NULL);
 	run->source_rows = strtoll(rc_val(run, 0, 1), NULL, 10);
 	res = bq_run(run, rc_bq_count_query(t));
 	if (res == NULL)
@@ -725,16 +799,20 @@ compare_count(RcTable *t, RcRun *run)
 	run->bq_rows = res->nrows > 0 && res->rows[0][0] ? strtoll(res->rows[0][0], NULL, 10) : 0;
 	run->bq_rows_known = true;
 	run->status = run->bq_rows == run->source_rows ? "match" : "mismatch_candidate";
-	run->mismatches = run->bq_rows == run->source_rows ? 0 : Abs(run->bq_rows - run->source_rows);
-	note(run, "no primary key: compared by count only (Airbyte replicates such tables by full refresh)");
+	/* Abs() is gone from PostgreSQL 16's c.h */
+	run->mismatches = run->bq_rows > run->source_rows ? run->bq_rows - run->source_rows
+		: run->source_rows - run->bq_rows;
+	rc_note(run, "no primary key: compared by count only (Airbyte replicates such tables by full refresh)");
 }
 
-static RcRun *
-reconcile_table(const char *name, bool checksum, bool dry_run, MemoryContext cxt, bool own_xact)
+RcRun *
+rc_reconcile_table(DfeTarget *src, const char *name, bool checksum, bool dry_run, MemoryContext cxt, bool own_xact)
 {
 	RcRun	   *run = palloc0(sizeof(RcRun));
 	RcTable    *t;
 
+	run->target = dfe_target_name(src);
+	run->src = src;
 	run->cxt = cxt;
 	run->own_xact = own_xact;
 	run->table = pstrdup(name);
@@ -748,7 +826,7 @@ reconcile_table(const char *name, bool checksum, bool dry_run, MemoryContext cxt
 	else
 		compare_keyed(t, run);
 	if (run->toast_rows > 0)
-		note(run, INT64_FORMAT " row(s) hold __debezium_unavailable_value, Debezium's placeholder for an unchanged TOAST value: "
+		rc_note(run, INT64_FORMAT " row(s) hold __debezium_unavailable_value, Debezium's placeholder for an unchanged TOAST value: "
 			 "ALTER TABLE %s REPLICA IDENTITY FULL", run->toast_rows, t->pg_rel);
 	if (checksum && t->skipped != NIL)
 	{
@@ -758,360 +836,7 @@ reconcile_table(const char *name, bool checksum, bool dry_run, MemoryContext cxt
 		initStringInfo(&s);
 		foreach(lc, t->skipped)
 			appendStringInfo(&s, "%s%s", s.len ? ", " : "", (char *) lfirst(lc));
-		note(run, "not compared: %s", s.data);
+		rc_note(run, "not compared: %s", s.data);
 	}
 	return run;
-}
-
-/* a list of strings as one text, split again in SQL with string_to_array */
-#define LIST_SEP "\x1f"
-
-static char *
-join_list(List *l)
-{
-	StringInfoData b;
-	ListCell   *lc;
-
-	initStringInfo(&b);
-	foreach(lc, l)
-		appendStringInfo(&b, "%s%s", b.len ? LIST_SEP : "", (char *) lfirst(lc));
-	return b.data;
-}
-
-/*
- * A candidate becomes a mismatch when the previous run found the same keys
- * (or key ranges) differ and a successful sync has finished in between:
- * rows in flight at the first run have arrived by then.
- */
-static void
-decide_status(RcRun *run)
-{
-	const char *args[4] = {run->table, join_list(run->keys), join_list(run->ranges),
-	dfe_int64_str(run->sync_job_id)};
-	char	   *prev;
-	bool		same;
-	bool		newer_sync;
-
-	if (strcmp(run->status, "mismatch_candidate") != 0)
-		return;
-	if (rc_sql(run, "read the previous reconciliation",
-			   "SELECT status, (keys && string_to_array($2, E'\\x1f') OR key_ranges && string_to_array($3, E'\\x1f')\n"
-			   "                OR (cardinality(keys) = 0 AND cardinality(key_ranges) = 0 AND $2 = '' AND $3 = ''))::text,\n"
-			   "       (coalesce(sync_job_id, 0) < $4::bigint)::text\n"
-			   "  FROM dfe_airbyte.reconciliation WHERE target = 'local' AND table_name = $1", 4, args) == 0)
-		return;
-	prev = rc_val(run, 0, 1);
-	same = strcmp(rc_val(run, 0, 2), "true") == 0;
-	newer_sync = strcmp(rc_val(run, 0, 3), "true") == 0;
-	if (!same || (strcmp(prev, "mismatch") != 0 && strcmp(prev, "mismatch_candidate") != 0))
-		return;
-	if (strcmp(prev, "mismatch") == 0 || newer_sync)
-		run->status = "mismatch";
-	if (strcmp(prev, "mismatch") != 0 && strcmp(run->status, "mismatch") == 0)
-	{
-		char	   *what = run->keys != NIL ? join_list(run->keys) : join_list(run->ranges);
-
-		for (char *p = what; *p; p++)
-			if (*p == LIST_SEP[0])
-				*p = ',';
-		dfe_event("warning", "reconcile_mismatch", run->table,
-				  psprintf("BigQuery's final table %s differs from the source after a further successful sync (%s mode): %s",
-						   run->table, run->checksum ? "checksum" : "count", what[0] ? what : run->detail.data),
-				  NULL);
-	}
-}
-
-static const char *const record_sql =
-"WITH r AS (\n"
-"  INSERT INTO dfe_airbyte.reconcile_runs (table_name, mode, status, sync_job_id, cutoff_at, source_rows,\n"
-"         bigquery_rows, matched, mismatches, bytes_billed, bigquery_queries, keys, key_ranges, detail, started_at)\n"
-"  VALUES ($1, $2, $3, nullif($4, '0')::bigint, $5::timestamptz, $6::bigint, $7::bigint,\n"
-"          CASE $3 WHEN 'match' THEN true WHEN 'mismatch' THEN false WHEN 'mismatch_candidate' THEN false END,\n"
-"          $8::bigint, $9::bigint, $10::int, string_to_array($11, E'\\x1f'), string_to_array($12, E'\\x1f'), $13, $14::timestamptz)\n"
-"  RETURNING *)\n"
-"INSERT INTO dfe_airbyte.reconciliation AS c (target, table_name, run_id, mode, status, sync_job_id, cutoff_at,\n"
-"       source_rows, bigquery_rows, matched, mismatches, bytes_billed, bigquery_queries, keys, key_ranges, detail,\n"
-"       started_at, finished_at)\n"
-"SELECT target, table_name, id, mode, status, sync_job_id, cutoff_at, source_rows, bigquery_rows, matched,\n"
-"       mismatches, bytes_billed, bigquery_queries, keys, key_ranges, detail, started_at, finished_at FROM r\n"
-"ON CONFLICT (target, table_name) DO UPDATE SET run_id = EXCLUDED.run_id, mode = EXCLUDED.mode,\n"
-"   status = EXCLUDED.status, sync_job_id = EXCLUDED.sync_job_id, cutoff_at = EXCLUDED.cutoff_at,\n"
-"   source_rows = EXCLUDED.source_rows, bigquery_rows = EXCLUDED.bigquery_rows, matched = EXCLUDED.matched,\n"
-"   mismatches = EXCLUDED.mismatches, bytes_billed = EXCLUDED.bytes_billed,\n"
-"   bigquery_queries = EXCLUDED.bigquery_queries, keys = EXCLUDED.keys,\n"
-"   key_ranges = EXCLUDED.key_ranges, detail = EXCLUDED.detail, started_at = EXCLUDED.started_at,\n"
-"   finished_at = EXCLUDED.finished_at\n"
-"RETURNING 1";
-
-static void
-record_run(RcRun *run, const char *started)
-{
-	const char *args[14] = {
-		run->table, run->checksum ? "checksum" : "count", run->status, dfe_int64_str(run->sync_job_id),
-		run->cutoff, dfe_int64_str(run->source_rows), run->bq_rows_known ? dfe_int64_str(run->bq_rows) : NULL,
-		dfe_int64_str(run->mismatches), dfe_int64_str(run->bytes_billed), psprintf("%d", run->queries),
-		join_list(run->keys), join_list(run->ranges), run->detail.data, started
-	};
-	Oid			types[14];
-	Datum		values[14];
-	char		nulls[14];
-	int			ret;
-
-	for (int i = 0; i < 14; i++)
-	{
-		types[i] = TEXTOID;
-		values[i] = args[i] ? CStringGetTextDatum(args[i]) : (Datum) 0;
-		nulls[i] = args[i] ? ' ' : 'n';
-	}
-	ret = SPI_execute_with_args(record_sql, 14, types, values, nulls, false, 0);
-	MemoryContextSwitchTo(run->cxt);
-	if (ret != SPI_OK_SELECT && ret != SPI_OK_INSERT_RETURNING)
-		dfe_spi_failed("record the reconciliation", ret);
-	ret = SPI_execute(psprintf("DELETE FROM dfe_airbyte.reconcile_runs WHERE id <= (SELECT max(id) FROM dfe_airbyte.reconcile_runs) - %d"
-							   " OR started_at < now() - make_interval(mins => %d)",
-							   dfe_history_max_rows, dfe_history_retention_min), false, 0);
-	MemoryContextSwitchTo(run->cxt);
-	if (ret != SPI_OK_DELETE)
-		dfe_spi_failed("prune dfe_airbyte.reconcile_runs", ret);
-}
-
-/* the tables to reconcile: one allowlisted table, or all of them */
-static List *
-tables_to_check(RcRun *run, text *name)
-{
-	List	   *out = NIL;
-	const char *args[1] = {name ? text_to_cstring(name) : NULL};
-	int			n = rc_sql(run, "read the allowlisted tables",
-						   "SELECT DISTINCT table_name FROM dfe_airbyte.allowlist"
-						   " WHERE ($1 IS NULL OR table_name = $1) AND table_name <> 'airbyte_heartbeat'"
-						   " ORDER BY 1", 1, args);
-
-	if (n == 0 && name)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table \"%s\" is not allowlisted", args[0]),
-				 errhint("Only replicated tables can be reconciled: see dfe_airbyte.allowlist.")));
-	for (int i = 0; i < n; i++)
-		out = lappend(out, rc_val(run, i, 1));
-	return out;
-}
-
-static void
-check_arguments(const char *mode, const char *target)
-{
-	if (strcmp(mode, "count") != 0 && strcmp(mode, "checksum") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown reconciliation mode \"%s\"", mode),
-				 errhint("Use mode => 'count' (row count and key set) or mode => 'checksum' (every replicated value).")));
-	if (strcmp(target, "local") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("reconciliation target \"%s\" is not supported", target),
-				 errhint("Only target => 'local' (this database) can be reconciled in this version.")));
-	if (dfe_setting_bigquery_project() == NULL || dfe_setting_bigquery_dataset() == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("BigQuery is not configured"),
-				 errhint("Set dfe_airbyte.bigquery_project and dfe_airbyte.bigquery_dataset (env BIGQUERY_PROJECT_ID, BIGQUERY_AIRBYTE_DATASET).")));
-}
-
-/* the result of a table whose reconciliation failed */
-static RcRun *
-error_run(const char *name, bool checksum, bool dry_run, MemoryContext cxt, ErrorData *err)
-{
-	RcRun	   *run = palloc0(sizeof(RcRun));
-
-	run->cxt = cxt;
-	run->table = pstrdup(name);
-	run->checksum = checksum;
-	run->dry_run = dry_run;
-	run->status = "error";
-	initStringInfo(&run->detail);
-	note(run, "%s", err->message);
-	if (err->detail)
-		note(run, "%s", err->detail);
-	return run;
-}
-
-/* one table in a subtransaction: an error becomes that table's result */
-static RcRun *
-reconcile_one(const char *name, bool checksum, bool dry_run, MemoryContext cxt)
-{
-	ResourceOwner owner = CurrentResourceOwner;
-	RcRun	   *run = NULL;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		run = reconcile_table(name, checksum, dry_run, cxt, false);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *err;
-
-		MemoryContextSwitchTo(cxt);
-		err = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		/* a cancel or a shutdown ends the whole call */
-		if (err->sqlerrcode == ERRCODE_QUERY_CANCELED || err->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
-			ReThrowError(err);
-		run = error_run(name, checksum, dry_run, cxt, err);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return run;
-}
-
-static void
-emit(ReturnSetInfo *rsinfo, RcRun *run)
-{
-	Datum		v[8];
-	bool		n[8] = {0};
-
-	v[0] = CStringGetTextDatum(run->table);
-	v[1] = CStringGetTextDatum(run->checksum ? "checksum" : "count");
-	v[2] = Int64GetDatum(run->source_rows);
-	n[2] = run->dry_run || strcmp(run->status, "error") == 0;
-	v[3] = Int64GetDatum(run->bq_rows);
-	n[3] = !run->bq_rows_known;
-	v[4] = BoolGetDatum(strcmp(run->status, "match") == 0);
-	n[4] = strcmp(run->status, "match") != 0 && strcmp(run->status, "mismatch") != 0 &&
-		strcmp(run->status, "mismatch_candidate") != 0;
-	v[5] = Int64GetDatum(run->mismatches);
-	v[6] = Int64GetDatum(run->dry_run ? run->bytes_estimated : run->bytes_billed);
-	if (run->dry_run && strcmp(run->status, "error") != 0)
-		note(run, "dry run: BigQuery would bill at most " INT64_FORMAT " bytes for the first query", run->bytes_estimated);
-	v[7] = CStringGetTextDatum(psprintf("%s%s%s", run->status, run->detail.len ? ": " : "", run->detail.data));
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
-}
-
-PG_FUNCTION_INFO_V1(dfe_airbyte_reconcile);
-
-Datum
-dfe_airbyte_reconcile(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	text	   *name = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
-	char	   *mode = PG_ARGISNULL(1) ? "count" : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	bool		dry_run = PG_ARGISNULL(2) ? false : PG_GETARG_BOOL(2);
-	char	   *target = PG_ARGISNULL(3) ? "local" : text_to_cstring(PG_GETARG_TEXT_PP(3));
-	MemoryContext cxt;
-	MemoryContext old;
-	RcRun		scratch;
-	List	   *tables;
-	ListCell   *lc;
-
-	check_arguments(mode, target);
-	InitMaterializedSRF(fcinfo, 0);
-	old = CurrentMemoryContext;
-	cxt = AllocSetContextCreate(old, "dfe_airbyte reconcile", ALLOCSET_DEFAULT_SIZES);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("dfe_airbyte_reconcile could not connect to SPI"),
-				 errhint("This is a bug in dfe_airbyte.")));
-	MemoryContextSwitchTo(cxt);
-	memset(&scratch, 0, sizeof(scratch));
-	scratch.cxt = cxt;
-	tables = tables_to_check(&scratch, name);
-	foreach(lc, tables)
-	{
-		char	   *started = pstrdup(timestamptz_to_str(GetCurrentTimestamp()));
-		RcRun	   *run = reconcile_one(lfirst(lc), strcmp(mode, "checksum") == 0, dry_run, cxt);
-
-		if (!dry_run)
-		{
-			if (strcmp(run->status, "error") != 0)
-				decide_status(run);
-			record_run(run, started);
-		}
-		emit(rsinfo, run);
-	}
-	SPI_finish();
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(cxt);
-	return (Datum) 0;
-}
-
-/*
- * The network worker's task: one table per call, in count mode, when a
- * successful sync has finished since the table's last run and
- * dfe_airbyte.reconcile_interval has passed (a candidate mismatch is checked
- * again after the next sync whatever the interval: that is what confirms
- * it); never while a full re-sync the extension asked for is pending or
- * running (a dfe_airbyte.slot_recreations row without resync_finished_at:
- * pending, or its job not finished): the final table is being rebuilt.
- */
-static const char *const next_table_sql =
-"WITH s AS (SELECT max(job_id) AS job FROM dfe_airbyte.sync_jobs WHERE status = 'succeeded' AND started_at IS NOT NULL)\n"
-"SELECT a.table_name\n"
-"  FROM (SELECT DISTINCT table_name FROM dfe_airbyte.allowlist WHERE table_name <> 'airbyte_heartbeat') a\n"
-"  CROSS JOIN s\n"
-"  LEFT JOIN dfe_airbyte.reconciliation r ON r.target = 'local' AND r.table_name = a.table_name\n"
-" WHERE s.job IS NOT NULL\n"
-"   AND NOT EXISTS (SELECT 1 FROM dfe_airbyte.slot_recreations WHERE resync_finished_at IS NULL)\n"
-"   AND (r.table_name IS NULL\n"
-"        OR (coalesce(r.sync_job_id, 0) < s.job\n"
-"            AND (r.status = 'mismatch_candidate' OR r.finished_at < now() - make_interval(secs => $1::int))))\n"
-" ORDER BY r.finished_at NULLS FIRST, a.table_name LIMIT 1";
-
-static void
-worker_record(RcRun *run, const char *started)
-{
-	dfe_xact_begin("dfe_airbyte reconcile");
-	dfe_set_result_context(run->cxt);
-	MemoryContextSwitchTo(run->cxt);
-	run->in_xact = true;
-	if (strcmp(run->status, "error") != 0)
-		decide_status(run);
-	record_run(run, started);
-	run->in_xact = false;
-	dfe_xact_end();
-	MemoryContextSwitchTo(run->cxt);
-}
-
-long
-reconcile_worker_task(void)
-{
-	long		wait = dfe_check_interval_s * 1000L;
-	MemoryContext cxt = CurrentMemoryContext;
-	RcRun		pick;
-	const char *args[1] = {psprintf("%d", dfe_reconcile_interval_s)};
-	char	   *started;
-	RcRun	   *run = NULL;
-
-	if (dfe_reconcile_interval_s == 0 || dfe_reconcile_daily_mb == 0 ||
-		dfe_setting_bigquery_project() == NULL || dfe_setting_bigquery_dataset() == NULL)
-		return wait;
-	memset(&pick, 0, sizeof(pick));
-	pick.cxt = cxt;
-	pick.own_xact = true;
-	if (rc_sql(&pick, "pick the next table to reconcile", next_table_sql, 1, args) == 0)
-		return wait;
-	started = pstrdup(timestamptz_to_str(GetCurrentTimestamp()));
-	PG_TRY();
-	{
-		run = reconcile_table(rc_val(&pick, 0, 1), false, false, cxt, true);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *err;
-
-		MemoryContextSwitchTo(cxt);
-		err = CopyErrorData();
-		if (err->sqlerrcode == ERRCODE_QUERY_CANCELED || err->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
-			PG_RE_THROW();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		run = error_run(rc_val(&pick, 0, 1), false, false, cxt, err);
-		run->own_xact = true;
-	}
-	PG_END_TRY();
-	worker_record(run, started);
-	return 0;					/* the next table at once; none left: the wait above */
 }

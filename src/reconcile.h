@@ -5,7 +5,10 @@
 #define DFE_AIRBYTE_RECONCILE_H
 
 #include "postgres.h"
+#include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
+
+#include "target.h"
 
 /* how a column's value is written as text on both sides */
 typedef enum RcKind
@@ -47,6 +50,42 @@ typedef struct RcLevel
 	char	   *pg_filter;		/* restricts to earlier differing buckets */
 	char	   *bq_filter;
 } RcLevel;
+
+typedef struct RcRun
+{
+	const char *target;			/* the service (dfe_airbyte.targets) */
+	DfeTarget  *src;			/* where its source tables are read */
+	char	   *table;
+	bool		checksum;
+	bool		dry_run;
+	char	   *status;			/* match, mismatch_candidate, mismatch, over_budget, skipped, estimated */
+	int64		source_rows;
+	int64		bq_rows;
+	bool		bq_rows_known;
+	int64		mismatches;
+	int64		bytes_billed;
+	int64		bytes_estimated;
+	int			queries;		/* BigQuery jobs run (dry runs not counted) */
+	int64		sync_job_id;	/* the cut-off's sync, 0: none known */
+	char	   *cutoff;			/* its start, or NULL */
+	int64		hot_rows;
+	int64		toast_rows;
+	List	   *keys;			/* char *: keys that differ (key text) */
+	List	   *ranges;			/* char *: key ranges / buckets that differ */
+	StringInfoData detail;
+	MemoryContext cxt;
+	bool		own_xact;		/* worker: each query in its own transaction */
+	bool		in_xact;		/* worker: inside one already */
+	int			nrows;			/* the last rc_sql's rows, copied into cxt */
+	char	 ***rows;
+} RcRun;
+
+/* reconcile.c: the comparison of one table */
+extern RcRun *rc_reconcile_table(DfeTarget *src, const char *name, bool checksum, bool dry_run,
+								 MemoryContext cxt, bool own_xact);
+extern int	rc_sql(RcRun *run, const char *what, const char *sql, int nargs, const char **args);
+extern char *rc_val(RcRun *run, int i, int j);
+extern void rc_note(RcRun *run, const char *fmt,...) pg_attribute_printf(2, 3);
 
 /* reconcile_sql.c: the SQL text of both sides */
 extern char *rc_pg_key_text(RcTable *t);

@@ -57,6 +57,7 @@
 #include "settings.h"
 #include "shared.h"
 #include "spi_xact.h"
+#include "target_scope.h"
 #include "version.h"
 
 /* how long a lost slot's holder gets to let go after being terminated */
@@ -626,21 +627,22 @@ start_fn(void *arg)
 static char *
 stuck_since(const AirbyteJob *job)
 {
-	const char *args[4] = {
+	const char *args[5] = {
 		dfe_int64_str(job->job_id),
 		job->rows_synced >= 0 ? dfe_int64_str(job->rows_synced) : NULL,
 		job->bytes_synced >= 0 ? dfe_int64_str(job->bytes_synced) : NULL,
-		psprintf("%d", dfe_job_stuck_after_s)
+		psprintf("%d", dfe_job_stuck_after_s),
+		dfe_target_current()
 	};
 	char	   *since = NULL;
 
 	spi_begin();
 	dfe_sql("read the job progress",
 			"SELECT progress_since::text FROM dfe_airbyte.connection_watch\n"
-			"WHERE progress_job_id = $1::bigint AND progress_rows IS NOT DISTINCT FROM $2::bigint\n"
+			"WHERE target = $5 AND progress_job_id = $1::bigint AND progress_rows IS NOT DISTINCT FROM $2::bigint\n"
 			"  AND progress_bytes IS NOT DISTINCT FROM $3::bigint\n"
 			"  AND progress_since < now() - make_interval(secs => $4::int)",
-			4, args, SPI_OK_SELECT);
+			5, args, SPI_OK_SELECT);
 	if (SPI_processed > 0)
 		since = dfe_col_text(0, 1);
 	spi_end();
@@ -719,6 +721,8 @@ Datum
 dfe_airbyte_repair(PG_FUNCTION_ARGS)
 {
 	Repair		r = {0};
+	const char *target;
+	DfeTargetScope *scope;
 
 	DFE_REQUIRE_MATCHING_SQL();
 	if (RecoveryInProgress())
@@ -728,6 +732,20 @@ dfe_airbyte_repair(PG_FUNCTION_ARGS)
 				 errhint("Run it on the primary.")));
 	r.dry_run = PG_GETARG_BOOL(0);
 	r.cancel_stuck = PG_GETARG_BOOL(1);
+	target = PG_NARGS() > 2 ? text_to_cstring(PG_GETARG_TEXT_PP(2)) : DFE_LOCAL_TARGET;
+	/*
+	 * The slot checks and the re-sync hand-over below read this database's
+	 * slots and dfe_airbyte.slot_recreations; for a remote target they must
+	 * go through the seam and the guard's per-target rows first.
+	 */
+	if (strcmp(target, DFE_LOCAL_TARGET) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("dfe_airbyte_repair() does not repair a remote target yet"),
+				 errdetail("Target \"%s\" is reached over libpq; this version repairs the local database only.", target),
+				 errhint("Look at dfe_airbyte.replication_slot_health and dfe_airbyte.events for target '%s', and SELECT * FROM dfe_airbyte_deploy_plan('%s') for its connection.",
+						 target, target)));
+	scope = dfe_target_scope_enter(target);
 	r.slot_name = pstrdup(dfe_setting_slot_name());
 	if (!r.dry_run && GetTopTransactionIdIfAny() != InvalidTransactionId)
 		ereport(ERROR,
@@ -743,10 +761,12 @@ dfe_airbyte_repair(PG_FUNCTION_ARGS)
 	{
 		row(&r, "airbyte", "not_configured",
 			"the Airbyte settings are not all set (see dfe_airbyte.config_problems): Airbyte's saved position, the connection and its jobs were not checked");
+		dfe_target_scope_leave(scope);
 		return (Datum) 0;
 	}
 	repair_state(&r);
 	repair_connection(&r);
 	repair_job(&r);
+	dfe_target_scope_leave(scope);
 	return (Datum) 0;
 }

@@ -123,13 +123,13 @@ dfe_airbyte_confirm_restore(PG_FUNCTION_ARGS)
 			"    confirmed_at = now(), confirmed_by = current_user",
 			2, args, SPI_OK_UPDATE);
 	dfe_sql("forget the other server's slot samples",
-			"DELETE FROM dfe_airbyte.slot_samples", 0, NULL, SPI_OK_DELETE);
+			"DELETE FROM dfe_airbyte.slot_samples WHERE target = 'local'", 0, NULL, SPI_OK_DELETE);
 	dfe_sql("forget the other server's slot state",
-			"DELETE FROM dfe_airbyte.slot_state", 0, NULL, SPI_OK_DELETE);
+			"DELETE FROM dfe_airbyte.slot_state WHERE target = 'local'", 0, NULL, SPI_OK_DELETE);
 	dfe_sql("stop following the other server's re-sync jobs",
 			"UPDATE dfe_airbyte.slot_recreations SET resync_job_status = 'abandoned',\n"
 			"    note = coalesce(note || '; ', '') || 'restored on another server: its re-sync job is no longer followed'\n"
-			"WHERE resync_state <> 'pending'\n"
+			"WHERE target = 'local' AND resync_state <> 'pending'\n"
 			"  AND coalesce(resync_job_status, '') NOT IN ('succeeded', 'failed', 'cancelled', 'abandoned')",
 			0, NULL, SPI_OK_UPDATE);
 	detail = psprintf("restore confirmed by %s: this database now belongs to server %s (it was %s); the slot guard's history of the other server was cleared and the guard acts normally again",

@@ -262,6 +262,13 @@ dfe_worker_run(const DfeWorkerDef *def)
 			sleep_ms = run_due_tasks(def);
 		}
 
+		/*
+		 * One round of the loop is over: say so in pg_stat_activity (query =
+		 * the worker's name, state_change = now), whatever task ran last, so
+		 * that a DBA, and a test, can see the worker going round.
+		 */
+		pgstat_report_activity(STATE_IDLE, def->name);
+
 		if (sleep_ms < 0 || sleep_ms > MAX_SLEEP_MS)
 			sleep_ms = MAX_SLEEP_MS;
 

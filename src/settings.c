@@ -48,6 +48,7 @@ int			dfe_http_max_retries = 5;
 int			dfe_http_retry_base_ms = 500;
 int			dfe_policy_tag_concurrency = 16;
 int			dfe_migration_wait_timeout_s = 600;
+int			dfe_migration_poll_interval_s = 5;
 int			dfe_job_timeout_s = 3600;
 int			dfe_job_poll_interval_s = 10;
 int			dfe_sync_poll_interval_s = 60;
@@ -62,6 +63,7 @@ int			dfe_history_max_rows = 100000;
 int			dfe_reconcile_max_bytes_billed_kb = 50 * 1024 * 1024;
 int			dfe_reconcile_daily_mb = 500 * 1024;
 int			dfe_reconcile_interval_s = 86400;
+int			dfe_reconcile_checksum_every = 0;
 double		dfe_slot_warning_fraction = 0.8;
 char	   *dfe_http_ca_file = NULL;
 static char	   *dfe_source_schema = NULL;
@@ -81,6 +83,9 @@ bool		dfe_hide_unlisted_columns = true;
 int			dfe_bigquery_table_update_limit = 4;
 int			dfe_bigquery_table_update_window_ms = 10000;
 static char	   *dfe_rails_env = NULL;
+
+/* for the test suite only: see define_test_settings() */
+int			dfe_test_prune_interval_ms = 60 * 1000;
 
 static const struct config_enum_entry slot_limit_action_options[] = {
 	{"warn", SLOT_LIMIT_WARN, false},
@@ -180,6 +185,8 @@ static const IntSetting int_settings[] = {
 	&dfe_policy_tag_concurrency, 16, 1, 256, 0},
 	{"dfe_airbyte.migration_wait_timeout", "How long a deploy waits for a running Rails migration.",
 	&dfe_migration_wait_timeout_s, 600, 0, 86400, GUC_UNIT_S},
+	{"dfe_airbyte.migration_poll_interval", "How often the network worker reads a remote target's schema_migrations for a new version to deploy.",
+	&dfe_migration_poll_interval_s, 5, 1, 3600, GUC_UNIT_S},
 	{"dfe_airbyte.job_timeout", "How long a deploy waits for its Airbyte sync job.",
 	&dfe_job_timeout_s, 3600, 1, 7 * 86400, GUC_UNIT_S},
 	{"dfe_airbyte.job_poll_interval", "How often a waiting deploy polls its Airbyte job.",
@@ -197,6 +204,8 @@ static const IntSetting int_settings[] = {
 	&dfe_reconcile_daily_mb, 500 * 1024, 0, INT_MAX, GUC_UNIT_MB},
 	{"dfe_airbyte.reconcile_interval", "Least time between two reconciliations of one table by the worker (0: the worker does not reconcile).",
 	&dfe_reconcile_interval_s, 86400, 0, INT_MAX, GUC_UNIT_S},
+	{"dfe_airbyte.reconcile_checksum_every", "Every Nth reconciliation of a table by the worker is in checksum mode (0: count mode only).",
+	&dfe_reconcile_checksum_every, 0, 0, INT_MAX, 0},
 	/* the slot guard never recreates in a loop */
 	{"dfe_airbyte.max_slot_recreations_per_day", "Most recreations of the Airbyte slot by slot_limit_action = recreate in any 24 hours; past it the guard only warns.",
 	&dfe_max_slot_recreations_per_day, 2, 0, 100, 0},
@@ -247,6 +256,23 @@ define_other_settings(void)
 							 NULL, NULL, NULL);
 }
 
+/*
+ * Settings for the test suite only, so that it need not wait out intervals
+ * fixed for production (docs/development.md).  Like PostgreSQL's developer
+ * options they are left out of postgresql.conf.sample, and also out of SHOW
+ * ALL and pg_settings, so nobody mistakes them for something to tune; the
+ * defaults are the production values.
+ */
+static void
+define_test_settings(void)
+{
+	DefineCustomIntVariable("dfe_airbyte.test_prune_interval",
+							"For tests only: how often the slot guard prunes the history tables.",
+							NULL, &dfe_test_prune_interval_ms, 60 * 1000, 1000, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL,
+							NULL, NULL, NULL);
+}
+
 void
 dfe_define_settings(void)
 {
@@ -276,6 +302,7 @@ dfe_define_settings(void)
 								PGC_SIGHUP, s->flags, NULL, NULL, NULL);
 	}
 	define_other_settings();
+	define_test_settings();
 
 	MarkGUCPrefixReserved("dfe_airbyte");
 }
@@ -455,4 +482,10 @@ const char *
 dfe_setting_source_schema(void)
 {
 	return setting_or_env(dfe_source_schema, NULL, "public");
+}
+
+const char *
+dfe_setting_publication(void)
+{
+	return setting_or_env(dfe_publication, NULL, "airbyte_publication");
 }

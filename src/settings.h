@@ -31,6 +31,7 @@ extern int	dfe_http_max_retries;
 extern int	dfe_http_retry_base_ms;
 extern int	dfe_policy_tag_concurrency;
 extern int	dfe_migration_wait_timeout_s;
+extern int	dfe_migration_poll_interval_s;
 extern int	dfe_job_timeout_s;
 extern int	dfe_job_poll_interval_s;
 extern int	dfe_sync_poll_interval_s;
@@ -39,6 +40,7 @@ extern int	dfe_history_max_rows;
 extern int	dfe_reconcile_max_bytes_billed_kb;
 extern int	dfe_reconcile_daily_mb;
 extern int	dfe_reconcile_interval_s;
+extern int	dfe_reconcile_checksum_every;
 extern double dfe_slot_warning_fraction;
 extern char *dfe_http_ca_file;
 extern int	dfe_deploy_retry_timeout_s;
@@ -69,6 +71,7 @@ extern int	dfe_http_max_response_size_kb;
 extern bool dfe_hide_unlisted_columns;
 extern int	dfe_bigquery_table_update_limit;
 extern int	dfe_bigquery_table_update_window_ms;
+extern int	dfe_test_prune_interval_ms;
 extern const char *dfe_setting_rails_env(void);	/* GUC, else RAILS_ENV, else NULL */
 
 extern void dfe_define_settings(void);
@@ -93,8 +96,9 @@ extern const char *dfe_setting_azure_federated_token_file(void);
 extern const char *dfe_setting_bigquery_url(void);
 extern const char *dfe_setting_slot_name(void);
 
-/* lists: effective source schema (default when unset) */
+/* lists: effective source schema and publication (defaults when unset) */
 extern const char *dfe_setting_source_schema(void);
+extern const char *dfe_setting_publication(void);
 
 /* ereport(ERROR) naming the setting and its environment variable when unset */
 extern const char *dfe_require_setting(const char *value, const char *guc,

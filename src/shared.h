@@ -48,12 +48,15 @@ typedef struct DfeShared
 	 * its own transaction only commits after it returns.  It bumps
 	 * deploy_request_seq instead; the network worker creates one deploy row
 	 * for all requests up to that number and publishes it as
-	 * deploy_request_done / deploy_request_id.
+	 * deploy_request_done / deploy_request_id.  A request names its target:
+	 * a caller only makes one when none is pending (done == seq), so the
+	 * target of a pending request is never overwritten.
 	 */
 	uint64		deploy_request_seq;
 	uint64		deploy_request_done;
 	int64		deploy_request_id;
 	Oid			deploy_requested_by;
+	char		deploy_request_target[NAMEDATALEN];
 } DfeShared;
 
 extern DfeShared *dfe_shared;

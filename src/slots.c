@@ -37,9 +37,12 @@
  *      a task of the network side, so that no network call can delay the
  *      guard;
  *
+ *   then every remote target is checked at once (slot_remote.c), judged
+ *   here with the target's settings (dfe_slot_judge); and
+ *
  *   4. at most once a minute prunes slot_samples, events, finished
  *      slot_recreations and finished deploys to dfe_airbyte.history_retention
- *      and dfe_airbyte.history_max_rows.
+ *      and dfe_airbyte.history_max_rows (slot_prune.c).
  */
 #include "postgres.h"
 
@@ -73,7 +76,9 @@
 #include "settings.h"
 #include "shared.h"
 #include "slots.h"
+#include "slot_guard.h"
 #include "spi_xact.h"
+#include "target_scope.h"
 #include "version.h"
 #include "worker.h"
 
@@ -96,20 +101,6 @@ static const char *const action_names[] = {
 	[SLOT_LIMIT_RECREATE] = "recreate"
 };
 
-/* the Airbyte slot as the sample saw it */
-typedef struct GuardedSlot
-{
-	bool		found;
-	char	   *plugin;
-	bool		active;
-	int32		active_pid;		/* 0 when none */
-	char	   *wal_status;		/* NULL when unknown */
-	bool		has_retained;	/* false when restart_lsn is NULL (lost) */
-	int64		retained;
-	bool		two_phase;
-	bool		failover;		/* a failover slot (17 and later) */
-} GuardedSlot;
-
 /* the Airbyte slot's row of dfe_airbyte.slot_state */
 typedef struct GuardState
 {
@@ -128,7 +119,6 @@ typedef struct GuardState
 
 static SPIPlanPtr sample_plan = NULL;
 static SPIPlanPtr state_plan = NULL;
-static TimestampTz last_prune = 0;
 
 /*
  * Sample every logical slot of this database; keep slot_state in step
@@ -177,7 +167,7 @@ static const char *const sample_sql =
 "up AS (\n"
 "    INSERT INTO dfe_airbyte.slot_state AS st (slot_name, first_seen_at, last_active_at, confirmed_flush_lsn)\n"
 "    SELECT slot_name, pg_catalog.now(), CASE WHEN active THEN pg_catalog.now() END, confirmed_flush_lsn FROM s\n"
-"    ON CONFLICT (slot_name) DO UPDATE\n"
+"    ON CONFLICT (target, slot_name) DO UPDATE\n"
 "        SET first_seen_at = coalesce(st.first_seen_at, excluded.first_seen_at),\n"
 "            last_active_at = CASE WHEN excluded.last_active_at IS NOT NULL\n"
 "                                    OR excluded.confirmed_flush_lsn > st.confirmed_flush_lsn\n"
@@ -187,30 +177,30 @@ static const char *const sample_sql =
 "           OR excluded.confirmed_flush_lsn IS DISTINCT FROM st.confirmed_flush_lsn),\n"
 "del AS (\n"
 "    DELETE FROM dfe_airbyte.slot_state st\n"
-"    WHERE st.slot_name <> $1 AND NOT EXISTS (SELECT 1 FROM s WHERE s.slot_name = st.slot_name))\n"
+"    WHERE st.target = 'local' AND st.slot_name <> $1 AND NOT EXISTS (SELECT 1 FROM s WHERE s.slot_name = st.slot_name))\n"
 "SELECT slot_name, plugin, active, active_pid, wal_status, retained_bytes, two_phase, failover FROM s";
 
-/* $1 = the Airbyte slot's name; always one row */
+/* $1 = the Airbyte slot's name, $2 = its target; always one row */
 static const char *const state_sql =
 "SELECT st.slot_name IS NOT NULL, st.first_seen_at IS NOT NULL, st.condition,\n"
 "       st.notified_at, st.notified_action,\n"
 "       (SELECT r.id FROM dfe_airbyte.slot_recreations r\n"
-"        WHERE r.slot_name = $1 AND r.recreated_at IS NULL ORDER BY r.id LIMIT 1),\n"
+"        WHERE r.target = $2 AND r.slot_name = $1 AND r.recreated_at IS NULL ORDER BY r.id LIMIT 1),\n"
 "       EXISTS (SELECT 1 FROM dfe_airbyte.slot_recreations r\n"
-"               WHERE r.slot_name = $1 AND r.recreated_at IS NOT NULL\n"
+"               WHERE r.target = $2 AND r.slot_name = $1 AND r.recreated_at IS NOT NULL\n"
 "                 AND (r.resync_state = 'pending'\n"
 "                      OR (r.resync_finished_at IS NULL\n"
 "                          AND coalesce(r.resync_job_status, '') NOT IN ('succeeded', 'failed', 'cancelled', 'abandoned')))),\n"
 "       (SELECT pg_catalog.count(*) FROM dfe_airbyte.slot_recreations r\n"
-"        WHERE r.slot_name = $1 AND r.recreated_at IS NOT NULL\n"
+"        WHERE r.target = $2 AND r.slot_name = $1 AND r.recreated_at IS NOT NULL\n"
 "          AND r.recreated_at > pg_catalog.now() - interval '1 day'\n"
 /* dfe_airbyte_repair()'s re-sync for a stale saved position recreated nothing */
 "          AND r.reason <> 'airbyte_state_behind'),\n"
 "       o.reason, o.plugin\n"
 "FROM (SELECT 1) one\n"
 "LEFT JOIN LATERAL (SELECT r.reason, r.plugin FROM dfe_airbyte.slot_recreations r\n"
-"                   WHERE r.slot_name = $1 AND r.recreated_at IS NULL ORDER BY r.id LIMIT 1) o ON true\n"
-" LEFT JOIN dfe_airbyte.slot_state st ON st.slot_name = $1";
+"                   WHERE r.target = $2 AND r.slot_name = $1 AND r.recreated_at IS NULL ORDER BY r.id LIMIT 1) o ON true\n"
+" LEFT JOIN dfe_airbyte.slot_state st ON st.target = $2 AND st.slot_name = $1";
 
 int64
 dfe_slot_limit_bytes(void)
@@ -314,15 +304,16 @@ sample_slots(const char *slot_name, GuardedSlot *g)
 static void
 read_state(const char *slot_name, GuardState *st)
 {
-	Oid			types[1] = {TEXTOID};
-	Datum		arg[1];
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		arg[2];
 	bool		isnull;
 	Datum		d;
 	int			ret;
 
 	memset(st, 0, sizeof(*st));
 	arg[0] = CStringGetTextDatum(slot_name);
-	ret = SPI_execute_plan(keep_plan(&state_plan, state_sql, 1, types), arg, NULL, true, 0);
+	arg[1] = CStringGetTextDatum(dfe_target_current());
+	ret = SPI_execute_plan(keep_plan(&state_plan, state_sql, 2, types), arg, NULL, true, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		dfe_spi_failed("read the slot guard state", ret);
 
@@ -396,33 +387,38 @@ notice_tag(const char *held)
 static void
 set_condition(const char *slot_name, SlotCondition cond, const char *tag)
 {
-	const char *args[3] = {slot_name, condition_names[cond], tag};
+	const char *args[4] = {slot_name, condition_names[cond], tag, dfe_target_current()};
 
 	dfe_sql("record the slot condition",
-			"INSERT INTO dfe_airbyte.slot_state AS st (slot_name, condition, condition_since, notified_at, notified_action)\n"
-			"VALUES ($1, $2, now(), CASE WHEN $3 IS NOT NULL THEN now() END, $3)\n"
-			"ON CONFLICT (slot_name) DO UPDATE SET\n"
+			"INSERT INTO dfe_airbyte.slot_state AS st (target, slot_name, condition, condition_since, notified_at, notified_action)\n"
+			"VALUES ($4, $1, $2, now(), CASE WHEN $3 IS NOT NULL THEN now() END, $3)\n"
+			"ON CONFLICT (target, slot_name) DO UPDATE SET\n"
 			"    condition_since = CASE WHEN st.condition = excluded.condition THEN st.condition_since ELSE now() END,\n"
 			"    condition = excluded.condition,\n"
 			"    notified_at = excluded.notified_at,\n"
 			"    notified_action = excluded.notified_action",
-			3, args, SPI_OK_INSERT);
+			4, args, SPI_OK_INSERT);
 }
 
-/* end the slot's walsender (or the backend decoding it); true when signalled */
+/*
+ * End the slot's walsender (or the backend decoding it) on the current
+ * target, through the one seam that runs a query there (target.h): SPI here,
+ * libpq on a remote target, where the role may do it with
+ * pg_signal_backend or as a member of Airbyte's role.  True when signalled.
+ */
 static bool
 terminate_holder(int32 pid)
 {
-	Oid			types[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(pid)};
-	bool		isnull;
-	int			ret;
+	DfeTarget  *t = dfe_target_open(dfe_target_current());
+	const char *args[1] = {psprintf("%d", pid)};
+	DfeRows    *r;
+	const char *v;
 
-	ret = SPI_execute_with_args("SELECT pg_catalog.pg_terminate_backend($1)", 1, types, values,
-								NULL, false, 0);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		dfe_spi_failed("terminate the slot's walsender", ret);
-	return DatumGetBool(dfe_col_datum(0, 1, &isnull)) && !isnull;
+	r = dfe_target_query(t, "terminate the slot's walsender",
+						 "SELECT pg_catalog.pg_terminate_backend($1::pg_catalog.int4)", 1, args);
+	v = r->nrows == 1 ? dfe_rows_value(r, 0, 0) : NULL;
+	dfe_target_close(t);
+	return v != NULL && strcmp(v, "t") == 0;
 }
 
 static void
@@ -446,6 +442,8 @@ held_text(const char *held)
 {
 	if (held == NULL)
 		return "";
+	if (strcmp(held, "remote") == 0)
+		return "; slot_limit_action = recreate, but this dfe_airbyte does not yet recreate the slot of a remote target: the guard only warns (recreate it yourself and run a full re-sync of the Airbyte connection, or set slot_limit_action to warn or terminate for this target)";
 	if (strcmp(held, "resync_running") == 0)
 		return "; slot_limit_action = recreate, but the full re-sync requested by the last recreation is still pending or running (it retains WAL for the whole re-read), so the slot is not recreated again until it ends (dfe_airbyte.slot_recreations)";
 	return psprintf("; slot_limit_action = recreate, but the slot was already recreated %d time(s) in the last 24 hours (dfe_airbyte.max_slot_recreations_per_day): the guard only warns until a day has passed since the oldest of them; find out why Airbyte cannot keep up (dfe_airbyte.sync_health) or raise the cap",
@@ -946,7 +944,7 @@ open_recreation(const char *slot_name, SlotCondition reason, const GuardedSlot *
 			"SELECT $1, $2, $3::bigint, $4::bigint, $5, s.confirmed_flush_lsn, s.restart_lsn, s.sampled_at\n"
 			"FROM (SELECT 1) one LEFT JOIN LATERAL (\n"
 			"    SELECT x.confirmed_flush_lsn, x.restart_lsn, x.sampled_at FROM dfe_airbyte.slot_samples x\n"
-			"    WHERE x.slot_name = $1 AND x.restart_lsn IS NOT NULL ORDER BY x.id DESC LIMIT 1) s ON true\n"
+			"    WHERE x.target = 'local' AND x.slot_name = $1 AND x.restart_lsn IS NOT NULL ORDER BY x.id DESC LIMIT 1) s ON true\n"
 			"RETURNING id",
 			5, args, SPI_OK_INSERT_RETURNING);
 	id = DatumGetInt64(dfe_col_datum(0, 1, &isnull));
@@ -993,7 +991,7 @@ close_recreation(const char *slot_name, SlotCondition reason, const GuardedSlot 
 	dfe_sql("reset the slot guard state",
 			"INSERT INTO dfe_airbyte.slot_state AS st (slot_name, first_seen_at, condition, condition_since)\n"
 			"VALUES ($1, now(), 'ok', now())\n"
-			"ON CONFLICT (slot_name) DO UPDATE SET first_seen_at = now(), last_active_at = NULL,\n"
+			"ON CONFLICT (target, slot_name) DO UPDATE SET first_seen_at = now(), last_active_at = NULL,\n"
 			"    condition = 'ok', condition_since = now(), notified_at = NULL, notified_action = NULL",
 			1, &slot_name, SPI_OK_INSERT);
 
@@ -1074,48 +1072,6 @@ recreate_slot(const char *slot_name, SlotCondition cond, const GuardedSlot *g,
 	return true;
 }
 
-/* ---------- 4. pruning ---------- */
-
-static void
-prune_history(void)
-{
-	const char *args[2] = {psprintf("%d", dfe_history_retention_min),
-	psprintf("%d", dfe_history_max_rows)};
-
-	dfe_xact_begin("dfe_airbyte slot guard");
-	dfe_sql("prune slot samples",
-			"DELETE FROM dfe_airbyte.slot_samples WHERE sampled_at < now() - make_interval(mins => $1::int)",
-			1, args, SPI_OK_DELETE);
-	dfe_sql("prune slot samples",
-			"DELETE FROM dfe_airbyte.slot_samples\n"
-			"WHERE id <= (SELECT max(id) FROM dfe_airbyte.slot_samples) - $2::bigint",
-			2, args, SPI_OK_DELETE);
-	dfe_sql("prune events",
-			"DELETE FROM dfe_airbyte.events WHERE at < now() - make_interval(mins => $1::int)",
-			1, args, SPI_OK_DELETE);
-	dfe_sql("prune events",
-			"DELETE FROM dfe_airbyte.events\n"
-			"WHERE id <= (SELECT max(id) FROM dfe_airbyte.events) - $2::bigint",
-			2, args, SPI_OK_DELETE);
-	dfe_sql("prune slot recreations",
-			"DELETE FROM dfe_airbyte.slot_recreations\n"
-			"WHERE decided_at < now() - greatest(make_interval(mins => $1::int), interval '1 day')\n"
-			"  AND resync_state = 'started'",
-			1, args, SPI_OK_DELETE);
-	/* finished deploys only: a queued or running one is never pruned */
-	dfe_sql("prune deploys",
-			"DELETE FROM dfe_airbyte.deploys\n"
-			"WHERE state NOT IN ('queued', 'running')\n"
-			"  AND coalesce(finished_at, requested_at) < now() - make_interval(mins => $1::int)",
-			1, args, SPI_OK_DELETE);
-	dfe_sql("prune deploys",
-			"DELETE FROM dfe_airbyte.deploys\n"
-			"WHERE state NOT IN ('queued', 'running')\n"
-			"  AND id <= (SELECT max(id) FROM dfe_airbyte.deploys) - $2::bigint",
-			2, args, SPI_OK_DELETE);
-	dfe_xact_end();
-}
-
 /* ---------- restores of another server's backup ---------- */
 
 static TimestampTz restored_notified_at = 0;
@@ -1168,6 +1124,38 @@ recreation_held(SlotCondition cond, const GuardState *st)
 	return NULL;
 }
 
+/* the Airbyte slot's condition from a sample (elsewhere: what the name is instead, or NULL) */
+static SlotCondition
+judge_condition(const GuardedSlot *g, const char *elsewhere)
+{
+	if (!g->found)
+		return elsewhere ? COND_ELSEWHERE : COND_MISSING;
+	if (g->wal_status && strcmp(g->wal_status, "lost") == 0)
+		return COND_LOST;
+	if (dfe_slot_limit_bytes() >= 0 && g->has_retained && g->retained > dfe_slot_limit_bytes())
+		return COND_OVER_LIMIT;
+	return COND_OK;
+}
+
+/*
+ * A remote target's Airbyte slot, sampled by slot_remote.c: inside the
+ * target's scope and the check's transaction, report its condition with the
+ * target's settings (warn, terminate).  Recreating a remote slot is not done
+ * yet: under recreate the guard warns and says so.
+ */
+void
+dfe_slot_judge(const char *slot_name, const GuardedSlot *g)
+{
+	GuardState	st;
+	SlotCondition cond = judge_condition(g, NULL);
+	const char *held = NULL;
+
+	read_state(slot_name, &st);
+	if (dfe_slot_limit_action == SLOT_LIMIT_RECREATE && cond != COND_OK)
+		held = "remote";
+	report_condition(slot_name, cond, g, &st, NULL, held);
+}
+
 /* ---------- the task ---------- */
 
 long
@@ -1180,6 +1168,8 @@ slots_worker_task(void)
 	char	   *elsewhere = NULL;
 	const char *held = NULL;
 	bool		recreate;
+
+	TimestampTz started = GetCurrentTimestamp();
 
 	/* a standby never gets here (the worker starts after recovery), but be sure */
 	if (RecoveryInProgress())
@@ -1198,16 +1188,8 @@ slots_worker_task(void)
 	read_state(slot_name, &st);
 
 	if (!g.found)
-	{
 		elsewhere = slot_elsewhere(slot_name);
-		cond = elsewhere ? COND_ELSEWHERE : COND_MISSING;
-	}
-	else if (g.wal_status && strcmp(g.wal_status, "lost") == 0)
-		cond = COND_LOST;
-	else if (dfe_slot_limit_bytes() >= 0 && g.has_retained && g.retained > dfe_slot_limit_bytes())
-		cond = COND_OVER_LIMIT;
-	else
-		cond = COND_OK;
+	cond = judge_condition(&g, elsewhere);
 
 	recreate = dfe_slot_limit_action == SLOT_LIMIT_RECREATE &&
 		(cond == COND_OVER_LIMIT || cond == COND_LOST || cond == COND_MISSING);
@@ -1232,14 +1214,18 @@ slots_worker_task(void)
 	if (recreate && recreate_slot(slot_name, cond, &g, &st))
 		dfe_wake(DFE_NET_WORKER);
 
-	/* 4. bounded history */
-	if (TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(), (int) SLOT_PRUNE_INTERVAL_MS))
-	{
-		prune_history();
-		last_prune = GetCurrentTimestamp();
-	}
+	/*
+	 * 3. every remote target, multiplexed: none can delay another
+	 * (slot_remote.c); a hanging one costs at most one check_interval
+	 */
+	dfe_slot_remote_round();
 
-	return dfe_check_interval_s * 1000L;
+	/* 4. bounded history (slot_prune.c) */
+	dfe_slot_prune_if_due();
+
+	/* a check every check_interval, however long the remote answers took */
+	return Max(100L, dfe_check_interval_s * 1000L -
+			   (long) ((GetCurrentTimestamp() - started) / 1000));
 }
 
 /* ---------- SQL functions ---------- */
@@ -1281,10 +1267,32 @@ dfe_airbyte_slot_guard_settings(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(dfe_airbyte_check_slots_now);
 
+/* one check's sampling of the current target, SPI connected; returns the slots sampled */
+static int
+sample_now(DfeTargetScope *scope)
+{
+	GuardedSlot g;
+	GuardState	st;
+	const char *slot_name = dfe_setting_slot_name();
+	int			n;
+
+	if (scope != NULL)
+		return dfe_slot_sample_remote_now(scope);
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot sample replication slots during recovery"),
+				 errhint("Run dfe_airbyte_check_slots_now() on the primary.")));
+	n = sample_slots(slot_name, &g);
+	read_state(slot_name, &st);
+	return n;
+}
+
 /*
- * dfe_airbyte_check_slots_now() → (slots, elapsed_ms, buffers_hit,
- * buffers_read): the sampling part of one worker check, run in the caller's
- * transaction, with what it cost.
+ * dfe_airbyte_check_slots_now(target DEFAULT 'local') → (slots, elapsed_ms,
+ * buffers_hit, buffers_read): the sampling part of one worker check of the
+ * target, run in the caller's transaction, with what it cost (the buffers
+ * are this database's: a remote target's reads happen on its server).
  */
 Datum
 dfe_airbyte_check_slots_now(PG_FUNCTION_ARGS)
@@ -1295,17 +1303,12 @@ dfe_airbyte_check_slots_now(PG_FUNCTION_ARGS)
 	BufferUsage before = pgBufferUsage;
 	instr_time	start;
 	instr_time	elapsed;
-	GuardedSlot g;
-	GuardState	st;
+	const char *target = PG_NARGS() > 0 && !PG_ARGISNULL(0)
+		? text_to_cstring(PG_GETARG_TEXT_PP(0)) : DFE_LOCAL_TARGET;
+	DfeTargetScope *scope = NULL;
 	int			n;
-	const char *slot_name = dfe_setting_slot_name();
 
 	DFE_REQUIRE_MATCHING_SQL();
-	if (RecoveryInProgress())
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("cannot sample replication slots during recovery"),
-				 errhint("Run dfe_airbyte_check_slots_now() on the primary.")));
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -1315,14 +1318,17 @@ dfe_airbyte_check_slots_now(PG_FUNCTION_ARGS)
 
 	dfe_set_result_context(CurrentMemoryContext);
 	INSTR_TIME_SET_CURRENT(start);
+	if (strcmp(target, DFE_LOCAL_TARGET) != 0)
+		scope = dfe_target_scope_enter(target);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("dfe_airbyte could not connect to SPI"),
 				 errhint("This is a bug in dfe_airbyte.")));
-	n = sample_slots(slot_name, &g);
-	read_state(slot_name, &st);
+	n = sample_now(scope);
 	SPI_finish();
+	if (scope)
+		dfe_target_scope_leave(scope);
 	INSTR_TIME_SET_CURRENT(elapsed);
 	INSTR_TIME_SUBTRACT(elapsed, start);
 

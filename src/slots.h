@@ -14,8 +14,7 @@
 /* while the Airbyte slot stays over its limit (or lost/missing), remind this often */
 #define SLOT_RENOTIFY_MS		(3600L * 1000L)
 
-/* history pruning runs at most this often */
-#define SLOT_PRUNE_INTERVAL_MS	(60L * 1000L)
+/* history pruning runs at most every dfe_airbyte.test_prune_interval (60 s) */
 
 /* how long a recreation waits for a terminated walsender to let go of the slot */
 #define SLOT_RELEASE_WAIT_MS	10000L

@@ -51,8 +51,7 @@ dfe_xact_end(void)
 		MemoryContextSwitchTo(result_cxt);
 }
 
-/* the context results are copied into (the one dfe_xact_begin was called in) */
-static MemoryContext
+MemoryContext
 dfe_xact_result_context(void)
 {
 	return result_cxt ? result_cxt : CurrentMemoryContext;

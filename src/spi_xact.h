@@ -29,6 +29,9 @@ extern void dfe_xact_begin(const char *activity);
 /* disconnect SPI, commit, flush statistics (so autovacuum sees the history tables) */
 extern void dfe_xact_end(void);
 
+/* the context results are copied into (the one dfe_xact_begin was called in) */
+extern MemoryContext dfe_xact_result_context(void);
+
 /* for SQL functions that use SPI in the caller's transaction: copy results here */
 extern void dfe_set_result_context(MemoryContext cxt);
 

@@ -27,7 +27,11 @@
  *  - an allowlisted table called airbyte_heartbeat is left out: the
  *    heartbeat stream has a fixed shape and always comes last.
  *
- * Tables are looked up in dfe_airbyte.source_schema (default public).
+ * Tables are looked up in dfe_airbyte.source_schema (default public) of
+ * the current target's catalog (target_scope.h): the lists are this
+ * database's rows for that target, the catalog is the service database's,
+ * read through the one seam (target.h) with the same SQL text whether the
+ * target is local or remote.
  */
 #include "postgres.h"
 
@@ -36,11 +40,12 @@
 #include <cjson/cJSON.h>
 
 #include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/fmgroids.h"
+#include "utils/memutils.h"
 
 #include "dfe_assert.h"
 #include "settings.h"
@@ -63,49 +68,69 @@ is_airbyte_field(const char *name)
 }
 
 /*
- * Per allowlisted table (but the heartbeat): its primary key columns (NULL
- * when the table or its primary key does not exist) and its allowlisted
- * columns in stream order.
+ * The target's allowlist, read from this database: two text[] literals of
+ * the same length (table names, column names), NULL when it is empty.
+ */
+static const char *lists_query =
+"SELECT pg_catalog.array_agg(l.table_name ORDER BY l.table_name, l.column_name)::pg_catalog.text,"
+"       pg_catalog.array_agg(l.column_name ORDER BY l.table_name, l.column_name)::pg_catalog.text"
+"  FROM dfe_airbyte.allowlist l"
+" WHERE l.target OPERATOR(pg_catalog.=) $1";
+
+/*
+ * Per allowlisted table (but the heartbeat), read from the target's
+ * catalog: its primary key columns (NULL when the table or its primary key
+ * does not exist) and its allowlisted columns in stream order.  The
+ * allowlist comes in as parameters ($2 tables, $3 columns): the same text
+ * runs on the local database (SPI) and on a remote one (libpq), PostgreSQL
+ * 15 to 18, so every name and operator is qualified.
  */
 static const char *stream_query =
-"WITH t AS ("
-"    SELECT DISTINCT a.table_name FROM dfe_airbyte.allowlist a"
-"     WHERE a.target = $2 AND a.table_name <> '" STREAM_HEARTBEAT_NAME "'"
+"WITH a AS ("
+"    SELECT l.t AS table_name, l.c AS column_name"
+"      FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]),"
+"                      pg_catalog.unnest($3::pg_catalog.text[])) AS l(t, c)"
+"), t AS ("
+"    SELECT DISTINCT a.table_name FROM a"
+"     WHERE a.table_name OPERATOR(pg_catalog.<>) '" STREAM_HEARTBEAT_NAME "'"
 "), r AS ("
 "    SELECT t.table_name,"
 "           (SELECT c.oid FROM pg_catalog.pg_class c"
-"              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-"             WHERE n.nspname = $1 AND c.relname = t.table_name"
-"               AND c.relkind IN ('r', 'p')) AS relid"
+"              JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
+"             WHERE n.nspname OPERATOR(pg_catalog.=) $1::pg_catalog.text"
+"               AND c.relname OPERATOR(pg_catalog.=) t.table_name"
+"               AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p}'::pg_catalog.\"char\"[])) AS relid"
 "      FROM t"
 ") "
 "SELECT r.table_name,"
-"       (SELECT array_agg(att.attname::text ORDER BY k.ord)"
+"       (SELECT pg_catalog.array_agg(att.attname::pg_catalog.text ORDER BY k.ord)"
 "          FROM pg_catalog.pg_index i"
-"         CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
+"         CROSS JOIN LATERAL pg_catalog.unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
 "          JOIN pg_catalog.pg_attribute att"
-"            ON att.attrelid = i.indrelid AND att.attnum = k.attnum"
-"         WHERE i.indrelid = r.relid AND i.indisprimary"
-"           AND k.ord <= i.indnkeyatts) AS pk,"
-"       (SELECT array_agg(a.column_name"
-"                         ORDER BY att.attnum NULLS LAST, a.column_name COLLATE \"C\")"
-"          FROM dfe_airbyte.allowlist a"
+"            ON att.attrelid OPERATOR(pg_catalog.=) i.indrelid AND att.attnum OPERATOR(pg_catalog.=) k.attnum"
+"         WHERE i.indrelid OPERATOR(pg_catalog.=) r.relid AND i.indisprimary"
+"           AND k.ord OPERATOR(pg_catalog.<=) i.indnkeyatts)::pg_catalog.text AS pk,"
+"       (SELECT pg_catalog.array_agg(a.column_name"
+"                         ORDER BY att.attnum NULLS LAST, a.column_name COLLATE pg_catalog.\"C\")"
+"          FROM a"
 "          LEFT JOIN pg_catalog.pg_attribute att"
-"            ON att.attrelid = r.relid AND att.attname = a.column_name"
-"           AND att.attnum > 0 AND NOT att.attisdropped"
-"         WHERE a.target = $2 AND a.table_name = r.table_name) AS columns,"
+"            ON att.attrelid OPERATOR(pg_catalog.=) r.relid AND att.attname OPERATOR(pg_catalog.=) a.column_name"
+"           AND att.attnum OPERATOR(pg_catalog.>) 0 AND NOT att.attisdropped"
+"         WHERE a.table_name OPERATOR(pg_catalog.=) r.table_name)::pg_catalog.text AS columns,"
 "       r.relid IS NOT NULL AS table_exists"
 "  FROM r"
-" ORDER BY r.table_name COLLATE \"C\"";
+" ORDER BY r.table_name COLLATE pg_catalog.\"C\"";
 
-/* text[] datum → C strings */
+/* a text[] literal (as the server prints it) → C strings */
 static char **
-text_array_elems(Datum d, int *n)
+text_array_elems(const char *literal, int *n)
 {
+	Datum		d;
 	Datum	   *elems;
 	bool	   *nulls;
 	char	  **out;
 
+	d = OidInputFunctionCall(F_ARRAY_IN, (char *) literal, TEXTOID, -1);
 	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
 					  &elems, &nulls, n);
 	out = palloc(sizeof(char *) * Max(*n, 1));
@@ -256,75 +281,80 @@ heartbeat_stream(void)
 	return stream;
 }
 
+DfeRows *
+stream_config_catalog(void)
+{
+	const char *target = dfe_target_current();
+	const char *args[3];
+	DfeRows    *lists;
+
+	lists = dfe_target_query(dfe_target_open(DFE_LOCAL_TARGET), "read the allowlist",
+							 lists_query, 1, &target);
+	args[0] = dfe_setting_source_schema();
+	args[1] = dfe_rows_value(lists, 0, 0);
+	args[2] = dfe_rows_value(lists, 0, 1);
+	return dfe_target_query(dfe_target_current_target(), "read the allowlisted tables' columns and keys",
+							stream_query, 3, args);
+}
+
+/* one stream of the catalog's row */
+static cJSON *
+row_stream(DfeRows *r, int row)
+{
+	const char *table = dfe_rows_value(r, row, 0);
+	const char *pk_text = dfe_rows_value(r, row, 1);
+	const char *cols_text = dfe_rows_value(r, row, 2);
+	char	  **pk = NULL;
+	int			npk = 0;
+	char	  **cols = NULL;
+	int			ncols = 0;
+	cJSON	   *stream;
+
+	if (pk_text)
+		pk = text_array_elems(pk_text, &npk);
+	if (cols_text)
+		cols = text_array_elems(cols_text, &ncols);
+	/*
+	 * One stream per table, in byte order (the query's ORDER BY ...
+	 * COLLATE "C"): Airbyte rejects a configuration that names a stream
+	 * twice ("Duplicate stream found"), and the order keeps the PATCH body
+	 * stable.
+	 */
+	dfe_Assert(table != NULL);
+	dfe_Assert(row == 0 || strcmp(dfe_rows_value(r, row - 1, 0), table) < 0);
+	dfe_Assert(strcmp(table, STREAM_HEARTBEAT_NAME) != 0);
+	if (strcmp(dfe_rows_value(r, row, 3), "t") == 0 && npk == 0)
+		stream = full_refresh_stream(table, cols, ncols);
+	else
+		stream = table_stream(table, pk, npk, cols, ncols);
+	dfe_Assert(stream_selects_its_key(stream));
+	return stream;
+}
+
 char *
 stream_config_build(void)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	Oid			argtypes[2] = {TEXTOID, TEXTOID};
-	Datum		args[2];
+	MemoryContext work;
+	DfeRows    *r;
 	cJSON	   *root;
 	cJSON	   *configurations;
 	cJSON	   *streams;
 	char	   *json;
 	char	   *result;
-	int			rc;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		dfe_internal_error("dfe_airbyte: SPI_connect failed");
+	/* everything but the result in a context of its own, freed on return */
+	work = AllocSetContextCreate(caller, "dfe_airbyte stream config", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(work);
+	r = stream_config_catalog();
 
-	args[0] = CStringGetTextDatum(dfe_setting_source_schema());
-	args[1] = CStringGetTextDatum(dfe_target_current());
-	rc = SPI_execute_with_args(stream_query, 2, argtypes, args, NULL, true, 0);
-	if (rc != SPI_OK_SELECT)
-		dfe_internal_error("dfe_airbyte: reading the allowlist failed: %s",
-			 SPI_result_code_string(rc));
-
-	/* built in SPI's memory context, which SPI_finish() frees */
 	root = cJSON_CreateObject();
 	configurations = cJSON_CreateObject();
 	streams = cJSON_CreateArray();
 	cJSON_AddItemToObject(root, "configurations", configurations);
 	cJSON_AddItemToObject(configurations, "streams", streams);
-
-	for (uint64 row = 0; row < SPI_processed; row++)
-	{
-		HeapTuple	tuple = SPI_tuptable->vals[row];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		char	   *table = SPI_getvalue(tuple, desc, 1);
-		cJSON	   *stream;
-		Datum		d;
-		char	  **pk = NULL;
-		int			npk = 0;
-		char	  **cols = NULL;
-		int			ncols = 0;
-
-		d = SPI_getbinval(tuple, desc, 2, &isnull);
-		if (!isnull)
-			pk = text_array_elems(d, &npk);
-		d = SPI_getbinval(tuple, desc, 3, &isnull);
-		if (!isnull)
-			cols = text_array_elems(d, &ncols);
-
-		/*
-		 * One stream per table, in byte order (the query's ORDER BY ...
-		 * COLLATE "C"): Airbyte rejects a configuration that names a
-		 * stream twice ("Duplicate stream found"), and the order keeps the
-		 * PATCH body stable.
-		 */
-		dfe_Assert(table != NULL);
-		dfe_Assert(row == 0 ||
-				   strcmp(SPI_getvalue(SPI_tuptable->vals[row - 1], desc, 1), table) < 0);
-		dfe_Assert(strcmp(table, STREAM_HEARTBEAT_NAME) != 0);
-
-		d = SPI_getbinval(tuple, desc, 4, &isnull);
-		if (!isnull && DatumGetBool(d) && npk == 0)
-			stream = full_refresh_stream(table, cols, ncols);
-		else
-			stream = table_stream(table, pk, npk, cols, ncols);
-		dfe_Assert(stream_selects_its_key(stream));
-		cJSON_AddItemToArray(streams, stream);
-	}
+	for (int row = 0; row < r->nrows; row++)
+		cJSON_AddItemToArray(streams, row_stream(r, row));
 	cJSON_AddItemToArray(streams, heartbeat_stream());
 	dfe_Assert(stream_selects_its_key(cJSON_GetArrayItem(streams, cJSON_GetArraySize(streams) - 1)));
 
@@ -335,21 +365,35 @@ stream_config_build(void)
 				 errmsg("out of memory while building the stream configuration"),
 				 errhint("Retry when the server has more memory available.")));
 	result = MemoryContextStrdup(caller, json);
-
-	SPI_finish();
+	MemoryContextSwitchTo(caller);
+	MemoryContextDelete(work);
 	return result;
+}
+
+/* the function's optional last argument: the target, "local" by default */
+static DfeTargetScope *
+enter_target_arg(FunctionCallInfo fcinfo)
+{
+	const char *target = DFE_LOCAL_TARGET;
+
+	if (PG_NARGS() > 0 && !PG_ARGISNULL(0))
+		target = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	return dfe_target_scope_enter(target);
 }
 
 PG_FUNCTION_INFO_V1(dfe_airbyte_stream_config);
 
-/* dfe_airbyte_stream_config() → jsonb */
+/* dfe_airbyte_stream_config(target text DEFAULT 'local') → jsonb */
 Datum
 dfe_airbyte_stream_config(PG_FUNCTION_ARGS)
 {
 	char	   *json;
+	DfeTargetScope *scope;
 
 	DFE_REQUIRE_MATCHING_SQL();
+	scope = enter_target_arg(fcinfo);
 	json = stream_config_build();
+	dfe_target_scope_leave(scope);
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
 }
 
@@ -363,8 +407,11 @@ Datum
 dfe_airbyte_stream_config_json(PG_FUNCTION_ARGS)
 {
 	char	   *json;
+	DfeTargetScope *scope;
 
 	DFE_REQUIRE_MATCHING_SQL();
+	scope = enter_target_arg(fcinfo);
 	json = stream_config_build();
+	dfe_target_scope_leave(scope);
 	return DirectFunctionCall1(json_in, CStringGetDatum(json));
 }

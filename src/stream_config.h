@@ -9,12 +9,23 @@
  * The stream configuration as compact JSON text with the keys in the
  * gem's order (name, syncMode, cursorField, primaryKey, selectedFields):
  * the body of the connection PATCH.  Needs a transaction and an active
- * snapshot (it reads dfe_airbyte.allowlist and the catalog through SPI; a
+ * snapshot (it reads the current target's rows of dfe_airbyte.allowlist
+ * and, through target.h, the target's catalog: SPI for the local one, a
  * caller already connected to SPI is fine).  The result is palloc'd in the
  * caller's memory context.  The same lists and catalog give byte-identical
  * text.
  */
 extern char *stream_config_build(void);
+
+/*
+ * The current target's allowlisted tables (but the heartbeat), one row
+ * each in byte order of the name: table_name, pk (text[] literal of the
+ * primary key's columns, NULL without one), columns (text[] literal of the
+ * allowlisted columns in stream order), table_exists ("t"/"f").  Read from
+ * the target's catalog through target.h.
+ */
+#include "target.h"
+extern DfeRows *stream_config_catalog(void);
 
 /* the Airbyte heartbeat stream, always last */
 #define STREAM_HEARTBEAT_NAME "airbyte_heartbeat"

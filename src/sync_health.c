@@ -1,28 +1,27 @@
 /*
- * sync_health.c — the worker's watch over Airbyte's sync jobs.
+ * sync_health.c — the worker's watch over Airbyte's sync jobs, per target.
  *
- * Every dfe_airbyte.sync_poll_interval, when Airbyte is configured, the
- * worker reads the connection's newest sync job (and up to
- * MAX_OPEN_REFRESH older jobs it last saw unfinished, so that a job that
- * ended between two polls is not missed) and keeps them in
- * dfe_airbyte.sync_jobs.  dfe_airbyte.sync_health turns that into one row.
+ * Every dfe_airbyte.sync_poll_interval the task runs once per enabled target
+ * (dfe_for_each_target(), target_scope.h), with that target's settings:
+ * when Airbyte is configured for it, it reads the target's connection's
+ * newest sync job (and up to MAX_OPEN_REFRESH older jobs it last saw
+ * unfinished, so that a job that ended between two polls is not missed)
+ * and keeps them in dfe_airbyte.sync_jobs under the target's name.
+ * dfe_airbyte.sync_health turns that into one row per target.
  *
  * Transitions become events, once each: a job seen failing, syncs becoming
  * stale (and fresh again), the check itself starting to fail.  A job seen
- * succeeding for the first time triggers the policy tag drift repair
- * (Airbyte may have recreated a final table, dropping its tags), outside
- * any transaction.
+ * succeeding for the first time triggers the data flow checks and the
+ * policy tag drift repair (Airbyte may have recreated a final table,
+ * dropping its tags), outside any transaction.  One target's failure is a
+ * WARNING naming it and never stops the others.
  */
 #include "postgres.h"
 
-#include "access/xact.h"
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 
 #include "airbyte.h"
 #include "bigquery.h"
@@ -32,54 +31,19 @@
 #include "http.h"
 #include "settings.h"
 #include "shared.h"
+#include "spi_xact.h"
+#include "target_scope.h"
 #include "worker.h"
 
 /* older unfinished jobs read again per poll, at most */
 #define MAX_OPEN_REFRESH 5
 
-static MemoryContext sh_cxt = NULL;
-
-static void
-sh_begin(void)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	MemoryContextSwitchTo(sh_cxt);
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_connect();
-	/* what we allocate between here and the commit must outlive SPI_finish */
-	MemoryContextSwitchTo(sh_cxt);
-}
-
-static void
-sh_commit(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(sh_cxt);
-}
-
-static void
-sh_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
-		int expected)
-{
-	int			ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-
-	/* SPI leaves us in its procedure context; what we keep lives in ours */
-	MemoryContextSwitchTo(sh_cxt);
-	if (ret != expected)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("dfe_airbyte sync health bookkeeping failed: %s", SPI_result_code_string(ret)),
-				 errdetail("Statement: %s", sql),
-				 errhint("%s", DFE_UPDATE_HINT)));
-}
-
 typedef struct PollArgs
 {
 	List	   *open_ids;		/* int64* of older unfinished jobs */
 	List	   *jobs;			/* AirbyteJob* read now */
+	List	   *succeeded;		/* AirbyteJob* seen succeeding for the first time */
+	MemoryContext cxt;
 } PollArgs;
 
 static void
@@ -121,95 +85,282 @@ repair_fn(void *arg)
 	policy_tags_repair_after_sync(*(int64 *) arg);
 }
 
+/*
+ * " of target \"name\"" for the log lines of a remote target; nothing for
+ * the local one, whose messages stay as they were (events name their
+ * target in their own column, and in the log line, see events.c).
+ */
+static const char *
+of_target(void)
+{
+	if (strcmp(dfe_target_current(), DFE_LOCAL_TARGET) == 0)
+		return "";
+	return psprintf(" of target \"%s\"", dfe_target_current());
+}
+
+/* how to run the policy tag check of this target by hand */
+static const char *
+apply_call(void)
+{
+	if (strcmp(dfe_target_current(), DFE_LOCAL_TARGET) == 0)
+		return "dfe_airbyte_apply_policy_tags()";
+	return psprintf("dfe_airbyte_apply_policy_tags('%s')", dfe_target_current());
+}
+
+/* the target's row of sync_watch, written at its first check */
+static void
+ensure_watch_row(void)
+{
+	const char *args[1] = {dfe_target_current()};
+
+	dfe_sql("add the target's sync watch",
+			"INSERT INTO dfe_airbyte.sync_watch (target) VALUES ($1) ON CONFLICT (target) DO NOTHING",
+			1, args, SPI_OK_INSERT);
+}
+
+/* older jobs of this target we last saw unfinished */
+static void
+read_open_ids(PollArgs *a)
+{
+	const char *args[1] = {dfe_target_current()};
+
+	dfe_xact_begin("dfe_airbyte sync health: reading open jobs");
+	dfe_sql("read the unfinished jobs",
+			"SELECT job_id::text FROM dfe_airbyte.sync_jobs "
+			"WHERE target = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled') "
+			"ORDER BY job_id DESC LIMIT " CppAsString2(MAX_OPEN_REFRESH),
+			1, args, SPI_OK_SELECT);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		int64	   *id = MemoryContextAlloc(a->cxt, sizeof(int64));
+
+		*id = pg_strtoint64(dfe_col_text(i, 1));
+		a->open_ids = lappend(a->open_ids, id);
+	}
+	dfe_xact_end();
+}
+
 /* the check failed: record why (an event only when it starts failing) */
 static void
 record_check_error(const char *message)
 {
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
+	const char *args[2] = {dfe_target_current(), message};
 	bool		was_ok;
 
-	sh_begin();
-	values[0] = CStringGetTextDatum(message);
-	sh_exec("SELECT check_error IS NULL FROM dfe_airbyte.sync_watch", 0, NULL, NULL, NULL, SPI_OK_SELECT);
-	was_ok = SPI_processed > 0 &&
-		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0;
-	sh_exec("UPDATE dfe_airbyte.sync_watch SET checked_at = now(), check_error = $1, "
-			"watching_since = coalesce(watching_since, now())",
-			1, types, values, NULL, SPI_OK_UPDATE);
+	dfe_xact_begin("dfe_airbyte sync health: recording a failed check");
+	ensure_watch_row();
+	dfe_sql("read the last check",
+			"SELECT check_error IS NULL FROM dfe_airbyte.sync_watch WHERE target = $1",
+			1, args, SPI_OK_SELECT);
+	was_ok = SPI_processed > 0 && strcmp(dfe_col_text(0, 1), "t") == 0;
+	dfe_sql("record the failed check",
+			"UPDATE dfe_airbyte.sync_watch SET checked_at = now(), check_error = $2, "
+			"watching_since = coalesce(watching_since, now()) WHERE target = $1",
+			2, args, SPI_OK_UPDATE);
 	if (was_ok)
 		dfe_event("warning", "sync_check_failed", dfe_setting_connection_id(),
 				  psprintf("could not read the Airbyte sync jobs: %s", message), NULL);
-	sh_commit();
+	dfe_xact_end();
 }
 
 /* upsert one job; returns its previous status (NULL when new) */
 static char *
 upsert_job(AirbyteJob *job)
 {
-	Oid			types[5] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	char	   *old = NULL;
+	const char *args[6] = {
+		dfe_target_current(), dfe_int64_str(job->job_id), job->status, job->job_type,
+		job->start_time, job->last_updated_at
+	};
 
-	values[0] = Int64GetDatum(job->job_id);
-	sh_exec("SELECT status FROM dfe_airbyte.sync_jobs WHERE job_id = $1",
-			1, types, values, NULL, SPI_OK_SELECT);
-	if (SPI_processed > 0)
-		old = MemoryContextStrdup(sh_cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	dfe_sql("read the job's status",
+			"SELECT status FROM dfe_airbyte.sync_jobs WHERE target = $1 AND job_id = $2::bigint",
+			2, args, SPI_OK_SELECT);
+	{
+		char	   *old = SPI_processed > 0 ? dfe_col_text(0, 1) : NULL;
 
-	values[1] = CStringGetTextDatum(job->status);
-	values[2] = job->job_type ? CStringGetTextDatum(job->job_type) : (Datum) 0;
-	nulls[2] = job->job_type ? ' ' : 'n';
-	values[3] = job->start_time ? CStringGetTextDatum(job->start_time) : (Datum) 0;
-	nulls[3] = job->start_time ? ' ' : 'n';
-	values[4] = job->last_updated_at ? CStringGetTextDatum(job->last_updated_at) : (Datum) 0;
-	nulls[4] = job->last_updated_at ? ' ' : 'n';
-	sh_exec("INSERT INTO dfe_airbyte.sync_jobs AS j (job_id, status, job_type, started_at, last_updated_at) "
-			"VALUES ($1, $2, $3, $4::timestamptz, $5::timestamptz) "
-			"ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, job_type = excluded.job_type, "
-			"started_at = excluded.started_at, last_updated_at = excluded.last_updated_at, last_seen = now()",
-			5, types, values, nulls, SPI_OK_INSERT);
-	return old;
+		dfe_sql("record the job",
+				"INSERT INTO dfe_airbyte.sync_jobs AS j (target, job_id, status, job_type, started_at, last_updated_at) "
+				"VALUES ($1, $2::bigint, $3, $4, $5::timestamptz, $6::timestamptz) "
+				"ON CONFLICT (target, job_id) DO UPDATE SET status = excluded.status, job_type = excluded.job_type, "
+				"started_at = excluded.started_at, last_updated_at = excluded.last_updated_at, last_seen = now()",
+				6, args, SPI_OK_INSERT);
+		return old;
+	}
 }
 
-long
-sync_health_worker_task(void)
+static void
+note_job(PollArgs *a, AirbyteJob *job)
 {
-	long		interval_ms = (long) dfe_sync_poll_interval_s * 1000L;
-	PollArgs	a = {NIL, NIL};
-	List	   *repair = NIL;
-	List	   *succeeded = NIL;	/* AirbyteJob*: data flow checks */
-	ListCell   *lc;
-	uint64		i;
-	char	   *error = NULL;
-	bool		stale = false;
-	bool		stale_known = false;
-	bool		was_stale = false;
+	char	   *old = upsert_job(job);
+	bool		changed = old == NULL || strcmp(old, job->status) != 0;
 
-	sh_cxt = CurrentMemoryContext;
-	if (!airbyte_configured())
-		return interval_ms;
-
-	/* older jobs we last saw unfinished */
-	sh_begin();
-	sh_exec("SELECT job_id FROM dfe_airbyte.sync_jobs "
-			"WHERE status NOT IN ('succeeded', 'failed', 'cancelled') "
-			"ORDER BY job_id DESC LIMIT " CppAsString2(MAX_OPEN_REFRESH),
-			0, NULL, NULL, NULL, SPI_OK_SELECT);
-	for (i = 0; i < SPI_processed; i++)
+	flow_note_job_progress(job);
+	if (changed && strcmp(job->status, "succeeded") == 0)
 	{
-		bool		isnull;
-		int64	   *id = MemoryContextAlloc(sh_cxt, sizeof(int64));
+		/* SPI's context goes at the commit; the list must outlive it */
+		MemoryContext old = MemoryContextSwitchTo(a->cxt);
 
-		*id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		a.open_ids = lappend(a.open_ids, id);
+		a->succeeded = lappend(a->succeeded, job);
+		MemoryContextSwitchTo(old);
 	}
-	sh_commit();
+	if (changed && (strcmp(job->status, "failed") == 0 ||
+					strcmp(job->status, "cancelled") == 0))
+		dfe_event("warning", "sync_failed", psprintf("job " INT64_FORMAT, job->job_id),
+				  psprintf("Airbyte sync job " INT64_FORMAT " %s; see its logs in the Airbyte UI (connection %s)",
+						   job->job_id,
+						   strcmp(job->status, "failed") == 0 ? "failed" : "was cancelled",
+						   dfe_setting_connection_id()),
+				  NULL);
+}
+
+/* the jobs read: recorded, the watch updated, the history pruned */
+static void
+record_jobs(PollArgs *a)
+{
+	const char *args[3] = {
+		dfe_target_current(), psprintf("%d", dfe_history_retention_min),
+		psprintf("%d", dfe_history_max_rows)
+	};
+	ListCell   *lc;
+
+	dfe_xact_begin("dfe_airbyte sync health: recording jobs");
+	ensure_watch_row();
+	foreach(lc, a->jobs)
+		note_job(a, lfirst(lc));
+	dfe_sql("record the check",
+			"UPDATE dfe_airbyte.sync_watch SET checked_at = now(), check_error = NULL, "
+			"watching_since = coalesce(watching_since, now()) WHERE target = $1",
+			1, args, SPI_OK_UPDATE);
+	/* prune: retention and row cap, keeping the target's newest success */
+	dfe_sql("prune old jobs",
+			"DELETE FROM dfe_airbyte.sync_jobs "
+			"WHERE target = $1 AND last_seen < now() - make_interval(mins => $2::int) "
+			"AND job_id IS DISTINCT FROM (SELECT max(job_id) FROM dfe_airbyte.sync_jobs "
+			"                            WHERE target = $1 AND status = 'succeeded')",
+			2, args, SPI_OK_DELETE);
+	args[1] = args[2];
+	dfe_sql("cap the jobs",
+			"DELETE FROM dfe_airbyte.sync_jobs "
+			"WHERE target = $1 AND job_id <= (SELECT job_id FROM dfe_airbyte.sync_jobs WHERE target = $1 "
+			"                 ORDER BY job_id DESC OFFSET $2::int LIMIT 1) "
+			"AND job_id IS DISTINCT FROM (SELECT max(job_id) FROM dfe_airbyte.sync_jobs "
+			"                            WHERE target = $1 AND status = 'succeeded')",
+			2, args, SPI_OK_DELETE);
+	dfe_xact_end();
+}
+
+static void
+stale_event(bool stale, const char *success, const char *since, const char *after)
+{
+	if (stale)
+		dfe_event("warning", "sync_stale", dfe_setting_connection_id(),
+				  success
+				  ? psprintf("no successful Airbyte sync since %s (dfe_airbyte.sync_stale_after = %s)", success, after)
+				  : psprintf("no successful Airbyte sync seen since the worker started watching at %s (dfe_airbyte.sync_stale_after = %s)", since, after),
+				  NULL);
+	else
+		dfe_event("info", "sync_fresh", dfe_setting_connection_id(),
+				  psprintf("Airbyte syncs succeed again (last success %s)", success ? success : "unknown"),
+				  NULL);
+}
+
+/* staleness, as the view computes it; an event per transition */
+static void
+check_staleness(void)
+{
+	const char *args[2] = {dfe_target_current(), NULL};
+
+	dfe_xact_begin("dfe_airbyte sync health: staleness");
+	dfe_sql("read the staleness",
+			"SELECT h.stale, w.stale, h.last_success_at, h.watching_since, h.stale_after "
+			"FROM dfe_airbyte.sync_health h JOIN dfe_airbyte.sync_watch w ON w.target = h.target "
+			"WHERE h.target = $1",
+			1, args, SPI_OK_SELECT);
+	if (SPI_processed > 0 && !dfe_col_isnull(0, 1))
+	{
+		bool		stale = strcmp(dfe_col_text(0, 1), "t") == 0;
+		bool		was_stale = strcmp(dfe_col_text(0, 2), "t") == 0;
+
+		if (stale != was_stale)
+		{
+			stale_event(stale, dfe_col_text(0, 3), dfe_col_text(0, 4), dfe_col_text(0, 5));
+			args[1] = stale ? "true" : "false";
+			dfe_sql("record the staleness",
+					"UPDATE dfe_airbyte.sync_watch SET stale = $2::boolean WHERE target = $1",
+					2, args, SPI_OK_UPDATE);
+		}
+	}
+	dfe_xact_end();
+}
+
+/* data flow checks after each newly seen success */
+static void
+run_flow_checks(PollArgs *a)
+{
+	ListCell   *lc;
+
+	foreach(lc, a->succeeded)
+	{
+		char	   *msg = http_try(flow_checks_fn, lfirst(lc), a->cxt);
+
+		if (msg)
+			ereport(LOG,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("dfe_airbyte could not check the data flow%s after sync job " INT64_FORMAT ": %s",
+							of_target(), ((AirbyteJob *) lfirst(lc))->job_id, msg),
+					 errhint("It is checked again after the next successful sync.")));
+	}
+}
+
+/* drift repair after each newly seen success, outside any transaction */
+static void
+run_repairs(PollArgs *a)
+{
+	ListCell   *lc;
+
+	foreach(lc, a->succeeded)
+	{
+		int64		job_id = ((AirbyteJob *) lfirst(lc))->job_id;
+		char	   *msg;
+
+		if (bigquery_configured())
+			ereport(LOG,
+					(errmsg("dfe_airbyte: sync job " INT64_FORMAT "%s succeeded; checking the policy tags",
+							job_id, of_target())));
+		else
+			ereport(DEBUG1,
+					(errmsg_internal("dfe_airbyte: sync job " INT64_FORMAT " succeeded; BigQuery is not configured, so no policy tag check", job_id)));
+		msg = http_try(repair_fn, &job_id, a->cxt);
+		if (msg)
+		{
+			dfe_xact_begin("dfe_airbyte sync health: recording a failed repair");
+			dfe_event("warning", "policy_tags_repair_failed", psprintf("job " INT64_FORMAT, job_id),
+					  psprintf("the policy tag check after sync job " INT64_FORMAT " failed: %s; it runs again after the next sync, or run SELECT * FROM %s",
+							   job_id, msg, apply_call()),
+					  NULL);
+			dfe_xact_end();
+		}
+	}
+}
+
+/* one target's poll, in its scope (dfe_for_each_target) */
+static void
+sync_health_for_target(const char *target, void *arg)
+{
+	PollArgs	a;
+	char	   *error;
+	int64		newest_success = 0;
+	ListCell   *lc;
+
+	if (!airbyte_configured())
+		return;
+	memset(&a, 0, sizeof(a));
+	a.cxt = CurrentMemoryContext;
+	read_open_ids(&a);
 
 	/* Airbyte, outside any transaction */
 	pgstat_report_activity(STATE_RUNNING, "dfe_airbyte sync health: reading Airbyte jobs");
-	error = http_try(read_jobs_fn, &a, sh_cxt);
+	error = http_try(read_jobs_fn, &a, a.cxt);
 	if (error == NULL)
 		connection_watch_read();
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -217,141 +368,30 @@ sync_health_worker_task(void)
 	if (error)
 		record_check_error(error);
 	else
-	{
-		sh_begin();
-		foreach(lc, a.jobs)
-		{
-			AirbyteJob *job = lfirst(lc);
-			char	   *old = upsert_job(job);
-			bool		changed = old == NULL || strcmp(old, job->status) != 0;
-
-			flow_note_job_progress(job);
-			if (changed && strcmp(job->status, "succeeded") == 0)
-			{
-				int64	   *id = MemoryContextAlloc(sh_cxt, sizeof(int64));
-
-				succeeded = lappend(succeeded, job);
-
-				*id = job->job_id;
-				repair = lappend(repair, id);
-			}
-			if (changed && (strcmp(job->status, "failed") == 0 ||
-							strcmp(job->status, "cancelled") == 0))
-				dfe_event("warning", "sync_failed", psprintf("job " INT64_FORMAT, job->job_id),
-						  psprintf("Airbyte sync job " INT64_FORMAT " %s; see its logs in the Airbyte UI (connection %s)",
-								   job->job_id,
-								   strcmp(job->status, "failed") == 0 ? "failed" : "was cancelled",
-								   dfe_setting_connection_id()),
-						  NULL);
-		}
-		sh_exec("UPDATE dfe_airbyte.sync_watch SET checked_at = now(), check_error = NULL, "
-				"watching_since = coalesce(watching_since, now())",
-				0, NULL, NULL, NULL, SPI_OK_UPDATE);
-		/* prune: retention and row cap, keeping the newest success */
-		{
-			Oid			types[2] = {INT4OID, INT4OID};
-			Datum		values[2];
-
-			values[0] = Int32GetDatum(dfe_history_retention_min);
-			values[1] = Int32GetDatum(dfe_history_max_rows);
-			sh_exec("DELETE FROM dfe_airbyte.sync_jobs "
-					"WHERE last_seen < now() - make_interval(mins => $1) "
-					"AND job_id IS DISTINCT FROM (SELECT max(job_id) FROM dfe_airbyte.sync_jobs "
-					"                            WHERE status = 'succeeded')",
-					1, types, values, NULL, SPI_OK_DELETE);
-			sh_exec("DELETE FROM dfe_airbyte.sync_jobs "
-					"WHERE job_id <= (SELECT job_id FROM dfe_airbyte.sync_jobs "
-					"                 ORDER BY job_id DESC OFFSET $1 LIMIT 1) "
-					"AND job_id IS DISTINCT FROM (SELECT max(job_id) FROM dfe_airbyte.sync_jobs "
-					"                            WHERE status = 'succeeded')",
-					1, types + 1, values + 1, NULL, SPI_OK_DELETE);
-		}
-		sh_commit();
-	}
-
-	/* staleness, as the view computes it; an event per transition */
-	sh_begin();
-	sh_exec("SELECT h.stale, w.stale, h.last_success_at, h.watching_since, h.stale_after "
-			"FROM dfe_airbyte.sync_health h, dfe_airbyte.sync_watch w",
-			0, NULL, NULL, NULL, SPI_OK_SELECT);
-	if (SPI_processed > 0)
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-		stale_known = !isnull;
-		stale = !isnull && DatumGetBool(d);
-		was_stale = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		if (stale_known && stale != was_stale)
-		{
-			char	   *success = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-			char	   *since = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
-			char	   *after = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5);
-			Oid			types[1] = {BOOLOID};
-			Datum		values[1];
-
-			if (stale)
-				dfe_event("warning", "sync_stale", dfe_setting_connection_id(),
-						  success
-						  ? psprintf("no successful Airbyte sync since %s (dfe_airbyte.sync_stale_after = %s)", success, after)
-						  : psprintf("no successful Airbyte sync seen since the worker started watching at %s (dfe_airbyte.sync_stale_after = %s)", since, after),
-						  NULL);
-			else
-				dfe_event("info", "sync_fresh", dfe_setting_connection_id(),
-						  psprintf("Airbyte syncs succeed again (last success %s)", success ? success : "unknown"),
-						  NULL);
-			values[0] = BoolGetDatum(stale);
-			sh_exec("UPDATE dfe_airbyte.sync_watch SET stale = $1", 1, types, values, NULL, SPI_OK_UPDATE);
-		}
-	}
-	sh_commit();
-
-	/* data flow checks after each newly seen success (local only) */
-	foreach(lc, succeeded)
-	{
-		char	   *msg = http_try(flow_checks_fn, lfirst(lc), sh_cxt);
-
-		if (msg)
-			ereport(LOG,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("dfe_airbyte could not check the data flow after sync job " INT64_FORMAT ": %s",
-							((AirbyteJob *) lfirst(lc))->job_id, msg),
-					 errhint("It is checked again after the next successful sync.")));
-	}
+		record_jobs(&a);
+	check_staleness();
+	run_flow_checks(&a);
 
 	/* the connection itself: status, and drift after a success (connection.c) */
 	if (error == NULL)
 	{
-		int64		newest_success = 0;
-
-		foreach(lc, repair)
-			newest_success = Max(newest_success, *(int64 *) lfirst(lc));
+		foreach(lc, a.succeeded)
+			newest_success = Max(newest_success, ((AirbyteJob *) lfirst(lc))->job_id);
 		connection_watch_poll(a.jobs, newest_success);
 	}
+	run_repairs(&a);
+}
 
-	/* drift repair after each newly seen success, outside any transaction */
-	foreach(lc, repair)
-	{
-		int64		job_id = *(int64 *) lfirst(lc);
-		char	   *msg;
+long
+sync_health_worker_task(void)
+{
+	long		interval_ms = (long) dfe_sync_poll_interval_s * 1000L;
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "dfe_airbyte sync health",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
 
-		if (bigquery_configured())
-			ereport(LOG,
-					(errmsg("dfe_airbyte: sync job " INT64_FORMAT " succeeded; checking the policy tags", job_id)));
-		else
-			ereport(DEBUG1,
-					(errmsg_internal("dfe_airbyte: sync job " INT64_FORMAT " succeeded; BigQuery is not configured, so no policy tag check", job_id)));
-		msg = http_try(repair_fn, &job_id, sh_cxt);
-
-		if (msg)
-		{
-			sh_begin();
-			dfe_event("warning", "policy_tags_repair_failed", psprintf("job " INT64_FORMAT, job_id),
-					  psprintf("the policy tag check after sync job " INT64_FORMAT " failed: %s; it runs again after the next sync, or run SELECT * FROM dfe_airbyte_apply_policy_tags()",
-							   job_id, msg),
-					  NULL);
-			sh_commit();
-		}
-	}
+	dfe_for_each_target(sync_health_for_target, NULL);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
 	return interval_ms;
 }

@@ -234,21 +234,49 @@ report_remote_failure(DfeTarget *t, const char *what)
 			 : errhint("The statement ran on the target's server; its log has the details.")));
 }
 
-DfeRows *
-dfe_target_query(DfeTarget *t, const char *what, const char *sql,
-				 int nparams, const char *const *params)
+static DfeRows *
+remote_query(DfeTarget *t, const char *what, const char *sql,
+			 int nparams, const char *const *params, int timeout_ms)
 {
-	TimestampTz deadline;
-	DfeRows    *r;
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
-	if (!t->tc)
-		return local_query(what, sql, nparams, params);
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), dfe_target_timeout_ms);
 	tc_submit(t->tc, sql, nparams, params, deadline);
 	tc_run(&t->tc, 1);
 	if (tc_state(t->tc) != TC_DONE)
 		report_remote_failure(t, what);
-	r = copy_pg_rows(tc_result(t->tc));
+	return copy_pg_rows(tc_result(t->tc));
+}
+
+DfeRows *
+dfe_target_query(DfeTarget *t, const char *what, const char *sql,
+				 int nparams, const char *const *params)
+{
+	if (!t->tc)
+		return local_query(what, sql, nparams, params);
+	return remote_query(t, what, sql, nparams, params, dfe_target_timeout_ms);
+}
+
+/*
+ * The connection's statement_timeout is dfe_airbyte.target_timeout (a
+ * startup option, target_conn.c); it is raised for the one long query and
+ * set back after it.  After a failure the connection may keep the longer
+ * value: the client's deadline still bounds every later query.
+ */
+DfeRows *
+dfe_target_query_long(DfeTarget *t, const char *what, const char *sql,
+					  int nparams, const char *const *params, int timeout_ms)
+{
+	static const char *const set_sql = "SELECT pg_catalog.set_config('statement_timeout', $1, false)";
+	const char *arg[1];
+	DfeRows    *r;
+
+	if (!t->tc)
+		return local_query(what, sql, nparams, params);
+	arg[0] = psprintf("%d", timeout_ms);
+	(void) remote_query(t, "raise the statement timeout", set_sql, 1, arg, dfe_target_timeout_ms);
+	r = remote_query(t, what, sql, nparams, params, timeout_ms);
+	arg[0] = psprintf("%d", dfe_target_timeout_ms);
+	(void) remote_query(t, "restore the statement timeout", set_sql, 1, arg, dfe_target_timeout_ms);
 	return r;
 }
 

@@ -48,6 +48,14 @@ extern DfeTarget *dfe_target_open_conninfo(const char *name, const char *conninf
 extern DfeRows *dfe_target_query(DfeTarget *t, const char *what, const char *sql,
 								 int nparams, const char *const *params);
 
+/*
+ * The same for a query that may take long (reconciliation's checksums of a
+ * whole table): timeout_ms instead of dfe_airbyte.target_timeout, as the
+ * client's deadline and as the remote session's statement_timeout.
+ */
+extern DfeRows *dfe_target_query_long(DfeTarget *t, const char *what, const char *sql,
+									  int nparams, const char *const *params, int timeout_ms);
+
 extern const char *dfe_rows_value(DfeRows *r, int row, int col);
 
 extern const char *dfe_target_name(DfeTarget *t);

@@ -802,11 +802,29 @@ advance_all(TargetConn **conns, int n, bool *fired)
 	return any ? timeout : -1;
 }
 
-void
-tc_run(TargetConn **conns, int n)
+/* how many of conns are in flight */
+static int
+count_in_flight(TargetConn **conns, int n)
+{
+	int			k = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (in_flight(conns[i]))
+			k++;
+	return k;
+}
+
+/*
+ * The loop of tc_run() and tc_run_some(): drives conns until none is in
+ * flight or, with first_only, until fewer are than at the start.
+ */
+static int
+run_loop(TargetConn **conns, int n, bool first_only)
 {
 	bool	   *fired = palloc0(sizeof(bool) * Max(n, 1));
 	WaitEvent  *events = palloc(sizeof(WaitEvent) * (n + 2));
+	int			at_start = count_in_flight(conns, n);
 
 	reap_abandoned();
 	for (;;)
@@ -819,6 +837,8 @@ tc_run(TargetConn **conns, int n)
 		CHECK_FOR_INTERRUPTS();
 		timeout = advance_all(conns, n, fired);
 		if (timeout < 0)
+			break;
+		if (first_only && count_in_flight(conns, n) < at_start)
 			break;
 		if (timeout == 0)
 			continue;
@@ -853,6 +873,19 @@ tc_run(TargetConn **conns, int n)
 	}
 	pfree(fired);
 	pfree(events);
+	return count_in_flight(conns, n);
+}
+
+void
+tc_run(TargetConn **conns, int n)
+{
+	(void) run_loop(conns, n, false);
+}
+
+int
+tc_run_some(TargetConn **conns, int n)
+{
+	return run_loop(conns, n, true);
 }
 
 TargetConnState

@@ -52,6 +52,13 @@ extern void tc_submit(TargetConn *tc, const char *sql, int nparams,
 /* Drives the given connections until none is in flight; checks interrupts at least once a second. */
 extern void tc_run(TargetConn **conns, int n);
 
+/*
+ * Drives them until at least one more has its answer (or failed), so that a
+ * caller can act on each answer as it arrives; returns how many are still
+ * in flight (0: all finished).
+ */
+extern int	tc_run_some(TargetConn **conns, int n);
+
 extern TargetConnState tc_state(TargetConn *tc);
 extern const char *tc_name(TargetConn *tc);
 extern PGresult *tc_result(TargetConn *tc);	/* owned by tc until the next submit */

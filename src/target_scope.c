@@ -24,6 +24,8 @@ struct DfeTargetScope
 	char	   *name;
 	List	   *applied;		/* GUC names set for this target */
 	DfeTarget  *target;			/* opened on first use */
+	SubTransactionId subxid;	/* the (sub)transaction that entered it, */
+	uint64		xact_gen;		/* ... in this top-level transaction */
 	MemoryContext cxt;
 };
 
@@ -31,21 +33,53 @@ struct DfeTargetScope
 static DfeTargetScope *open_scope = NULL;
 
 /*
- * A scope open when its transaction aborted (an ERROR in a function that
- * entered it, or in a worker task): the current target is "local" again at
- * once, and its settings are reset at the next enter or reset — not during
+ * A scope entered in a transaction (a SQL function's) that aborted: the
+ * current target is "local" again at once, and its settings are reset at the next enter or reset — not during
  * the abort, where AtEOXact_GUC would undo the reset itself.  Values set in
  * the aborted transaction are rolled back by the abort anyway.
  */
 static DfeTargetScope *stale_scope = NULL;
 static bool callback_registered = false;
 
+/* counts top-level transaction ends: subtransaction ids restart in each */
+static uint64 xact_generation = 0;
+
 static void leave_scope(DfeTargetScope *scope);
 
 static void
 scope_xact_callback(XactEvent event, void *arg)
 {
-	if ((event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) && open_scope != NULL)
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		xact_generation++;
+	/*
+	 * A worker task's scope, entered outside any transaction, spans its
+	 * short transactions and outlives the abort of one (http_try() catches
+	 * an error and aborts it): the task goes on for the same target, and
+	 * dfe_for_each_target() resets the scope when the task itself fails.
+	 */
+	if ((event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) && open_scope != NULL &&
+		open_scope->subxid != InvalidSubTransactionId)
+	{
+		stale_scope = open_scope;
+		open_scope = NULL;
+	}
+}
+
+/*
+ * The same for a subtransaction rolled back (ROLLBACK TO SAVEPOINT, a
+ * PL/pgSQL exception block) that entered the scope: the transaction goes
+ * on, and what it does next must not be the target's.  A scope entered
+ * before the subtransaction stays open: its caller catches the error and
+ * carries on in it (config_problems does, per remote target).
+ */
+static void
+scope_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && open_scope != NULL && open_scope->subxid == mySubid &&
+		open_scope->xact_gen == xact_generation)
 	{
 		stale_scope = open_scope;
 		open_scope = NULL;
@@ -132,6 +166,7 @@ dfe_target_scope_enter(const char *target)
 	if (!callback_registered)
 	{
 		RegisterXactCallback(scope_xact_callback, NULL);
+		RegisterSubXactCallback(scope_subxact_callback, NULL);
 		callback_registered = true;
 	}
 
@@ -140,6 +175,8 @@ dfe_target_scope_enter(const char *target)
 	scope = MemoryContextAllocZero(cxt, sizeof(DfeTargetScope));
 	scope->cxt = cxt;
 	scope->name = MemoryContextStrdup(cxt, target);
+	scope->subxid = IsTransactionState() ? GetCurrentSubTransactionId() : InvalidSubTransactionId;
+	scope->xact_gen = xact_generation;
 	open_scope = scope;
 
 	r = read_targets("read the target's settings",
@@ -204,6 +241,22 @@ dfe_target_scope_reset(void)
 		dfe_target_scope_leave(open_scope);
 }
 
+DfeTargetScope *
+dfe_target_scope_current(void)
+{
+	return open_scope;
+}
+
+void
+dfe_target_scope_resume(DfeTargetScope *scope)
+{
+	if (scope != NULL && scope == stale_scope && open_scope == NULL)
+	{
+		stale_scope = NULL;
+		open_scope = scope;
+	}
+}
+
 const char *
 dfe_target_current(void)
 {
@@ -215,12 +268,33 @@ dfe_target_scope_target(DfeTargetScope *scope)
 {
 	if (scope->target == NULL)
 	{
-		MemoryContext old = MemoryContextSwitchTo(scope->cxt);
+		/* opening reads dfe_airbyte.targets: a short transaction when none is open */
+		bool		own = !IsTransactionState();
+		MemoryContext old = CurrentMemoryContext;
 
+		if (own)
+		{
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+		}
+		MemoryContextSwitchTo(scope->cxt);
 		scope->target = dfe_target_open(scope->name);
+		if (own)
+		{
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
 		MemoryContextSwitchTo(old);
 	}
 	return scope->target;
+}
+
+DfeTarget *
+dfe_target_current_target(void)
+{
+	if (open_scope != NULL)
+		return dfe_target_scope_target(open_scope);
+	return dfe_target_open(DFE_LOCAL_TARGET);
 }
 
 List *

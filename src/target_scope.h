@@ -46,11 +46,30 @@ extern void dfe_target_scope_leave(DfeTargetScope *scope);
 /* After an error: leaves whatever scope is open (no-op when none is). */
 extern void dfe_target_scope_reset(void);
 
+/* The open scope, NULL outside any. */
+extern DfeTargetScope *dfe_target_scope_current(void);
+
+/*
+ * A task that caught an error inside a scope it entered outside any
+ * transaction (dfe_for_each_target) and goes on for the same target: the
+ * abort made the current target "local"; this makes the scope current again.
+ * Its settings were applied outside the aborted transaction and still hold.
+ */
+extern void dfe_target_scope_resume(DfeTargetScope *scope);
+
 /* The target of the current scope, "local" outside any scope. */
 extern const char *dfe_target_current(void);
 
-/* The target to query, opened on first use, closed at leave. */
+/* The target to query, opened on first use (in a short transaction of its own when none is open), closed at leave. */
 extern DfeTarget *dfe_target_scope_target(DfeTargetScope *scope);
+
+/*
+ * The target of the current scope to query (dfe_target_scope_target() of
+ * the open scope), or the local one outside any scope: for code that
+ * builds something for "the current service" without being handed the
+ * scope (the stream configuration, the configuration check).
+ */
+extern DfeTarget *dfe_target_current_target(void);
 
 /*
  * Names (palloc'd char *) of the enabled targets, "local" first when it is

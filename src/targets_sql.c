@@ -57,6 +57,7 @@ static const struct
 	{"sync_interval", SK_INT},
 	{"sync_stale_after", SK_INT},
 	{"migration_wait_timeout", SK_INT},
+	{"migration_poll_interval", SK_INT},
 	{"disk_size", SK_MB},
 };
 

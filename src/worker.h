@@ -16,8 +16,11 @@
 /* deploy.c: queued deploys, wait=>true requests, the deploy state machine */
 extern long deploy_worker_task(void);
 
-/* deploy.c: run once at worker start, before any task (crash recovery) */
+/* deploy_record.c: run once at worker start, before any task (crash recovery) */
 extern void deploy_worker_startup(void);
+
+/* deploy_migration.c: a deploy when a remote target's schema_migrations gains a version */
+extern long migration_watch_task(void);
 
 /* slots.c (guard worker): slot sampling, limit actions, history retention */
 extern long slots_worker_task(void);

@@ -10,15 +10,42 @@ use TAP::Harness;
 # spent waiting on a worker, a fake server or a simulated sync schedule, not
 # on the CPU, so the suite's wall time nearly halves on a 2-core machine.
 # Every test waits with generous deadlines, never tight timing.
+# A file runs on the Airbyte profile its argument names ("0.60:test/t/F.pl"),
+# else on $ENV{DFE_AIRBYTE_PROFILE} (default 2.x), each profile's clusters
+# and logs under its own TESTDIR (test/profile-P/ for the older profiles,
+# $ENV{TESTDIR} for the default one): test/check hands every (profile, file)
+# run to one harness, so that both job slots stay busy to the end.
+my $default_profile = $ENV{DFE_AIRBYTE_PROFILE} // '2.x';
+my $default_testdir = $ENV{TESTDIR};
+my $testroot = $ENV{DFE_TOP} ? "$ENV{DFE_TOP}/test" : 'test';
+sub profile_of
+{
+	my ($arg) = @_;
+	return $arg =~ /^([^:\/]+):(.+)$/ ? ($1, $2) : ($default_profile, $arg);
+}
 my $harness = TAP::Harness->new({
     verbosity => ($ENV{TAP_VERBOSE} ? 1 : 0),
     lib => [],
     jobs => ($ENV{TAP_JOBS} // 2),
+    # each file's wall time, to see which ones make the suite slow
+    timer => 1,
+    exec => sub {
+        my ($h, $arg) = @_;
+        my ($profile, $file) = profile_of($arg);
+        my $testdir = $profile eq $default_profile && defined $default_testdir
+          ? $default_testdir : "$testroot/profile-$profile";
+        mkdir $testdir;
+        # TESTDIR is what PostgreSQL 15's PostgreSQL::Test::Utils reads; from
+        # 16 on it reads TESTDATADIR and TESTLOGDIR instead (as PGXS's
+        # prove_check sets them) and would otherwise put tmp_check relative
+        # to the working directory
+        return [ 'env', "DFE_AIRBYTE_PROFILE=$profile", "TESTDIR=$testdir",
+                 "TESTDATADIR=$testdir/tmp_check", "TESTLOGDIR=$testdir/tmp_check/log", $^X, $file ];
+    },
 });
 # each run is named after its Airbyte profile (test/check runs the Airbyte
 # files once per profile)
-my $profile = $ENV{DFE_AIRBYTE_PROFILE};
-my @tests = map { defined $profile ? [ $_, "$_ [airbyte $profile]" ] : $_ } @ARGV;
+my @tests = map { my ($p, $f) = profile_of($_); [ $_, "$f [airbyte $p]" ] } @ARGV;
 my $agg = $harness->runtests(@tests);
 my ($passed, $failed) = (0, 0);
 for my $file ($agg->descriptions) {

@@ -31,6 +31,7 @@ Python 3.11 standard library only.
 """
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -95,6 +96,11 @@ def main(argv=None):
                          % ", ".join(AIRBYTE_PROFILES))
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
+    ap.add_argument("--jobs",
+                    help="JSON file: a list of jobs (bodies of POST "
+                         "/_fake/airbyte/jobs) made before the server "
+                         "listens, e.g. to restart a killed server with the "
+                         "jobs Airbyte would have kept")
     ap.add_argument("--control-port-file",
                     help="also listen on a plain-HTTP port serving only "
                          "/_fake/ (for clients without TLS support)")
@@ -104,6 +110,10 @@ def main(argv=None):
 
     state = State(default_airbyte_version=AIRBYTE_PROFILES.get(
         opts.airbyte_version, opts.airbyte_version))
+    if opts.jobs:
+        with open(opts.jobs, encoding="utf-8") as f:
+            for data in json.load(f):
+                airbyte_model.create_job(state, data)
     stopping = threading.Event()
     log_file = open(opts.log, "a", encoding="utf-8") if opts.log else None
     log_lock = threading.Lock()

@@ -3,7 +3,7 @@ source catalog, the connection model, the saved state, tokens, jobs)."""
 
 import copy
 
-from .airbyte_model import HEARTBEAT_COLUMNS, HEARTBEAT_TABLE, set_job_progress
+from .airbyte_model import HEARTBEAT_COLUMNS, HEARTBEAT_TABLE, create_job, set_job_progress
 from .common import HTTPError, Reply, route, routes_of, truthy
 
 PREFIX = r"/_fake/airbyte/"
@@ -90,15 +90,7 @@ class AirbyteControl:
     def c_create_job(self):
         data = self.body_json(required=False)
         with self.state.lock:
-            job = self.state.new_job(
-                data.get("connectionId", self.cfg["connection_id"]),
-                data.get("jobType", "sync"),
-                status=data.get("status", "pending"),
-                frozen=truthy(data.get("frozen")),
-                final_status=data.get("final_status"),
-                pending_seconds=data.get("pending_seconds"),
-                running_seconds=data.get("running_seconds"))
-            set_job_progress(job, data)
+            job = create_job(self.state, data)
             return Reply(200, self.state.job_json(job))
 
     @route("GET", r"/_fake/airbyte/jobs")

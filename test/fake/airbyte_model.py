@@ -9,7 +9,7 @@ import json
 import re
 import time
 
-from .common import HTTPError, iso8601, iso_duration
+from .common import HTTPError, iso8601, iso_duration, truthy
 
 CDC_FIELDS = ("_ab_cdc_lsn", "_ab_cdc_deleted_at", "_ab_cdc_updated_at")
 SYNC_MODES = ("incremental_append", "full_refresh_overwrite",
@@ -84,6 +84,23 @@ CONNECTION_MODEL_CONFIG = {
 NON_BREAKING_BEHAVIORS = ("ignore", "disable_connection", "propagate_columns",
                           "propagate_fully")
 CONNECTION_STATUSES = ("active", "inactive", "deprecated")
+
+
+def create_job(state, data):
+    """A job made through the control API (POST /_fake/airbyte/jobs) or,
+    before the server listens, from --jobs."""
+    with state.lock:
+        job = state.new_job(
+            data.get("connectionId", state.config["connection_id"]),
+            data.get("jobType", "sync"),
+            status=data.get("status", "pending"),
+            frozen=truthy(data.get("frozen")),
+            final_status=data.get("final_status"),
+            pending_seconds=data.get("pending_seconds"),
+            running_seconds=data.get("running_seconds"),
+            created_in=data.get("created_in"))
+        set_job_progress(job, data)
+        return job
 
 
 def set_job_progress(job, data):
@@ -170,13 +187,16 @@ class AirbyteState:
     # -- jobs ---------------------------------------------------------------
 
     def new_job(self, connection_id, job_type, status="pending", frozen=False,
-                final_status=None, pending_seconds=None, running_seconds=None):
-        """Create a job whose status follows a timeline of (time, status)."""
+                final_status=None, pending_seconds=None, running_seconds=None,
+                created_in=0):
+        """Create a job whose status follows a timeline of (time, status).
+        created_in: seconds from now of its creation time, to model a job
+        Airbyte creates that much later without a test waiting for it."""
         with self.lock:
             if job_type == "sync":
                 self.schema_check()
             self.job_counter += 1
-            now = time.time()
+            now = time.time() + float(created_in or 0)
             cfg = self.config
             p = float(cfg["job_pending_seconds"] if pending_seconds is None
                       else pending_seconds)

@@ -136,6 +136,38 @@ dfe_airbyte.azure_federated_token_file = '$dir/federated'
 CONF
 }
 
+# Wait until a worker ('guard' or 'network') has been round its loop $n more
+# times; returns true on success.  For the checks that something does NOT
+# happen: instead of sleeping for a few check intervals, wait until the
+# worker has actually looked that often.  A round is seen in
+# pg_stat_activity as the end of the one transaction each round runs (the
+# guard's slot check, the network worker's re-sync follow-up; spi_xact.c
+# reports each as the activity); one more than $n is waited for, since the
+# first may have begun before the call.
+# each worker reports its name as its query at the end of every round of its
+# loop (src/scheduler.c)
+my %LOOP_ACTIVITY = (guard => 'dfe_airbyte guard', network => 'dfe_airbyte network worker');
+sub wait_for_worker_loops
+{
+	my ($node, $kind, $n, $timeout_s) = @_;
+	my $activity = $LOOP_ACTIVITY{$kind} // die "no worker $kind";
+	my $since = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
+	my $deadline = time + ($timeout_s // 60);
+	my %seen;
+	while (time < $deadline)
+	{
+		my $at = $node->safe_psql('postgres', <<"SQL");
+SELECT a.state_change FROM pg_stat_activity a JOIN dfe_airbyte.workers w USING (pid)
+WHERE w.worker = '$kind' AND a.state = 'idle' AND a.query = '$activity' AND a.state_change > '$since'
+SQL
+		$seen{$at} = 1 if $at ne '';
+		return 1 if keys %seen > $n;
+		usleep(50_000);
+	}
+	diag("wait_for_worker_loops: the $kind worker went round " . scalar(keys %seen) . " times, wanted " . ($n + 1));
+	return 0;
+}
+
 # Wait until the server log matches $re; returns true on success.
 sub poll_log
 {

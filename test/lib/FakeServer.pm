@@ -20,7 +20,10 @@ control API.  Core Perl modules only.
   $fake->stop;                                   # also done on DESTROY and at END
 
 start(port => N) listens on a fixed port (default: any free one), e.g. to
-restart a killed server at the same URL.  start() waits up to 10 s for the server to announce its port and dies with
+restart a killed server at the same URL; start(jobs => [{status =>
+'succeeded'}, ...]) makes those jobs (as create_job would) before the server
+answers anything, so a client polling a job never sees the restarted server
+without it (Airbyte keeps its jobs across a restart).  start() waits up to 10 s for the server to announce its port and dies with
 the server's stderr otherwise.  With tls_cert/tls_key the server speaks
 HTTPS on ->port (->url is https://...); since HTTP::Tiny has no TLS support
 here, the control calls then go to a second, plain-HTTP port that serves
@@ -48,6 +51,7 @@ use File::Basename qw(dirname);
 use File::Spec;
 use File::Temp qw(tempdir);
 use HTTP::Tiny;
+use IO::Socket::INET;
 use JSON::PP;
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(usleep time);
@@ -70,6 +74,13 @@ sub start
 	my @cmd = ($ENV{PYTHON} // 'python3', $SCRIPT,
 		'--host', '127.0.0.1', '--port', $opts{port} // 0, '--port-file', $port_file);
 	push @cmd, '--log', $opts{log} if defined $opts{log};
+	if ($opts{jobs})
+	{
+		open my $fh, '>', "$dir/jobs.json" or croak "$dir/jobs.json: $!";
+		print $fh JSON::PP->new->encode([ map { _job_body(%$_) } @{ $opts{jobs} } ]);
+		close $fh;
+		push @cmd, '--jobs', "$dir/jobs.json";
+	}
 	push @cmd, '--tls-cert', $opts{tls_cert}, '--tls-key', $opts{tls_key},
 	  '--control-port-file', $control_file
 	  if $tls;
@@ -143,6 +154,16 @@ sub profile_at_least
 	return 1;
 }
 
+# dead_url(): ($url, $socket) where nothing answers (connection refused) for as
+# long as $socket lives: its port is bound but not listening, so unlike the
+# port of a stopped server no later server on the machine can take it.
+sub dead_url
+{
+	my $sock = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp')
+	  or croak "bind: $!";
+	return ('http://127.0.0.1:' . $sock->sockport, $sock);
+}
+
 sub port { $_[0]{port} }
 sub pid { $_[0]{pid} }
 sub stderr { _slurp($_[0]{stderr_file}) }
@@ -201,6 +222,26 @@ sub requests
 # only what came after this point
 sub mark { $_[0]->control(GET => '/requests/next')->{next} }
 
+# wait_for_requests(since => $mark, path => qr{...}, method => 'GET', count => N,
+# timeout => S): waits until at least N such requests (default 1) came after
+# $mark; true on success.  A client that calls every check interval has
+# looked N times: tests wait for that rather than sleep.
+sub wait_for_requests
+{
+	my ($self, %opts) = @_;
+	my $want = delete $opts{count} // 1;
+	my $deadline = time + (delete $opts{timeout} // 60);
+	my $got = 0;
+	while (time < $deadline)
+	{
+		$got = scalar @{ $self->requests(%opts) };
+		return 1 if $got >= $want;
+		usleep(50_000);
+	}
+	Carp::carp("wait_for_requests: $got of $want requests");
+	return 0;
+}
+
 # source_catalog({table => [columns]}, also_cache => 1, no_primary_key => [tables])
 # (tables without a primary key are offered only in full refresh, without
 # _ab_cdc_* fields, as Airbyte's Postgres source does; the heartbeat is one)
@@ -216,8 +257,14 @@ sub source_catalog
 sub create_job
 {
 	my ($self, %job) = @_;
+	return $self->control(POST => '/airbyte/jobs', _job_body(%job));
+}
+
+sub _job_body
+{
+	my (%job) = @_;
 	$job{frozen} = $job{frozen} ? JSON::PP::true : JSON::PP::false if exists $job{frozen};
-	return $self->control(POST => '/airbyte/jobs', \%job);
+	return \%job;
 }
 
 # bigquery_tables({project, dataset, table, schema => {fields => [...]}}, ...)

@@ -34,9 +34,15 @@ SELECT dfe_airbyte_wait_for_job(1, '-1 hour');
 BEGIN;
 SET LOCAL client_min_messages = error;  -- the worker may still be starting: no WARNING
 SELECT dfe_airbyte_deploy() > 0 AS queued;
-SELECT state, step, requested_by = current_user AS by_me, log FROM dfe_airbyte.deploys;
+SELECT state, step, target, requested_by = current_user AS by_me, log FROM dfe_airbyte.deploys;
 ROLLBACK;
 SELECT count(*) FROM dfe_airbyte.deploys;
+
+-- a deploy is for a registered, enabled target
+SELECT dfe_airbyte_deploy(false, 'nosuch');
+UPDATE dfe_airbyte.targets SET enabled = false WHERE name = 'local';
+SELECT dfe_airbyte_deploy(target => 'local');
+UPDATE dfe_airbyte.targets SET enabled = true WHERE name = 'local';
 
 -- wait => true cannot run in a transaction block
 BEGIN;

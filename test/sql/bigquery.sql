@@ -8,7 +8,7 @@ SELECT n.nspname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 -- not for PUBLIC; for dfe_airbyte_admin
 SELECT f, has_function_privilege('public', f, 'EXECUTE') AS public_may,
        has_function_privilege('dfe_airbyte_admin', f, 'EXECUTE') AS admin_may
-  FROM unnest(ARRAY['dfe_airbyte_apply_policy_tags()', 'dfe_airbyte_google_auth_check()']) AS f;
+  FROM unnest(ARRAY['dfe_airbyte_apply_policy_tags(text)', 'dfe_airbyte_google_auth_check()']) AS f;
 CREATE ROLE regress_plain_bq LOGIN;
 SET ROLE regress_plain_bq;
 SELECT * FROM dfe_airbyte_apply_policy_tags();

@@ -27,4 +27,5 @@ SELECT count(*) FROM dfe_airbyte.reconciliation;
 \set VERBOSITY terse
 INSERT INTO dfe_airbyte.reconcile_runs (table_name, mode, status) VALUES ('t', 'count', 'unknown');
 INSERT INTO dfe_airbyte.reconcile_runs (table_name, mode, status) VALUES ('t', 'sum', 'match');
+INSERT INTO dfe_airbyte.reconcile_runs (target, table_name, mode, status) VALUES ('nowhere', 't', 'count', 'match');
 SELECT target, table_name, mode, status, keys, key_ranges FROM dfe_airbyte.reconcile_runs;

@@ -40,8 +40,9 @@ SELECT EXISTS (SELECT 1 FROM dfe_airbyte.config_problems
        = (SELECT verdict = 'exceeds_headroom' FROM dfe_airbyte.slot_limit_advice) AS headroom_row_right;
 
 -- the new columns of the health view and the history tables, at the end
+-- (0.3.0's target column aside: first in the view, added to the tables)
 SELECT attname FROM pg_attribute
-WHERE attrelid = 'dfe_airbyte.replication_slot_health'::regclass AND attnum > 18 ORDER BY attnum;
+WHERE attrelid = 'dfe_airbyte.replication_slot_health'::regclass AND attnum > 19 ORDER BY attnum;
 SELECT sync_interval, peak_retained_bytes FROM dfe_airbyte.replication_slot_health WHERE slot_name = 'airbyte_slot';
 -- what only some majors have (src/slot_details.c): the same answer on each
 SELECT inactive_since IS NULL OR inactive_since <= now() AS inactive_since_ok, invalidation_reason
@@ -52,15 +53,15 @@ SELECT (SELECT count(*) FROM dfe_airbyte_slot_details())
        has_function_privilege('pg_monitor', 'dfe_airbyte_slot_details()', 'EXECUTE') AS monitor_may,
        has_function_privilege('public', 'dfe_airbyte_slot_details()', 'EXECUTE') AS public_may;
 SELECT attname FROM pg_attribute
-WHERE attrelid = 'dfe_airbyte.slot_samples'::regclass AND attnum > 0 ORDER BY attnum DESC LIMIT 1;
+WHERE attrelid = 'dfe_airbyte.slot_samples'::regclass AND attnum > 0 AND attname <> 'target' AND NOT attisdropped ORDER BY attnum DESC LIMIT 1;
 SELECT attname FROM pg_attribute
-WHERE attrelid = 'dfe_airbyte.slot_state'::regclass AND attnum > 0 ORDER BY attnum DESC LIMIT 1;
+WHERE attrelid = 'dfe_airbyte.slot_state'::regclass AND attnum > 0 AND attname <> 'target' AND NOT attisdropped ORDER BY attnum DESC LIMIT 1;
 SELECT attname FROM pg_attribute
 WHERE attrelid = 'dfe_airbyte.sync_jobs'::regclass AND attnum > 7 ORDER BY attnum;
 SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
 WHERE attrelid = 'dfe_airbyte.flow_checks'::regclass AND attnum > 0 ORDER BY attnum;
 SELECT attname FROM pg_attribute
-WHERE attrelid = 'dfe_airbyte.sync_health'::regclass AND attnum > 12 ORDER BY attnum;
+WHERE attrelid = 'dfe_airbyte.sync_health'::regclass AND attnum > 13 ORDER BY attnum;
 SELECT stuck, stuck_after FROM dfe_airbyte.sync_health;
 
 -- the heartbeat: no publication yet, then a table outside it, then no row

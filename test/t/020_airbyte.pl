@@ -89,6 +89,7 @@ $mark = $fake->mark;
 run_sql("SELECT dfe_airbyte_job_status($job->{jobId}); SELECT dfe_airbyte_job_status($job->{jobId});");
 is(scalar @{ reqs($mark, $token_path) }, 1 + $per_session, 'token cached for the second call of a session');
 $mark = $fake->mark;
+# (a token's lifetime is whole seconds of the session's clock: nothing to poll)
 ($ret, $out) = run_sql("SELECT dfe_airbyte_job_status($job->{jobId}); SELECT pg_sleep(2.2); "
 	  . "SELECT dfe_airbyte_job_status($job->{jobId});");
 is(scalar @{ reqs($mark, $token_path) }, 2 + $per_session, 'token renewed after its lifetime');

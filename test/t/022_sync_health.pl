@@ -16,7 +16,7 @@ my $CONN = '11111111-1111-1111-1111-111111111111';
 # --- without Airbyte settings: the view says so ---------------------------------
 my $bare = DfeTest::new_node('unconfigured', conf => "dfe_airbyte.sync_poll_interval = 1\n");
 DfeTest::wait_for_worker($bare);
-sleep 2;
+DfeTest::wait_for_worker_loops($bare, 'network', 2);
 is($bare->safe_psql('postgres',
 		"SELECT coalesce(checked_at::text, '-') || ' ' || coalesce(stale::text, '-') FROM dfe_airbyte.sync_health"),
 	'- -', 'unconfigured: one row, never checked, staleness unknown');
@@ -43,6 +43,9 @@ DfeTest::wait_for_worker($node);
 
 sub sql { return $node->safe_psql('postgres', $_[0]) }
 
+# the worker's sync health poll (every sync_poll_interval)
+my $JOB_LIST = qr{^/api/public/v1/jobs$};
+
 sub events
 {
 	my ($kind) = @_;
@@ -65,7 +68,7 @@ ok($node->wait_for_log(qr/sync job $j1 succeeded; BigQuery is not configured, so
 # a failed job: one event, however many polls
 my $j2 = $fake->create_job(status => 'running', running_seconds => 1, final_status => 'failed')->{jobId};
 ok(DfeTest::poll_until($node, 'SELECT last_job_status FROM dfe_airbyte.sync_health', 'failed'), 'failure seen');
-sleep 3;
+$fake->wait_for_requests(since => $fake->mark, path => $JOB_LIST, count => 3);    # three polls later
 is(events('sync_failed'), '1', 'a failed job is one event');
 like(sql("SELECT detail FROM dfe_airbyte.events WHERE kind = 'sync_failed'"),
 	qr/Airbyte sync job $j2 failed/, 'event names the job');
@@ -86,7 +89,7 @@ ok($node->wait_for_log(qr/sync job $j3 succeeded/), 'policy tag check after that
 sql("UPDATE dfe_airbyte.sync_jobs SET started_at = now() - interval '2 hours', last_updated_at = now() - interval '2 hours' WHERE job_id = $j3");
 ok(DfeTest::poll_until($node, 'SELECT stale FROM dfe_airbyte.sync_health', 't'), 'stale once the last success is old');
 ok(DfeTest::poll_until($node, "SELECT count(*) FROM dfe_airbyte.events WHERE kind = 'sync_stale'", '1'), 'stale event');
-sleep 3;
+$fake->wait_for_requests(since => $fake->mark, path => $JOB_LIST, count => 3);
 is(events('sync_stale'), '1', 'stale is one event, not one per poll');
 is(sql("SELECT severity FROM dfe_airbyte.events WHERE kind = 'sync_stale'"), 'warning', 'stale event is a warning');
 like(sql('SELECT hint FROM dfe_airbyte.sync_health'), qr/no successful sync since/, 'stale hint');
@@ -102,14 +105,15 @@ ok(DfeTest::poll_until($node, 'SELECT check_error IS NOT NULL FROM dfe_airbyte.s
 	'a failing check is recorded');
 like(sql('SELECT check_error FROM dfe_airbyte.sync_health'), qr/HTTP 503/, 'check_error says why');
 like(sql('SELECT hint FROM dfe_airbyte.sync_health'), qr/the last check of Airbyte failed/, 'hint on a failing check');
-sleep 2;
+$fake->wait_for_requests(since => $fake->mark, path => $JOB_LIST, count => 2);
 is(events('sync_check_failed'), '1', 'a failing check is one event');
 $fake->clear_faults;
 ok(DfeTest::poll_until($node, 'SELECT check_error IS NULL FROM dfe_airbyte.sync_health', 't'), 'check works again');
 
 # no success at all, watching for longer than sync_stale_after: stale
 $fake->faults({ method => 'GET', path => '^/api/public/v1/jobs$', status => 200, body => { data => [] }, times => undef });
-sleep 2;
+# two polls answered empty: the second began after the first was recorded
+$fake->wait_for_requests(since => $fake->mark, path => $JOB_LIST, count => 2);
 sql("DELETE FROM dfe_airbyte.sync_jobs; UPDATE dfe_airbyte.sync_watch SET watching_since = now() - interval '2 hours'");
 is(sql("SELECT coalesce(last_success_job_id::text, '-') || ' ' || stale FROM dfe_airbyte.sync_health"), '- true',
 	'no success while watching for longer than sync_stale_after: stale');

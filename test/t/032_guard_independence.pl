@@ -21,10 +21,8 @@ my $DEADLINE = 60;
 my $fake = FakeServer->start;
 my $conn_id = $fake->config->{connection_id};
 
-# a port where nobody listens
-my $dead = FakeServer->start;
-my $dead_url = $dead->url;
-$dead->stop;
+# a port where nobody listens (for as long as $dead lives)
+my ($dead_url, $dead) = FakeServer::dead_url();
 
 my $node = DfeTest::new_node('guard',
 	init => { extra => ['--wal-segsize=1'] },
@@ -105,7 +103,8 @@ sub finish_resyncs
 sql("SELECT pg_create_logical_replication_slot('airbyte_slot', 'pgoutput')");
 sql("ALTER SYSTEM SET dfe_airbyte.slot_limit_action = 'recreate'");
 sql('SELECT pg_reload_conf()');
-sleep 2;    # the guard reloads on SIGHUP, then checks every second
+# the guard reloads on SIGHUP at the start of its next round
+DfeTest::wait_for_worker_loops($node, 'guard', 2);
 ok(DfeTest::poll_until($node,
 	"SELECT count(*) > 0 FROM dfe_airbyte.slot_samples WHERE slot_name = 'airbyte_slot'", 't'),
 	'the guard samples the slot');

@@ -83,7 +83,8 @@ sub job_done
 sql("SELECT pg_create_logical_replication_slot('airbyte_slot', 'pgoutput')");
 sql("ALTER SYSTEM SET dfe_airbyte.slot_limit_action = 'recreate'");
 sql('SELECT pg_reload_conf()');
-sleep 2;    # the guard reloads on SIGHUP, then checks every second
+# the guard reloads on SIGHUP at the start of its next round
+DfeTest::wait_for_worker_loops($node, 'guard', 2);
 wait_for("SELECT count(*) > 0 FROM dfe_airbyte.slot_samples WHERE slot_name = 'airbyte_slot'", 't',
 	'the guard samples the slot');
 
@@ -102,7 +103,7 @@ like(sql("SELECT detail FROM dfe_airbyte.events WHERE id > $ev AND kind = 'slot_
 	qr/still pending or running/, 'the warning says why the slot is not recreated');
 is(sql("SELECT status FROM dfe_airbyte.replication_slot_health WHERE slot_name = 'airbyte_slot'"), 'critical',
 	'the slot is critical meanwhile');
-sleep 3;
+DfeTest::wait_for_worker_loops($node, 'guard', 3);
 is(recreations(), '1', 'no second recreation while the re-sync runs');
 is(sql("SELECT count(*) FROM dfe_airbyte.events WHERE id > $ev AND kind = 'slot_limit_exceeded'"), '1',
 	'warned once, not every check');
@@ -131,7 +132,7 @@ is(sql("SELECT severity FROM dfe_airbyte.events WHERE id > $ev AND kind = 'slot_
 	'a critical one');
 ok(sql("SELECT count(*) FROM dfe_airbyte.events WHERE id > $ev AND kind = 'slot_limit_exceeded' AND data->>'recreate_held' = 'daily_cap'") == 1,
 	'and the limit warning says the cap holds the recreation back');
-sleep 3;
+DfeTest::wait_for_worker_loops($node, 'guard', 3);
 is(recreations(), '2', 'no third recreation');
 is(refreshes($mark), 0, 'nothing asked of Airbyte');
 # raising the cap lets the guard act at once
@@ -160,7 +161,7 @@ like(sql("SELECT hint FROM dfe_airbyte.replication_slot_health WHERE slot_name =
 	qr/dfe_airbyte_confirm_restore\(\)/, 'the hint names the confirmation');
 is(sql("SELECT severity FROM dfe_airbyte.config_problems WHERE object = 'restored'"), 'error',
 	'config_problems reports the restore');
-sleep 3;
+DfeTest::wait_for_worker_loops($node, 'guard', 3);
 is(recreations(), $recs, 'nothing recreated');
 is(sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'airbyte_slot'"), '0', 'no slot created');
 is(refreshes($mark), 0, 'nothing asked of Airbyte');
@@ -189,7 +190,7 @@ is(sql("SELECT count(*) FROM dfe_airbyte.events WHERE kind = 'restore_confirmed'
 # that started after the request and succeeded ends the re-sync
 my $rid = sql(q{INSERT INTO dfe_airbyte.slot_recreations (slot_name, reason, recreated_at, resync_state, resync_started_at)
                 VALUES ('airbyte_slot', 'over_limit', now(), 'started', now()) RETURNING id});
-sleep 3;
+DfeTest::wait_for_worker_loops($node, 'network', 3);
 is(sql("SELECT resync_finished_at IS NULL FROM dfe_airbyte.slot_recreations WHERE id = $rid"), 't',
 	'a re-sync without a job id counts as running');
 sql(q{INSERT INTO dfe_airbyte.sync_jobs (job_id, status, job_type, started_at)

@@ -85,7 +85,7 @@ sub exactly_one
 	my @now = counters();
 	is($now[0] - $before[0], 1, "$what: one refresh request accepted");
 	is($now[1] - $before[1], 1, "$what: one refresh job");
-	sleep 3;
+	DfeTest::wait_for_worker_loops($node, 'network', 3);
 	my @later = counters();
 	is_deeply([ $later[0] - $before[0], $later[1] - $before[1] ], [ 1, 1 ],
 		"$what: still one of each three checks later");
@@ -104,7 +104,8 @@ sub finish_running_jobs
 sql("SELECT pg_create_logical_replication_slot('airbyte_slot', 'pgoutput')");
 sql("ALTER SYSTEM SET dfe_airbyte.slot_limit_action = 'recreate'");
 sql('SELECT pg_reload_conf()');
-sleep 2;    # the guard reloads on SIGHUP, then checks every second
+# the guard reloads on SIGHUP at the start of its next round
+DfeTest::wait_for_worker_loops($node, 'guard', 2);
 
 # ---- 1. a plain recreation ------------------------------------------------
 my @before = counters();
@@ -124,7 +125,7 @@ my $running = $fake->create_job(status => 'running', frozen => 1)->{jobId};
 $rec = recreate();
 my $answer = $job_null ? 'null_job' : 'accepted';
 ok(DfeTest::poll_until($node, state_of($rec), "pending $answer"), "running job: answered $answer");
-sleep 4;
+DfeTest::wait_for_worker_loops($node, 'network', 3);
 my @mid = counters();
 is($mid[2] - $before[2], 1, 'running job: asked once, not again every check');
 is($mid[0] - $before[0], 1, 'running job: the request was accepted (rows saved)');
@@ -158,12 +159,12 @@ $fake->clear_faults;
 $fake->faults({ method => 'POST', path => '^/api/v1/connections/refresh$', kind => 'reset' });
 $rec = recreate();
 ok(DfeTest::poll_until($node, state_of($rec), 'pending lost'), 'not landed: answer lost');
-sleep 3;
+DfeTest::wait_for_worker_loops($node, 'network', 3);
 is((counters())[2] - $before[2], 1, 'not landed: not asked again without proof');
-# a sync Airbyte creates after the attempt, well past the clock slack, is not
-# a refresh: the request cannot have landed
-sleep 4;
-$fake->create_job(status => 'succeeded');
+# a sync Airbyte creates after the attempt, well past the clock slack (5 s,
+# resync.c), is not a refresh: the request cannot have landed (created 6 s
+# from now on the fake's clock rather than waited for)
+$fake->create_job(status => 'succeeded', created_in => 6);
 ok(DfeTest::poll_until($node, "SELECT resync_state FROM dfe_airbyte.slot_recreations WHERE id > $rec", 'started'),
 	'not landed: asked again after the proof, and started');
 is(events('full_resync_not_received'), '1', 'not landed: an event says so');
@@ -175,7 +176,7 @@ $fake->clear_faults;
 # ---- 5. the worker terminated between "asked" and the answer ------------
 sql("ALTER SYSTEM SET dfe_airbyte.http_timeout = '60s'");
 $node->reload;
-sleep 1;
+DfeTest::wait_for_worker_loops($node, 'network', 1);    # it reloads at the start of a round
 $fake->faults({ method => 'POST', path => '^/api/v1/connections/refresh$', kind => 'accept_hang' });
 $rec = recreate();
 ok(DfeTest::poll_until($node,
@@ -204,8 +205,8 @@ if (!$job_null)
 else
 {
 	ok(DfeTest::poll_until($node, state_of($rec), 'pending null_job'), 'unsupported: {"job":null}');
-	sleep 6;
-	$fake->create_job(status => 'succeeded');
+	# the next job, past the clock slack (as above)
+	$fake->create_job(status => 'succeeded', created_in => 6);
 	ok(DfeTest::poll_until($node, "SELECT count(*) FROM dfe_airbyte.events WHERE kind = 'full_resync_unsupported'", '1'),
 		'unsupported: the next job was no refresh: a critical event');
 }
@@ -214,7 +215,7 @@ is(sql("SELECT severity FROM dfe_airbyte.events WHERE kind = 'full_resync_unsupp
 like(sql("SELECT detail FROM dfe_airbyte.events WHERE kind = 'full_resync_unsupported'"),
 	qr/does not support refreshes.*Airbyte UI/, 'unsupported: says what to do');
 $posts = (counters())[2];
-sleep 4;
+DfeTest::wait_for_worker_loops($node, 'network', 3);
 is((counters())[2], $posts, 'unsupported: not asked again every check');
 is_deeply([ (counters())[0 .. 1] ], [ @before[0 .. 1] ], 'unsupported: nothing accepted, no refresh job');
 

@@ -46,6 +46,7 @@ dfe_airbyte.http_retry_base_delay = 50
 dfe_airbyte.http_timeout = 3
 dfe_airbyte.http_max_retries = 2
 dfe_airbyte.sync_poll_interval = 3600
+dfe_airbyte.check_interval = 1
 CONF
 DfeTest::wait_for_worker($node);
 $node->safe_psql('postgres', <<'SQL');
@@ -179,7 +180,7 @@ $mark = $fake->mark;
 my ($ok, $out2) = ar_run('migrate', $dir2);
 ok(!$ok, 'the broken migration fails');
 like($out2, qr/this migration fails after queueing a deploy/, 'with its own error');
-sleep 3;
+DfeTest::wait_for_worker_loops($node, 'network', 2);
 is(deploy_count(), $count, 'no deploy row: the transaction of the migration rolled back');
 is(sql(q{SELECT count(*) FROM pg_attribute WHERE attrelid = 'users'::regclass AND attname = 'broken'}), '0',
 	'its DDL rolled back too');

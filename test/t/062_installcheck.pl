@@ -20,6 +20,9 @@ shared_preload_libraries = 'dfe_airbyte'
 dfe_airbyte.database = 'register_production'
 wal_level = logical
 max_slot_wal_keep_size = 20GB
+# the guard samples only when a test asks, as in test/regress.conf, so the
+# slots file's output does not race the worker
+dfe_airbyte.check_interval = 3600
 CONF
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE register_production');

@@ -123,8 +123,9 @@ is($conn->{last_patch_raw}, sql('SELECT dfe_airbyte_stream_config_json()::text')
 is($conn->{nonBreakingSchemaUpdatesBehavior}, 'propagate_fully', 'the PATCH leaves Terraform\'s setting alone');
 
 # the next sync adds nothing again (Airbyte now knows the columns)
-$fake->create_job(status => 'succeeded');
-sleep 3;
+my $next = $fake->create_job(status => 'succeeded')->{jobId};
+ok(DfeTest::poll_until($node, 'SELECT last_success_job_id FROM dfe_airbyte.sync_health', $next), 'the next sync is seen');
+DfeTest::wait_for_worker_loops($node, 'network', 2);
 is(events('connection_drift_removed'), '2', 'no further drift at the next sync');
 
 # ---- Airbyte's field limit --------------------------------------------------
@@ -151,7 +152,7 @@ ok(DfeTest::poll_until($node, "SELECT count(*) FROM dfe_airbyte.events WHERE kin
 like(sql('SELECT hint FROM dfe_airbyte.sync_health'), qr/connection is inactive.*dfe_airbyte_repair/, 'hint names the repair');
 like(sql("SELECT severity || ' ' || problem FROM dfe_airbyte.config_problems WHERE problem LIKE '%is inactive%'"),
 	qr/^error the Airbyte connection is inactive/, 'config_problems: error');
-sleep 2;
+DfeTest::wait_for_worker_loops($node, 'network', 2);
 is(events('connection_disabled'), '1', 'still one event');
 
 # ---- repair, dry run: slot missing, connection disabled ----------------------
@@ -184,7 +185,8 @@ ok(DfeTest::poll_until($node, 'SELECT connection_status FROM dfe_airbyte.sync_he
 # wait until the re-sync job has ended: while it runs, repair waits for it
 my $rjob = sql('SELECT resync_job_id FROM dfe_airbyte.slot_recreations');
 ok(DfeTest::poll_until($node, "SELECT 1 FROM dfe_airbyte.slot_recreations WHERE resync_job_id = $rjob", '1'), 'job id kept');
-sleep 2;
+ok(DfeTest::poll_until($node, "SELECT resync_finished_at IS NOT NULL FROM dfe_airbyte.slot_recreations WHERE resync_job_id = $rjob", 't'),
+	'the re-sync job ended');
 $fake->control(POST => '/airbyte/saved_state', { lsn => 1 });
 # the re-sync it asks for runs until this test ends it
 $fake->config(job_running_seconds => 600);
@@ -210,8 +212,9 @@ $fake->control(POST => "/airbyte/jobs/$rjob", { status => 'succeeded' });
 $fake->config(job_running_seconds => 0.5);
 my $flush = sql("SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = 'airbyte_slot'");
 $fake->control(POST => '/airbyte/saved_state', { lsn => $flush + 100, stateType => 'legacy' });
-sleep 2;
-is(sql("SELECT action FROM dfe_airbyte_repair() WHERE step = 'airbyte_state'"), 'ok', 'legacy state ahead of the slot: ok');
+# once the worker has seen the re-sync job end
+ok(DfeTest::poll_until($node, "SELECT action FROM dfe_airbyte_repair() WHERE step = 'airbyte_state'", 'ok'),
+	'legacy state ahead of the slot: ok');
 
 # ---- a stuck job ---------------------------------------------------------------
 my $stuck = $fake->create_job(status => 'running', frozen => 1)->{jobId};
@@ -231,7 +234,7 @@ is(events('repair_job_cancelled') . events('repair_sync_started'), '11', 'events
 # ---- drift removal off: reported only -----------------------------------------
 $node->append_conf('postgresql.conf', "dfe_airbyte.remove_connection_drift = off\n");
 $node->reload;
-sleep 1;
+DfeTest::wait_for_worker_loops($node, 'network', 1);    # it reloads at the start of a round
 $fake->source_catalog({ users => [qw(id name email national_insurance_number phone)], secrets => [qw(id pin)] });
 $fake->create_job(status => 'succeeded');
 ok(DfeTest::poll_until($node, "SELECT count(*) FROM dfe_airbyte.events WHERE kind = 'connection_drift_found' AND object = 'users.phone'", '1'),

@@ -307,11 +307,11 @@ is(sql("SELECT string_agg(table_name || ':' || coalesce(matched::text, 'null'), 
 	'without a table name: every allowlisted table');
 ok(sql("SELECT count(*) FROM dfe_airbyte.reconcile_runs") > 10, 'every run is kept in reconcile_runs');
 my ($ret, $out, $err) = $node->psql('postgres', "SELECT * FROM dfe_airbyte_reconcile('nope')");
-like($err, qr/table "nope" is not allowlisted/, 'a table that is not allowlisted');
+like($err, qr/table "nope" is not allowlisted for target "local"/, 'a table that is not allowlisted');
 ($ret, $out, $err) = $node->psql('postgres', "SELECT * FROM dfe_airbyte_reconcile('big', 'sum')");
 like($err, qr/unknown reconciliation mode "sum"/, 'an unknown mode');
 ($ret, $out, $err) = $node->psql('postgres', "SELECT * FROM dfe_airbyte_reconcile('big', target => 'svc2')");
-like($err, qr/reconciliation target "svc2" is not supported/, 'a target other than local');
+like($err, qr/target "svc2" does not exist/, 'a target that is not registered');
 sql("CREATE TABLE public.gone (id int PRIMARY KEY); INSERT INTO dfe_airbyte.allowlist VALUES ('gone', 'id')");
 like(sql("SELECT detail FROM dfe_airbyte_reconcile('gone')"), qr/^error: .*Not found: Table/,
 	'a final table missing in BigQuery is that table\'s error');

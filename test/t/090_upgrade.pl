@@ -30,6 +30,10 @@ sub sql
 	return $node->safe_psql($db, "SET search_path = pg_catalog, pg_temp;\n$q");
 }
 
+# Columns an update drops on purpose: the rows are compared without them.
+# sync_watch's one-row key (id) gave way to a key per target.
+my %dropped_columns = ('dfe_airbyte.sync_watch' => ['id']);
+
 # Rows for the tables each version created, applied for that version and every
 # later one: a release that adds a table adds its rows here, or the check that
 # every table holds data fails.
@@ -190,10 +194,11 @@ SQL
 
 	for my $tbl (split /\n/, sql($db, 'SELECT DISTINCT tbl FROM snap.rows ORDER BY 1'))
 	{
+		my $dropped = join ', ', map { "'$_'" } @{ $dropped_columns{$tbl} // [] };
 		my $gone = sql($db, <<"SQL");
 SELECT count(*) FROM snap.rows s
  WHERE s.tbl = '$tbl'
-   AND NOT EXISTS (SELECT 1 FROM $tbl t WHERE to_jsonb(t) \@> s.j)
+   AND NOT EXISTS (SELECT 1 FROM $tbl t WHERE to_jsonb(t) \@> (s.j - ARRAY[$dropped]::text[]))
 SQL
 		is($gone, '0', "$from: $tbl: every row kept with its values");
 	}

@@ -26,6 +26,7 @@ dfe_airbyte.http_max_response_size = 64
 dfe_airbyte.history_retention = 1
 dfe_airbyte.history_max_rows = 100
 dfe_airbyte.check_interval = 1
+dfe_airbyte.test_prune_interval = 1s
 dfe_airbyte.sync_poll_interval = 3600
 log_statement = 'all'
 CONF

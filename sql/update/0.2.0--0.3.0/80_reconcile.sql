@@ -1,11 +1,13 @@
 -- Reconciliation: does BigQuery's final table hold what the source table
--- holds (src/reconcile.c; README.md, "Reconciliation").
+-- holds (src/reconcile.c; README.md, "Reconciliation").  Per target (the
+-- service database, dfe_airbyte.targets): dropping a target drops its
+-- results with it.
 
 -- Every run, bounded by dfe_airbyte.history_retention and
 -- dfe_airbyte.history_max_rows.
 CREATE TABLE dfe_airbyte.reconcile_runs (
     id               bigserial PRIMARY KEY,
-    target           text NOT NULL DEFAULT 'local',
+    target           text NOT NULL DEFAULT 'local' REFERENCES dfe_airbyte.targets (name) ON DELETE CASCADE,
     table_name       text NOT NULL,
     mode             text NOT NULL CHECK (mode IN ('count', 'checksum')),
     status           text NOT NULL CHECK (status IN ('match', 'mismatch_candidate', 'mismatch',
@@ -31,7 +33,7 @@ COMMENT ON TABLE dfe_airbyte.reconcile_runs IS
 
 -- The latest result per table (and target).
 CREATE TABLE dfe_airbyte.reconciliation (
-    target           text NOT NULL DEFAULT 'local',
+    target           text NOT NULL DEFAULT 'local' REFERENCES dfe_airbyte.targets (name) ON DELETE CASCADE,
     table_name       text NOT NULL,
     run_id           bigint NOT NULL,
     mode             text NOT NULL,

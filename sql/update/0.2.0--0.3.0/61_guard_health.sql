@@ -1,0 +1,287 @@
+-- replication_slot_health per target (README, "Targets"): a target column
+-- first, "local" as before (read live), then each remote target's slots as
+-- the slot guard last sampled them (a view cannot query another server),
+-- 'unreachable' with when it was last reached.  The local part reads only
+-- the local rows of the history tables.  After 60_slot_majors.sql, whose
+-- view this is with the target added.
+
+DROP VIEW dfe_airbyte.replication_slot_health;
+CREATE VIEW dfe_airbyte.replication_slot_health AS
+WITH cfg AS MATERIALIZED (
+    SELECT * FROM @extschema@.dfe_airbyte_slot_guard_settings()
+), ident AS MATERIALIZED (
+    -- a restore of another server's backup that no DBA has confirmed yet
+    SELECT coalesce((SELECT i.system_identifier <> @extschema@.dfe_airbyte_system_identifier()
+                     FROM dfe_airbyte.server_identity i), false) AS restored
+), pos AS MATERIALIZED (
+    -- on a standby (logical slots exist there from PostgreSQL 16 on) WAL is
+    -- measured from the replay position: pg_current_wal_lsn() would fail
+    SELECT pg_is_in_recovery() AS in_recovery,
+           CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                ELSE pg_current_wal_lsn() END AS lsn
+), rs AS MATERIALIZED (
+    -- the function under pg_replication_slots, without that view's join to
+    -- pg_database for every slot
+    SELECT * FROM pg_get_replication_slots()
+), details AS MATERIALIZED (
+    -- what only some majors have (inactive_since, invalidation_reason),
+    -- from the module built for this one: the same SQL on every major and
+    -- after pg_upgrade (src/slot_details.c)
+    SELECT * FROM @extschema@.dfe_airbyte_slot_details()
+), live AS (
+    SELECT r.slot_name::text AS slot_name, r.plugin::text AS plugin, r.active, r.active_pid,
+           r.wal_status, r.safe_wal_size,
+           (pos.lsn - r.restart_lsn)::bigint AS retained_bytes,
+           (pos.lsn - r.confirmed_flush_lsn)::bigint AS flush_lag_bytes,
+           false AS missing,
+           d.inactive_since, d.invalidation_reason
+    FROM rs r CROSS JOIN pos
+    LEFT JOIN details d ON d.slot_name = r.slot_name::text
+    WHERE r.slot_type = 'logical'
+      AND r.datoid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    UNION ALL
+    -- the Airbyte slot, seen here before, that no longer exists
+    SELECT st.slot_name, NULL, false, NULL, NULL, NULL, NULL, NULL, true, NULL, NULL
+    FROM dfe_airbyte.slot_state st CROSS JOIN cfg CROSS JOIN pos
+    WHERE st.target = 'local' AND st.slot_name = cfg.slot_name AND st.first_seen_at IS NOT NULL AND NOT pos.in_recovery
+      AND NOT EXISTS (SELECT 1 FROM rs r WHERE r.slot_name = st.slot_name)
+), rhythm AS MATERIALIZED (
+    -- Airbyte confirms WAL only at the start of the NEXT sync, so retained
+    -- WAL is a sawtooth over the schedule: growth is judged on the
+    -- sawtooth's envelope over whole sync intervals, never on the rise
+    -- between two syncs.  Quarter intervals are the unit of time.
+    SELECT r.sync_interval, now() - 6 * r.sync_interval AS fit_from,
+           date_part('epoch', r.sync_interval) / 4 AS quarter_s
+    FROM @extschema@.dfe_airbyte_slot_rhythm() r
+), quarters AS (
+    -- the highest retained WAL of each quarter interval of the last 7.5
+    -- intervals, of this incarnation of each slot: one pass over a range
+    -- scan of slot_samples_sampled_at_idx
+    SELECT x.slot_name,
+           floor(date_part('epoch', x.sampled_at) / rh.quarter_s)::bigint AS q,
+           max(x.retained_bytes) AS peak,
+           max(x.sampled_at) AS last_at,
+           min(coalesce(st.first_seen_at, '-infinity')) AS first_seen_at
+    FROM dfe_airbyte.slot_samples x
+    CROSS JOIN rhythm rh
+    LEFT JOIN dfe_airbyte.slot_state st ON st.target = x.target AND st.slot_name = x.slot_name
+    WHERE x.target = 'local' AND x.sampled_at >= rh.fit_from - 1.5 * rh.sync_interval
+      AND x.sampled_at >= coalesce(st.first_seen_at, '-infinity')
+      AND x.retained_bytes IS NOT NULL
+    GROUP BY 1, 2
+), envelope AS (
+    -- each quarter's envelope: the highest retained WAL of the 1.5 to 1.75
+    -- intervals up to it (7 quarters), so that it always spans one peak,
+    -- also when a sync starts late
+    SELECT slot_name, q, last_at, first_seen_at,
+           max(peak) OVER (PARTITION BY slot_name ORDER BY q RANGE BETWEEN 6 PRECEDING AND CURRENT ROW) AS peak
+    FROM quarters
+), growth AS (
+    -- least-squares slope of the envelope over the last 6 intervals, from
+    -- 3 intervals after this incarnation was first seen on (a new slot's
+    -- sawtooth takes two syncs to reach its height); needs 3 quarters over
+    -- 2 intervals at least
+    SELECT e.slot_name,
+           CASE WHEN count(*) >= 3 AND max(e.last_at) - min(e.last_at) >= 2 * rh.sync_interval THEN
+               regr_slope(e.peak, e.q * rh.quarter_s) * 3600
+           END AS per_hour,
+           (array_agg(e.peak ORDER BY e.q DESC))[1] AS last_peak
+    FROM envelope e CROSS JOIN rhythm rh
+    WHERE e.last_at >= rh.fit_from
+      AND e.last_at >= e.first_seen_at + 3 * rh.sync_interval
+    GROUP BY e.slot_name, rh.sync_interval
+), pending AS (
+    SELECT slot_name, date_trunc('second', min(recreated_at)) AS since, max(resync_attempts) AS attempts,
+           (array_agg(resync_last_error ORDER BY id DESC))[1] AS last_error
+    FROM dfe_airbyte.slot_recreations
+    WHERE target = 'local' AND resync_state = 'pending' AND recreated_at IS NOT NULL
+    GROUP BY slot_name
+), j AS (
+    SELECT l.*,
+           l.slot_name = cfg.slot_name AS guarded,
+           CASE WHEN l.slot_name = cfg.slot_name THEN cfg.limit_bytes END AS limit_bytes,
+           cfg.server_limit_bytes, cfg.warning_fraction, cfg.limit_action, cfg.inactive_after,
+           round(g.per_hour)::bigint AS growth_bytes_per_hour,
+           g.last_peak AS peak_retained_bytes,
+           (SELECT rh.sync_interval FROM rhythm rh) AS sync_interval,
+           CASE WHEN l.active THEN now() ELSE st.last_active_at END AS last_active_at,
+           st.first_seen_at,
+           p.since AS resync_pending_since, p.attempts AS resync_attempts, p.last_error AS resync_error
+    FROM live l
+    CROSS JOIN cfg
+    LEFT JOIN growth g ON g.slot_name = l.slot_name
+    LEFT JOIN dfe_airbyte.slot_state st ON st.target = 'local' AND st.slot_name = l.slot_name
+    LEFT JOIN pending p ON p.slot_name = l.slot_name
+), k AS (
+    SELECT j.*,
+           CASE
+               WHEN guarded AND (SELECT restored FROM ident) THEN 'restored'
+               -- PostgreSQL 18's idle_replication_slot_timeout: no WAL
+               -- ran out, the setting did it (and changing it avoids it)
+               WHEN invalidation_reason = 'idle_timeout' THEN 'idle_timeout'
+               WHEN missing OR wal_status = 'lost' THEN 'lost'
+               WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes THEN 'critical'
+               WHEN wal_status = 'unreserved' THEN 'critical'
+               WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes * warning_fraction THEN 'warning'
+               WHEN server_limit_bytes IS NOT NULL AND safe_wal_size IS NOT NULL
+                    AND safe_wal_size < server_limit_bytes * (1 - warning_fraction) THEN 'warning'
+               WHEN NOT active AND coalesce(last_active_at, first_seen_at) < now() - inactive_after THEN 'inactive'
+               ELSE 'ok'
+           END AS status
+    FROM j
+), loc AS (
+SELECT 'local'::text AS target,
+       slot_name,
+       plugin,
+       active,
+       active_pid,
+       wal_status,
+       safe_wal_size,
+       retained_bytes,
+       pg_size_pretty(retained_bytes) AS retained_pretty,
+       flush_lag_bytes,
+       pg_size_pretty(flush_lag_bytes) AS flush_lag_pretty,
+       limit_bytes,
+       server_limit_bytes,
+       CASE WHEN limit_bytes > 0 THEN round(retained_bytes::numeric / limit_bytes, 3) END AS fraction_used,
+       growth_bytes_per_hour,
+       CASE WHEN growth_bytes_per_hour > 0 AND (limit_bytes IS NOT NULL OR safe_wal_size IS NOT NULL) THEN
+           date_trunc('second', make_interval(secs => greatest(0, least(
+               -- from the sawtooth's last peak when it is higher: the
+               -- limit is reached at a peak, just before a sync
+               CASE WHEN limit_bytes IS NOT NULL
+                    THEN (limit_bytes - greatest(retained_bytes, peak_retained_bytes))::float8
+                         / growth_bytes_per_hour * 3600 END,
+               CASE WHEN safe_wal_size IS NOT NULL
+                    THEN safe_wal_size::float8 / growth_bytes_per_hour * 3600 END))))
+       END AS time_to_limit,
+       last_active_at,
+       status,
+       CASE status
+           WHEN 'restored' THEN
+               'This database was restored from a backup of another server (its system identifier differs from the one in the slot guard''s history): the guard recreates nothing and asks Airbyte for nothing. Check that the dfe_airbyte settings are this environment''s, then run SELECT dfe_airbyte_confirm_restore().'
+           WHEN 'lost' THEN
+               CASE WHEN missing THEN
+                   format('The Airbyte slot %s no longer exists (dropped, or this server was promoted from a standby that had no copy of it: a standby keeps one only of a failover slot, from PostgreSQL 17 on with sync_replication_slots = on), so Airbyte cannot continue CDC. ', slot_name)
+               WHEN invalidation_reason = 'rows_removed' THEN
+                   format('Slot %s was invalidated on this standby: the primary removed rows its decoding needed (a conflict with recovery; hot_standby_feedback = on with a physical slot on the primary prevents it). ', slot_name)
+               WHEN invalidation_reason = 'wal_level_insufficient' THEN
+                   format('Slot %s was invalidated on this standby because wal_level on the primary is no longer logical. ', slot_name)
+               ELSE
+                   format('Slot %s was invalidated by max_slot_wal_keep_size: the WAL it needed is gone and its consumer cannot continue. ', slot_name)
+               END ||
+               CASE WHEN guarded AND limit_action = 'recreate' THEN
+                   'dfe_airbyte.slot_limit_action = recreate: the worker recreates it and requests a full re-sync from Airbyte (see dfe_airbyte.slot_recreations).'
+               WHEN guarded THEN
+                   'Set dfe_airbyte.slot_limit_action = recreate to let the worker recreate it and request a full re-sync, or recreate it yourself (SELECT pg_create_logical_replication_slot(''' || slot_name || ''', ''pgoutput'')) and run a full re-sync (Refresh, merge) of the Airbyte connection.'
+               ELSE
+                   'Drop it (SELECT pg_drop_replication_slot(''' || slot_name || ''')) and set its consumer up again.'
+               END
+           WHEN 'idle_timeout' THEN
+               format('Slot %s was invalidated by idle_replication_slot_timeout (%s): no consumer used it for that long, and its consumer cannot continue. ',
+                      slot_name, current_setting('idle_replication_slot_timeout')) ||
+               CASE WHEN guarded THEN
+                   'Set idle_replication_slot_timeout to 0 or above the longest pause between Airbyte syncs; ' ||
+                   CASE WHEN limit_action = 'recreate' THEN
+                       'dfe_airbyte.slot_limit_action = recreate: the worker recreates the slot and requests a full re-sync from Airbyte (see dfe_airbyte.slot_recreations).'
+                   ELSE
+                       'then run SELECT * FROM dfe_airbyte_repair(dry_run => false) to recreate the slot and request the full re-sync it needs.'
+                   END
+               ELSE
+                   'Drop it (SELECT pg_drop_replication_slot(''' || slot_name || ''')) and set its consumer up again.'
+               END
+           WHEN 'critical' THEN
+               CASE WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes THEN
+                   format('The Airbyte slot retains %s of WAL, more than dfe_airbyte.max_slot_wal_size (%s). ',
+                          pg_size_pretty(retained_bytes), pg_size_pretty(limit_bytes)) ||
+                   CASE limit_action
+                       WHEN 'recreate' THEN 'The worker recreates the slot (Airbyte loses its CDC position) and requests a full re-sync.'
+                       WHEN 'terminate' THEN 'The worker ended its walsender; check that Airbyte syncs succeed (dfe_airbyte.sync_health) so the slot is consumed, or set dfe_airbyte.slot_limit_action = recreate to release the WAL at the price of a full re-sync.'
+                       ELSE 'Check that Airbyte syncs run and succeed (dfe_airbyte.sync_health); if it cannot catch up, set dfe_airbyte.slot_limit_action = recreate (full re-sync) or raise dfe_airbyte.max_slot_wal_size if the disk allows.'
+                   END
+               ELSE
+                   format('Slot %s needs WAL beyond max_slot_wal_keep_size: it will be invalidated at the next checkpoint unless its consumer catches up now.', slot_name)
+               END
+           WHEN 'warning' THEN
+               CASE WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes * warning_fraction THEN
+                   format('The Airbyte slot retains %s%% of dfe_airbyte.max_slot_wal_size (%s). Check that Airbyte syncs run and succeed (dfe_airbyte.sync_health); at 100%% the worker acts per dfe_airbyte.slot_limit_action (%s).',
+                          round(100.0 * retained_bytes / limit_bytes), pg_size_pretty(limit_bytes), limit_action)
+               ELSE
+                   format('Slot %s can retain only %s more WAL before max_slot_wal_keep_size invalidates it; check that its consumer is running.',
+                          slot_name, pg_size_pretty(safe_wal_size))
+               END
+           WHEN 'inactive' THEN
+               format('No consumer has used slot %s for more than %s. ', slot_name, inactive_after) ||
+               CASE WHEN guarded THEN 'Check that the Airbyte connection is enabled and its syncs run (dfe_airbyte.sync_health).'
+                    ELSE 'If it is no longer needed, drop it (SELECT pg_drop_replication_slot(''' || slot_name || ''')): it retains WAL for as long as it exists.'
+               END
+           ELSE
+               CASE WHEN resync_pending_since IS NOT NULL THEN
+                   format('The slot was recreated at %s and Airbyte has not yet accepted the full re-sync it needs (%s attempts%s); the worker retries every dfe_airbyte.check_interval.',
+                          resync_pending_since, resync_attempts,
+                          CASE WHEN resync_error IS NOT NULL THEN ', last error: ' || resync_error ELSE '' END)
+               END
+       END AS hint,
+       sync_interval,
+       peak_retained_bytes,
+       inactive_since,
+       invalidation_reason
+FROM k
+), last_sample AS (
+    -- a remote target's slots as the guard last sampled them (a view cannot
+    -- query another server): the latest check that reached it
+    SELECT g.target, g.reachable, g.last_reached_at, g.last_error, x.*
+    FROM dfe_airbyte.guard_targets g
+    JOIN dfe_airbyte.targets t ON t.name = g.target AND t.enabled
+    LEFT JOIN LATERAL (
+        SELECT s.slot_name, s.active, s.active_pid, s.wal_status, s.safe_wal_size,
+               s.retained_bytes, s.flush_lag_bytes
+        FROM dfe_airbyte.slot_samples s
+        -- the samples of the check that last reached it (one transaction)
+        WHERE s.target = g.target AND s.sampled_at = g.last_reached_at) x ON true
+), remote AS (
+    SELECT ls.*, st.condition, st.last_active_at,
+           CASE
+               WHEN NOT ls.reachable THEN 'unreachable'
+               WHEN st.condition IN ('lost', 'missing') OR ls.wal_status = 'lost' THEN 'lost'
+               WHEN st.condition = 'over_limit' OR ls.wal_status = 'unreserved' THEN 'critical'
+               ELSE 'ok'
+           END AS status
+    FROM last_sample ls
+    LEFT JOIN dfe_airbyte.slot_state st ON st.target = ls.target AND st.slot_name = ls.slot_name
+    -- a target without slots has no row, unless it is unreachable
+    WHERE ls.slot_name IS NOT NULL OR NOT ls.reachable
+    UNION ALL
+    -- the target's Airbyte slot, seen before, that its last check did not find
+    SELECT g.target, g.reachable, g.last_reached_at, g.last_error, st.slot_name, false, NULL, NULL, NULL,
+           NULL, NULL, st.condition, st.last_active_at,
+           CASE WHEN g.reachable THEN 'lost' ELSE 'unreachable' END
+    FROM dfe_airbyte.slot_state st
+    JOIN dfe_airbyte.guard_targets g ON g.target = st.target
+    JOIN dfe_airbyte.targets t ON t.name = g.target AND t.enabled
+    WHERE st.condition = 'missing' AND st.first_seen_at IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM last_sample ls WHERE ls.target = st.target AND ls.slot_name = st.slot_name)
+)
+SELECT * FROM loc
+UNION ALL
+SELECT target, slot_name, NULL::text, active, active_pid, wal_status, safe_wal_size,
+       retained_bytes, pg_size_pretty(retained_bytes), flush_lag_bytes, pg_size_pretty(flush_lag_bytes),
+       NULL::bigint, NULL::bigint, NULL::numeric, NULL::bigint, NULL::interval,
+       CASE WHEN active THEN last_reached_at ELSE last_active_at END,
+       status,
+       CASE status
+           WHEN 'unreachable' THEN
+               format('The slot guard cannot reach target %s (%s); it was last reached %s. Its slots are not watched until it answers: check the server, the network and dfe_airbyte.targets.conninfo.',
+                      target, coalesce(last_error, 'no answer'), coalesce(last_reached_at::text, 'never'))
+           WHEN 'lost' THEN
+               format('The Airbyte slot %s of target %s is lost or no longer exists, so Airbyte cannot continue CDC: recreate it and run a full re-sync of the Airbyte connection.', slot_name, target)
+           WHEN 'critical' THEN
+               format('The Airbyte slot %s of target %s retains %s of WAL, more than the target''s max_slot_wal_size: check that Airbyte syncs run and succeed (dfe_airbyte.sync_health).', slot_name, target, pg_size_pretty(retained_bytes))
+       END,
+       NULL::interval, NULL::bigint, NULL::timestamptz, NULL::text
+FROM remote
+ORDER BY target, slot_name;
+
+COMMENT ON VIEW dfe_airbyte.replication_slot_health IS 'one row per logical replication slot of each target ("local": this database, live; the others as the slot guard last sampled them, unreachable ones included): retained WAL, limit, growth, time to limit and a status (ok, warning, critical, inactive, lost, idle_timeout, restored) with a hint; inactive_since and invalidation_reason from the server where its major has them';
+REVOKE ALL ON dfe_airbyte.replication_slot_health FROM PUBLIC;
+GRANT SELECT ON dfe_airbyte.replication_slot_health TO pg_monitor, dfe_airbyte_admin;
