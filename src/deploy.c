@@ -54,6 +54,7 @@
 #include "scheduler.h"
 #include "settings.h"
 #include "shared.h"
+#include "spi_xact.h"
 #include "stream_config.h"
 #include "worker.h"
 #include "deploy_int.h"
@@ -136,29 +137,17 @@ typedef void (*StepFn) (void *arg);
 static StepError *
 run_step(StepFn fn, void *arg)
 {
-	StepError  *volatile result = NULL;
+	ErrorData  *edata;
+	StepError  *e;
+	long		status;
 
 	airbyte_last_http_status = -1;
-	PG_TRY();
+	if (dfe_catch(fn, arg, 0, deploy_cxt, &edata))
+		return NULL;
+	status = airbyte_last_http_status;
+	/* the deploy goes on for its target: its events and rows name it */
+	dfe_target_scope_resume(deploy_scope);
 	{
-		fn(arg);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		StepError  *e;
-		long		status = airbyte_last_http_status;
-
-		HOLD_INTERRUPTS();
-		MemoryContextSwitchTo(deploy_cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		/* the deploy goes on for its target: its events and rows name it */
-		dfe_target_scope_resume(deploy_scope);
-		RESUME_INTERRUPTS();
-		MemoryContextSwitchTo(deploy_cxt);
-
 		e = palloc0(sizeof(StepError));
 		/* the detail carries the server's message; else the hint says what to do */
 		e->message = http_redact(edata->detail
@@ -171,10 +160,8 @@ run_step(StepFn fn, void *arg)
 			(edata->sqlerrcode == ERRCODE_CONNECTION_FAILURE ||
 			 edata->sqlerrcode == ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
 		FreeErrorData(edata);
-		result = e;
 	}
-	PG_END_TRY();
-	return result;
+	return e;
 }
 
 /*

@@ -31,6 +31,7 @@
 #include "scheduler.h"
 #include "settings.h"
 #include "shared.h"
+#include "spi_xact.h"
 #include "stream_config.h"
 #include "worker.h"
 #include "deploy_int.h"
@@ -43,17 +44,10 @@ void
 deploy_spi_exec(const char *sql, int nargs, Oid *types, Datum *values,
 		 const char *nulls, int expected)
 {
-	int			ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-
-	/* SPI leaves us in its procedure context; what we keep lives in ours */
+	dfe_spi_exec("keep the deploy's books", sql, nargs, types, values, nulls, false, expected);
+	/* what we keep lives in deploy_cxt */
 	if (deploy_cxt)
 		MemoryContextSwitchTo(deploy_cxt);
-	if (ret != expected)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("dfe_airbyte deploy bookkeeping failed: %s", SPI_result_code_string(ret)),
-				 errdetail("Statement: %s", sql),
-				 errhint("%s", DFE_UPDATE_HINT)));
 }
 
 int64
@@ -85,22 +79,17 @@ deploy_spi_timestamptz(int row, int col)
 void
 deploy_xact_begin(void)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
 	MemoryContextSwitchTo(deploy_cxt);
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_connect();
+	dfe_xact_begin("dfe_airbyte deploy");
 	/* what we allocate between here and the commit must outlive SPI_finish */
 	MemoryContextSwitchTo(deploy_cxt);
 }
 
+/* dfe_xact_end returns to deploy_cxt, the context deploy_xact_begin started in */
 void
 deploy_xact_commit(void)
 {
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(deploy_cxt);
+	dfe_xact_end();
 }
 
 /* ---------------------------------------------------------------------- */

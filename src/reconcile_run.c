@@ -200,37 +200,53 @@ error_run(const char *target, const char *name, bool checksum, bool dry_run, Mem
 	return run;
 }
 
+typedef struct TableCall
+{
+	DfeTarget  *src;
+	const char *target;			/* its name, for an error's result */
+	const char *name;
+	bool		checksum;
+	bool		dry_run;
+	bool		own_xact;
+	MemoryContext cxt;
+	RcRun	   *run;
+} TableCall;
+
+static void
+call_reconcile_table(void *arg)
+{
+	TableCall  *c = arg;
+
+	c->run = rc_reconcile_table(c->src, c->name, c->checksum, c->dry_run, c->cxt, c->own_xact);
+}
+
+/*
+ * rc_reconcile_table(), an ERROR becoming the table's result; a cancel or a
+ * shutdown ends the whole call.  In a SQL function (!own_xact) the table
+ * runs in a subtransaction, in the worker any transaction is rolled back.
+ */
+static RcRun *
+reconcile_caught(TableCall *c)
+{
+	ErrorData  *err;
+
+	if (dfe_catch(call_reconcile_table, c,
+				  DFE_CATCH_NOT_CANCEL | (c->own_xact ? 0 : DFE_CATCH_SUBXACT), c->cxt, &err))
+		return c->run;
+	c->run = error_run(c->target, c->name, c->checksum, c->dry_run, c->cxt, err);
+	if (c->own_xact)
+		c->run->own_xact = true;
+	return c->run;
+}
+
 /* one table in a subtransaction: an error becomes that table's result */
 static RcRun *
 reconcile_one(DfeTarget *src, const char *name, bool checksum, bool dry_run, MemoryContext cxt)
 {
-	ResourceOwner owner = CurrentResourceOwner;
-	RcRun	   *run = NULL;
+	TableCall	c = {src, NULL, name, checksum, dry_run, false, cxt, NULL};
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		run = rc_reconcile_table(src, name, checksum, dry_run, cxt, false);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *err;
-
-		MemoryContextSwitchTo(cxt);
-		err = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		/* a cancel or a shutdown ends the whole call */
-		if (err->sqlerrcode == ERRCODE_QUERY_CANCELED || err->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
-			ReThrowError(err);
-		run = error_run(dfe_target_name(src), name, checksum, dry_run, cxt, err);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return run;
+	c.target = dfe_target_name(src);
+	return reconcile_caught(&c);
 }
 
 static void
@@ -402,26 +418,8 @@ worker_reconcile(const char *target, const char *table, bool checksum, MemoryCon
 {
 	char	   *started = pstrdup(timestamptz_to_str(GetCurrentTimestamp()));
 	DfeTarget  *src = worker_open(target, cxt);
-	RcRun	   *run = NULL;
-
-	PG_TRY();
-	{
-		run = rc_reconcile_table(src, table, checksum, false, cxt, true);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *err;
-
-		MemoryContextSwitchTo(cxt);
-		err = CopyErrorData();
-		if (err->sqlerrcode == ERRCODE_QUERY_CANCELED || err->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
-			PG_RE_THROW();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		run = error_run(target, table, checksum, false, cxt, err);
-		run->own_xact = true;
-	}
-	PG_END_TRY();
+	TableCall	c = {src, target, table, checksum, false, true, cxt, NULL};
+	RcRun	   *run = reconcile_caught(&c);
 	worker_record(run, started);
 	dfe_target_close(src);
 }

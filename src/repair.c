@@ -130,37 +130,12 @@ spi_end(void)
 static char *
 try_step(void (*fn) (void *), void *arg)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	char	   *volatile error = NULL;
+	ErrorData  *edata;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		fn(arg);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
-			ReThrowError(edata);
-		error = http_redact(edata->detail ? psprintf("%s: %s", edata->message, edata->detail)
-							: edata->message);
-	}
-	PG_END_TRY();
-	return error;
+	if (dfe_catch(fn, arg, DFE_CATCH_SUBXACT | DFE_CATCH_NOT_CANCEL, CurrentMemoryContext,
+				  &edata))
+		return NULL;
+	return http_redact(dfe_error_text(edata));
 }
 
 /* ---------- the slot ---------- */

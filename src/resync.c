@@ -95,60 +95,68 @@ resync_event_data(const char *slots, const char *error, int64 job_id)
 	return out;
 }
 
-/* the ERROR being handled as "message: detail", in resync_cxt; clears it */
-static char *
-caught_error(void)
+typedef struct ResyncCall
+{
+	AirbyteRefreshAnswer answer;
+	int64	   *job_id;
+	AirbyteJob *jobs;
+	int			max;
+	int			n;
+} ResyncCall;
+
+static void
+do_full_resync(void *arg)
+{
+	ResyncCall *c = arg;
+
+	c->answer = airbyte_full_resync(c->job_id);
+}
+
+static void
+do_recent_jobs(void *arg)
+{
+	ResyncCall *c = arg;
+
+	c->n = airbyte_recent_jobs(c->jobs, c->max);
+}
+
+/* fn(c); an ERROR it raises becomes *error ("message: detail", in resync_cxt) */
+static bool
+call_caught(void (*fn) (void *), ResyncCall *c, char **error)
 {
 	ErrorData  *edata;
 
-	MemoryContextSwitchTo(resync_cxt);
-	edata = CopyErrorData();
-	FlushErrorState();
-	AbortOutOfAnyTransaction();
-	MemoryContextSwitchTo(resync_cxt);
-	return edata->detail ? psprintf("%s: %s", edata->message, edata->detail)
-		: pstrdup(edata->message ? edata->message : "unknown error");
+	if (dfe_catch(fn, c, 0, resync_cxt, &edata))
+		return true;
+	*error = dfe_error_text(edata);
+	return false;
 }
 
 /*
  * airbyte_full_resync(), with any ERROR it raises (the request certainly
- * did not land) turned into *error.  Kept apart so that nothing else lives
- * across the longjmp.
+ * did not land) turned into *error.
  */
-static pg_noinline bool
+static bool
 call_full_resync(AirbyteRefreshAnswer *answer, int64 *job_id, char **error)
 {
-	volatile bool ok = false;
+	ResyncCall	c = {0};
 
-	PG_TRY();
-	{
-		*answer = airbyte_full_resync(job_id);
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		*error = caught_error();
-	}
-	PG_END_TRY();
-	return ok;
+	c.job_id = job_id;
+	if (!call_caught(do_full_resync, &c, error))
+		return false;
+	*answer = c.answer;
+	return true;
 }
 
 /* airbyte_recent_jobs(), an ERROR turned into *error */
-static pg_noinline int
+static int
 call_recent_jobs(AirbyteJob *jobs, int max, char **error)
 {
-	volatile int n = -1;
+	ResyncCall	c = {0};
 
-	PG_TRY();
-	{
-		n = airbyte_recent_jobs(jobs, max);
-	}
-	PG_CATCH();
-	{
-		*error = caught_error();
-	}
-	PG_END_TRY();
-	return n;
+	c.jobs = jobs;
+	c.max = max;
+	return call_caught(do_recent_jobs, &c, error) ? c.n : -1;
 }
 
 static TimestampTz

@@ -25,34 +25,37 @@
 
 static MemoryContext follow_cxt = NULL;
 
+typedef struct JobRead
+{
+	int64		job_id;
+	AirbyteJob *job;
+} JobRead;
+
+static void
+read_job(void *arg)
+{
+	JobRead    *r = arg;
+
+	airbyte_get_job(r->job_id, r->job);
+}
+
 /* airbyte_get_job() with an ERROR turned into a LOG line and false */
-static pg_noinline bool
+static bool
 fetch_job(int64 job_id, AirbyteJob *job)
 {
-	volatile bool ok = false;
+	JobRead		r = {job_id, job};
+	ErrorData  *edata;
 
-	PG_TRY();
+	if (dfe_catch(read_job, &r, 0, follow_cxt, &edata))
+		return true;
 	{
-		airbyte_get_job(job_id, job);
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(follow_cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		MemoryContextSwitchTo(follow_cxt);
 		ereport(LOG,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("dfe_airbyte could not read the state of full re-sync job " INT64_FORMAT ": %s",
 						job_id, edata->message ? edata->message : "unknown error"),
 				 errhint("The network worker tries again at its next sync health poll; until then the slot guard still treats the re-sync as running.")));
 	}
-	PG_END_TRY();
-	return ok;
+	return false;
 }
 
 static void

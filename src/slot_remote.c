@@ -213,27 +213,6 @@ record_reach(RemoteTarget *rt, bool ok)
 				  psprintf("the slot guard reaches target \"%s\" again", rt->name), NULL);
 }
 
-/* dfe_sql() for more than its 8 text parameters */
-static void
-sql_many(const char *what, const char *sql, int nargs, const char **args, int expect)
-{
-	Oid		   *types = palloc(sizeof(Oid) * nargs);
-	Datum	   *values = palloc(sizeof(Datum) * nargs);
-	char	   *nulls = palloc(nargs);
-	int			ret;
-	int			i;
-
-	for (i = 0; i < nargs; i++)
-	{
-		types[i] = TEXTOID;
-		values[i] = args[i] ? CStringGetTextDatum(args[i]) : (Datum) 0;
-		nulls[i] = args[i] ? ' ' : 'n';
-	}
-	ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-	if (ret != expect)
-		dfe_spi_failed(what, ret);
-}
-
 static const char *
 answer_value(PGresult *res, int row, int col)
 {
@@ -257,7 +236,7 @@ store_sample(const char *target, PGresult *res, int row)
 	args[8] = answer_value(res, row, RS_RESTART);
 	args[9] = answer_value(res, row, RS_CONFIRMED);
 	args[10] = answer_value(res, row, RS_CURRENT);
-	sql_many("store a remote slot sample",
+	dfe_sql("store a remote slot sample",
 			"INSERT INTO dfe_airbyte.slot_samples (target, sampled_at, slot_name, active, active_pid, wal_status,\n"
 			"    safe_wal_size, retained_bytes, flush_lag_bytes, restart_lsn, confirmed_flush_lsn, current_lsn)\n"
 			"VALUES ($1, now(), $2, $3::bool, $4::int, $5, $6::bigint, $7::bigint, $8::bigint,\n"
@@ -383,36 +362,31 @@ handle_samples(RemoteTarget *rt)
 	dfe_slot_judge(slot_name, &g);
 }
 
+static void
+record_answer(void *arg)
+{
+	RemoteTarget *rt = arg;
+	DfeTargetScope *scope;
+	bool		ok = tc_state(rt->tc) == TC_DONE;
+
+	dfe_xact_begin("dfe_airbyte slot guard");
+	scope = dfe_target_scope_enter(rt->name);
+	record_reach(rt, ok);
+	if (ok)
+		handle_samples(rt);
+	dfe_target_scope_leave(scope);
+	dfe_xact_end();
+}
+
 /* one target's answer (or failure), in its scope and a transaction of its own */
 static void
 handle_answer(RemoteTarget *rt)
 {
-	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *edata;
 
-	PG_TRY();
+	if (!dfe_catch(record_answer, rt, 0, CurrentMemoryContext, &edata))
 	{
-		DfeTargetScope *scope;
-		bool		ok = tc_state(rt->tc) == TC_DONE;
-
-		dfe_xact_begin("dfe_airbyte slot guard");
-		scope = dfe_target_scope_enter(rt->name);
-		record_reach(rt, ok);
-		if (ok)
-			handle_samples(rt);
-		dfe_target_scope_leave(scope);
-		dfe_xact_end();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		HOLD_INTERRUPTS();
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
 		dfe_target_scope_reset();
-		RESUME_INTERRUPTS();
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("dfe_airbyte slot guard, target \"%s\": %s", rt->name, edata->message),
@@ -420,7 +394,6 @@ handle_answer(RemoteTarget *rt)
 				 errhint("%s", edata->hint ? edata->hint : "The guard tries again at its next check.")));
 		FreeErrorData(edata);
 	}
-	PG_END_TRY();
 }
 
 /*

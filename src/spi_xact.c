@@ -93,12 +93,12 @@ dfe_spi_exec(const char *what, const char *sql, int nargs, Oid *types, Datum *va
 int
 dfe_sql(const char *what, const char *sql, int nargs, const char **args, int expect)
 {
-	Oid			types[8];
-	Datum		values[8];
-	char		nulls[8];
+	Oid		   *types = palloc(sizeof(Oid) * Max(nargs, 1));
+	Datum	   *values = palloc(sizeof(Datum) * Max(nargs, 1));
+	char	   *nulls = palloc(Max(nargs, 1));
 	int			i;
 
-	dfe_Assert(nargs >= 0 && nargs <= (int) lengthof(types));
+	dfe_Assert(nargs >= 0);
 	for (i = 0; i < nargs; i++)
 	{
 		types[i] = TEXTOID;
