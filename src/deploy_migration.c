@@ -19,6 +19,7 @@
 
 #include "access/xact.h"
 #include "commands/dbcommands.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"

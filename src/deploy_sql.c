@@ -16,6 +16,7 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"

@@ -13,6 +13,7 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"

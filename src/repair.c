@@ -38,6 +38,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"

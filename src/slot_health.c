@@ -15,6 +15,7 @@
 
 #include <sys/statvfs.h>
 
+#include "compat.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"

@@ -53,6 +53,7 @@
 #include "executor/instrument.h"
 #include "executor/spi.h"
 #include "replication/slot.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"

@@ -40,6 +40,7 @@
 #include <cjson/cJSON.h>
 
 #include "catalog/pg_type.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"

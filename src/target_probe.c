@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "compat.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
