@@ -22,7 +22,8 @@ plan_table_cmp(const void *a, const void *b)
 	return strcmp((*(PlanTable *const *) a)->table, (*(PlanTable *const *) b)->table);
 }
 
-PlanTable *
+/* the plan's table of that name (the final table), or NULL */
+static PlanTable *
 plan_find(PolicyTagPlan *plan, const char *table)
 {
 	PlanTable	key;

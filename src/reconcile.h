@@ -89,7 +89,6 @@ extern void rc_note(RcRun *run, const char *fmt,...) pg_attribute_printf(2, 3);
 
 /* reconcile_sql.c: the SQL text of both sides */
 extern char *rc_pg_key_text(RcTable *t);
-extern char *rc_bq_key_text(RcTable *t);
 extern char *rc_pg_bucket_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter);
 extern char *rc_bq_bucket_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys);
 extern char *rc_pg_keys_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter);
@@ -98,6 +97,5 @@ extern char *rc_pg_count_query(RcTable *t);
 extern char *rc_bq_count_query(RcTable *t);
 extern char *rc_pg_bucket_expr(RcTable *t, RcLevel *lv);
 extern char *rc_bq_bucket_expr(RcTable *t, RcLevel *lv);
-extern char *rc_bq_string(const char *s);
 
 #endif

@@ -47,7 +47,7 @@
 #define TOAST_PLACEHOLDER "__debezium_unavailable_value"
 
 /* a GoogleSQL string literal */
-char *
+static char *
 rc_bq_string(const char *s)
 {
 	StringInfoData b;
@@ -158,7 +158,7 @@ rc_pg_key_text(RcTable *t)
 	return row_text(t, false, false);
 }
 
-char *
+static char *
 rc_bq_key_text(RcTable *t)
 {
 	return row_text(t, false, true);

@@ -203,7 +203,8 @@ static const char *const state_sql =
 "                   WHERE r.target = $2 AND r.slot_name = $1 AND r.recreated_at IS NULL ORDER BY r.id LIMIT 1) o ON true\n"
 " LEFT JOIN dfe_airbyte.slot_state st ON st.target = $2 AND st.slot_name = $1";
 
-int64
+/* dfe_airbyte.max_slot_wal_size in bytes, -1 when there is no limit */
+static int64
 dfe_slot_limit_bytes(void)
 {
 	if (dfe_max_slot_wal_size_mb < 0)
@@ -211,7 +212,8 @@ dfe_slot_limit_bytes(void)
 	return (int64) dfe_max_slot_wal_size_mb * 1024 * 1024;
 }
 
-int64
+/* max_slot_wal_keep_size in bytes, -1 when the server sets none */
+static int64
 dfe_server_slot_limit_bytes(void)
 {
 	if (max_slot_wal_keep_size_mb < 0)

@@ -28,10 +28,4 @@
 #define CREATION_WAIT_MAX_MS	5000
 #define CREATION_BACKSTOP_MS	5000
 
-/* dfe_airbyte.max_slot_wal_size in bytes, -1 when there is no limit */
-extern int64 dfe_slot_limit_bytes(void);
-
-/* max_slot_wal_keep_size in bytes, -1 when the server sets none */
-extern int64 dfe_server_slot_limit_bytes(void);
-
 #endif

@@ -282,7 +282,14 @@ heartbeat_stream(void)
 	return stream;
 }
 
-DfeRows *
+/*
+ * The current target's allowlisted tables (but the heartbeat), one row
+ * each in byte order of the name: table_name, pk (text[] literal of the
+ * primary key's columns, NULL without one), columns (text[] literal of the
+ * allowlisted columns in stream order), table_exists ("t"/"f").  Read from
+ * the target's catalog through target.h.
+ */
+static DfeRows *
 stream_config_catalog(void)
 {
 	const char *target = dfe_target_current();

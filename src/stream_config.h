@@ -17,16 +17,6 @@
  */
 extern char *stream_config_build(void);
 
-/*
- * The current target's allowlisted tables (but the heartbeat), one row
- * each in byte order of the name: table_name, pk (text[] literal of the
- * primary key's columns, NULL without one), columns (text[] literal of the
- * allowlisted columns in stream order), table_exists ("t"/"f").  Read from
- * the target's catalog through target.h.
- */
-#include "target.h"
-extern DfeRows *stream_config_catalog(void);
-
 /* the Airbyte heartbeat stream, always last */
 #define STREAM_HEARTBEAT_NAME "airbyte_heartbeat"
 

@@ -299,12 +299,6 @@ dfe_target_is_local(DfeTarget *t)
 	return t->tc == NULL;
 }
 
-int
-dfe_target_server_version(DfeTarget *t)
-{
-	return t->tc ? tc_server_version(t->tc) : PG_VERSION_NUM;
-}
-
 TargetConn *
 dfe_target_conn(DfeTarget *t)
 {

@@ -894,12 +894,6 @@ tc_state(TargetConn *tc)
 	return tc->state;
 }
 
-const char *
-tc_name(TargetConn *tc)
-{
-	return tc->name;
-}
-
 PGresult *
 tc_result(TargetConn *tc)
 {

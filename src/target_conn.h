@@ -60,7 +60,6 @@ extern void tc_run(TargetConn **conns, int n);
 extern int	tc_run_some(TargetConn **conns, int n);
 
 extern TargetConnState tc_state(TargetConn *tc);
-extern const char *tc_name(TargetConn *tc);
 extern PGresult *tc_result(TargetConn *tc);	/* owned by tc until the next submit */
 extern const char *tc_error(TargetConn *tc);	/* without secrets */
 extern int	tc_errcode(TargetConn *tc);	/* ERRCODE_* of the failure */

@@ -288,7 +288,11 @@ dfe_target_current_target(void)
 	return dfe_target_open(DFE_LOCAL_TARGET);
 }
 
-List *
+/*
+ * Names (palloc'd char *) of the enabled targets, "local" first when it is
+ * enabled, then the others by name.  In a transaction.
+ */
+static List *
 dfe_target_list_enabled(void)
 {
 	DfeRows    *r;
