@@ -163,7 +163,7 @@ plan_settings(void)
 }
 
 PolicyTagPlan *
-policy_tag_plan_load(void)
+dfe_policy_tag_plan_load(void)
 {
 	PolicyTagPlan *plan = plan_settings();
 	DfeTarget  *local = dfe_target_open(DFE_LOCAL_TARGET);

@@ -196,10 +196,10 @@ repair_after_sync(void *arg)
 	/* the plan and the results live in cxt, across the commits */
 	dfe_xact_begin("dfe_airbyte policy tag repair");
 	MemoryContextSwitchTo(cxt);
-	plan = policy_tag_plan_load();
+	plan = dfe_policy_tag_plan_load();
 	dfe_xact_end();
 
-	results = policy_tag_plan_apply(plan, &failed);
+	results = dfe_policy_tag_plan_apply(plan, &failed);
 	foreach(lc, results)
 	{
 		PolicyTagResult *r = lfirst(lc);
@@ -210,20 +210,20 @@ repair_after_sync(void *arg)
 	}
 	dfe_xact_begin("dfe_airbyte policy tag repair");
 	MemoryContextSwitchTo(cxt);
-	policy_tag_state_record(results);
+	dfe_policy_tag_state_record(results);
 	if (changes || failed)
 		record_repair_events(job_id, results);
 	dfe_xact_end();
 }
 
 void
-policy_tags_repair_after_sync(int64 job_id)
+dfe_policy_tags_repair_after_sync(int64 job_id)
 {
 	MemoryContext cxt;
 	MemoryContext old = CurrentMemoryContext;
 	ErrorData  *edata;
 
-	if (!bigquery_configured())
+	if (!dfe_bigquery_configured())
 		return;
 
 	/* a child of the caller's (non-transaction) context: it survives the commits */

@@ -313,7 +313,7 @@ catalog_problems(List *rows)
 	args[2] = dfe_setting_slot_name();
 	for (int i = 0; i < 6; i++)
 		args[3 + i] = dfe_rows_value(lists, 0, i);
-	args[9] = stream_config_build();
+	args[9] = dfe_stream_config_build();
 	r = dfe_target_query(dfe_target_current_target(), "check the lists against the catalog",
 						 catalog_checks_sql, 10, args);
 	for (int i = 0; i < r->nrows; i++)

@@ -14,7 +14,7 @@
  *
  * The result is cached per process in TopMemoryContext until shortly before
  * expireTime.  Every token, the assertion and the secret-ish parts of the
- * credential configuration are registered with http_register_secret(), and
+ * credential configuration are registered with dfe_http_register_secret(), and
  * no message here ever quotes the configuration or a response body that
  * could carry a token.
  */
@@ -77,7 +77,7 @@ typedef struct CredConfig
 	char	   *service_account;	/* from impersonation_url, for messages */
 } CredConfig;
 
-/* what the last google_access_token() call used; for diagnostics */
+/* what the last dfe_google_access_token() call used; for diagnostics */
 typedef struct GoogleTokenInfo
 {
 	const char *credential_source;	/* azure_ad, url, file */
@@ -252,7 +252,7 @@ register_url_secrets(const char *url)
 	const char *q = strchr(url, '?');
 
 	if (q && q[1])
-		http_register_secret(q + 1);
+		dfe_http_register_secret(q + 1);
 }
 
 static bool
@@ -381,7 +381,7 @@ read_source_headers(CredConfig *cfg, cJSON *item)
 			strpbrk(h->string, ":\r\n") || strpbrk(h->valuestring, "\r\n"))
 			config_error("Google credential configuration field \"credential_source.headers\" is invalid",
 						 "Each header needs a name without \":\" and a string value on one line.");
-		http_register_secret(h->valuestring);
+		dfe_http_register_secret(h->valuestring);
 		cfg->headers = lappend(cfg->headers, psprintf("%s: %s", h->string, h->valuestring));
 	}
 }
@@ -425,7 +425,7 @@ load_config(char **key_out)
 	/* anything that could act as a credential is a secret */
 	item = cJSON_GetObjectItemCaseSensitive(root, "client_secret");
 	if (cJSON_IsString(item))
-		http_register_secret(item->valuestring);
+		dfe_http_register_secret(item->valuestring);
 
 	cfg->audience = required_string(root, "audience", "");
 	cfg->subject_token_type = required_string(root, "subject_token_type", "");
@@ -468,11 +468,11 @@ answer_field(HttpRequest *req, const char *field)
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 				 errmsg("%s answered without \"%s\"", req->what, field),
 				 errdetail("%s %s answered HTTP %ld%s; the body is not shown because it may hold a token.",
-						   req->method, http_redact(req->url), req->status,
+						   req->method, dfe_http_redact(req->url), req->status,
 						   root ? "" : " with a body that is not JSON"),
 				 errhint("Check that the URL in the credential configuration points at the right service.")));
 	value = pstrdup(item->valuestring);
-	http_register_secret(value);
+	dfe_http_register_secret(value);
 	/* the body held the token: wipe it */
 	explicit_bzero(req->response->data, req->response->len);
 	cJSON_Delete(root);
@@ -518,7 +518,7 @@ token_from_body(CredConfig *cfg, char *body, const char *what)
 		token = pstrdup(item->valuestring);
 		cJSON_Delete(root);
 	}
-	http_register_secret(token);
+	dfe_http_register_secret(token);
 	return token;
 }
 
@@ -550,19 +550,19 @@ subject_token_azure_ad(CredConfig *cfg)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("Azure federated token file \"%s\" is empty", path),
 				 errhint("Check the workload identity set-up of the pod (azure.workload.identity/use).")));
-	http_register_secret(assertion);
+	dfe_http_register_secret(assertion);
 
 	body = psprintf("grant_type=client_credentials&client_id=%s&scope=%s"
 					"&client_assertion_type=%s&client_assertion=%s",
-					http_escape(client_id), http_escape(AZURE_SCOPE),
-					http_escape(JWT_BEARER_ASSERTION), http_escape(assertion));
-	req = http_request_new("Azure AD token request", "POST", cfg->source_url);
+					dfe_http_escape(client_id), dfe_http_escape(AZURE_SCOPE),
+					dfe_http_escape(JWT_BEARER_ASSERTION), dfe_http_escape(assertion));
+	req = dfe_http_request_new("Azure AD token request", "POST", cfg->source_url);
 	req->body = body;
 	req->content_type = "application/x-www-form-urlencoded";
-	http_perform_one(req);
+	dfe_http_perform_one(req);
 	wipe(body);
 	wipe(file_text);
-	http_check(req);
+	dfe_http_check(req);
 	token = answer_field(req, "access_token");
 	return token;
 }
@@ -573,10 +573,10 @@ subject_token_url(CredConfig *cfg)
 	HttpRequest *req;
 
 	chain_step = "step 1, the subject token from credential_source.url";
-	req = http_request_new("subject token request (credential_source.url)", "GET", cfg->source_url);
+	req = dfe_http_request_new("subject token request (credential_source.url)", "GET", cfg->source_url);
 	req->headers = cfg->headers;
-	http_perform_one(req);
-	http_check(req);
+	dfe_http_perform_one(req);
+	dfe_http_check(req);
 	return token_from_body(cfg, req->response->data, "credential_source.url");
 }
 
@@ -611,11 +611,11 @@ sts_exchange(CredConfig *cfg, const char *subject_token, long *expires_in)
 	json = cJSON_PrintUnformatted(body);
 	cJSON_Delete(body);
 
-	req = http_request_new("Google STS token exchange", "POST", cfg->token_url);
-	http_set_json_body(req, json);
-	http_perform_one(req);
+	req = dfe_http_request_new("Google STS token exchange", "POST", cfg->token_url);
+	dfe_http_set_json_body(req, json);
+	dfe_http_perform_one(req);
 	wipe(json);
-	http_check(req);
+	dfe_http_check(req);
 
 	/* expires_in matters only without impersonation */
 	*expires_in = -1;
@@ -638,11 +638,11 @@ impersonate(CredConfig *cfg, const char *sts_token, TimestampTz *expires)
 	char	   *token;
 
 	chain_step = "step 3, the service account impersonation (service_account_impersonation_url)";
-	req = http_request_new("Google service account impersonation", "POST", cfg->impersonation_url);
-	http_set_json_body(req, "{\"scope\":[\"" CLOUD_PLATFORM_SCOPE "\"],\"lifetime\":\"3600s\"}");
+	req = dfe_http_request_new("Google service account impersonation", "POST", cfg->impersonation_url);
+	dfe_http_set_json_body(req, "{\"scope\":[\"" CLOUD_PLATFORM_SCOPE "\"],\"lifetime\":\"3600s\"}");
 	req->bearer = sts_token;
-	http_perform_one(req);
-	http_check(req);
+	dfe_http_perform_one(req);
+	dfe_http_check(req);
 
 	*expires = 0;
 	root = cJSON_Parse(req->response->data);
@@ -678,7 +678,7 @@ forget(void)
 }
 
 void
-google_forget_access_token(void)
+dfe_google_forget_access_token(void)
 {
 	forget();
 }
@@ -754,7 +754,7 @@ cache_token(CredConfig *cfg, const char *token, const char *key, TimestampTz sta
 }
 
 const char *
-google_access_token(void)
+dfe_google_access_token(void)
 {
 	MemoryContext cxt;
 	MemoryContext old;
@@ -935,7 +935,7 @@ dfe_airbyte_google_auth_check(PG_FUNCTION_ARGS)
 				 errhint("Call it as SELECT * FROM dfe_airbyte_google_auth_check().")));
 	tupdesc = BlessTupleDesc(tupdesc);
 
-	(void) google_access_token();
+	(void) dfe_google_access_token();
 	google_token_info(&info);
 
 	values[0] = CStringGetTextDatum(info.credential_source);

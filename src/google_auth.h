@@ -18,12 +18,12 @@
  * before expireTime, or half its lifetime when it lives less than 10
  * minutes.  A changed credential configuration (or Azure setting) starts a
  * new chain.  Raises an ERROR naming the failing step; never shows a token.
- * The result stays valid until the next call of google_access_token() or
- * google_forget_access_token().
+ * The result stays valid until the next call of dfe_google_access_token() or
+ * dfe_google_forget_access_token().
  */
-extern const char *google_access_token(void);
+extern const char *dfe_google_access_token(void);
 
 /* drop the cached token (e.g. after BigQuery answered 401) */
-extern void google_forget_access_token(void);
+extern void dfe_google_forget_access_token(void);
 
 #endif

@@ -22,7 +22,7 @@
 #define GUARD_WORKER_NAME "dfe_airbyte guard"
 
 static DfeTask guard_tasks[] = {
-	{"slot guard", slots_worker_task, true, 0},
+	{"slot guard", dfe_slots_worker_task, true, 0},
 };
 
 static const DfeWorkerDef guard_def = {

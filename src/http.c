@@ -1,7 +1,7 @@
 /*
  * http.c — libcurl behind the interface in http.h.
  *
- * All requests go through one curl multi loop (http_perform).  Between
+ * All requests go through one curl multi loop (dfe_http_perform).  Between
  * libcurl's polls (at most POLL_MS each) we CHECK_FOR_INTERRUPTS(), so a
  * cancel, statement_timeout or SIGTERM ends a call within a fraction of a
  * second; PG_FINALLY then frees every easy handle and the multi handle.
@@ -42,7 +42,7 @@ static List *secrets = NIL;		/* in TopMemoryContext */
 pg_noreturn static void http_raise(const HttpRequest *req);
 
 HttpRequest *
-http_request_new(const char *what, const char *method, const char *url)
+dfe_http_request_new(const char *what, const char *method, const char *url)
 {
 	HttpRequest *req = palloc0(sizeof(HttpRequest));
 
@@ -55,14 +55,14 @@ http_request_new(const char *what, const char *method, const char *url)
 }
 
 void
-http_set_json_body(HttpRequest *req, const char *json)
+dfe_http_set_json_body(HttpRequest *req, const char *json)
 {
 	req->body = json;
 	req->content_type = "application/json";
 }
 
 bool
-http_ok(const HttpRequest *req)
+dfe_http_ok(const HttpRequest *req)
 {
 	return req->status >= 200 && req->status < 300;
 }
@@ -81,7 +81,7 @@ http_ok(const HttpRequest *req)
 #define MAX_SECRETS 64
 
 void
-http_register_secret(const char *secret)
+dfe_http_register_secret(const char *secret)
 {
 	MemoryContext old;
 	ListCell   *lc;
@@ -116,7 +116,7 @@ http_register_secret(const char *secret)
 }
 
 char *
-http_redact(const char *text)
+dfe_http_redact(const char *text)
 {
 	StringInfoData out;
 	ListCell   *lc;
@@ -148,7 +148,7 @@ http_redact(const char *text)
 }
 
 char *
-http_escape(const char *s)
+dfe_http_escape(const char *s)
 {
 	StringInfoData out;
 	const unsigned char *p;
@@ -319,7 +319,7 @@ check_url(const HttpRequest *req)
 /*
  * Every curl_easy_* and curl_multi_* call that can fail goes through one of
  * these two (outside libcurl's callbacks, so raising is safe): a failure is
- * an ERROR naming the call, and PG_FINALLY in http_perform frees the
+ * an ERROR naming the call, and PG_FINALLY in dfe_http_perform frees the
  * handles.
  */
 static void
@@ -579,7 +579,7 @@ refuse_in_guard(const HttpRequest *req)
 				 errhint("This is a bug in dfe_airbyte: network calls belong in the network worker; report it.")));
 }
 
-/* the state of one http_perform() call's multi loop */
+/* the state of one dfe_http_perform() call's multi loop */
 typedef struct MultiLoop
 {
 	CURLM	   *multi;
@@ -736,7 +736,7 @@ run_multi_loop(MultiLoop *loop)
 }
 
 void
-http_perform(HttpRequest **reqs, int n, int concurrency)
+dfe_http_perform(HttpRequest **reqs, int n, int concurrency)
 {
 	MultiLoop	loop = {0};
 	CURLM	   *volatile multi = NULL;
@@ -782,9 +782,9 @@ http_perform(HttpRequest **reqs, int n, int concurrency)
 }
 
 void
-http_perform_one(HttpRequest *req)
+dfe_http_perform_one(HttpRequest *req)
 {
-	http_perform(&req, 1, 1);
+	dfe_http_perform(&req, 1, 1);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -800,14 +800,14 @@ json_string_at(cJSON *obj, const char *key)
 }
 
 char *
-http_server_message(const HttpRequest *req)
+dfe_http_server_message(const HttpRequest *req)
 {
 	const char *body = req->response ? req->response->data : "";
 	char	   *msg = NULL;
 	cJSON	   *root;
 
 	if (req->status == 0)
-		return http_redact(req->transport_error ? req->transport_error : "no response");
+		return dfe_http_redact(req->transport_error ? req->transport_error : "no response");
 
 	root = cJSON_Parse(body);
 	if (root && cJSON_IsObject(root))
@@ -851,20 +851,20 @@ http_server_message(const HttpRequest *req)
 	}
 	else if (strlen(msg) > MESSAGE_MAX)
 		msg[MESSAGE_MAX] = '\0';
-	return http_redact(msg);
+	return dfe_http_redact(msg);
 }
 
 static void
 http_raise(const HttpRequest *req)
 {
-	char	   *message = http_server_message(req);
+	char	   *message = dfe_http_server_message(req);
 	const char *hint;
 
 	if (req->status == 0 && req->too_large)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("%s failed: %s", req->what, message),
-				 errdetail("%s %s; the transfer was stopped.", req->method, http_redact(req->url)),
+				 errdetail("%s %s; the transfer was stopped.", req->method, dfe_http_redact(req->url)),
 				 errhint("Raise dfe_airbyte.http_max_response_size (ALTER SYSTEM SET dfe_airbyte.http_max_response_size = '256MB'; SELECT pg_reload_conf();) if the answer is legitimately this large, e.g. the discovered catalog of a very large schema.")));
 
 	if (req->status == 0)
@@ -891,7 +891,7 @@ http_raise(const HttpRequest *req)
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("%s failed: %s", req->what, message),
 				 errdetail("%s %s; %d attempt(s), no HTTP answer.", req->method,
-						   http_redact(req->url), req->attempts),
+						   dfe_http_redact(req->url), req->attempts),
 				 errhint("%s", hint)));
 	}
 
@@ -925,13 +925,13 @@ http_raise(const HttpRequest *req)
 	ereport(ERROR,
 			(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 			 errmsg("%s failed: HTTP %ld", req->what, req->status),
-			 errdetail("%s %s answered: %s", req->method, http_redact(req->url), message),
+			 errdetail("%s %s answered: %s", req->method, dfe_http_redact(req->url), message),
 			 errhint("%s", hint)));
 	pg_unreachable();
 }
 
 bool
-http_never_sent(const HttpRequest *req)
+dfe_http_never_sent(const HttpRequest *req)
 {
 	if (req->status != 0)
 		return false;
@@ -953,9 +953,9 @@ http_never_sent(const HttpRequest *req)
 }
 
 void
-http_check(const HttpRequest *req)
+dfe_http_check(const HttpRequest *req)
 {
-	if (!http_ok(req))
+	if (!dfe_http_ok(req))
 		http_raise(req);
 }
 
@@ -966,14 +966,14 @@ http_check(const HttpRequest *req)
  * (Airbyte down, a bad setting) neither stops the task nor the worker.
  */
 char *
-http_try(void (*fn) (void *), void *arg, MemoryContext cxt)
+dfe_http_try(void (*fn) (void *), void *arg, MemoryContext cxt)
 {
 	ErrorData  *edata;
 	char	   *result;
 
 	if (dfe_catch(fn, arg, 0, cxt, &edata))
 		return NULL;
-	result = http_redact(dfe_error_text(edata));
+	result = dfe_http_redact(dfe_error_text(edata));
 	FreeErrorData(edata);
 	return result;
 }

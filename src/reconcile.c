@@ -87,12 +87,12 @@ typedef struct RcBucket
 } RcBucket;
 
 /*
- * SPI query; its rows are copied into run->cxt (rc_val reads them).  In the
+ * SPI query; its rows are copied into run->cxt (dfe_rc_val reads them).  In the
  * worker each query is its own short transaction, so that none is open
  * while BigQuery is asked.
  */
 int
-rc_sql(RcRun *run, const char *what, const char *sql, int nargs, const char **args)
+dfe_rc_sql(RcRun *run, const char *what, const char *sql, int nargs, const char **args)
 {
 	bool		own = run->own_xact && !run->in_xact;
 	int			ncols;
@@ -119,9 +119,9 @@ rc_sql(RcRun *run, const char *what, const char *sql, int nargs, const char **ar
 	return run->nrows;
 }
 
-/* row i, column j (1-based, as SPI) of the last rc_sql or rc_src; NULL for NULL */
+/* row i, column j (1-based, as SPI) of the last dfe_rc_sql or rc_src; NULL for NULL */
 char *
-rc_val(RcRun *run, int i, int j)
+dfe_rc_val(RcRun *run, int i, int j)
 {
 	return run->rows[i][j - 1];
 }
@@ -129,8 +129,8 @@ rc_val(RcRun *run, int i, int j)
 /*
  * A query on the service database (the target): through the seam
  * (src/target.c), SPI for "local" and libpq for a remote one, the same SQL
- * text.  Rows are kept as rc_sql keeps them.  In the worker the local case
- * needs a transaction of its own, a short one as for rc_sql.
+ * text.  Rows are kept as dfe_rc_sql keeps them.  In the worker the local case
+ * needs a transaction of its own, a short one as for dfe_rc_sql.
  */
 static int
 rc_src(RcRun *run, const char *what, const char *sql, int nargs, const char **args)
@@ -163,7 +163,7 @@ rc_src(RcRun *run, const char *what, const char *sql, int nargs, const char **ar
 }
 
 void
-rc_note(RcRun *run, const char *fmt,...)
+dfe_rc_note(RcRun *run, const char *fmt,...)
 {
 	va_list		ap;
 	char		buf[1024];
@@ -244,14 +244,14 @@ static void
 load_lists(RcRun *run, const char *name, RcLists *lists)
 {
 	const char *args[2] = {run->target, name};
-	int			n = rc_sql(run, "read the table's allowlisted columns", lists_sql, 2, args);
+	int			n = dfe_rc_sql(run, "read the table's allowlisted columns", lists_sql, 2, args);
 
 	lists->allowed = lists->hidden = NIL;
 	for (int i = 0; i < n; i++)
 	{
-		lists->allowed = lappend(lists->allowed, rc_val(run, i, 1));
-		if (strcmp(rc_val(run, i, 2), "true") == 0)
-			lists->hidden = lappend(lists->hidden, rc_val(run, i, 1));
+		lists->allowed = lappend(lists->allowed, dfe_rc_val(run, i, 1));
+		if (strcmp(dfe_rc_val(run, i, 2), "true") == 0)
+			lists->hidden = lappend(lists->hidden, dfe_rc_val(run, i, 1));
 	}
 }
 
@@ -259,13 +259,13 @@ load_lists(RcRun *run, const char *name, RcLists *lists)
 static void
 add_column(RcRun *run, RcTable *t, int row, RcLists *lists, bool *key_unusable)
 {
-	char	   *name = rc_val(run, row, 1);
-	char	   *typname = rc_val(run, row, 2);
-	int			typmod = atoi(rc_val(run, row, 3));
-	char	   *typtype = rc_val(run, row, 4);
+	char	   *name = dfe_rc_val(run, row, 1);
+	char	   *typname = dfe_rc_val(run, row, 2);
+	int			typmod = atoi(dfe_rc_val(run, row, 3));
+	char	   *typtype = dfe_rc_val(run, row, 4);
 	bool		allowed = name_in(lists->allowed, name);
 	bool		hidden = name_in(lists->hidden, name);
-	bool		key = atoi(rc_val(run, row, 5)) > 0;
+	bool		key = atoi(dfe_rc_val(run, row, 5)) > 0;
 	bool		ok;
 	RcColumn   *c = palloc0(sizeof(RcColumn));
 
@@ -313,7 +313,7 @@ load_table(RcRun *run, const char *name)
 		add_column(run, t, i, &lists, &key_unusable);
 	if (key_unusable)
 	{
-		rc_note(run, "primary key not replicated or not comparable: compared by count only");
+		dfe_rc_note(run, "primary key not replicated or not comparable: compared by count only");
 		t->cols = list_concat(t->keys, t->cols);
 		t->keys = NIL;
 	}
@@ -334,16 +334,16 @@ load_cutoff(RcRun *run)
 {
 	const char *args[1] = {run->target};
 
-	if (rc_sql(run, "read the last successful sync",
+	if (dfe_rc_sql(run, "read the last successful sync",
 			   "SELECT job_id::text, started_at::text FROM dfe_airbyte.sync_jobs j"
 			   " WHERE status = 'succeeded' AND started_at IS NOT NULL AND " SYNC_OF_TARGET
 			   " ORDER BY job_id DESC LIMIT 1", 1, args) == 0)
 	{
-		rc_note(run, "no successful sync recorded: no cut-off, every row compared");
+		dfe_rc_note(run, "no successful sync recorded: no cut-off, every row compared");
 		return;
 	}
-	run->sync_job_id = strtoll(rc_val(run, 0, 1), NULL, 10);
-	run->cutoff = rc_val(run, 0, 2);
+	run->sync_job_id = strtoll(dfe_rc_val(run, 0, 1), NULL, 10);
+	run->cutoff = dfe_rc_val(run, 0, 2);
 }
 
 /*
@@ -379,15 +379,15 @@ load_hot_keys(RcTable *t, RcRun *run, List **hot)
 	if (cond[0] == '\0' || t->keys == NIL)
 		return true;
 	n = rc_src(run, "read the rows changed since the last sync",
-			   psprintf("SELECT %s FROM %s WHERE TRUE%s LIMIT %d", rc_pg_key_text(t), t->pg_rel, cond,
+			   psprintf("SELECT %s FROM %s WHERE TRUE%s LIMIT %d", dfe_rc_pg_key_text(t), t->pg_rel, cond,
 						MAX_HOT_KEYS + 1), 0, NULL);
 	run->hot_rows = n;
 	if (n > MAX_HOT_KEYS)
 		return false;
 	for (int i = 0; i < n; i++)
-		*hot = lappend(*hot, rc_val(run, i, 1));
+		*hot = lappend(*hot, dfe_rc_val(run, i, 1));
 	if (n > 0)
-		rc_note(run, "%d row(s) changed since the last successful sync left out", n);
+		dfe_rc_note(run, "%d row(s) changed since the last successful sync left out", n);
 	return true;
 }
 
@@ -397,15 +397,15 @@ pg_buckets(RcTable *t, RcRun *run, RcLevel *lv)
 {
 	List	   *out = NIL;
 	int			n = rc_src(run, "compute the source checksums",
-						   rc_pg_bucket_query(t, run->checksum, lv, hot_filter(t, run, false)), 0, NULL);
+						   dfe_rc_pg_bucket_query(t, run->checksum, lv, hot_filter(t, run, false)), 0, NULL);
 
 	for (int i = 0; i < n; i++)
 	{
 		RcBucket   *b = palloc0(sizeof(RcBucket));
 
-		b->bucket = strtoll(rc_val(run, i, 1), NULL, 10);
-		b->n = strtoll(rc_val(run, i, 2), NULL, 10);
-		b->s = rc_val(run, i, 3);
+		b->bucket = strtoll(dfe_rc_val(run, i, 1), NULL, 10);
+		b->n = strtoll(dfe_rc_val(run, i, 2), NULL, 10);
+		b->s = dfe_rc_val(run, i, 3);
 		out = lappend(out, b);
 	}
 	return out;
@@ -417,10 +417,10 @@ budget_left(RcRun *run)
 {
 	int64		used = 0;
 
-	if (rc_sql(run, "read the bytes billed today",
+	if (dfe_rc_sql(run, "read the bytes billed today",
 			   "SELECT coalesce(sum(bytes_billed), 0)::text FROM dfe_airbyte.reconcile_runs"
 			   " WHERE started_at > now() - interval '24 hours'", 0, NULL) > 0)
-		used = strtoll(rc_val(run, 0, 1), NULL, 10);
+		used = strtoll(dfe_rc_val(run, 0, 1), NULL, 10);
 	return (int64) dfe_reconcile_daily_mb * 1024 * 1024 - used;
 }
 
@@ -433,34 +433,34 @@ static BqResult *
 bq_run(RcRun *run, const char *sql)
 {
 	int64		cap = (int64) dfe_reconcile_max_bytes_billed_kb * 1024;
-	BqResult   *dry = bq_query_dry_run(sql);
+	BqResult   *dry = dfe_bq_query_dry_run(sql);
 	BqResult   *res;
 	int64		left;
 
-	bq_check(dry, "the BigQuery dry run of a reconciliation query");
-	run->bytes_estimated += bq_billed_upper_bound(dry->bytes_processed, 1);
+	dfe_bq_check(dry, "the BigQuery dry run of a reconciliation query");
+	run->bytes_estimated += dfe_bq_billed_upper_bound(dry->bytes_processed, 1);
 	if (run->dry_run)
 	{
 		run->status = "estimated";
 		return NULL;
 	}
 	left = budget_left(run) - run->bytes_billed;
-	if (dry->bytes_processed > cap || bq_billed_upper_bound(dry->bytes_processed, 1) > left)
+	if (dry->bytes_processed > cap || dfe_bq_billed_upper_bound(dry->bytes_processed, 1) > left)
 	{
 		run->status = "over_budget";
-		rc_note(run, "a query would process " INT64_FORMAT " bytes: over dfe_airbyte.reconcile_max_bytes_billed ("
+		dfe_rc_note(run, "a query would process " INT64_FORMAT " bytes: over dfe_airbyte.reconcile_max_bytes_billed ("
 			 INT64_FORMAT ") or the daily budget left (" INT64_FORMAT ")", dry->bytes_processed, cap, Max(left, 0));
 		return NULL;
 	}
-	res = bq_query_run(sql, cap);
+	res = dfe_bq_query_run(sql, cap);
 	run->queries++;
 	if (!res->ok && res->reason && strcmp(res->reason, "bytesBilledLimitExceeded") == 0)
 	{
 		run->status = "over_budget";
-		rc_note(run, "BigQuery refused a query over maximumBytesBilled: %s", res->message);
+		dfe_rc_note(run, "BigQuery refused a query over maximumBytesBilled: %s", res->message);
 		return NULL;
 	}
-	bq_check(res, "a reconciliation query");
+	dfe_bq_check(res, "a reconciliation query");
 	run->bytes_billed += res->bytes_billed;
 	return res;
 }
@@ -624,8 +624,8 @@ hash_filters(RcTable *t, RcLevel *lv, List *diff, RcLevel *next, RcRun *run)
 														(unsigned long long) b->bucket));
 	}
 	next->hexdigits = lv->hexdigits + 2;
-	next->pg_filter = psprintf(" AND %s IN (%s)", rc_pg_bucket_expr(t, lv), in.data);
-	next->bq_filter = psprintf(" AND %s IN (%s)", rc_bq_bucket_expr(t, lv), in.data);
+	next->pg_filter = psprintf(" AND %s IN (%s)", dfe_rc_pg_bucket_expr(t, lv), in.data);
+	next->bq_filter = psprintf(" AND %s IN (%s)", dfe_rc_bq_bucket_expr(t, lv), in.data);
 }
 
 static int
@@ -643,7 +643,7 @@ diff_keys(RcTable *t, RcRun *run, RcLevel *lv, List *hot)
 	BqResult   *res;
 	ListCell   *a;
 	ListCell   *b;
-	int			n = rc_src(run, "list the source keys", rc_pg_keys_query(t, run->checksum, lv, hot_filter(t, run, false)), 0, NULL);
+	int			n = rc_src(run, "list the source keys", dfe_rc_pg_keys_query(t, run->checksum, lv, hot_filter(t, run, false)), 0, NULL);
 	int64		missing = 0,
 				extra = 0,
 				changed = 0;
@@ -652,11 +652,11 @@ diff_keys(RcTable *t, RcRun *run, RcLevel *lv, List *hot)
 	{
 		char	  **r = palloc(2 * sizeof(char *));
 
-		r[0] = rc_val(run, i, 1);
-		r[1] = rc_val(run, i, 2);
+		r[0] = dfe_rc_val(run, i, 1);
+		r[1] = dfe_rc_val(run, i, 2);
 		pg = lappend(pg, r);
 	}
-	res = bq_run(run, rc_bq_keys_query(t, run->checksum, lv, hot));
+	res = bq_run(run, dfe_rc_bq_keys_query(t, run->checksum, lv, hot));
 	if (res == NULL)
 		return false;
 	for (int i = 0; i < res->nrows; i++)
@@ -686,7 +686,7 @@ diff_keys(RcTable *t, RcRun *run, RcLevel *lv, List *hot)
 			b = lnext(bq, b);
 	}
 	run->mismatches = missing + extra + changed;
-	rc_note(run, INT64_FORMAT " key(s) missing in BigQuery, " INT64_FORMAT " extra in BigQuery (deleted at the source), "
+	dfe_rc_note(run, INT64_FORMAT " key(s) missing in BigQuery, " INT64_FORMAT " extra in BigQuery (deleted at the source), "
 		 INT64_FORMAT " with other values", missing, extra, changed);
 	return true;
 }
@@ -703,10 +703,10 @@ first_level(RcTable *t, RcRun *run, RcLevel *lv)
 					quote_identifier(((RcColumn *) linitial(t->keys))->name),
 					quote_identifier(((RcColumn *) linitial(t->keys))->name), t->pg_rel), 0, NULL);
 	lv->width = 1;
-	if (rc_val(run, 0, 1) != NULL)
+	if (dfe_rc_val(run, 0, 1) != NULL)
 	{
-		int64		lo = strtoll(rc_val(run, 0, 1), NULL, 10);
-		int64		hi = strtoll(rc_val(run, 0, 2), NULL, 10);
+		int64		lo = strtoll(dfe_rc_val(run, 0, 1), NULL, 10);
+		int64		hi = strtoll(dfe_rc_val(run, 0, 2), NULL, 10);
 		/* in numeric: hi - lo may not fit in int64 */
 		double		span = (double) hi - (double) lo + 1.0;
 
@@ -735,14 +735,14 @@ compare_keyed(RcTable *t, RcRun *run)
 	if (!load_hot_keys(t, run, &hot))
 	{
 		run->status = "skipped";
-		rc_note(run, "busy: more than %d rows changed since the last successful sync; tried again later", MAX_HOT_KEYS);
+		dfe_rc_note(run, "busy: more than %d rows changed since the last successful sync; tried again later", MAX_HOT_KEYS);
 		return;
 	}
 	first_level(t, run, &lv);
 	for (int level = 1;; level++)
 	{
 		List	   *pg = pg_buckets(t, run, &lv);
-		BqResult   *res = bq_run(run, rc_bq_bucket_query(t, run->checksum, &lv, hot));
+		BqResult   *res = bq_run(run, dfe_rc_bq_bucket_query(t, run->checksum, &lv, hot));
 		List	   *diff;
 		int64		rows;
 		RcLevel		next;
@@ -764,7 +764,7 @@ compare_keyed(RcTable *t, RcRun *run)
 		{
 			run->status = level == 1 ? "match" : "mismatch_candidate";
 			if (level > 1)
-				rc_note(run, "the differing buckets match on a second look: rows changed while comparing");
+				dfe_rc_note(run, "the differing buckets match on a second look: rows changed while comparing");
 			return;
 		}
 		run->status = "mismatch_candidate";
@@ -779,7 +779,7 @@ compare_keyed(RcTable *t, RcRun *run)
 			if (rows <= KEY_LIMIT)
 				(void) diff_keys(t, run, &next, hot);
 			else
-				rc_note(run, "%d bucket(s) differ, holding " INT64_FORMAT " rows: key ranges only", list_length(diff), rows);
+				dfe_rc_note(run, "%d bucket(s) differ, holding " INT64_FORMAT " rows: key ranges only", list_length(diff), rows);
 			return;
 		}
 		lv = next;
@@ -791,9 +791,9 @@ compare_count(RcTable *t, RcRun *run)
 {
 	BqResult   *res;
 
-	rc_src(run, "count the source rows", rc_pg_count_query(t), 0, NULL);
-	run->source_rows = strtoll(rc_val(run, 0, 1), NULL, 10);
-	res = bq_run(run, rc_bq_count_query(t));
+	rc_src(run, "count the source rows", dfe_rc_pg_count_query(t), 0, NULL);
+	run->source_rows = strtoll(dfe_rc_val(run, 0, 1), NULL, 10);
+	res = bq_run(run, dfe_rc_bq_count_query(t));
 	if (res == NULL)
 		return;
 	run->bq_rows = res->nrows > 0 && res->rows[0][0] ? strtoll(res->rows[0][0], NULL, 10) : 0;
@@ -802,11 +802,11 @@ compare_count(RcTable *t, RcRun *run)
 	/* Abs() is gone from PostgreSQL 16's c.h */
 	run->mismatches = run->bq_rows > run->source_rows ? run->bq_rows - run->source_rows
 		: run->source_rows - run->bq_rows;
-	rc_note(run, "no primary key: compared by count only (Airbyte replicates such tables by full refresh)");
+	dfe_rc_note(run, "no primary key: compared by count only (Airbyte replicates such tables by full refresh)");
 }
 
 RcRun *
-rc_reconcile_table(DfeTarget *src, const char *name, bool checksum, bool dry_run, MemoryContext cxt, bool own_xact)
+dfe_rc_reconcile_table(DfeTarget *src, const char *name, bool checksum, bool dry_run, MemoryContext cxt, bool own_xact)
 {
 	RcRun	   *run = palloc0(sizeof(RcRun));
 	RcTable    *t;
@@ -826,7 +826,7 @@ rc_reconcile_table(DfeTarget *src, const char *name, bool checksum, bool dry_run
 	else
 		compare_keyed(t, run);
 	if (run->toast_rows > 0)
-		rc_note(run, INT64_FORMAT " row(s) hold __debezium_unavailable_value, Debezium's placeholder for an unchanged TOAST value: "
+		dfe_rc_note(run, INT64_FORMAT " row(s) hold __debezium_unavailable_value, Debezium's placeholder for an unchanged TOAST value: "
 			 "ALTER TABLE %s REPLICA IDENTITY FULL", run->toast_rows, t->pg_rel);
 	if (checksum && t->skipped != NIL)
 	{
@@ -836,7 +836,7 @@ rc_reconcile_table(DfeTarget *src, const char *name, bool checksum, bool dry_run
 		initStringInfo(&s);
 		foreach(lc, t->skipped)
 			appendStringInfo(&s, "%s%s", s.len ? ", " : "", (char *) lfirst(lc));
-		rc_note(run, "not compared: %s", s.data);
+		dfe_rc_note(run, "not compared: %s", s.data);
 	}
 	return run;
 }

@@ -153,7 +153,7 @@ row_text(RcTable *t, bool checksum, bool bq)
 }
 
 char *
-rc_pg_key_text(RcTable *t)
+dfe_rc_pg_key_text(RcTable *t)
 {
 	return row_text(t, false, false);
 }
@@ -183,7 +183,7 @@ first_key(RcTable *t)
 }
 
 char *
-rc_pg_bucket_expr(RcTable *t, RcLevel *lv)
+dfe_rc_pg_bucket_expr(RcTable *t, RcLevel *lv)
 {
 	if (t->int_key)
 	{
@@ -193,11 +193,11 @@ rc_pg_bucket_expr(RcTable *t, RcLevel *lv)
 						k, lv->min, k, lv->min, lv->width);
 	}
 	return psprintf("('x' || substr(md5(%s), 1, %d))::bit(%d)::int8",
-					rc_pg_key_text(t), lv->hexdigits, lv->hexdigits * 4);
+					dfe_rc_pg_key_text(t), lv->hexdigits, lv->hexdigits * 4);
 }
 
 char *
-rc_bq_bucket_expr(RcTable *t, RcLevel *lv)
+dfe_rc_bq_bucket_expr(RcTable *t, RcLevel *lv)
 {
 	if (t->int_key)
 	{
@@ -264,33 +264,33 @@ bq_toast(RcTable *t)
 }
 
 char *
-rc_pg_bucket_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter)
+dfe_rc_pg_bucket_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter)
 {
 	return psprintf("SELECT %s AS bucket, count(*) AS n, sum(%s) AS s FROM %s WHERE TRUE%s%s GROUP BY 1",
-					rc_pg_bucket_expr(t, lv), pg_hash(row_text(t, checksum, false)), t->pg_rel,
+					dfe_rc_pg_bucket_expr(t, lv), pg_hash(row_text(t, checksum, false)), t->pg_rel,
 					hot_filter ? hot_filter : "", lv->pg_filter ? lv->pg_filter : "");
 }
 
 char *
-rc_bq_bucket_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys)
+dfe_rc_bq_bucket_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys)
 {
 	return psprintf("%sSELECT %s AS bucket, COUNT(*) AS n, SUM(CAST(%s AS NUMERIC)) AS s%s"
 					" FROM latest WHERE `_ab_cdc_deleted_at` IS NULL%s GROUP BY bucket",
-					bq_latest(t, checksum, hot_keys), rc_bq_bucket_expr(t, lv),
+					bq_latest(t, checksum, hot_keys), dfe_rc_bq_bucket_expr(t, lv),
 					bq_hash(row_text(t, checksum, true)), checksum ? bq_toast(t) : ", 0 AS toast",
 					lv->bq_filter ? lv->bq_filter : "");
 }
 
 char *
-rc_pg_keys_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter)
+dfe_rc_pg_keys_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter)
 {
 	return psprintf("SELECT %s AS k, %s::text AS h FROM %s WHERE TRUE%s%s",
-					rc_pg_key_text(t), pg_hash(row_text(t, checksum, false)), t->pg_rel,
+					dfe_rc_pg_key_text(t), pg_hash(row_text(t, checksum, false)), t->pg_rel,
 					hot_filter ? hot_filter : "", lv->pg_filter ? lv->pg_filter : "");
 }
 
 char *
-rc_bq_keys_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys)
+dfe_rc_bq_keys_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys)
 {
 	return psprintf("%sSELECT %s AS k, %s AS h FROM latest WHERE `_ab_cdc_deleted_at` IS NULL%s",
 					bq_latest(t, checksum, hot_keys), rc_bq_key_text(t),
@@ -304,13 +304,13 @@ rc_bq_keys_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys)
  * holds the last snapshot: compare counts.
  */
 char *
-rc_pg_count_query(RcTable *t)
+dfe_rc_pg_count_query(RcTable *t)
 {
 	return psprintf("SELECT count(*) FROM %s", t->pg_rel);
 }
 
 char *
-rc_bq_count_query(RcTable *t)
+dfe_rc_bq_count_query(RcTable *t)
 {
 	return psprintf("SELECT COUNT(*) AS n FROM %s WHERE TRUE", t->bq_rel);
 }

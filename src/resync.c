@@ -109,7 +109,7 @@ do_full_resync(void *arg)
 {
 	ResyncCall *c = arg;
 
-	c->answer = airbyte_full_resync(c->job_id);
+	c->answer = dfe_airbyte_full_resync(c->job_id);
 }
 
 static void
@@ -117,7 +117,7 @@ do_recent_jobs(void *arg)
 {
 	ResyncCall *c = arg;
 
-	c->n = airbyte_recent_jobs(c->jobs, c->max);
+	c->n = dfe_airbyte_recent_jobs(c->jobs, c->max);
 }
 
 /* fn(c); an ERROR it raises becomes *error ("message: detail", in resync_cxt) */
@@ -133,7 +133,7 @@ call_caught(void (*fn) (void *), ResyncCall *c, char **error)
 }
 
 /*
- * airbyte_full_resync(), with any ERROR it raises (the request certainly
+ * dfe_airbyte_full_resync(), with any ERROR it raises (the request certainly
  * did not land) turned into *error.
  */
 static bool
@@ -148,7 +148,7 @@ call_full_resync(AirbyteRefreshAnswer *answer, int64 *job_id, char **error)
 	return true;
 }
 
-/* airbyte_recent_jobs(), an ERROR turned into *error */
+/* dfe_airbyte_recent_jobs(), an ERROR turned into *error */
 static int
 call_recent_jobs(AirbyteJob *jobs, int max, char **error)
 {
@@ -310,8 +310,8 @@ ask_for_resync(PendingResync *p)
 		dfe_event("warning", "full_resync_answer_lost", p->slots,
 				  psprintf("Airbyte's answer to the full re-sync request for replication slot %s was lost (%s); "
 						   "the worker does not ask again unless Airbyte's job list proves the request did not arrive",
-						   p->slots, airbyte_last_http_status == 0 ? "no answer"
-						   : psprintf("HTTP %ld", airbyte_last_http_status)),
+						   p->slots, dfe_airbyte_last_http_status == 0 ? "no answer"
+						   : psprintf("HTTP %ld", dfe_airbyte_last_http_status)),
 				  resync_event_data(p->slots, NULL, 0));
 	else
 		dfe_event("info", "full_resync_queued", p->slots,
@@ -426,9 +426,9 @@ report_server_version(void)
 	const char *version;
 	const char *args[1];
 
-	if (!airbyte_configured())
+	if (!dfe_airbyte_configured())
 		return;
-	version = airbyte_server_version();
+	version = dfe_airbyte_server_version();
 	if (version == NULL)
 		return;
 	if (strcmp(version, last_version) == 0 &&
@@ -462,7 +462,7 @@ report_server_version(void)
 }
 
 long
-resync_worker_task(void)
+dfe_resync_worker_task(void)
 {
 	resync_cxt = CurrentMemoryContext;
 	report_server_version();

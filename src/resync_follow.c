@@ -36,10 +36,10 @@ read_job(void *arg)
 {
 	JobRead    *r = arg;
 
-	airbyte_get_job(r->job_id, r->job);
+	dfe_airbyte_get_job(r->job_id, r->job);
 }
 
-/* airbyte_get_job() with an ERROR turned into a LOG line and false */
+/* dfe_airbyte_get_job() with an ERROR turned into a LOG line and false */
 static bool
 fetch_job(int64 job_id, AirbyteJob *job)
 {
@@ -61,7 +61,7 @@ fetch_job(int64 job_id, AirbyteJob *job)
 static void
 record_job(int64 rec_id, int64 job_id, const char *status, const char *slot_name)
 {
-	bool		finished = airbyte_job_finished(status);
+	bool		finished = dfe_airbyte_job_finished(status);
 	const char *args[3] = {dfe_int64_str(rec_id), status, finished ? "true" : "false"};
 
 	dfe_xact_begin("dfe_airbyte full re-sync follow-up");
@@ -88,7 +88,7 @@ record_job(int64 rec_id, int64 job_id, const char *status, const char *slot_name
 }
 
 long
-resync_follow_worker_task(void)
+dfe_resync_follow_worker_task(void)
 {
 	int64		rec_ids[FOLLOW_MAX_JOBS];
 	int64		job_ids[FOLLOW_MAX_JOBS];
@@ -143,7 +143,7 @@ resync_follow_worker_task(void)
 		AirbyteJob	job;
 
 		memset(&job, 0, sizeof(job));
-		if (!airbyte_configured() || !fetch_job(job_ids[i], &job) || job.status == NULL)
+		if (!dfe_airbyte_configured() || !fetch_job(job_ids[i], &job) || job.status == NULL)
 			continue;
 		record_job(rec_ids[i], job_ids[i], job.status, slots[i]);
 	}

@@ -1162,7 +1162,7 @@ dfe_slot_judge(const char *slot_name, const GuardedSlot *g)
 /* ---------- the task ---------- */
 
 long
-slots_worker_task(void)
+dfe_slots_worker_task(void)
 {
 	const char *slot_name;
 	GuardedSlot g;

@@ -4,7 +4,7 @@
  * dfe_airbyte.slot_samples, keeps the history bounded, and acts on the
  * Airbyte slot (dfe_airbyte.slot_name, the only slot it ever touches) per
  * dfe_airbyte.slot_limit_action.  The worker entry point,
- * slots_worker_task(), is declared in worker.h.
+ * dfe_slots_worker_task(), is declared in worker.h.
  */
 #ifndef DFE_AIRBYTE_SLOTS_H
 #define DFE_AIRBYTE_SLOTS_H

@@ -340,7 +340,7 @@ row_stream(DfeRows *r, int row)
 }
 
 char *
-stream_config_build(void)
+dfe_stream_config_build(void)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext work;
@@ -400,7 +400,7 @@ dfe_airbyte_stream_config(PG_FUNCTION_ARGS)
 
 	DFE_REQUIRE_MATCHING_SQL();
 	scope = enter_target_arg(fcinfo);
-	json = stream_config_build();
+	json = dfe_stream_config_build();
 	dfe_target_scope_leave(scope);
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
 }
@@ -419,7 +419,7 @@ dfe_airbyte_stream_config_json(PG_FUNCTION_ARGS)
 
 	DFE_REQUIRE_MATCHING_SQL();
 	scope = enter_target_arg(fcinfo);
-	json = stream_config_build();
+	json = dfe_stream_config_build();
 	dfe_target_scope_leave(scope);
 	return DirectFunctionCall1(json_in, CStringGetDatum(json));
 }

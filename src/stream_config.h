@@ -15,7 +15,7 @@
  * caller's memory context.  The same lists and catalog give byte-identical
  * text.
  */
-extern char *stream_config_build(void);
+extern char *dfe_stream_config_build(void);
 
 /* the Airbyte heartbeat stream, always last */
 #define STREAM_HEARTBEAT_NAME "airbyte_heartbeat"

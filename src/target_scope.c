@@ -56,7 +56,7 @@ scope_xact_callback(XactEvent event, void *arg)
 		xact_generation++;
 	/*
 	 * A worker task's scope, entered outside any transaction, spans its
-	 * short transactions and outlives the abort of one (http_try() catches
+	 * short transactions and outlives the abort of one (dfe_http_try() catches
 	 * an error and aborts it): the task goes on for the same target, and
 	 * dfe_for_each_target() resets the scope when the task itself fails.
 	 */
