@@ -1,5 +1,5 @@
 /*
- * bigquery.c — the hidden policy tag on sensitive columns (SPEC §5).
+ * bigquery.c — the hidden policy tag on sensitive columns.
  *
  * The plan: every allowlisted table with its blocklisted columns.  Tables
  * without blocklisted columns are checked too, so that a tag is removed
@@ -172,7 +172,7 @@ find_seen(List *seen, const char *name)
 	return NULL;
 }
 
-/* the columns Airbyte adds itself (SPEC §5): never "unlisted" */
+/* the columns Airbyte adds itself: never "unlisted" */
 static bool
 airbyte_own_column(const char *name)
 {
@@ -382,7 +382,7 @@ converge_unwanted(ApplyState *st, TagWork *w, cJSON *field, SeenColumn *seen)
  * Converge one table's schema (as GET returned it) with the plan: fills
  * w->rows and, when something changed, w->patch_body.  Returns whether a
  * PATCH is needed.  The tags converge on blocklist ∪ (columns of the table
- * − allowlist − Airbyte's own columns) (SPEC §5), the second part unless
+ * − allowlist − Airbyte's own columns), the second part unless
  * dfe_airbyte.hide_unlisted_columns is off.
  */
 static bool
@@ -553,7 +553,7 @@ finish_missing(ApplyState *st, TagWork *w)
 	/* a missing raw table is normal: newer destinations write none */
 	if (w->raw)
 		return;
-	/* every row names a column: the sensitive columns that are not protected (SPEC §5) */
+	/* every row names a column: the sensitive columns that are not protected */
 	foreach(lc, w->pt->blocked)
 		st->results = lappend(st->results, make_row(w->label, ((BlockedColumn *) lfirst(lc))->name,
 													"missing_table", NULL));

@@ -1,6 +1,6 @@
 /*
- * bigquery.h — hidden policy tags on sensitive columns (SPEC §5), with the
- * Google access token from google_auth (SPEC §8).
+ * bigquery.h — hidden policy tags on sensitive columns, with the
+ * Google access token from google_auth.
  *
  * Split in two so that no transaction is held across HTTP calls:
  * dfe_policy_tag_plan_load() reads the lists (inside a transaction, result

@@ -1,6 +1,5 @@
 /*
- * connection.c — keeps the Airbyte connection what the allowlist says
- * (issue 8 item 7).
+ * connection.c — keeps the Airbyte connection what the allowlist says.
  *
  * Airbyte's schema propagation (nonBreakingSchemaUpdatesBehavior
  * propagate_columns / propagate_fully; DfE's Terraform sets propagate_fully)

@@ -1,6 +1,6 @@
 /*
  * connection.h — the Airbyte connection as it really is, compared with the
- * allowlist (issue 8 items 7–9): the connection watch run after each sync
+ * allowlist: the connection watch run after each sync
  * health poll, and the pieces dfe_airbyte_deploy_plan() and
  * dfe_airbyte_repair() share with it.
  */

@@ -1,5 +1,5 @@
 /*
- * deploy_plan.c — dfe_airbyte_deploy_plan() (SPEC §1): what the next
+ * deploy_plan.c — dfe_airbyte_deploy_plan(): what the next
  * refresh would change in the Airbyte connection, read live from it, with
  * the BigQuery consequence of each change.  Read-only: one GET of the
  * connection, no PATCH and no discover.

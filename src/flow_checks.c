@@ -1,5 +1,5 @@
 /*
- * flow_checks.c — does data really flow? (SPEC §7, issue 9 items 5 and 6)
+ * flow_checks.c — does data really flow?
  *
  * A succeeded Airbyte job proves little: a connector that ignores the
  * heartbeat query, a slot whose confirmed_flush_lsn no longer moves, or a

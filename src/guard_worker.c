@@ -1,5 +1,5 @@
 /*
- * guard_worker.c — the slot guard's background worker (SPEC §7).
+ * guard_worker.c — the slot guard's background worker.
  *
  * It runs one task, the slot guard (slots.c), every
  * dfe_airbyte.check_interval, and nothing that talks to the network: no

@@ -1,6 +1,6 @@
 /*
  * lists.h — the allowlist and the blocklist, loaded from the dfe-analytics
- * configuration files (SPEC §1, dfe_airbyte_load_config()).
+ * configuration files (dfe_airbyte_load_config()).
  *
  * Accepted text (YAML through libyaml, or JSON through cJSON when the text
  * starts with "{"):

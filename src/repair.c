@@ -1,5 +1,5 @@
 /*
- * repair.c — dfe_airbyte_repair(dry_run, cancel_stuck) (SPEC §1): one
+ * repair.c — dfe_airbyte_repair(dry_run, cancel_stuck): one
  * function for the runbook workflows services run by hand today
  * (fix-airbyte-replication-slot, fix-airbyte-lsn; users.md §A.4).
  *

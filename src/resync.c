@@ -1,5 +1,5 @@
 /*
- * resync.c — the full re-sync that a slot recreation needs (SPEC §4, §7):
+ * resync.c — the full re-sync that a slot recreation needs:
  * exactly one per recreation, on every Airbyte version.
  *
  * The slot guard never calls out: when it recreates the Airbyte slot it

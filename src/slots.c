@@ -1,5 +1,5 @@
 /*
- * slots.c — the slot guard (SPEC §7).
+ * slots.c — the slot guard.
  *
  * Every dfe_airbyte.check_interval the worker
  *

@@ -1,5 +1,5 @@
 /*
- * slots.h — the slot guard (SPEC §7): samples the logical replication slots
+ * slots.h — the slot guard: samples the logical replication slots
  * of this database every dfe_airbyte.check_interval into
  * dfe_airbyte.slot_samples, keeps the history bounded, and acts on the
  * Airbyte slot (dfe_airbyte.slot_name, the only slot it ever touches) per

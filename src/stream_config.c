@@ -1,5 +1,5 @@
 /*
- * stream_config.c — dfe_airbyte_stream_config() (SPEC §3).
+ * stream_config.c — dfe_airbyte_stream_config().
  *
  * One stream per allowlisted table, ordered by table name (byte order, so
  * the result does not depend on the database's collation), then the
@@ -23,7 +23,7 @@
  *    public PATCH validator (AirbyteCatalogHelper.validateStreamConfig /
  *    validateFieldSelection) reject the WHOLE PATCH with a 400.  Such a
  *    table gets full_refresh_overwrite, no cursorField, no primaryKey, no
- *    _ab_cdc_* fields, only its allowlisted columns (SPEC §3).
+ *    _ab_cdc_* fields, only its allowlisted columns.
  *  - an allowlisted table called airbyte_heartbeat is left out: the
  *    heartbeat stream has a fixed shape and always comes last.
  *
@@ -246,7 +246,7 @@ stream_selects_its_key(const cJSON *stream)
 	return true;
 }
 
-/* a table without a primary key: copied whole at each sync (SPEC §3) */
+/* a table without a primary key: copied whole at each sync */
 static cJSON *
 full_refresh_stream(const char *table, char **cols, int ncols)
 {

@@ -1,6 +1,6 @@
 /*
  * stream_config.h — the Airbyte stream configuration built from the
- * allowlist (SPEC §3): dfe_airbyte_stream_config() and the PATCH body.
+ * allowlist: dfe_airbyte_stream_config() and the PATCH body.
  */
 #ifndef DFE_AIRBYTE_STREAM_CONFIG_H
 #define DFE_AIRBYTE_STREAM_CONFIG_H

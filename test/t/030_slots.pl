@@ -1,4 +1,4 @@
-# The slot guard (SPEC §7): samples, the health view's status transitions,
+# The slot guard: samples, the health view's status transitions,
 # warn / terminate / recreate on the Airbyte slot, the full re-sync request
 # (exactly one accepted per recreation, also when Airbyte answers 503 or is
 # down at first), lost and missing slots, other slots never touched, the
