@@ -1,7 +1,7 @@
 /*
  * repair.c — dfe_airbyte_repair(dry_run, cancel_stuck): one
  * function for the runbook workflows services run by hand today
- * (fix-airbyte-replication-slot, fix-airbyte-lsn; users.md §A.4).
+ * (the fix-airbyte-replication-slot and fix-airbyte-lsn runbooks).
  *
  * Four steps, each one row or more of (step, action, detail):
  *

@@ -8,7 +8,7 @@
  * the network side, asks Airbyte for the full re-sync outside any
  * transaction.
  *
- * Why "exactly once" needs care (shared/background/api_conformance.md §2 #1,
+ * Why "exactly once" needs care (
  * airbyte-platform StreamRefreshesHandler, DefaultJobCreator): every
  * accepted POST /api/v1/connections/refresh first SAVES the streams to
  * refresh and only then asks for a job; the next job created for the

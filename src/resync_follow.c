@@ -102,7 +102,7 @@ dfe_resync_follow_worker_task(void)
 
 	/*
 	 * Airbyte before 1.2 answers the refresh request with {"value": true}
-	 * and no job (api_conformance.md §2 #1; airbyte-platform v1.1.0
+	 * and no job (airbyte-platform v1.1.0
 	 * ConnectionApiController.java): the refresh is the next job Airbyte
 	 * creates.  Without a job id, a job that started after the request and
 	 * succeeded (as sync health saw it) is taken as the end of the re-sync,
