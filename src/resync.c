@@ -8,8 +8,8 @@
  * the network side, asks Airbyte for the full re-sync outside any
  * transaction.
  *
- * Why "exactly once" needs care (
- * airbyte-platform StreamRefreshesHandler, DefaultJobCreator): every
+ * Why "exactly once" needs care (airbyte-platform StreamRefreshesHandler,
+ * DefaultJobCreator): every
  * accepted POST /api/v1/connections/refresh first SAVES the streams to
  * refresh and only then asks for a job; the next job created for the
  * connection — the one it starts, or the scheduler's next sync when a job
