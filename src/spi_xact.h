@@ -11,8 +11,8 @@
  * copies there and dfe_xact_end switches back to it, so results outlive the
  * transaction.  Never call out to the network between begin and end.
  *
- * dfe_sql is the one SPI wrapper (text arguments, the expected result code
- * checked), dfe_catch the one way to catch an ERROR (see below).
+ * dfe_spi_exec (and dfe_sql, its text-argument form) is the one SPI
+ * wrapper, dfe_catch the one way to catch an ERROR (see below).
  */
 #ifndef DFE_AIRBYTE_SPI_XACT_H
 #define DFE_AIRBYTE_SPI_XACT_H
@@ -58,8 +58,9 @@ extern Datum dfe_col_datum(int row, int col, bool *isnull);
  * dfe_catch(fn, arg, flags, cxt, &error): run fn(arg) and catch an ERROR it
  * raises, the way PostgreSQL's own background workers do (autovacuum.c's
  * sigsetjmp block, PL/pgSQL's exception blocks for the subtransaction):
- * under HOLD_INTERRUPTS, the error copied into cxt (when error is not NULL)
- * and the error state flushed, then the transaction rolled back.  Returns
+ * under HOLD_INTERRUPTS, the error copied into cxt (when error is not NULL),
+ * the transaction (or subtransaction) rolled back and the error state
+ * flushed.  Returns
  * true when fn returned normally.  FATAL (SIGTERM) never reaches here: it
  * ends the process, as it should.  CurrentMemoryContext is cxt afterwards.
  *
