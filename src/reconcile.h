@@ -93,7 +93,7 @@ extern char *rc_bq_key_text(RcTable *t);
 extern char *rc_pg_bucket_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter);
 extern char *rc_bq_bucket_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys);
 extern char *rc_pg_keys_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter);
-extern char *rc_bq_keys_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys);
+extern char *rc_bq_keys_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys, bool generation);
 extern char *rc_pg_count_query(RcTable *t);
 extern char *rc_bq_count_query(RcTable *t);
 extern char *rc_pg_bucket_expr(RcTable *t, RcLevel *lv);

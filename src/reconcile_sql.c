@@ -46,6 +46,19 @@
 
 #define TOAST_PLACEHOLDER "__debezium_unavailable_value"
 
+/*
+ * Airbyte's refreshes (docs.airbyte.com/operator-guides/refreshes, in
+ * airbytehq/airbyte docs/platform/operator-guides/refreshes.md): every
+ * refresh increases _airbyte_generation_id, and a key whose latest entry is
+ * not of the current generation, max(_airbyte_generation_id), was deleted at
+ * the source.  Rows written before generations existed hold NULL: older
+ * than any generation (-1).  The window sees every row the WHERE keeps,
+ * before QUALIFY picks each key's latest.
+ */
+#define GENERATION_COLUMNS \
+	"IFNULL(`_airbyte_generation_id`, -1) AS `_gen`, " \
+	"MAX(IFNULL(`_airbyte_generation_id`, -1)) OVER () AS `_gen_max`, "
+
 /* a GoogleSQL string literal */
 char *
 rc_bq_string(const char *s)
@@ -212,7 +225,7 @@ rc_bq_bucket_expr(RcTable *t, RcLevel *lv)
 
 /* the columns the BigQuery side reads: keys, compared columns, CDC columns */
 static char *
-bq_latest(RcTable *t, bool checksum, List *hot_keys)
+bq_latest(RcTable *t, bool checksum, List *hot_keys, bool generation)
 {
 	StringInfoData b;
 	StringInfoData keys;
@@ -226,6 +239,8 @@ bq_latest(RcTable *t, bool checksum, List *hot_keys)
 	appendStringInfoString(&b, "WITH latest AS (SELECT ");
 	foreach(lc, cols)
 		appendStringInfo(&b, "%s, ", bq_ident(((RcColumn *) lfirst(lc))->name));
+	if (generation)
+		appendStringInfoString(&b, GENERATION_COLUMNS);
 	appendStringInfo(&b, "`_ab_cdc_deleted_at` FROM %s WHERE TRUE", t->bq_rel);
 	if (hot_keys != NIL)
 	{
@@ -276,7 +291,7 @@ rc_bq_bucket_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys)
 {
 	return psprintf("%sSELECT %s AS bucket, COUNT(*) AS n, SUM(CAST(%s AS NUMERIC)) AS s%s"
 					" FROM latest WHERE `_ab_cdc_deleted_at` IS NULL%s GROUP BY bucket",
-					bq_latest(t, checksum, hot_keys), rc_bq_bucket_expr(t, lv),
+					bq_latest(t, checksum, hot_keys, false), rc_bq_bucket_expr(t, lv),
 					bq_hash(row_text(t, checksum, true)), checksum ? bq_toast(t) : ", 0 AS toast",
 					lv->bq_filter ? lv->bq_filter : "");
 }
@@ -289,12 +304,18 @@ rc_pg_keys_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter)
 					hot_filter ? hot_filter : "", lv->pg_filter ? lv->pg_filter : "");
 }
 
+/*
+ * With generation, two more columns: the generation of the key's latest
+ * version and the table's newest generation (reconcile.c reports extra keys
+ * of an older generation as left by a refresh).
+ */
 char *
-rc_bq_keys_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys)
+rc_bq_keys_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys, bool generation)
 {
-	return psprintf("%sSELECT %s AS k, %s AS h FROM latest WHERE `_ab_cdc_deleted_at` IS NULL%s",
-					bq_latest(t, checksum, hot_keys), rc_bq_key_text(t),
-					bq_hash(row_text(t, checksum, true)), lv->bq_filter ? lv->bq_filter : "");
+	return psprintf("%sSELECT %s AS k, %s AS h%s FROM latest WHERE `_ab_cdc_deleted_at` IS NULL%s",
+					bq_latest(t, checksum, hot_keys, generation), rc_bq_key_text(t),
+					bq_hash(row_text(t, checksum, true)), generation ? ", `_gen` AS g, `_gen_max` AS gmax" : "",
+					lv->bq_filter ? lv->bq_filter : "");
 }
 
 /*
