@@ -33,7 +33,10 @@
  * Left out, and said in the result: blocklisted columns (they carry the
  * hidden policy tag, which the service account may not read), columns of
  * types the two sides do not write alike (arrays, floats, bytea, time, …).
- * Tables without a primary key are compared by count only.
+ * Tables without a primary key are compared by count only.  A key BigQuery
+ * holds alone whose latest version is of an older _airbyte_generation_id
+ * than the table's newest is "old_generation", not "extra": the residue of
+ * an Airbyte refresh, which Airbyte's docs tell readers to filter out.
  *
  * Per target: the source side's queries run on the service database through
  * the seam (src/target.h; libpq for a remote one, whose role has only
@@ -71,6 +74,7 @@
 #define MAX_LEVELS 6
 #define MAX_HOT_KEYS 10000		/* more rows changed since the last sync: busy */
 #define MAX_REPORTED 100		/* keys and ranges kept per run */
+#define MAX_GEN_RANGES 10		/* old-generation key ranges said in the detail */
 /*
  * A remote target's source-side query may take this long: the checksums of
  * 10 M rows take 162 s on one core (docs/benchmarks.md, "Reconciliation"),
@@ -87,7 +91,7 @@ typedef struct RcBucket
 } RcBucket;
 
 /*
- * SPI query; its rows are copied into run->cxt (dfe_rc_val reads them).  In the
+ * SPI query; its rows are copied into run->cxt (rc_val reads them).  In the
  * worker each query is its own short transaction, so that none is open
  * while BigQuery is asked.
  */
@@ -119,7 +123,7 @@ dfe_rc_sql(RcRun *run, const char *what, const char *sql, int nargs, const char 
 	return run->nrows;
 }
 
-/* row i, column j (1-based, as SPI) of the last dfe_rc_sql or rc_src; NULL for NULL */
+/* row i, column j (1-based, as SPI) of the last rc_sql or rc_src; NULL for NULL */
 char *
 dfe_rc_val(RcRun *run, int i, int j)
 {
@@ -129,8 +133,8 @@ dfe_rc_val(RcRun *run, int i, int j)
 /*
  * A query on the service database (the target): through the seam
  * (src/target.c), SPI for "local" and libpq for a remote one, the same SQL
- * text.  Rows are kept as dfe_rc_sql keeps them.  In the worker the local case
- * needs a transaction of its own, a short one as for dfe_rc_sql.
+ * text.  Rows are kept as rc_sql keeps them.  In the worker the local case
+ * needs a transaction of its own, a short one as for rc_sql.
  */
 static int
 rc_src(RcRun *run, const char *what, const char *sql, int nargs, const char **args)
@@ -411,6 +415,8 @@ pg_buckets(RcTable *t, RcRun *run, RcLevel *lv)
 	return out;
 }
 
+static BqResult *bq_run_or(RcRun *run, const char *sql, const char *without, bool *fell_back);
+
 /* 24-hour budget left, in bytes */
 static int64
 budget_left(RcRun *run)
@@ -432,11 +438,30 @@ budget_left(RcRun *run)
 static BqResult *
 bq_run(RcRun *run, const char *sql)
 {
+	return bq_run_or(run, sql, NULL, NULL);
+}
+
+/*
+ * bq_run, but when the dry run of sql fails because the final table has no
+ * _airbyte_generation_id (written before Airbyte 1.0's refreshes), run
+ * without instead and say so in *fell_back.  No probe of its own: the dry
+ * run is made anyway, and costs nothing.
+ */
+static BqResult *
+bq_run_or(RcRun *run, const char *sql, const char *without, bool *fell_back)
+{
 	int64		cap = (int64) dfe_reconcile_max_bytes_billed_kb * 1024;
 	BqResult   *dry = dfe_bq_query_dry_run(sql);
 	BqResult   *res;
 	int64		left;
 
+	if (without != NULL && !dry->ok && dry->reason && strcmp(dry->reason, "invalidQuery") == 0 &&
+		dry->message && strstr(dry->message, "_airbyte_generation_id") != NULL)
+	{
+		*fell_back = true;
+		sql = without;
+		dry = dfe_bq_query_dry_run(sql);
+	}
 	dfe_bq_check(dry, "the BigQuery dry run of a reconciliation query");
 	run->bytes_estimated += dfe_bq_billed_upper_bound(dry->bytes_processed, 1);
 	if (run->dry_run)
@@ -629,9 +654,119 @@ hash_filters(RcTable *t, RcLevel *lv, List *diff, RcLevel *next, RcRun *run)
 }
 
 static int
+int64_cmp(const ListCell *a, const ListCell *b)
+{
+	int64		x = *(int64 *) lfirst(a);
+	int64		y = *(int64 *) lfirst(b);
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+static int
 key_cmp(const ListCell *a, const ListCell *b)
 {
 	return strcmp(((char **) lfirst(a))[0], ((char **) lfirst(b))[0]);
+}
+
+/* integer keys in ascending order, as ranges "[lo, hi)"; at most MAX_GEN_RANGES of them */
+static char *
+key_ranges_text(List *ints)
+{
+	StringInfoData b;
+	int			n = 0;
+	int64		lo = 0,
+				hi = 0;
+
+	initStringInfo(&b);
+	list_sort(ints, int64_cmp);
+	for (int i = 0; i <= list_length(ints); i++)
+	{
+		int64		k = i < list_length(ints) ? *(int64 *) list_nth(ints, i) : 0;
+
+		if (i > 0 && i < list_length(ints) && k == hi)
+		{
+			hi = k + 1;
+			continue;
+		}
+		if (i > 0 && n++ < MAX_GEN_RANGES)
+			appendStringInfo(&b, "%s[" INT64_FORMAT ", " INT64_FORMAT ")", b.len ? ", " : "", lo, hi);
+		lo = k;
+		hi = k + 1;
+	}
+	if (n > MAX_GEN_RANGES)
+		appendStringInfo(&b, " and %d more range(s)", n - MAX_GEN_RANGES);
+	return b.data;
+}
+
+/*
+ * A key BigQuery holds and the source does not: "old_generation" when its
+ * latest version is older than the table's newest generation after a
+ * refresh (gmax > 0: a table never refreshed has only generation 0, or NULL
+ * from before generations existed) — Airbyte's own sign of a row deleted at
+ * the source (src/reconcile_sql.c, GENERATION_COLUMNS); else "extra".
+ */
+static bool
+old_generation(BqResult *res, char **row)
+{
+	int64		g,
+				gmax;
+
+	if (res->nfields < 4 || row[2] == NULL || row[3] == NULL)
+		return false;
+	g = strtoll(row[2], NULL, 10);
+	gmax = strtoll(row[3], NULL, 10);
+	return gmax > 0 && g < gmax;
+}
+
+typedef struct RcKeyCounts
+{
+	int64		missing;
+	int64		extra;
+	int64		changed;
+	int64		old_gen;
+	int64		gen_max;
+	List	   *old_keys;		/* int64 *: old-generation integer keys */
+} RcKeyCounts;
+
+/* the kind of difference of one key: c < 0 only at the source, c > 0 only in BigQuery */
+static const char *
+key_kind(RcTable *t, BqResult *res, int c, char **x, char **y, RcKeyCounts *n)
+{
+	if (c < 0)
+		return n->missing++, "missing";
+	if (c > 0 && old_generation(res, y))
+	{
+		n->old_gen++;
+		n->gen_max = strtoll(y[3], NULL, 10);
+		if (t->int_key)
+		{
+			int64	   *k = palloc(sizeof(int64));
+
+			*k = strtoll(show_key(y[0]), NULL, 10);
+			n->old_keys = lappend(n->old_keys, k);
+		}
+		return "old_generation";
+	}
+	if (c > 0)
+		return n->extra++, "extra";
+	if (strcmp(x[1] ? x[1] : "", y[1] ? y[1] : "") != 0)
+		return n->changed++, "changed";
+	return NULL;
+}
+
+static void
+note_key_counts(RcTable *t, RcRun *run, RcKeyCounts *n)
+{
+	run->mismatches = n->missing + n->extra + n->changed + n->old_gen;
+	dfe_rc_note(run, INT64_FORMAT " key(s) missing in BigQuery, " INT64_FORMAT " extra in BigQuery (deleted at the source), "
+		 INT64_FORMAT " with other values", n->missing, n->extra, n->changed);
+	if (n->old_gen == 0)
+		return;
+	dfe_rc_note(run, INT64_FORMAT " key(s) old_generation: live in BigQuery only in a generation older than the table's newest ("
+			INT64_FORMAT "), gone from the source: left by an Airbyte refresh that retained records "
+			"(query the final table with _airbyte_generation_id = " INT64_FORMAT ")%s%s",
+			n->old_gen, n->gen_max, n->gen_max, t->int_key ? ", key ranges " : "",
+			t->int_key ? key_ranges_text(n->old_keys) : "");
 }
 
 /* both sides' (key, hash) for the differing buckets: the keys that differ */
@@ -644,10 +779,10 @@ diff_keys(RcTable *t, RcRun *run, RcLevel *lv, List *hot)
 	ListCell   *a;
 	ListCell   *b;
 	int			n = rc_src(run, "list the source keys", dfe_rc_pg_keys_query(t, run->checksum, lv, hot_filter(t, run, false)), 0, NULL);
-	int64		missing = 0,
-				extra = 0,
-				changed = 0;
+	bool		no_generation = false;
+	RcKeyCounts counts;
 
+	memset(&counts, 0, sizeof(counts));
 	for (int i = 0; i < n; i++)
 	{
 		char	  **r = palloc(2 * sizeof(char *));
@@ -656,7 +791,8 @@ diff_keys(RcTable *t, RcRun *run, RcLevel *lv, List *hot)
 		r[1] = dfe_rc_val(run, i, 2);
 		pg = lappend(pg, r);
 	}
-	res = bq_run(run, dfe_rc_bq_keys_query(t, run->checksum, lv, hot));
+	res = bq_run_or(run, dfe_rc_bq_keys_query(t, run->checksum, lv, hot, true),
+					dfe_rc_bq_keys_query(t, run->checksum, lv, hot, false), &no_generation);
 	if (res == NULL)
 		return false;
 	for (int i = 0; i < res->nrows; i++)
@@ -670,14 +806,8 @@ diff_keys(RcTable *t, RcRun *run, RcLevel *lv, List *hot)
 		char	  **x = a ? lfirst(a) : NULL;
 		char	  **y = b ? lfirst(b) : NULL;
 		int			c = x == NULL ? 1 : y == NULL ? -1 : strcmp(x[0], y[0]);
-		const char *kind = NULL;
+		const char *kind = key_kind(t, res, c, x, y, &counts);
 
-		if (c < 0)
-			kind = "missing", missing++;
-		else if (c > 0)
-			kind = "extra", extra++;
-		else if (strcmp(x[1] ? x[1] : "", y[1] ? y[1] : "") != 0)
-			kind = "changed", changed++;
 		if (kind && list_length(run->keys) < MAX_REPORTED)
 			run->keys = lappend(run->keys, psprintf("%s %s", kind, show_key(c > 0 ? y[0] : x[0])));
 		if (c <= 0)
@@ -685,9 +815,7 @@ diff_keys(RcTable *t, RcRun *run, RcLevel *lv, List *hot)
 		if (c >= 0)
 			b = lnext(bq, b);
 	}
-	run->mismatches = missing + extra + changed;
-	dfe_rc_note(run, INT64_FORMAT " key(s) missing in BigQuery, " INT64_FORMAT " extra in BigQuery (deleted at the source), "
-		 INT64_FORMAT " with other values", missing, extra, changed);
+	note_key_counts(t, run, &counts);
 	return true;
 }
 

@@ -76,7 +76,7 @@ typedef struct RcRun
 	MemoryContext cxt;
 	bool		own_xact;		/* worker: each query in its own transaction */
 	bool		in_xact;		/* worker: inside one already */
-	int			nrows;			/* the last dfe_rc_sql's rows, copied into cxt */
+	int			nrows;			/* the last rc_sql's rows, copied into cxt */
 	char	 ***rows;
 } RcRun;
 
@@ -92,7 +92,7 @@ extern char *dfe_rc_pg_key_text(RcTable *t);
 extern char *dfe_rc_pg_bucket_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter);
 extern char *dfe_rc_bq_bucket_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys);
 extern char *dfe_rc_pg_keys_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter);
-extern char *dfe_rc_bq_keys_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys);
+extern char *dfe_rc_bq_keys_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys, bool generation);
 extern char *dfe_rc_pg_count_query(RcTable *t);
 extern char *dfe_rc_bq_count_query(RcTable *t);
 extern char *dfe_rc_pg_bucket_expr(RcTable *t, RcLevel *lv);
