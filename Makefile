@@ -43,6 +43,11 @@ REGRESS_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 PG_CPPFLAGS  = -I$(srcdir)/src -DDFE_AIRBYTE_VERSION=\"$(EXTVERSION)\" -Wall -Wextra -Werror \
                -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+# Hidden visibility: only what PostgreSQL looks up by name is exported (the
+# SQL functions, their pg_finfo_ records, Pg_magic_func, _PG_init, the
+# workers' entry points; src/compat.h says how on 15).  PostgreSQL 16's PGXS
+# adds the flag itself (CFLAGS_SL_MODULE); giving it twice does no harm.
+PG_CFLAGS    = -fvisibility=hidden
 SHLIB_LINK   = -lcurl -lcjson -lyaml -lanl
 # libpq for remote targets, as contrib/postgres_fdw links it
 SHLIB_LINK_INTERNAL = $(libpq)

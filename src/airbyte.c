@@ -1,5 +1,5 @@
 /*
- * airbyte.c — the Airbyte API client (SPEC §4) and the SQL functions that
+ * airbyte.c — the Airbyte API client (README.md, "Reference") and the SQL functions that
  * expose it: dfe_airbyte_connection_refresh(), dfe_airbyte_start_sync(),
  * dfe_airbyte_job_status() and dfe_airbyte_wait_for_job().
  *
@@ -9,7 +9,8 @@
  * once.  Servers before Airbyte 0.63.7 have no public token endpoint
  * (airbyte-platform commit ff7d645cea, config.yaml @ v0.63.7) and answer
  * it 404, or 401/403 where Micronaut Security rejects the unknown route
- * (shared/background/api_conformance.md §2 #7): on any of those we use the
+ * (Airbyte's configuration does not set micronaut.security.reject-not-found
+ * to false): on any of those we use the
  * config-API one, whose answer has no expires_in, and read the expiry from
  * the JWT's exp claim instead.  Which endpoint works is remembered until
  * the server's version changes.
@@ -67,7 +68,7 @@
 #define START_SYNC_ROUNDS 3
 #define START_SYNC_PAUSE_MS 2000
 
-long		airbyte_last_http_status = -1;
+long		dfe_airbyte_last_http_status = -1;
 
 /* the token cache (TopMemoryContext) */
 static char *token = NULL;
@@ -78,7 +79,7 @@ static int	token_endpoint = 0;
 /* tokens fetched by this process */
 static uint64 token_renewals = 0;
 
-/* the server version cache (TopMemoryContext); see airbyte_server_version */
+/* the server version cache (TopMemoryContext); see dfe_airbyte_server_version */
 static char *server_version = NULL;
 static int	server_version_num[3];
 static bool server_version_parsed = false;
@@ -97,7 +98,7 @@ is_set(const char *s)
 }
 
 bool
-airbyte_configured(void)
+dfe_airbyte_configured(void)
 {
 	return is_set(dfe_setting_airbyte_url()) &&
 		is_set(dfe_setting_airbyte_client_id()) &&
@@ -106,7 +107,7 @@ airbyte_configured(void)
 }
 
 void
-airbyte_require_configuration(void)
+dfe_airbyte_require_configuration(void)
 {
 	dfe_require_setting(dfe_setting_airbyte_url(), "dfe_airbyte.airbyte_url",
 						"AIRBYTE_SERVER_URL");
@@ -175,8 +176,8 @@ parse_answer(const HttpRequest *req)
 				(errcode(ERRCODE_INVALID_JSON_TEXT),
 				 errmsg("Airbyte answered %s with invalid JSON", call),
 				 errdetail("%s %s answered HTTP %ld with %d bytes beginning: %s",
-						   req->method, http_redact(req->url), req->status,
-						   req->response->len, http_redact(excerpt)),
+						   req->method, dfe_http_redact(req->url), req->status,
+						   req->response->len, dfe_http_redact(excerpt)),
 				 errhint("Check that dfe_airbyte.airbyte_url points at the Airbyte server itself, not at a proxy or login page.")));
 	}
 	return root;
@@ -198,8 +199,8 @@ answer_lacks(const HttpRequest *req, const char *what)
 	ereport(ERROR,
 			(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 			 errmsg("Airbyte's answer to %s has no %s", req->what, what),
-			 errdetail("%s %s answered: %s", req->method, http_redact(req->url),
-					   http_redact(pnstrdup(req->response->data, 300))),
+			 errdetail("%s %s answered: %s", req->method, dfe_http_redact(req->url),
+					   dfe_http_redact(pnstrdup(req->response->data, 300))),
 			 errhint("Check that dfe_airbyte.airbyte_url points at a supported Airbyte server (0.60.1 or later).")));
 }
 
@@ -274,13 +275,13 @@ token_request(bool legacy)
 	json = cJSON_PrintUnformatted(body);
 	cJSON_Delete(body);
 
-	req = http_request_new("the Airbyte token request", "POST",
+	req = dfe_http_request_new("the Airbyte token request", "POST",
 						   airbyte_url(legacy ? "/api/v1/applications/token"
 									   : "/api/public/v1/applications/token"));
-	http_set_json_body(req, json);
+	dfe_http_set_json_body(req, json);
 	PG_TRY();
 	{
-		http_perform_one(req);
+		dfe_http_perform_one(req);
 	}
 	PG_FINALLY();
 	{
@@ -289,7 +290,7 @@ token_request(bool legacy)
 		req->body = NULL;
 	}
 	PG_END_TRY();
-	airbyte_last_http_status = req->status;
+	dfe_airbyte_last_http_status = req->status;
 	return req;
 }
 
@@ -305,6 +306,60 @@ forget_token(void)
 	token_renew_at = 0;
 }
 
+/*
+ * POST the client credentials to the token endpoint that works here: the
+ * public one, else the config API's (remembered in token_endpoint).
+ */
+static HttpRequest *
+request_token(void)
+{
+	HttpRequest *req = token_request(token_endpoint == 2);
+
+	if ((req->status == 404 || req->status == 401 || req->status == 403) &&
+		token_endpoint != 2)
+	{
+		/*
+		 * Airbyte before 0.63.7: only the config API issues tokens; the
+		 * missing public route answers 404, or 401/403 behind Micronaut
+		 * Security, which rejects unknown routes.  The legacy endpoint exists
+		 * in every version from 0.55 on.
+		 */
+		ereport(DEBUG1,
+				(errmsg_internal("dfe_airbyte: the public token endpoint answered %ld, using /api/v1/applications/token",
+								 req->status)));
+		req = token_request(true);
+		if (dfe_http_ok(req))
+			token_endpoint = 2;
+	}
+	else if (dfe_http_ok(req) && token_endpoint == 0)
+		token_endpoint = 1;
+
+	if (req->status == 401 || req->status == 403)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("Airbyte rejected the client credentials: HTTP %ld", req->status),
+				 errdetail("POST %s answered: %s", dfe_http_redact(req->url),
+						   dfe_http_server_message(req)),
+				 errhint("Check dfe_airbyte.airbyte_client_id and dfe_airbyte.airbyte_client_secret (AIRBYTE_CLIENT_ID, AIRBYTE_CLIENT_SECRET).")));
+	dfe_http_check(req);
+	return req;
+}
+
+/* the token's lifetime: expires_in, else the JWT's exp claim, else a default */
+static double
+token_lifetime_s(cJSON *answer, const char *access)
+{
+	cJSON	   *expires_in = cJSON_GetObjectItemCaseSensitive(answer, "expires_in");
+	double		exp;
+
+	if (cJSON_IsNumber(expires_in) && expires_in->valuedouble > 0)
+		return expires_in->valuedouble;
+	exp = jwt_exp(access);
+	if (exp > 0)
+		return exp - (double) time(NULL);
+	return TOKEN_DEFAULT_LIFETIME_S;
+}
+
 static const char *
 get_token(void)
 {
@@ -313,12 +368,11 @@ get_token(void)
 	HttpRequest *req;
 	cJSON	   *answer;
 	const char *access;
-	cJSON	   *expires_in;
 	double		lifetime_s;
 	double		margin_s;
 
-	airbyte_require_configuration();
-	http_register_secret(dfe_setting_airbyte_client_secret());
+	dfe_airbyte_require_configuration();
+	dfe_http_register_secret(dfe_setting_airbyte_client_secret());
 
 	h = config_hash();
 	if (h != token_config_hash)
@@ -337,53 +391,15 @@ get_token(void)
 	 */
 	if (token_renewals++ > 0)
 		server_version_stale = true;
-	req = token_request(token_endpoint == 2);
-	if ((req->status == 404 || req->status == 401 || req->status == 403) &&
-		token_endpoint != 2)
-	{
-		/*
-		 * Airbyte before 0.63.7: only the config API issues tokens; the
-		 * missing public route answers 404, or 401/403 behind Micronaut
-		 * Security (api_conformance.md §2 #7).  The legacy endpoint exists
-		 * in every version from 0.55 on.
-		 */
-		ereport(DEBUG1,
-				(errmsg_internal("dfe_airbyte: the public token endpoint answered %ld, using /api/v1/applications/token",
-								 req->status)));
-		req = token_request(true);
-		if (http_ok(req))
-			token_endpoint = 2;
-	}
-	else if (http_ok(req) && token_endpoint == 0)
-		token_endpoint = 1;
-
-	if (req->status == 401 || req->status == 403)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-				 errmsg("Airbyte rejected the client credentials: HTTP %ld", req->status),
-				 errdetail("POST %s answered: %s", http_redact(req->url),
-						   http_server_message(req)),
-				 errhint("Check dfe_airbyte.airbyte_client_id and dfe_airbyte.airbyte_client_secret (AIRBYTE_CLIENT_ID, AIRBYTE_CLIENT_SECRET).")));
-	http_check(req);
+	req = request_token();
 
 	answer = parse_answer(req);
 	access = json_string(answer, "access_token");
 	if (access == NULL || access[0] == '\0')
 		answer_lacks(req, "access_token");
-	http_register_secret(access);
+	dfe_http_register_secret(access);
 
-	expires_in = cJSON_GetObjectItemCaseSensitive(answer, "expires_in");
-	if (cJSON_IsNumber(expires_in) && expires_in->valuedouble > 0)
-		lifetime_s = expires_in->valuedouble;
-	else
-	{
-		double		exp = jwt_exp(access);
-
-		if (exp > 0)
-			lifetime_s = exp - (double) time(NULL);
-		else
-			lifetime_s = TOKEN_DEFAULT_LIFETIME_S;
-	}
+	lifetime_s = token_lifetime_s(answer, access);
 	margin_s = Min(TOKEN_RENEW_MARGIN_S, lifetime_s * TOKEN_RENEW_FRACTION);
 	token_renew_at = TimestampTzPlusMilliseconds(now, (int64) ((lifetime_s - margin_s) * 1000.0));
 	token = MemoryContextStrdup(TopMemoryContext, access);
@@ -410,14 +426,14 @@ airbyte_call_once(const char *what, const char *method, const char *path,
 
 	for (round = 0;; round++)
 	{
-		req = http_request_new(what, method, airbyte_url(path));
+		req = dfe_http_request_new(what, method, airbyte_url(path));
 		req->bearer = get_token();
 		/* every call carries the JSON content type, GET included */
 		req->content_type = "application/json";
 		req->body = json_body;
 		req->no_retry = no_retry;
-		http_perform_one(req);
-		airbyte_last_http_status = req->status;
+		dfe_http_perform_one(req);
+		dfe_airbyte_last_http_status = req->status;
 		if (req->status == 401 && round == 0)
 		{
 			ereport(DEBUG1,
@@ -428,7 +444,7 @@ airbyte_call_once(const char *what, const char *method, const char *path,
 		break;
 	}
 	if (check)
-		http_check(req);
+		dfe_http_check(req);
 	return req;
 }
 
@@ -457,25 +473,25 @@ parse_version(const char *text, int out[3])
 }
 
 const char *
-airbyte_server_version(void)
+dfe_airbyte_server_version(void)
 {
 	uint32		h;
 	HttpRequest *req;
 	cJSON	   *answer;
 	const char *version;
 
-	if (!airbyte_configured())
+	if (!dfe_airbyte_configured())
 		return NULL;
 	h = config_hash();
 	if (server_version != NULL && h == server_version_hash && !server_version_stale)
 		return server_version;
 
 	/* anonymous (InstanceConfigurationApiController: IS_ANONYMOUS) */
-	req = http_request_new("the Airbyte version read", "GET",
+	req = dfe_http_request_new("the Airbyte version read", "GET",
 						   airbyte_url("/api/v1/instance_configuration"));
 	req->no_retry = true;
-	http_perform_one(req);
-	if (!http_ok(req))
+	dfe_http_perform_one(req);
+	if (!dfe_http_ok(req))
 	{
 		/* unknown, asked again next time; the last known one meanwhile */
 		return server_version != NULL && h == server_version_hash ? server_version : NULL;
@@ -499,12 +515,13 @@ airbyte_server_version(void)
 	return server_version != NULL && h == server_version_hash ? server_version : NULL;
 }
 
-int
+/* 1: the server is at least major.minor.patch, 0: older, -1: unknown */
+static int
 airbyte_version_at_least(int major, int minor, int patch)
 {
 	int			want[3] = {major, minor, patch};
 
-	if (airbyte_server_version() == NULL || !server_version_parsed)
+	if (dfe_airbyte_server_version() == NULL || !server_version_parsed)
 		return -1;
 	for (int i = 0; i < 3; i++)
 		if (server_version_num[i] != want[i])
@@ -516,7 +533,7 @@ airbyte_version_at_least(int major, int minor, int patch)
  * Below 0.60.1 the public API has no StreamConfiguration.selectedFields
  * (commit c8781ef13b, absent from config.yaml @ v0.60.0); Airbyte's mapper
  * ignores unknown properties, so the PATCH would select EVERY column of
- * every stream: refuse instead (api_conformance.md §2 #6).
+ * every stream: refuse instead.
  */
 static void
 refuse_unsafe_version(void)
@@ -525,7 +542,7 @@ refuse_unsafe_version(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("Airbyte %s is too old for dfe_airbyte: the connection was not changed",
-						airbyte_server_version()),
+						dfe_airbyte_server_version()),
 				 errdetail("Airbyte before 0.60.1 ignores selectedFields, so the update would replicate every column of every allowlisted table, sensitive ones included."),
 				 errhint("Upgrade Airbyte to 0.60.1 or later (1.2.0 or later recommended); see the supported versions table in the README.")));
 }
@@ -551,7 +568,7 @@ airbyte_source_id(const char *connection_id)
 	if (is_set(configured))
 		return pstrdup(configured);
 	req = airbyte_call("the Airbyte connection read", "GET",
-					   psprintf("/api/public/v1/connections/%s", http_escape(connection_id)),
+					   psprintf("/api/public/v1/connections/%s", dfe_http_escape(connection_id)),
 					   NULL, true);
 	answer = parse_answer(req);
 	source = json_string(answer, "sourceId");
@@ -592,22 +609,22 @@ airbyte_discover(const char *source_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 				 errmsg("Airbyte could not discover the schema of source %s", source_id),
-				 errdetail("%s", msg ? http_redact(msg) : "The discover job did not succeed and gave no reason."),
+				 errdetail("%s", msg ? dfe_http_redact(msg) : "The discover job did not succeed and gave no reason."),
 				 errhint("Check the source's connection to this database in the Airbyte UI (Sources → Test connection).")));
 	}
 	cJSON_Delete(answer);
 }
 
 char *
-airbyte_refresh_connection(const char *stream_config_json)
+dfe_airbyte_refresh_connection(const char *stream_config_json)
 {
 	const char *connection_id;
 	char	   *source_id;
 	HttpRequest *req;
 	cJSON	   *answer;
 
-	airbyte_last_http_status = -1;
-	airbyte_require_configuration();
+	dfe_airbyte_last_http_status = -1;
+	dfe_airbyte_require_configuration();
 	connection_id = dfe_setting_connection_id();
 
 	refuse_unsafe_version();
@@ -616,7 +633,7 @@ airbyte_refresh_connection(const char *stream_config_json)
 
 	/* the body goes out byte for byte as dfe_airbyte_stream_config() built it */
 	req = airbyte_call("the Airbyte connection update", "PATCH",
-					   psprintf("/api/public/v1/connections/%s", http_escape(connection_id)),
+					   psprintf("/api/public/v1/connections/%s", dfe_http_escape(connection_id)),
 					   stream_config_json, true);
 	answer = parse_answer(req);
 	cJSON_Delete(answer);
@@ -630,13 +647,13 @@ airbyte_refresh_connection(const char *stream_config_json)
  * that the connection-watch features add no lines to them.
  */
 cJSON *
-airbyte_request(const char *what, const char *method, const char *path,
+dfe_airbyte_request(const char *what, const char *method, const char *path,
 				const char *json_body)
 {
 	HttpRequest *req;
 
-	airbyte_last_http_status = -1;
-	airbyte_require_configuration();
+	dfe_airbyte_last_http_status = -1;
+	dfe_airbyte_require_configuration();
 	req = airbyte_call(what, method, path, json_body, true);
 	return parse_answer(req);
 }
@@ -739,20 +756,20 @@ job_from_config_json(const HttpRequest *req, cJSON *obj, AirbyteJob *job)
 }
 
 bool
-airbyte_last_job(const char *job_type, AirbyteJob *job)
+dfe_airbyte_last_job(const char *job_type, AirbyteJob *job)
 {
 	HttpRequest *req;
 	cJSON	   *answer;
 	cJSON	   *data;
 	bool		found = false;
 
-	airbyte_last_http_status = -1;
-	airbyte_require_configuration();
+	dfe_airbyte_last_http_status = -1;
+	dfe_airbyte_require_configuration();
 	/* the default order is ascending: without orderBy, limit=1 is the oldest */
 	req = airbyte_call("the Airbyte last job read", "GET",
 					   psprintf("/api/public/v1/jobs?connectionId=%s&jobType=%s&limit=1&orderBy=createdAt%%7CDESC",
-								http_escape(dfe_setting_connection_id()),
-								http_escape(job_type)),
+								dfe_http_escape(dfe_setting_connection_id()),
+								dfe_http_escape(job_type)),
 					   NULL, true);
 	answer = parse_answer(req);
 	data = cJSON_GetObjectItemCaseSensitive(answer, "data");
@@ -768,7 +785,7 @@ airbyte_last_job(const char *job_type, AirbyteJob *job)
 }
 
 /*
- * The job list is chosen by version (airbyte_recent_jobs): a 4xx other than
+ * The job list is chosen by version (dfe_airbyte_recent_jobs): a 4xx other than
  * an authentication or rate limit answer means it does not exist in this
  * server's version, so the version is read again before the next try.
  */
@@ -778,11 +795,11 @@ job_list_check(const HttpRequest *req)
 	if (req->status >= 400 && req->status < 500 && req->status != 401 &&
 		req->status != 403 && req->status != 429)
 		server_version_stale = true;
-	http_check(req);
+	dfe_http_check(req);
 }
 
 int
-airbyte_recent_jobs(AirbyteJob *jobs, int max)
+dfe_airbyte_recent_jobs(AirbyteJob *jobs, int max)
 {
 	HttpRequest *req;
 	cJSON	   *answer;
@@ -791,14 +808,14 @@ airbyte_recent_jobs(AirbyteJob *jobs, int max)
 	int			n = 0;
 	const char *connection_id;
 
-	airbyte_require_configuration();
+	dfe_airbyte_require_configuration();
 	connection_id = dfe_setting_connection_id();
 	if (airbyte_version_at_least(1, 8, 0) == 1)
 	{
 		/* from 1.8.0 the public JobTypeEnum has refresh and clear */
 		req = airbyte_call("the Airbyte job list", "GET",
 						   psprintf("/api/public/v1/jobs?connectionId=%s&limit=%d&orderBy=createdAt%%7CDESC",
-									http_escape(connection_id), max),
+									dfe_http_escape(connection_id), max),
 						   NULL, false);
 		job_list_check(req);
 		answer = parse_answer(req);
@@ -859,14 +876,14 @@ airbyte_recent_jobs(AirbyteJob *jobs, int max)
 }
 
 bool
-airbyte_latest_active_job(AirbyteJob *job)
+dfe_airbyte_latest_active_job(AirbyteJob *job)
 {
 	AirbyteJob	jobs[RECENT_JOBS];
-	int			n = airbyte_recent_jobs(jobs, RECENT_JOBS);
+	int			n = dfe_airbyte_recent_jobs(jobs, RECENT_JOBS);
 
 	/* newest first: the first one that has not ended */
 	for (int i = 0; i < n; i++)
-		if (airbyte_job_active(jobs[i].status))
+		if (dfe_airbyte_job_active(jobs[i].status))
 		{
 			*job = jobs[i];
 			return true;
@@ -875,14 +892,14 @@ airbyte_latest_active_job(AirbyteJob *job)
 }
 
 int64
-airbyte_start_sync(bool *already_running)
+dfe_airbyte_api_start_sync(bool *already_running)
 {
 	HttpRequest *req = NULL;
 	cJSON	   *answer;
 	AirbyteJob	job;
 
-	airbyte_last_http_status = -1;
-	airbyte_require_configuration();
+	dfe_airbyte_last_http_status = -1;
+	dfe_airbyte_require_configuration();
 	*already_running = false;
 	for (int round = 0; round < START_SYNC_ROUNDS; round++)
 	{
@@ -902,7 +919,7 @@ airbyte_start_sync(bool *already_running)
 		 * job that has not ended; a finished sync is never "the running
 		 * one".  When none is found, it ended in between: try again.
 		 */
-		if (airbyte_latest_active_job(&job))
+		if (dfe_airbyte_latest_active_job(&job))
 		{
 			*already_running = true;
 			return job.job_id;
@@ -915,9 +932,9 @@ airbyte_start_sync(bool *already_running)
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 				 errmsg("Airbyte refused to start a sync but lists no running job"),
 				 errdetail("POST /api/public/v1/jobs answered HTTP 409 %d times: %s",
-						   START_SYNC_ROUNDS, http_server_message(req)),
+						   START_SYNC_ROUNDS, dfe_http_server_message(req)),
 				 errhint("A job may be starting for the connection; try again when the Airbyte UI shows it.")));
-	http_check(req);
+	dfe_http_check(req);
 	answer = parse_answer(req);
 	job_from_json(req, answer, &job);
 	cJSON_Delete(answer);
@@ -925,13 +942,13 @@ airbyte_start_sync(bool *already_running)
 }
 
 void
-airbyte_get_job(int64 job_id, AirbyteJob *job)
+dfe_airbyte_get_job(int64 job_id, AirbyteJob *job)
 {
 	HttpRequest *req;
 	cJSON	   *answer;
 
-	airbyte_last_http_status = -1;
-	airbyte_require_configuration();
+	dfe_airbyte_last_http_status = -1;
+	dfe_airbyte_require_configuration();
 	req = airbyte_call("the Airbyte job read", "GET",
 					   psprintf("/api/public/v1/jobs/" INT64_FORMAT, job_id),
 					   NULL, true);
@@ -941,7 +958,7 @@ airbyte_get_job(int64 job_id, AirbyteJob *job)
 }
 
 AirbyteRefreshAnswer
-airbyte_full_resync(int64 *job_id)
+dfe_airbyte_full_resync(int64 *job_id)
 {
 	cJSON	   *body;
 	HttpRequest *req;
@@ -949,8 +966,8 @@ airbyte_full_resync(int64 *job_id)
 	cJSON	   *item;
 	AirbyteRefreshAnswer result;
 
-	airbyte_last_http_status = -1;
-	airbyte_require_configuration();
+	dfe_airbyte_last_http_status = -1;
+	dfe_airbyte_require_configuration();
 	*job_id = -1;
 	body = cJSON_CreateObject();
 	cJSON_AddStringToObject(body, "connectionId", dfe_setting_connection_id());
@@ -959,11 +976,12 @@ airbyte_full_resync(int64 *job_id)
 	/*
 	 * One attempt only: StreamRefreshesHandler saves the streams to refresh
 	 * BEFORE it starts a job, so a retry after a lost answer would queue a
-	 * second full refresh (api_conformance.md §2 #1).
+	 * second full refresh (airbyte-platform, StreamRefreshesHandler.
+	 * createRefreshesForConnection and ConnectionApiController).
 	 */
 	req = airbyte_call_once("the Airbyte full re-sync", "POST", "/api/v1/connections/refresh",
 							json_print(body), false, true);
-	if (req->status == 0 && !http_never_sent(req))
+	if (req->status == 0 && !dfe_http_never_sent(req))
 		return REFRESH_LOST;
 
 	/*
@@ -975,7 +993,7 @@ airbyte_full_resync(int64 *job_id)
 	if (req->status == 500 || req->status == 504 ||
 		(req->status > 504 && req->status < 600))
 		return REFRESH_LOST;
-	http_check(req);			/* never sent, 502/503/429 or a 4xx: nothing saved */
+	dfe_http_check(req);			/* never sent, 502/503/429 or a 4xx: nothing saved */
 
 	/*
 	 * <= 1.1.x: BooleanRead {"value"} (config.yaml @ v1.1.0;
@@ -1001,27 +1019,27 @@ airbyte_full_resync(int64 *job_id)
 }
 
 bool
-airbyte_job_finished(const char *status)
+dfe_airbyte_job_finished(const char *status)
 {
 	return strcmp(status, "succeeded") == 0 || strcmp(status, "failed") == 0 ||
 		strcmp(status, "cancelled") == 0;
 }
 
 bool
-airbyte_job_active(const char *status)
+dfe_airbyte_job_active(const char *status)
 {
-	return !airbyte_job_finished(status);
+	return !dfe_airbyte_job_finished(status);
 }
 
 bool
-airbyte_transient_status(long status)
+dfe_airbyte_transient_status(long status)
 {
 	return status == 0 || status == 429 || status >= 500;
 }
 
 /* "5s", "2m 10s", "1h 0m 5s" */
 char *
-airbyte_format_duration(int64 secs)
+dfe_airbyte_format_duration(int64 secs)
 {
 	if (secs < 0)
 		secs = 0;
@@ -1063,9 +1081,9 @@ dfe_airbyte_connection_refresh(PG_FUNCTION_ARGS)
 
 	DFE_REQUIRE_MATCHING_SQL();
 	scope = enter_target_arg(fcinfo, 0);
-	airbyte_require_configuration();
-	config = stream_config_build();
-	answer = airbyte_refresh_connection(config);
+	dfe_airbyte_require_configuration();
+	config = dfe_stream_config_build();
+	answer = dfe_airbyte_refresh_connection(config);
 	dfe_target_scope_leave(scope);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(answer)));
 }
@@ -1080,7 +1098,7 @@ dfe_airbyte_start_sync(PG_FUNCTION_ARGS)
 
 	DFE_REQUIRE_MATCHING_SQL();
 	scope = enter_target_arg(fcinfo, 0);
-	job_id = airbyte_start_sync(&already_running);
+	job_id = dfe_airbyte_api_start_sync(&already_running);
 	dfe_target_scope_leave(scope);
 	if (already_running)
 		ereport(NOTICE,
@@ -1096,7 +1114,7 @@ dfe_airbyte_job_status(PG_FUNCTION_ARGS)
 	AirbyteJob	job;
 
 	DFE_REQUIRE_MATCHING_SQL();
-	airbyte_get_job(PG_GETARG_INT64(0), &job);
+	dfe_airbyte_get_job(PG_GETARG_INT64(0), &job);
 	PG_RETURN_TEXT_P(cstring_to_text(job.status));
 }
 
@@ -1124,32 +1142,32 @@ dfe_airbyte_wait_for_job(PG_FUNCTION_ARGS)
 		AirbyteJob	job;
 		int64		elapsed_us;
 
-		airbyte_get_job(job_id, &job);
+		dfe_airbyte_get_job(job_id, &job);
 		elapsed_us = GetCurrentTimestamp() - start;
 
 		if (strcmp(job.status, "succeeded") == 0)
 			PG_RETURN_TEXT_P(cstring_to_text(job.status));
-		if (airbyte_job_finished(job.status))
+		if (dfe_airbyte_job_finished(job.status))
 			ereport(ERROR,
 					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 					 errmsg("Airbyte job " INT64_FORMAT " %s", job_id,
 							strcmp(job.status, "cancelled") == 0 ? "was cancelled" : "failed"),
 					 errdetail("The job ended with status %s after %s of waiting.", job.status,
-							   airbyte_format_duration(elapsed_us / USECS_PER_SEC)),
+							   dfe_airbyte_format_duration(elapsed_us / USECS_PER_SEC)),
 					 errhint("See the job's logs in the Airbyte UI (connection %s, job " INT64_FORMAT ").",
 							 dfe_setting_connection_id(), job_id)));
 		if (elapsed_us >= timeout_us)
 			ereport(ERROR,
 					(errcode(ERRCODE_QUERY_CANCELED),
 					 errmsg("Airbyte job " INT64_FORMAT " did not finish within %s", job_id,
-							airbyte_format_duration(timeout_us / USECS_PER_SEC)),
+							dfe_airbyte_format_duration(timeout_us / USECS_PER_SEC)),
 					 errdetail("Its status is still %s.", job.status),
 					 errhint("The job goes on in Airbyte; wait again with a longer timeout, e.g. SELECT dfe_airbyte_wait_for_job(" INT64_FORMAT ", '2 hours').",
 							 job_id)));
 
 		ereport(NOTICE,
 				(errmsg("job " INT64_FORMAT ": %s (%s elapsed)", job_id, job.status,
-						airbyte_format_duration(elapsed_us / USECS_PER_SEC))));
+						dfe_airbyte_format_duration(elapsed_us / USECS_PER_SEC))));
 
 		dfe_sleep_ms(Min((int64) dfe_job_poll_interval_s * 1000L,
 								(timeout_us - elapsed_us) / 1000 + 1));

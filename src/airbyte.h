@@ -1,10 +1,11 @@
 /*
- * airbyte.h — the Airbyte API client (SPEC §4).
+ * airbyte.h — the Airbyte API client (Airbyte's public API, /api/public/v1,
+ * and its config API, /api/v1).
  *
  * Every function here makes HTTP calls and so must run OUTSIDE a
  * transaction in the worker (backends calling the SQL functions are inside
  * their statement's transaction by nature).  Failures raise an ERROR
- * (http_check) naming the call, the HTTP status and Airbyte's message.
+ * (dfe_http_check) naming the call, the HTTP status and Airbyte's message.
  * The access token is cached per process until shortly before it expires
  * and fetched again once on a 401.
  */
@@ -42,28 +43,28 @@ typedef enum AirbyteRefreshAnswer
 } AirbyteRefreshAnswer;
 
 /* true when URL, client id, secret and connection id are all known */
-extern bool airbyte_configured(void);
+extern bool dfe_airbyte_configured(void);
 
 /* ERROR naming the first missing Airbyte setting, else nothing */
-extern void airbyte_require_configuration(void);
+extern void dfe_airbyte_require_configuration(void);
 
 /*
- * SPEC §4 refresh: read the connection (for its source id unless
+ * The schema refresh: read the connection (for its source id unless
  * dfe_airbyte.source_id is set), rediscover the source schema with the
  * cache disabled, then PATCH the connection with stream_config_json (the
  * output of dfe_airbyte_stream_config()).  Returns Airbyte's answer to the
  * PATCH (JSON text, palloc'd).
  */
-extern char *airbyte_refresh_connection(const char *stream_config_json);
+extern char *dfe_airbyte_refresh_connection(const char *stream_config_json);
 
 /* the newest job of job_type ("sync"); false when there is none */
-extern bool airbyte_last_job(const char *job_type, AirbyteJob *job);
+extern bool dfe_airbyte_last_job(const char *job_type, AirbyteJob *job);
 
 /* start a sync; on 409 (one runs) returns the running job and sets *already_running */
-extern int64 airbyte_start_sync(bool *already_running);
+extern int64 dfe_airbyte_api_start_sync(bool *already_running);
 
 /* one job's current state */
-extern void airbyte_get_job(int64 job_id, AirbyteJob *job);
+extern void dfe_airbyte_get_job(int64 job_id, AirbyteJob *job);
 
 /*
  * Full re-sync after the slot was recreated: POST /api/v1/connections/refresh
@@ -72,7 +73,7 @@ extern void airbyte_get_job(int64 job_id, AirbyteJob *job);
  * answered; *job_id is set for REFRESH_JOB.  ERROR only when the request
  * certainly did not land (refused before sending, or a 4xx).
  */
-extern AirbyteRefreshAnswer airbyte_full_resync(int64 *job_id);
+extern AirbyteRefreshAnswer dfe_airbyte_full_resync(int64 *job_id);
 
 /*
  * The connection's newest jobs of every type (sync, reset, refresh, clear),
@@ -80,44 +81,41 @@ extern AirbyteRefreshAnswer airbyte_full_resync(int64 *job_id);
  * that it hides refresh and clear jobs), else the config API's
  * POST /api/v1/jobs/list.  Returns the number filled in jobs[].
  */
-extern int	airbyte_recent_jobs(AirbyteJob *jobs, int max);
+extern int	dfe_airbyte_recent_jobs(AirbyteJob *jobs, int max);
 
 /* the newest job of any type that is not terminal; false when none */
-extern bool airbyte_latest_active_job(AirbyteJob *job);
+extern bool dfe_airbyte_latest_active_job(AirbyteJob *job);
 
 /*
  * The Airbyte server's version from GET /api/v1/instance_configuration,
  * cached per process; NULL when it cannot be read (then every behaviour
  * that depends on it takes the choice that works on every version).
  */
-extern const char *airbyte_server_version(void);
-
-/* 1: the server is at least major.minor.patch, 0: older, -1: unknown */
-extern int	airbyte_version_at_least(int major, int minor, int patch);
+extern const char *dfe_airbyte_server_version(void);
 
 /*
  * One authenticated call (a non-2xx answer raises, with Airbyte's message);
  * returns the parsed JSON answer.  path starts with /api/.
  */
 struct cJSON;
-extern struct cJSON *airbyte_request(const char *what, const char *method,
+extern struct cJSON *dfe_airbyte_request(const char *what, const char *method,
 									 const char *path, const char *json_body);
 
 /* status helpers */
-extern bool airbyte_job_finished(const char *status);	/* succeeded/failed/cancelled */
-extern bool airbyte_job_active(const char *status);	/* pending/running/queued/incomplete */
+extern bool dfe_airbyte_job_finished(const char *status);	/* succeeded/failed/cancelled */
+extern bool dfe_airbyte_job_active(const char *status);	/* pending/running/queued/incomplete */
 
 /*
  * HTTP status of the last Airbyte request made by the functions above
  * (0: no answer, -1: none made), for callers that must tell a passing
  * outage from a rejected request after catching the ERROR.
  */
-extern long airbyte_last_http_status;
+extern long dfe_airbyte_last_http_status;
 
 /* true for no answer, 429 and 5xx: worth trying again later */
-extern bool airbyte_transient_status(long status);
+extern bool dfe_airbyte_transient_status(long status);
 
 /* "5s", "2m 10s", "1h 0m 5s" (palloc'd) */
-extern char *airbyte_format_duration(int64 secs);
+extern char *dfe_airbyte_format_duration(int64 secs);
 
 #endif

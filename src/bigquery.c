@@ -1,5 +1,5 @@
 /*
- * bigquery.c — the hidden policy tag on sensitive columns (SPEC §5).
+ * bigquery.c — the hidden policy tag on sensitive columns.
  *
  * The plan: every allowlisted table with its blocklisted columns.  Tables
  * without blocklisted columns are checked too, so that a tag is removed
@@ -114,7 +114,7 @@ is_set(const char *s)
 }
 
 bool
-bigquery_configured(void)
+dfe_bigquery_configured(void)
 {
 	return is_set(dfe_setting_bigquery_project()) &&
 		is_set(dfe_setting_bigquery_dataset()) &&
@@ -172,7 +172,7 @@ find_seen(List *seen, const char *name)
 	return NULL;
 }
 
-/* the columns Airbyte adds itself (SPEC §5): never "unlisted" */
+/* the columns Airbyte adds itself: never "unlisted" */
 static bool
 airbyte_own_column(const char *name)
 {
@@ -382,7 +382,7 @@ converge_unwanted(ApplyState *st, TagWork *w, cJSON *field, SeenColumn *seen)
  * Converge one table's schema (as GET returned it) with the plan: fills
  * w->rows and, when something changed, w->patch_body.  Returns whether a
  * PATCH is needed.  The tags converge on blocklist ∪ (columns of the table
- * − allowlist − Airbyte's own columns) (SPEC §5), the second part unless
+ * − allowlist − Airbyte's own columns), the second part unless
  * dfe_airbyte.hide_unlisted_columns is off.
  */
 static bool
@@ -526,9 +526,9 @@ finish_failed(ApplyState *st, TagWork *w, const char *verb)
 	char	   *reason = req->status != 0 ? bigquery_error_reason(req) : NULL;
 
 	if (req->status == 0)
-		detail = psprintf("%s failed: %s (%d attempts)", verb, http_server_message(req), req->attempts);
+		detail = psprintf("%s failed: %s (%d attempts)", verb, dfe_http_server_message(req), req->attempts);
 	else
-		detail = psprintf("%s answered HTTP %ld: %s", verb, req->status, http_server_message(req));
+		detail = psprintf("%s answered HTTP %ld: %s", verb, req->status, dfe_http_server_message(req));
 	if (reason && strcmp(reason, "quotaExceeded") == 0)
 		detail = psprintf("%s (quotaExceeded: not retried; the project's quota resets later, or ask for more)", detail);
 	else if (reason && bigquery_transient_reason(reason))
@@ -553,7 +553,7 @@ finish_missing(ApplyState *st, TagWork *w)
 	/* a missing raw table is normal: newer destinations write none */
 	if (w->raw)
 		return;
-	/* every row names a column: the sensitive columns that are not protected (SPEC §5) */
+	/* every row names a column: the sensitive columns that are not protected */
 	foreach(lc, w->pt->blocked)
 		st->results = lappend(st->results, make_row(w->label, ((BlockedColumn *) lfirst(lc))->name,
 													"missing_table", NULL));
@@ -586,13 +586,13 @@ run_batch(ApplyState *st, List *works, bool patch)
 		TagWork    *w = lfirst(lc);
 		HttpRequest *req;
 
-		req = http_request_new(patch ? "BigQuery table update" : "BigQuery table read",
+		req = dfe_http_request_new(patch ? "BigQuery table update" : "BigQuery table read",
 							   patch ? "PATCH" : "GET", w->url);
 		req->bearer = st->token;
 		req->retry_4xx = bigquery_transient_4xx;
 		if (patch)
 		{
-			http_set_json_body(req, w->patch_body);
+			dfe_http_set_json_body(req, w->patch_body);
 			if (w->etag)
 				req->headers = list_make1(psprintf("If-Match: %s", w->etag));
 		}
@@ -600,7 +600,7 @@ run_batch(ApplyState *st, List *works, bool patch)
 		w->req = req;
 		reqs[n++] = req;
 	}
-	http_perform(reqs, n, st->plan->concurrency);
+	dfe_http_perform(reqs, n, st->plan->concurrency);
 	pfree(reqs);
 }
 
@@ -624,7 +624,7 @@ handle_get(ApplyState *st, TagWork *w, List **gets, List **patches)
 		*gets = lappend(*gets, w);
 		return;
 	}
-	if (!http_ok(req))
+	if (!dfe_http_ok(req))
 	{
 		finish_failed(st, w, "GET");
 		return;
@@ -656,7 +656,7 @@ handle_patch(ApplyState *st, TagWork *w, List **gets)
 	HttpRequest *req = w->req;
 
 	w->unauthorized = false;
-	if (http_ok(req))
+	if (dfe_http_ok(req))
 	{
 		finish_rows(st, w);
 		return;
@@ -696,7 +696,7 @@ run_patches_paced(ApplyState *st, List *patches, List **next_gets)
 {
 	while (patches != NIL)
 	{
-		int64		now = bq_mono_ms();
+		int64		now = dfe_bq_mono_ms();
 		int64		earliest = PG_INT64_MAX;
 		List	   *ready = NIL;
 		List	   *later = NIL;
@@ -705,7 +705,7 @@ run_patches_paced(ApplyState *st, List *patches, List **next_gets)
 		foreach(lc, patches)
 		{
 			TagWork    *w = lfirst(lc);
-			int64		due = bq_pace_due(w->url, now);
+			int64		due = dfe_bq_pace_due(w->url, now);
 
 			if (due <= now)
 				ready = lappend(ready, w);
@@ -723,7 +723,7 @@ run_patches_paced(ApplyState *st, List *patches, List **next_gets)
 			TagWork    *w = lfirst(lc);
 
 			if (w->req->status != 0)
-				bq_pace_record(w->url, bq_mono_ms());
+				dfe_bq_pace_record(w->url, dfe_bq_mono_ms());
 			handle_patch(st, w, next_gets);
 			free_request(w);
 			if (w->patch_body)
@@ -762,12 +762,12 @@ static char *
 table_url(PolicyTagPlan *plan, const char *dataset, const char *table)
 {
 	return psprintf("%s/bigquery/v2/projects/%s/datasets/%s/tables/%s",
-					plan->base_url, http_escape(plan->project), http_escape(dataset),
-					http_escape(table));
+					plan->base_url, dfe_http_escape(plan->project), dfe_http_escape(dataset),
+					dfe_http_escape(table));
 }
 
 List *
-policy_tag_plan_apply(PolicyTagPlan *plan, List **failed_tables)
+dfe_policy_tag_plan_apply(PolicyTagPlan *plan, List **failed_tables)
 {
 	ApplyState	st;
 	List	   *gets = NIL;
@@ -801,7 +801,7 @@ policy_tag_plan_apply(PolicyTagPlan *plan, List **failed_tables)
 		}
 	}
 
-	st.token = google_access_token();
+	st.token = dfe_google_access_token();
 
 	while (gets != NIL)
 	{
@@ -829,8 +829,8 @@ policy_tag_plan_apply(PolicyTagPlan *plan, List **failed_tables)
 		}
 		if (unauthorized)
 		{
-			google_forget_access_token();
-			st.token = google_access_token();
+			dfe_google_forget_access_token();
+			st.token = dfe_google_access_token();
 			st.token_renewed = true;
 		}
 		gets = next_gets;

@@ -1,10 +1,10 @@
 /*
- * bigquery.h — hidden policy tags on sensitive columns (SPEC §5), with the
- * Google access token from google_auth (SPEC §8).
+ * bigquery.h — hidden policy tags on sensitive columns, with the
+ * Google access token from google_auth.
  *
  * Split in two so that no transaction is held across HTTP calls:
- * policy_tag_plan_load() reads the lists (inside a transaction, result
- * copied into CurrentMemoryContext), policy_tag_plan_apply() does the HTTP
+ * dfe_policy_tag_plan_load() reads the lists (inside a transaction, result
+ * copied into CurrentMemoryContext), dfe_policy_tag_plan_apply() does the HTTP
  * work (outside a transaction in the worker).  Both act for the current
  * target (target_scope.h): its lists, its source tables (read on its
  * server), its BigQuery dataset and hidden tag.
@@ -41,17 +41,17 @@ typedef struct PolicyTagResult
 } PolicyTagResult;
 
 /* true when project, dataset, hidden tag and Google credentials are known */
-extern bool bigquery_configured(void);
+extern bool dfe_bigquery_configured(void);
 
 /* needs a transaction: read allowlist/blocklist into a plan */
-extern PolicyTagPlan *policy_tag_plan_load(void);
+extern PolicyTagPlan *dfe_policy_tag_plan_load(void);
 
 /*
  * No transaction needed: converge BigQuery with the plan.  Returns a List of
  * PolicyTagResult*; *failed_tables gets the names (char*) of tables that
  * failed (the others are still processed).
  */
-extern List *policy_tag_plan_apply(PolicyTagPlan *plan, List **failed_tables);
+extern List *dfe_policy_tag_plan_apply(PolicyTagPlan *plan, List **failed_tables);
 
 /*
  * Needs a transaction: remember in dfe_airbyte.policy_tag_state when each
@@ -60,7 +60,7 @@ extern List *policy_tag_plan_apply(PolicyTagPlan *plan, List **failed_tables);
  * and record an unlisted_column_hidden event for each column hidden because
  * it is not allowlisted.  Every caller that applied a plan calls it once.
  */
-extern void policy_tag_state_record(List *results);
+extern void dfe_policy_tag_state_record(List *results);
 
 /*
  * Worker drift repair, called by sync_health.c after it sees a sync job
@@ -73,6 +73,6 @@ extern void policy_tag_state_record(List *results);
  * configuration failures (they become the policy_tags_failed event); only
  * FATAL (shutdown) ends it early.
  */
-extern void policy_tags_repair_after_sync(int64 job_id);
+extern void dfe_policy_tags_repair_after_sync(int64 job_id);
 
 #endif

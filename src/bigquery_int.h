@@ -52,7 +52,4 @@ struct PolicyTagPlan
 	PlanTable **tables;			/* sorted by name (strcmp) */
 };
 
-/* the plan's table of that name (the final table), or NULL */
-extern PlanTable *plan_find(PolicyTagPlan *plan, const char *table);
-
 #endif

@@ -35,7 +35,7 @@ typedef struct PaceEntry
 static HTAB *pace_table = NULL;
 
 int64
-bq_mono_ms(void)
+dfe_bq_mono_ms(void)
 {
 	struct timespec ts;
 
@@ -70,7 +70,7 @@ pace_entry(const char *url)
 
 /* when the next PATCH of url may go (monotonic ms) */
 int64
-bq_pace_due(const char *url, int64 now)
+dfe_bq_pace_due(const char *url, int64 now)
 {
 	PaceEntry  *e = pace_entry(url);
 	int			limit = Min(dfe_bigquery_table_update_limit, PACE_MAX);
@@ -91,7 +91,7 @@ bq_pace_due(const char *url, int64 now)
 }
 
 void
-bq_pace_record(const char *url, int64 at)
+dfe_bq_pace_record(const char *url, int64 at)
 {
 	PaceEntry  *e = pace_entry(url);
 

@@ -11,12 +11,12 @@
 #include "postgres.h"
 
 /* monotonic milliseconds */
-extern int64 bq_mono_ms(void);
+extern int64 dfe_bq_mono_ms(void);
 
 /* when the next PATCH of the table at url may go (monotonic ms) */
-extern int64 bq_pace_due(const char *url, int64 now);
+extern int64 dfe_bq_pace_due(const char *url, int64 now);
 
 /* a PATCH of the table at url went at (monotonic ms) */
-extern void bq_pace_record(const char *url, int64 at);
+extern void dfe_bq_pace_record(const char *url, int64 at);
 
 #endif

@@ -22,7 +22,8 @@ plan_table_cmp(const void *a, const void *b)
 	return strcmp((*(PlanTable *const *) a)->table, (*(PlanTable *const *) b)->table);
 }
 
-PlanTable *
+/* the plan's table of that name (the final table), or NULL */
+static PlanTable *
 plan_find(PolicyTagPlan *plan, const char *table)
 {
 	PlanTable	key;
@@ -162,7 +163,7 @@ plan_settings(void)
 }
 
 PolicyTagPlan *
-policy_tag_plan_load(void)
+dfe_policy_tag_plan_load(void)
 {
 	PolicyTagPlan *plan = plan_settings();
 	DfeTarget  *local = dfe_target_open(DFE_LOCAL_TARGET);

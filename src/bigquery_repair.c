@@ -16,6 +16,7 @@
 
 #include "bigquery.h"
 #include "events.h"
+#include "spi_xact.h"
 
 static cJSON *
 json_array_of(List *strings)
@@ -180,79 +181,66 @@ record_repair_events(int64 job_id, List *results)
 	}
 }
 
+/* read the plan, apply it (no transaction open during the HTTP calls), record */
+static void
+repair_after_sync(void *arg)
+{
+	int64		job_id = *(int64 *) arg;
+	MemoryContext cxt = CurrentMemoryContext;
+	PolicyTagPlan *plan;
+	List	   *results;
+	List	   *failed;
+	bool		changes = false;
+	ListCell   *lc;
+
+	/* the plan and the results live in cxt, across the commits */
+	dfe_xact_begin("dfe_airbyte policy tag repair");
+	MemoryContextSwitchTo(cxt);
+	plan = dfe_policy_tag_plan_load();
+	dfe_xact_end();
+
+	results = dfe_policy_tag_plan_apply(plan, &failed);
+	foreach(lc, results)
+	{
+		PolicyTagResult *r = lfirst(lc);
+
+		r->sync_job_id = job_id;
+		if (strcmp(r->action, "tagged") == 0 || strcmp(r->action, "untagged") == 0)
+			changes = true;
+	}
+	dfe_xact_begin("dfe_airbyte policy tag repair");
+	MemoryContextSwitchTo(cxt);
+	dfe_policy_tag_state_record(results);
+	if (changes || failed)
+		record_repair_events(job_id, results);
+	dfe_xact_end();
+}
+
 void
-policy_tags_repair_after_sync(int64 job_id)
+dfe_policy_tags_repair_after_sync(int64 job_id)
 {
 	MemoryContext cxt;
 	MemoryContext old = CurrentMemoryContext;
+	ErrorData  *edata;
 
-	if (!bigquery_configured())
+	if (!dfe_bigquery_configured())
 		return;
 
 	/* a child of the caller's (non-transaction) context: it survives the commits */
 	cxt = AllocSetContextCreate(old, "dfe_airbyte policy tag repair",
 								ALLOCSET_DEFAULT_SIZES);
-	PG_TRY();
+	MemoryContextSwitchTo(cxt);
+	if (!dfe_catch(repair_after_sync, &job_id, 0, cxt, &edata))
 	{
-		PolicyTagPlan *plan;
-		List	   *results;
-		List	   *failed;
-		bool		changes = false;
-		ListCell   *lc;
-
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		MemoryContextSwitchTo(cxt);
-		plan = policy_tag_plan_load();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-
-		/* no transaction is open during the HTTP calls */
-		MemoryContextSwitchTo(cxt);
-		results = policy_tag_plan_apply(plan, &failed);
-
-		foreach(lc, results)
-		{
-			PolicyTagResult *r = lfirst(lc);
-
-			r->sync_job_id = job_id;
-			if (strcmp(r->action, "tagged") == 0 || strcmp(r->action, "untagged") == 0)
-				changes = true;
-		}
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		MemoryContextSwitchTo(cxt);
-		policy_tag_state_record(results);
-		if (changes || failed)
-			record_repair_events(job_id, results);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
 		/* record why, instead of losing the repair of this sync silently */
-		HOLD_INTERRUPTS();
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		RESUME_INTERRUPTS();
-
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		MemoryContextSwitchTo(cxt);
+		dfe_xact_begin("dfe_airbyte policy tag repair");
 		dfe_event("warning", "policy_tags_failed", NULL,
 				  psprintf("could not check the BigQuery policy tags after sync job " INT64_FORMAT ": %s%s%s",
 						   job_id, edata->message,
 						   edata->detail ? "; " : "", edata->detail ? edata->detail : ""),
 				  psprintf("{\"job_id\": " INT64_FORMAT "}", job_id));
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		dfe_xact_end();
 	}
-	PG_END_TRY();
-
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
 }

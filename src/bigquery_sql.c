@@ -7,6 +7,7 @@
  */
 #include "postgres.h"
 
+#include "compat.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
@@ -110,7 +111,7 @@ dfe_airbyte_apply_policy_tags(PG_FUNCTION_ARGS)
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "dfe_airbyte policy tags",
 								ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(cxt);
-	results = policy_tag_plan_apply(policy_tag_plan_load(), &failed);
+	results = dfe_policy_tag_plan_apply(dfe_policy_tag_plan_load(), &failed);
 
 	memset(&c, 0, sizeof(c));
 	initStringInfo(&c.names);
@@ -121,7 +122,7 @@ dfe_airbyte_apply_policy_tags(PG_FUNCTION_ARGS)
 	/* what was seen is true whatever failed elsewhere, but an ERROR rolls it back */
 	if (c.nfailed > 0)
 		report_failed(&c, target);
-	policy_tag_state_record(results);
+	dfe_policy_tag_state_record(results);
 
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);

@@ -118,7 +118,7 @@ forget_untagged(List *tables, List *columns, Datum target)
 }
 
 void
-policy_tag_state_record(List *results)
+dfe_policy_tag_state_record(List *results)
 {
 	List	   *tables = NIL,
 			   *columns = NIL,

@@ -135,16 +135,16 @@ call(const char *what, const char *method, const char *url, const char *body)
 
 	for (attempt = 0; attempt < 2; attempt++)
 	{
-		req = http_request_new(what, method, url);
+		req = dfe_http_request_new(what, method, url);
 		if (body)
-			http_set_json_body(req, body);
-		req->bearer = google_access_token();
+			dfe_http_set_json_body(req, body);
+		req->bearer = dfe_google_access_token();
 		req->retry_4xx = bq_transient_4xx;
 		req->final_5xx = bq_final_5xx;
-		http_perform_one(req);
+		dfe_http_perform_one(req);
 		if (req->status != 401)
 			break;
-		google_forget_access_token();
+		dfe_google_forget_access_token();
 	}
 	return req;
 }
@@ -155,7 +155,7 @@ fail(BqResult *res, const HttpRequest *req)
 	res->ok = false;
 	res->status = req->status;
 	res->reason = req->status != 0 ? error_reason(req) : NULL;
-	res->message = http_server_message(req);
+	res->message = dfe_http_server_message(req);
 }
 
 static int64
@@ -270,11 +270,11 @@ results_url(const char *job_id, const char *location, const char *page_token)
 
 	initStringInfo(&url);
 	appendStringInfo(&url, "%s/bigquery/v2/projects/%s/queries/%s?timeoutMs=%d",
-					 base_url(), http_escape(project()), http_escape(job_id), GET_TIMEOUT_MS);
+					 base_url(), dfe_http_escape(project()), dfe_http_escape(job_id), GET_TIMEOUT_MS);
 	if (location)
-		appendStringInfo(&url, "&location=%s", http_escape(location));
+		appendStringInfo(&url, "&location=%s", dfe_http_escape(location));
 	if (page_token)
-		appendStringInfo(&url, "&pageToken=%s", http_escape(page_token));
+		appendStringInfo(&url, "&pageToken=%s", dfe_http_escape(page_token));
 	return url.data;
 }
 
@@ -304,9 +304,9 @@ run(const char *sql, bool dry_run, int64 cap)
 	cJSON_Delete(body);
 
 	req = call("BigQuery query", "POST",
-			   psprintf("%s/bigquery/v2/projects/%s/queries", base_url(), http_escape(project())), text);
+			   psprintf("%s/bigquery/v2/projects/%s/queries", base_url(), dfe_http_escape(project())), text);
 	res->queries++;
-	if (!http_ok(req))
+	if (!dfe_http_ok(req))
 	{
 		fail(res, req);
 		return res;
@@ -324,7 +324,7 @@ run(const char *sql, bool dry_run, int64 cap)
 			poll_wait();
 		req = call("BigQuery query results", "GET", results_url(job_id, location, token), NULL);
 		res->queries++;
-		if (!http_ok(req))
+		if (!dfe_http_ok(req))
 		{
 			fail(res, req);
 			return res;
@@ -335,20 +335,20 @@ run(const char *sql, bool dry_run, int64 cap)
 }
 
 BqResult *
-bq_query_dry_run(const char *sql)
+dfe_bq_query_dry_run(const char *sql)
 {
 	return run(sql, true, 0);
 }
 
 BqResult *
-bq_query_run(const char *sql, int64 max_bytes_billed)
+dfe_bq_query_run(const char *sql, int64 max_bytes_billed)
 {
 	Assert(max_bytes_billed > 0);
 	return run(sql, false, max_bytes_billed);
 }
 
 int64
-bq_billed_upper_bound(int64 estimate, int ntables)
+dfe_bq_billed_upper_bound(int64 estimate, int ntables)
 {
 	int64		mib = 1024 * 1024;
 	int64		rounded = (estimate + mib - 1) / mib * mib;
@@ -358,7 +358,7 @@ bq_billed_upper_bound(int64 estimate, int ntables)
 }
 
 void
-bq_check(const BqResult *res, const char *what)
+dfe_bq_check(const BqResult *res, const char *what)
 {
 	if (res->ok)
 		return;

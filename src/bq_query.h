@@ -36,19 +36,19 @@ typedef struct BqResult
 #define BQ_MIN_BILLED ((int64) 10 * 1024 * 1024)
 
 /* a dry run: bytes_processed is BigQuery's estimate; no rows */
-extern BqResult *bq_query_dry_run(const char *sql);
+extern BqResult *dfe_bq_query_dry_run(const char *sql);
 
 /* runs the query with maximumBytesBilled = max_bytes_billed (> 0) */
-extern BqResult *bq_query_run(const char *sql, int64 max_bytes_billed);
+extern BqResult *dfe_bq_query_run(const char *sql, int64 max_bytes_billed);
 
 /*
  * The cap to send for a query whose dry run estimated `estimate` bytes over
  * `ntables` tables: billing rounds up per table to the MiB with 10 MiB per
  * table and per query, so the estimate itself is too low a cap.
  */
-extern int64 bq_billed_upper_bound(int64 estimate, int ntables);
+extern int64 dfe_bq_billed_upper_bound(int64 estimate, int ntables);
 
 /* ERROR with BigQuery's answer, unless res->ok */
-extern void bq_check(const BqResult *res, const char *what);
+extern void dfe_bq_check(const BqResult *res, const char *what);
 
 #endif

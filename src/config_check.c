@@ -18,6 +18,7 @@
 #include "access/xlog.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"

@@ -16,6 +16,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -24,6 +25,7 @@
 #include "utils/resowner.h"
 
 #include "settings.h"
+#include "spi_xact.h"
 #include "stream_config.h"
 #include "target.h"
 #include "target_scope.h"
@@ -311,7 +313,7 @@ catalog_problems(List *rows)
 	args[2] = dfe_setting_slot_name();
 	for (int i = 0; i < 6; i++)
 		args[3 + i] = dfe_rows_value(lists, 0, i);
-	args[9] = stream_config_build();
+	args[9] = dfe_stream_config_build();
 	r = dfe_target_query(dfe_target_current_target(), "check the lists against the catalog",
 						 catalog_checks_sql, 10, args);
 	for (int i = 0; i < r->nrows; i++)
@@ -475,38 +477,25 @@ target_problems(void)
  * server down, a grant missing) is one row naming the target, and the
  * other targets' rows still come.
  */
+static void
+call_target_problems(void *arg)
+{
+	*(List **) arg = target_problems();
+}
+
 static List *
 guarded_target_problems(const char *target)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
 	List	   *rows = NIL;
+	ErrorData  *edata;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	if (!dfe_catch(call_target_problems, &rows, DFE_CATCH_SUBXACT, CurrentMemoryContext, &edata))
 	{
-		rows = target_problems();
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
 		rows = add_problem(NIL, "error", psprintf("target %s", target),
 						   psprintf("target \"%s\" could not be checked: %s", target, edata->message),
 						   edata->hint ? edata->hint
 						   : "Check the target's server and its role's grants (README, \"Targets\"), then look again.");
 	}
-	PG_END_TRY();
 	return rows;
 }
 

@@ -1,6 +1,5 @@
 /*
- * connection.c — keeps the Airbyte connection what the allowlist says
- * (issue 8 item 7).
+ * connection.c — keeps the Airbyte connection what the allowlist says.
  *
  * Airbyte's schema propagation (nonBreakingSchemaUpdatesBehavior
  * propagate_columns / propagate_fully; DfE's Terraform sets propagate_fully)
@@ -122,22 +121,22 @@ connection_from_json(cJSON *root, LiveConnection *c)
 }
 
 void
-connection_read(LiveConnection *c)
+dfe_connection_read(LiveConnection *c)
 {
 	cJSON	   *root;
 
-	root = airbyte_request("the Airbyte connection read", "GET",
+	root = dfe_airbyte_request("the Airbyte connection read", "GET",
 						   psprintf("/api/public/v1/connections/%s",
-									http_escape(dfe_setting_connection_id())),
+									dfe_http_escape(dfe_setting_connection_id())),
 						   NULL);
 	connection_from_json(root, c);
 	cJSON_Delete(root);
 }
 
 void
-connection_wanted(LiveConnection *c, char **json)
+dfe_connection_wanted(LiveConnection *c, char **json)
 {
-	char	   *text = stream_config_build();
+	char	   *text = dfe_stream_config_build();
 	cJSON	   *root = cJSON_Parse(text);
 
 	if (root == NULL)
@@ -149,7 +148,7 @@ connection_wanted(LiveConnection *c, char **json)
 }
 
 LiveStream *
-connection_stream(const LiveConnection *c, const char *name)
+dfe_connection_stream(const LiveConnection *c, const char *name)
 {
 	ListCell   *lc;
 
@@ -164,7 +163,7 @@ connection_stream(const LiveConnection *c, const char *name)
 }
 
 bool
-stream_selects(const LiveStream *s, const char *field)
+dfe_stream_selects(const LiveStream *s, const char *field)
 {
 	ListCell   *lc;
 
@@ -194,7 +193,7 @@ unlisted(const char *stream, const char *field)
 }
 
 List *
-connection_unlisted(const LiveConnection *live, const LiveConnection *wanted)
+dfe_connection_unlisted(const LiveConnection *live, const LiveConnection *wanted)
 {
 	List	   *out = NIL;
 	ListCell   *lc;
@@ -202,7 +201,7 @@ connection_unlisted(const LiveConnection *live, const LiveConnection *wanted)
 	foreach(lc, live->streams)
 	{
 		LiveStream *s = lfirst(lc);
-		LiveStream *w = connection_stream(wanted, s->name);
+		LiveStream *w = dfe_connection_stream(wanted, s->name);
 		ListCell   *fc;
 
 		if (w == NULL)
@@ -219,7 +218,7 @@ connection_unlisted(const LiveConnection *live, const LiveConnection *wanted)
 		{
 			const char *f = lfirst(fc);
 
-			if (!airbyte_metadata_field(f) && !stream_selects(w, f))
+			if (!airbyte_metadata_field(f) && !dfe_stream_selects(w, f))
 				out = lappend(out, unlisted(s->name, f));
 		}
 	}
@@ -227,20 +226,20 @@ connection_unlisted(const LiveConnection *live, const LiveConnection *wanted)
 }
 
 bool
-connection_disabled(const char *status)
+dfe_connection_disabled(const char *status)
 {
 	return status != NULL && (strcmp(status, "inactive") == 0 ||
 							  strcmp(status, "deprecated") == 0);
 }
 
 void
-connection_enable(void)
+dfe_connection_enable(void)
 {
 	cJSON	   *answer;
 
-	answer = airbyte_request("the Airbyte connection re-enable", "PATCH",
+	answer = dfe_airbyte_request("the Airbyte connection re-enable", "PATCH",
 							 psprintf("/api/public/v1/connections/%s",
-									  http_escape(dfe_setting_connection_id())),
+									  dfe_http_escape(dfe_setting_connection_id())),
 							 "{\"status\":\"active\"}");
 	cJSON_Delete(answer);
 }
@@ -252,13 +251,13 @@ static MemoryContext watch_cxt;
 static void
 read_fn(void *arg)
 {
-	connection_read((LiveConnection *) arg);
+	dfe_connection_read((LiveConnection *) arg);
 }
 
 static void
 refresh_fn(void *arg)
 {
-	(void) airbyte_refresh_connection((const char *) arg);
+	(void) dfe_airbyte_refresh_connection((const char *) arg);
 }
 
 /* {"stream": ["field", ...], ...} of a connection (for deploy_plan) */
@@ -366,7 +365,7 @@ record_progress(List *jobs)
 	{
 		AirbyteJob *j = lfirst(lc);
 
-		if (airbyte_job_active(j->status) && (active == NULL || j->job_id > active->job_id))
+		if (dfe_airbyte_job_active(j->status) && (active == NULL || j->job_id > active->job_id))
 			active = j;
 	}
 	if (active == NULL)
@@ -437,12 +436,12 @@ record_connection(const LiveConnection *live, bool matches)
 			"WHERE target = $7",
 			7, args, SPI_OK_UPDATE);
 
-	if (connection_disabled(live->status) && (!seen || old == NULL || !connection_disabled(old)))
+	if (dfe_connection_disabled(live->status) && (!seen || old == NULL || !dfe_connection_disabled(old)))
 		dfe_event("critical", "connection_disabled", dfe_setting_connection_id(),
 				  psprintf("the Airbyte connection is %s: Airbyte runs no syncs for it (it disables a connection after 20 or 30 failed jobs in a row, or on a breaking schema change); fix the cause, then SELECT * FROM dfe_airbyte_repair(dry_run => false) re-enables it",
 						   live->status),
 				  NULL);
-	else if (seen && old != NULL && connection_disabled(old) && !connection_disabled(live->status))
+	else if (seen && old != NULL && dfe_connection_disabled(old) && !dfe_connection_disabled(live->status))
 		dfe_event("info", "connection_enabled", dfe_setting_connection_id(),
 				  psprintf("the Airbyte connection is %s again", live->status ? live->status : "active"),
 				  NULL);
@@ -467,16 +466,16 @@ static char *polled_error;
 static bool polled_valid = false;
 
 void
-connection_watch_read(void)
+dfe_connection_watch_read(void)
 {
 	watch_cxt = CurrentMemoryContext;
 	/* Airbyte, outside any transaction */
-	polled_error = http_try(read_fn, &polled, watch_cxt);
+	polled_error = dfe_http_try(read_fn, &polled, watch_cxt);
 	polled_valid = true;
 }
 
 void
-connection_watch_poll(List *jobs, int64 new_success)
+dfe_connection_watch_poll(List *jobs, int64 new_success)
 {
 	LiveConnection live;
 	LiveConnection wanted;
@@ -499,8 +498,8 @@ connection_watch_poll(List *jobs, int64 new_success)
 	dfe_xact_begin("dfe_airbyte connection watch");
 	/* what is built here is used after the commit: not in SPI's memory */
 	MemoryContextSwitchTo(watch_cxt);
-	connection_wanted(&wanted, &wanted_json);
-	extras = connection_unlisted(&live, &wanted);
+	dfe_connection_wanted(&wanted, &wanted_json);
+	extras = dfe_connection_unlisted(&live, &wanted);
 	record_connection(&live, extras == NIL);
 	record_progress(jobs);
 	dfe_xact_end();
@@ -515,7 +514,7 @@ connection_watch_poll(List *jobs, int64 new_success)
 		ereport(LOG,
 				(errmsg("dfe_airbyte: the Airbyte connection selects %d stream(s) or field(s) the allowlist does not list; refreshing it",
 						list_length(extras))));
-		error = http_try(refresh_fn, wanted_json, watch_cxt);
+		error = dfe_http_try(refresh_fn, wanted_json, watch_cxt);
 	}
 
 	dfe_xact_begin("dfe_airbyte connection watch");

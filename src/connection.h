@@ -1,6 +1,6 @@
 /*
  * connection.h — the Airbyte connection as it really is, compared with the
- * allowlist (issue 8 items 7–9): the connection watch run after each sync
+ * allowlist: the connection watch run after each sync
  * health poll, and the pieces dfe_airbyte_deploy_plan() and
  * dfe_airbyte_repair() share with it.
  */
@@ -37,31 +37,31 @@ typedef struct Unlisted
 } Unlisted;
 
 /* GET /api/public/v1/connections/{id} (HTTP: outside a transaction in the worker) */
-extern void connection_read(LiveConnection *c);
+extern void dfe_connection_read(LiveConnection *c);
 
 /* the allowlist's stream configuration (needs a transaction); *json gets the PATCH body */
-extern void connection_wanted(LiveConnection *c, char **json);
+extern void dfe_connection_wanted(LiveConnection *c, char **json);
 
-extern LiveStream *connection_stream(const LiveConnection *c, const char *name);
-extern bool stream_selects(const LiveStream *s, const char *field);
+extern LiveStream *dfe_connection_stream(const LiveConnection *c, const char *name);
+extern bool dfe_stream_selects(const LiveStream *s, const char *field);
 
 /* Unlisted *: streams and fields of live that wanted lacks (Airbyte's own metadata fields aside) */
-extern List *connection_unlisted(const LiveConnection *live, const LiveConnection *wanted);
+extern List *dfe_connection_unlisted(const LiveConnection *live, const LiveConnection *wanted);
 
 /* inactive or deprecated */
-extern bool connection_disabled(const char *status);
+extern bool dfe_connection_disabled(const char *status);
 
 /* PATCH {"status": "active"} */
-extern void connection_enable(void);
+extern void dfe_connection_enable(void);
 
 /*
  * sync_health.c: read the connection right after the jobs (both outside a
  * transaction, before the poll is recorded), then, after the poll was
- * recorded, connection_watch_poll() acts on that read.
+ * recorded, dfe_connection_watch_poll() acts on that read.
  */
-extern void connection_watch_read(void);
+extern void dfe_connection_watch_read(void);
 
 /* sync_health.c: after each poll (jobs: the AirbyteJob * just read; new_success: 0 or a job id) */
-extern void connection_watch_poll(List *jobs, int64 new_success);
+extern void dfe_connection_watch_poll(List *jobs, int64 new_success);
 
 #endif

@@ -54,6 +54,7 @@
 #include "scheduler.h"
 #include "settings.h"
 #include "shared.h"
+#include "spi_xact.h"
 #include "stream_config.h"
 #include "worker.h"
 #include "deploy_int.h"
@@ -136,45 +137,31 @@ typedef void (*StepFn) (void *arg);
 static StepError *
 run_step(StepFn fn, void *arg)
 {
-	StepError  *volatile result = NULL;
+	ErrorData  *edata;
+	StepError  *e;
+	long		status;
 
-	airbyte_last_http_status = -1;
-	PG_TRY();
+	dfe_airbyte_last_http_status = -1;
+	if (dfe_catch(fn, arg, 0, dfe_deploy_cxt, &edata))
+		return NULL;
+	status = dfe_airbyte_last_http_status;
+	/* the deploy goes on for its target: its events and rows name it */
+	dfe_target_scope_resume(deploy_scope);
 	{
-		fn(arg);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		StepError  *e;
-		long		status = airbyte_last_http_status;
-
-		HOLD_INTERRUPTS();
-		MemoryContextSwitchTo(deploy_cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		/* the deploy goes on for its target: its events and rows name it */
-		dfe_target_scope_resume(deploy_scope);
-		RESUME_INTERRUPTS();
-		MemoryContextSwitchTo(deploy_cxt);
-
 		e = palloc0(sizeof(StepError));
 		/* the detail carries the server's message; else the hint says what to do */
-		e->message = http_redact(edata->detail
+		e->message = dfe_http_redact(edata->detail
 								 ? psprintf("%s: %s", edata->message, edata->detail)
 								 : edata->hint
 								 ? psprintf("%s. %s", edata->message, edata->hint)
 								 : edata->message);
 		e->http_status = status;
-		e->transient = status >= 0 && airbyte_transient_status(status) &&
+		e->transient = status >= 0 && dfe_airbyte_transient_status(status) &&
 			(edata->sqlerrcode == ERRCODE_CONNECTION_FAILURE ||
 			 edata->sqlerrcode == ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
 		FreeErrorData(edata);
-		result = e;
 	}
-	PG_END_TRY();
-	return result;
+	return e;
 }
 
 /*
@@ -197,8 +184,8 @@ step_failed(DeployRow *d, StepError *e)
 		bool		first = d->retrying_since == 0;
 		char	   *message = psprintf("%s; trying again every %s for up to %s",
 									   e->message,
-									   airbyte_format_duration(dfe_job_poll_interval_s),
-									   airbyte_format_duration(dfe_deploy_retry_timeout_s));
+									   dfe_airbyte_format_duration(dfe_job_poll_interval_s),
+									   dfe_airbyte_format_duration(dfe_deploy_retry_timeout_s));
 
 		values[0] = Int64GetDatum(d->id);
 		values[1] = CStringGetTextDatum(d->step);
@@ -208,24 +195,24 @@ step_failed(DeployRow *d, StepError *e)
 		/* log the first passing error only, not every retry */
 		if (first)
 		{
-			deploy_xact_begin();
-			deploy_spi_exec("UPDATE dfe_airbyte.deploys SET retrying_since = clock_timestamp(), http_status = $4, "
+			dfe_deploy_xact_begin();
+			dfe_deploy_spi_exec("UPDATE dfe_airbyte.deploys SET retrying_since = clock_timestamp(), http_status = $4, "
 					 "log = log || " DEPLOY_LOG_ENTRY " WHERE id = $1",
 					 4, types, values, nulls, SPI_OK_UPDATE);
-			deploy_xact_commit();
-			deploy_server_log(d->id, d->step, message);
+			dfe_deploy_xact_commit();
+			dfe_deploy_server_log(d->id, d->step, message);
 		}
 		return (long) dfe_job_poll_interval_s * 1000L;
 	}
 
-	deploy_xact_begin();
-	deploy_record_failure(d->id, d->step,
+	dfe_deploy_xact_begin();
+	dfe_deploy_record_failure(d->id, d->step,
 				   e->http_status,
 				   e->transient
 				   ? psprintf("%s (still failing after %s of retries)", e->message,
-							  airbyte_format_duration(dfe_deploy_retry_timeout_s))
+							  dfe_airbyte_format_duration(dfe_deploy_retry_timeout_s))
 				   : e->message);
-	deploy_xact_commit();
+	dfe_deploy_xact_commit();
 	return 0;
 }
 
@@ -235,7 +222,7 @@ step_recovered(DeployRow *d)
 {
 	if (d->retrying_since == 0)
 		return;
-	deploy_xact_begin();
+	dfe_deploy_xact_begin();
 	{
 		Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
 		Datum		values[3];
@@ -243,12 +230,12 @@ step_recovered(DeployRow *d)
 		values[0] = Int64GetDatum(d->id);
 		values[1] = CStringGetTextDatum(d->step);
 		values[2] = CStringGetTextDatum("Airbyte answers again");
-		deploy_spi_exec("UPDATE dfe_airbyte.deploys SET retrying_since = NULL, http_status = NULL, "
+		dfe_deploy_spi_exec("UPDATE dfe_airbyte.deploys SET retrying_since = NULL, http_status = NULL, "
 				 "log = log || " DEPLOY_LOG_ENTRY " WHERE id = $1",
 				 3, types, values, NULL, SPI_OK_UPDATE);
 	}
-	deploy_xact_commit();
-	deploy_server_log(d->id, d->step, "Airbyte answers again");
+	dfe_deploy_xact_commit();
+	dfe_deploy_server_log(d->id, d->step, "Airbyte answers again");
 	d->retrying_since = 0;
 }
 
@@ -267,29 +254,29 @@ step_waiting_for_migrations(DeployRow *d)
 	int64		key;
 	bool		timed_out;
 
-	deploy_xact_begin();
-	holder = deploy_migration_lock_holder(dfe_target_scope_target(deploy_scope), &key);
-	MemoryContextSwitchTo(deploy_cxt);
+	dfe_deploy_xact_begin();
+	holder = dfe_deploy_migration_lock_holder(dfe_target_scope_target(deploy_scope), &key);
+	MemoryContextSwitchTo(dfe_deploy_cxt);
 	if (holder == 0)
 	{
-		deploy_record_step(d->id, "refreshing_connection",
+		dfe_deploy_record_step(d->id, "refreshing_connection",
 						   mem->wait_logged ? "the Rails migration has finished" : "no Rails migration is running", 0);
-		deploy_xact_commit();
+		dfe_deploy_xact_commit();
 		return 0;
 	}
 
 	timed_out = TimestampDifferenceExceeds(d->step_started_at, GetCurrentTimestamp(),
 										   dfe_migration_wait_timeout_s * 1000);
 	if (timed_out)
-		deploy_record_failure(d->id, d->step, 0,
+		dfe_deploy_record_failure(d->id, d->step, 0,
 							  psprintf("a Rails migration was still running after %s (process %d holds the migration advisory lock " INT64_FORMAT "); raise dfe_airbyte.migration_wait_timeout or deploy again when it has finished",
-									   airbyte_format_duration(dfe_migration_wait_timeout_s),
+									   dfe_airbyte_format_duration(dfe_migration_wait_timeout_s),
 									   holder, key));
 	else if (!mem->wait_logged)
-		deploy_record_log(d->id, d->step,
+		dfe_deploy_record_log(d->id, d->step,
 						  psprintf("waiting for the Rails migration in process %d to finish (it holds advisory lock " INT64_FORMAT ")",
 								   holder, key));
-	deploy_xact_commit();
+	dfe_deploy_xact_commit();
 	mem->wait_logged = true;
 	return timed_out ? 0 : MIGRATION_POLL_MS;
 }
@@ -304,9 +291,9 @@ build_config(void *arg)
 {
 	BuildArgs  *a = arg;
 
-	deploy_xact_begin();
-	a->config = stream_config_build();
-	deploy_xact_commit();
+	dfe_deploy_xact_begin();
+	a->config = dfe_stream_config_build();
+	dfe_deploy_xact_commit();
 }
 
 typedef struct RefreshArgs
@@ -322,8 +309,8 @@ refresh_connection(void *arg)
 	RefreshArgs *a = arg;
 	cJSON	   *parsed;
 
-	a->version = airbyte_server_version();
-	(void) airbyte_refresh_connection(a->config);
+	a->version = dfe_airbyte_server_version();
+	(void) dfe_airbyte_refresh_connection(a->config);
 	parsed = cJSON_Parse(a->config);
 	if (parsed)
 	{
@@ -346,12 +333,12 @@ step_refreshing_connection(DeployRow *d)
 	if ((e = run_step(refresh_connection, &refresh)) != NULL)
 		return step_failed(d, e);
 
-	deploy_xact_begin();
-	deploy_record_step(d->id, "starting_sync",
+	dfe_deploy_xact_begin();
+	dfe_deploy_record_step(d->id, "starting_sync",
 				psprintf("Airbyte %s: source schema rediscovered; connection updated with %d stream%s",
 						 refresh.version ? refresh.version : "(version unknown)",
 						 refresh.streams, refresh.streams == 1 ? "" : "s"), 0);
-	deploy_xact_commit();
+	dfe_deploy_xact_commit();
 	return 0;
 }
 
@@ -376,7 +363,7 @@ start_sync(void *arg)
 	 * blocks a sync too: Airbyte answers 409), newest first; before 1.8.0
 	 * the public list hides refresh jobs, so airbyte.c asks the config API.
 	 */
-	if (airbyte_latest_active_job(&job))
+	if (dfe_airbyte_latest_active_job(&job))
 	{
 		a->job_id = job.job_id;
 		a->status = job.status;
@@ -384,7 +371,7 @@ start_sync(void *arg)
 		a->reused = true;
 		return;
 	}
-	a->job_id = airbyte_start_sync(&a->conflict);
+	a->job_id = dfe_airbyte_api_start_sync(&a->conflict);
 }
 
 static long
@@ -405,9 +392,9 @@ step_starting_sync(DeployRow *d)
 						   a.job_id);
 	else
 		message = psprintf("started sync job " INT64_FORMAT, a.job_id);
-	deploy_xact_begin();
-	deploy_record_step(d->id, "waiting_for_sync", message, a.job_id);
-	deploy_xact_commit();
+	dfe_deploy_xact_begin();
+	dfe_deploy_record_step(d->id, "waiting_for_sync", message, a.job_id);
+	dfe_deploy_xact_commit();
 	mem->job_status[0] = '\0';
 	return 0;
 }
@@ -423,7 +410,7 @@ poll_job(void *arg)
 {
 	PollArgs   *a = arg;
 
-	airbyte_get_job(a->job_id, &a->job);
+	dfe_airbyte_get_job(a->job_id, &a->job);
 }
 
 static long
@@ -436,9 +423,9 @@ step_waiting_for_sync(DeployRow *d)
 	if (d->job_id <= 0)
 	{
 		/* cannot happen through the worker; a hand-edited row, perhaps */
-		deploy_xact_begin();
-		deploy_record_step(d->id, "starting_sync", "no job recorded: reading the last job again", 0);
-		deploy_xact_commit();
+		dfe_deploy_xact_begin();
+		dfe_deploy_record_step(d->id, "starting_sync", "no job recorded: reading the last job again", 0);
+		dfe_deploy_xact_commit();
 		return 0;
 	}
 
@@ -452,20 +439,20 @@ step_waiting_for_sync(DeployRow *d)
 
 	if (e == NULL && strcmp(a.job.status, "succeeded") == 0)
 	{
-		deploy_xact_begin();
-		deploy_record_step(d->id, "applying_policy_tags",
+		dfe_deploy_xact_begin();
+		dfe_deploy_record_step(d->id, "applying_policy_tags",
 					psprintf("%s job " INT64_FORMAT " succeeded",
 							 a.job.job_type ? a.job.job_type : "sync", d->job_id), 0);
-		deploy_xact_commit();
+		dfe_deploy_xact_commit();
 		return 0;
 	}
-	if (e == NULL && airbyte_job_finished(a.job.status))
+	if (e == NULL && dfe_airbyte_job_finished(a.job.status))
 	{
-		deploy_xact_begin();
-		deploy_record_failure(d->id, d->step, 0,
+		dfe_deploy_xact_begin();
+		dfe_deploy_record_failure(d->id, d->step, 0,
 					   psprintf("Airbyte sync job " INT64_FORMAT " ended with status %s; see the job's logs in the Airbyte UI (connection %s)",
 								d->job_id, a.job.status, dfe_setting_connection_id()));
-		deploy_xact_commit();
+		dfe_deploy_xact_commit();
 		return 0;
 	}
 
@@ -473,11 +460,11 @@ step_waiting_for_sync(DeployRow *d)
 								   dfe_job_timeout_s * 1000))
 	{
 		status = e ? "unknown (Airbyte is not answering)" : a.job.status;
-		deploy_xact_begin();
-		deploy_record_failure(d->id, d->step, e ? e->http_status : 0,
+		dfe_deploy_xact_begin();
+		dfe_deploy_record_failure(d->id, d->step, e ? e->http_status : 0,
 					   psprintf("Airbyte sync job " INT64_FORMAT " did not finish within %s (dfe_airbyte.job_timeout); its status is %s. The job goes on in Airbyte; deploy again to wait for it and apply the policy tags",
-								d->job_id, airbyte_format_duration(dfe_job_timeout_s), status));
-		deploy_xact_commit();
+								d->job_id, dfe_airbyte_format_duration(dfe_job_timeout_s), status));
+		dfe_deploy_xact_commit();
 		return 0;
 	}
 
@@ -486,9 +473,9 @@ step_waiting_for_sync(DeployRow *d)
 
 	if (strcmp(mem->job_status, a.job.status) != 0)
 	{
-		deploy_xact_begin();
-		deploy_record_log(d->id, d->step, psprintf("job " INT64_FORMAT ": %s", d->job_id, a.job.status));
-		deploy_xact_commit();
+		dfe_deploy_xact_begin();
+		dfe_deploy_record_log(d->id, d->step, psprintf("job " INT64_FORMAT ": %s", d->job_id, a.job.status));
+		dfe_deploy_xact_commit();
 		strlcpy(mem->job_status, a.job.status, sizeof(mem->job_status));
 	}
 	return (long) dfe_job_poll_interval_s * 1000L;
@@ -506,9 +493,9 @@ load_plan(void *arg)
 {
 	TagArgs    *a = arg;
 
-	deploy_xact_begin();
-	a->plan = policy_tag_plan_load();
-	deploy_xact_commit();
+	dfe_deploy_xact_begin();
+	a->plan = dfe_policy_tag_plan_load();
+	dfe_deploy_xact_commit();
 }
 
 static void
@@ -516,7 +503,7 @@ apply_plan(void *arg)
 {
 	TagArgs    *a = arg;
 
-	a->results = policy_tag_plan_apply(a->plan, &a->failed);
+	a->results = dfe_policy_tag_plan_apply(a->plan, &a->failed);
 }
 
 static long
@@ -531,11 +518,11 @@ step_applying_policy_tags(DeployRow *d)
 				missing = 0;
 	StringInfoData msg;
 
-	if (!bigquery_configured())
+	if (!dfe_bigquery_configured())
 	{
-		deploy_xact_begin();
-		deploy_record_success(d->id, d->step, "skipped: BigQuery not configured");
-		deploy_xact_commit();
+		dfe_deploy_xact_begin();
+		dfe_deploy_record_success(d->id, d->step, "skipped: BigQuery not configured");
+		dfe_deploy_xact_commit();
 		return 0;
 	}
 
@@ -559,11 +546,11 @@ step_applying_policy_tags(DeployRow *d)
 			PolicyTagResult *r = lfirst(lc);
 
 			if (strcmp(r->action, "failed") == 0 && r->detail)
-				appendStringInfo(&msg, "; %s: %s", r->table_name, http_redact(r->detail));
+				appendStringInfo(&msg, "; %s: %s", r->table_name, dfe_http_redact(r->detail));
 		}
-		deploy_xact_begin();
-		deploy_record_failure(d->id, d->step, 0, msg.data);
-		deploy_xact_commit();
+		dfe_deploy_xact_begin();
+		dfe_deploy_record_failure(d->id, d->step, 0, msg.data);
+		dfe_deploy_xact_commit();
 		return 0;
 	}
 
@@ -582,10 +569,10 @@ step_applying_policy_tags(DeployRow *d)
 	}
 	appendStringInfo(&msg, "policy tags: %d tagged, %d already tagged, %d untagged, %d missing",
 					 tagged, already, untagged, missing);
-	deploy_xact_begin();
-	policy_tag_state_record(a.results);
-	deploy_record_success(d->id, d->step, msg.data);
-	deploy_xact_commit();
+	dfe_deploy_xact_begin();
+	dfe_policy_tag_state_record(a.results);
+	dfe_deploy_record_success(d->id, d->step, msg.data);
+	dfe_deploy_xact_commit();
 	return 0;
 }
 
@@ -613,19 +600,19 @@ serve_wait_requests(void)
 	if (seq <= done)
 		return;
 
-	deploy_xact_begin();
+	dfe_deploy_xact_begin();
 	role = OidIsValid(roleid) ? GetUserNameFromId(roleid, true) : NULL;
 	values[0] = CStringGetTextDatum(role ? role : "unknown");
 	values[1] = CStringGetTextDatum(target);
 	/* no row (-1) when the target was dropped since the caller checked it */
-	deploy_spi_exec("INSERT INTO dfe_airbyte.deploys (requested_by, target, log) SELECT $1::name, t.name, "
+	dfe_deploy_spi_exec("INSERT INTO dfe_airbyte.deploys (requested_by, target, log) SELECT $1::name, t.name, "
 					"jsonb_build_array(jsonb_build_object('at', clock_timestamp(), 'step', NULL, "
 					"'message', 'queued by dfe_airbyte_deploy(wait => true)')) "
 					"FROM dfe_airbyte.targets t WHERE t.name = $2 RETURNING id",
 					2, types, values, NULL, SPI_OK_INSERT_RETURNING);
 	if (SPI_processed == 1)
-		id = deploy_spi_int64(0, 1, &isnull);
-	deploy_xact_commit();
+		id = dfe_deploy_spi_int64(0, 1, &isnull);
+	dfe_deploy_xact_commit();
 
 	SpinLockAcquire(&dfe_shared->mutex);
 	dfe_shared->deploy_request_done = seq;
@@ -648,10 +635,10 @@ run_deploy_step(DeployRow *d)
 	if (strcmp(d->step, "applying_policy_tags") == 0)
 		return step_applying_policy_tags(d);
 	/* a step this version does not know (a newer version's row?) */
-	deploy_xact_begin();
-	deploy_record_failure(d->id, d->step, 0,
+	dfe_deploy_xact_begin();
+	dfe_deploy_record_failure(d->id, d->step, 0,
 						  psprintf("unknown deploy step \"%s\"; deploy again", d->step));
-	deploy_xact_commit();
+	dfe_deploy_xact_commit();
 	return 0;
 }
 
@@ -661,11 +648,11 @@ fill_row(DeployRow *d)
 {
 	bool		isnull;
 
-	d->id = deploy_spi_int64(0, 1, &isnull);
-	d->step = deploy_spi_text(0, 2, deploy_cxt);
-	d->job_id = deploy_spi_int64(0, 3, &isnull);
-	d->step_started_at = deploy_spi_timestamptz(0, 4);
-	d->retrying_since = deploy_spi_timestamptz(0, 5);
+	d->id = dfe_deploy_spi_int64(0, 1, &isnull);
+	d->step = dfe_deploy_spi_text(0, 2, dfe_deploy_cxt);
+	d->job_id = dfe_deploy_spi_int64(0, 3, &isnull);
+	d->step_started_at = dfe_deploy_spi_timestamptz(0, 4);
+	d->retrying_since = dfe_deploy_spi_timestamptz(0, 5);
 	if (d->step == NULL)
 		d->step = pstrdup("waiting_for_migrations");
 	if (d->step_started_at == 0)
@@ -690,24 +677,24 @@ start_queued(int64 id, Datum target, DeployRow *d)
 	values[1] = (Datum) 0;
 	values[2] = CStringGetTextDatum(psprintf("coalesced into deploy " INT64_FORMAT, id));
 	values[3] = target;
-	deploy_spi_exec("WITH c AS (UPDATE dfe_airbyte.deploys SET state = 'coalesced', "
+	dfe_deploy_spi_exec("WITH c AS (UPDATE dfe_airbyte.deploys SET state = 'coalesced', "
 					"finished_at = clock_timestamp(), coalesced_into = $1, "
 					"log = log || " DEPLOY_LOG_ENTRY " WHERE target = $4 AND state = 'queued' AND id < $1 RETURNING id) "
 					"SELECT string_agg(id::text, ', ' ORDER BY id) FROM c",
 					4, types, values, nulls, SPI_OK_SELECT);
-	older = deploy_spi_text(0, 1, deploy_cxt);
+	older = dfe_deploy_spi_text(0, 1, dfe_deploy_cxt);
 	message = older ? psprintf("started; it also stands for the older queued deploy(s) %s", older)
 		: pstrdup("started");
 	values[2] = CStringGetTextDatum(message);
-	deploy_spi_exec("UPDATE dfe_airbyte.deploys SET state = 'running', started_at = clock_timestamp(), "
+	dfe_deploy_spi_exec("UPDATE dfe_airbyte.deploys SET state = 'running', started_at = clock_timestamp(), "
 					"step = 'waiting_for_migrations', step_started_at = clock_timestamp(), "
 					"log = log || " DEPLOY_LOG_ENTRY " WHERE id = $1",
 					3, types, values, nulls, SPI_OK_UPDATE);
-	deploy_server_log(id, NULL, message);
+	dfe_deploy_server_log(id, NULL, message);
 	ret = SPI_execute_with_args("SELECT id, step, job_id, step_started_at, retrying_since "
 								"FROM dfe_airbyte.deploys WHERE id = $1",
 								1, types, values, NULL, false, 1);
-	MemoryContextSwitchTo(deploy_cxt);
+	MemoryContextSwitchTo(dfe_deploy_cxt);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -730,12 +717,12 @@ current_deploy(const char *target, DeployRow *d)
 	Datum		tvalues[1];
 
 	tvalues[0] = CStringGetTextDatum(target);
-	deploy_xact_begin();
+	dfe_deploy_xact_begin();
 	ret = SPI_execute_with_args("SELECT id, step, job_id, step_started_at, retrying_since "
 								"FROM dfe_airbyte.deploys WHERE target = $1 AND state = 'running' "
 								"ORDER BY id LIMIT 1",
 								1, ttypes, tvalues, NULL, true, 1);
-	MemoryContextSwitchTo(deploy_cxt);
+	MemoryContextSwitchTo(dfe_deploy_cxt);
 	if (ret != SPI_OK_SELECT)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -751,7 +738,7 @@ current_deploy(const char *target, DeployRow *d)
 		ret = SPI_execute_with_args("SELECT id FROM dfe_airbyte.deploys WHERE target = $1 "
 									"AND state = 'queued' ORDER BY id DESC LIMIT 1 FOR UPDATE",
 									1, ttypes, tvalues, NULL, false, 1);
-		MemoryContextSwitchTo(deploy_cxt);
+		MemoryContextSwitchTo(dfe_deploy_cxt);
 		if (ret != SPI_OK_SELECT)
 			ereport(ERROR,
 					(errcode(ERRCODE_INTERNAL_ERROR),
@@ -759,11 +746,11 @@ current_deploy(const char *target, DeployRow *d)
 					 errhint("Check that the dfe_airbyte extension is installed correctly.")));
 		if (SPI_processed > 0)
 		{
-			start_queued(deploy_spi_int64(0, 1, &isnull), tvalues[0], d);
+			start_queued(dfe_deploy_spi_int64(0, 1, &isnull), tvalues[0], d);
 			found = true;
 		}
 	}
-	deploy_xact_commit();
+	dfe_deploy_xact_commit();
 	return found;
 }
 
@@ -833,11 +820,11 @@ deploy_target_task(const char *target, void *arg)
  * and each target keeps its own due time.
  */
 long
-deploy_worker_task(void)
+dfe_deploy_worker_task(void)
 {
 	ListCell   *lc;
 
-	deploy_cxt = CurrentMemoryContext;
+	dfe_deploy_cxt = CurrentMemoryContext;
 	serve_wait_requests();
 
 	/* a reload: the due times came from the old settings (job_poll_interval) */

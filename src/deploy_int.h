@@ -16,7 +16,7 @@
 #include "target.h"
 
 /* the memory context of the running task (the worker's task context) */
-extern MemoryContext deploy_cxt;
+extern MemoryContext dfe_deploy_cxt;
 
 typedef struct DeployRow
 {
@@ -27,21 +27,21 @@ typedef struct DeployRow
 	TimestampTz retrying_since; /* 0: not retrying */
 } DeployRow;
 
-/* deploy_record.c: a transaction with SPI connected; allocations stay in deploy_cxt */
-extern void deploy_xact_begin(void);
-extern void deploy_xact_commit(void);
-extern void deploy_spi_exec(const char *sql, int nargs, Oid *types, Datum *values,
+/* deploy_record.c: a transaction with SPI connected; allocations stay in dfe_deploy_cxt */
+extern void dfe_deploy_xact_begin(void);
+extern void dfe_deploy_xact_commit(void);
+extern void dfe_deploy_spi_exec(const char *sql, int nargs, Oid *types, Datum *values,
 							const char *nulls, int expected);
-extern int64 deploy_spi_int64(int row, int col, bool *isnull);
-extern char *deploy_spi_text(int row, int col, MemoryContext cxt);
-extern TimestampTz deploy_spi_timestamptz(int row, int col);
+extern int64 dfe_deploy_spi_int64(int row, int col, bool *isnull);
+extern char *dfe_deploy_spi_text(int row, int col, MemoryContext cxt);
+extern TimestampTz dfe_deploy_spi_timestamptz(int row, int col);
 
-/* deploy_record.c: the deploy's log, state and events (inside deploy_xact_begin/commit) */
-extern void deploy_server_log(int64 id, const char *step, const char *message);
-extern void deploy_record_log(int64 id, const char *step, const char *message);
-extern void deploy_record_step(int64 id, const char *step, const char *message, int64 job_id);
-extern void deploy_record_failure(int64 id, const char *step, long http_status, const char *error);
-extern void deploy_record_success(int64 id, const char *step, const char *message);
+/* deploy_record.c: the deploy's log, state and events (inside dfe_deploy_xact_begin/commit) */
+extern void dfe_deploy_server_log(int64 id, const char *step, const char *message);
+extern void dfe_deploy_record_log(int64 id, const char *step, const char *message);
+extern void dfe_deploy_record_step(int64 id, const char *step, const char *message, int64 job_id);
+extern void dfe_deploy_record_failure(int64 id, const char *step, long http_status, const char *error);
+extern void dfe_deploy_record_success(int64 id, const char *step, const char *message);
 
 #define DEPLOY_LOG_ENTRY "jsonb_build_array(jsonb_build_object('at', clock_timestamp(), 'step', $2::text, 'message', $3::text))"
 
@@ -50,6 +50,6 @@ extern void deploy_record_success(int64 id, const char *step, const char *messag
  * lock in target t's database, 0 when none; *key is the lock's key.  Reads
  * the target's pg_locks through the seam (in a transaction for "local").
  */
-extern int	deploy_migration_lock_holder(DfeTarget *t, int64 *key);
+extern int	dfe_deploy_migration_lock_holder(DfeTarget *t, int64 *key);
 
 #endif

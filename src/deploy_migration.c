@@ -19,6 +19,7 @@
 
 #include "access/xact.h"
 #include "commands/dbcommands.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
@@ -108,7 +109,7 @@ holder_in(const char *locks, int64 key)
 }
 
 int
-deploy_migration_lock_holder(DfeTarget *t, int64 *key)
+dfe_deploy_migration_lock_holder(DfeTarget *t, int64 *key)
 {
 	DfeRows    *r;
 
@@ -277,7 +278,7 @@ watch_target(const char *target, void *arg)
 }
 
 long
-migration_watch_task(void)
+dfe_migration_watch_task(void)
 {
 	watch_next_ms = (long) dfe_migration_poll_interval_s * 1000L;
 	dfe_for_each_target(watch_target, NULL);

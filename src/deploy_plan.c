@@ -1,5 +1,5 @@
 /*
- * deploy_plan.c — dfe_airbyte_deploy_plan() (SPEC §1): what the next
+ * deploy_plan.c — dfe_airbyte_deploy_plan(): what the next
  * refresh would change in the Airbyte connection, read live from it, with
  * the BigQuery consequence of each change.  Read-only: one GET of the
  * connection, no PATCH and no discover.
@@ -23,6 +23,7 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
@@ -113,7 +114,7 @@ read_local(PlanCtx *p, LiveConnection *wanted)
 		dfe_internal_error("dfe_airbyte: SPI_connect failed");
 	/* the lists built here outlive SPI_finish */
 	MemoryContextSwitchTo(outer);
-	connection_wanted(wanted, NULL);
+	dfe_connection_wanted(wanted, NULL);
 	dfe_sql("read the blocklist",
 			"SELECT table_name || '.' || column_name FROM dfe_airbyte.blocklist",
 			0, NULL, SPI_OK_SELECT);
@@ -132,7 +133,7 @@ plan_unlisted(PlanCtx *p, const LiveConnection *live, const LiveConnection *want
 {
 	ListCell   *lc;
 
-	foreach(lc, connection_unlisted(live, wanted))
+	foreach(lc, dfe_connection_unlisted(live, wanted))
 	{
 		Unlisted   *u = lfirst(lc);
 
@@ -173,7 +174,7 @@ plan_wanted(PlanCtx *p, const LiveConnection *live, const LiveConnection *wanted
 	foreach(lc, wanted->streams)
 	{
 		LiveStream *w = lfirst(lc);
-		LiveStream *s = connection_stream(live, w->name);
+		LiveStream *s = dfe_connection_stream(live, w->name);
 		ListCell   *fc;
 
 		if (s == NULL)
@@ -198,7 +199,7 @@ plan_wanted(PlanCtx *p, const LiveConnection *live, const LiveConnection *wanted
 		{
 			const char *f = lfirst(fc);
 
-			if (s != NULL && stream_selects(s, f))
+			if (s != NULL && dfe_stream_selects(s, f))
 				continue;
 			plan_row(p, w->name, f, "add_field",
 					 blocklisted(p, w->name, f)
@@ -237,12 +238,12 @@ dfe_airbyte_deploy_plan(PG_FUNCTION_ARGS)
 	DFE_REQUIRE_MATCHING_SQL();
 	/* the target's connection_id and lists: its scope */
 	scope = dfe_target_scope_enter(PG_NARGS() > 0 ? text_to_cstring(PG_GETARG_TEXT_PP(0)) : DFE_LOCAL_TARGET);
-	airbyte_require_configuration();
+	dfe_airbyte_require_configuration();
 	InitMaterializedSRF(fcinfo, 0);
 	p.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
 	read_local(&p, &wanted);
-	connection_read(&live);
+	dfe_connection_read(&live);
 	p.behavior = live.schema_behavior;
 
 	plan_wanted(&p, &live, &wanted);

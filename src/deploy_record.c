@@ -31,33 +31,27 @@
 #include "scheduler.h"
 #include "settings.h"
 #include "shared.h"
+#include "spi_xact.h"
 #include "stream_config.h"
 #include "worker.h"
 #include "deploy_int.h"
 #include "target_scope.h"
 
-MemoryContext deploy_cxt = NULL;
+MemoryContext dfe_deploy_cxt = NULL;
 
 
 void
-deploy_spi_exec(const char *sql, int nargs, Oid *types, Datum *values,
+dfe_deploy_spi_exec(const char *sql, int nargs, Oid *types, Datum *values,
 		 const char *nulls, int expected)
 {
-	int			ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-
-	/* SPI leaves us in its procedure context; what we keep lives in ours */
-	if (deploy_cxt)
-		MemoryContextSwitchTo(deploy_cxt);
-	if (ret != expected)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("dfe_airbyte deploy bookkeeping failed: %s", SPI_result_code_string(ret)),
-				 errdetail("Statement: %s", sql),
-				 errhint("%s", DFE_UPDATE_HINT)));
+	dfe_spi_exec("keep the deploy's books", sql, nargs, types, values, nulls, false, expected);
+	/* what we keep lives in dfe_deploy_cxt */
+	if (dfe_deploy_cxt)
+		MemoryContextSwitchTo(dfe_deploy_cxt);
 }
 
 int64
-deploy_spi_int64(int row, int col, bool *isnull)
+dfe_deploy_spi_int64(int row, int col, bool *isnull)
 {
 	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
 
@@ -65,7 +59,7 @@ deploy_spi_int64(int row, int col, bool *isnull)
 }
 
 char *
-deploy_spi_text(int row, int col, MemoryContext cxt)
+dfe_deploy_spi_text(int row, int col, MemoryContext cxt)
 {
 	char	   *v = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
 
@@ -73,7 +67,7 @@ deploy_spi_text(int row, int col, MemoryContext cxt)
 }
 
 TimestampTz
-deploy_spi_timestamptz(int row, int col)
+dfe_deploy_spi_timestamptz(int row, int col)
 {
 	bool		isnull;
 	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
@@ -81,26 +75,21 @@ deploy_spi_timestamptz(int row, int col)
 	return isnull ? 0 : DatumGetTimestampTz(d);
 }
 
-/* a transaction with SPI connected; allocations stay in deploy_cxt */
+/* a transaction with SPI connected; allocations stay in dfe_deploy_cxt */
 void
-deploy_xact_begin(void)
+dfe_deploy_xact_begin(void)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	MemoryContextSwitchTo(deploy_cxt);
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_connect();
+	MemoryContextSwitchTo(dfe_deploy_cxt);
+	dfe_xact_begin("dfe_airbyte deploy");
 	/* what we allocate between here and the commit must outlive SPI_finish */
-	MemoryContextSwitchTo(deploy_cxt);
+	MemoryContextSwitchTo(dfe_deploy_cxt);
 }
 
+/* dfe_xact_end returns to dfe_deploy_cxt, the context dfe_deploy_xact_begin started in */
 void
-deploy_xact_commit(void)
+dfe_deploy_xact_commit(void)
 {
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(deploy_cxt);
+	dfe_xact_end();
 }
 
 /* ---------------------------------------------------------------------- */
@@ -109,7 +98,7 @@ deploy_xact_commit(void)
 
 
 void
-deploy_server_log(int64 id, const char *step, const char *message)
+dfe_deploy_server_log(int64 id, const char *step, const char *message)
 {
 	const char *target = dfe_target_current();
 	bool		local = strcmp(target, DFE_LOCAL_TARGET) == 0;
@@ -122,7 +111,7 @@ deploy_server_log(int64 id, const char *step, const char *message)
 
 /* append {at, step, message} to the deploy's log */
 void
-deploy_record_log(int64 id, const char *step, const char *message)
+dfe_deploy_record_log(int64 id, const char *step, const char *message)
 {
 	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
 	Datum		values[3];
@@ -132,14 +121,14 @@ deploy_record_log(int64 id, const char *step, const char *message)
 	values[1] = step ? CStringGetTextDatum(step) : (Datum) 0;
 	nulls[1] = step ? ' ' : 'n';
 	values[2] = CStringGetTextDatum(message);
-	deploy_spi_exec("UPDATE dfe_airbyte.deploys SET log = log || " DEPLOY_LOG_ENTRY " WHERE id = $1",
+	dfe_deploy_spi_exec("UPDATE dfe_airbyte.deploys SET log = log || " DEPLOY_LOG_ENTRY " WHERE id = $1",
 			 3, types, values, nulls, SPI_OK_UPDATE);
-	deploy_server_log(id, step, message);
+	dfe_deploy_server_log(id, step, message);
 }
 
 /* move to step, logging message under the new step; job_id > 0 records it */
 void
-deploy_record_step(int64 id, const char *step, const char *message, int64 job_id)
+dfe_deploy_record_step(int64 id, const char *step, const char *message, int64 job_id)
 {
 	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, INT8OID};
 	Datum		values[4];
@@ -150,15 +139,15 @@ deploy_record_step(int64 id, const char *step, const char *message, int64 job_id
 	values[2] = CStringGetTextDatum(message);
 	values[3] = Int64GetDatum(job_id);
 	nulls[3] = job_id > 0 ? ' ' : 'n';
-	deploy_spi_exec("UPDATE dfe_airbyte.deploys SET step = $2, step_started_at = clock_timestamp(), "
+	dfe_deploy_spi_exec("UPDATE dfe_airbyte.deploys SET step = $2, step_started_at = clock_timestamp(), "
 			 "retrying_since = NULL, http_status = NULL, job_id = coalesce($4, job_id), "
 			 "log = log || " DEPLOY_LOG_ENTRY " WHERE id = $1",
 			 4, types, values, nulls, SPI_OK_UPDATE);
-	deploy_server_log(id, step, message);
+	dfe_deploy_server_log(id, step, message);
 }
 
 void
-deploy_record_failure(int64 id, const char *step, long http_status, const char *error)
+dfe_deploy_record_failure(int64 id, const char *step, long http_status, const char *error)
 {
 	Oid			types[5] = {INT8OID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
 	Datum		values[5];
@@ -171,17 +160,17 @@ deploy_record_failure(int64 id, const char *step, long http_status, const char *
 	values[3] = Int32GetDatum((int32) http_status);
 	nulls[3] = http_status > 0 ? ' ' : 'n';
 	values[4] = CStringGetTextDatum(error);
-	deploy_spi_exec("UPDATE dfe_airbyte.deploys SET state = 'failed', finished_at = clock_timestamp(), "
+	dfe_deploy_spi_exec("UPDATE dfe_airbyte.deploys SET state = 'failed', finished_at = clock_timestamp(), "
 			 "retrying_since = NULL, http_status = $4, error = $5, "
 			 "log = log || " DEPLOY_LOG_ENTRY " WHERE id = $1",
 			 5, types, values, nulls, SPI_OK_UPDATE);
 	dfe_event("warning", "deploy_failed", psprintf("deploy " INT64_FORMAT, id),
 			  psprintf("deploy " INT64_FORMAT " failed at step %s: %s", id, step, error), NULL);
-	deploy_server_log(id, step, message);
+	dfe_deploy_server_log(id, step, message);
 }
 
 void
-deploy_record_success(int64 id, const char *step, const char *message)
+dfe_deploy_record_success(int64 id, const char *step, const char *message)
 {
 	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
 	Datum		values[3];
@@ -189,13 +178,13 @@ deploy_record_success(int64 id, const char *step, const char *message)
 	values[0] = Int64GetDatum(id);
 	values[1] = CStringGetTextDatum(step);
 	values[2] = CStringGetTextDatum(message);
-	deploy_spi_exec("UPDATE dfe_airbyte.deploys SET state = 'succeeded', step = 'done', "
+	dfe_deploy_spi_exec("UPDATE dfe_airbyte.deploys SET state = 'succeeded', step = 'done', "
 			 "finished_at = clock_timestamp(), retrying_since = NULL, "
 			 "log = log || " DEPLOY_LOG_ENTRY " WHERE id = $1",
 			 3, types, values, NULL, SPI_OK_UPDATE);
 	dfe_event("info", "deploy_succeeded", psprintf("deploy " INT64_FORMAT, id),
 			  psprintf("deploy " INT64_FORMAT " succeeded", id), NULL);
-	deploy_server_log(id, step, message);
+	dfe_deploy_server_log(id, step, message);
 }
 
 
@@ -204,20 +193,20 @@ deploy_record_success(int64 id, const char *step, const char *message)
 /* ---------------------------------------------------------------------- */
 
 void
-deploy_worker_startup(void)
+dfe_deploy_worker_startup(void)
 {
 	int			ret;
 	uint64		i;
 
-	deploy_cxt = CurrentMemoryContext;
+	dfe_deploy_cxt = CurrentMemoryContext;
 
-	deploy_xact_begin();
+	dfe_deploy_xact_begin();
 	ret = SPI_execute("UPDATE dfe_airbyte.deploys SET log = log || jsonb_build_array(jsonb_build_object("
 					  "'at', clock_timestamp(), 'step', step, "
 					  "'message', 'the dfe_airbyte worker restarted (server restart or crash); resuming at step ' || step)) "
 					  "WHERE state = 'running' RETURNING id, step",
 					  false, 0);
-	MemoryContextSwitchTo(deploy_cxt);
+	MemoryContextSwitchTo(dfe_deploy_cxt);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -227,9 +216,9 @@ deploy_worker_startup(void)
 	{
 		bool		isnull;
 
-		deploy_server_log(deploy_spi_int64(i, 1, &isnull), deploy_spi_text(i, 2, deploy_cxt),
+		dfe_deploy_server_log(dfe_deploy_spi_int64(i, 1, &isnull), dfe_deploy_spi_text(i, 2, dfe_deploy_cxt),
 				   "the worker restarted; resuming at this step");
 	}
-	deploy_xact_commit();
+	dfe_deploy_xact_commit();
 }
 

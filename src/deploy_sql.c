@@ -16,6 +16,7 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -102,7 +103,7 @@ queue_deploy(const char *target)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not queue the deploy: %s", SPI_result_code_string(ret)),
 				 errhint("Check that the dfe_airbyte extension is installed correctly.")));
-	id = deploy_spi_int64(0, 1, &isnull);
+	id = dfe_deploy_spi_int64(0, 1, &isnull);
 	SPI_finish();
 
 	dfe_wake_worker_at_commit();
@@ -208,11 +209,11 @@ follow_deploy(int64 id)
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("deploy " INT64_FORMAT " disappeared from dfe_airbyte.deploys", id),
 					 errhint("Someone deleted it; look at dfe_airbyte.deploys and deploy again.")));
-		state = deploy_spi_text(0, 1, loop_cxt);
-		step = deploy_spi_text(0, 2, loop_cxt);
-		error = deploy_spi_text(0, 3, loop_cxt);
-		into = deploy_spi_int64(0, 4, &isnull);
-		status = deploy_spi_int64(0, 5, &isnull);
+		state = dfe_deploy_spi_text(0, 1, loop_cxt);
+		step = dfe_deploy_spi_text(0, 2, loop_cxt);
+		error = dfe_deploy_spi_text(0, 3, loop_cxt);
+		into = dfe_deploy_spi_int64(0, 4, &isnull);
+		status = dfe_deploy_spi_int64(0, 5, &isnull);
 
 		/* the log lines not shown yet (read after the state: none is missed) */
 		ret = SPI_execute_with_args("SELECT coalesce(e->>'step', ''), e->>'message' "
@@ -315,7 +316,7 @@ dfe_airbyte_deploy(PG_FUNCTION_ARGS)
 	{
 		int64		key;
 
-		if (deploy_migration_lock_holder(dfe_target_scope_target(scope), &key) == MyProcPid)
+		if (dfe_deploy_migration_lock_holder(dfe_target_scope_target(scope), &key) == MyProcPid)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("this session holds the Rails migration lock, so the deploy would wait for itself"),

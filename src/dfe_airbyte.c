@@ -8,6 +8,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
+#include "compat.h"
 #include "guard_worker.h"
 #include "net_worker.h"
 #include "settings.h"
@@ -15,7 +16,8 @@
 
 PG_MODULE_MAGIC;
 
-void		_PG_init(void);
+/* PostgreSQL 16 declares it so in fmgr.h; 15 does not */
+extern PGDLLEXPORT void _PG_init(void);
 
 void
 _PG_init(void)

@@ -1,16 +1,16 @@
 /*
- * flow_checks.c — does data really flow? (SPEC §7, issue 9 items 5 and 6)
+ * flow_checks.c — does data really flow?
  *
  * A succeeded Airbyte job proves little: a connector that ignores the
  * heartbeat query, a slot whose confirmed_flush_lsn no longer moves, or a
  * sync that reads nothing although the tables changed all "succeed".  The
  * sync health task (sync_health.c) calls in here:
  *
- *   flow_note_job_progress()     for every job it reads, inside its
+ *   dfe_flow_note_job_progress()     for every job it reads, inside its
  *                                transaction: keeps rowsSynced/bytesSynced
  *                                and when the job last made progress
  *                                (sync_health.stuck);
- *   flow_checks_after_success()  once per newly succeeded job, outside any
+ *   dfe_flow_checks_after_success()  once per newly succeeded job, outside any
  *                                transaction: compares the Airbyte slot's
  *                                confirmed_flush_lsn, the allowlisted
  *                                tables' change counters and the heartbeat
@@ -41,7 +41,7 @@
 #include "target_scope.h"
 
 void
-flow_note_job_progress(const AirbyteJob *job)
+dfe_flow_note_job_progress(const AirbyteJob *job)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	Oid			types[5] = {INT8OID, INT8OID, INT8OID, TEXTOID, TEXTOID};
@@ -222,7 +222,7 @@ compare(const AirbyteJob *job, const FlowPoint *prev, const FlowPoint *now, Stri
 }
 
 void
-flow_checks_after_success(const AirbyteJob *job)
+dfe_flow_checks_after_success(const AirbyteJob *job)
 {
 	FlowPoint	prev;
 	FlowPoint	now;

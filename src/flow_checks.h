@@ -12,13 +12,13 @@
  * row of dfe_airbyte.sync_jobs was written: keep its rows/bytes and when it
  * last made progress.
  */
-extern void flow_note_job_progress(const AirbyteJob *job);
+extern void dfe_flow_note_job_progress(const AirbyteJob *job);
 
 /*
  * Outside any transaction, once per newly succeeded job: the data flow
  * checks (dfe_airbyte.flow_checks; events slot_not_advancing, sync_no_rows,
  * heartbeat_not_running).  No network call.
  */
-extern void flow_checks_after_success(const AirbyteJob *job);
+extern void dfe_flow_checks_after_success(const AirbyteJob *job);
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * google_auth.c — Google access token through workload identity federation
- * (SPEC §8), the way dfe-analytics' Azure workload-identity setup does it:
+ * (Google's "external_account" credential configuration, as google-auth
+ * reads it), the way dfe-analytics' Azure workload-identity setup does it:
  *
  *   1. subject token, by credential_source:
  *      - url ending in /oauth2/v2.0/token: Azure AD client-credentials POST
@@ -13,7 +14,7 @@
  *
  * The result is cached per process in TopMemoryContext until shortly before
  * expireTime.  Every token, the assertion and the secret-ish parts of the
- * credential configuration are registered with http_register_secret(), and
+ * credential configuration are registered with dfe_http_register_secret(), and
  * no message here ever quotes the configuration or a response body that
  * could carry a token.
  */
@@ -75,6 +76,19 @@ typedef struct CredConfig
 	char	   *field_name;		/* format.subject_token_field_name */
 	char	   *service_account;	/* from impersonation_url, for messages */
 } CredConfig;
+
+/* what the last dfe_google_access_token() call used; for diagnostics */
+typedef struct GoogleTokenInfo
+{
+	const char *credential_source;	/* azure_ad, url, file */
+	const char *service_account;	/* from the impersonation URL, or NULL */
+	TimestampTz expires_at;
+	TimestampTz renew_after;
+	bool		from_cache;		/* the last call reused a cached token */
+} GoogleTokenInfo;
+
+/* RFC 3339 time ("2024-05-01T10:00:00Z", fractions and offsets allowed) */
+static bool google_parse_rfc3339(const char *s, TimestampTz *result);
 
 /* the cache, all in TopMemoryContext */
 static char *cached_token = NULL;
@@ -238,7 +252,7 @@ register_url_secrets(const char *url)
 	const char *q = strchr(url, '?');
 
 	if (q && q[1])
-		http_register_secret(q + 1);
+		dfe_http_register_secret(q + 1);
 }
 
 static bool
@@ -270,30 +284,30 @@ service_account_of(const char *url)
  * Read and validate the configuration.  *key_out gets a string that changes
  * whenever anything the chain depends on changes (the cache key).
  */
-static CredConfig *
-load_config(char **key_out)
+/* the configuration's text: the setting itself when it is JSON, else the file it names */
+static const char *
+credential_text(void)
 {
 	const char *setting = dfe_setting_google_credentials();
-	const char *text;
 	const char *p;
-	cJSON	   *root;
-	cJSON	   *src;
-	cJSON	   *item;
-	CredConfig *cfg = palloc0(sizeof(CredConfig));
-	const char *azure_id;
-	const char *azure_file;
 
 	dfe_require_setting(setting, "dfe_airbyte.google_credentials", "GOOGLE_CLOUD_CREDENTIALS");
 	for (p = setting; *p && isspace((unsigned char) *p); p++)
 		;
 	if (*p == '{')
-		text = setting;
-	else
-		text = read_small_file(trim(pstrdup(setting)), "Google credential configuration file",
-							   "dfe_airbyte.google_credentials (env GOOGLE_CLOUD_CREDENTIALS) holds either the "
-							   "credential configuration JSON or the path of a file the server can read.");
+		return setting;
+	return read_small_file(trim(pstrdup(setting)), "Google credential configuration file",
+						   "dfe_airbyte.google_credentials (env GOOGLE_CLOUD_CREDENTIALS) holds either the "
+						   "credential configuration JSON or the path of a file the server can read.");
+}
 
-	root = cJSON_Parse(text);
+/* the configuration as an external_account JSON object; never quotes the text */
+static cJSON *
+parse_external_account(const char *text)
+{
+	cJSON	   *root = cJSON_Parse(text);
+	cJSON	   *item;
+
 	if (root == NULL || !cJSON_IsObject(root))
 	{
 		const char *at = cJSON_GetErrorPtr();
@@ -313,24 +327,13 @@ load_config(char **key_out)
 		config_error(psprintf("Google credential configuration has type \"%.40s\", expected \"external_account\"",
 							  item->valuestring),
 					 "Only workload identity federation is supported; service account keys are not.");
+	return root;
+}
 
-	/* anything that could act as a credential is a secret */
-	item = cJSON_GetObjectItemCaseSensitive(root, "client_secret");
-	if (cJSON_IsString(item))
-		http_register_secret(item->valuestring);
-
-	cfg->audience = required_string(root, "audience", "");
-	cfg->subject_token_type = required_string(root, "subject_token_type", "");
-	cfg->token_url = required_string(root, "token_url", "");
-	cfg->impersonation_url = optional_string(root, "service_account_impersonation_url", "");
-	if (cfg->impersonation_url)
-	{
-		register_url_secrets(cfg->impersonation_url);
-		cfg->service_account = service_account_of(cfg->impersonation_url);
-	}
-	register_url_secrets(cfg->token_url);
-
-	src = cJSON_GetObjectItemCaseSensitive(root, "credential_source");
+/* credential_source.url or .file, exactly one of them */
+static void
+read_source_location(CredConfig *cfg, cJSON *src)
+{
 	if (src == NULL || cJSON_IsNull(src))
 		config_error("Google credential configuration has no \"credential_source\"",
 					 "credential_source must be an object with \"url\" or \"file\".");
@@ -359,47 +362,86 @@ load_config(char **key_out)
 	}
 	else
 		cfg->kind = SOURCE_FILE;
+}
 
-	item = cJSON_GetObjectItemCaseSensitive(src, "headers");
-	if (item && !cJSON_IsNull(item))
+/* credential_source.headers: sent with the url source's GET; their values are secrets */
+static void
+read_source_headers(CredConfig *cfg, cJSON *item)
+{
+	cJSON	   *h;
+
+	if (item == NULL || cJSON_IsNull(item))
+		return;
+	if (!cJSON_IsObject(item))
+		config_error("Google credential configuration field \"credential_source.headers\" must be an object",
+					 "Give the headers as {\"Name\": \"value\", ...}.");
+	cJSON_ArrayForEach(h, item)
 	{
-		cJSON	   *h;
-
-		if (!cJSON_IsObject(item))
-			config_error("Google credential configuration field \"credential_source.headers\" must be an object",
-						 "Give the headers as {\"Name\": \"value\", ...}.");
-		cJSON_ArrayForEach(h, item)
-		{
-			if (!cJSON_IsString(h) || h->string == NULL || h->string[0] == '\0' ||
-				strpbrk(h->string, ":\r\n") || strpbrk(h->valuestring, "\r\n"))
-				config_error("Google credential configuration field \"credential_source.headers\" is invalid",
-							 "Each header needs a name without \":\" and a string value on one line.");
-			http_register_secret(h->valuestring);
-			cfg->headers = lappend(cfg->headers, psprintf("%s: %s", h->string, h->valuestring));
-		}
+		if (!cJSON_IsString(h) || h->string == NULL || h->string[0] == '\0' ||
+			strpbrk(h->string, ":\r\n") || strpbrk(h->valuestring, "\r\n"))
+			config_error("Google credential configuration field \"credential_source.headers\" is invalid",
+						 "Each header needs a name without \":\" and a string value on one line.");
+		dfe_http_register_secret(h->valuestring);
+		cfg->headers = lappend(cfg->headers, psprintf("%s: %s", h->string, h->valuestring));
 	}
+}
 
-	item = cJSON_GetObjectItemCaseSensitive(src, "format");
-	if (item && !cJSON_IsNull(item))
+/* credential_source.format: the subject token as text (default) or a JSON field */
+static void
+read_source_format(CredConfig *cfg, cJSON *item)
+{
+	char	   *type;
+
+	if (item == NULL || cJSON_IsNull(item))
+		return;
+	if (!cJSON_IsObject(item))
+		config_error("Google credential configuration field \"credential_source.format\" must be an object",
+					 "Give it as {\"type\": \"json\", \"subject_token_field_name\": \"access_token\"} or {\"type\": \"text\"}.");
+	type = optional_string(item, "type", "credential_source.format.");
+	if (type == NULL || strcmp(type, "text") == 0)
+		cfg->format_json = false;
+	else if (strcmp(type, "json") == 0)
 	{
-		char	   *type;
-
-		if (!cJSON_IsObject(item))
-			config_error("Google credential configuration field \"credential_source.format\" must be an object",
-						 "Give it as {\"type\": \"json\", \"subject_token_field_name\": \"access_token\"} or {\"type\": \"text\"}.");
-		type = optional_string(item, "type", "credential_source.format.");
-		if (type == NULL || strcmp(type, "text") == 0)
-			cfg->format_json = false;
-		else if (strcmp(type, "json") == 0)
-		{
-			cfg->format_json = true;
-			cfg->field_name = required_string(item, "subject_token_field_name",
-											   "credential_source.format.");
-		}
-		else
-			config_error(psprintf("Google credential configuration has credential_source.format.type \"%.20s\"", type),
-						 "Supported formats are \"text\" (the default) and \"json\".");
+		cfg->format_json = true;
+		cfg->field_name = required_string(item, "subject_token_field_name",
+										   "credential_source.format.");
 	}
+	else
+		config_error(psprintf("Google credential configuration has credential_source.format.type \"%.20s\"", type),
+					 "Supported formats are \"text\" (the default) and \"json\".");
+}
+
+static CredConfig *
+load_config(char **key_out)
+{
+	const char *text = credential_text();
+	cJSON	   *root = parse_external_account(text);
+	cJSON	   *src;
+	cJSON	   *item;
+	CredConfig *cfg = palloc0(sizeof(CredConfig));
+	const char *azure_id;
+	const char *azure_file;
+
+	/* anything that could act as a credential is a secret */
+	item = cJSON_GetObjectItemCaseSensitive(root, "client_secret");
+	if (cJSON_IsString(item))
+		dfe_http_register_secret(item->valuestring);
+
+	cfg->audience = required_string(root, "audience", "");
+	cfg->subject_token_type = required_string(root, "subject_token_type", "");
+	cfg->token_url = required_string(root, "token_url", "");
+	cfg->impersonation_url = optional_string(root, "service_account_impersonation_url", "");
+	if (cfg->impersonation_url)
+	{
+		register_url_secrets(cfg->impersonation_url);
+		cfg->service_account = service_account_of(cfg->impersonation_url);
+	}
+	register_url_secrets(cfg->token_url);
+
+	src = cJSON_GetObjectItemCaseSensitive(root, "credential_source");
+	read_source_location(cfg, src);
+	read_source_headers(cfg, cJSON_GetObjectItemCaseSensitive(src, "headers"));
+	read_source_format(cfg, cJSON_GetObjectItemCaseSensitive(src, "format"));
 
 	/* the chain also depends on the Azure settings */
 	azure_id = dfe_setting_azure_client_id();
@@ -426,11 +468,11 @@ answer_field(HttpRequest *req, const char *field)
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 				 errmsg("%s answered without \"%s\"", req->what, field),
 				 errdetail("%s %s answered HTTP %ld%s; the body is not shown because it may hold a token.",
-						   req->method, http_redact(req->url), req->status,
+						   req->method, dfe_http_redact(req->url), req->status,
 						   root ? "" : " with a body that is not JSON"),
 				 errhint("Check that the URL in the credential configuration points at the right service.")));
 	value = pstrdup(item->valuestring);
-	http_register_secret(value);
+	dfe_http_register_secret(value);
 	/* the body held the token: wipe it */
 	explicit_bzero(req->response->data, req->response->len);
 	cJSON_Delete(root);
@@ -476,7 +518,7 @@ token_from_body(CredConfig *cfg, char *body, const char *what)
 		token = pstrdup(item->valuestring);
 		cJSON_Delete(root);
 	}
-	http_register_secret(token);
+	dfe_http_register_secret(token);
 	return token;
 }
 
@@ -508,19 +550,19 @@ subject_token_azure_ad(CredConfig *cfg)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("Azure federated token file \"%s\" is empty", path),
 				 errhint("Check the workload identity set-up of the pod (azure.workload.identity/use).")));
-	http_register_secret(assertion);
+	dfe_http_register_secret(assertion);
 
 	body = psprintf("grant_type=client_credentials&client_id=%s&scope=%s"
 					"&client_assertion_type=%s&client_assertion=%s",
-					http_escape(client_id), http_escape(AZURE_SCOPE),
-					http_escape(JWT_BEARER_ASSERTION), http_escape(assertion));
-	req = http_request_new("Azure AD token request", "POST", cfg->source_url);
+					dfe_http_escape(client_id), dfe_http_escape(AZURE_SCOPE),
+					dfe_http_escape(JWT_BEARER_ASSERTION), dfe_http_escape(assertion));
+	req = dfe_http_request_new("Azure AD token request", "POST", cfg->source_url);
 	req->body = body;
 	req->content_type = "application/x-www-form-urlencoded";
-	http_perform_one(req);
+	dfe_http_perform_one(req);
 	wipe(body);
 	wipe(file_text);
-	http_check(req);
+	dfe_http_check(req);
 	token = answer_field(req, "access_token");
 	return token;
 }
@@ -531,10 +573,10 @@ subject_token_url(CredConfig *cfg)
 	HttpRequest *req;
 
 	chain_step = "step 1, the subject token from credential_source.url";
-	req = http_request_new("subject token request (credential_source.url)", "GET", cfg->source_url);
+	req = dfe_http_request_new("subject token request (credential_source.url)", "GET", cfg->source_url);
 	req->headers = cfg->headers;
-	http_perform_one(req);
-	http_check(req);
+	dfe_http_perform_one(req);
+	dfe_http_check(req);
 	return token_from_body(cfg, req->response->data, "credential_source.url");
 }
 
@@ -569,11 +611,11 @@ sts_exchange(CredConfig *cfg, const char *subject_token, long *expires_in)
 	json = cJSON_PrintUnformatted(body);
 	cJSON_Delete(body);
 
-	req = http_request_new("Google STS token exchange", "POST", cfg->token_url);
-	http_set_json_body(req, json);
-	http_perform_one(req);
+	req = dfe_http_request_new("Google STS token exchange", "POST", cfg->token_url);
+	dfe_http_set_json_body(req, json);
+	dfe_http_perform_one(req);
 	wipe(json);
-	http_check(req);
+	dfe_http_check(req);
 
 	/* expires_in matters only without impersonation */
 	*expires_in = -1;
@@ -596,11 +638,11 @@ impersonate(CredConfig *cfg, const char *sts_token, TimestampTz *expires)
 	char	   *token;
 
 	chain_step = "step 3, the service account impersonation (service_account_impersonation_url)";
-	req = http_request_new("Google service account impersonation", "POST", cfg->impersonation_url);
-	http_set_json_body(req, "{\"scope\":[\"" CLOUD_PLATFORM_SCOPE "\"],\"lifetime\":\"3600s\"}");
+	req = dfe_http_request_new("Google service account impersonation", "POST", cfg->impersonation_url);
+	dfe_http_set_json_body(req, "{\"scope\":[\"" CLOUD_PLATFORM_SCOPE "\"],\"lifetime\":\"3600s\"}");
 	req->bearer = sts_token;
-	http_perform_one(req);
-	http_check(req);
+	dfe_http_perform_one(req);
+	dfe_http_check(req);
 
 	*expires = 0;
 	root = cJSON_Parse(req->response->data);
@@ -636,44 +678,20 @@ forget(void)
 }
 
 void
-google_forget_access_token(void)
+dfe_google_forget_access_token(void)
 {
 	forget();
 }
 
-const char *
-google_access_token(void)
+/* the chain: subject token, STS exchange, impersonation; returns the access token */
+static char *
+run_chain(CredConfig *cfg, TimestampTz started, TimestampTz *expires)
 {
-	MemoryContext cxt;
-	MemoryContext old;
-	CredConfig *cfg;
-	char	   *key;
 	char	   *subject;
 	char	   *sts;
 	char	   *token;
 	long		sts_expires_in;
-	TimestampTz started;
-	TimestampTz expires = 0;
-	int64		lifetime;
-	int64		margin;
 	ErrorContextCallback errcb;
-
-	/* all the chain's garbage (bodies, assertions) goes away at the end */
-	cxt = AllocSetContextCreate(CurrentMemoryContext, "dfe_airbyte google auth",
-								ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-
-	cfg = load_config(&key);
-	started = GetCurrentTimestamp();
-	if (cached_token && cached_key && strcmp(cached_key, key) == 0 &&
-		started < cached_renew_after)
-	{
-		MemoryContextSwitchTo(old);
-		wipe(key);
-		MemoryContextDelete(cxt);
-		last_from_cache = true;
-		return cached_token;
-	}
 
 	chain_step = NULL;
 	errcb.callback = chain_error_context;
@@ -695,27 +713,36 @@ google_access_token(void)
 	}
 	sts = sts_exchange(cfg, subject, &sts_expires_in);
 	wipe(subject);
+	*expires = 0;
 	if (cfg->impersonation_url)
 	{
-		token = impersonate(cfg, sts, &expires);
+		token = impersonate(cfg, sts, expires);
 		wipe(sts);
-		if (expires == 0)
-			expires = started + DEFAULT_LIFETIME_US;
+		if (*expires == 0)
+			*expires = started + DEFAULT_LIFETIME_US;
 	}
 	else
 	{
 		token = sts;
-		expires = started + (sts_expires_in > 0 ? sts_expires_in * USECS_PER_SEC : DEFAULT_LIFETIME_US);
+		*expires = started + (sts_expires_in > 0 ? sts_expires_in * USECS_PER_SEC : DEFAULT_LIFETIME_US);
 	}
 
 	chain_step = NULL;
 	error_context_stack = errcb.previous;
+	return token;
+}
 
-	lifetime = expires - started;
-	margin = Min(RENEW_MARGIN_US, lifetime / 2);
+/* keep the token (in TopMemoryContext) until shortly before it expires */
+static void
+cache_token(CredConfig *cfg, const char *token, const char *key, TimestampTz started,
+			TimestampTz expires)
+{
+	int64		lifetime = expires - started;
+	int64		margin = Min(RENEW_MARGIN_US, lifetime / 2);
+	MemoryContext old;
 
 	forget();
-	MemoryContextSwitchTo(TopMemoryContext);
+	old = MemoryContextSwitchTo(TopMemoryContext);
 	cached_token = pstrdup(token);
 	cached_key = pstrdup(key);
 	cached_service_account = cfg->service_account ? pstrdup(cfg->service_account) : NULL;
@@ -724,6 +751,39 @@ google_access_token(void)
 	cached_expires = expires;
 	cached_renew_after = expires - margin;
 	last_from_cache = false;
+}
+
+const char *
+dfe_google_access_token(void)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	CredConfig *cfg;
+	char	   *key;
+	char	   *token;
+	TimestampTz started;
+	TimestampTz expires;
+
+	/* all the chain's garbage (bodies, assertions) goes away at the end */
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "dfe_airbyte google auth",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+
+	cfg = load_config(&key);
+	started = GetCurrentTimestamp();
+	if (cached_token && cached_key && strcmp(cached_key, key) == 0 &&
+		started < cached_renew_after)
+	{
+		MemoryContextSwitchTo(old);
+		wipe(key);
+		MemoryContextDelete(cxt);
+		last_from_cache = true;
+		return cached_token;
+	}
+
+	token = run_chain(cfg, started, &expires);
+	cache_token(cfg, token, key, started, expires);
+	MemoryContextSwitchTo(old);
 
 	wipe(token);
 	wipe(key);
@@ -731,7 +791,7 @@ google_access_token(void)
 	return cached_token;
 }
 
-void
+static void
 google_token_info(GoogleTokenInfo *info)
 {
 	memset(info, 0, sizeof(*info));
@@ -772,7 +832,7 @@ expect(const char **p, const char *chars)
 	return true;
 }
 
-bool
+static bool
 google_parse_rfc3339(const char *s, TimestampTz *result)
 {
 	struct pg_tm tm;
@@ -875,7 +935,7 @@ dfe_airbyte_google_auth_check(PG_FUNCTION_ARGS)
 				 errhint("Call it as SELECT * FROM dfe_airbyte_google_auth_check().")));
 	tupdesc = BlessTupleDesc(tupdesc);
 
-	(void) google_access_token();
+	(void) dfe_google_access_token();
 	google_token_info(&info);
 
 	values[0] = CStringGetTextDatum(info.credential_source);

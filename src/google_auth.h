@@ -1,6 +1,6 @@
 /*
  * google_auth.h — a Google access token from the external-account credential
- * configuration (SPEC §8): the Azure workload-identity chain
+ * configuration (README.md, "Settings and secrets"): the Azure workload-identity chain
  * subject token -> Google STS -> service account impersonation.
  *
  * Makes HTTP calls: in the worker, call it outside a transaction.
@@ -18,27 +18,12 @@
  * before expireTime, or half its lifetime when it lives less than 10
  * minutes.  A changed credential configuration (or Azure setting) starts a
  * new chain.  Raises an ERROR naming the failing step; never shows a token.
- * The result stays valid until the next call of google_access_token() or
- * google_forget_access_token().
+ * The result stays valid until the next call of dfe_google_access_token() or
+ * dfe_google_forget_access_token().
  */
-extern const char *google_access_token(void);
+extern const char *dfe_google_access_token(void);
 
 /* drop the cached token (e.g. after BigQuery answered 401) */
-extern void google_forget_access_token(void);
-
-/* what the last google_access_token() call used; for diagnostics */
-typedef struct GoogleTokenInfo
-{
-	const char *credential_source;	/* azure_ad, url, file */
-	const char *service_account;	/* from the impersonation URL, or NULL */
-	TimestampTz expires_at;
-	TimestampTz renew_after;
-	bool		from_cache;		/* the last call reused a cached token */
-} GoogleTokenInfo;
-
-extern void google_token_info(GoogleTokenInfo *info);
-
-/* RFC 3339 time ("2024-05-01T10:00:00Z", fractions and offsets allowed) */
-extern bool google_parse_rfc3339(const char *s, TimestampTz *result);
+extern void dfe_google_forget_access_token(void);
 
 #endif

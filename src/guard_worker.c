@@ -1,5 +1,5 @@
 /*
- * guard_worker.c — the slot guard's background worker (SPEC §7).
+ * guard_worker.c — the slot guard's background worker.
  *
  * It runs one task, the slot guard (slots.c), every
  * dfe_airbyte.check_interval, and nothing that talks to the network: no
@@ -22,7 +22,7 @@
 #define GUARD_WORKER_NAME "dfe_airbyte guard"
 
 static DfeTask guard_tasks[] = {
-	{"slot guard", slots_worker_task, true, 0},
+	{"slot guard", dfe_slots_worker_task, true, 0},
 };
 
 static const DfeWorkerDef guard_def = {

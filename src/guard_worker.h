@@ -6,6 +6,8 @@
 
 #include "postgres.h"
 
+#include "compat.h"
+
 extern void dfe_register_guard_worker(void);
 extern PGDLLEXPORT void dfe_airbyte_guard_main(Datum main_arg);
 

@@ -1,7 +1,7 @@
 /*
  * http.c — libcurl behind the interface in http.h.
  *
- * All requests go through one curl multi loop (http_perform).  Between
+ * All requests go through one curl multi loop (dfe_http_perform).  Between
  * libcurl's polls (at most POLL_MS each) we CHECK_FOR_INTERRUPTS(), so a
  * cancel, statement_timeout or SIGTERM ends a call within a fraction of a
  * second; PG_FINALLY then frees every easy handle and the multi handle.
@@ -26,6 +26,7 @@
 #include "http.h"
 #include "shared.h"
 #include "settings.h"
+#include "spi_xact.h"
 
 /* longest single wait inside libcurl before we look at interrupts again */
 #define POLL_MS 200
@@ -38,8 +39,10 @@
 
 static List *secrets = NIL;		/* in TopMemoryContext */
 
+pg_noreturn static void http_raise(const HttpRequest *req);
+
 HttpRequest *
-http_request_new(const char *what, const char *method, const char *url)
+dfe_http_request_new(const char *what, const char *method, const char *url)
 {
 	HttpRequest *req = palloc0(sizeof(HttpRequest));
 
@@ -52,14 +55,14 @@ http_request_new(const char *what, const char *method, const char *url)
 }
 
 void
-http_set_json_body(HttpRequest *req, const char *json)
+dfe_http_set_json_body(HttpRequest *req, const char *json)
 {
 	req->body = json;
 	req->content_type = "application/json";
 }
 
 bool
-http_ok(const HttpRequest *req)
+dfe_http_ok(const HttpRequest *req)
 {
 	return req->status >= 200 && req->status < 300;
 }
@@ -78,7 +81,7 @@ http_ok(const HttpRequest *req)
 #define MAX_SECRETS 64
 
 void
-http_register_secret(const char *secret)
+dfe_http_register_secret(const char *secret)
 {
 	MemoryContext old;
 	ListCell   *lc;
@@ -113,7 +116,7 @@ http_register_secret(const char *secret)
 }
 
 char *
-http_redact(const char *text)
+dfe_http_redact(const char *text)
 {
 	StringInfoData out;
 	ListCell   *lc;
@@ -145,7 +148,7 @@ http_redact(const char *text)
 }
 
 char *
-http_escape(const char *s)
+dfe_http_escape(const char *s)
 {
 	StringInfoData out;
 	const unsigned char *p;
@@ -316,7 +319,7 @@ check_url(const HttpRequest *req)
 /*
  * Every curl_easy_* and curl_multi_* call that can fail goes through one of
  * these two (outside libcurl's callbacks, so raising is safe): a failure is
- * an ERROR naming the call, and PG_FINALLY in http_perform frees the
+ * an ERROR naming the call, and PG_FINALLY in dfe_http_perform frees the
  * handles.
  */
 static void
@@ -343,32 +346,10 @@ curl_multi_checked(CURLMcode rc, const char *call)
 #define SETOPT(easy, opt, val) \
 	curl_easy_checked(curl_easy_setopt((easy), (opt), (val)), req, "curl_easy_setopt(" #opt ")")
 
-/* (re)build the easy handle for the next attempt */
-static CURL *
-prepare_attempt(HttpRequest *req)
+/* forget what the previous attempt received */
+static void
+reset_attempt_state(HttpRequest *req)
 {
-	CURL	   *easy;
-	ListCell   *lc;
-	static char user_agent[64];
-
-	if (req->header_list)
-	{
-		curl_slist_free_all(req->header_list);
-		req->header_list = NULL;
-	}
-	if (req->easy == NULL)
-	{
-		req->easy = curl_easy_init();
-		if (req->easy == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("%s: could not create an HTTP handle", req->what),
-					 errhint("The server may be out of memory.")));
-	}
-	else
-		curl_easy_reset(req->easy);
-	easy = req->easy;
-
 	resetStringInfo(req->response);
 	free(req->rx);
 	req->rx = NULL;
@@ -379,6 +360,13 @@ prepare_attempt(HttpRequest *req)
 	req->retry_after_s = -1;
 	req->errbuf[0] = '\0';
 	req->too_large = false;
+}
+
+/* TLS, timeouts, size cap, callbacks and method of one attempt */
+static void
+set_transfer_options(HttpRequest *req, CURL *easy)
+{
+	static char user_agent[64];
 
 	snprintf(user_agent, sizeof(user_agent), "dfe_airbyte/%s (PostgreSQL %s)",
 			 DFE_AIRBYTE_VERSION, PG_MAJORVERSION);
@@ -411,8 +399,14 @@ prepare_attempt(HttpRequest *req)
 		SETOPT(easy, CURLOPT_POSTFIELDS, req->body ? req->body : "");
 		SETOPT(easy, CURLOPT_POSTFIELDSIZE, (long) (req->body ? strlen(req->body) : 0));
 	}
+}
 
-	/* curl_slist_append copies; the list is freed before the next attempt */
+/* the request headers; curl_slist_append copies, the list is freed before the next attempt */
+static void
+set_headers(HttpRequest *req, CURL *easy)
+{
+	ListCell   *lc;
+
 	req->header_list = curl_slist_append(req->header_list, "Accept: application/json");
 	/* libcurl would otherwise send "Expect: 100-continue" and wait for it */
 	req->header_list = curl_slist_append(req->header_list, "Expect:");
@@ -431,9 +425,34 @@ prepare_attempt(HttpRequest *req)
 	foreach(lc, req->headers)
 		req->header_list = curl_slist_append(req->header_list, (char *) lfirst(lc));
 	SETOPT(easy, CURLOPT_HTTPHEADER, req->header_list);
+}
 
+/* (re)build the easy handle for the next attempt */
+static CURL *
+prepare_attempt(HttpRequest *req)
+{
+	if (req->header_list)
+	{
+		curl_slist_free_all(req->header_list);
+		req->header_list = NULL;
+	}
+	if (req->easy == NULL)
+	{
+		req->easy = curl_easy_init();
+		if (req->easy == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("%s: could not create an HTTP handle", req->what),
+					 errhint("The server may be out of memory.")));
+	}
+	else
+		curl_easy_reset(req->easy);
+
+	reset_attempt_state(req);
+	set_transfer_options(req, req->easy);
+	set_headers(req, req->easy);
 	req->attempts++;
-	return easy;
+	return req->easy;
 }
 
 /* a 4xx that the caller's classifier calls transient (see retry_4xx in http.h) */
@@ -545,7 +564,8 @@ http_global_init(void)
 }
 
 /*
- * The slot guard must react whatever Airbyte, Google or DNS do (SPEC §7), so
+ * The slot guard must react whatever Airbyte, Google or DNS do (README.md,
+ * "The slot guard"), so
  * its process never calls out: a request made there is a bug, refused
  * before libcurl (or a DNS lookup) is ever reached.
  */
@@ -559,11 +579,167 @@ refuse_in_guard(const HttpRequest *req)
 				 errhint("This is a bug in dfe_airbyte: network calls belong in the network worker; report it.")));
 }
 
-void
-http_perform(HttpRequest **reqs, int n, int concurrency)
+/* the state of one dfe_http_perform() call's multi loop */
+typedef struct MultiLoop
 {
+	CURLM	   *multi;
+	HttpRequest **reqs;
+	int			n;
+	int			limit;			/* most transfers at once */
+	int			next_new;		/* requests not started yet, in order */
+	int			running;		/* handles in the multi handle */
+	int			unfinished;		/* requests without their final answer */
+	bool	   *parked;			/* waiting for their backoff to expire */
+} MultiLoop;
+
+static void
+start_transfer(MultiLoop *loop, HttpRequest *req)
+{
+	curl_multi_checked(curl_multi_add_handle(loop->multi, prepare_attempt(req)),
+					   "curl_multi_add_handle");
+	loop->running++;
+}
+
+/* start parked retries whose time has come, then new requests */
+static void
+start_due_transfers(MultiLoop *loop)
+{
+	long		now = now_ms();
+	int			i;
+
+	for (i = 0; i < loop->n && loop->running < loop->limit; i++)
+	{
+		if (loop->parked[i] && loop->reqs[i]->next_attempt_at_ms <= now)
+		{
+			loop->parked[i] = false;
+			start_transfer(loop, loop->reqs[i]);
+		}
+	}
+	while (loop->next_new < loop->n && loop->running < loop->limit)
+		start_transfer(loop, loop->reqs[loop->next_new++]);
+}
+
+/* the outcome of a finished transfer: its HTTP status or its transport error */
+static void
+record_outcome(HttpRequest *req, CURL *easy, CURLcode rc)
+{
+	take_body(req);
+	req->etag = req->etag_buf[0] ? req->etag_buf : NULL;
+
+	if (rc == CURLE_OK)
+	{
+		curl_easy_checked(curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &req->status),
+						  req, "curl_easy_getinfo");
+		req->transport_error = NULL;
+		return;
+	}
+	req->status = 0;
+	req->transport_code = (int) rc;
+	if (rc == CURLE_FILESIZE_EXCEEDED)
+		req->too_large = true;
+	if (req->too_large)
+		req->transport_error = psprintf("the response is larger than dfe_airbyte.http_max_response_size (%d kB)",
+										dfe_http_max_response_size_kb);
+	else if (req->rx_oom)
+		req->transport_error = pstrdup("out of memory while receiving the response");
+	else
+		req->transport_error = pstrdup(req->errbuf[0] ? req->errbuf : curl_easy_strerror(rc));
+}
+
+/* a transfer libcurl reports done: its request gets its answer or is parked for a retry */
+static void
+finish_transfer(MultiLoop *loop, CURLMsg *msg)
+{
+	HttpRequest *req = NULL;
+	CURLcode	rc = msg->data.result;
+	int			idx;
+
+	if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req) != CURLE_OK ||
+		req == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("HTTP transfer failed: libcurl lost track of a request"),
+				 errhint("This is a libcurl problem on the database server; try again.")));
+	curl_multi_checked(curl_multi_remove_handle(loop->multi, msg->easy_handle),
+					   "curl_multi_remove_handle");
+	loop->running--;
+	record_outcome(req, msg->easy_handle, rc);
+
+	if (retryable(req, rc) && req->attempts <= dfe_http_max_retries)
+	{
+		long		delay = backoff_ms(req);
+
+		for (idx = 0; idx < loop->n && loop->reqs[idx] != req; idx++)
+			;
+		req->next_attempt_at_ms = now_ms() + delay;
+		loop->parked[idx] = true;
+		ereport(DEBUG1,
+				(errmsg_internal("dfe_airbyte: %s: attempt %d got %s, retrying in %ld ms",
+								 req->what, req->attempts,
+								 rc == CURLE_OK ? psprintf("HTTP %ld", req->status)
+								 : req->transport_error, delay)));
+	}
+	else
+		loop->unfinished--;
+}
+
+/* sleep until there is socket activity, a retry is due, or POLL_MS has passed */
+static void
+wait_for_activity(MultiLoop *loop)
+{
+	long		now = now_ms();
+	long		wait_ms = POLL_MS;
+	int			i;
+
+	for (i = 0; i < loop->n; i++)
+	{
+		if (loop->parked[i])
+		{
+			long		due = loop->reqs[i]->next_attempt_at_ms - now;
+
+			if (due < wait_ms)
+				wait_ms = due < 0 ? 0 : due;
+		}
+	}
+	if (loop->running > 0)
+		curl_multi_checked(curl_multi_poll(loop->multi, NULL, 0, (int) wait_ms, NULL),
+						   "curl_multi_poll");
+	else if (wait_ms > 0)
+		pg_usleep(wait_ms * 1000L);
+}
+
+/* the multi loop: runs until every request has its final answer */
+static void
+run_multi_loop(MultiLoop *loop)
+{
+	while (loop->unfinished > 0)
+	{
+		int			still_running;
+		CURLMsg    *msg;
+		int			msgs_left;
+
+		CHECK_FOR_INTERRUPTS();
+		start_due_transfers(loop);
+		curl_multi_checked(curl_multi_perform(loop->multi, &still_running), "curl_multi_perform");
+		while ((msg = curl_multi_info_read(loop->multi, &msgs_left)) != NULL)
+		{
+			if (msg->msg == CURLMSG_DONE)
+				finish_transfer(loop, msg);
+		}
+		if (loop->unfinished == 0)
+			break;
+		/* a slot is free and requests wait for one: start them right away */
+		if (loop->running < loop->limit && loop->next_new < loop->n)
+			continue;
+		wait_for_activity(loop);
+	}
+}
+
+void
+dfe_http_perform(HttpRequest **reqs, int n, int concurrency)
+{
+	MultiLoop	loop = {0};
 	CURLM	   *volatile multi = NULL;
-	long		start = now_ms();
 	int			i;
 
 	if (n <= 0)
@@ -580,158 +756,35 @@ http_perform(HttpRequest **reqs, int n, int concurrency)
 		reqs[i]->attempts = 0;
 		reqs[i]->next_attempt_at_ms = 0;
 	}
+	loop.reqs = reqs;
+	loop.n = n;
+	loop.unfinished = n;
+	loop.limit = (concurrency <= 0 || concurrency > n) ? n : concurrency;
+	loop.parked = palloc0(sizeof(bool) * n);
 
 	PG_TRY();
 	{
-		/* requests not started yet, in order; parked ones wait for their backoff */
-		int			next_new = 0;
-		int			running = 0;	/* handles in the multi handle */
-		int			unfinished = n;
-		bool	   *parked = palloc0(sizeof(bool) * n);
-		int			limit = (concurrency <= 0 || concurrency > n) ? n : concurrency;
-
 		multi = curl_multi_init();
 		if (multi == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("could not create an HTTP multi handle"),
 					 errhint("The server may be out of memory.")));
-
-		while (unfinished > 0)
-		{
-			long		now = now_ms();
-			long		wait_ms = POLL_MS;
-			int			still_running;
-			CURLMsg    *msg;
-			int			msgs_left;
-
-			CHECK_FOR_INTERRUPTS();
-
-			/* start parked retries whose time has come, then new requests */
-			for (i = 0; i < n && running < limit; i++)
-			{
-				if (parked[i] && reqs[i]->next_attempt_at_ms <= now)
-				{
-					parked[i] = false;
-					curl_multi_checked(curl_multi_add_handle(multi, prepare_attempt(reqs[i])),
-									   "curl_multi_add_handle");
-					running++;
-				}
-			}
-			while (next_new < n && running < limit)
-			{
-				curl_multi_checked(curl_multi_add_handle(multi, prepare_attempt(reqs[next_new])),
-								   "curl_multi_add_handle");
-				next_new++;
-				running++;
-			}
-
-			curl_multi_checked(curl_multi_perform(multi, &still_running), "curl_multi_perform");
-
-			while ((msg = curl_multi_info_read(multi, &msgs_left)) != NULL)
-			{
-				HttpRequest *req;
-				CURLcode	rc;
-				int			idx;
-
-				if (msg->msg != CURLMSG_DONE)
-					continue;
-				rc = msg->data.result;
-				req = NULL;
-				if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req) != CURLE_OK ||
-					req == NULL)
-					ereport(ERROR,
-							(errcode(ERRCODE_SYSTEM_ERROR),
-							 errmsg("HTTP transfer failed: libcurl lost track of a request"),
-							 errhint("This is a libcurl problem on the database server; try again.")));
-				curl_multi_checked(curl_multi_remove_handle(multi, msg->easy_handle),
-								   "curl_multi_remove_handle");
-				running--;
-				take_body(req);
-				req->etag = req->etag_buf[0] ? req->etag_buf : NULL;
-
-				if (rc == CURLE_OK)
-				{
-					curl_easy_checked(curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE,
-														&req->status),
-									  req, "curl_easy_getinfo");
-					req->transport_error = NULL;
-				}
-				else
-				{
-					req->status = 0;
-					req->transport_code = (int) rc;
-					if (rc == CURLE_FILESIZE_EXCEEDED)
-						req->too_large = true;
-					if (req->too_large)
-						req->transport_error = psprintf("the response is larger than dfe_airbyte.http_max_response_size (%d kB)",
-														dfe_http_max_response_size_kb);
-					else if (req->rx_oom)
-						req->transport_error = pstrdup("out of memory while receiving the response");
-					else
-						req->transport_error = pstrdup(req->errbuf[0] ? req->errbuf : curl_easy_strerror(rc));
-				}
-
-				for (idx = 0; idx < n && reqs[idx] != req; idx++)
-					;
-
-				if (retryable(req, rc) && req->attempts <= dfe_http_max_retries)
-				{
-					long		delay = backoff_ms(req);
-
-					req->next_attempt_at_ms = now_ms() + delay;
-					parked[idx] = true;
-					ereport(DEBUG1,
-							(errmsg_internal("dfe_airbyte: %s: attempt %d got %s, retrying in %ld ms",
-											 req->what, req->attempts,
-											 rc == CURLE_OK ? psprintf("HTTP %ld", req->status)
-											 : req->transport_error, delay)));
-				}
-				else
-				{
-					unfinished--;
-					req->elapsed_ms = (double) (now_ms() - start);
-				}
-			}
-
-			if (unfinished == 0)
-				break;
-
-			/* a slot is free and requests wait for one: start them right away */
-			if (running < limit && next_new < n)
-				continue;
-
-			/* sleep until there is socket activity, a retry is due, or POLL_MS */
-			now = now_ms();
-			for (i = 0; i < n; i++)
-			{
-				if (parked[i])
-				{
-					long		due = reqs[i]->next_attempt_at_ms - now;
-
-					if (due < wait_ms)
-						wait_ms = due < 0 ? 0 : due;
-				}
-			}
-			if (running > 0)
-				curl_multi_checked(curl_multi_poll(multi, NULL, 0, (int) wait_ms, NULL),
-								   "curl_multi_poll");
-			else if (wait_ms > 0)
-				pg_usleep(wait_ms * 1000L);
-		}
-		pfree(parked);
+		loop.multi = multi;
+		run_multi_loop(&loop);
 	}
 	PG_FINALLY();
 	{
 		cleanup_requests(multi, reqs, n);
 	}
 	PG_END_TRY();
+	pfree(loop.parked);
 }
 
 void
-http_perform_one(HttpRequest *req)
+dfe_http_perform_one(HttpRequest *req)
 {
-	http_perform(&req, 1, 1);
+	dfe_http_perform(&req, 1, 1);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -747,14 +800,14 @@ json_string_at(cJSON *obj, const char *key)
 }
 
 char *
-http_server_message(const HttpRequest *req)
+dfe_http_server_message(const HttpRequest *req)
 {
 	const char *body = req->response ? req->response->data : "";
 	char	   *msg = NULL;
 	cJSON	   *root;
 
 	if (req->status == 0)
-		return http_redact(req->transport_error ? req->transport_error : "no response");
+		return dfe_http_redact(req->transport_error ? req->transport_error : "no response");
 
 	root = cJSON_Parse(body);
 	if (root && cJSON_IsObject(root))
@@ -798,20 +851,20 @@ http_server_message(const HttpRequest *req)
 	}
 	else if (strlen(msg) > MESSAGE_MAX)
 		msg[MESSAGE_MAX] = '\0';
-	return http_redact(msg);
+	return dfe_http_redact(msg);
 }
 
-void
+static void
 http_raise(const HttpRequest *req)
 {
-	char	   *message = http_server_message(req);
+	char	   *message = dfe_http_server_message(req);
 	const char *hint;
 
 	if (req->status == 0 && req->too_large)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("%s failed: %s", req->what, message),
-				 errdetail("%s %s; the transfer was stopped.", req->method, http_redact(req->url)),
+				 errdetail("%s %s; the transfer was stopped.", req->method, dfe_http_redact(req->url)),
 				 errhint("Raise dfe_airbyte.http_max_response_size (ALTER SYSTEM SET dfe_airbyte.http_max_response_size = '256MB'; SELECT pg_reload_conf();) if the answer is legitimately this large, e.g. the discovered catalog of a very large schema.")));
 
 	if (req->status == 0)
@@ -838,7 +891,7 @@ http_raise(const HttpRequest *req)
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("%s failed: %s", req->what, message),
 				 errdetail("%s %s; %d attempt(s), no HTTP answer.", req->method,
-						   http_redact(req->url), req->attempts),
+						   dfe_http_redact(req->url), req->attempts),
 				 errhint("%s", hint)));
 	}
 
@@ -872,13 +925,13 @@ http_raise(const HttpRequest *req)
 	ereport(ERROR,
 			(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 			 errmsg("%s failed: HTTP %ld", req->what, req->status),
-			 errdetail("%s %s answered: %s", req->method, http_redact(req->url), message),
+			 errdetail("%s %s answered: %s", req->method, dfe_http_redact(req->url), message),
 			 errhint("%s", hint)));
 	pg_unreachable();
 }
 
 bool
-http_never_sent(const HttpRequest *req)
+dfe_http_never_sent(const HttpRequest *req)
 {
 	if (req->status != 0)
 		return false;
@@ -900,9 +953,9 @@ http_never_sent(const HttpRequest *req)
 }
 
 void
-http_check(const HttpRequest *req)
+dfe_http_check(const HttpRequest *req)
 {
-	if (!http_ok(req))
+	if (!dfe_http_ok(req))
 		http_raise(req);
 }
 
@@ -913,29 +966,14 @@ http_check(const HttpRequest *req)
  * (Airbyte down, a bad setting) neither stops the task nor the worker.
  */
 char *
-http_try(void (*fn) (void *), void *arg, MemoryContext cxt)
+dfe_http_try(void (*fn) (void *), void *arg, MemoryContext cxt)
 {
-	char	   *volatile result = NULL;
+	ErrorData  *edata;
+	char	   *result;
 
-	PG_TRY();
-	{
-		fn(arg);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		HOLD_INTERRUPTS();
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		RESUME_INTERRUPTS();
-		MemoryContextSwitchTo(cxt);
-		result = http_redact(edata->detail ? psprintf("%s: %s", edata->message, edata->detail)
-							 : edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
+	if (dfe_catch(fn, arg, 0, cxt, &edata))
+		return NULL;
+	result = dfe_http_redact(dfe_error_text(edata));
+	FreeErrorData(edata);
 	return result;
 }

@@ -14,7 +14,7 @@
  *   context.
  * - HTTP failures do NOT raise: they are reported in the request
  *   (status/transport_error) so that one failing table does not stop the
- *   others.  http_check() turns a failure into a clear ERROR that names the
+ *   others.  dfe_http_check() turns a failure into a clear ERROR that names the
  *   call, the status and the server's message, with secrets redacted.
  */
 #ifndef DFE_AIRBYTE_HTTP_H
@@ -27,7 +27,7 @@
 
 typedef struct HttpRequest
 {
-	/* --- set by the caller (http_request_new fills the first three) --- */
+	/* --- set by the caller (dfe_http_request_new fills the first three) --- */
 	const char *what;			/* for messages, e.g. "Airbyte connection update" */
 	const char *method;			/* GET, POST, PATCH, PUT, DELETE */
 	const char *url;
@@ -60,7 +60,6 @@ typedef struct HttpRequest
 	char	   *transport_error;	/* libcurl's error when status == 0 */
 	char	   *etag;			/* ETag response header, or NULL */
 	int			attempts;		/* attempts made */
-	double		elapsed_ms;		/* wall time of all attempts, backoff included */
 
 	/* --- private to http.c --- */
 	double		retry_after_s;	/* Retry-After of the last answer, -1 none */
@@ -84,11 +83,11 @@ typedef struct HttpRequest
 } HttpRequest;
 
 /* a new request in CurrentMemoryContext */
-extern HttpRequest *http_request_new(const char *what, const char *method,
+extern HttpRequest *dfe_http_request_new(const char *what, const char *method,
 									 const char *url);
 
 /* body + "Content-Type: application/json" */
-extern void http_set_json_body(HttpRequest *req, const char *json);
+extern void dfe_http_set_json_body(HttpRequest *req, const char *json);
 
 /*
  * Run the requests, at most concurrency at a time (<= 0: all at once),
@@ -96,10 +95,10 @@ extern void http_set_json_body(HttpRequest *req, const char *json);
  * final answer.  Raises only on interrupts (cancel, terminate), on a URL
  * that is not http(s), or when libcurl cannot be set up.
  */
-extern void http_perform(HttpRequest **reqs, int n, int concurrency);
+extern void dfe_http_perform(HttpRequest **reqs, int n, int concurrency);
 
 /* one request; same rules */
-extern void http_perform_one(HttpRequest *req);
+extern void dfe_http_perform_one(HttpRequest *req);
 
 /*
  * true when the request certainly never reached the server (no name, no
@@ -107,36 +106,35 @@ extern void http_perform_one(HttpRequest *req);
  * the only failures after which asking again is safe.  A timeout or a
  * reset after the request was sent is NOT such a failure.
  */
-extern bool http_never_sent(const HttpRequest *req);
+extern bool dfe_http_never_sent(const HttpRequest *req);
 
 /* true when the request got a 2xx */
-extern bool http_ok(const HttpRequest *req);
+extern bool dfe_http_ok(const HttpRequest *req);
 
 /*
  * ERROR unless the request got a 2xx.  The message names req->what and the
  * HTTP status (or the transport error), the detail carries the server's
- * message (http_server_message), the hint what to check.
+ * message (dfe_http_server_message), the hint what to check.
  */
-extern void http_check(const HttpRequest *req);
-pg_noreturn extern void http_raise(const HttpRequest *req);
+extern void dfe_http_check(const HttpRequest *req);
 
 /*
  * The server's message from an error body: Airbyte's "data.message", then
  * "detail", then "message" (problem bodies carry a fixed "detail"),
  * Google's "error.message", OAuth's "error_description"/"error", else the
- * start of the body.  Secrets registered with http_register_secret() are
+ * start of the body.  Secrets registered with dfe_http_register_secret() are
  * replaced by "[redacted]".  palloc'd.
  */
-extern char *http_server_message(const HttpRequest *req);
+extern char *dfe_http_server_message(const HttpRequest *req);
 
 /* remember a secret so that no message built here can ever show it */
-extern void http_register_secret(const char *secret);
-extern char *http_redact(const char *text);
+extern void dfe_http_register_secret(const char *secret);
+extern char *dfe_http_redact(const char *text);
 
 /* percent-encode one URL component (palloc'd) */
-extern char *http_escape(const char *s);
+extern char *dfe_http_escape(const char *s);
 
 /* fn(arg) outside a transaction; an ERROR becomes its redacted text in cxt, NULL on success */
-extern char *http_try(void (*fn) (void *), void *arg, MemoryContext cxt);
+extern char *dfe_http_try(void (*fn) (void *), void *arg, MemoryContext cxt);
 
 #endif

@@ -5,7 +5,7 @@
  * from the text of the dfe-analytics YAML files (or the same shape as
  * JSON).
  *
- * Every text is parsed and validated completely (lists_parse.c) before any
+ * Every text is parsed and validated completely (dfe_lists_parse.c) before any
  * table is touched, so bad input changes nothing; the rows are then
  * replaced by difference (lists_store.c).  Only the target's rows change:
  * each service database has its own lists.
@@ -13,6 +13,7 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
@@ -81,7 +82,7 @@ dfe_airbyte_load_config(PG_FUNCTION_ARGS)
 					 errmsg("the %s contains ERB (\"<%%\"), which dfe_airbyte_load_config does not evaluate", names[i]),
 					 errdetail("Rails renders ERB in config files before reading the YAML."),
 					 errhint("Pass the rendered text, e.g. Rails.application.config_for(:analytics).to_json, or remove the ERB from the file.")));
-		lists[i] = lists_parse(names[i], body, i > 0);
+		lists[i] = dfe_lists_parse(names[i], body, i > 0);
 		any = true;
 	}
 
@@ -99,10 +100,10 @@ dfe_airbyte_load_config(PG_FUNCTION_ARGS)
 	/* always in the same order, so two loaders cannot deadlock */
 	for (int i = 0; i < 3; i++)
 		if (lists[i])
-			lists_lock(names[i]);
+			dfe_lists_lock(names[i]);
 	for (int i = 0; i < 3; i++)
 		if (lists[i])
-			lists_replace(names[i], dfe_target_current(), lists[i], &added[i], &removed[i]);
+			dfe_lists_replace(names[i], dfe_target_current(), lists[i], &added[i], &removed[i]);
 
 	SPI_finish();
 	dfe_target_scope_leave(scope);

@@ -1,6 +1,6 @@
 /*
  * lists.h — the allowlist and the blocklist, loaded from the dfe-analytics
- * configuration files (SPEC §1, dfe_airbyte_load_config()).
+ * configuration files (dfe_airbyte_load_config()).
  *
  * Accepted text (YAML through libyaml, or JSON through cJSON when the text
  * starts with "{"):
@@ -45,15 +45,15 @@ typedef struct ParsedList
  * empty document, or one without any column, is an empty list (blocklist)
  * rather than an ERROR (allowlist).  Raises ERROR on bad input.
  */
-extern ParsedList *lists_parse(const char *which, const char *text,
+extern ParsedList *dfe_lists_parse(const char *which, const char *text,
 							   bool allow_empty);
 
 /*
  * lists_store.c: replace the target's rows of dfe_airbyte.<relname> by the
- * list (SPI connected); lists_lock() first, in a fixed order of relnames.
+ * list (SPI connected); dfe_lists_lock() first, in a fixed order of relnames.
  */
-extern void lists_lock(const char *relname);
-extern void lists_replace(const char *relname, const char *target, ParsedList *list,
+extern void dfe_lists_lock(const char *relname);
+extern void dfe_lists_replace(const char *relname, const char *target, ParsedList *list,
 						  int *added, int *removed);
 
 #endif

@@ -3,7 +3,7 @@
  * lists_*.c files): libyaml's document (lists_yaml.c) or cJSON's tree plus
  * a scan of the JSON text for line numbers (lists_json.c) become a ConfNode
  * tree; Rails' config_for sections are merged on it (lists_rails.c); one
- * validator then checks its shape (lists_parse.c).  Only the three levels
+ * validator then checks its shape (dfe_lists_parse.c).  Only the three levels
  * the format has (root, tables, columns) are converted, so YAML alias
  * cycles or deep nesting cannot make the conversion loop.
  */
@@ -42,16 +42,16 @@ typedef struct ConfNode
 #define CONF_MAX_PARENT_DEPTH 4
 
 /* lists_tree.c */
-extern const char *conf_kind_phrase(const ConfNode *node);
-extern char *conf_to_server(const char *utf8, size_t len);
-extern void conf_line_col_of(const char *text, size_t off, int *line, int *col);
-extern const char *conf_list_hint(const char *which);
+extern const char *dfe_conf_kind_phrase(const ConfNode *node);
+extern char *dfe_conf_to_server(const char *utf8, size_t len);
+extern void dfe_conf_line_col_of(const char *text, size_t off, int *line, int *col);
+extern const char *dfe_conf_list_hint(const char *which);
 
 /* lists_yaml.c, lists_json.c: the tree of a text (UTF-8); ERROR on bad syntax */
-extern ConfNode *conf_yaml_parse(const char *which, const char *text);
-extern ConfNode *conf_json_parse(const char *which, const char *text);
+extern ConfNode *dfe_conf_yaml_parse(const char *which, const char *text);
+extern ConfNode *dfe_conf_json_parse(const char *which, const char *text);
 
 /* lists_rails.c: the tables of a file as Rails' config_for reads it */
-extern ConfNode *conf_rails_sections(const char *which, ConfNode *root);
+extern ConfNode *dfe_conf_rails_sections(const char *which, ConfNode *root);
 
 #endif

@@ -137,7 +137,7 @@ json_to_conf(JsonCursor *c, cJSON *item, int depth)
 
 				key->kind = CK_STRING;
 				key->line = c->line;
-				key->text = conf_to_server(child->string, strlen(child->string));
+				key->text = dfe_conf_to_server(child->string, strlen(child->string));
 				cn->keys[i] = key;
 				jc_skip_string(c);
 				jc_skip_ws(c);
@@ -156,7 +156,7 @@ json_to_conf(JsonCursor *c, cJSON *item, int depth)
 	if (cJSON_IsString(item))
 	{
 		cn->kind = CK_STRING;
-		cn->text = conf_to_server(item->valuestring, strlen(item->valuestring));
+		cn->text = dfe_conf_to_server(item->valuestring, strlen(item->valuestring));
 		jc_skip_string(c);
 		return cn;
 	}
@@ -169,13 +169,13 @@ json_to_conf(JsonCursor *c, cJSON *item, int depth)
 	{
 		cn->kind = CK_OTHER;
 		cn->what = cJSON_IsBool(item) ? "a boolean" : "a number";
-		cn->text = conf_to_server(start, c->p - start);
+		cn->text = dfe_conf_to_server(start, c->p - start);
 	}
 	return cn;
 }
 
 ConfNode *
-conf_json_parse(const char *which, const char *text)
+dfe_conf_json_parse(const char *which, const char *text)
 {
 	const char *end = NULL;
 	cJSON	   *root;
@@ -189,14 +189,14 @@ conf_json_parse(const char *which, const char *text)
 		int			col;
 		size_t		off = end ? (size_t) (end - text) : strlen(text);
 
-		conf_line_col_of(text, off, &line, &col);
+		dfe_conf_line_col_of(text, off, &line, &col);
 		if (off >= strlen(text))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 					 errmsg("invalid JSON in the %s at line %d, column %d: unexpected end of the text",
 							which, line, col),
 					 errhint("Check for a missing closing bracket or quote. %s",
-							 conf_list_hint(which))));
+							 dfe_conf_list_hint(which))));
 		else
 		{
 			const char *p = text + off;
@@ -211,9 +211,9 @@ conf_json_parse(const char *which, const char *text)
 					 errmsg("invalid JSON in the %s at line %d, column %d",
 							which, line, col),
 					 errdetail("The parser stopped here: %s",
-							   conf_to_server(p, n)),
+							   dfe_conf_to_server(p, n)),
 					 errhint("Check for a missing comma, quote or bracket near that place. %s",
-							 conf_list_hint(which))));
+							 dfe_conf_list_hint(which))));
 		}
 	}
 

@@ -1,6 +1,6 @@
 /*
- * lists_parse.c — validation of the ConfNode tree into a ParsedList
- * (lists.h), and lists_parse(), which picks the parser.
+ * dfe_lists_parse.c — validation of the ConfNode tree into a ParsedList
+ * (lists.h), and dfe_lists_parse(), which picks the parser.
  */
 #include "postgres.h"
 
@@ -128,7 +128,7 @@ column_mapping(const char *which, ConfNode *col, ListTable *table, char **tag)
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("invalid %s at line %d: the policy_tag of an entry of table \"%s\" is not a policy tag name",
 								which, value->line, table->name),
-						 errdetail("It is %s%s%s.", value->text ? "\"" : "", value->text ? value->text : conf_kind_phrase(value),
+						 errdetail("It is %s%s%s.", value->text ? "\"" : "", value->text ? value->text : dfe_conf_kind_phrase(value),
 								   value->text ? "\"" : ""),
 						 errhint("Write the tag's full name, projects/P/locations/L/taxonomies/T/policyTags/ID, as the Data Catalog taxonomy shows it.")));
 			*tag = value->text;
@@ -137,7 +137,7 @@ column_mapping(const char *which, ConfNode *col, ListTable *table, char **tag)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid %s at line %d: unexpected key \"%s\" in an entry of table \"%s\"",
-							which, key->line, key->text ? key->text : conf_kind_phrase(key), table->name),
+							which, key->line, key->text ? key->text : dfe_conf_kind_phrase(key), table->name),
 					 errdetail("A column given as a mapping takes \"name\" (the column) and \"policy_tag\" (projects/P/locations/L/taxonomies/T/policyTags/ID)."),
 					 errhint("Write - {name: email, policy_tag: projects/P/locations/L/taxonomies/T/policyTags/ID}.")));
 	}
@@ -196,7 +196,7 @@ check_columns(const char *which, ConfNode *seq, ListTable *table)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("invalid %s at line %d: an entry of table \"%s\" is %s, not a column name",
-								which, col->line, table->name, conf_kind_phrase(col)),
+								which, col->line, table->name, dfe_conf_kind_phrase(col)),
 						 errdetail("Each entry of a table's list must be a plain column name."),
 						 errhint("Check the indentation: \"- name:\" (with a colon) makes a mapping; write \"- name\".")));
 				break;
@@ -242,7 +242,7 @@ check_columns(const char *which, ConfNode *seq, ListTable *table)
 }
 
 /*
- * What lists_replace() relies on (it diffs the list against a table's rows
+ * What dfe_lists_replace() relies on (it diffs the list against a table's rows
  * as sets): every kept table has a non-empty name and at least one column,
  * no table is kept twice, no column twice within its table, and ncolumns
  * is their sum.  validate() and check_columns() establish it by refusing
@@ -287,7 +287,7 @@ table_columns(const char *which, ConfNode *key, ConfNode *value)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s at line %d: a table name is %s, not a string",
-						which, key->line, conf_kind_phrase(key)),
+						which, key->line, dfe_conf_kind_phrase(key)),
 				 errhint("Write the table's name followed by a colon, e.g. \"users:\"; quote a name that YAML reads as a number or boolean.")));
 	if (key->text[0] == '\0')
 		ereport(ERROR,
@@ -347,10 +347,10 @@ validate(const char *which, ConfNode *root, bool allow_empty)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s at line %d: the document is %s, not a mapping of table names to column lists",
-						which, root->line, conf_kind_phrase(root)),
-				 errhint("%s", conf_list_hint(which))));
+						which, root->line, dfe_conf_kind_phrase(root)),
+				 errhint("%s", dfe_conf_list_hint(which))));
 
-	tables = conf_rails_sections(which, root);
+	tables = dfe_conf_rails_sections(which, root);
 	if (tables == NULL || tables->kind == CK_NULL)
 	{
 		if (!allow_empty)
@@ -399,7 +399,7 @@ validate(const char *which, ConfNode *root, bool allow_empty)
 }
 
 ParsedList *
-lists_parse(const char *which, const char *text, bool allow_empty)
+dfe_lists_parse(const char *which, const char *text, bool allow_empty)
 {
 	char	   *utf8 = pg_server_to_any(text, strlen(text), PG_UTF8);
 	const char *p = utf8;
@@ -412,9 +412,9 @@ lists_parse(const char *which, const char *text, bool allow_empty)
 	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
 		p++;
 	if (*p == '{')
-		root = conf_json_parse(which, utf8);
+		root = dfe_conf_json_parse(which, utf8);
 	else
-		root = conf_yaml_parse(which, utf8);
+		root = dfe_conf_yaml_parse(which, utf8);
 
 	return validate(which, root, allow_empty);
 }

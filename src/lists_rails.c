@@ -46,7 +46,7 @@ root_section(const char *which, ConfNode *root, const char *name, int *index)
  * document is the mapping of tables (a bare file).
  */
 ConfNode *
-conf_rails_sections(const char *which, ConfNode *root)
+dfe_conf_rails_sections(const char *which, ConfNode *root)
 {
 	const char *env = dfe_setting_rails_env();
 	int			shared_at = -1;
@@ -75,13 +75,13 @@ conf_rails_sections(const char *which, ConfNode *root)
 		if (value->kind == CK_MAP || value->kind == CK_NULL)
 		{
 			appendStringInfo(&ignored, "%s%s", ignored.len ? ", " : "",
-							 key->text ? key->text : conf_kind_phrase(key));
+							 key->text ? key->text : dfe_conf_kind_phrase(key));
 			continue;
 		}
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s at line %d: unexpected top-level key \"%s\" next to \"shared\"",
-						which, key->line, key->text ? key->text : conf_kind_phrase(key)),
+						which, key->line, key->text ? key->text : dfe_conf_kind_phrase(key)),
 				 errdetail("Tables belong in the shared section or in an environment's section (production:, test:, …); Rails would ignore this one."),
 				 errhint("Move its tables into the shared section, or remove it.")));
 	}

@@ -24,7 +24,7 @@ text_array(Datum *elems, int n)
 }
 
 void
-lists_replace(const char *relname, const char *target, ParsedList *list, int *added, int *removed)
+dfe_lists_replace(const char *relname, const char *target, ParsedList *list, int *added, int *removed)
 {
 	Datum	   *tables = palloc(sizeof(Datum) * Max(list->ncolumns, 1));
 	Datum	   *columns = palloc(sizeof(Datum) * Max(list->ncolumns, 1));
@@ -85,7 +85,7 @@ lists_replace(const char *relname, const char *target, ParsedList *list, int *ad
 }
 
 void
-lists_lock(const char *relname)
+dfe_lists_lock(const char *relname)
 {
 	char	   *sql = psprintf("LOCK TABLE dfe_airbyte.%s IN SHARE ROW EXCLUSIVE MODE", relname);
 

@@ -11,7 +11,7 @@
 #include "lists_conf.h"
 
 const char *
-conf_kind_phrase(const ConfNode *node)
+dfe_conf_kind_phrase(const ConfNode *node)
 {
 	switch (node->kind)
 	{
@@ -31,7 +31,7 @@ conf_kind_phrase(const ConfNode *node)
 
 /* UTF-8 (parser output) to the server encoding; validates the bytes */
 char *
-conf_to_server(const char *utf8, size_t len)
+dfe_conf_to_server(const char *utf8, size_t len)
 {
 	char	   *s = pnstrdup(utf8, len);
 
@@ -52,7 +52,7 @@ utf8_chars(const char *start, const char *p)
 
 /* 1-based line and column of byte offset off in text */
 void
-conf_line_col_of(const char *text, size_t off, int *line, int *col)
+dfe_conf_line_col_of(const char *text, size_t off, int *line, int *col)
 {
 	const char *p;
 	const char *line_start = text;
@@ -72,7 +72,7 @@ conf_line_col_of(const char *text, size_t off, int *line, int *col)
 
 
 const char *
-conf_list_hint(const char *which)
+dfe_conf_list_hint(const char *which)
 {
 	if (strcmp(which, "allowlist") == 0)
 		return "The allowlist is the text of config/analytics.yml: a mapping of table names to lists of column names, optionally under \"shared:\".";

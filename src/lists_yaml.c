@@ -101,7 +101,7 @@ merge_pairs(ConfNode *cn, ConfNode *merged, int capacity)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid YAML merge at line %d: \"<<\" must be followed by a mapping or a list of mappings, not %s",
-						merged->line, conf_kind_phrase(merged)),
+						merged->line, dfe_conf_kind_phrase(merged)),
 				 errhint("Write \"<<: *name\" where &name anchors a mapping of tables.")));
 	for (int i = 0; i < merged->n; i++)
 	{
@@ -201,10 +201,10 @@ yaml_to_conf(yaml_document_t *doc, yaml_node_t *node, int depth)
 				{
 					cn->kind = CK_OTHER;
 					cn->what = "a string containing a NUL character";
-					cn->text = conf_to_server(value, strlen(value));
+					cn->text = dfe_conf_to_server(value, strlen(value));
 					break;
 				}
-				cn->text = conf_to_server(value, length);
+				cn->text = dfe_conf_to_server(value, length);
 				cn->kind = CK_STRING;
 				if (node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE)
 				{
@@ -282,7 +282,7 @@ yaml_syntax_error(const char *which, yaml_parser_t *parser, const char *text)
 				 errhint("Load a smaller file, or raise the server's memory limits.")));
 
 	if (parser->error == YAML_READER_ERROR)
-		conf_line_col_of(text, parser->problem_offset, &line, &col);
+		dfe_conf_line_col_of(text, parser->problem_offset, &line, &col);
 	else
 	{
 		line = (int) parser->problem_mark.line + 1;
@@ -297,13 +297,13 @@ yaml_syntax_error(const char *which, yaml_parser_t *parser, const char *text)
 				 errdetail("The error was found %s that started at line %d.",
 						   parser->context, (int) parser->context_mark.line + 1),
 				 errhint("Check the indentation and quoting near that line. %s",
-						 conf_list_hint(which))));
+						 dfe_conf_list_hint(which))));
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 			 errmsg("invalid YAML in the %s at line %d, column %d: %s",
 					which, line, col, problem),
 			 errhint("Check the indentation and quoting near that line. %s",
-					 conf_list_hint(which))));
+					 dfe_conf_list_hint(which))));
 }
 
 /*
@@ -312,7 +312,7 @@ yaml_syntax_error(const char *which, yaml_parser_t *parser, const char *text)
  * included.
  */
 ConfNode *
-conf_yaml_parse(const char *which, const char *text)
+dfe_conf_yaml_parse(const char *which, const char *text)
 {
 	yaml_parser_t *parser = palloc0(sizeof(yaml_parser_t));
 	yaml_document_t *doc = palloc0(sizeof(yaml_document_t));
@@ -354,7 +354,7 @@ conf_yaml_parse(const char *which, const char *text)
 								which, (int) doc->start_mark.line + 1),
 						 errdetail("Only one document (one file) can be loaded per list."),
 						 errhint("Remove the \"---\" separator and merge the documents. %s",
-								 conf_list_hint(which))));
+								 dfe_conf_list_hint(which))));
 		}
 	}
 	PG_FINALLY();

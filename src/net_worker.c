@@ -31,7 +31,7 @@ resync_task(void)
 {
 	if (dfe_restore_unconfirmed())
 		return dfe_check_interval_s * 1000L;
-	return resync_worker_task();
+	return dfe_resync_worker_task();
 }
 
 static long
@@ -39,7 +39,7 @@ resync_follow_task(void)
 {
 	if (dfe_restore_unconfirmed())
 		return dfe_check_interval_s * 1000L;
-	return resync_follow_worker_task();
+	return dfe_resync_follow_worker_task();
 }
 
 /* a restored backup's tables are not Airbyte's until confirmed */
@@ -48,13 +48,13 @@ reconcile_task(void)
 {
 	if (dfe_restore_unconfirmed())
 		return dfe_check_interval_s * 1000L;
-	return reconcile_worker_task();
+	return dfe_reconcile_worker_task();
 }
 
 static long
 startup_recovery(void)
 {
-	deploy_worker_startup();
+	dfe_deploy_worker_startup();
 	return 0;
 }
 
@@ -90,11 +90,11 @@ migration_poll_ms(void)
 }
 
 static DfeTask net_tasks[] = {
-	{"deploy", deploy_worker_task, true, 0, job_poll_ms, 0},
-	{"migration watch", migration_watch_task, false, 0, migration_poll_ms, 0},
+	{"deploy", dfe_deploy_worker_task, true, 0, job_poll_ms, 0},
+	{"migration watch", dfe_migration_watch_task, false, 0, migration_poll_ms, 0},
 	{"full re-sync", resync_task, true, 0, check_ms, 0},
 	{"full re-sync follow-up", resync_follow_task, false, 0, follow_ms, 0},
-	{"sync health", sync_health_worker_task, false, 0, sync_poll_ms, 0},
+	{"sync health", dfe_sync_health_worker_task, false, 0, sync_poll_ms, 0},
 	{"reconcile", reconcile_task, false, 0, check_ms, 0},
 };
 

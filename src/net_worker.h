@@ -7,6 +7,8 @@
 
 #include "postgres.h"
 
+#include "compat.h"
+
 extern void dfe_register_net_worker(void);
 extern PGDLLEXPORT void dfe_airbyte_worker_main(Datum main_arg);
 

@@ -33,7 +33,10 @@
  * Left out, and said in the result: blocklisted columns (they carry the
  * hidden policy tag, which the service account may not read), columns of
  * types the two sides do not write alike (arrays, floats, bytea, time, …).
- * Tables without a primary key are compared by count only.
+ * Tables without a primary key are compared by count only.  A key BigQuery
+ * holds alone whose latest version is of an older _airbyte_generation_id
+ * than the table's newest is "old_generation", not "extra": the residue of
+ * an Airbyte refresh, which Airbyte's docs tell readers to filter out.
  *
  * Per target: the source side's queries run on the service database through
  * the seam (src/target.h; libpq for a remote one, whose role has only
@@ -71,6 +74,7 @@
 #define MAX_LEVELS 6
 #define MAX_HOT_KEYS 10000		/* more rows changed since the last sync: busy */
 #define MAX_REPORTED 100		/* keys and ranges kept per run */
+#define MAX_GEN_RANGES 10		/* old-generation key ranges said in the detail */
 /*
  * A remote target's source-side query may take this long: the checksums of
  * 10 M rows take 162 s on one core (docs/benchmarks.md, "Reconciliation"),
@@ -92,7 +96,7 @@ typedef struct RcBucket
  * while BigQuery is asked.
  */
 int
-rc_sql(RcRun *run, const char *what, const char *sql, int nargs, const char **args)
+dfe_rc_sql(RcRun *run, const char *what, const char *sql, int nargs, const char **args)
 {
 	bool		own = run->own_xact && !run->in_xact;
 	int			ncols;
@@ -121,7 +125,7 @@ rc_sql(RcRun *run, const char *what, const char *sql, int nargs, const char **ar
 
 /* row i, column j (1-based, as SPI) of the last rc_sql or rc_src; NULL for NULL */
 char *
-rc_val(RcRun *run, int i, int j)
+dfe_rc_val(RcRun *run, int i, int j)
 {
 	return run->rows[i][j - 1];
 }
@@ -163,7 +167,7 @@ rc_src(RcRun *run, const char *what, const char *sql, int nargs, const char **ar
 }
 
 void
-rc_note(RcRun *run, const char *fmt,...)
+dfe_rc_note(RcRun *run, const char *fmt,...)
 {
 	va_list		ap;
 	char		buf[1024];
@@ -244,14 +248,14 @@ static void
 load_lists(RcRun *run, const char *name, RcLists *lists)
 {
 	const char *args[2] = {run->target, name};
-	int			n = rc_sql(run, "read the table's allowlisted columns", lists_sql, 2, args);
+	int			n = dfe_rc_sql(run, "read the table's allowlisted columns", lists_sql, 2, args);
 
 	lists->allowed = lists->hidden = NIL;
 	for (int i = 0; i < n; i++)
 	{
-		lists->allowed = lappend(lists->allowed, rc_val(run, i, 1));
-		if (strcmp(rc_val(run, i, 2), "true") == 0)
-			lists->hidden = lappend(lists->hidden, rc_val(run, i, 1));
+		lists->allowed = lappend(lists->allowed, dfe_rc_val(run, i, 1));
+		if (strcmp(dfe_rc_val(run, i, 2), "true") == 0)
+			lists->hidden = lappend(lists->hidden, dfe_rc_val(run, i, 1));
 	}
 }
 
@@ -259,13 +263,13 @@ load_lists(RcRun *run, const char *name, RcLists *lists)
 static void
 add_column(RcRun *run, RcTable *t, int row, RcLists *lists, bool *key_unusable)
 {
-	char	   *name = rc_val(run, row, 1);
-	char	   *typname = rc_val(run, row, 2);
-	int			typmod = atoi(rc_val(run, row, 3));
-	char	   *typtype = rc_val(run, row, 4);
+	char	   *name = dfe_rc_val(run, row, 1);
+	char	   *typname = dfe_rc_val(run, row, 2);
+	int			typmod = atoi(dfe_rc_val(run, row, 3));
+	char	   *typtype = dfe_rc_val(run, row, 4);
 	bool		allowed = name_in(lists->allowed, name);
 	bool		hidden = name_in(lists->hidden, name);
-	bool		key = atoi(rc_val(run, row, 5)) > 0;
+	bool		key = atoi(dfe_rc_val(run, row, 5)) > 0;
 	bool		ok;
 	RcColumn   *c = palloc0(sizeof(RcColumn));
 
@@ -313,7 +317,7 @@ load_table(RcRun *run, const char *name)
 		add_column(run, t, i, &lists, &key_unusable);
 	if (key_unusable)
 	{
-		rc_note(run, "primary key not replicated or not comparable: compared by count only");
+		dfe_rc_note(run, "primary key not replicated or not comparable: compared by count only");
 		t->cols = list_concat(t->keys, t->cols);
 		t->keys = NIL;
 	}
@@ -334,16 +338,16 @@ load_cutoff(RcRun *run)
 {
 	const char *args[1] = {run->target};
 
-	if (rc_sql(run, "read the last successful sync",
+	if (dfe_rc_sql(run, "read the last successful sync",
 			   "SELECT job_id::text, started_at::text FROM dfe_airbyte.sync_jobs j"
 			   " WHERE status = 'succeeded' AND started_at IS NOT NULL AND " SYNC_OF_TARGET
 			   " ORDER BY job_id DESC LIMIT 1", 1, args) == 0)
 	{
-		rc_note(run, "no successful sync recorded: no cut-off, every row compared");
+		dfe_rc_note(run, "no successful sync recorded: no cut-off, every row compared");
 		return;
 	}
-	run->sync_job_id = strtoll(rc_val(run, 0, 1), NULL, 10);
-	run->cutoff = rc_val(run, 0, 2);
+	run->sync_job_id = strtoll(dfe_rc_val(run, 0, 1), NULL, 10);
+	run->cutoff = dfe_rc_val(run, 0, 2);
 }
 
 /*
@@ -379,15 +383,15 @@ load_hot_keys(RcTable *t, RcRun *run, List **hot)
 	if (cond[0] == '\0' || t->keys == NIL)
 		return true;
 	n = rc_src(run, "read the rows changed since the last sync",
-			   psprintf("SELECT %s FROM %s WHERE TRUE%s LIMIT %d", rc_pg_key_text(t), t->pg_rel, cond,
+			   psprintf("SELECT %s FROM %s WHERE TRUE%s LIMIT %d", dfe_rc_pg_key_text(t), t->pg_rel, cond,
 						MAX_HOT_KEYS + 1), 0, NULL);
 	run->hot_rows = n;
 	if (n > MAX_HOT_KEYS)
 		return false;
 	for (int i = 0; i < n; i++)
-		*hot = lappend(*hot, rc_val(run, i, 1));
+		*hot = lappend(*hot, dfe_rc_val(run, i, 1));
 	if (n > 0)
-		rc_note(run, "%d row(s) changed since the last successful sync left out", n);
+		dfe_rc_note(run, "%d row(s) changed since the last successful sync left out", n);
 	return true;
 }
 
@@ -397,19 +401,21 @@ pg_buckets(RcTable *t, RcRun *run, RcLevel *lv)
 {
 	List	   *out = NIL;
 	int			n = rc_src(run, "compute the source checksums",
-						   rc_pg_bucket_query(t, run->checksum, lv, hot_filter(t, run, false)), 0, NULL);
+						   dfe_rc_pg_bucket_query(t, run->checksum, lv, hot_filter(t, run, false)), 0, NULL);
 
 	for (int i = 0; i < n; i++)
 	{
 		RcBucket   *b = palloc0(sizeof(RcBucket));
 
-		b->bucket = strtoll(rc_val(run, i, 1), NULL, 10);
-		b->n = strtoll(rc_val(run, i, 2), NULL, 10);
-		b->s = rc_val(run, i, 3);
+		b->bucket = strtoll(dfe_rc_val(run, i, 1), NULL, 10);
+		b->n = strtoll(dfe_rc_val(run, i, 2), NULL, 10);
+		b->s = dfe_rc_val(run, i, 3);
 		out = lappend(out, b);
 	}
 	return out;
 }
+
+static BqResult *bq_run_or(RcRun *run, const char *sql, const char *without, bool *fell_back);
 
 /* 24-hour budget left, in bytes */
 static int64
@@ -417,10 +423,10 @@ budget_left(RcRun *run)
 {
 	int64		used = 0;
 
-	if (rc_sql(run, "read the bytes billed today",
+	if (dfe_rc_sql(run, "read the bytes billed today",
 			   "SELECT coalesce(sum(bytes_billed), 0)::text FROM dfe_airbyte.reconcile_runs"
 			   " WHERE started_at > now() - interval '24 hours'", 0, NULL) > 0)
-		used = strtoll(rc_val(run, 0, 1), NULL, 10);
+		used = strtoll(dfe_rc_val(run, 0, 1), NULL, 10);
 	return (int64) dfe_reconcile_daily_mb * 1024 * 1024 - used;
 }
 
@@ -432,35 +438,54 @@ budget_left(RcRun *run)
 static BqResult *
 bq_run(RcRun *run, const char *sql)
 {
+	return bq_run_or(run, sql, NULL, NULL);
+}
+
+/*
+ * bq_run, but when the dry run of sql fails because the final table has no
+ * _airbyte_generation_id (written before Airbyte 1.0's refreshes), run
+ * without instead and say so in *fell_back.  No probe of its own: the dry
+ * run is made anyway, and costs nothing.
+ */
+static BqResult *
+bq_run_or(RcRun *run, const char *sql, const char *without, bool *fell_back)
+{
 	int64		cap = (int64) dfe_reconcile_max_bytes_billed_kb * 1024;
-	BqResult   *dry = bq_query_dry_run(sql);
+	BqResult   *dry = dfe_bq_query_dry_run(sql);
 	BqResult   *res;
 	int64		left;
 
-	bq_check(dry, "the BigQuery dry run of a reconciliation query");
-	run->bytes_estimated += bq_billed_upper_bound(dry->bytes_processed, 1);
+	if (without != NULL && !dry->ok && dry->reason && strcmp(dry->reason, "invalidQuery") == 0 &&
+		dry->message && strstr(dry->message, "_airbyte_generation_id") != NULL)
+	{
+		*fell_back = true;
+		sql = without;
+		dry = dfe_bq_query_dry_run(sql);
+	}
+	dfe_bq_check(dry, "the BigQuery dry run of a reconciliation query");
+	run->bytes_estimated += dfe_bq_billed_upper_bound(dry->bytes_processed, 1);
 	if (run->dry_run)
 	{
 		run->status = "estimated";
 		return NULL;
 	}
 	left = budget_left(run) - run->bytes_billed;
-	if (dry->bytes_processed > cap || bq_billed_upper_bound(dry->bytes_processed, 1) > left)
+	if (dry->bytes_processed > cap || dfe_bq_billed_upper_bound(dry->bytes_processed, 1) > left)
 	{
 		run->status = "over_budget";
-		rc_note(run, "a query would process " INT64_FORMAT " bytes: over dfe_airbyte.reconcile_max_bytes_billed ("
+		dfe_rc_note(run, "a query would process " INT64_FORMAT " bytes: over dfe_airbyte.reconcile_max_bytes_billed ("
 			 INT64_FORMAT ") or the daily budget left (" INT64_FORMAT ")", dry->bytes_processed, cap, Max(left, 0));
 		return NULL;
 	}
-	res = bq_query_run(sql, cap);
+	res = dfe_bq_query_run(sql, cap);
 	run->queries++;
 	if (!res->ok && res->reason && strcmp(res->reason, "bytesBilledLimitExceeded") == 0)
 	{
 		run->status = "over_budget";
-		rc_note(run, "BigQuery refused a query over maximumBytesBilled: %s", res->message);
+		dfe_rc_note(run, "BigQuery refused a query over maximumBytesBilled: %s", res->message);
 		return NULL;
 	}
-	bq_check(res, "a reconciliation query");
+	dfe_bq_check(res, "a reconciliation query");
 	run->bytes_billed += res->bytes_billed;
 	return res;
 }
@@ -624,14 +649,124 @@ hash_filters(RcTable *t, RcLevel *lv, List *diff, RcLevel *next, RcRun *run)
 														(unsigned long long) b->bucket));
 	}
 	next->hexdigits = lv->hexdigits + 2;
-	next->pg_filter = psprintf(" AND %s IN (%s)", rc_pg_bucket_expr(t, lv), in.data);
-	next->bq_filter = psprintf(" AND %s IN (%s)", rc_bq_bucket_expr(t, lv), in.data);
+	next->pg_filter = psprintf(" AND %s IN (%s)", dfe_rc_pg_bucket_expr(t, lv), in.data);
+	next->bq_filter = psprintf(" AND %s IN (%s)", dfe_rc_bq_bucket_expr(t, lv), in.data);
+}
+
+static int
+int64_cmp(const ListCell *a, const ListCell *b)
+{
+	int64		x = *(int64 *) lfirst(a);
+	int64		y = *(int64 *) lfirst(b);
+
+	return x < y ? -1 : x > y ? 1 : 0;
 }
 
 static int
 key_cmp(const ListCell *a, const ListCell *b)
 {
 	return strcmp(((char **) lfirst(a))[0], ((char **) lfirst(b))[0]);
+}
+
+/* integer keys in ascending order, as ranges "[lo, hi)"; at most MAX_GEN_RANGES of them */
+static char *
+key_ranges_text(List *ints)
+{
+	StringInfoData b;
+	int			n = 0;
+	int64		lo = 0,
+				hi = 0;
+
+	initStringInfo(&b);
+	list_sort(ints, int64_cmp);
+	for (int i = 0; i <= list_length(ints); i++)
+	{
+		int64		k = i < list_length(ints) ? *(int64 *) list_nth(ints, i) : 0;
+
+		if (i > 0 && i < list_length(ints) && k == hi)
+		{
+			hi = k + 1;
+			continue;
+		}
+		if (i > 0 && n++ < MAX_GEN_RANGES)
+			appendStringInfo(&b, "%s[" INT64_FORMAT ", " INT64_FORMAT ")", b.len ? ", " : "", lo, hi);
+		lo = k;
+		hi = k + 1;
+	}
+	if (n > MAX_GEN_RANGES)
+		appendStringInfo(&b, " and %d more range(s)", n - MAX_GEN_RANGES);
+	return b.data;
+}
+
+/*
+ * A key BigQuery holds and the source does not: "old_generation" when its
+ * latest version is older than the table's newest generation after a
+ * refresh (gmax > 0: a table never refreshed has only generation 0, or NULL
+ * from before generations existed) — Airbyte's own sign of a row deleted at
+ * the source (src/reconcile_sql.c, GENERATION_COLUMNS); else "extra".
+ */
+static bool
+old_generation(BqResult *res, char **row)
+{
+	int64		g,
+				gmax;
+
+	if (res->nfields < 4 || row[2] == NULL || row[3] == NULL)
+		return false;
+	g = strtoll(row[2], NULL, 10);
+	gmax = strtoll(row[3], NULL, 10);
+	return gmax > 0 && g < gmax;
+}
+
+typedef struct RcKeyCounts
+{
+	int64		missing;
+	int64		extra;
+	int64		changed;
+	int64		old_gen;
+	int64		gen_max;
+	List	   *old_keys;		/* int64 *: old-generation integer keys */
+} RcKeyCounts;
+
+/* the kind of difference of one key: c < 0 only at the source, c > 0 only in BigQuery */
+static const char *
+key_kind(RcTable *t, BqResult *res, int c, char **x, char **y, RcKeyCounts *n)
+{
+	if (c < 0)
+		return n->missing++, "missing";
+	if (c > 0 && old_generation(res, y))
+	{
+		n->old_gen++;
+		n->gen_max = strtoll(y[3], NULL, 10);
+		if (t->int_key)
+		{
+			int64	   *k = palloc(sizeof(int64));
+
+			*k = strtoll(show_key(y[0]), NULL, 10);
+			n->old_keys = lappend(n->old_keys, k);
+		}
+		return "old_generation";
+	}
+	if (c > 0)
+		return n->extra++, "extra";
+	if (strcmp(x[1] ? x[1] : "", y[1] ? y[1] : "") != 0)
+		return n->changed++, "changed";
+	return NULL;
+}
+
+static void
+note_key_counts(RcTable *t, RcRun *run, RcKeyCounts *n)
+{
+	run->mismatches = n->missing + n->extra + n->changed + n->old_gen;
+	dfe_rc_note(run, INT64_FORMAT " key(s) missing in BigQuery, " INT64_FORMAT " extra in BigQuery (deleted at the source), "
+		 INT64_FORMAT " with other values", n->missing, n->extra, n->changed);
+	if (n->old_gen == 0)
+		return;
+	dfe_rc_note(run, INT64_FORMAT " key(s) old_generation: live in BigQuery only in a generation older than the table's newest ("
+			INT64_FORMAT "), gone from the source: left by an Airbyte refresh that retained records "
+			"(query the final table with _airbyte_generation_id = " INT64_FORMAT ")%s%s",
+			n->old_gen, n->gen_max, n->gen_max, t->int_key ? ", key ranges " : "",
+			t->int_key ? key_ranges_text(n->old_keys) : "");
 }
 
 /* both sides' (key, hash) for the differing buckets: the keys that differ */
@@ -643,20 +778,21 @@ diff_keys(RcTable *t, RcRun *run, RcLevel *lv, List *hot)
 	BqResult   *res;
 	ListCell   *a;
 	ListCell   *b;
-	int			n = rc_src(run, "list the source keys", rc_pg_keys_query(t, run->checksum, lv, hot_filter(t, run, false)), 0, NULL);
-	int64		missing = 0,
-				extra = 0,
-				changed = 0;
+	int			n = rc_src(run, "list the source keys", dfe_rc_pg_keys_query(t, run->checksum, lv, hot_filter(t, run, false)), 0, NULL);
+	bool		no_generation = false;
+	RcKeyCounts counts;
 
+	memset(&counts, 0, sizeof(counts));
 	for (int i = 0; i < n; i++)
 	{
 		char	  **r = palloc(2 * sizeof(char *));
 
-		r[0] = rc_val(run, i, 1);
-		r[1] = rc_val(run, i, 2);
+		r[0] = dfe_rc_val(run, i, 1);
+		r[1] = dfe_rc_val(run, i, 2);
 		pg = lappend(pg, r);
 	}
-	res = bq_run(run, rc_bq_keys_query(t, run->checksum, lv, hot));
+	res = bq_run_or(run, dfe_rc_bq_keys_query(t, run->checksum, lv, hot, true),
+					dfe_rc_bq_keys_query(t, run->checksum, lv, hot, false), &no_generation);
 	if (res == NULL)
 		return false;
 	for (int i = 0; i < res->nrows; i++)
@@ -670,14 +806,8 @@ diff_keys(RcTable *t, RcRun *run, RcLevel *lv, List *hot)
 		char	  **x = a ? lfirst(a) : NULL;
 		char	  **y = b ? lfirst(b) : NULL;
 		int			c = x == NULL ? 1 : y == NULL ? -1 : strcmp(x[0], y[0]);
-		const char *kind = NULL;
+		const char *kind = key_kind(t, res, c, x, y, &counts);
 
-		if (c < 0)
-			kind = "missing", missing++;
-		else if (c > 0)
-			kind = "extra", extra++;
-		else if (strcmp(x[1] ? x[1] : "", y[1] ? y[1] : "") != 0)
-			kind = "changed", changed++;
 		if (kind && list_length(run->keys) < MAX_REPORTED)
 			run->keys = lappend(run->keys, psprintf("%s %s", kind, show_key(c > 0 ? y[0] : x[0])));
 		if (c <= 0)
@@ -685,9 +815,7 @@ diff_keys(RcTable *t, RcRun *run, RcLevel *lv, List *hot)
 		if (c >= 0)
 			b = lnext(bq, b);
 	}
-	run->mismatches = missing + extra + changed;
-	rc_note(run, INT64_FORMAT " key(s) missing in BigQuery, " INT64_FORMAT " extra in BigQuery (deleted at the source), "
-		 INT64_FORMAT " with other values", missing, extra, changed);
+	note_key_counts(t, run, &counts);
 	return true;
 }
 
@@ -703,10 +831,10 @@ first_level(RcTable *t, RcRun *run, RcLevel *lv)
 					quote_identifier(((RcColumn *) linitial(t->keys))->name),
 					quote_identifier(((RcColumn *) linitial(t->keys))->name), t->pg_rel), 0, NULL);
 	lv->width = 1;
-	if (rc_val(run, 0, 1) != NULL)
+	if (dfe_rc_val(run, 0, 1) != NULL)
 	{
-		int64		lo = strtoll(rc_val(run, 0, 1), NULL, 10);
-		int64		hi = strtoll(rc_val(run, 0, 2), NULL, 10);
+		int64		lo = strtoll(dfe_rc_val(run, 0, 1), NULL, 10);
+		int64		hi = strtoll(dfe_rc_val(run, 0, 2), NULL, 10);
 		/* in numeric: hi - lo may not fit in int64 */
 		double		span = (double) hi - (double) lo + 1.0;
 
@@ -735,14 +863,14 @@ compare_keyed(RcTable *t, RcRun *run)
 	if (!load_hot_keys(t, run, &hot))
 	{
 		run->status = "skipped";
-		rc_note(run, "busy: more than %d rows changed since the last successful sync; tried again later", MAX_HOT_KEYS);
+		dfe_rc_note(run, "busy: more than %d rows changed since the last successful sync; tried again later", MAX_HOT_KEYS);
 		return;
 	}
 	first_level(t, run, &lv);
 	for (int level = 1;; level++)
 	{
 		List	   *pg = pg_buckets(t, run, &lv);
-		BqResult   *res = bq_run(run, rc_bq_bucket_query(t, run->checksum, &lv, hot));
+		BqResult   *res = bq_run(run, dfe_rc_bq_bucket_query(t, run->checksum, &lv, hot));
 		List	   *diff;
 		int64		rows;
 		RcLevel		next;
@@ -764,7 +892,7 @@ compare_keyed(RcTable *t, RcRun *run)
 		{
 			run->status = level == 1 ? "match" : "mismatch_candidate";
 			if (level > 1)
-				rc_note(run, "the differing buckets match on a second look: rows changed while comparing");
+				dfe_rc_note(run, "the differing buckets match on a second look: rows changed while comparing");
 			return;
 		}
 		run->status = "mismatch_candidate";
@@ -779,7 +907,7 @@ compare_keyed(RcTable *t, RcRun *run)
 			if (rows <= KEY_LIMIT)
 				(void) diff_keys(t, run, &next, hot);
 			else
-				rc_note(run, "%d bucket(s) differ, holding " INT64_FORMAT " rows: key ranges only", list_length(diff), rows);
+				dfe_rc_note(run, "%d bucket(s) differ, holding " INT64_FORMAT " rows: key ranges only", list_length(diff), rows);
 			return;
 		}
 		lv = next;
@@ -791,9 +919,9 @@ compare_count(RcTable *t, RcRun *run)
 {
 	BqResult   *res;
 
-	rc_src(run, "count the source rows", rc_pg_count_query(t), 0, NULL);
-	run->source_rows = strtoll(rc_val(run, 0, 1), NULL, 10);
-	res = bq_run(run, rc_bq_count_query(t));
+	rc_src(run, "count the source rows", dfe_rc_pg_count_query(t), 0, NULL);
+	run->source_rows = strtoll(dfe_rc_val(run, 0, 1), NULL, 10);
+	res = bq_run(run, dfe_rc_bq_count_query(t));
 	if (res == NULL)
 		return;
 	run->bq_rows = res->nrows > 0 && res->rows[0][0] ? strtoll(res->rows[0][0], NULL, 10) : 0;
@@ -802,11 +930,11 @@ compare_count(RcTable *t, RcRun *run)
 	/* Abs() is gone from PostgreSQL 16's c.h */
 	run->mismatches = run->bq_rows > run->source_rows ? run->bq_rows - run->source_rows
 		: run->source_rows - run->bq_rows;
-	rc_note(run, "no primary key: compared by count only (Airbyte replicates such tables by full refresh)");
+	dfe_rc_note(run, "no primary key: compared by count only (Airbyte replicates such tables by full refresh)");
 }
 
 RcRun *
-rc_reconcile_table(DfeTarget *src, const char *name, bool checksum, bool dry_run, MemoryContext cxt, bool own_xact)
+dfe_rc_reconcile_table(DfeTarget *src, const char *name, bool checksum, bool dry_run, MemoryContext cxt, bool own_xact)
 {
 	RcRun	   *run = palloc0(sizeof(RcRun));
 	RcTable    *t;
@@ -826,7 +954,7 @@ rc_reconcile_table(DfeTarget *src, const char *name, bool checksum, bool dry_run
 	else
 		compare_keyed(t, run);
 	if (run->toast_rows > 0)
-		rc_note(run, INT64_FORMAT " row(s) hold __debezium_unavailable_value, Debezium's placeholder for an unchanged TOAST value: "
+		dfe_rc_note(run, INT64_FORMAT " row(s) hold __debezium_unavailable_value, Debezium's placeholder for an unchanged TOAST value: "
 			 "ALTER TABLE %s REPLICA IDENTITY FULL", run->toast_rows, t->pg_rel);
 	if (checksum && t->skipped != NIL)
 	{
@@ -836,7 +964,7 @@ rc_reconcile_table(DfeTarget *src, const char *name, bool checksum, bool dry_run
 		initStringInfo(&s);
 		foreach(lc, t->skipped)
 			appendStringInfo(&s, "%s%s", s.len ? ", " : "", (char *) lfirst(lc));
-		rc_note(run, "not compared: %s", s.data);
+		dfe_rc_note(run, "not compared: %s", s.data);
 	}
 	return run;
 }

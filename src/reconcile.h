@@ -81,23 +81,21 @@ typedef struct RcRun
 } RcRun;
 
 /* reconcile.c: the comparison of one table */
-extern RcRun *rc_reconcile_table(DfeTarget *src, const char *name, bool checksum, bool dry_run,
+extern RcRun *dfe_rc_reconcile_table(DfeTarget *src, const char *name, bool checksum, bool dry_run,
 								 MemoryContext cxt, bool own_xact);
-extern int	rc_sql(RcRun *run, const char *what, const char *sql, int nargs, const char **args);
-extern char *rc_val(RcRun *run, int i, int j);
-extern void rc_note(RcRun *run, const char *fmt,...) pg_attribute_printf(2, 3);
+extern int	dfe_rc_sql(RcRun *run, const char *what, const char *sql, int nargs, const char **args);
+extern char *dfe_rc_val(RcRun *run, int i, int j);
+extern void dfe_rc_note(RcRun *run, const char *fmt,...) pg_attribute_printf(2, 3);
 
 /* reconcile_sql.c: the SQL text of both sides */
-extern char *rc_pg_key_text(RcTable *t);
-extern char *rc_bq_key_text(RcTable *t);
-extern char *rc_pg_bucket_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter);
-extern char *rc_bq_bucket_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys);
-extern char *rc_pg_keys_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter);
-extern char *rc_bq_keys_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys);
-extern char *rc_pg_count_query(RcTable *t);
-extern char *rc_bq_count_query(RcTable *t);
-extern char *rc_pg_bucket_expr(RcTable *t, RcLevel *lv);
-extern char *rc_bq_bucket_expr(RcTable *t, RcLevel *lv);
-extern char *rc_bq_string(const char *s);
+extern char *dfe_rc_pg_key_text(RcTable *t);
+extern char *dfe_rc_pg_bucket_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter);
+extern char *dfe_rc_bq_bucket_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys);
+extern char *dfe_rc_pg_keys_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter);
+extern char *dfe_rc_bq_keys_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys, bool generation);
+extern char *dfe_rc_pg_count_query(RcTable *t);
+extern char *dfe_rc_bq_count_query(RcTable *t);
+extern char *dfe_rc_pg_bucket_expr(RcTable *t, RcLevel *lv);
+extern char *dfe_rc_bq_bucket_expr(RcTable *t, RcLevel *lv);
 
 #endif

@@ -10,6 +10,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "compat.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
@@ -56,15 +57,15 @@ decide_status(RcRun *run)
 
 	if (strcmp(run->status, "mismatch_candidate") != 0)
 		return;
-	if (rc_sql(run, "read the previous reconciliation",
+	if (dfe_rc_sql(run, "read the previous reconciliation",
 			   "SELECT status, (keys && string_to_array($2, E'\\x1f') OR key_ranges && string_to_array($3, E'\\x1f')\n"
 			   "                OR (cardinality(keys) = 0 AND cardinality(key_ranges) = 0 AND $2 = '' AND $3 = ''))::text,\n"
 			   "       (coalesce(sync_job_id, 0) < $4::bigint)::text\n"
 			   "  FROM dfe_airbyte.reconciliation WHERE target = $5 AND table_name = $1", 5, args) == 0)
 		return;
-	prev = rc_val(run, 0, 1);
-	same = strcmp(rc_val(run, 0, 2), "true") == 0;
-	newer_sync = strcmp(rc_val(run, 0, 3), "true") == 0;
+	prev = dfe_rc_val(run, 0, 1);
+	same = strcmp(dfe_rc_val(run, 0, 2), "true") == 0;
+	newer_sync = strcmp(dfe_rc_val(run, 0, 3), "true") == 0;
 	if (!same || (strcmp(prev, "mismatch") != 0 && strcmp(prev, "mismatch_candidate") != 0))
 		return;
 	if (strcmp(prev, "mismatch") == 0 || newer_sync)
@@ -143,7 +144,7 @@ tables_to_check(RcRun *run, text *name, const char *target)
 {
 	List	   *out = NIL;
 	const char *args[2] = {name ? text_to_cstring(name) : NULL, target};
-	int			n = rc_sql(run, "read the allowlisted tables",
+	int			n = dfe_rc_sql(run, "read the allowlisted tables",
 						   "SELECT DISTINCT table_name FROM dfe_airbyte.allowlist"
 						   " WHERE target = $2 AND ($1 IS NULL OR table_name = $1) AND table_name <> 'airbyte_heartbeat'"
 						   " ORDER BY 1", 2, args);
@@ -154,7 +155,7 @@ tables_to_check(RcRun *run, text *name, const char *target)
 				 errmsg("table \"%s\" is not allowlisted for target \"%s\"", args[0], target),
 				 errhint("Only replicated tables can be reconciled: see the target's rows of dfe_airbyte.allowlist.")));
 	for (int i = 0; i < n; i++)
-		out = lappend(out, rc_val(run, i, 1));
+		out = lappend(out, dfe_rc_val(run, i, 1));
 	return out;
 }
 
@@ -194,43 +195,59 @@ error_run(const char *target, const char *name, bool checksum, bool dry_run, Mem
 	run->dry_run = dry_run;
 	run->status = "error";
 	initStringInfo(&run->detail);
-	rc_note(run, "%s", err->message);
+	dfe_rc_note(run, "%s", err->message);
 	if (err->detail)
-		rc_note(run, "%s", err->detail);
+		dfe_rc_note(run, "%s", err->detail);
 	return run;
+}
+
+typedef struct TableCall
+{
+	DfeTarget  *src;
+	const char *target;			/* its name, for an error's result */
+	const char *name;
+	bool		checksum;
+	bool		dry_run;
+	bool		own_xact;
+	MemoryContext cxt;
+	RcRun	   *run;
+} TableCall;
+
+static void
+call_reconcile_table(void *arg)
+{
+	TableCall  *c = arg;
+
+	c->run = dfe_rc_reconcile_table(c->src, c->name, c->checksum, c->dry_run, c->cxt, c->own_xact);
+}
+
+/*
+ * dfe_rc_reconcile_table(), an ERROR becoming the table's result; a cancel or a
+ * shutdown ends the whole call.  In a SQL function (!own_xact) the table
+ * runs in a subtransaction, in the worker any transaction is rolled back.
+ */
+static RcRun *
+reconcile_caught(TableCall *c)
+{
+	ErrorData  *err;
+
+	if (dfe_catch(call_reconcile_table, c,
+				  DFE_CATCH_NOT_CANCEL | (c->own_xact ? 0 : DFE_CATCH_SUBXACT), c->cxt, &err))
+		return c->run;
+	c->run = error_run(c->target, c->name, c->checksum, c->dry_run, c->cxt, err);
+	if (c->own_xact)
+		c->run->own_xact = true;
+	return c->run;
 }
 
 /* one table in a subtransaction: an error becomes that table's result */
 static RcRun *
 reconcile_one(DfeTarget *src, const char *name, bool checksum, bool dry_run, MemoryContext cxt)
 {
-	ResourceOwner owner = CurrentResourceOwner;
-	RcRun	   *run = NULL;
+	TableCall	c = {src, NULL, name, checksum, dry_run, false, cxt, NULL};
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		run = rc_reconcile_table(src, name, checksum, dry_run, cxt, false);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *err;
-
-		MemoryContextSwitchTo(cxt);
-		err = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		/* a cancel or a shutdown ends the whole call */
-		if (err->sqlerrcode == ERRCODE_QUERY_CANCELED || err->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
-			ReThrowError(err);
-		run = error_run(dfe_target_name(src), name, checksum, dry_run, cxt, err);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return run;
+	c.target = dfe_target_name(src);
+	return reconcile_caught(&c);
 }
 
 static void
@@ -251,7 +268,7 @@ emit(ReturnSetInfo *rsinfo, RcRun *run)
 	v[5] = Int64GetDatum(run->mismatches);
 	v[6] = Int64GetDatum(run->dry_run ? run->bytes_estimated : run->bytes_billed);
 	if (run->dry_run && strcmp(run->status, "error") != 0)
-		rc_note(run, "dry run: BigQuery would bill at most " INT64_FORMAT " bytes for the first query", run->bytes_estimated);
+		dfe_rc_note(run, "dry run: BigQuery would bill at most " INT64_FORMAT " bytes for the first query", run->bytes_estimated);
 	v[7] = CStringGetTextDatum(psprintf("%s%s%s", run->status, run->detail.len ? ": " : "", run->detail.data));
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 }
@@ -402,26 +419,8 @@ worker_reconcile(const char *target, const char *table, bool checksum, MemoryCon
 {
 	char	   *started = pstrdup(timestamptz_to_str(GetCurrentTimestamp()));
 	DfeTarget  *src = worker_open(target, cxt);
-	RcRun	   *run = NULL;
-
-	PG_TRY();
-	{
-		run = rc_reconcile_table(src, table, checksum, false, cxt, true);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *err;
-
-		MemoryContextSwitchTo(cxt);
-		err = CopyErrorData();
-		if (err->sqlerrcode == ERRCODE_QUERY_CANCELED || err->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
-			PG_RE_THROW();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		run = error_run(target, table, checksum, false, cxt, err);
-		run->own_xact = true;
-	}
-	PG_END_TRY();
+	TableCall	c = {src, target, table, checksum, false, true, cxt, NULL};
+	RcRun	   *run = reconcile_caught(&c);
 	worker_record(run, started);
 	dfe_target_close(src);
 }
@@ -447,9 +446,9 @@ reconcile_target_task(const char *target, void *arg)
 	args[0] = psprintf("%d", dfe_reconcile_interval_s);
 	args[1] = target;
 	args[2] = psprintf("%d", dfe_reconcile_checksum_every);
-	if (rc_sql(&pick, "pick the next table to reconcile", next_table_sql, 3, args) > 0)
+	if (dfe_rc_sql(&pick, "pick the next table to reconcile", next_table_sql, 3, args) > 0)
 	{
-		worker_reconcile(target, rc_val(&pick, 0, 1), strcmp(rc_val(&pick, 0, 2), "true") == 0, cxt);
+		worker_reconcile(target, dfe_rc_val(&pick, 0, 1), strcmp(dfe_rc_val(&pick, 0, 2), "true") == 0, cxt);
 		*did = true;
 	}
 	MemoryContextSwitchTo(old);
@@ -457,7 +456,7 @@ reconcile_target_task(const char *target, void *arg)
 }
 
 long
-reconcile_worker_task(void)
+dfe_reconcile_worker_task(void)
 {
 	bool		did = false;
 

@@ -46,9 +46,22 @@
 
 #define TOAST_PLACEHOLDER "__debezium_unavailable_value"
 
+/*
+ * Airbyte's refreshes (docs.airbyte.com/operator-guides/refreshes, in
+ * airbytehq/airbyte docs/platform/operator-guides/refreshes.md): every
+ * refresh increases _airbyte_generation_id, and a key whose latest entry is
+ * not of the current generation, max(_airbyte_generation_id), was deleted at
+ * the source.  Rows written before generations existed hold NULL: older
+ * than any generation (-1).  The window sees every row the WHERE keeps,
+ * before QUALIFY picks each key's latest.
+ */
+#define GENERATION_COLUMNS \
+	"IFNULL(`_airbyte_generation_id`, -1) AS `_gen`, " \
+	"MAX(IFNULL(`_airbyte_generation_id`, -1)) OVER () AS `_gen_max`, "
+
 /* a GoogleSQL string literal */
-char *
-rc_bq_string(const char *s)
+static char *
+dfe_rc_bq_string(const char *s)
 {
 	StringInfoData b;
 
@@ -153,13 +166,13 @@ row_text(RcTable *t, bool checksum, bool bq)
 }
 
 char *
-rc_pg_key_text(RcTable *t)
+dfe_rc_pg_key_text(RcTable *t)
 {
 	return row_text(t, false, false);
 }
 
-char *
-rc_bq_key_text(RcTable *t)
+static char *
+dfe_rc_bq_key_text(RcTable *t)
 {
 	return row_text(t, false, true);
 }
@@ -183,7 +196,7 @@ first_key(RcTable *t)
 }
 
 char *
-rc_pg_bucket_expr(RcTable *t, RcLevel *lv)
+dfe_rc_pg_bucket_expr(RcTable *t, RcLevel *lv)
 {
 	if (t->int_key)
 	{
@@ -193,11 +206,11 @@ rc_pg_bucket_expr(RcTable *t, RcLevel *lv)
 						k, lv->min, k, lv->min, lv->width);
 	}
 	return psprintf("('x' || substr(md5(%s), 1, %d))::bit(%d)::int8",
-					rc_pg_key_text(t), lv->hexdigits, lv->hexdigits * 4);
+					dfe_rc_pg_key_text(t), lv->hexdigits, lv->hexdigits * 4);
 }
 
 char *
-rc_bq_bucket_expr(RcTable *t, RcLevel *lv)
+dfe_rc_bq_bucket_expr(RcTable *t, RcLevel *lv)
 {
 	if (t->int_key)
 	{
@@ -207,12 +220,12 @@ rc_bq_bucket_expr(RcTable *t, RcLevel *lv)
 						k, lv->min, k, lv->min, lv->width);
 	}
 	return psprintf("CAST(CONCAT('0x', SUBSTR(TO_HEX(MD5(%s)), 1, %d)) AS INT64)",
-					rc_bq_key_text(t), lv->hexdigits);
+					dfe_rc_bq_key_text(t), lv->hexdigits);
 }
 
 /* the columns the BigQuery side reads: keys, compared columns, CDC columns */
 static char *
-bq_latest(RcTable *t, bool checksum, List *hot_keys)
+bq_latest(RcTable *t, bool checksum, List *hot_keys, bool generation)
 {
 	StringInfoData b;
 	StringInfoData keys;
@@ -226,15 +239,17 @@ bq_latest(RcTable *t, bool checksum, List *hot_keys)
 	appendStringInfoString(&b, "WITH latest AS (SELECT ");
 	foreach(lc, cols)
 		appendStringInfo(&b, "%s, ", bq_ident(((RcColumn *) lfirst(lc))->name));
+	if (generation)
+		appendStringInfoString(&b, GENERATION_COLUMNS);
 	appendStringInfo(&b, "`_ab_cdc_deleted_at` FROM %s WHERE TRUE", t->bq_rel);
 	if (hot_keys != NIL)
 	{
 		bool		first = true;
 
-		appendStringInfo(&b, " AND %s NOT IN UNNEST([", rc_bq_key_text(t));
+		appendStringInfo(&b, " AND %s NOT IN UNNEST([", dfe_rc_bq_key_text(t));
 		foreach(lc, hot_keys)
 		{
-			appendStringInfo(&b, "%s%s", first ? "" : ", ", rc_bq_string(lfirst(lc)));
+			appendStringInfo(&b, "%s%s", first ? "" : ", ", dfe_rc_bq_string(lfirst(lc)));
 			first = false;
 		}
 		appendStringInfoString(&b, "])");
@@ -264,37 +279,43 @@ bq_toast(RcTable *t)
 }
 
 char *
-rc_pg_bucket_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter)
+dfe_rc_pg_bucket_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter)
 {
 	return psprintf("SELECT %s AS bucket, count(*) AS n, sum(%s) AS s FROM %s WHERE TRUE%s%s GROUP BY 1",
-					rc_pg_bucket_expr(t, lv), pg_hash(row_text(t, checksum, false)), t->pg_rel,
+					dfe_rc_pg_bucket_expr(t, lv), pg_hash(row_text(t, checksum, false)), t->pg_rel,
 					hot_filter ? hot_filter : "", lv->pg_filter ? lv->pg_filter : "");
 }
 
 char *
-rc_bq_bucket_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys)
+dfe_rc_bq_bucket_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys)
 {
 	return psprintf("%sSELECT %s AS bucket, COUNT(*) AS n, SUM(CAST(%s AS NUMERIC)) AS s%s"
 					" FROM latest WHERE `_ab_cdc_deleted_at` IS NULL%s GROUP BY bucket",
-					bq_latest(t, checksum, hot_keys), rc_bq_bucket_expr(t, lv),
+					bq_latest(t, checksum, hot_keys, false), dfe_rc_bq_bucket_expr(t, lv),
 					bq_hash(row_text(t, checksum, true)), checksum ? bq_toast(t) : ", 0 AS toast",
 					lv->bq_filter ? lv->bq_filter : "");
 }
 
 char *
-rc_pg_keys_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter)
+dfe_rc_pg_keys_query(RcTable *t, bool checksum, RcLevel *lv, const char *hot_filter)
 {
 	return psprintf("SELECT %s AS k, %s::text AS h FROM %s WHERE TRUE%s%s",
-					rc_pg_key_text(t), pg_hash(row_text(t, checksum, false)), t->pg_rel,
+					dfe_rc_pg_key_text(t), pg_hash(row_text(t, checksum, false)), t->pg_rel,
 					hot_filter ? hot_filter : "", lv->pg_filter ? lv->pg_filter : "");
 }
 
+/*
+ * With generation, two more columns: the generation of the key's latest
+ * version and the table's newest generation (reconcile.c reports extra keys
+ * of an older generation as left by a refresh).
+ */
 char *
-rc_bq_keys_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys)
+dfe_rc_bq_keys_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys, bool generation)
 {
-	return psprintf("%sSELECT %s AS k, %s AS h FROM latest WHERE `_ab_cdc_deleted_at` IS NULL%s",
-					bq_latest(t, checksum, hot_keys), rc_bq_key_text(t),
-					bq_hash(row_text(t, checksum, true)), lv->bq_filter ? lv->bq_filter : "");
+	return psprintf("%sSELECT %s AS k, %s AS h%s FROM latest WHERE `_ab_cdc_deleted_at` IS NULL%s",
+					bq_latest(t, checksum, hot_keys, generation), dfe_rc_bq_key_text(t),
+					bq_hash(row_text(t, checksum, true)), generation ? ", `_gen` AS g, `_gen_max` AS gmax" : "",
+					lv->bq_filter ? lv->bq_filter : "");
 }
 
 /*
@@ -304,13 +325,13 @@ rc_bq_keys_query(RcTable *t, bool checksum, RcLevel *lv, List *hot_keys)
  * holds the last snapshot: compare counts.
  */
 char *
-rc_pg_count_query(RcTable *t)
+dfe_rc_pg_count_query(RcTable *t)
 {
 	return psprintf("SELECT count(*) FROM %s", t->pg_rel);
 }
 
 char *
-rc_bq_count_query(RcTable *t)
+dfe_rc_bq_count_query(RcTable *t)
 {
 	return psprintf("SELECT COUNT(*) AS n FROM %s WHERE TRUE", t->bq_rel);
 }

@@ -1,7 +1,7 @@
 /*
- * repair.c — dfe_airbyte_repair(dry_run, cancel_stuck) (SPEC §1): one
+ * repair.c — dfe_airbyte_repair(dry_run, cancel_stuck): one
  * function for the runbook workflows services run by hand today
- * (fix-airbyte-replication-slot, fix-airbyte-lsn; users.md §A.4).
+ * (the fix-airbyte-replication-slot and fix-airbyte-lsn runbooks).
  *
  * Four steps, each one row or more of (step, action, detail):
  *
@@ -38,6 +38,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -130,37 +131,12 @@ spi_end(void)
 static char *
 try_step(void (*fn) (void *), void *arg)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	char	   *volatile error = NULL;
+	ErrorData  *edata;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		fn(arg);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
-			ReThrowError(edata);
-		error = http_redact(edata->detail ? psprintf("%s: %s", edata->message, edata->detail)
-							: edata->message);
-	}
-	PG_END_TRY();
-	return error;
+	if (dfe_catch(fn, arg, DFE_CATCH_SUBXACT | DFE_CATCH_NOT_CANCEL, CurrentMemoryContext,
+				  &edata))
+		return NULL;
+	return dfe_http_redact(dfe_error_text(edata));
 }
 
 /* ---------- the slot ---------- */
@@ -389,7 +365,7 @@ read_state_fn(void *arg)
 	cJSON	   *t;
 
 	cJSON_AddStringToObject(body, "connectionId", dfe_setting_connection_id());
-	answer = airbyte_request("the Airbyte saved state read", "POST", "/api/v1/state/get",
+	answer = dfe_airbyte_request("the Airbyte saved state read", "POST", "/api/v1/state/get",
 							 cJSON_PrintUnformatted(body));
 	cJSON_Delete(body);
 	t = cJSON_GetObjectItemCaseSensitive(answer, "stateType");
@@ -418,7 +394,7 @@ read_job_fn(void *arg)
 {
 	JobRead    *jr = arg;
 
-	airbyte_get_job(jr->id, &jr->job);
+	dfe_airbyte_get_job(jr->id, &jr->job);
 }
 
 /* a re-sync already handed over or running: never ask twice */
@@ -450,7 +426,7 @@ resync_under_way(Repair *r, const char *step)
 
 		jr.id = strtoi64(job, NULL, 10);
 		err = try_step(read_job_fn, &jr);
-		if (err == NULL && airbyte_job_active(jr.job.status))
+		if (err == NULL && dfe_airbyte_job_active(jr.job.status))
 		{
 			row(r, step, "resync_running",
 				psprintf("the full re-sync (Airbyte job %s) is still %s: Airbyte's saved position moves when it ends",
@@ -533,13 +509,13 @@ repair_state(Repair *r)
 static void
 read_connection_fn(void *arg)
 {
-	connection_read((LiveConnection *) arg);
+	dfe_connection_read((LiveConnection *) arg);
 }
 
 static void
 enable_fn(void *arg)
 {
-	connection_enable();
+	dfe_connection_enable();
 }
 
 static void
@@ -553,7 +529,7 @@ repair_connection(Repair *r)
 		row(r, "connection", "failed", psprintf("could not read the Airbyte connection: %s", err));
 		return;
 	}
-	if (!connection_disabled(live.status))
+	if (!dfe_connection_disabled(live.status))
 	{
 		row(r, "connection", "ok", psprintf("the Airbyte connection is %s", live.status ? live.status : "active"));
 		return;
@@ -603,13 +579,13 @@ last_job_fn(void *arg)
 {
 	LastJob    *lj = arg;
 
-	lj->found = airbyte_last_job("sync", &lj->job);
+	lj->found = dfe_airbyte_last_job("sync", &lj->job);
 }
 
 static void
 cancel_fn(void *arg)
 {
-	cJSON	   *answer = airbyte_request("the Airbyte job cancel", "DELETE",
+	cJSON	   *answer = dfe_airbyte_request("the Airbyte job cancel", "DELETE",
 										 psprintf("/api/public/v1/jobs/" INT64_FORMAT, *(int64 *) arg), NULL);
 
 	cJSON_Delete(answer);
@@ -620,7 +596,7 @@ start_fn(void *arg)
 {
 	bool		running;
 
-	*(int64 *) arg = airbyte_start_sync(&running);
+	*(int64 *) arg = dfe_airbyte_api_start_sync(&running);
 }
 
 /* without progress since when, as the worker recorded it; NULL when it moved */
@@ -663,7 +639,7 @@ repair_job(Repair *r)
 		row(r, "job", "failed", psprintf("could not read the last Airbyte sync job: %s", err));
 		return;
 	}
-	if (!lj.found || !airbyte_job_active(lj.job.status))
+	if (!lj.found || !dfe_airbyte_job_active(lj.job.status))
 	{
 		row(r, "job", "ok", lj.found ? psprintf("no sync job running (job " INT64_FORMAT " %s)", lj.job.job_id, lj.job.status)
 			: "no sync job yet");
@@ -757,7 +733,7 @@ dfe_airbyte_repair(PG_FUNCTION_ARGS)
 	r.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
 	repair_slot(&r);
-	if (!airbyte_configured())
+	if (!dfe_airbyte_configured())
 	{
 		row(&r, "airbyte", "not_configured",
 			"the Airbyte settings are not all set (see dfe_airbyte.config_problems): Airbyte's saved position, the connection and its jobs were not checked");

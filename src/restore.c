@@ -5,6 +5,7 @@
 #include "postgres.h"
 
 #include "access/xlog.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"

@@ -1,5 +1,5 @@
 /*
- * resync.c — the full re-sync that a slot recreation needs (SPEC §4, §7):
+ * resync.c — the full re-sync that a slot recreation needs:
  * exactly one per recreation, on every Airbyte version.
  *
  * The slot guard never calls out: when it recreates the Airbyte slot it
@@ -8,8 +8,8 @@
  * the network side, asks Airbyte for the full re-sync outside any
  * transaction.
  *
- * Why "exactly once" needs care (shared/background/api_conformance.md §2 #1,
- * airbyte-platform StreamRefreshesHandler, DefaultJobCreator): every
+ * Why "exactly once" needs care (airbyte-platform StreamRefreshesHandler,
+ * DefaultJobCreator): every
  * accepted POST /api/v1/connections/refresh first SAVES the streams to
  * refresh and only then asks for a job; the next job created for the
  * connection — the one it starts, or the scheduler's next sync when a job
@@ -95,60 +95,68 @@ resync_event_data(const char *slots, const char *error, int64 job_id)
 	return out;
 }
 
-/* the ERROR being handled as "message: detail", in resync_cxt; clears it */
-static char *
-caught_error(void)
+typedef struct ResyncCall
+{
+	AirbyteRefreshAnswer answer;
+	int64	   *job_id;
+	AirbyteJob *jobs;
+	int			max;
+	int			n;
+} ResyncCall;
+
+static void
+do_full_resync(void *arg)
+{
+	ResyncCall *c = arg;
+
+	c->answer = dfe_airbyte_full_resync(c->job_id);
+}
+
+static void
+do_recent_jobs(void *arg)
+{
+	ResyncCall *c = arg;
+
+	c->n = dfe_airbyte_recent_jobs(c->jobs, c->max);
+}
+
+/* fn(c); an ERROR it raises becomes *error ("message: detail", in resync_cxt) */
+static bool
+call_caught(void (*fn) (void *), ResyncCall *c, char **error)
 {
 	ErrorData  *edata;
 
-	MemoryContextSwitchTo(resync_cxt);
-	edata = CopyErrorData();
-	FlushErrorState();
-	AbortOutOfAnyTransaction();
-	MemoryContextSwitchTo(resync_cxt);
-	return edata->detail ? psprintf("%s: %s", edata->message, edata->detail)
-		: pstrdup(edata->message ? edata->message : "unknown error");
+	if (dfe_catch(fn, c, 0, resync_cxt, &edata))
+		return true;
+	*error = dfe_error_text(edata);
+	return false;
 }
 
 /*
- * airbyte_full_resync(), with any ERROR it raises (the request certainly
- * did not land) turned into *error.  Kept apart so that nothing else lives
- * across the longjmp.
+ * dfe_airbyte_full_resync(), with any ERROR it raises (the request certainly
+ * did not land) turned into *error.
  */
-static pg_noinline bool
+static bool
 call_full_resync(AirbyteRefreshAnswer *answer, int64 *job_id, char **error)
 {
-	volatile bool ok = false;
+	ResyncCall	c = {0};
 
-	PG_TRY();
-	{
-		*answer = airbyte_full_resync(job_id);
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		*error = caught_error();
-	}
-	PG_END_TRY();
-	return ok;
+	c.job_id = job_id;
+	if (!call_caught(do_full_resync, &c, error))
+		return false;
+	*answer = c.answer;
+	return true;
 }
 
-/* airbyte_recent_jobs(), an ERROR turned into *error */
-static pg_noinline int
+/* dfe_airbyte_recent_jobs(), an ERROR turned into *error */
+static int
 call_recent_jobs(AirbyteJob *jobs, int max, char **error)
 {
-	volatile int n = -1;
+	ResyncCall	c = {0};
 
-	PG_TRY();
-	{
-		n = airbyte_recent_jobs(jobs, max);
-	}
-	PG_CATCH();
-	{
-		*error = caught_error();
-	}
-	PG_END_TRY();
-	return n;
+	c.jobs = jobs;
+	c.max = max;
+	return call_caught(do_recent_jobs, &c, error) ? c.n : -1;
 }
 
 static TimestampTz
@@ -302,8 +310,8 @@ ask_for_resync(PendingResync *p)
 		dfe_event("warning", "full_resync_answer_lost", p->slots,
 				  psprintf("Airbyte's answer to the full re-sync request for replication slot %s was lost (%s); "
 						   "the worker does not ask again unless Airbyte's job list proves the request did not arrive",
-						   p->slots, airbyte_last_http_status == 0 ? "no answer"
-						   : psprintf("HTTP %ld", airbyte_last_http_status)),
+						   p->slots, dfe_airbyte_last_http_status == 0 ? "no answer"
+						   : psprintf("HTTP %ld", dfe_airbyte_last_http_status)),
 				  resync_event_data(p->slots, NULL, 0));
 	else
 		dfe_event("info", "full_resync_queued", p->slots,
@@ -418,9 +426,9 @@ report_server_version(void)
 	const char *version;
 	const char *args[1];
 
-	if (!airbyte_configured())
+	if (!dfe_airbyte_configured())
 		return;
-	version = airbyte_server_version();
+	version = dfe_airbyte_server_version();
 	if (version == NULL)
 		return;
 	if (strcmp(version, last_version) == 0 &&
@@ -454,7 +462,7 @@ report_server_version(void)
 }
 
 long
-resync_worker_task(void)
+dfe_resync_worker_task(void)
 {
 	resync_cxt = CurrentMemoryContext;
 	report_server_version();

@@ -25,40 +25,43 @@
 
 static MemoryContext follow_cxt = NULL;
 
-/* airbyte_get_job() with an ERROR turned into a LOG line and false */
-static pg_noinline bool
+typedef struct JobRead
+{
+	int64		job_id;
+	AirbyteJob *job;
+} JobRead;
+
+static void
+read_job(void *arg)
+{
+	JobRead    *r = arg;
+
+	dfe_airbyte_get_job(r->job_id, r->job);
+}
+
+/* dfe_airbyte_get_job() with an ERROR turned into a LOG line and false */
+static bool
 fetch_job(int64 job_id, AirbyteJob *job)
 {
-	volatile bool ok = false;
+	JobRead		r = {job_id, job};
+	ErrorData  *edata;
 
-	PG_TRY();
+	if (dfe_catch(read_job, &r, 0, follow_cxt, &edata))
+		return true;
 	{
-		airbyte_get_job(job_id, job);
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(follow_cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		MemoryContextSwitchTo(follow_cxt);
 		ereport(LOG,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("dfe_airbyte could not read the state of full re-sync job " INT64_FORMAT ": %s",
 						job_id, edata->message ? edata->message : "unknown error"),
 				 errhint("The network worker tries again at its next sync health poll; until then the slot guard still treats the re-sync as running.")));
 	}
-	PG_END_TRY();
-	return ok;
+	return false;
 }
 
 static void
 record_job(int64 rec_id, int64 job_id, const char *status, const char *slot_name)
 {
-	bool		finished = airbyte_job_finished(status);
+	bool		finished = dfe_airbyte_job_finished(status);
 	const char *args[3] = {dfe_int64_str(rec_id), status, finished ? "true" : "false"};
 
 	dfe_xact_begin("dfe_airbyte full re-sync follow-up");
@@ -85,7 +88,7 @@ record_job(int64 rec_id, int64 job_id, const char *status, const char *slot_name
 }
 
 long
-resync_follow_worker_task(void)
+dfe_resync_follow_worker_task(void)
 {
 	int64		rec_ids[FOLLOW_MAX_JOBS];
 	int64		job_ids[FOLLOW_MAX_JOBS];
@@ -99,7 +102,7 @@ resync_follow_worker_task(void)
 
 	/*
 	 * Airbyte before 1.2 answers the refresh request with {"value": true}
-	 * and no job (api_conformance.md §2 #1; airbyte-platform v1.1.0
+	 * and no job (airbyte-platform v1.1.0
 	 * ConnectionApiController.java): the refresh is the next job Airbyte
 	 * creates.  Without a job id, a job that started after the request and
 	 * succeeded (as sync health saw it) is taken as the end of the re-sync,
@@ -140,7 +143,7 @@ resync_follow_worker_task(void)
 		AirbyteJob	job;
 
 		memset(&job, 0, sizeof(job));
-		if (!airbyte_configured() || !fetch_job(job_ids[i], &job) || job.status == NULL)
+		if (!dfe_airbyte_configured() || !fetch_job(job_ids[i], &job) || job.status == NULL)
 			continue;
 		record_job(rec_ids[i], job_ids[i], job.status, slots[i]);
 	}

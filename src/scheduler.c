@@ -3,8 +3,9 @@
  * (scheduler.h).
  *
  * Each worker connects to dfe_airbyte.database, pins its search_path to
- * pg_catalog, pg_temp (SPEC §9: a function planted in public is never
- * called by the superuser worker), publishes its pid and latch in shared
+ * pg_catalog, pg_temp (a function planted in public is never called by
+ * the superuser worker: PostgreSQL's "Writing SECURITY DEFINER Functions
+ * Safely"), publishes its pid and latch in shared
  * memory and sleeps on its latch between tasks.  SIGHUP reloads the
  * configuration; SIGTERM ends the worker (die(), so a blocking HTTP call is
  * cut short by its progress callback).  The workers only start once
@@ -29,6 +30,7 @@
 #include "scheduler.h"
 #include "settings.h"
 #include "shared.h"
+#include "spi_xact.h"
 #include "version.h"
 
 /* seconds before the postmaster starts a worker that exited non-zero again */
@@ -73,11 +75,11 @@ extension_installed(DfeWorkerKind kind)
 	char	   *version;
 	bool		ready;
 
-	StartTransactionCommand();
+	dfe_xact_begin("dfe_airbyte version check");
 	version = dfe_installed_version();
 	dfe_worker_note_version(version);
 	ready = version != NULL && strcmp(version, DFE_AIRBYTE_VERSION) == 0;
-	CommitTransactionCommand();
+	dfe_xact_end();
 	return ready;
 }
 
@@ -86,30 +88,31 @@ extension_installed(DfeWorkerKind kind)
  * bad setting) neither stops the others nor restarts the worker.  FATAL
  * (SIGTERM) is not caught: it ends the worker as it should.
  */
+typedef struct GuardedCall
+{
+	long		(*fn) (void);
+	long		next_ms;
+} GuardedCall;
+
+static void
+call_task(void *arg)
+{
+	GuardedCall *call = arg;
+
+	call->next_ms = call->fn();
+}
+
 static long
 run_guarded(long (*fn) (void))
 {
-	long		next_ms;
+	GuardedCall call = {fn, TASK_ERROR_RETRY_MS};
 
 	MemoryContextSwitchTo(task_context);
-	PG_TRY();
-	{
-		next_ms = fn();
-	}
-	PG_CATCH();
-	{
-		HOLD_INTERRUPTS();
-		MemoryContextSwitchTo(TopMemoryContext);
-		EmitErrorReport();
-		AbortOutOfAnyTransaction();
-		FlushErrorState();
-		RESUME_INTERRUPTS();
-		next_ms = TASK_ERROR_RETRY_MS;
-	}
-	PG_END_TRY();
+	if (!dfe_catch(call_task, &call, DFE_CATCH_LOG, TopMemoryContext, NULL))
+		call.next_ms = TASK_ERROR_RETRY_MS;
 	MemoryContextSwitchTo(TopMemoryContext);
 	MemoryContextReset(task_context);
-	return next_ms;
+	return call.next_ms;
 }
 
 static void
@@ -191,7 +194,7 @@ worker_setup(const DfeWorkerDef *def)
 
 	BackgroundWorkerInitializeConnection(dfe_database, NULL, 0);
 
-	/* SPEC §9: whatever postgresql.conf or ALTER ROLE say, and for good */
+	/* whatever postgresql.conf or ALTER ROLE say, and for good */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*

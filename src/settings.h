@@ -1,6 +1,7 @@
 /*
  * settings.h — every dfe_airbyte.* GUC, with the environment fallbacks that
- * a Terraform-provisioned dfe-analytics pod already carries (SPEC §2).
+ * a Terraform-provisioned dfe-analytics pod already carries (README.md,
+ * "Settings").
  *
  * Read string settings through dfe_setting_*() rather than the raw GUC
  * variables: they apply the environment fallback and treat "" as unset.
@@ -15,26 +16,13 @@ typedef enum SlotLimitAction
 	SLOT_LIMIT_RECREATE
 } SlotLimitAction;
 
-/* raw GUC variables (strings may be NULL or "") */
+/* raw GUC variables read elsewhere (strings may be NULL or "") */
 extern char *dfe_database;
-extern char *dfe_airbyte_url;
-extern char *dfe_airbyte_client_id;
 extern char *dfe_airbyte_client_secret;
-extern char *dfe_connection_id;
-extern char *dfe_source_id;
-extern char *dfe_bigquery_project;
-extern char *dfe_bigquery_dataset;
-extern char *dfe_bigquery_internal_dataset;
-extern char *dfe_hidden_policy_tag;
 extern char *dfe_google_credentials;
-extern char *dfe_azure_client_id;
-extern char *dfe_azure_federated_token_file;
-extern char *dfe_bigquery_url;
-extern char *dfe_slot_name;
 extern int	dfe_max_slot_wal_size_mb;
 extern int	dfe_slot_limit_action;
 extern int	dfe_check_interval_s;
-extern int	dfe_sync_stale_after_min;
 
 /* our own additions */
 extern int	dfe_http_connect_timeout_s;
@@ -55,18 +43,16 @@ extern int	dfe_reconcile_interval_s;
 extern int	dfe_reconcile_checksum_every;
 extern double dfe_slot_warning_fraction;
 extern char *dfe_http_ca_file;
-extern char *dfe_source_schema;	/* lists: schema of the allowlisted tables */
-extern char *dfe_publication;	/* lists: the Airbyte publication */
 extern int	dfe_deploy_retry_timeout_s;
 
-/* slot health: Airbyte's rhythm, data flow checks, limit advice (issue 9, items 4-7) */
+/* slot health: Airbyte's rhythm, data flow checks, limit advice */
 extern int	dfe_sync_interval_s;	/* 0: sync_stale_after / 3 */
 extern int	dfe_slot_inactive_intervals;
 extern int	dfe_disk_free_override_mb;
 
 /* targets: service databases reached over libpq (src/target.c) */
 extern char *dfe_passfile;		/* libpq passfile for every remote target */
-extern int	dfe_target_timeout_ms;	/* deadline of one round trip to a target */	/* -1: statvfs on the data directory */
+extern int	dfe_target_timeout_ms;	/* deadline of one round trip to a target */
 extern int	dfe_job_stuck_after_s;
 
 /* the sync schedule interval in seconds, after the fallback (never 0) */
@@ -76,17 +62,16 @@ extern int	dfe_effective_sync_interval_s(void);
 extern bool dfe_remove_connection_drift;
 extern int	dfe_airbyte_max_fields;
 
-/* slot guard independence (issue 9): no recreate loop */
+/* the slot guard never recreates in a loop */
 extern int	dfe_max_slot_recreations_per_day;
 
 /* safety: largest HTTP response body accepted, in kB */
 extern int	dfe_http_max_response_size_kb;
-/* BigQuery policy tags and the lists (issue 10) */
+/* BigQuery policy tags and the lists */
 extern bool dfe_hide_unlisted_columns;
 extern int	dfe_bigquery_table_update_limit;
 extern int	dfe_bigquery_table_update_window_ms;
 extern int	dfe_test_prune_interval_ms;
-extern char *dfe_rails_env;
 extern const char *dfe_setting_rails_env(void);	/* GUC, else RAILS_ENV, else NULL */
 
 extern void dfe_define_settings(void);

@@ -20,6 +20,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "shared.h"
 
 DfeShared  *dfe_shared = NULL;

@@ -39,6 +39,8 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
+
 
 /* PostgreSQL's name for why the slot was invalidated; NULL when valid */
 static const char *

@@ -1,5 +1,5 @@
 /*
- * slot_health.c — what the slot health views need from C (SPEC §7):
+ * slot_health.c — what the slot health views need from C:
  *
  *   dfe_airbyte_slot_rhythm()   the Airbyte sync schedule interval the views
  *                               judge growth and inactivity over;
@@ -15,6 +15,7 @@
 
 #include <sys/statvfs.h>
 
+#include "compat.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"

@@ -111,11 +111,11 @@ keep_target(const char *name, const char *conninfo)
 	}
 	else
 	{
-		tc_close(rt->tc);
+		dfe_tc_close(rt->tc);
 		pfree(rt->conninfo);
 	}
 	rt->conninfo = pstrdup(conninfo);
-	rt->tc = tc_create(remote_cxt, name, conninfo);
+	rt->tc = dfe_tc_create(remote_cxt, name, conninfo);
 	rt->listed = true;
 	MemoryContextSwitchTo(old);
 }
@@ -161,7 +161,7 @@ refresh_targets(void)
 		if (rt->listed)
 			keep = lappend(keep, rt);
 		else
-			tc_close(rt->tc);
+			dfe_tc_close(rt->tc);
 	}
 	list_free(remote_targets);
 	old = MemoryContextSwitchTo(remote_cxt);
@@ -182,10 +182,10 @@ record_reach(RemoteTarget *rt, bool ok)
 
 	args[0] = rt->name;
 	args[1] = ok ? "true" : "false";
-	args[2] = ok ? NULL : tc_error(rt->tc);
-	args[3] = ok ? NULL : unpack_sql_state(tc_errcode(rt->tc));
-	args[4] = tc_elapsed_ms(rt->tc) >= 0 ? psprintf("%.3f", tc_elapsed_ms(rt->tc)) : NULL;
-	args[5] = tc_server_version(rt->tc) > 0 ? psprintf("%d", tc_server_version(rt->tc)) : NULL;
+	args[2] = ok ? NULL : dfe_tc_error(rt->tc);
+	args[3] = ok ? NULL : unpack_sql_state(dfe_tc_errcode(rt->tc));
+	args[4] = dfe_tc_elapsed_ms(rt->tc) >= 0 ? psprintf("%.3f", dfe_tc_elapsed_ms(rt->tc)) : NULL;
+	args[5] = dfe_tc_server_version(rt->tc) > 0 ? psprintf("%d", dfe_tc_server_version(rt->tc)) : NULL;
 	dfe_sql("record whether the target was reached",
 			"WITH old AS (SELECT reachable FROM dfe_airbyte.guard_targets WHERE target = $1),\n"
 			"up AS (INSERT INTO dfe_airbyte.guard_targets AS g (target, reachable, checked_at, last_reached_at,\n"
@@ -207,31 +207,10 @@ record_reach(RemoteTarget *rt, bool ok)
 				  psprintf("the slot guard could not sample target \"%s\": %s; its slots are not watched until it answers again (the other targets are not delayed)",
 						   rt->name, args[2] ? args[2] : "no answer"),
 				  psprintf("{\"errcode\": \"%s\", \"timed_out\": %s}", args[3],
-						   tc_timed_out(rt->tc) ? "true" : "false"));
+						   dfe_tc_timed_out(rt->tc) ? "true" : "false"));
 	else if (ok && was != NULL && strcmp(was, "false") == 0)
 		dfe_event("info", "target_reachable", NULL,
 				  psprintf("the slot guard reaches target \"%s\" again", rt->name), NULL);
-}
-
-/* dfe_sql() for more than its 8 text parameters */
-static void
-sql_many(const char *what, const char *sql, int nargs, const char **args, int expect)
-{
-	Oid		   *types = palloc(sizeof(Oid) * nargs);
-	Datum	   *values = palloc(sizeof(Datum) * nargs);
-	char	   *nulls = palloc(nargs);
-	int			ret;
-	int			i;
-
-	for (i = 0; i < nargs; i++)
-	{
-		types[i] = TEXTOID;
-		values[i] = args[i] ? CStringGetTextDatum(args[i]) : (Datum) 0;
-		nulls[i] = args[i] ? ' ' : 'n';
-	}
-	ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-	if (ret != expect)
-		dfe_spi_failed(what, ret);
 }
 
 static const char *
@@ -257,7 +236,7 @@ store_sample(const char *target, PGresult *res, int row)
 	args[8] = answer_value(res, row, RS_RESTART);
 	args[9] = answer_value(res, row, RS_CONFIRMED);
 	args[10] = answer_value(res, row, RS_CURRENT);
-	sql_many("store a remote slot sample",
+	dfe_sql("store a remote slot sample",
 			"INSERT INTO dfe_airbyte.slot_samples (target, sampled_at, slot_name, active, active_pid, wal_status,\n"
 			"    safe_wal_size, retained_bytes, flush_lag_bytes, restart_lsn, confirmed_flush_lsn, current_lsn)\n"
 			"VALUES ($1, now(), $2, $3::bool, $4::int, $5, $6::bigint, $7::bigint, $8::bigint,\n"
@@ -360,7 +339,7 @@ record_identity(RemoteTarget *rt, PGresult *res)
 static void
 handle_samples(RemoteTarget *rt)
 {
-	PGresult   *res = tc_result(rt->tc);
+	PGresult   *res = dfe_tc_result(rt->tc);
 	const char *slot_name = pstrdup(dfe_setting_slot_name());
 	GuardedSlot g;
 	int			i;
@@ -383,36 +362,31 @@ handle_samples(RemoteTarget *rt)
 	dfe_slot_judge(slot_name, &g);
 }
 
+static void
+record_answer(void *arg)
+{
+	RemoteTarget *rt = arg;
+	DfeTargetScope *scope;
+	bool		ok = dfe_tc_state(rt->tc) == TC_DONE;
+
+	dfe_xact_begin("dfe_airbyte slot guard");
+	scope = dfe_target_scope_enter(rt->name);
+	record_reach(rt, ok);
+	if (ok)
+		handle_samples(rt);
+	dfe_target_scope_leave(scope);
+	dfe_xact_end();
+}
+
 /* one target's answer (or failure), in its scope and a transaction of its own */
 static void
 handle_answer(RemoteTarget *rt)
 {
-	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *edata;
 
-	PG_TRY();
+	if (!dfe_catch(record_answer, rt, 0, CurrentMemoryContext, &edata))
 	{
-		DfeTargetScope *scope;
-		bool		ok = tc_state(rt->tc) == TC_DONE;
-
-		dfe_xact_begin("dfe_airbyte slot guard");
-		scope = dfe_target_scope_enter(rt->name);
-		record_reach(rt, ok);
-		if (ok)
-			handle_samples(rt);
-		dfe_target_scope_leave(scope);
-		dfe_xact_end();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		HOLD_INTERRUPTS();
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
 		dfe_target_scope_reset();
-		RESUME_INTERRUPTS();
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("dfe_airbyte slot guard, target \"%s\": %s", rt->name, edata->message),
@@ -420,7 +394,6 @@ handle_answer(RemoteTarget *rt)
 				 errhint("%s", edata->hint ? edata->hint : "The guard tries again at its next check.")));
 		FreeErrorData(edata);
 	}
-	PG_END_TRY();
 }
 
 /*
@@ -438,16 +411,16 @@ dfe_slot_sample_remote_now(DfeTargetScope *scope)
 	int			n = 0;
 	int			i;
 
-	tc_submit(tc, remote_sample_sql, 0, NULL,
+	dfe_tc_submit(tc, remote_sample_sql, 0, NULL,
 			  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), dfe_target_timeout_ms));
-	tc_run(&tc, 1);
-	if (tc_state(tc) != TC_DONE)
+	dfe_tc_run(&tc, 1);
+	if (dfe_tc_state(tc) != TC_DONE)
 		ereport(ERROR,
-				(errcode(tc_errcode(tc)),
+				(errcode(dfe_tc_errcode(tc)),
 				 errmsg("could not sample the replication slots of target \"%s\": %s",
-						dfe_target_current(), tc_error(tc)),
+						dfe_target_current(), dfe_tc_error(tc)),
 				 errhint("Check the server and dfe_airbyte.targets.conninfo; dfe_airbyte.guard_targets shows what the guard last saw.")));
-	res = tc_result(tc);
+	res = dfe_tc_result(tc);
 	for (i = 0; i < PQntuples(res); i++)
 	{
 		if (PQgetisnull(res, i, RS_NAME))
@@ -462,7 +435,7 @@ dfe_slot_sample_remote_now(DfeTargetScope *scope)
 static bool
 finished(TargetConn *tc)
 {
-	return tc_state(tc) == TC_DONE || tc_state(tc) == TC_FAILED || tc_state(tc) == TC_IDLE;
+	return dfe_tc_state(tc) == TC_DONE || dfe_tc_state(tc) == TC_FAILED || dfe_tc_state(tc) == TC_IDLE;
 }
 
 /*
@@ -478,7 +451,7 @@ handle_as_they_come(TargetConn **conns, int n)
 
 	do
 	{
-		left = tc_run_some(conns, n);
+		left = dfe_tc_run_some(conns, n);
 		for (i = 0; i < n; i++)
 		{
 			if (handled[i] || !finished(conns[i]))
@@ -510,7 +483,7 @@ dfe_slot_remote_round(void)
 	{
 		RemoteTarget *rt = lfirst(lc);
 
-		tc_submit(rt->tc, remote_sample_sql, 0, NULL, deadline);
+		dfe_tc_submit(rt->tc, remote_sample_sql, 0, NULL, deadline);
 		conns[n++] = rt->tc;
 	}
 	handle_as_they_come(conns, n);

@@ -1,5 +1,5 @@
 /*
- * slots.c — the slot guard (SPEC §7).
+ * slots.c — the slot guard.
  *
  * Every dfe_airbyte.check_interval the worker
  *
@@ -53,6 +53,7 @@
 #include "executor/instrument.h"
 #include "executor/spi.h"
 #include "replication/slot.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -202,7 +203,8 @@ static const char *const state_sql =
 "                   WHERE r.target = $2 AND r.slot_name = $1 AND r.recreated_at IS NULL ORDER BY r.id LIMIT 1) o ON true\n"
 " LEFT JOIN dfe_airbyte.slot_state st ON st.target = $2 AND st.slot_name = $1";
 
-int64
+/* dfe_airbyte.max_slot_wal_size in bytes, -1 when there is no limit */
+static int64
 dfe_slot_limit_bytes(void)
 {
 	if (dfe_max_slot_wal_size_mb < 0)
@@ -210,7 +212,8 @@ dfe_slot_limit_bytes(void)
 	return (int64) dfe_max_slot_wal_size_mb * 1024 * 1024;
 }
 
-int64
+/* max_slot_wal_keep_size in bytes, -1 when the server sets none */
+static int64
 dfe_server_slot_limit_bytes(void)
 {
 	if (max_slot_wal_keep_size_mb < 0)
@@ -1159,7 +1162,7 @@ dfe_slot_judge(const char *slot_name, const GuardedSlot *g)
 /* ---------- the task ---------- */
 
 long
-slots_worker_task(void)
+dfe_slots_worker_task(void)
 {
 	const char *slot_name;
 	GuardedSlot g;

@@ -1,10 +1,10 @@
 /*
- * slots.h — the slot guard (SPEC §7): samples the logical replication slots
+ * slots.h — the slot guard: samples the logical replication slots
  * of this database every dfe_airbyte.check_interval into
  * dfe_airbyte.slot_samples, keeps the history bounded, and acts on the
  * Airbyte slot (dfe_airbyte.slot_name, the only slot it ever touches) per
  * dfe_airbyte.slot_limit_action.  The worker entry point,
- * slots_worker_task(), is declared in worker.h.
+ * dfe_slots_worker_task(), is declared in worker.h.
  */
 #ifndef DFE_AIRBYTE_SLOTS_H
 #define DFE_AIRBYTE_SLOTS_H
@@ -27,11 +27,5 @@
 #define CREATION_WAIT_MIN_MS	200
 #define CREATION_WAIT_MAX_MS	5000
 #define CREATION_BACKSTOP_MS	5000
-
-/* dfe_airbyte.max_slot_wal_size in bytes, -1 when there is no limit */
-extern int64 dfe_slot_limit_bytes(void);
-
-/* max_slot_wal_keep_size in bytes, -1 when the server sets none */
-extern int64 dfe_server_slot_limit_bytes(void);
 
 #endif

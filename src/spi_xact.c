@@ -8,7 +8,9 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "pgstat.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/resowner.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -71,25 +73,39 @@ dfe_spi_failed(const char *what, int ret)
 }
 
 int
+dfe_spi_exec(const char *what, const char *sql, int nargs, Oid *types, Datum *values,
+			 const char *nulls, bool read_only, int expect)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	int			ret = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
+
+	/* SPI leaves us in its procedure context (spi.c, _SPI_end_call) */
+	MemoryContextSwitchTo(cxt);
+	if (ret != expect)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("dfe_airbyte could not %s: %s", what, SPI_result_code_string(ret)),
+				 errdetail_internal("Statement: %s", sql),
+				 errhint("%s", DFE_UPDATE_HINT)));
+	return ret;
+}
+
+int
 dfe_sql(const char *what, const char *sql, int nargs, const char **args, int expect)
 {
-	Oid			types[8];
-	Datum		values[8];
-	char		nulls[8];
-	int			ret;
+	Oid		   *types = palloc(sizeof(Oid) * Max(nargs, 1));
+	Datum	   *values = palloc(sizeof(Datum) * Max(nargs, 1));
+	char	   *nulls = palloc(Max(nargs, 1));
 	int			i;
 
-	dfe_Assert(nargs >= 0 && nargs <= (int) lengthof(types));
+	dfe_Assert(nargs >= 0);
 	for (i = 0; i < nargs; i++)
 	{
 		types[i] = TEXTOID;
 		values[i] = args[i] ? CStringGetTextDatum(args[i]) : (Datum) 0;
 		nulls[i] = args[i] ? ' ' : 'n';
 	}
-	ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-	if (ret != expect)
-		dfe_spi_failed(what, ret);
-	return ret;
+	return dfe_spi_exec(what, sql, nargs, types, values, nulls, false, expect);
 }
 
 /*
@@ -137,4 +153,77 @@ char *
 dfe_int64_str(int64 v)
 {
 	return psprintf(INT64_FORMAT, v);
+}
+
+bool
+dfe_catch(void (*fn) (void *), void *arg, int flags, MemoryContext cxt, ErrorData **error)
+{
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		subxact = (flags & DFE_CATCH_SUBXACT) != 0;
+	bool		copy = error != NULL || (flags & DFE_CATCH_NOT_CANCEL) != 0;
+	volatile bool ok = false;
+	ErrorData  *volatile edata = NULL;
+
+	if (error)
+		*error = NULL;
+	if (subxact)
+	{
+		dfe_Assert(IsTransactionState());
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(cxt);
+	}
+	PG_TRY();
+	{
+		fn(arg);
+		if (subxact)
+		{
+			ReleaseCurrentSubTransaction();
+			CurrentResourceOwner = owner;
+		}
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		/* no cancel may interrupt the cleanup (it would longjmp out of it) */
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		if (flags & DFE_CATCH_LOG)
+			EmitErrorReport();
+		if (copy)
+			edata = CopyErrorData();
+		if (subxact)
+		{
+			/* as PL/pgSQL's exception block (pl_exec.c, exec_stmt_block) */
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			CurrentResourceOwner = owner;
+		}
+		else
+		{
+			/* as a background worker's error recovery (autovacuum.c) */
+			AbortOutOfAnyTransaction();
+			FlushErrorState();
+		}
+		RESUME_INTERRUPTS();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+
+	if (edata && (flags & DFE_CATCH_NOT_CANCEL) &&
+		(edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		 edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN))
+		ReThrowError(edata);
+	if (error)
+		*error = edata;
+	else if (edata)
+		FreeErrorData(edata);
+	return ok;
+}
+
+char *
+dfe_error_text(const ErrorData *edata)
+{
+	if (edata->detail)
+		return psprintf("%s: %s", edata->message, edata->detail);
+	return pstrdup(edata->message ? edata->message : "unknown error");
 }

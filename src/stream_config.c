@@ -1,5 +1,5 @@
 /*
- * stream_config.c — dfe_airbyte_stream_config() (SPEC §3).
+ * stream_config.c — dfe_airbyte_stream_config().
  *
  * One stream per allowlisted table, ordered by table name (byte order, so
  * the result does not depend on the database's collation), then the
@@ -23,7 +23,7 @@
  *    public PATCH validator (AirbyteCatalogHelper.validateStreamConfig /
  *    validateFieldSelection) reject the WHOLE PATCH with a 400.  Such a
  *    table gets full_refresh_overwrite, no cursorField, no primaryKey, no
- *    _ab_cdc_* fields, only its allowlisted columns (SPEC §3).
+ *    _ab_cdc_* fields, only its allowlisted columns.
  *  - an allowlisted table called airbyte_heartbeat is left out: the
  *    heartbeat stream has a fixed shape and always comes last.
  *
@@ -40,6 +40,7 @@
 #include <cjson/cJSON.h>
 
 #include "catalog/pg_type.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -245,7 +246,7 @@ stream_selects_its_key(const cJSON *stream)
 	return true;
 }
 
-/* a table without a primary key: copied whole at each sync (SPEC §3) */
+/* a table without a primary key: copied whole at each sync */
 static cJSON *
 full_refresh_stream(const char *table, char **cols, int ncols)
 {
@@ -281,7 +282,14 @@ heartbeat_stream(void)
 	return stream;
 }
 
-DfeRows *
+/*
+ * The current target's allowlisted tables (but the heartbeat), one row
+ * each in byte order of the name: table_name, pk (text[] literal of the
+ * primary key's columns, NULL without one), columns (text[] literal of the
+ * allowlisted columns in stream order), table_exists ("t"/"f").  Read from
+ * the target's catalog through target.h.
+ */
+static DfeRows *
 stream_config_catalog(void)
 {
 	const char *target = dfe_target_current();
@@ -332,7 +340,7 @@ row_stream(DfeRows *r, int row)
 }
 
 char *
-stream_config_build(void)
+dfe_stream_config_build(void)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext work;
@@ -392,7 +400,7 @@ dfe_airbyte_stream_config(PG_FUNCTION_ARGS)
 
 	DFE_REQUIRE_MATCHING_SQL();
 	scope = enter_target_arg(fcinfo);
-	json = stream_config_build();
+	json = dfe_stream_config_build();
 	dfe_target_scope_leave(scope);
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
 }
@@ -411,7 +419,7 @@ dfe_airbyte_stream_config_json(PG_FUNCTION_ARGS)
 
 	DFE_REQUIRE_MATCHING_SQL();
 	scope = enter_target_arg(fcinfo);
-	json = stream_config_build();
+	json = dfe_stream_config_build();
 	dfe_target_scope_leave(scope);
 	return DirectFunctionCall1(json_in, CStringGetDatum(json));
 }

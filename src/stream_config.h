@@ -1,6 +1,6 @@
 /*
  * stream_config.h — the Airbyte stream configuration built from the
- * allowlist (SPEC §3): dfe_airbyte_stream_config() and the PATCH body.
+ * allowlist: dfe_airbyte_stream_config() and the PATCH body.
  */
 #ifndef DFE_AIRBYTE_STREAM_CONFIG_H
 #define DFE_AIRBYTE_STREAM_CONFIG_H
@@ -15,17 +15,7 @@
  * caller's memory context.  The same lists and catalog give byte-identical
  * text.
  */
-extern char *stream_config_build(void);
-
-/*
- * The current target's allowlisted tables (but the heartbeat), one row
- * each in byte order of the name: table_name, pk (text[] literal of the
- * primary key's columns, NULL without one), columns (text[] literal of the
- * allowlisted columns in stream order), table_exists ("t"/"f").  Read from
- * the target's catalog through target.h.
- */
-#include "target.h"
-extern DfeRows *stream_config_catalog(void);
+extern char *dfe_stream_config_build(void);
 
 /* the Airbyte heartbeat stream, always last */
 #define STREAM_HEARTBEAT_NAME "airbyte_heartbeat"

@@ -52,7 +52,7 @@ read_jobs(PollArgs *a)
 	AirbyteJob *last = palloc0(sizeof(AirbyteJob));
 	ListCell   *lc;
 
-	if (airbyte_last_job("sync", last))
+	if (dfe_airbyte_last_job("sync", last))
 		a->jobs = lappend(a->jobs, last);
 	foreach(lc, a->open_ids)
 	{
@@ -62,7 +62,7 @@ read_jobs(PollArgs *a)
 		if (a->jobs != NIL && ((AirbyteJob *) linitial(a->jobs))->job_id == id)
 			continue;
 		job = palloc0(sizeof(AirbyteJob));
-		airbyte_get_job(id, job);
+		dfe_airbyte_get_job(id, job);
 		a->jobs = lappend(a->jobs, job);
 	}
 }
@@ -76,13 +76,13 @@ read_jobs_fn(void *arg)
 static void
 flow_checks_fn(void *arg)
 {
-	flow_checks_after_success((AirbyteJob *) arg);
+	dfe_flow_checks_after_success((AirbyteJob *) arg);
 }
 
 static void
 repair_fn(void *arg)
 {
-	policy_tags_repair_after_sync(*(int64 *) arg);
+	dfe_policy_tags_repair_after_sync(*(int64 *) arg);
 }
 
 /*
@@ -194,7 +194,7 @@ note_job(PollArgs *a, AirbyteJob *job)
 	char	   *old = upsert_job(job);
 	bool		changed = old == NULL || strcmp(old, job->status) != 0;
 
-	flow_note_job_progress(job);
+	dfe_flow_note_job_progress(job);
 	if (changed && strcmp(job->status, "succeeded") == 0)
 	{
 		/* SPI's context goes at the commit; the list must outlive it */
@@ -301,7 +301,7 @@ run_flow_checks(PollArgs *a)
 
 	foreach(lc, a->succeeded)
 	{
-		char	   *msg = http_try(flow_checks_fn, lfirst(lc), a->cxt);
+		char	   *msg = dfe_http_try(flow_checks_fn, lfirst(lc), a->cxt);
 
 		if (msg)
 			ereport(LOG,
@@ -323,14 +323,14 @@ run_repairs(PollArgs *a)
 		int64		job_id = ((AirbyteJob *) lfirst(lc))->job_id;
 		char	   *msg;
 
-		if (bigquery_configured())
+		if (dfe_bigquery_configured())
 			ereport(LOG,
 					(errmsg("dfe_airbyte: sync job " INT64_FORMAT "%s succeeded; checking the policy tags",
 							job_id, of_target())));
 		else
 			ereport(DEBUG1,
 					(errmsg_internal("dfe_airbyte: sync job " INT64_FORMAT " succeeded; BigQuery is not configured, so no policy tag check", job_id)));
-		msg = http_try(repair_fn, &job_id, a->cxt);
+		msg = dfe_http_try(repair_fn, &job_id, a->cxt);
 		if (msg)
 		{
 			dfe_xact_begin("dfe_airbyte sync health: recording a failed repair");
@@ -352,7 +352,7 @@ sync_health_for_target(const char *target, void *arg)
 	int64		newest_success = 0;
 	ListCell   *lc;
 
-	if (!airbyte_configured())
+	if (!dfe_airbyte_configured())
 		return;
 	memset(&a, 0, sizeof(a));
 	a.cxt = CurrentMemoryContext;
@@ -360,9 +360,9 @@ sync_health_for_target(const char *target, void *arg)
 
 	/* Airbyte, outside any transaction */
 	pgstat_report_activity(STATE_RUNNING, "dfe_airbyte sync health: reading Airbyte jobs");
-	error = http_try(read_jobs_fn, &a, a.cxt);
+	error = dfe_http_try(read_jobs_fn, &a, a.cxt);
 	if (error == NULL)
-		connection_watch_read();
+		dfe_connection_watch_read();
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	if (error)
@@ -377,13 +377,13 @@ sync_health_for_target(const char *target, void *arg)
 	{
 		foreach(lc, a.succeeded)
 			newest_success = Max(newest_success, ((AirbyteJob *) lfirst(lc))->job_id);
-		connection_watch_poll(a.jobs, newest_success);
+		dfe_connection_watch_poll(a.jobs, newest_success);
 	}
 	run_repairs(&a);
 }
 
 long
-sync_health_worker_task(void)
+dfe_sync_health_worker_task(void)
 {
 	long		interval_ms = (long) dfe_sync_poll_interval_s * 1000L;
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "dfe_airbyte sync health",

@@ -38,7 +38,7 @@ dfe_target_open_conninfo(const char *name, const char *conninfo)
 {
 	DfeTarget  *t = make_target(name);
 
-	t->tc = tc_create(CurrentMemoryContext, name, conninfo);
+	t->tc = dfe_tc_create(CurrentMemoryContext, name, conninfo);
 	return t;
 }
 
@@ -212,8 +212,8 @@ static void
 report_remote_failure(DfeTarget *t, const char *what)
 {
 	TargetConn *tc = t->tc;
-	int			code = tc_errcode(tc);
-	PGresult   *res = tc_result(tc);
+	int			code = dfe_tc_errcode(tc);
+	PGresult   *res = dfe_tc_result(tc);
 	const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
 	const char *hint = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_HINT) : NULL;
 	bool		conn_trouble = ERRCODE_TO_CATEGORY(code) == ERRCODE_CONNECTION_EXCEPTION ||
@@ -221,7 +221,7 @@ report_remote_failure(DfeTarget *t, const char *what)
 
 	ereport(ERROR,
 			(errcode(code ? code : ERRCODE_CONNECTION_FAILURE),
-			 errmsg("could not %s on target \"%s\": %s", what, t->name, tc_error(tc)),
+			 errmsg("could not %s on target \"%s\": %s", what, t->name, dfe_tc_error(tc)),
 			 detail ? errdetail("%s", detail) : 0,
 			 conn_trouble
 			 ? errhint("Check that the target's server is up and reachable from this server, that its "
@@ -240,11 +240,11 @@ remote_query(DfeTarget *t, const char *what, const char *sql,
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
-	tc_submit(t->tc, sql, nparams, params, deadline);
-	tc_run(&t->tc, 1);
-	if (tc_state(t->tc) != TC_DONE)
+	dfe_tc_submit(t->tc, sql, nparams, params, deadline);
+	dfe_tc_run(&t->tc, 1);
+	if (dfe_tc_state(t->tc) != TC_DONE)
 		report_remote_failure(t, what);
-	return copy_pg_rows(tc_result(t->tc));
+	return copy_pg_rows(dfe_tc_result(t->tc));
 }
 
 DfeRows *
@@ -299,12 +299,6 @@ dfe_target_is_local(DfeTarget *t)
 	return t->tc == NULL;
 }
 
-int
-dfe_target_server_version(DfeTarget *t)
-{
-	return t->tc ? tc_server_version(t->tc) : PG_VERSION_NUM;
-}
-
 TargetConn *
 dfe_target_conn(DfeTarget *t)
 {
@@ -315,5 +309,5 @@ void
 dfe_target_close(DfeTarget *t)
 {
 	if (t->tc)
-		tc_close(t->tc);
+		dfe_tc_close(t->tc);
 }

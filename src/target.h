@@ -60,7 +60,6 @@ extern const char *dfe_rows_value(DfeRows *r, int row, int col);
 
 extern const char *dfe_target_name(DfeTarget *t);
 extern bool dfe_target_is_local(DfeTarget *t);
-extern int	dfe_target_server_version(DfeTarget *t);
 
 /* the remote connection, for the guard's multiplexed loop (NULL for local) */
 extern TargetConn *dfe_target_conn(DfeTarget *t);

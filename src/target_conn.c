@@ -151,7 +151,7 @@ drop_connection(TargetConn *tc)
 }
 
 void
-tc_close(TargetConn *tc)
+dfe_tc_close(TargetConn *tc)
 {
 	abandon_lookup(tc);
 	drop_connection(tc);
@@ -165,7 +165,7 @@ tc_close(TargetConn *tc)
 static void
 tc_reset_callback(void *arg)
 {
-	tc_close((TargetConn *) arg);
+	dfe_tc_close((TargetConn *) arg);
 }
 
 static void
@@ -357,7 +357,7 @@ parse_conninfo(TargetConn *tc, const char *conninfo)
 }
 
 TargetConn *
-tc_create(MemoryContext cxt, const char *name, const char *conninfo)
+dfe_tc_create(MemoryContext cxt, const char *name, const char *conninfo)
 {
 	TargetConn *tc = MemoryContextAllocZero(cxt, sizeof(TargetConn));
 	MemoryContextCallback *cb;
@@ -387,7 +387,7 @@ tc_create(MemoryContext cxt, const char *name, const char *conninfo)
 }
 
 void
-tc_submit(TargetConn *tc, const char *sql, int nparams, const char *const *params,
+dfe_tc_submit(TargetConn *tc, const char *sql, int nparams, const char *const *params,
 		  TimestampTz deadline)
 {
 	int			i;
@@ -524,7 +524,7 @@ poll_lookup(TargetConn *tc)
  * surface as a baffling authentication failure.
  */
 const char *
-tc_passfile_problem(void)
+dfe_tc_passfile_problem(void)
 {
 	struct stat st;
 	static char buf[256];
@@ -551,7 +551,7 @@ start_connect(TargetConn *tc)
 {
 	const char *kw[MAX_KEYWORDS];
 	const char *val[MAX_KEYWORDS];
-	const char *problem = tc_passfile_problem();
+	const char *problem = dfe_tc_passfile_problem();
 	int			n = tc->nkw;
 
 	if (problem)
@@ -816,7 +816,7 @@ count_in_flight(TargetConn **conns, int n)
 }
 
 /*
- * The loop of tc_run() and tc_run_some(): drives conns until none is in
+ * The loop of dfe_tc_run() and dfe_tc_run_some(): drives conns until none is in
  * flight or, with first_only, until fewer are than at the start.
  */
 static int
@@ -877,62 +877,56 @@ run_loop(TargetConn **conns, int n, bool first_only)
 }
 
 void
-tc_run(TargetConn **conns, int n)
+dfe_tc_run(TargetConn **conns, int n)
 {
 	(void) run_loop(conns, n, false);
 }
 
 int
-tc_run_some(TargetConn **conns, int n)
+dfe_tc_run_some(TargetConn **conns, int n)
 {
 	return run_loop(conns, n, true);
 }
 
 TargetConnState
-tc_state(TargetConn *tc)
+dfe_tc_state(TargetConn *tc)
 {
 	return tc->state;
 }
 
-const char *
-tc_name(TargetConn *tc)
-{
-	return tc->name;
-}
-
 PGresult *
-tc_result(TargetConn *tc)
+dfe_tc_result(TargetConn *tc)
 {
 	return tc->result;
 }
 
 const char *
-tc_error(TargetConn *tc)
+dfe_tc_error(TargetConn *tc)
 {
 	return tc->error;
 }
 
 int
-tc_errcode(TargetConn *tc)
+dfe_tc_errcode(TargetConn *tc)
 {
 	return tc->errcode;
 }
 
 bool
-tc_timed_out(TargetConn *tc)
+dfe_tc_timed_out(TargetConn *tc)
 {
 	return tc->timed_out;
 }
 
 int
-tc_server_version(TargetConn *tc)
+dfe_tc_server_version(TargetConn *tc)
 {
 	return tc->conn && PQstatus(tc->conn) == CONNECTION_OK ? PQserverVersion(tc->conn) : 0;
 }
 
-/* milliseconds from tc_submit() to the answer or the failure */
+/* milliseconds from dfe_tc_submit() to the answer or the failure */
 double
-tc_elapsed_ms(TargetConn *tc)
+dfe_tc_elapsed_ms(TargetConn *tc)
 {
 	if (!tc->finished_at)
 		return -1;

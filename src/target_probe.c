@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "compat.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
@@ -89,12 +90,12 @@ dfe_airbyte_target_rows(PG_FUNCTION_ARGS)
 static const char *
 state_name(TargetConn *tc)
 {
-	switch (tc_state(tc))
+	switch (dfe_tc_state(tc))
 	{
 		case TC_DONE:
 			return "done";
 		case TC_FAILED:
-			return tc_timed_out(tc) ? "timeout" : "failed";
+			return dfe_tc_timed_out(tc) ? "timeout" : "failed";
 		default:
 			return "in flight";
 	}
@@ -103,21 +104,21 @@ state_name(TargetConn *tc)
 static void
 put_probe_row(ReturnSetInfo *rsinfo, TargetConn *tc, const char *name, int round)
 {
-	PGresult   *res = tc_result(tc);
+	PGresult   *res = dfe_tc_result(tc);
 	Datum		v[8];
 	bool		nl[8] = {0};
 
 	v[0] = CStringGetTextDatum(name);
 	v[1] = CStringGetTextDatum(state_name(tc));
-	v[2] = Float8GetDatum(tc_elapsed_ms(tc));
-	v[3] = Int32GetDatum(tc_server_version(tc));
-	nl[4] = !(tc_state(tc) == TC_DONE && res && PQntuples(res) > 0 && PQnfields(res) > 0 &&
+	v[2] = Float8GetDatum(dfe_tc_elapsed_ms(tc));
+	v[3] = Int32GetDatum(dfe_tc_server_version(tc));
+	nl[4] = !(dfe_tc_state(tc) == TC_DONE && res && PQntuples(res) > 0 && PQnfields(res) > 0 &&
 			  !PQgetisnull(res, 0, 0));
 	v[4] = nl[4] ? (Datum) 0 : CStringGetTextDatum(PQgetvalue(res, 0, 0));
-	nl[5] = tc_errcode(tc) == 0;
-	v[5] = nl[5] ? (Datum) 0 : CStringGetTextDatum(unpack_sql_state(tc_errcode(tc)));
-	nl[6] = tc_error(tc) == NULL;
-	v[6] = nl[6] ? (Datum) 0 : CStringGetTextDatum(tc_error(tc));
+	nl[5] = dfe_tc_errcode(tc) == 0;
+	v[5] = nl[5] ? (Datum) 0 : CStringGetTextDatum(unpack_sql_state(dfe_tc_errcode(tc)));
+	nl[6] = dfe_tc_error(tc) == NULL;
+	v[6] = nl[6] ? (Datum) 0 : CStringGetTextDatum(dfe_tc_error(tc));
 	v[7] = Int32GetDatum(round);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, nl);
 }
@@ -142,7 +143,7 @@ pause_between_rounds(int ms)
 }
 
 /*
- * sql on every target at once through one tc_run() per round: what the
+ * sql on every target at once through one dfe_tc_run() per round: what the
  * guard's sampling round does.  Connections are kept across rounds (a
  * failed one is reopened), so round 1 includes connecting and later rounds
  * show the steady state.  One row per target and round.
@@ -170,7 +171,7 @@ dfe_airbyte_target_probe(PG_FUNCTION_ARGS)
 						errhint("Give one connection string per name.")));
 	conns = palloc(sizeof(TargetConn *) * Max(n, 1));
 	for (i = 0; i < n; i++)
-		conns[i] = tc_create(CurrentMemoryContext, names[i], conninfos[i]);
+		conns[i] = dfe_tc_create(CurrentMemoryContext, names[i], conninfos[i]);
 	InitMaterializedSRF(fcinfo, 0);
 	for (round = 1; round <= rounds; round++)
 	{
@@ -181,12 +182,12 @@ dfe_airbyte_target_probe(PG_FUNCTION_ARGS)
 		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), dfe_target_timeout_ms);
 
 		for (i = 0; i < n; i++)
-			tc_submit(conns[i], sql, 0, NULL, deadline);
-		tc_run(conns, n);
+			dfe_tc_submit(conns[i], sql, 0, NULL, deadline);
+		dfe_tc_run(conns, n);
 		for (i = 0; i < n; i++)
 			put_probe_row(rsinfo, conns[i], names[i], round);
 	}
 	for (i = 0; i < n; i++)
-		tc_close(conns[i]);
+		dfe_tc_close(conns[i]);
 	return (Datum) 0;
 }

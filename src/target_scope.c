@@ -16,6 +16,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "spi_xact.h"
 #include "target.h"
 #include "target_scope.h"
 
@@ -55,7 +56,7 @@ scope_xact_callback(XactEvent event, void *arg)
 		xact_generation++;
 	/*
 	 * A worker task's scope, entered outside any transaction, spans its
-	 * short transactions and outlives the abort of one (http_try() catches
+	 * short transactions and outlives the abort of one (dfe_http_try() catches
 	 * an error and aborts it): the task goes on for the same target, and
 	 * dfe_for_each_target() resets the scope when the task itself fails.
 	 */
@@ -123,17 +124,13 @@ read_targets(const char *what, const char *sql, int nparams, const char *const *
 
 	if (own)
 	{
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		dfe_xact_begin("dfe_airbyte targets read");
+		/* the rows must outlive the transaction */
 		MemoryContextSwitchTo(cxt);
 	}
 	r = dfe_target_query(dfe_target_open(DFE_LOCAL_TARGET), what, sql, nparams, params);
 	if (own)
-	{
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		MemoryContextSwitchTo(cxt);
-	}
+		dfe_xact_end();
 	return r;
 }
 
@@ -273,17 +270,11 @@ dfe_target_scope_target(DfeTargetScope *scope)
 		MemoryContext old = CurrentMemoryContext;
 
 		if (own)
-		{
-			StartTransactionCommand();
-			PushActiveSnapshot(GetTransactionSnapshot());
-		}
+			dfe_xact_begin("dfe_airbyte target open");
 		MemoryContextSwitchTo(scope->cxt);
 		scope->target = dfe_target_open(scope->name);
 		if (own)
-		{
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-		}
+			dfe_xact_end();
 		MemoryContextSwitchTo(old);
 	}
 	return scope->target;
@@ -297,7 +288,11 @@ dfe_target_current_target(void)
 	return dfe_target_open(DFE_LOCAL_TARGET);
 }
 
-List *
+/*
+ * Names (palloc'd char *) of the enabled targets, "local" first when it is
+ * enabled, then the others by name.  In a transaction.
+ */
+static List *
 dfe_target_list_enabled(void)
 {
 	DfeRows    *r;
@@ -336,30 +331,33 @@ dfe_target_disk_size_mb(const char *target)
 	return mb;
 }
 
+typedef struct TargetRun
+{
+	const char *target;
+	DfeTargetTaskFn fn;
+	void	   *arg;
+} TargetRun;
+
+static void
+run_in_scope(void *arg)
+{
+	TargetRun  *run = arg;
+	DfeTargetScope *scope = dfe_target_scope_enter(run->target);
+
+	run->fn(run->target, run->arg);
+	dfe_target_scope_leave(scope);
+}
+
 /* one target's run of a task; an ERROR becomes a WARNING naming the target */
 static void
 run_for_target(const char *target, DfeTargetTaskFn fn, void *arg)
 {
-	MemoryContext cxt = CurrentMemoryContext;
+	TargetRun	run = {target, fn, arg};
+	ErrorData  *edata;
 
-	PG_TRY();
+	if (!dfe_catch(run_in_scope, &run, 0, CurrentMemoryContext, &edata))
 	{
-		DfeTargetScope *scope = dfe_target_scope_enter(target);
-
-		fn(target, arg);
-		dfe_target_scope_leave(scope);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		HOLD_INTERRUPTS();
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
 		dfe_target_scope_reset();
-		RESUME_INTERRUPTS();
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("dfe_airbyte target \"%s\": %s", target, edata->message),
@@ -367,7 +365,6 @@ run_for_target(const char *target, DfeTargetTaskFn fn, void *arg)
 				 edata->hint ? errhint("%s", edata->hint) : 0));
 		FreeErrorData(edata);
 	}
-	PG_END_TRY();
 }
 
 void

@@ -72,12 +72,6 @@ extern DfeTarget *dfe_target_scope_target(DfeTargetScope *scope);
 extern DfeTarget *dfe_target_current_target(void);
 
 /*
- * Names (palloc'd char *) of the enabled targets, "local" first when it is
- * enabled, then the others by name.  In a transaction.
- */
-extern List *dfe_target_list_enabled(void);
-
-/*
  * The target's disk_size setting in MB (what Azure Flexible Server calls its
  * storage size), or -1 when it has none: a remote server's free space cannot
  * be read, and this stands in for it.

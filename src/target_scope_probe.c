@@ -25,6 +25,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "compat.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
@@ -35,6 +36,7 @@
 #include "utils/snapmgr.h"
 
 #include "events.h"
+#include "spi_xact.h"
 #include "target.h"
 #include "target_scope.h"
 
@@ -114,11 +116,9 @@ split_gucs(char **out)
 static void
 in_transaction_event(const char *kind, const char *detail)
 {
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	dfe_xact_begin("dfe_airbyte scope probe");
 	dfe_event("info", kind, "scope probe", detail, NULL);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	dfe_xact_end();
 }
 
 /* one target's task: two transactions in its scope, as network tasks do */
@@ -137,13 +137,11 @@ probe_task(const char *target, void *arg)
 	in_transaction_event("scope_probe", s.data);
 
 	/* the second transaction reaches the target: an unreachable one fails here */
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	dfe_xact_begin("dfe_airbyte scope probe");
 	r = dfe_target_query(dfe_target_current_target(), "read the database name",
 						 "SELECT pg_catalog.current_database()", 0, NULL);
 	dfe_event("info", "scope_probe_db", "scope probe", dfe_rows_value(r, 0, 0), NULL);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	dfe_xact_end();
 }
 
 void

@@ -16,6 +16,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 
+#include "compat.h"
 #include "settings.h"
 #include "target.h"
 #include "target_conn.h"
@@ -276,7 +277,7 @@ dfe_airbyte_add_target(PG_FUNCTION_ARGS)
 				 errhint("SELECT dfe_airbyte_drop_target('%s') first to register it anew, or "
 						 "UPDATE dfe_airbyte.targets to change its settings.", name)));
 	check_settings(name, settings);
-	if ((problem = tc_passfile_problem()) != NULL)
+	if ((problem = dfe_tc_passfile_problem()) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("%s", problem),

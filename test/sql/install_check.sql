@@ -15,7 +15,7 @@ RESET ROLE;
 -- URL settings cannot be changed by a session
 SET dfe_airbyte.airbyte_url = 'http://evil.example';
 SET dfe_airbyte.slot_limit_action = 'explode';
--- every setting SPEC §2 names exists; values set in the server's configuration
+-- every documented setting exists; values set in the server's configuration
 -- (make installcheck runs against your own server) are not shown
 SELECT name, CASE WHEN source = 'default' THEN setting ELSE '(' || source || ')' END AS setting, unit, context
   FROM pg_settings WHERE name LIKE 'dfe_airbyte.%' ORDER BY name;

@@ -186,7 +186,7 @@ ROLLBACK;
 SELECT lists_state() = :'before' AS unchanged;
 
 -- ---------------------------------------------------------------------
--- The services' files load unchanged (issue 10): the shapes of real files
+-- The services' files load unchanged: the shapes of real files
 -- and of the dfe-analytics gem's specs.
 -- ---------------------------------------------------------------------
 CREATE FUNCTION lists3_state() RETURNS text LANGUAGE sql AS $$

@@ -1,4 +1,4 @@
--- Slot health's SQL surface (issue 9 items 4-7): the sync rhythm, the disk,
+-- Slot health's SQL surface: the sync rhythm, the disk,
 -- slot_limit_advice, the heartbeat and slot bound rows of config_problems,
 -- the data flow history and sync_health's stuck columns, grants.
 -- (Behaviour: test/t/034_slot_rhythm.pl and test/t/035_flow_checks.pl.)

@@ -1,4 +1,4 @@
--- dfe_airbyte_stream_config(): the Airbyte stream configuration (SPEC §3)
+-- dfe_airbyte_stream_config(): the Airbyte stream configuration
 -- built from the allowlist and the catalog.
 
 -- one line per stream, keys in the gem's order, from the exact PATCH body
@@ -21,7 +21,7 @@ SELECT dfe_airbyte_stream_config_json()::jsonb = dfe_airbyte_stream_config() AS 
 -- the gem's second case: users: [email, name] on a table without a primary key.
 -- The gem guesses email as the key of an incremental stream, which makes
 -- Airbyte reject the WHOLE PATCH (its Postgres source offers such a table
--- only in full refresh, without _ab_cdc_* fields): SPEC §3 full_refresh_overwrite,
+-- only in full refresh, without _ab_cdc_* fields): Airbyte's full_refresh_overwrite,
 -- no cursor, no key, only the allowlisted columns
 DROP TABLE users;
 CREATE TABLE users (email text, name text, created_at timestamptz);

@@ -1,4 +1,4 @@
-# The slot guard acts whatever Airbyte does (SPEC §7, issue 9): with every
+# The slot guard acts whatever Airbyte does: with every
 # outside call hanging (a deploy stuck in a hanging HTTP call), refused
 # (closed port) or failing DNS (airbyte.invalid), the guard still reports the
 # limit and recreates the slot, within generous deadlines; the guard process

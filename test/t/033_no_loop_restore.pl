@@ -1,4 +1,4 @@
-# No recreate loop and restores (issue 9): while the full re-sync a
+# No recreate loop and restores: while the full re-sync a
 # recreation asked for runs, passing the limit again only warns; once it
 # succeeds the guard acts again; recreations are capped per 24 hours (an
 # event).  A database restored from another server's backup (another

@@ -1,4 +1,4 @@
-# Does data really flow? (SPEC §7, issue 9 items 5 and 6)
+# Does data really flow?
 #  - config_problems: the heartbeat table outside the publication, without
 #    its row (DfE's table: no primary key, one row with id = 1);
 #  - after each successful sync: the slot's confirmed_flush_lsn did not move

@@ -1,4 +1,4 @@
-# Limit advice (issue 9 item 7): the WAL written per day measured from the
+# Limit advice: the WAL written per day measured from the
 # guard's samples of pg_current_wal_lsn(), the disk (here a quota set with
 # dfe_airbyte.disk_free_override), the recommended limit by the README's
 # formula, and config_problems when the bound exceeds the disk's headroom or

@@ -1,4 +1,4 @@
-# Exactly one full re-sync per slot recreation (SPEC §4, §7; src/resync.c),
+# Exactly one full re-sync per slot recreation (src/resync.c),
 # on the Airbyte profile of this run (DFE_AIRBYTE_PROFILE; test/check runs
 # this file once per profile).  The fake counts the refresh requests it
 # ACCEPTED (each one saves refresh rows) and the refresh JOBS that result;

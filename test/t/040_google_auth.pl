@@ -1,4 +1,4 @@
-# The Google credential chain (SPEC §8) against the fake Azure AD, token
+# The Google credential chain against the fake Azure AD, token
 # proxy, STS and IAM: every request checked field by field, the three
 # credential_source kinds, token reuse and renewal, each step failing with
 # an error that names it and never shows a token.

@@ -1,8 +1,8 @@
-# dfe_airbyte_apply_policy_tags() against the fake BigQuery (SPEC §5):
+# dfe_airbyte_apply_policy_tags() against the fake BigQuery:
 # exactly the blocklisted columns get the hidden tag, everything else in the
 # schema stays as it was, a second run changes nothing, un-blocklisting
 # removes the tag, etag conflicts and 5xx are retried, a failing table is
-# reported at the end while the others are applied.  Issue 10: a missing
+# reported at the end while the others are applied.  A missing
 # table gives one row per blocklisted column; columns that are not
 # allowlisted are hidden too (and the setting that turns it off); a
 # blocklisted column may carry its own policy tag, and only tags the
@@ -417,7 +417,7 @@ is(scalar @{ $fake->requests(since => $mark, method => 'PATCH') }, 1, 'quotaExce
 like($node->safe_psql('postgres', $apply), qr/^burst\|c3\|untagged$/m, 'the next run converges');
 $fake->config(bq_table_update_limit => 5, bq_table_update_window_s => 10);
 
-# ------------------------------------------------------------------ BIGQUERY_POLICY_TAG (SPEC §2)
+# ------------------------------------------------------------------ BIGQUERY_POLICY_TAG
 # the name Terraform supplies from dfe-analytics 1.16, after BIGQUERY_HIDDEN_POLICY_TAG
 $node->safe_psql('postgres', "ALTER SYSTEM SET dfe_airbyte.hidden_policy_tag = ''");
 {

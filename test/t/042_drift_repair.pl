@@ -1,4 +1,4 @@
-# The worker's policy tag drift repair, end to end (SPEC §5): when Airbyte
+# The worker's policy tag drift repair, end to end: when Airbyte
 # recreates a final table during a refresh it drops the table's policy tags;
 # after the worker sees the next sync job succeed it puts the hidden tag back
 # on exactly the blocklisted columns and records a policy_tags_repaired event
@@ -6,7 +6,7 @@
 # PATCH and records nothing; a failing BigQuery table becomes a
 # policy_tags_failed warning while the other tables are repaired and the
 # worker goes on (same pid, slot sampling and sync_health keep updating).
-# Issue 10: the repair event says since when each column was exposed (a
+# The repair event says since when each column was exposed (a
 # recreated table: since its creationTime; a replaced column: after it was
 # last seen tagged, by the table's lastModifiedTime at the latest), and a
 # column added to a final table behind the allowlist's back is hidden at

@@ -8,7 +8,8 @@
 # further sync (reconcile_mismatch event), deleted then re-inserted, a busy
 # table (rows changed after the cut-off), a table without a primary key, a
 # hidden column left out, a text key, the byte cap (bytesBilledLimitExceeded
-# not retried, and refused after the dry run), and the narrowing.
+# not retried, and refused after the dry run), the narrowing, and keys left
+# in an older _airbyte_generation_id by a refresh (old_generation).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -300,6 +301,47 @@ is(reconcile('by_text', 'count')->[0], 'f', 'an unfinished query is followed wit
 ok(scalar @{ $fake->requests(method => 'GET', path => qr{/queries/job_fake_\d+$}, since => $mark) } >= 2,
 	'... polled until complete');
 $fake->config(bq_query_pending_polls => 0);
+
+# ------------------------------------------------------------ generations after a refresh
+# Airbyte's "refresh and retain records" re-reads every source row into a
+# new _airbyte_generation_id and keeps the old rows: a key whose latest
+# version is of an older generation was deleted at the source.
+sql("CREATE TABLE public.refreshed (id bigint PRIMARY KEY, v text);"
+	  . " INSERT INTO public.refreshed SELECT g, 'v' || g FROM generate_series(1, 10) g;"
+	  . " INSERT INTO dfe_airbyte.allowlist VALUES ('refreshed', 'id'), ('refreshed', 'v')");
+final_table('refreshed', 'id bigint, v text');
+sql(<<'SQL');
+INSERT INTO svc_airbyte_test.refreshed (id, v, _ab_cdc_lsn, _airbyte_generation_id)
+SELECT g, 'v' || g, g, 0 FROM generate_series(1, 14) g;        -- 11 to 14: deletes Airbyte missed
+INSERT INTO svc_airbyte_test.refreshed (id, v, _ab_cdc_lsn, _airbyte_generation_id)
+SELECT id, v, 100 + id, 1 FROM public.refreshed                -- the refresh: generation 1
+UNION ALL SELECT 20, 'v20', 200, 1;                            -- live in generation 1 only
+SQL
+$r = reconcile('refreshed', 'checksum');
+is_deeply([ @$r[0 .. 3] ], [ 'f', 10, 15, 5 ], 'generations: five keys BigQuery holds and the source does not');
+is(sql("SELECT array_to_string(keys, ',') FROM dfe_airbyte.reconciliation WHERE table_name = 'refreshed'"),
+	'old_generation 11,old_generation 12,old_generation 13,old_generation 14,extra 20',
+	'keys only in an older generation are old_generation, the newest generation\'s are extra');
+like($r->[5], qr/1 extra in BigQuery .*; 4 key\(s\) old_generation: live in BigQuery only in a generation older than the table's newest \(1\).*key ranges \[11, 15\)$/,
+	'... counted, with their key ranges');
+unlike($r->[5], qr/v1[1-4]/, '... and no values');
+delete_rows('refreshed', 'id', 11 .. 14, 20);
+$r = reconcile('refreshed', 'checksum');
+is($r->[0], 't', 'equal tables with two generations match') or diag($r->[5]);
+unlike($r->[5], qr/old_generation/, '... and say nothing of generations');
+
+# a final table written before generations existed: no column, "extra" as before
+sql("CREATE TABLE public.nogen (id bigint PRIMARY KEY, v text);"
+	  . " INSERT INTO public.nogen SELECT g, 'v' || g FROM generate_series(1, 5) g;"
+	  . " INSERT INTO dfe_airbyte.allowlist VALUES ('nogen', 'id'), ('nogen', 'v');"
+	  . " CREATE TABLE svc_airbyte_test.nogen (_airbyte_raw_id text, _airbyte_extracted_at timestamptz DEFAULT now(),"
+	  . " id bigint, v text, _ab_cdc_lsn numeric, _ab_cdc_deleted_at text);"
+	  . " INSERT INTO svc_airbyte_test.nogen (id, v, _ab_cdc_lsn) SELECT g, 'v' || g, g FROM generate_series(1, 6) g");
+$r = reconcile('nogen', 'checksum');
+is_deeply([ @$r[0 .. 3] ], [ 'f', 5, 6, 1 ], 'without _airbyte_generation_id: compared as before');
+is(sql("SELECT keys FROM dfe_airbyte.reconciliation WHERE table_name = 'nogen'"), '{"extra 6"}',
+	'... the key BigQuery holds alone is extra');
+sql("DELETE FROM dfe_airbyte.allowlist WHERE table_name IN ('refreshed', 'nogen')");
 
 # ------------------------------------------------------------ all tables, history, errors
 is(sql("SELECT string_agg(table_name || ':' || coalesce(matched::text, 'null'), ',' ORDER BY table_name)"

@@ -1,4 +1,4 @@
-# search_path safety (SPEC §9, CVE-2018-1058).  The database owner, a
+# search_path safety (CVE-2018-1058).  The database owner, a
 # non-superuser like a Rails app's role, plants in public a function with
 # the exact argument types of every built-in the extension's SQL could call
 # (each name found in the SQL of src/*.c and of the install and upgrade

@@ -1,4 +1,4 @@
-# The rest of the review (issue 11, item 5): secrets that came from the
+# The rest of the review: secrets that came from the
 # environment never reach the log, in any part of a line; an HTTP answer
 # larger than dfe_airbyte.http_max_response_size fails clearly; finished
 # deploys are pruned like the other histories, unfinished ones never.

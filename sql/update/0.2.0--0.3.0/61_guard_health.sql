@@ -2,8 +2,9 @@
 -- first, "local" as before (read live), then each remote target's slots as
 -- the slot guard last sampled them (a view cannot query another server),
 -- 'unreachable' with when it was last reached.  The local part reads only
--- the local rows of the history tables.  After 60_slot_majors.sql, whose
--- view this is with the target added.
+-- the local rows of the history tables.  It also shows what only some
+-- majors have (inactive_since, invalidation_reason, the idle_timeout status)
+-- through dfe_airbyte_slot_details() of 60_slot_majors.sql.
 
 DROP VIEW dfe_airbyte.replication_slot_health;
 CREATE VIEW dfe_airbyte.replication_slot_health AS
