@@ -81,7 +81,8 @@ struct TargetConn;
 typedef struct RemoteRecreation RemoteRecreation;
 extern RemoteRecreation *dfe_rr_create(MemoryContext parent);
 extern bool dfe_rr_busy(RemoteRecreation *rr);
-extern void dfe_rr_start(RemoteRecreation *rr, struct TargetConn *rc, const SlotRecreation *rec);
+extern void dfe_rr_keep(RemoteRecreation *rr, const SlotRecreation *rec);
+extern void dfe_rr_start(RemoteRecreation *rr, struct TargetConn *rc);
 extern void dfe_rr_advance(RemoteRecreation *rr, struct TargetConn *rc, const char *target);
 extern void dfe_rr_abandon(RemoteRecreation *rr);
 

@@ -43,8 +43,6 @@ typedef struct RemoteTarget
 	TargetConn *tc;
 	TargetConn *rc;				/* the recreation's own connection, opened when needed */
 	RemoteRecreation *rr;		/* its steps (slot_remote_recreate.c) */
-	SlotRecreation rec;			/* what this check's judgement decided */
-	bool		recreate;		/* ... when true */
 	bool		listed;			/* still enabled at the last listing */
 } RemoteTarget;
 
@@ -373,6 +371,7 @@ handle_samples(RemoteTarget *rt)
 	PGresult   *res = tc_result(rt->tc);
 	const char *slot_name = pstrdup(dfe_setting_slot_name());
 	GuardedSlot g;
+	SlotRecreation rec;
 	int			i;
 
 	memset(&g, 0, sizeof(g));
@@ -390,7 +389,8 @@ handle_samples(RemoteTarget *rt)
 	/* a standby (during a failover) has no slot to act on */
 	if (PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, RS_IN_RECOVERY), "t") == 0)
 		return;
-	rt->recreate = dfe_slot_judge(slot_name, &g, &rt->rec);
+	if (dfe_slot_judge(slot_name, &g, &rec))
+		dfe_rr_keep(rt->rr, &rec);
 }
 
 /*
@@ -438,7 +438,7 @@ handle_answer(RemoteTarget *rt)
 	DfeTargetScope *scope;
 	bool		ok = tc_state(rt->tc) == TC_DONE;
 
-	rt->recreate = false;
+	dfe_rr_keep(rt->rr, NULL);
 	dfe_xact_begin("dfe_airbyte slot guard");
 	scope = dfe_target_scope_enter(rt->name);
 	record_reach(rt, ok);
@@ -446,8 +446,7 @@ handle_answer(RemoteTarget *rt)
 		handle_samples(rt);
 	dfe_target_scope_leave(scope);
 	dfe_xact_end();
-	if (rt->recreate && !dfe_rr_busy(rt->rr))
-		dfe_rr_start(rt->rr, rt->rc, &rt->rec);
+	dfe_rr_start(rt->rr, rt->rc);
 }
 
 /* the recreation's step finished: the next one, or its end */

@@ -14,7 +14,8 @@
  *              slots (PostgreSQL 17's sync_replication_slots: the new slot
  *              is then a failover slot); lock_timeout for this session;
  *   pause      a short sleep on the target (not here) while a terminated
- *              walsender lets go, then look again, up to SLOT_RELEASE_WAIT_MS;
+ *              walsender lets go, then look again, for at most one
+ *              check_interval (the next check resumes);
  *   drop       the old slot first: an Azure HA server keeps few spare slots;
  *   create     with a bounded wait: creating a logical slot waits for every
  *              transaction that held a transaction id when it started
@@ -52,6 +53,7 @@ struct RemoteRecreation
 {
 	MemoryContext cxt;			/* the recreation's own; reset at each start */
 	SlotRecreation rec;
+	bool		kept;			/* rec is to be started */
 	RecreationStep step;
 	bool		failover;		/* create a failover slot */
 	bool		exists;			/* the slot was there at the look */
@@ -147,12 +149,22 @@ submit(RemoteRecreation *rr, TargetConn *rc, RecreationStep step)
 	}
 }
 
-/* starts the recreation dfe_slot_judge() decided: its first step is submitted on rc */
+/*
+ * Keeps the recreation dfe_slot_judge() decided, in the check's transaction
+ * (its strings are SPI's, gone at the commit); dfe_rr_start() starts it
+ * once the transaction with its slot_recreations row is committed.  NULL
+ * forgets one kept by a check whose transaction did not commit.
+ */
 void
-dfe_rr_start(RemoteRecreation *rr, TargetConn *rc, const SlotRecreation *rec)
+dfe_rr_keep(RemoteRecreation *rr, const SlotRecreation *rec)
 {
 	MemoryContext old;
 
+	if (rr->step != RR_NONE)
+		return;					/* one at a time; this one resumes the open row */
+	rr->kept = false;
+	if (rec == NULL)
+		return;
 	MemoryContextReset(rr->cxt);
 	old = MemoryContextSwitchTo(rr->cxt);
 	rr->rec = *rec;
@@ -161,6 +173,18 @@ dfe_rr_start(RemoteRecreation *rr, TargetConn *rc, const SlotRecreation *rec)
 	rr->rec.g.plugin = rec->g.plugin ? pstrdup(rec->g.plugin) : NULL;
 	rr->rec.g.wal_status = rec->g.wal_status ? pstrdup(rec->g.wal_status) : NULL;
 	MemoryContextSwitchTo(old);
+	rr->kept = true;
+}
+
+/* starts the kept recreation: its first step is submitted on rc */
+void
+dfe_rr_start(RemoteRecreation *rr, TargetConn *rc)
+{
+	const SlotRecreation *rec = &rr->rec;
+
+	if (!rr->kept || rr->step != RR_NONE)
+		return;
+	rr->kept = false;
 	rr->looks = 0;
 	rr->failover = rec->g.found && rec->g.failover;
 	if (rr->cw.rec_id != rec->rec_id)
@@ -189,7 +213,8 @@ after_look(RemoteRecreation *rr, TargetConn *rc, const char *target)
 	rr->failover = rr->failover || (sync && strcmp(sync, "on") == 0);
 	if (holder != NULL)
 	{
-		if (++rr->looks * 200L < SLOT_RELEASE_WAIT_MS)
+		/* within one check: the next one resumes the open recreation */
+		if (++rr->looks * 200L < Min(SLOT_RELEASE_WAIT_MS, dfe_check_interval_s * 1000L))
 			return RR_PAUSE;
 		ereport(LOG,
 				(errcode(ERRCODE_OBJECT_IN_USE),
