@@ -51,6 +51,7 @@
 #include "events.h"
 #include "settings.h"
 #include "spi_xact.h"
+#include "target_scope.h"
 #include "worker.h"
 
 /* how far Airbyte's job times and ours may disagree */
@@ -173,20 +174,22 @@ static bool
 read_pending(PendingResync *p)
 {
 	bool		isnull;
+	const char *args[1] = {dfe_target_current()};
 
 	dfe_xact_begin("dfe_airbyte full re-sync");
 	dfe_sql("read pending re-syncs",
 			"WITH p AS (SELECT * FROM dfe_airbyte.slot_recreations\n"
-			"           WHERE resync_state = 'pending' AND recreated_at IS NOT NULL),\n"
+			"           WHERE target = $1 AND resync_state = 'pending' AND recreated_at IS NOT NULL),\n"
 			"last AS (SELECT * FROM p ORDER BY resync_asked_at DESC NULLS LAST, id DESC LIMIT 1)\n"
 			"SELECT (SELECT count(*) FROM p), (SELECT max(id) FROM p),\n"
 			"       coalesce((SELECT bool_or(resync_notified_at IS NULL OR resync_notified_at < now() - interval '1 hour') FROM p), false),\n"
 			"       (SELECT string_agg(DISTINCT slot_name, ', ') FROM p),\n"
 			"       last.resync_asked_at, last.resync_answered_at, last.resync_answer,\n"
 			"       (SELECT max(resync_last_attempt_at) FROM p),\n"
-			"       (SELECT coalesce(max(resync_job_id), 0) FROM dfe_airbyte.slot_recreations WHERE resync_state = 'started')\n"
+			"       (SELECT coalesce(max(resync_job_id), 0) FROM dfe_airbyte.slot_recreations\n"
+			"        WHERE target = $1 AND resync_state = 'started')\n"
 			"FROM (SELECT 1) one LEFT JOIN last ON true",
-			0, NULL, SPI_OK_SELECT);
+			1, args, SPI_OK_SELECT);
 	p->count = DatumGetInt64(dfe_col_datum(0, 1, &isnull));
 	p->max_id = p->count > 0 ? DatumGetInt64(dfe_col_datum(0, 2, &isnull)) : 0;
 	p->notify = DatumGetBool(dfe_col_datum(0, 3, &isnull));
@@ -205,13 +208,14 @@ static void
 update_pending(const PendingResync *p, const char *what, const char *set_sql,
 			   const char *arg2, const char *arg3)
 {
-	const char *args[3] = {dfe_int64_str(p->max_id), arg2, arg3};
+	const char *args[4] = {dfe_int64_str(p->max_id), arg2, arg3, dfe_target_current()};
 
 	dfe_sql(what,
 			psprintf("UPDATE dfe_airbyte.slot_recreations SET %s\n"
-					 "WHERE resync_state = 'pending' AND recreated_at IS NOT NULL AND id <= $1::bigint",
+					 "WHERE target = $4 AND resync_state = 'pending' AND recreated_at IS NOT NULL\n"
+					 "  AND id <= $1::bigint",
 					 set_sql),
-			3, args, SPI_OK_UPDATE);
+			4, args, SPI_OK_UPDATE);
 }
 
 static void
@@ -389,8 +393,9 @@ follow_resync(PendingResync *p)
 	p->asked_at = 0;
 }
 
+/* one target's pending re-sync, in its scope: its own connection id (dfe_for_each_target) */
 static void
-resync_if_pending(void)
+resync_if_pending(const char *target, void *arg)
 {
 	PendingResync p;
 
@@ -466,6 +471,6 @@ dfe_resync_worker_task(void)
 {
 	resync_cxt = CurrentMemoryContext;
 	report_server_version();
-	resync_if_pending();
+	dfe_for_each_target(resync_if_pending, NULL);
 	return dfe_check_interval_s * 1000L;
 }

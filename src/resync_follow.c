@@ -18,6 +18,7 @@
 #include "events.h"
 #include "settings.h"
 #include "spi_xact.h"
+#include "target_scope.h"
 #include "worker.h"
 
 /* at most this many jobs per run (there is normally one) */
@@ -87,17 +88,17 @@ record_job(int64 rec_id, int64 job_id, const char *status, const char *slot_name
 	dfe_xact_end();
 }
 
-long
-dfe_resync_follow_worker_task(void)
+/* one target's re-syncs, in its scope (dfe_for_each_target): its recreations, its jobs */
+static void
+follow_target(const char *target, void *arg)
 {
 	int64		rec_ids[FOLLOW_MAX_JOBS];
 	int64		job_ids[FOLLOW_MAX_JOBS];
 	char	   *slots[FOLLOW_MAX_JOBS];
+	const char *args[1] = {target};
 	int			n;
 	int			i;
-	long		interval_ms = Min(dfe_sync_poll_interval_s, dfe_check_interval_s) * 1000L;
 
-	follow_cxt = CurrentMemoryContext;
 	dfe_xact_begin("dfe_airbyte full re-sync follow-up");
 
 	/*
@@ -113,19 +114,21 @@ dfe_resync_follow_worker_task(void)
 			"    UPDATE dfe_airbyte.slot_recreations r SET resync_job_status = 'succeeded',\n"
 			"        resync_job_checked_at = now(), resync_finished_at = now(),\n"
 			"        note = coalesce(r.note || '; ', '') || 'Airbyte gave no job id; job ' || j.job_id || ', started after the request, succeeded'\n"
-			"    FROM (SELECT job_id, started_at FROM dfe_airbyte.sync_jobs WHERE status = 'succeeded') j\n"
-			"    WHERE r.resync_state = 'started' AND r.resync_job_id IS NULL AND r.resync_finished_at IS NULL\n"
+			"    FROM (SELECT job_id, started_at FROM dfe_airbyte.sync_jobs\n"
+			"          WHERE target = $1 AND status = 'succeeded') j\n"
+			"    WHERE r.target = $1 AND r.resync_state = 'started' AND r.resync_job_id IS NULL\n"
+			"      AND r.resync_finished_at IS NULL\n"
 			"      AND r.resync_started_at IS NOT NULL AND j.started_at >= r.resync_started_at\n"
 			"    RETURNING r.id)\n"
 			"SELECT count(*) FROM done",
-			0, NULL, SPI_OK_SELECT);
+			1, args, SPI_OK_SELECT);
 	dfe_sql("read the re-syncs under way",
 			"SELECT id, resync_job_id, slot_name FROM dfe_airbyte.slot_recreations\n"
-			"WHERE resync_state = 'started' AND resync_job_id IS NOT NULL\n"
+			"WHERE target = $1 AND resync_state = 'started' AND resync_job_id IS NOT NULL\n"
 			"  AND resync_finished_at IS NULL\n"
 			"  AND coalesce(resync_job_status, '') NOT IN ('succeeded', 'failed', 'cancelled', 'abandoned')\n"
 			"ORDER BY id LIMIT " CppAsString2(FOLLOW_MAX_JOBS),
-			0, NULL, SPI_OK_SELECT);
+			1, args, SPI_OK_SELECT);
 	n = (int) SPI_processed;
 	for (i = 0; i < n; i++)
 	{
@@ -147,5 +150,12 @@ dfe_resync_follow_worker_task(void)
 			continue;
 		record_job(rec_ids[i], job_ids[i], job.status, slots[i]);
 	}
-	return interval_ms;
+}
+
+long
+dfe_resync_follow_worker_task(void)
+{
+	follow_cxt = CurrentMemoryContext;
+	dfe_for_each_target(follow_target, NULL);
+	return Min(dfe_sync_poll_interval_s, dfe_check_interval_s) * 1000L;
 }

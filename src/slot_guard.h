@@ -8,6 +8,8 @@
 
 #include "postgres.h"
 
+#include "utils/timestamp.h"
+
 /* the Airbyte slot as the sample saw it */
 typedef struct GuardedSlot
 {
@@ -22,11 +24,67 @@ typedef struct GuardedSlot
 	bool		failover;		/* a failover slot (17 and later) */
 } GuardedSlot;
 
+/* a remote target's recreation that dfe_slot_judge() decided (and recorded) */
+typedef struct SlotRecreation
+{
+	char	   *slot_name;
+	int			reason;			/* slots.c's SlotCondition */
+	char	   *plugin;
+	GuardedSlot g;				/* the slot as this check's sample saw it */
+	bool		seen;			/* the slot was seen before (else: first creation) */
+	bool		missing;		/* nothing to drop: the slot is not there */
+	int64		rec_id;			/* its open slot_recreations row */
+} SlotRecreation;
+
+/*
+ * What one guard process knows of a creation that has to wait for older
+ * transactions, per recreation (the resumable part is the
+ * slot_recreations row): attempts, since when, the last event.
+ */
+typedef struct CreationWait
+{
+	int64		rec_id;			/* the open recreation this is about; 0 none */
+	int			attempts;		/* attempts that did not finish in time */
+	TimestampTz since;			/* the first of them */
+	TimestampTz notified_at;	/* last slot_recreation_waiting event */
+	char		oldest[16];		/* the pid of the oldest blocker it named */
+} CreationWait;
+
 /*
  * In the target's scope and a transaction: report the Airbyte slot's
- * condition with the target's settings (events, terminate).
+ * condition with the target's settings (events, terminate); true when it is
+ * to be recreated (*rec filled, its slot_recreations row open).
  */
-extern void dfe_slot_judge(const char *slot_name, const GuardedSlot *g);
+extern bool dfe_slot_judge(const char *slot_name, const GuardedSlot *g, SlotRecreation *rec);
+
+/* in the target's scope and a transaction: the recreation's slot was created (new_lsn) */
+extern void dfe_slot_recreation_done(const SlotRecreation *rec, const char *new_lsn,
+									 bool created_new, CreationWait *cw);
+
+/* in the target's scope and a transaction: a creation attempt did not finish in time */
+extern void dfe_slot_note_creation_wait(const char *slot_name, int64 rec_id, CreationWait *cw,
+										TimestampTz attempt_at, const char *waited,
+										const char *data, const char *summary,
+										const char *oldest);
+
+/* how long one creation attempt may wait for other transactions (lock_timeout) */
+extern int	dfe_creation_wait_ms(void);
+
+/* what a creation started at $1 (timestamptz) waits for: JSON, summary, oldest pid */
+extern const char *const dfe_creation_blockers_sql;
+
+/*
+ * A remote target's recreation: drop, then create, over a connection of its
+ * own driven by the guard's non-blocking loop (slot_remote_recreate.c).
+ */
+struct TargetConn;
+typedef struct RemoteRecreation RemoteRecreation;
+extern RemoteRecreation *dfe_rr_create(MemoryContext parent);
+extern bool dfe_rr_busy(RemoteRecreation *rr);
+extern void dfe_rr_keep(RemoteRecreation *rr, const SlotRecreation *rec);
+extern void dfe_rr_start(RemoteRecreation *rr, struct TargetConn *rc);
+extern void dfe_rr_advance(RemoteRecreation *rr, struct TargetConn *rc, const char *target);
+extern void dfe_rr_abandon(RemoteRecreation *rr);
 
 /*
  * One check of every enabled remote target: samples submitted at once, each

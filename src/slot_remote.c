@@ -41,6 +41,8 @@ typedef struct RemoteTarget
 	char	   *name;
 	char	   *conninfo;
 	TargetConn *tc;
+	TargetConn *rc;				/* the recreation's own connection, opened when needed */
+	RemoteRecreation *rr;		/* its steps (slot_remote_recreate.c) */
 	bool		listed;			/* still enabled at the last listing */
 } RemoteTarget;
 
@@ -107,15 +109,18 @@ keep_target(const char *name, const char *conninfo)
 	{
 		rt = palloc0(sizeof(RemoteTarget));
 		rt->name = pstrdup(name);
+		rt->rr = dfe_rr_create(remote_cxt);
 		remote_targets = lappend(remote_targets, rt);
 	}
 	else
 	{
 		dfe_tc_close(rt->tc);
+		dfe_tc_close(rt->rc);
 		pfree(rt->conninfo);
 	}
 	rt->conninfo = pstrdup(conninfo);
 	rt->tc = dfe_tc_create(remote_cxt, name, conninfo);
+	rt->rc = dfe_tc_create(remote_cxt, name, conninfo);
 	rt->listed = true;
 	MemoryContextSwitchTo(old);
 }
@@ -161,7 +166,10 @@ refresh_targets(void)
 		if (rt->listed)
 			keep = lappend(keep, rt);
 		else
+		{
 			dfe_tc_close(rt->tc);
+			dfe_tc_close(rt->rc);
+		}
 	}
 	list_free(remote_targets);
 	old = MemoryContextSwitchTo(remote_cxt);
@@ -342,6 +350,7 @@ handle_samples(RemoteTarget *rt)
 	PGresult   *res = dfe_tc_result(rt->tc);
 	const char *slot_name = pstrdup(dfe_setting_slot_name());
 	GuardedSlot g;
+	SlotRecreation rec;
 	int			i;
 
 	memset(&g, 0, sizeof(g));
@@ -359,32 +368,36 @@ handle_samples(RemoteTarget *rt)
 	/* a standby (during a failover) has no slot to act on */
 	if (PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, RS_IN_RECOVERY), "t") == 0)
 		return;
-	dfe_slot_judge(slot_name, &g);
+	if (dfe_slot_judge(slot_name, &g, &rec))
+		dfe_rr_keep(rt->rr, &rec);
 }
 
-static void
-record_answer(void *arg)
+/* dfe_catch's argument for for_target(): the target and what to do for it */
+typedef struct ForTarget
 {
-	RemoteTarget *rt = arg;
-	DfeTargetScope *scope;
-	bool		ok = dfe_tc_state(rt->tc) == TC_DONE;
+	RemoteTarget *rt;
+	void		(*fn) (RemoteTarget *rt);
+} ForTarget;
 
-	dfe_xact_begin("dfe_airbyte slot guard");
-	scope = dfe_target_scope_enter(rt->name);
-	record_reach(rt, ok);
-	if (ok)
-		handle_samples(rt);
-	dfe_target_scope_leave(scope);
-	dfe_xact_end();
+static void
+run_for_target(void *arg)
+{
+	ForTarget  *ft = arg;
+
+	ft->fn(ft->rt);
 }
 
-/* one target's answer (or failure), in its scope and a transaction of its own */
+/*
+ * fn(rt) for one target; an error is a WARNING naming the target (the
+ * transaction aborted, the scope left), never the end of the others' check.
+ */
 static void
-handle_answer(RemoteTarget *rt)
+for_target(RemoteTarget *rt, void (*fn) (RemoteTarget *rt))
 {
 	ErrorData  *edata;
+	ForTarget	ft = {rt, fn};
 
-	if (!dfe_catch(record_answer, rt, 0, CurrentMemoryContext, &edata))
+	if (!dfe_catch(run_for_target, &ft, 0, CurrentMemoryContext, &edata))
 	{
 		dfe_target_scope_reset();
 		ereport(WARNING,
@@ -394,6 +407,35 @@ handle_answer(RemoteTarget *rt)
 				 errhint("%s", edata->hint ? edata->hint : "The guard tries again at its next check.")));
 		FreeErrorData(edata);
 	}
+}
+
+/*
+ * One target's answer (or failure), in its scope and a transaction of its
+ * own; a recreation it decides starts on the target's second connection
+ * once that transaction (with the recreation's row) is committed.
+ */
+static void
+handle_answer(RemoteTarget *rt)
+{
+	DfeTargetScope *scope;
+	bool		ok = dfe_tc_state(rt->tc) == TC_DONE;
+
+	dfe_rr_keep(rt->rr, NULL);
+	dfe_xact_begin("dfe_airbyte slot guard");
+	scope = dfe_target_scope_enter(rt->name);
+	record_reach(rt, ok);
+	if (ok)
+		handle_samples(rt);
+	dfe_target_scope_leave(scope);
+	dfe_xact_end();
+	dfe_rr_start(rt->rr, rt->rc);
+}
+
+/* the recreation's step finished: the next one, or its end */
+static void
+advance_recreation(RemoteTarget *rt)
+{
+	dfe_rr_advance(rt->rr, rt->rc, rt->name);
 }
 
 /*
@@ -440,7 +482,11 @@ finished(TargetConn *tc)
 
 /*
  * Each target is acted on as soon as its answer (or failure) is there: a
- * hanging target delays no other's samples, events or terminate.
+ * hanging target delays no other's samples, events or terminate.  conns
+ * holds the n sample connections, then the n recreation connections (in
+ * flight only while a recreation runs): a recreation's steps, a creation
+ * that waits for older transactions included, are driven by the same loop
+ * and delay no other target either.
  */
 static void
 handle_as_they_come(TargetConn **conns, int n)
@@ -451,13 +497,25 @@ handle_as_they_come(TargetConn **conns, int n)
 
 	do
 	{
-		left = dfe_tc_run_some(conns, n);
+		left = dfe_tc_run_some(conns, 2 * n);
 		for (i = 0; i < n; i++)
 		{
-			if (handled[i] || !finished(conns[i]))
-				continue;
-			handled[i] = true;
-			handle_answer((RemoteTarget *) list_nth(remote_targets, i));
+			RemoteTarget *rt = (RemoteTarget *) list_nth(remote_targets, i);
+
+			if (!handled[i] && finished(conns[i]))
+			{
+				handled[i] = true;
+				for_target(rt, handle_answer);
+			}
+			if (dfe_rr_busy(rt->rr) && finished(conns[n + i]))
+			{
+				for_target(rt, advance_recreation);
+				/* an error mid-step: the next check resumes the open recreation */
+				if (dfe_rr_busy(rt->rr) && finished(conns[n + i]))
+					dfe_rr_abandon(rt->rr);
+			}
+			if (!finished(conns[i]) || !finished(conns[n + i]))
+				left = Max(left, 1);
 		}
 	} while (left > 0);
 	pfree(handled);
@@ -478,13 +536,15 @@ dfe_slot_remote_round(void)
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 										   Min((int64) dfe_target_timeout_ms,
 											   (int64) dfe_check_interval_s * 1000));
-	conns = palloc(sizeof(TargetConn *) * list_length(remote_targets));
+	conns = palloc(sizeof(TargetConn *) * 2 * list_length(remote_targets));
 	foreach(lc, remote_targets)
 	{
 		RemoteTarget *rt = lfirst(lc);
 
 		dfe_tc_submit(rt->tc, remote_sample_sql, 0, NULL, deadline);
-		conns[n++] = rt->tc;
+		conns[n] = rt->tc;
+		conns[list_length(remote_targets) + n] = rt->rc;
+		n++;
 	}
 	handle_as_they_come(conns, n);
 }

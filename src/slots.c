@@ -445,8 +445,6 @@ held_text(const char *held)
 {
 	if (held == NULL)
 		return "";
-	if (strcmp(held, "remote") == 0)
-		return "; slot_limit_action = recreate, but this dfe_airbyte does not yet recreate the slot of a remote target: the guard only warns (recreate it yourself and run a full re-sync of the Airbyte connection, or set slot_limit_action to warn or terminate for this target)";
 	if (strcmp(held, "resync_running") == 0)
 		return "; slot_limit_action = recreate, but the full re-sync requested by the last recreation is still pending or running (it retains WAL for the whole re-read), so the slot is not recreated again until it ends (dfe_airbyte.slot_recreations)";
 	return psprintf("; slot_limit_action = recreate, but the slot was already recreated %d time(s) in the last 24 hours (dfe_airbyte.max_slot_recreations_per_day): the guard only warns until a day has passed since the oldest of them; find out why Airbyte cannot keep up (dfe_airbyte.sync_health) or raise the cap",
@@ -684,20 +682,11 @@ recreation_event_data(const char *slot_name, const GuardedSlot *g, SlotCondition
  * so that the same steps can later run against a remote database without
  * blocking either.
  */
-typedef struct CreationWait
-{
-	int64		rec_id;			/* the open recreation this is about; 0 none */
-	int			attempts;		/* attempts that did not finish in time */
-	TimestampTz since;			/* the first of them */
-	TimestampTz notified_at;	/* last slot_recreation_waiting event */
-	char		oldest[16];		/* the pid of the oldest blocker it named */
-} CreationWait;
-
 static CreationWait creation_wait;
 
 /* how long one attempt may wait for other transactions */
-static int
-creation_wait_ms(void)
+int
+dfe_creation_wait_ms(void)
 {
 	int			ms = dfe_check_interval_s * 1000 / 2;
 
@@ -739,7 +728,7 @@ create_slot_bounded(const char *slot_name, const char *plugin, bool two_phase,
 
 	PG_TRY();
 	{
-		int			wait_ms = creation_wait_ms();
+		int			wait_ms = dfe_creation_wait_ms();
 
 		dfe_xact_begin("dfe_airbyte slot guard");
 		/* local to this transaction: rolled back with it either way */
@@ -783,6 +772,36 @@ create_slot_bounded(const char *slot_name, const char *plugin, bool two_phase,
 }
 
 /*
+ * The sessions a slot creation started at $1 waits for: those that held a
+ * transaction id before it (short transactions that began since come and
+ * go), and prepared transactions.  Never their query text, which may hold
+ * secrets.  Columns: JSON of them, a summary for the event's detail, the
+ * pid of the longest-running one ("" none).  Every name qualified: it runs
+ * on remote targets too (slot_remote_recreate.c).
+ */
+const char *const dfe_creation_blockers_sql =
+"WITH b AS (\n"
+"    SELECT a.pid, a.state, a.backend_type, a.datname::text AS database,\n"
+"           pg_catalog.age(a.backend_xid) AS xid_age, a.xact_start\n"
+"    FROM pg_catalog.pg_stat_activity a\n"
+"    WHERE a.backend_xid IS NOT NULL AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()\n"
+"      AND a.xact_start OPERATOR(pg_catalog.<) $1::timestamptz\n"
+"    ORDER BY a.xact_start LIMIT 10),\n"
+"p AS (\n"
+"    SELECT x.database::text AS database, pg_catalog.age(x.transaction) AS xid_age, x.prepared\n"
+"    FROM pg_catalog.pg_prepared_xacts x WHERE x.prepared OPERATOR(pg_catalog.<) $1::timestamptz\n"
+"    ORDER BY x.prepared LIMIT 10)\n"
+"SELECT pg_catalog.jsonb_build_object(\n"
+"           'blockers', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(b) ORDER BY b.xact_start) FROM b), '[]'),\n"
+"           'prepared', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(p) ORDER BY p.prepared) FROM p), '[]'))::text,\n"
+"       pg_catalog.concat_ws('; ',\n"
+"           (SELECT pg_catalog.string_agg(pg_catalog.format('process %s (%s, transaction started %s, transaction id age %s)',\n"
+"                                                b.pid, coalesce(b.state, b.backend_type), b.xact_start, b.xid_age), '; ' ORDER BY b.xact_start) FROM b),\n"
+"           (SELECT pg_catalog.string_agg(pg_catalog.format('a prepared transaction of database %s (prepared %s)',\n"
+"                                                p.database, p.prepared), '; ' ORDER BY p.prepared) FROM p)),\n"
+"       coalesce((SELECT b.pid::text FROM b ORDER BY b.xact_start LIMIT 1), '')";
+
+/*
  * The sessions a slot creation started at attempt_at waits for: those that
  * held a transaction id before it (short transactions that began since
  * come and go), and prepared transactions.  Never their query text, which
@@ -795,26 +814,7 @@ creation_blockers(TimestampTz attempt_at, char **summary, char **oldest)
 	const char *args[1] = {timestamptz_to_str(attempt_at)};
 
 	dfe_sql("find what the slot creation waits for",
-			"WITH b AS (\n"
-			"    SELECT a.pid, a.state, a.backend_type, a.datname::text AS database,\n"
-			"           pg_catalog.age(a.backend_xid) AS xid_age, a.xact_start\n"
-			"    FROM pg_catalog.pg_stat_activity a\n"
-			"    WHERE a.backend_xid IS NOT NULL AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()\n"
-			"      AND a.xact_start OPERATOR(pg_catalog.<) $1::timestamptz\n"
-			"    ORDER BY a.xact_start LIMIT 10),\n"
-			"p AS (\n"
-			"    SELECT x.database::text AS database, pg_catalog.age(x.transaction) AS xid_age, x.prepared\n"
-			"    FROM pg_catalog.pg_prepared_xacts x WHERE x.prepared OPERATOR(pg_catalog.<) $1::timestamptz\n"
-			"    ORDER BY x.prepared LIMIT 10)\n"
-			"SELECT pg_catalog.jsonb_build_object(\n"
-			"           'blockers', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(b) ORDER BY b.xact_start) FROM b), '[]'),\n"
-			"           'prepared', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(p) ORDER BY p.prepared) FROM p), '[]'))::text,\n"
-			"       pg_catalog.concat_ws('; ',\n"
-			"           (SELECT pg_catalog.string_agg(pg_catalog.format('process %s (%s, transaction started %s, transaction id age %s)',\n"
-			"                                                b.pid, coalesce(b.state, b.backend_type), b.xact_start, b.xid_age), '; ' ORDER BY b.xact_start) FROM b),\n"
-			"           (SELECT pg_catalog.string_agg(pg_catalog.format('a prepared transaction of database %s (prepared %s)',\n"
-			"                                                p.database, p.prepared), '; ' ORDER BY p.prepared) FROM p)),\n"
-			"       coalesce((SELECT b.pid::text FROM b ORDER BY b.xact_start LIMIT 1), '')",
+			dfe_creation_blockers_sql,
 			1, args, SPI_OK_SELECT);
 	*summary = dfe_col_text(0, 2);
 	*oldest = dfe_col_text(0, 3);
@@ -822,64 +822,75 @@ creation_blockers(TimestampTz attempt_at, char **summary, char **oldest)
 }
 
 /*
- * An attempt did not finish in time: note it on the recreation's row, and
- * say in an event what it waits for when the wait starts, when the oldest
- * transaction it waits for changes (the one holding it up; others come and
- * go on a busy server), and every SLOT_RENOTIFY_MS.
+ * In a transaction: an attempt did not finish in time (waited: its error
+ * message; data, summary, oldest: from dfe_creation_blockers_sql).  Note it
+ * on the recreation's row, and say in an event what it waits for when the
+ * wait starts, when the oldest transaction it waits for changes (the one
+ * holding it up; others come and go on a busy server), and every
+ * SLOT_RENOTIFY_MS.
  */
-static void
-record_creation_wait(const char *slot_name, int64 rec_id, TimestampTz attempt_at,
-					 const ErrorData *err)
+void
+dfe_slot_note_creation_wait(const char *slot_name, int64 rec_id, CreationWait *cw,
+							TimestampTz attempt_at, const char *waited,
+							const char *data, const char *summary, const char *oldest)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	char	   *summary;
-	char	   *oldest;
-	char	   *data;
 	cJSON	   *o;
 	const char *args[2];
 
-	if (creation_wait.rec_id != rec_id)
+	if (cw->rec_id != rec_id)
 	{
-		memset(&creation_wait, 0, sizeof(creation_wait));
-		creation_wait.rec_id = rec_id;
-		creation_wait.since = attempt_at;
+		memset(cw, 0, sizeof(*cw));
+		cw->rec_id = rec_id;
+		cw->since = attempt_at;
 	}
-	creation_wait.attempts++;
-
-	dfe_xact_begin("dfe_airbyte slot guard");
-	data = creation_blockers(attempt_at, &summary, &oldest);
+	cw->attempts++;
 	if (summary == NULL || summary[0] == '\0')
-		summary = psprintf("no transaction older than the attempt is running any more (%s)", err->message);
+		summary = psprintf("no transaction older than the attempt is running any more (%s)", waited);
+	if (oldest == NULL)
+		oldest = "";
 	args[0] = dfe_int64_str(rec_id);
 	args[1] = psprintf("the slot was dropped; creating it again waits for other transactions to end: attempt %d, waiting since %s, each attempt waits %d ms (the last one: %s after %ld ms); last waited for: %s",
-					   creation_wait.attempts, timestamptz_to_str(creation_wait.since),
-					   creation_wait_ms(), err->message,
+					   cw->attempts, timestamptz_to_str(cw->since), dfe_creation_wait_ms(), waited,
 					   TimestampDifferenceMilliseconds(attempt_at, now), summary);
 	dfe_sql("record the slot recreation's wait",
 			"UPDATE dfe_airbyte.slot_recreations SET note = $2 WHERE id = $1::bigint",
 			2, args, SPI_OK_UPDATE);
 
-	if (creation_wait.notified_at == 0 || strcmp(creation_wait.oldest, oldest) != 0 ||
-		TimestampDifferenceExceeds(creation_wait.notified_at, now, (int) SLOT_RENOTIFY_MS))
-	{
-		o = cJSON_Parse(data);
-		if (o == NULL)
-			dfe_internal_error("could not build the slot recreation event");
-		cJSON_AddStringToObject(o, "slot_name", slot_name);
-		cJSON_AddNumberToObject(o, "recreation_id", (double) rec_id);
-		cJSON_AddNumberToObject(o, "attempts", creation_wait.attempts);
-		cJSON_AddStringToObject(o, "waiting_since", timestamptz_to_str(creation_wait.since));
-		cJSON_AddNumberToObject(o, "attempt_wait_ms", creation_wait_ms());
-		data = cJSON_PrintUnformatted(o);
-		cJSON_Delete(o);
-		dfe_event("warning", "slot_recreation_waiting", slot_name,
-				  psprintf("replication slot \"%s\" was dropped to be recreated, and creating it waits until every transaction that held a transaction id when it started has ended; it waits for %s; the guard goes on sampling and tries again at each check (%d attempt(s) since %s); end that transaction (COMMIT or ROLLBACK, or pg_terminate_backend(pid)) to let the recreation finish",
-						   slot_name, summary, creation_wait.attempts,
-						   timestamptz_to_str(creation_wait.since)),
-				  data);
-		creation_wait.notified_at = now;
-		strlcpy(creation_wait.oldest, oldest, sizeof(creation_wait.oldest));
-	}
+	if (cw->notified_at != 0 && strcmp(cw->oldest, oldest) == 0 &&
+		!TimestampDifferenceExceeds(cw->notified_at, now, (int) SLOT_RENOTIFY_MS))
+		return;
+	o = cJSON_Parse(data ? data : "{}");
+	if (o == NULL)
+		dfe_internal_error("could not build the slot recreation event");
+	cJSON_AddStringToObject(o, "slot_name", slot_name);
+	cJSON_AddNumberToObject(o, "recreation_id", (double) rec_id);
+	cJSON_AddNumberToObject(o, "attempts", cw->attempts);
+	cJSON_AddStringToObject(o, "waiting_since", timestamptz_to_str(cw->since));
+	cJSON_AddNumberToObject(o, "attempt_wait_ms", dfe_creation_wait_ms());
+	data = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	dfe_event("warning", "slot_recreation_waiting", slot_name,
+			  psprintf("replication slot \"%s\" was dropped to be recreated, and creating it waits until every transaction that held a transaction id when it started has ended; it waits for %s; the guard goes on sampling and tries again at each check (%d attempt(s) since %s); end that transaction (COMMIT or ROLLBACK, or pg_terminate_backend(pid)) to let the recreation finish",
+					   slot_name, summary, cw->attempts, timestamptz_to_str(cw->since)),
+			  data);
+	cw->notified_at = now;
+	strlcpy(cw->oldest, oldest, sizeof(cw->oldest));
+}
+
+/* an attempt on this database did not finish in time */
+static void
+record_creation_wait(const char *slot_name, int64 rec_id, TimestampTz attempt_at,
+					 const ErrorData *err)
+{
+	char	   *summary;
+	char	   *oldest;
+	char	   *data;
+
+	dfe_xact_begin("dfe_airbyte slot guard");
+	data = creation_blockers(attempt_at, &summary, &oldest);
+	dfe_slot_note_creation_wait(slot_name, rec_id, &creation_wait, attempt_at, err->message,
+								data, summary, oldest);
 	dfe_xact_end();
 }
 
@@ -924,44 +935,55 @@ drop_for_recreation(const char *slot_name, SlotCondition cond, bool *exists)
 	return true;
 }
 
+/* in a transaction: record the recreation (of the current target) before anything is dropped */
+static int64
+insert_recreation(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
+				  const char *plugin)
+{
+	int64		limit = dfe_slot_limit_bytes();
+	const char *args[6] = {
+		slot_name, condition_names[reason],
+		g->found && g->has_retained ? dfe_int64_str(g->retained) : NULL,
+		limit >= 0 ? dfe_int64_str(limit) : NULL,
+		plugin, dfe_target_current()
+	};
+	bool		isnull;
+
+	/* with where the last sample saw Airbyte: the start of the gap */
+	dfe_sql("record the slot recreation",
+			"INSERT INTO dfe_airbyte.slot_recreations (target, slot_name, reason, retained_bytes, limit_bytes, plugin,\n"
+			"                                          gap_from_lsn, gap_restart_lsn, gap_from_time)\n"
+			"SELECT $6, $1, $2, $3::bigint, $4::bigint, $5, s.confirmed_flush_lsn, s.restart_lsn, s.sampled_at\n"
+			"FROM (SELECT 1) one LEFT JOIN LATERAL (\n"
+			"    SELECT x.confirmed_flush_lsn, x.restart_lsn, x.sampled_at FROM dfe_airbyte.slot_samples x\n"
+			"    WHERE x.target = $6 AND x.slot_name = $1 AND x.restart_lsn IS NOT NULL ORDER BY x.id DESC LIMIT 1) s ON true\n"
+			"RETURNING id",
+			6, args, SPI_OK_INSERT_RETURNING);
+	return DatumGetInt64(dfe_col_datum(0, 1, &isnull));
+}
+
 /* record the recreation before anything is dropped; returns its id */
 static int64
 open_recreation(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
 				const char *plugin)
 {
-	int64		limit = dfe_slot_limit_bytes();
-	const char *args[5] = {
-		slot_name, condition_names[reason],
-		g->found && g->has_retained ? dfe_int64_str(g->retained) : NULL,
-		limit >= 0 ? dfe_int64_str(limit) : NULL,
-		plugin
-	};
-	bool		isnull;
 	int64		id;
 
 	dfe_xact_begin("dfe_airbyte slot guard");
-	/* with where the last sample saw Airbyte: the start of the gap */
-	dfe_sql("record the slot recreation",
-			"INSERT INTO dfe_airbyte.slot_recreations (slot_name, reason, retained_bytes, limit_bytes, plugin,\n"
-			"                                          gap_from_lsn, gap_restart_lsn, gap_from_time)\n"
-			"SELECT $1, $2, $3::bigint, $4::bigint, $5, s.confirmed_flush_lsn, s.restart_lsn, s.sampled_at\n"
-			"FROM (SELECT 1) one LEFT JOIN LATERAL (\n"
-			"    SELECT x.confirmed_flush_lsn, x.restart_lsn, x.sampled_at FROM dfe_airbyte.slot_samples x\n"
-			"    WHERE x.target = 'local' AND x.slot_name = $1 AND x.restart_lsn IS NOT NULL ORDER BY x.id DESC LIMIT 1) s ON true\n"
-			"RETURNING id",
-			5, args, SPI_OK_INSERT_RETURNING);
-	id = DatumGetInt64(dfe_col_datum(0, 1, &isnull));
+	id = insert_recreation(slot_name, reason, g, plugin);
 	dfe_xact_end();
 	return id;
 }
 
 /*
- * In the transaction that created the slot (if it did): mark the recreation
- * done, start the new incarnation's state, record the event; commit.
+ * In the transaction of the control database that follows the creation (the
+ * same one for this database): mark the recreation of the current target
+ * done, start the new incarnation's state, record the event.
  */
 static void
-close_recreation(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
-				 const GuardState *st, int64 rec_id, const char *new_lsn, bool created_new)
+finish_recreation(const char *slot_name, SlotCondition reason, const GuardedSlot *g,
+				  bool seen, int64 rec_id, const char *new_lsn, bool created_new,
+				  CreationWait *cw)
 {
 	char	   *detail;
 	cJSON	   *gap = NULL;
@@ -970,9 +992,9 @@ close_recreation(const char *slot_name, SlotCondition reason, const GuardedSlot 
 
 	if (!created_new)
 		note = "the slot was created by someone else meanwhile; a full re-sync is requested because it is new";
-	else if (creation_wait.rec_id == rec_id && creation_wait.attempts > 0)
+	else if (cw->rec_id == rec_id && cw->attempts > 0)
 		note = psprintf("created after waiting since %s (%d attempt(s)) for other transactions to end",
-						timestamptz_to_str(creation_wait.since), creation_wait.attempts + 1);
+						timestamptz_to_str(cw->since), cw->attempts + 1);
 	args[0] = dfe_int64_str(rec_id);
 	args[1] = new_lsn;
 	args[2] = note;
@@ -988,15 +1010,17 @@ close_recreation(const char *slot_name, SlotCondition reason, const GuardedSlot 
 			3, args, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed == 1 && !dfe_col_isnull(0, 1))
 		gap = cJSON_Parse(dfe_col_text(0, 1));
-	memset(&creation_wait, 0, sizeof(creation_wait));
+	memset(cw, 0, sizeof(*cw));
 
 	/* a new incarnation: its growth is measured from now on */
+	args[0] = slot_name;
+	args[1] = dfe_target_current();
 	dfe_sql("reset the slot guard state",
-			"INSERT INTO dfe_airbyte.slot_state AS st (slot_name, first_seen_at, condition, condition_since)\n"
-			"VALUES ($1, now(), 'ok', now())\n"
+			"INSERT INTO dfe_airbyte.slot_state AS st (target, slot_name, first_seen_at, condition, condition_since)\n"
+			"VALUES ($2, $1, now(), 'ok', now())\n"
 			"ON CONFLICT (target, slot_name) DO UPDATE SET first_seen_at = now(), last_active_at = NULL,\n"
 			"    condition = 'ok', condition_since = now(), notified_at = NULL, notified_action = NULL",
-			1, &slot_name, SPI_OK_INSERT);
+			2, args, SPI_OK_INSERT);
 
 	if (reason == COND_OVER_LIMIT)
 		detail = psprintf("%s: it was dropped and created again, so Airbyte lost its CDC position and a full re-sync is requested",
@@ -1005,15 +1029,23 @@ close_recreation(const char *slot_name, SlotCondition reason, const GuardedSlot 
 	else if (reason == COND_LOST)
 		detail = psprintf("replication slot \"%s\" was invalidated (wal_status lost); it was dropped and created again and a full re-sync is requested",
 						  slot_name);
-	else if (st->seen)
+	else if (seen)
 		detail = psprintf("replication slot \"%s\" no longer existed (dropped, or this server was promoted from a standby); it was created again and a full re-sync is requested%s",
 						  slot_name, gap ? gap_detail(slot_name, gap) : "");
 	else
 		detail = psprintf("replication slot \"%s\" did not exist; it was created (dfe_airbyte.slot_limit_action = recreate) and a full re-sync is requested",
 						  slot_name);
-	dfe_event("warning", (reason == COND_MISSING && !st->seen) ? "slot_created" : "slot_recreated",
+	dfe_event("warning", (reason == COND_MISSING && !seen) ? "slot_created" : "slot_recreated",
 			  slot_name, detail, recreation_event_data(slot_name, g, reason, gap));
-	dfe_xact_end();
+}
+
+/* the same for a remote target's recreation (slot_remote_recreate.c), in its scope */
+void
+dfe_slot_recreation_done(const SlotRecreation *rec, const char *new_lsn, bool created_new,
+						 CreationWait *cw)
+{
+	finish_recreation(rec->slot_name, (SlotCondition) rec->reason, &rec->g, rec->seen,
+					  rec->rec_id, new_lsn, created_new, cw);
 }
 
 /*
@@ -1071,7 +1103,8 @@ recreate_slot(const char *slot_name, SlotCondition cond, const GuardedSlot *g,
 		dfe_xact_begin("dfe_airbyte slot guard");
 
 	/* 4. writes are allowed after the create, not before: mark it done */
-	close_recreation(slot_name, reason, g, st, rec_id, new_lsn, created_new);
+	finish_recreation(slot_name, reason, g, st->seen, rec_id, new_lsn, created_new, &creation_wait);
+	dfe_xact_end();
 	return true;
 }
 
@@ -1143,20 +1176,44 @@ judge_condition(const GuardedSlot *g, const char *elsewhere)
 /*
  * A remote target's Airbyte slot, sampled by slot_remote.c: inside the
  * target's scope and the check's transaction, report its condition with the
- * target's settings (warn, terminate).  Recreating a remote slot is not done
- * yet: under recreate the guard warns and says so.
+ * target's settings (warn, terminate), under the same no-loop rules as here.
+ * Returns true when the slot is to be recreated: *rec says how, and its
+ * slot_recreations row is open (recorded before anything is dropped);
+ * slot_remote_recreate.c drops and creates it over its own connection.
  */
-void
-dfe_slot_judge(const char *slot_name, const GuardedSlot *g)
+bool
+dfe_slot_judge(const char *slot_name, const GuardedSlot *g, SlotRecreation *rec)
 {
 	GuardState	st;
 	SlotCondition cond = judge_condition(g, NULL);
-	const char *held = NULL;
+	const char *held;
+	bool		recreate;
 
 	read_state(slot_name, &st);
-	if (dfe_slot_limit_action == SLOT_LIMIT_RECREATE && cond != COND_OK)
-		held = "remote";
-	report_condition(slot_name, cond, g, &st, NULL, held);
+	recreate = dfe_slot_limit_action == SLOT_LIMIT_RECREATE &&
+		(cond == COND_OVER_LIMIT || cond == COND_LOST || cond == COND_MISSING);
+	held = recreate ? recreation_held(cond, &st) : NULL;
+	if (held)
+		recreate = false;
+	if (st.open_recreation != 0 && !recreate && g->found)
+		close_interrupted_recreation(st.open_recreation);
+	if (!recreate)
+	{
+		report_condition(slot_name, cond, g, &st, NULL, held);
+		return false;
+	}
+
+	memset(rec, 0, sizeof(*rec));
+	rec->slot_name = pstrdup(slot_name);
+	rec->reason = st.open_recreation ? st.open_reason : cond;
+	rec->plugin = pstrdup((g->found && g->plugin) ? g->plugin
+						  : (st.open_recreation && st.open_plugin) ? st.open_plugin : "pgoutput");
+	rec->g = *g;
+	rec->seen = st.seen;
+	rec->missing = cond == COND_MISSING;
+	rec->rec_id = st.open_recreation ? st.open_recreation
+		: insert_recreation(slot_name, (SlotCondition) rec->reason, g, rec->plugin);
+	return true;
 }
 
 /* ---------- the task ---------- */
