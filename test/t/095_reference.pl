@@ -6,7 +6,7 @@
 #   setting that docs/reference.md or README.md names exists;
 # - README.md is at most 45 KB, and every relative link of README.md and
 #   docs/*.md resolves, file and #anchor (GitHub's heading anchors);
-# - no citation of the project's own contract or tracker ("SPEC §N",
+# - no citation of the project's own contract or tracker (its section signs,
 #   "issue N"): docs cite real sources.
 use strict;
 use warnings;
@@ -224,6 +224,6 @@ for my $file (@md)
 		  if $line =~ /SPEC\s*§|\bSPEC\.md\b|(?<![\w\/#-])[Ii]ssues? \d+/;
 	}
 }
-is(join("\n", @citations), '', 'no citation of "SPEC §N" or "issue N" in README.md or docs/');
+is(join("\n", @citations), '', 'no citation of the contract\'s sections or of tracker numbers in README.md or docs/');
 
 done_testing();
