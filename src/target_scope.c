@@ -35,9 +35,10 @@ static DfeTargetScope *open_scope = NULL;
 
 /*
  * A scope entered in a transaction (a SQL function's) that aborted: the
- * current target is "local" again at once, and its settings are reset at the next enter or reset — not during
- * the abort, where AtEOXact_GUC would undo the reset itself.  Values set in
- * the aborted transaction are rolled back by the abort anyway.
+ * current target is "local" again at once, and its settings are reset at
+ * the next enter or reset — not during the abort, where AtEOXact_GUC would
+ * undo the reset itself.  Values set in the aborted transaction are rolled
+ * back by the abort anyway.
  */
 static DfeTargetScope *stale_scope = NULL;
 static bool callback_registered = false;
