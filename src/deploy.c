@@ -105,25 +105,11 @@ typedef struct StepError
 	bool		transient;
 } StepError;
 
+/* this process's memory of a target's deploy (its first member names it) */
 static DeployMem *
 deploy_mem(const char *target)
 {
-	ListCell   *lc;
-	DeployMem  *m;
-	MemoryContext old;
-
-	foreach(lc, deploy_mems)
-	{
-		m = lfirst(lc);
-		if (strcmp(m->target, target) == 0)
-			return m;
-	}
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	m = palloc0(sizeof(DeployMem));
-	strlcpy(m->target, target, sizeof(m->target));
-	deploy_mems = lappend(deploy_mems, m);
-	MemoryContextSwitchTo(old);
-	return m;
+	return dfe_target_state(&deploy_mems, target, sizeof(DeployMem));
 }
 
 

@@ -139,22 +139,7 @@ static long watch_next_ms;
 static WatchDue *
 watch_due(const char *target)
 {
-	ListCell   *lc;
-	WatchDue   *w;
-	MemoryContext old;
-
-	foreach(lc, watch_dues)
-	{
-		w = lfirst(lc);
-		if (strcmp(w->target, target) == 0)
-			return w;
-	}
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	w = palloc0(sizeof(WatchDue));
-	strlcpy(w->target, target, sizeof(w->target));
-	watch_dues = lappend(watch_dues, w);
-	MemoryContextSwitchTo(old);
-	return w;
+	return dfe_target_state(&watch_dues, target, sizeof(WatchDue));
 }
 
 /* what one look at a target's service database found */

@@ -349,6 +349,28 @@ run_in_scope(void *arg)
 	dfe_target_scope_leave(scope);
 }
 
+void *
+dfe_target_state(List **list, const char *target, Size size)
+{
+	ListCell   *lc;
+	char	   *state;
+	MemoryContext old;
+
+	Assert(size > NAMEDATALEN);
+	foreach(lc, *list)
+	{
+		state = lfirst(lc);
+		if (strcmp(state, target) == 0)
+			return state;
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	state = palloc0(size);
+	strlcpy(state, target, NAMEDATALEN);
+	*list = lappend(*list, state);
+	MemoryContextSwitchTo(old);
+	return state;
+}
+
 /* one target's run of a task; an ERROR becomes a WARNING naming the target */
 static void
 run_for_target(const char *target, DfeTargetTaskFn fn, void *arg)

@@ -79,6 +79,13 @@ extern DfeTarget *dfe_target_current_target(void);
 extern int64 dfe_target_disk_size_mb(const char *target);
 
 /*
+ * This process's own state for a target, kept across loops in
+ * TopMemoryContext: the entry of *list whose first member, a
+ * char[NAMEDATALEN], names the target, or a new zeroed one of size bytes.
+ */
+extern void *dfe_target_state(List **list, const char *target, Size size);
+
+/*
  * Runs fn(target, arg) once per enabled target, each in its own scope: an
  * error of one target is caught (the open transaction aborted, the scope
  * reset), logged as a WARNING naming the target, and never stops the others.
