@@ -29,10 +29,24 @@
  * state (POST /api/v1/state/get is a read; the config API is all POSTs),
  * nothing is written here or in Airbyte.  Every step taken is an event.
  *
- * The slot is created before anything is written in this transaction:
- * PostgreSQL refuses to create a logical slot in a transaction that has
- * written.  Network steps run in subtransactions, so a failing call becomes
- * a 'failed' row and cannot undo the recorded re-sync.
+ * The steps act on one target (its last argument, "local" by default) in
+ * its scope (target_scope.h): its settings, its connection id, its rows.
+ * The slot is read through target.h (SPI for the local database, libpq for
+ * a remote one, the same query); only its (re)creation differs, in one
+ * place (SlotSide below):
+ *
+ *   local   created before anything is written in this transaction:
+ *           PostgreSQL refuses to create a logical slot in a transaction
+ *           that has written, so dry_run => false refuses such a one;
+ *   remote  the slot guard's remote recreation (slot_remote_recreate.c),
+ *           driven to its end now on the target's server: its walsender
+ *           ended, the old slot dropped before the new one is created, the
+ *           creation bounded by lock_timeout, a failover slot on 17+ when
+ *           the old one was or the server synchronises slots.  No rule on
+ *           this transaction: the slot is made on another server.
+ *
+ * Network steps run in subtransactions, so a failing call becomes a
+ * 'failed' row and cannot undo the recorded re-sync.
  */
 #include "postgres.h"
 
@@ -57,6 +71,7 @@
 #include "http.h"
 #include "settings.h"
 #include "shared.h"
+#include "slot_guard.h"
 #include "spi_xact.h"
 #include "target_scope.h"
 #include "version.h"
@@ -64,21 +79,33 @@
 /* how long a lost slot's holder gets to let go after being terminated */
 #define REPAIR_RELEASE_WAIT_MS 10000L
 
-typedef struct Repair
+typedef struct Repair Repair;
+
+/* where the local database and a remote target differ: the slot's (re)creation */
+typedef struct SlotSide
+{
+	void		(*check_xact) (void);	/* before anything, may this transaction create it? */
+	char	   *(*renew) (Repair *r);	/* drop (lost) and create the slot: its LSN */
+} SlotSide;
+
+struct Repair
 {
 	ReturnSetInfo *rsinfo;
 	bool		dry_run;
 	bool		cancel_stuck;
 	const char *slot_name;
+	DfeTarget  *target;			/* the service database (target.h) */
+	const SlotSide *side;
 	/* the slot */
 	bool		slot_found;
 	bool		slot_elsewhere;
 	bool		slot_lost;
+	bool		slot_failover;	/* a failover slot (17 and later) */
 	int32		slot_pid;
 	char	   *confirmed_lsn;	/* text, NULL when unknown */
 	bool		slot_broken;	/* still broken after the slot step */
 	bool		slot_renewed;	/* created now: a re-sync is requested */
-} Repair;
+};
 
 static void
 row(Repair *r, const char *step, const char *action, const char *detail)
@@ -141,28 +168,37 @@ try_step(void (*fn) (void *), void *arg)
 
 /* ---------- the slot ---------- */
 
+static bool
+is_true(const char *v)
+{
+	return v != NULL && strcmp(v, "t") == 0;
+}
+
+/*
+ * On the target's server (pg_replication_slots is readable by every role);
+ * failover through to_jsonb, as the column exists from 17 on only.
+ */
 static void
 read_slot(Repair *r)
 {
 	const char *args[1] = {r->slot_name};
+	DfeRows    *slot = dfe_target_query(r->target, "read the Airbyte slot",
+										"SELECT s.slot_type OPERATOR(pg_catalog.=) 'logical'\n"
+										"       AND s.database OPERATOR(pg_catalog.=) pg_catalog.current_database(),\n"
+										"       s.wal_status OPERATOR(pg_catalog.=) 'lost', s.active_pid,\n"
+										"       s.confirmed_flush_lsn::pg_catalog.text,\n"
+										"       pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'failover'\n"
+										"FROM pg_catalog.pg_replication_slots s WHERE s.slot_name OPERATOR(pg_catalog.=) $1",
+										1, args);
 
-	spi_begin();
-	dfe_sql("read the Airbyte slot",
-			"SELECT slot_type = 'logical' AND database = current_database(),\n"
-			"       wal_status = 'lost', active_pid, confirmed_flush_lsn::text\n"
-			"FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-			1, args, SPI_OK_SELECT);
-	r->slot_found = SPI_processed > 0;
-	if (r->slot_found)
-	{
-		bool		isnull;
-
-		r->slot_elsewhere = !DatumGetBool(dfe_col_datum(0, 1, &isnull));
-		r->slot_lost = !dfe_col_isnull(0, 2) && DatumGetBool(dfe_col_datum(0, 2, &isnull));
-		r->slot_pid = dfe_col_isnull(0, 3) ? 0 : DatumGetInt32(dfe_col_datum(0, 3, &isnull));
-		r->confirmed_lsn = dfe_col_text(0, 4);
-	}
-	spi_end();
+	r->slot_found = slot->nrows > 0;
+	if (!r->slot_found)
+		return;
+	r->slot_elsewhere = !is_true(dfe_rows_value(slot, 0, 0));
+	r->slot_lost = is_true(dfe_rows_value(slot, 0, 1));
+	r->slot_pid = dfe_rows_value(slot, 0, 2) ? pg_strtoint32(dfe_rows_value(slot, 0, 2)) : 0;
+	r->confirmed_lsn = dfe_rows_value(slot, 0, 3) ? pstrdup(dfe_rows_value(slot, 0, 3)) : NULL;
+	r->slot_failover = dfe_rows_value(slot, 0, 4) && strcmp(dfe_rows_value(slot, 0, 4), "true") == 0;
 }
 
 /* as the bootstrap superuser: the caller (dfe_airbyte_admin) has no REPLICATION */
@@ -210,17 +246,17 @@ release_lost_slot(Repair *r)
 	}
 }
 
-/* hand the full re-sync over to the worker's re-sync task (resync.c) */
+/* hand the full re-sync over to the worker's re-sync task (resync.c), for the current target */
 static char *
 request_resync(const char *slot_name, const char *reason, const char *new_lsn,
 			   const char *note)
 {
-	const char *args[4] = {slot_name, reason, new_lsn, note};
+	const char *args[5] = {slot_name, reason, new_lsn, note, dfe_target_current()};
 
 	dfe_sql("record the full re-sync",
-			"INSERT INTO dfe_airbyte.slot_recreations (slot_name, reason, recreated_at, new_lsn, note)\n"
-			"VALUES ($1, $2, now(), $3::pg_lsn, $4) RETURNING id::text",
-			4, args, SPI_OK_INSERT_RETURNING);
+			"INSERT INTO dfe_airbyte.slot_recreations (target, slot_name, reason, recreated_at, new_lsn, note)\n"
+			"VALUES ($5, $1, $2, now(), $3::pg_lsn, $4) RETURNING id::text",
+			5, args, SPI_OK_INSERT_RETURNING);
 	return dfe_col_text(0, 1);
 }
 
@@ -241,10 +277,74 @@ event_data(const char *slot_name, const char *lsn, const char *rec_id)
 	return out;
 }
 
+/* the local database: in this transaction, as the bootstrap superuser */
+static char *
+renew_local(Repair *r)
+{
+	const char *args[1] = {r->slot_name};
+	char	   *lsn;
+
+	spi_begin();
+	if (r->slot_lost)
+	{
+		if (r->slot_pid != 0)
+			release_lost_slot(r);
+		(void) slot_sql_as_superuser("drop the Airbyte slot",
+									 "SELECT pg_catalog.pg_drop_replication_slot($1)::text", 1, args);
+	}
+	lsn = slot_sql_as_superuser("create the Airbyte slot",
+								"SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
+								1, args);
+	spi_end();
+	return lsn;
+}
+
+/* PostgreSQL cannot create a logical slot in a transaction that has written */
+static void
+refuse_written_xact(void)
+{
+	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("dfe_airbyte_repair(dry_run => false) must run in a transaction that has not written anything"),
+				 errdetail("PostgreSQL cannot create a logical replication slot in a transaction that has written."),
+				 errhint("Run SELECT * FROM dfe_airbyte_repair(dry_run => false) on its own.")));
+}
+
+/* a remote target: the guard's remote recreation, now, on the target's connection */
+static char *
+renew_remote(Repair *r)
+{
+	SlotRecreation rec = {0};
+	char	   *why;
+	int			code;
+	char	   *lsn;
+
+	rec.slot_name = unconstify(char *, r->slot_name);
+	rec.plugin = "pgoutput";
+	rec.missing = !r->slot_found;
+	rec.g.found = r->slot_found;
+	rec.g.active = r->slot_pid != 0;
+	rec.g.active_pid = r->slot_pid;
+	rec.g.failover = r->slot_failover;
+	lsn = dfe_rr_run_now(&rec, dfe_target_conn(r->target), dfe_target_name(r->target), &why, &code);
+	if (lsn == NULL)
+		ereport(ERROR,
+				(errcode(code),
+				 errmsg("could not %s replication slot \"%s\" on target \"%s\": %s",
+						r->slot_lost ? "recreate" : "create", r->slot_name, dfe_target_name(r->target), why),
+				 errdetail("Nothing was recorded; the slot is missing or lost on the target until a repair or the slot guard creates it."),
+				 errhint("Fix the cause, then run SELECT * FROM dfe_airbyte_repair(dry_run => false, target => '%s') again.",
+						 dfe_target_name(r->target))));
+	return lsn;
+}
+
+static const SlotSide local_side = {refuse_written_xact, renew_local};
+static const SlotSide remote_side = {NULL, renew_remote};
+
 static void
 repair_slot(Repair *r)
 {
-	const char *args[1] = {r->slot_name};
 	const char *what = r->slot_lost ? "recreated" : "created";
 	char	   *lsn;
 	char	   *rec_id;
@@ -275,17 +375,8 @@ repair_slot(Repair *r)
 	}
 
 	/* before anything is written in this transaction */
+	lsn = r->side->renew(r);
 	spi_begin();
-	if (r->slot_lost)
-	{
-		if (r->slot_pid != 0)
-			release_lost_slot(r);
-		(void) slot_sql_as_superuser("drop the Airbyte slot",
-									 "SELECT pg_catalog.pg_drop_replication_slot($1)::text", 1, args);
-	}
-	lsn = slot_sql_as_superuser("create the Airbyte slot",
-								"SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
-								1, args);
 	rec_id = request_resync(r->slot_name, r->slot_lost ? "lost" : "missing", lsn,
 							"dfe_airbyte_repair()");
 	dfe_event("warning", r->slot_lost ? "repair_slot_recreated" : "repair_slot_created", r->slot_name,
@@ -404,12 +495,14 @@ resync_under_way(Repair *r, const char *step)
 	char	   *pending;
 	char	   *job;
 
+	const char *args[1] = {dfe_target_current()};
+
 	spi_begin();
 	dfe_sql("read pending re-syncs",
-			"SELECT (SELECT count(*) FROM dfe_airbyte.slot_recreations WHERE resync_state = 'pending')::text,\n"
+			"SELECT (SELECT count(*) FROM dfe_airbyte.slot_recreations WHERE target = $1 AND resync_state = 'pending')::text,\n"
 			"       (SELECT resync_job_id::text FROM dfe_airbyte.slot_recreations\n"
-			"         WHERE resync_state = 'started' AND resync_job_id IS NOT NULL ORDER BY id DESC LIMIT 1)",
-			0, NULL, SPI_OK_SELECT);
+			"         WHERE target = $1 AND resync_state = 'started' AND resync_job_id IS NOT NULL ORDER BY id DESC LIMIT 1)",
+			1, args, SPI_OK_SELECT);
 	pending = dfe_col_text(0, 1);
 	job = dfe_col_text(0, 2);
 	spi_end();
@@ -709,26 +802,12 @@ dfe_airbyte_repair(PG_FUNCTION_ARGS)
 	r.dry_run = PG_GETARG_BOOL(0);
 	r.cancel_stuck = PG_GETARG_BOOL(1);
 	target = PG_NARGS() > 2 ? text_to_cstring(PG_GETARG_TEXT_PP(2)) : DFE_LOCAL_TARGET;
-	/*
-	 * The slot checks and the re-sync hand-over below read this database's
-	 * slots and dfe_airbyte.slot_recreations; for a remote target they must
-	 * go through the seam and the guard's per-target rows first.
-	 */
-	if (strcmp(target, DFE_LOCAL_TARGET) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("dfe_airbyte_repair() does not repair a remote target yet"),
-				 errdetail("Target \"%s\" is reached over libpq; this version repairs the local database only.", target),
-				 errhint("Look at dfe_airbyte.replication_slot_health and dfe_airbyte.events for target '%s', and SELECT * FROM dfe_airbyte_deploy_plan('%s') for its connection.",
-						 target, target)));
 	scope = dfe_target_scope_enter(target);
 	r.slot_name = pstrdup(dfe_setting_slot_name());
-	if (!r.dry_run && GetTopTransactionIdIfAny() != InvalidTransactionId)
-		ereport(ERROR,
-				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("dfe_airbyte_repair(dry_run => false) must run in a transaction that has not written anything"),
-				 errdetail("PostgreSQL cannot create a logical replication slot in a transaction that has written."),
-				 errhint("Run SELECT * FROM dfe_airbyte_repair(dry_run => false) on its own.")));
+	r.target = dfe_target_scope_target(scope);
+	r.side = dfe_target_is_local(r.target) ? &local_side : &remote_side;
+	if (!r.dry_run && r.side->check_xact)
+		r.side->check_xact();
 	InitMaterializedSRF(fcinfo, 0);
 	r.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 

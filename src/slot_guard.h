@@ -86,6 +86,10 @@ extern void dfe_rr_start(RemoteRecreation *rr, struct TargetConn *rc);
 extern void dfe_rr_advance(RemoteRecreation *rr, struct TargetConn *rc, const char *target);
 extern void dfe_rr_abandon(RemoteRecreation *rr);
 
+/* the same steps driven to their end now, for dfe_airbyte_repair(); the caller records them */
+extern char *dfe_rr_run_now(const SlotRecreation *rec, struct TargetConn *rc, const char *target,
+							char **why, int *why_code);
+
 /*
  * One check of every enabled remote target: samples submitted at once, each
  * with its own deadline; unreachable targets reported.  Outside a

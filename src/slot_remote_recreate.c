@@ -28,6 +28,11 @@
  *
  * The full re-sync is asked for by the network worker (resync.c), for the
  * recreation's target and with that target's connection id.
+ *
+ * dfe_airbyte_repair() (repair.c) runs the same steps for a remote target
+ * through dfe_rr_run_now(): driven to their end at once on the target's
+ * connection instead of across the guard's checks, and recorded by the
+ * caller, in its own transaction, instead of here.
  */
 #include "postgres.h"
 
@@ -61,6 +66,11 @@ struct RemoteRecreation
 	TimestampTz attempt_at;		/* the create's start */
 	char	   *waited;			/* the create's error */
 	CreationWait cw;			/* kept across checks */
+	/* dfe_rr_run_now(): the caller records the end, from these */
+	bool		now;
+	char	   *new_lsn;		/* created at; NULL: not created */
+	char	   *why;			/* why not: the step's error, the holder, the blockers */
+	int			why_code;		/* its ERRCODE */
 };
 
 /* who holds the slot, whether slots are synchronised; this session's lock_timeout */
@@ -166,6 +176,8 @@ dfe_rr_keep(RemoteRecreation *rr, const SlotRecreation *rec)
 	if (rec == NULL)
 		return;
 	MemoryContextReset(rr->cxt);
+	rr->new_lsn = rr->why = NULL;
+	rr->why_code = 0;
 	old = MemoryContextSwitchTo(rr->cxt);
 	rr->rec = *rec;
 	rr->rec.slot_name = pstrdup(rec->slot_name);
@@ -214,9 +226,12 @@ after_look(RemoteRecreation *rr, TargetConn *rc, const char *target)
 	if (holder != NULL)
 	{
 		/* within one check: the next one resumes the open recreation */
-		if (++rr->looks * 200L < Min(SLOT_RELEASE_WAIT_MS, dfe_check_interval_s * 1000L))
+		if (++rr->looks * 200L < (rr->now ? SLOT_RELEASE_WAIT_MS
+								  : Min(SLOT_RELEASE_WAIT_MS, dfe_check_interval_s * 1000L)))
 			return RR_PAUSE;
-		ereport(LOG,
+		rr->why = MemoryContextStrdup(rr->cxt, psprintf("process %s still uses it", holder));
+		rr->why_code = ERRCODE_OBJECT_IN_USE;
+		ereport(rr->now ? DEBUG1 : LOG,
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("dfe_airbyte could not recreate replication slot \"%s\" of target \"%s\" yet: process %s still uses it",
 						rr->rec.slot_name, target, holder),
@@ -228,12 +243,39 @@ after_look(RemoteRecreation *rr, TargetConn *rc, const char *target)
 	return RR_CREATE;
 }
 
+/* dfe_rr_run_now(): what the caller needs to record or report the end */
+static void
+keep_end(RemoteRecreation *rr, TargetConn *rc, bool created)
+{
+	bool		done = dfe_tc_state(rc) == TC_DONE;
+
+	if (created)
+		rr->new_lsn = MemoryContextStrdup(rr->cxt, value(rc, 0));
+	else if (rr->step == RR_LOOK)
+	{
+		rr->why = "it was created by someone else meanwhile (the slot guard?)";
+		rr->why_code = ERRCODE_DUPLICATE_OBJECT;
+	}
+	else
+	{
+		rr->why = psprintf("the slot was dropped, and creating it again waited longer than %d ms for other transactions to end (%s); it waits for: %s",
+						   dfe_creation_wait_ms(), rr->waited,
+						   done && value(rc, 1) && value(rc, 1)[0] ? value(rc, 1) : "no transaction any more");
+		rr->why_code = ERRCODE_LOCK_NOT_AVAILABLE;
+	}
+}
+
 /* the control database's side of a finished step, in the target's scope and a transaction */
 static void
 record_step(RemoteRecreation *rr, TargetConn *rc, const char *target, bool created)
 {
 	DfeTargetScope *scope;
 
+	if (rr->now)
+	{
+		keep_end(rr, rc, created);
+		return;
+	}
 	dfe_xact_begin("dfe_airbyte slot guard");
 	scope = dfe_target_scope_enter(target);
 	if (created || rr->step == RR_LOOK)
@@ -254,7 +296,9 @@ record_step(RemoteRecreation *rr, TargetConn *rc, const char *target, bool creat
 static void
 step_failed(RemoteRecreation *rr, TargetConn *rc, const char *target)
 {
-	ereport(WARNING,
+	rr->why = MemoryContextStrdup(rr->cxt, dfe_tc_error(rc));
+	rr->why_code = dfe_tc_errcode(rc);
+	ereport(rr->now ? DEBUG1 : WARNING,
 			(errcode(dfe_tc_errcode(rc)),
 			 errmsg("dfe_airbyte slot guard could not recreate replication slot \"%s\" of target \"%s\": %s",
 					rr->rec.slot_name, target, dfe_tc_error(rc)),
@@ -324,4 +368,31 @@ void
 dfe_rr_abandon(RemoteRecreation *rr)
 {
 	rr->step = RR_NONE;
+}
+
+/*
+ * dfe_airbyte_repair()'s recreation of a remote target's slot (rec: the
+ * slot as the repair read it, rec_id 0): the guard's steps, driven to their
+ * end now on rc, in the caller's memory context.  Returns the new slot's
+ * LSN; NULL with *why and *why_code when it was not created (a step failed,
+ * the slot stayed in use, the creation ran out of time, or someone else
+ * created it).  The caller records the recreation.
+ */
+char *
+dfe_rr_run_now(const SlotRecreation *rec, TargetConn *rc, const char *target,
+			   char **why, int *why_code)
+{
+	RemoteRecreation *rr = dfe_rr_create(CurrentMemoryContext);
+
+	rr->now = true;
+	dfe_rr_keep(rr, rec);
+	dfe_rr_start(rr, rc);
+	while (dfe_rr_busy(rr))
+	{
+		dfe_tc_run(&rc, 1);
+		dfe_rr_advance(rr, rc, target);
+	}
+	*why = rr->why ? pstrdup(rr->why) : pstrdup("it was not created");
+	*why_code = rr->why_code ? rr->why_code : ERRCODE_INTERNAL_ERROR;
+	return rr->new_lsn ? pstrdup(rr->new_lsn) : NULL;
 }
