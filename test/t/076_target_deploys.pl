@@ -171,7 +171,9 @@ is($ret, 0, "deploy_plan('dsvc2') reads dsvc2's connection") or diag($err);
 ($ret, $out, $err) = as_ops("SELECT dfe_airbyte_start_sync('dsvc1')");
 like($err, qr/\Q$CONN_A\E/, "start_sync('dsvc1') asks for dsvc1's connection (unknown to Airbyte now)");
 ($ret, $out, $err) = as_ops("SELECT * FROM dfe_airbyte_repair(true, false, 'dsvc1')");
-like($err, qr/does not repair a remote target yet/, 'repair refuses a remote target for now');
+is($ret, 0, "repair(true, false, 'dsvc1') diagnoses dsvc1") or diag($err);
+like($out, qr/^slot\|ok\|replication slot "airbyte_slot" exists/m, "... its slot read on dsvc1's server");
+like($out, qr/^connection\|failed\|.*\Q$CONN_A\E/m, "... and dsvc1's connection asked for (unknown to Airbyte now)");
 is(sql("SELECT string_agg(target, ',' ORDER BY target) FROM dfe_airbyte.connection_watch"), 'local',
 	'the connection watch has no row for a target whose connection it has not read');
 
