@@ -258,7 +258,7 @@ keep_end(RemoteRecreation *rr, TargetConn *rc, bool created)
 	}
 	else
 	{
-		rr->why = psprintf("the slot was dropped, and creating it again waited longer than %d ms for other transactions to end (%s); it waits for: %s",
+		rr->why = psprintf("creating it waited longer than %d ms for other transactions to end (%s); it waits for: %s",
 						   dfe_creation_wait_ms(), rr->waited,
 						   done && value(rc, 1) && value(rc, 1)[0] ? value(rc, 1) : "no transaction any more");
 		rr->why_code = ERRCODE_LOCK_NOT_AVAILABLE;

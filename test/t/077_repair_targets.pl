@@ -7,10 +7,13 @@
 #     changes nothing; a real run creates it on the target, records the
 #     re-sync with the target, and the network worker asks the fake Airbyte
 #     for exactly one refresh with that target's connection id;
+#   - a lost slot: dropped on the target, then created again;
+#   - a creation waiting for a long transaction: bounded, an error naming it;
 #   - an unreachable target: an error with a connection SQLSTATE, a
 #     lower-case message and a hint, and nothing written.
 use strict;
 use warnings;
+use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -116,14 +119,58 @@ for my $t (@targets)
 }
 is(sql("SELECT count(*) FROM dfe_airbyte.slot_recreations WHERE target = 'local'"), '0', 'nothing recorded for local');
 
-# 3. a target nobody listens for
+# 3. lost (max_slot_wal_keep_size): dropped on the target before it is created again
+my $t = $targets[0];
+$t->node->append_conf('postgresql.conf', 'max_slot_wal_keep_size = 1MB');
+$t->node->reload;
+my $lost = "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'airbyte_slot'";
+for (1 .. 30)
+{
+	last if $t->node->safe_psql('service', $lost) eq 'lost';
+	$t->node->safe_psql('service', "SELECT pg_logical_emit_message(false, 'dfe', repeat('x', 1000000)) FROM generate_series(1, 3);
+		SELECT pg_switch_wal(); CHECKPOINT;");
+}
+is($t->node->safe_psql('service', $lost), 'lost', "PG$t->{major}: the slot is lost");
+my $mark = $fake->mark;
+is(repair($t->{name}, 'true'), 'slot would_recreate, airbyte_state skipped, connection ok, job ok', '... a dry run would recreate it');
+is(repair($t->{name}, 'false'), 'slot recreated, airbyte_state skipped, connection ok, job ok', '... a real run recreates it');
+is($t->node->safe_psql('service', "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'airbyte_slot' AND wal_status <> 'lost'"),
+	'1', '... one slot on the target, not lost');
+ok(DfeTest::poll_until($node, "SELECT resync_state FROM dfe_airbyte.slot_recreations WHERE target = '$t->{name}' AND reason = 'lost'",
+	'started', 120), '... its full re-sync asked for');
+is(scalar @{ $fake->requests(since => $mark, method => 'POST', path => qr{/connections/refresh}) }, 1, '... once');
+
+# 4. the creation would wait for a long transaction on the target: an error naming it, nothing recorded
+my $tl = $targets[-1];
+my $h = IPC::Run::start(
+	[ $tl->node->installed_command('psql'), '-XAtq', '-h', $tl->node->host, '-p', $tl->node->port,
+		'-d', 'dbname=service application_name=long_xact',
+		'-c', 'BEGIN; SELECT pg_catalog.txid_current(); SELECT pg_sleep(3600)' ],
+	'<', \undef, '>', \my $o, '2>', \my $e);
+ok(DfeTest::poll_until($tl->node, "SELECT count(*) FROM pg_stat_activity
+	WHERE application_name = 'long_xact' AND backend_xid IS NOT NULL", '1', 60), "PG$tl->{major}: a long transaction holds an xid");
+my $pid = $tl->node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE application_name = 'long_xact'");
+$tl->node->safe_psql('service', "SELECT pg_drop_replication_slot('airbyte_slot')");
+my $before = sql($written);
+my ($ret, $out, $err) = $node->psql('postgres',
+	"\\set VERBOSITY verbose\nSELECT * FROM dfe_airbyte_repair(dry_run => false, target => '$tl->{name}')");
+like($err, qr/ERROR:  55P03: could not create replication slot "airbyte_slot" on target "\Q$tl->{name}\E": .*process $pid /,
+	'... the creation is bounded: an error naming the transaction it waits for');
+like($err, qr/HINT:  Fix the cause, then run/, '... with a hint');
+is(sql($written), $before, '... nothing recorded');
+$tl->node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+$h->kill_kill;
+$h->finish;
+like(repair($tl->{name}, 'false'), qr/^slot created, /, '... once it ended, the slot is created');
+
+# 5. a target nobody listens for
 sql(q{INSERT INTO dfe_airbyte.targets (name, conninfo, settings)
 	VALUES ('gone', 'host=127.0.0.1 port=1 dbname=service user=nobody', '{"slot_name": "airbyte_slot"}')});
-my $before = sql($written);
-my $mark = $fake->mark;
+$before = sql($written);
+$mark = $fake->mark;
 for my $dry ('true', 'false')
 {
-	my ($ret, $out, $err) = $node->psql('postgres',
+	($ret, $out, $err) = $node->psql('postgres',
 		"\\set VERBOSITY verbose\nSELECT * FROM dfe_airbyte_repair(dry_run => $dry, target => 'gone')");
 	isnt($ret, 0, "an unreachable target (dry_run $dry): an error");
 	like($err, qr/ERROR:  08\w{3}: could not read the Airbyte slot on target "gone": /, '... a connection SQLSTATE, lower case');
