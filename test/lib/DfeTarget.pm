@@ -38,6 +38,7 @@ passwords live in a libpq passfile of mode 0600.
   DfeTarget::write_passfile("$dir/pgpass", $t, ...);
   my ($ret, $out, $err) = $t->psql_as_remote('SELECT 1');
   my $pid = $t->start_airbyte_walsender;
+  my ($h, $xpid) = $t->start_long_transaction('app');   # holds a transaction id
   $t->node->safe_psql('service', ...);   # as the bootstrap superuser (unix socket)
 
 majors() lists the majors whose binaries are present; a test loops over it and
@@ -321,6 +322,29 @@ sub start_session
 		usleep(100_000);
 	}
 	die "session $app did not start on $self->{name}";
+}
+
+# Starts a session in database "service" that holds a transaction id and
+# sleeps (what a slot creation has to wait for); returns (handle, pid).
+# End it with pg_terminate_backend(pid), then $h->kill_kill: the server
+# would notice a killed psql only when it next writes to it.
+sub start_long_transaction
+{
+	my ($self, $app) = @_;
+	my $node = $self->{node};
+	my $h = IPC::Run::start(
+		[ $node->installed_command('psql'), '-XAtq', '-h', $node->host, '-p', $node->port,
+			'-d', "dbname=service application_name=$app",
+			'-c', 'BEGIN; SELECT pg_catalog.txid_current(); SELECT pg_sleep(3600)' ],
+		'<', \undef, '>', \my $o, '2>', \my $e);
+	for (1 .. 600)
+	{
+		my $pid = $node->safe_psql('postgres',
+			"SELECT pid FROM pg_stat_activity WHERE application_name = '$app' AND backend_xid IS NOT NULL");
+		return ($h, $pid) if $pid ne '';
+		usleep(100_000);
+	}
+	die "the long transaction $app did not start on $self->{name}";
 }
 
 sub stop_airbyte_walsender

@@ -10,7 +10,6 @@
 #     transaction ends.
 use strict;
 use warnings;
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -85,14 +84,8 @@ is(sql("SELECT count(*) FROM dfe_airbyte.slot_recreations WHERE target = 'local'
 SKIP:
 {
 	skip 'one target server only', 6 if $tb == $ta;
-	my $h = IPC::Run::start(
-		[ $tb->node->installed_command('psql'), '-XAtq', '-h', $tb->node->host, '-p', $tb->node->port,
-			'-d', 'dbname=service application_name=long_xact',
-			'-c', 'BEGIN; SELECT pg_catalog.txid_current(); SELECT pg_sleep(3600)' ],
-		'<', \undef, '>', \my $o, '2>', \my $e);
-	ok(DfeTest::poll_until($tb->node, "SELECT count(*) FROM pg_stat_activity
-		WHERE application_name = 'long_xact' AND backend_xid IS NOT NULL", '1', 60), 'a long transaction holds an xid');
-	my $pid = $tb->node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE application_name = 'long_xact'");
+	my ($h, $pid) = $tb->start_long_transaction('long_xact');
+	ok($pid, 'a long transaction holds an xid');
 	# an HA pair's server synchronises slots (PostgreSQL 17): the new slot is a failover slot
 	if ($tb->major >= 17)
 	{

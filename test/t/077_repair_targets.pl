@@ -13,7 +13,6 @@
 #     lower-case message and a hint, and nothing written.
 use strict;
 use warnings;
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -142,20 +141,13 @@ is(scalar @{ $fake->requests(since => $mark, method => 'POST', path => qr{/conne
 
 # 4. the creation would wait for a long transaction on the target: an error naming it, nothing recorded
 my $tl = $targets[-1];
-my $h = IPC::Run::start(
-	[ $tl->node->installed_command('psql'), '-XAtq', '-h', $tl->node->host, '-p', $tl->node->port,
-		'-d', 'dbname=service application_name=long_xact',
-		'-c', 'BEGIN; SELECT pg_catalog.txid_current(); SELECT pg_sleep(3600)' ],
-	'<', \undef, '>', \my $o, '2>', \my $e);
-ok(DfeTest::poll_until($tl->node, "SELECT count(*) FROM pg_stat_activity
-	WHERE application_name = 'long_xact' AND backend_xid IS NOT NULL", '1', 60), "PG$tl->{major}: a long transaction holds an xid");
-my $pid = $tl->node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE application_name = 'long_xact'");
+my ($h, $pid) = $tl->start_long_transaction('long_xact');
 $tl->node->safe_psql('service', "SELECT pg_drop_replication_slot('airbyte_slot')");
 my $before = sql($written);
 my ($ret, $out, $err) = $node->psql('postgres',
 	"\\set VERBOSITY verbose\nSELECT * FROM dfe_airbyte_repair(dry_run => false, target => '$tl->{name}')");
 like($err, qr/ERROR:  55P03: could not create replication slot "airbyte_slot" on target "\Q$tl->{name}\E": .*process $pid /,
-	'... the creation is bounded: an error naming the transaction it waits for');
+	"PG$tl->{major}: the creation is bounded: an error naming the transaction it waits for");
 like($err, qr/HINT:  Fix the cause, then run/, '... with a hint');
 is(sql($written), $before, '... nothing recorded');
 $tl->node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
