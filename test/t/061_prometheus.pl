@@ -184,20 +184,23 @@ for my $m ('dfe_airbyte_slot_status_code{slot_name="airbyte_slot",%s}',
 	my @both = map { sprintf($m, "target=\"$_\"") } qw(local svc_a);
 	is(scalar(grep { defined $s->{$_} } @both), 2, "a series per target: @both");
 }
-is(value($s, 'dfe_airbyte_slot_status_code{slot_name="airbyte_slot",target="svc_a"}'), '0', "svc_a's slot: ok");
-is(value($s, 'dfe_airbyte_slot_limit_bytes{slot_name="airbyte_slot",target="svc_a"}'), '-1',
-	"svc_a's slot: no live limit (the view's remote rows have none)");
-is(value($s, 'dfe_airbyte_sync_last_job_failed{target="svc_a"}'), '0', "svc_a's newest sync succeeded");
+# svc_a's own values, beside local's above
+for my $e (
+	[ 'slot_status_code{slot_name="airbyte_slot",target="svc_a"}', '0', "svc_a's slot: ok" ],
+	[ 'slot_limit_bytes{slot_name="airbyte_slot",target="svc_a"}', '-1', "svc_a's slot: no live limit (remote rows have none)" ],
+	[ 'sync_last_job_failed{target="svc_a"}', '0', "svc_a's newest sync succeeded" ],
+	[ 'last_deploy_failed{target="svc_a"}', '0', "svc_a's newest deploy succeeded" ],
+	[ 'last_deploy_state_is{state="succeeded",target="svc_a"}', '1', 'svc_a: deploy one-hot: succeeded' ],
+	[ 'policy_tags_failures_last_hour{target="svc_a"}', '0', 'svc_a: no policy tag failure' ],
+	[ 'reconcile_mismatch{table_name="users",target="svc_a"}', '0', 'svc_a: users match' ],
+	[ 'target_reachable{target="svc_a"}', '1', 'svc_a: reached by the guard' ],
+	[ 'target_reachable{target="local"}', '1', 'local: reachable' ],
+	[ 'events_last_hour{kind="policy_tags_failed",severity="warning",target="local"}', '1', 'events carry their target' ])
+{
+	is(value($s, "dfe_airbyte_$e->[0]"), $e->[1], $e->[2]);
+}
 cmp_ok(value($s, 'dfe_airbyte_sync_seconds_since_last_success{target="svc_a"}') // -1, '>', 0,
 	"svc_a: seconds since its own last success");
-is(value($s, 'dfe_airbyte_last_deploy_failed{target="svc_a"}'), '0', "svc_a's newest deploy succeeded");
-is(value($s, 'dfe_airbyte_last_deploy_state_is{state="succeeded",target="svc_a"}'), '1', 'svc_a: deploy one-hot: succeeded');
-is(value($s, 'dfe_airbyte_policy_tags_failures_last_hour{target="svc_a"}'), '0', 'svc_a: no policy tag failure');
-is(value($s, 'dfe_airbyte_reconcile_mismatch{table_name="users",target="svc_a"}'), '0', 'svc_a: users match');
-is(value($s, 'dfe_airbyte_target_reachable{target="svc_a"}'), '1', 'svc_a: reached by the guard');
-is(value($s, 'dfe_airbyte_target_reachable{target="local"}'), '1', 'local: reachable');
-is(value($s, 'dfe_airbyte_events_last_hour{kind="policy_tags_failed",severity="warning",target="local"}'), '1',
-	'events carry their target');
 ok(!grep({ /^dfe_airbyte_workers?_/ && /target=/ } keys %$s), "the workers' series have no target");
 
 my @workers = grep { /^dfe_airbyte_worker_running\{backend_type="dfe_airbyte[^"]*"\}$/ } keys %$s;
