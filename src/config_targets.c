@@ -510,15 +510,28 @@ dfe_airbyte_config_problems(PG_FUNCTION_ARGS)
 	DfeTargetScope *scope;
 	List	   *rows;
 	ListCell   *lc;
+	ErrorData  *edata;
 
 	DFE_REQUIRE_MATCHING_SQL();
 	InitMaterializedSRF(fcinfo, 0);
-	scope = dfe_target_scope_enter(target);
-	if (strcmp(target, DFE_LOCAL_TARGET) == 0)
-		rows = target_problems();
+	scope = dfe_target_scope_try_enter(target, &edata);
+	if (scope == NULL)
+	{
+		/* dfe_airbyte_setting_problems(target) names the setting */
+		rows = add_problem(NIL, "error", psprintf("target %s", target),
+						   psprintf("target \"%s\" could not be checked: its settings cannot be applied: %s",
+									target, edata->message),
+						   psprintf("Correct the target's settings: SELECT * FROM dfe_airbyte_setting_problems('%s') names the wrong one.",
+									target));
+	}
 	else
-		rows = guarded_target_problems(target);
-	dfe_target_scope_leave(scope);
+	{
+		if (strcmp(target, DFE_LOCAL_TARGET) == 0)
+			rows = target_problems();
+		else
+			rows = guarded_target_problems(target);
+		dfe_target_scope_leave(scope);
+	}
 
 	foreach(lc, rows)
 	{
