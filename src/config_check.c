@@ -400,19 +400,20 @@ check_target_settings(ProblemSink *sink)
 	for (int i = 0; i < r->nrows; i++)
 	{
 		const char *key = dfe_rows_value(r, i, 1);
+		const char *value = dfe_rows_value(r, i, 3);
 		const char *why;
 
 		if (key == NULL)
 			continue;
-		why = dfe_target_setting_problem(key, dfe_rows_value(r, i, 2), dfe_rows_value(r, i, 3));
+		why = dfe_target_setting_problem(key, dfe_rows_value(r, i, 2), value);
 		if (why == NULL)
 			continue;
 		add_problem(sink, "error", psprintf("dfe_airbyte.%s", key),
-					psprintf("target \"%s\" sets \"%s\" to \"%s\", which is refused: %s; the target's tasks fail until it is fixed",
-							 sink->target, key, dfe_rows_value(r, i, 3), why),
-					psprintf("Correct it, e.g. UPDATE dfe_airbyte.targets SET settings = settings - '%s' WHERE name = '%s'; "
+					psprintf("target \"%s\" sets \"%s\" to %s, which is refused: %s; the target's tasks fail until it is fixed",
+							 sink->target, key, value ? psprintf("\"%s\"", value) : "null", why),
+					psprintf("Correct it, e.g. UPDATE dfe_airbyte.targets SET settings = settings - %s WHERE name = '%s'; "
 							 "a target's settings are valued as in postgresql.conf.",
-							 key, sink->target));
+							 quote_literal_cstr(key), sink->target));
 		usable = false;
 	}
 	return usable;

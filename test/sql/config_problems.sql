@@ -111,7 +111,7 @@ SELECT severity, object FROM dfe_airbyte_setting_problems()
 -- checked, so the settings part checks them as dfe_airbyte_add_target()
 -- does, and runs the per-service checks with them over the global ones
 UPDATE dfe_airbyte.targets
-   SET settings = '{"slot_limit_action": "bogus", "disk_size": "lots", "no_such_setting": "1", "slot_name": ""}'
+   SET settings = '{"slot_limit_action": "bogus", "disk_size": "lots", "no_such_setting": "1", "slot_name": "", "publication": null}'
  WHERE name = 'local';
 SELECT target_name, severity, object, problem FROM dfe_airbyte_setting_problems()
  WHERE target_name IS NOT NULL ORDER BY object;
