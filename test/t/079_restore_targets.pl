@@ -99,6 +99,8 @@ sub restore_story
 		"... 'restored' in the health view");
 	like(sql("SELECT hint FROM dfe_airbyte.replication_slot_health WHERE target = '$tn'"),
 		qr/SELECT dfe_airbyte_confirm_restore\('$tn'\)/, "... the hint names confirm_restore('$tn')");
+	like(sql("SELECT severity || ': ' || hint FROM dfe_airbyte.config_problems WHERE target = '$tn' AND object = 'restored'"),
+		qr/^error: .*SELECT dfe_airbyte_confirm_restore\('$tn'\)/, '... and config_problems says so');
 	my $deploy = sql("SELECT dfe_airbyte_deploy(false, '$tn')");
 	$some_checks->('the guard goes on sampling the held target');
 	is($count_of->('events', " AND kind = 'target_server_changed'"), '1', 'one target_server_changed event, not one per check');
@@ -137,6 +139,8 @@ sub restore_story
 		'... and no hold');
 	isnt(sql("SELECT string_agg(DISTINCT status, ',') FROM dfe_airbyte.replication_slot_health WHERE target = '$tn'"),
 		'restored', "... nor 'restored'");
+	is(sql("SELECT count(*) FROM dfe_airbyte.config_problems WHERE target = '$tn' AND object = 'restored'"), '0',
+		'... nor a restored row in config_problems');
 
 	sql("SELECT dfe_airbyte_drop_target('$tn')");
 	$new->node->stop;
