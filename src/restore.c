@@ -189,11 +189,13 @@ dfe_airbyte_confirm_restore(PG_FUNCTION_ARGS)
 		dfe_target_scope_leave(scope);
 		if (local)
 			ereport(NOTICE,
-					(errmsg("nothing to confirm: this database was not restored from another server"),
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg("nothing to confirm: this database was not restored from another server"),
 					 errdetail("The system identifier recorded by the slot guard is this server's (%s).", now)));
 		else
 			ereport(NOTICE,
-					(errmsg("nothing to confirm: target \"%s\" was not restored from another server", target),
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg("nothing to confirm: target \"%s\" was not restored from another server", target),
 					 errdetail("The system identifier recorded by the slot guard is that of the server that answers (%s).",
 							   now ? now : "none recorded yet")));
 		PG_RETURN_TEXT_P(cstring_to_text("nothing to confirm"));

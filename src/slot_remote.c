@@ -342,8 +342,10 @@ record_identity(RemoteTarget *rt, PGresult *res)
 
 	if (args[1] == NULL)
 		return false;
+	/* FOR UPDATE: a confirmation committed meanwhile is read, not undone */
 	dfe_sql("record the target's server identity",
-			"WITH old AS (SELECT system_identifier, timeline FROM dfe_airbyte.guard_targets WHERE target = $1)\n"
+			"WITH old AS (SELECT system_identifier, timeline FROM dfe_airbyte.guard_targets WHERE target = $1\n"
+			"             FOR UPDATE)\n"
 			"UPDATE dfe_airbyte.guard_targets g\n"
 			"SET system_identifier = coalesce(old.system_identifier, $2::bigint),\n"
 			"    timeline = CASE WHEN coalesce(old.system_identifier, $2::bigint) = $2::bigint\n"
