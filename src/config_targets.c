@@ -457,6 +457,29 @@ heartbeat_problems(List *rows, DfeTarget *t)
 	return rows;
 }
 
+/*
+ * Another server answers for the remote target than the one its history is
+ * from, unconfirmed (restore.h): the local database's "restored" row, for
+ * the target.
+ */
+static List *
+restore_problems(List *rows, const char *target)
+{
+	DfeRows    *r;
+
+	r = dfe_target_query(dfe_target_open(DFE_LOCAL_TARGET), "look for an unconfirmed restore of the target",
+						 "SELECT g.unconfirmed_system_identifier::pg_catalog.text, g.system_identifier::pg_catalog.text\n"
+						 "FROM dfe_airbyte.guard_targets g WHERE g.target OPERATOR(pg_catalog.=) $1\n"
+						 "  AND g.unconfirmed_system_identifier IS NOT NULL", 1, &target);
+	if (r->nrows == 0)
+		return rows;
+	return add_problem(rows, "error", "restored",
+					   psprintf("another server answers for target \"%s\" (system identifier %s, the slot guard's history is from %s): a restore of another server's backup or a new server behind its address; nothing is terminated, recreated, deployed or asked of Airbyte for it until you confirm",
+								target, dfe_rows_value(r, 0, 0), dfe_rows_value(r, 0, 1)),
+					   psprintf("Check that the target's settings (Airbyte connection, BigQuery dataset, slot) are right for this server, then run SELECT dfe_airbyte_confirm_restore(%s);",
+								quote_literal_cstr(target)));
+}
+
 /* every problem of the current scope's target */
 static List *
 target_problems(void)
@@ -471,6 +494,7 @@ target_problems(void)
 	 */
 	if (dfe_target_is_local(t))
 		return rows;
+	rows = restore_problems(rows, dfe_target_current());
 	rows = heartbeat_problems(rows, t);
 	return disk_problems(rows, t);
 }

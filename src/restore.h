@@ -10,6 +10,12 @@
  * reports 'restored' and neither recreates a slot nor asks Airbyte for
  * anything until a DBA runs dfe_airbyte_confirm_restore().  A promoted
  * standby keeps its primary's identifier, so a failover is not a restore.
+ *
+ * A remote target is held the same way, per target: the guard records the
+ * identifier of the server that answers for it (dfe_airbyte.guard_targets,
+ * slot_remote.c); another one than its history's is held until
+ * dfe_airbyte_confirm_restore(target).  A higher timeline with the same
+ * identifier is a failover and holds nothing.
  */
 #ifndef DFE_AIRBYTE_RESTORE_H
 #define DFE_AIRBYTE_RESTORE_H

@@ -67,6 +67,9 @@ extern void dfe_slot_note_creation_wait(const char *slot_name, int64 rec_id, Cre
 										const char *data, const char *summary,
 										const char *oldest);
 
+/* in the target's scope and a transaction: the recreation's terminate step ended (ok: signalled) */
+extern void dfe_slot_recreation_terminated(const SlotRecreation *rec, bool ok);
+
 /* how long one creation attempt may wait for other transactions (lock_timeout) */
 extern int	dfe_creation_wait_ms(void);
 

@@ -44,6 +44,7 @@ typedef struct RemoteTarget
 	TargetConn *rc;				/* the recreation's own connection, opened when needed */
 	RemoteRecreation *rr;		/* its steps (slot_remote_recreate.c) */
 	bool		listed;			/* still enabled at the last listing */
+	TimestampTz held_notified_at;	/* last target_server_changed event; 0 none */
 } RemoteTarget;
 
 static MemoryContext remote_cxt = NULL;
@@ -302,12 +303,35 @@ guarded_slot(PGresult *res, int row, GuardedSlot *g)
 }
 
 /*
+ * The target is held (record_identity): an event when the other server is
+ * first seen and every SLOT_RENOTIFY_MS while the hold lasts, as the local
+ * database_restored event is (slots.c).
+ */
+static void
+report_held(RemoteTarget *rt, const char *sysid, const char *recorded)
+{
+	if (rt->held_notified_at != 0 &&
+		!TimestampDifferenceExceeds(rt->held_notified_at, GetCurrentTimestamp(), (int) SLOT_RENOTIFY_MS))
+		return;
+	dfe_event("critical", "target_server_changed", NULL,
+			  psprintf("target \"%s\" is now another server (system identifier %s, was %s): a restore of another server's backup or a new server behind its address; its Airbyte slot is not the one Airbyte read from, so the slot guard terminates and recreates nothing there and the network worker runs no deploy or re-sync for it until a DBA checks the target and runs SELECT dfe_airbyte_confirm_restore('%s')",
+					   rt->name, sysid, recorded, rt->name),
+			  psprintf("{\"system_identifier\": \"%s\", \"previous_system_identifier\": \"%s\"}",
+					   sysid, recorded));
+	rt->held_notified_at = GetCurrentTimestamp();
+}
+
+/*
  * Which server answered (pg_control_system(), pg_control_checkpoint(), both
- * readable by pg_monitor): another system identifier than last time means
- * the target now is another server (a restore, a new server behind the
- * name); a higher timeline, a failover or a point-in-time restore.  Either
- * way the Airbyte slot there may not be the one Airbyte read from: an event
- * says so.  Returns true when the server is another one.
+ * readable by pg_monitor), against the one the target's history is from
+ * (dfe_airbyte.guard_targets.system_identifier, recorded at the first
+ * answer).  Another system identifier — a restore of another server's
+ * backup, a new server behind the address — holds the target as a restore
+ * of the local database is held (restore.h): recorded as
+ * unconfirmed_system_identifier until dfe_airbyte_confirm_restore(target)
+ * or until the recorded server answers again.  A higher timeline with the
+ * same identifier is a failover (or a point-in-time restore of the same
+ * server): an event, no hold.  Returns true while the target is held.
  */
 static bool
 record_identity(RemoteTarget *rt, PGresult *res)
@@ -316,25 +340,31 @@ record_identity(RemoteTarget *rt, PGresult *res)
 	char	   *old_sysid;
 	char	   *old_tli;
 
+	if (args[1] == NULL)
+		return false;
+	/* FOR UPDATE: a confirmation committed meanwhile is read, not undone */
 	dfe_sql("record the target's server identity",
-			"WITH old AS (SELECT system_identifier, timeline FROM dfe_airbyte.guard_targets WHERE target = $1)\n"
-			"UPDATE dfe_airbyte.guard_targets g SET system_identifier = $2::bigint, timeline = $3::int\n"
+			"WITH old AS (SELECT system_identifier, timeline FROM dfe_airbyte.guard_targets WHERE target = $1\n"
+			"             FOR UPDATE)\n"
+			"UPDATE dfe_airbyte.guard_targets g\n"
+			"SET system_identifier = coalesce(old.system_identifier, $2::bigint),\n"
+			"    timeline = CASE WHEN coalesce(old.system_identifier, $2::bigint) = $2::bigint\n"
+			"                    THEN $3::int ELSE old.timeline END,\n"
+			"    unconfirmed_system_identifier = CASE WHEN coalesce(old.system_identifier, $2::bigint) <> $2::bigint\n"
+			"                                         THEN $2::bigint END\n"
 			"FROM old WHERE g.target = $1\n"
 			"RETURNING old.system_identifier::text, old.timeline::text",
 			3, args, SPI_OK_UPDATE_RETURNING);
-	if (SPI_processed != 1 || args[1] == NULL)
+	if (SPI_processed != 1)
 		return false;
 	old_sysid = dfe_col_text(0, 1);
 	old_tli = dfe_col_text(0, 2);
 	if (old_sysid && strcmp(old_sysid, args[1]) != 0)
 	{
-		dfe_event("critical", "target_server_changed", NULL,
-				  psprintf("target \"%s\" is now another server (system identifier %s, was %s): a restore or a new server behind its host name; its Airbyte slot is not the one Airbyte read from, so check it and run a full re-sync of the Airbyte connection",
-						   rt->name, args[1], old_sysid),
-				  psprintf("{\"system_identifier\": \"%s\", \"previous_system_identifier\": \"%s\"}",
-						   args[1], old_sysid));
+		report_held(rt, args[1], old_sysid);
 		return true;
 	}
+	rt->held_notified_at = 0;
 	if (old_tli && args[2] && atoi(args[2]) > atoi(old_tli))
 		dfe_event("warning", "target_failover", NULL,
 				  psprintf("target \"%s\" moved to timeline %s (was %s): a failover or a point-in-time restore; the Airbyte slot survives a failover only where it was synchronised to the standby (PostgreSQL 17 failover slots), so the guard's next checks show whether it is missing",
@@ -351,11 +381,11 @@ handle_samples(RemoteTarget *rt)
 	const char *slot_name = pstrdup(dfe_setting_slot_name());
 	GuardedSlot g;
 	SlotRecreation rec;
+	bool		held;
 	int			i;
 
 	memset(&g, 0, sizeof(g));
-	if (PQntuples(res) > 0)
-		(void) record_identity(rt, res);
+	held = PQntuples(res) > 0 && record_identity(rt, res);
 	for (i = 0; i < PQntuples(res); i++)
 	{
 		if (PQgetisnull(res, i, RS_NAME))
@@ -364,6 +394,12 @@ handle_samples(RemoteTarget *rt)
 		if (strcmp(PQgetvalue(res, i, RS_NAME), slot_name) == 0)
 			guarded_slot(res, i, &g);
 	}
+	/*
+	 * another server than the history's, unconfirmed: its slots are shown
+	 * (the health view reads these samples) but neither judged nor acted on
+	 */
+	if (held)
+		return;
 	update_state(rt->name, slot_name);
 	/* a standby (during a failover) has no slot to act on */
 	if (PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, RS_IN_RECOVERY), "t") == 0)
@@ -438,6 +474,19 @@ advance_recreation(RemoteTarget *rt)
 	dfe_rr_advance(rt->rr, rt->rc, rt->name);
 }
 
+/* is the target held by an unconfirmed restore (record_identity)? */
+static bool
+held_now(const char *target)
+{
+	const char *args[1] = {target};
+
+	dfe_sql("look for an unconfirmed restore of the target",
+			"SELECT 1 FROM dfe_airbyte.guard_targets\n"
+			"WHERE target = $1 AND unconfirmed_system_identifier IS NOT NULL",
+			1, args, SPI_OK_SELECT);
+	return SPI_processed > 0;
+}
+
 /*
  * dfe_airbyte_check_slots_now(target): one remote target's sampling now, in
  * the caller's transaction and the target's scope (SPI connected), over the
@@ -470,7 +519,9 @@ dfe_slot_sample_remote_now(DfeTargetScope *scope)
 		store_sample(dfe_target_current(), res, i);
 		n++;
 	}
-	update_state(dfe_target_current(), dfe_setting_slot_name());
+	/* another server's slots under an unconfirmed restore: shown, not the history's */
+	if (!held_now(dfe_target_current()))
+		update_state(dfe_target_current(), dfe_setting_slot_name());
 	return n;
 }
 

@@ -292,6 +292,24 @@ record_step(RemoteRecreation *rr, TargetConn *rc, const char *target, bool creat
 		dfe_wake(DFE_NET_WORKER);
 }
 
+/*
+ * The terminate step's answer: pg_terminate_backend() true, false (the
+ * process was gone), or an error (no right to signal it); the same
+ * slot_walsender_terminated event as the local recreation's, for the target.
+ */
+static void
+record_terminate(RemoteRecreation *rr, TargetConn *rc, const char *target)
+{
+	DfeTargetScope *scope;
+	const char *v = dfe_tc_state(rc) == TC_DONE ? value(rc, 0) : NULL;
+
+	dfe_xact_begin("dfe_airbyte slot guard");
+	scope = dfe_target_scope_enter(target);
+	dfe_slot_recreation_terminated(&rr->rec, v != NULL && strcmp(v, "t") == 0);
+	dfe_target_scope_leave(scope);
+	dfe_xact_end();
+}
+
 /* a step failed: the recreation stays open and the next check resumes it */
 static void
 step_failed(RemoteRecreation *rr, TargetConn *rc, const char *target)
@@ -330,6 +348,8 @@ dfe_rr_advance(RemoteRecreation *rr, TargetConn *rc, const char *target)
 		rr->step = RR_NONE;
 		return;
 	}
+	if (rr->step == RR_TERMINATE)
+		record_terminate(rr, rc, target);
 	if (!ok && rr->step != RR_TERMINATE)
 	{
 		step_failed(rr, rc, target);

@@ -1048,6 +1048,27 @@ dfe_slot_recreation_done(const SlotRecreation *rec, const char *new_lsn, bool cr
 					  rec->rec_id, new_lsn, created_new, cw);
 }
 
+/* why a recreation ends the slot's walsender, for slot_walsender_terminated */
+static const char *
+recreation_why(SlotCondition reason)
+{
+	return reason == COND_OVER_LIMIT ? "over dfe_airbyte.max_slot_wal_size, slot_limit_action = recreate"
+		: reason == COND_LOST ? "slot lost, slot_limit_action = recreate"
+		: "slot missing, slot_limit_action = recreate";
+}
+
+/*
+ * A remote target's recreation ended (ok) or failed to end the slot's
+ * walsender (slot_remote_recreate.c): the event the local recreation
+ * emits, with the same detail and data, for the current target.
+ */
+void
+dfe_slot_recreation_terminated(const SlotRecreation *rec, bool ok)
+{
+	terminated_event(rec->slot_name, &rec->g, rec->g.active_pid, ok,
+					 recreation_why((SlotCondition) rec->reason));
+}
+
 /*
  * Recreate the slot for cond (or finish the open recreation, whatever its
  * reason).  Returns true when the slot was (re)created; false when it has
@@ -1069,9 +1090,7 @@ recreate_slot(const char *slot_name, SlotCondition cond, const GuardedSlot *g,
 	ErrorData  *err = NULL;
 	TimestampTz attempt_at;
 
-	why = reason == COND_OVER_LIMIT ? "over dfe_airbyte.max_slot_wal_size, slot_limit_action = recreate"
-		: reason == COND_LOST ? "slot lost, slot_limit_action = recreate"
-		: "slot missing, slot_limit_action = recreate";
+	why = recreation_why(reason);
 
 	/* 1. whoever uses the slot must let go first */
 	if (g->found && g->active && g->active_pid != 0 &&

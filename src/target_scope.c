@@ -325,6 +325,12 @@ dfe_target_current_target(void)
 /*
  * Names (palloc'd char *) of the enabled targets, "local" first when it is
  * enabled, then the others by name.  In a transaction.
+ *
+ * A remote target that another server answers for, unconfirmed (the guard
+ * records it in dfe_airbyte.guard_targets; restore.h), is left out: no task
+ * deploys to it, re-syncs or reconciles it, or asks Airbyte anything for it
+ * until dfe_airbyte_confirm_restore(target).  The one place that holds it;
+ * "local" is held as in 0.2.0 (net_worker.c).
  */
 static List *
 dfe_target_list_enabled(void)
@@ -333,8 +339,11 @@ dfe_target_list_enabled(void)
 	List	   *names = NIL;
 
 	r = read_targets("list the enabled targets",
-					 "SELECT name FROM dfe_airbyte.targets WHERE enabled "
-					 "ORDER BY name OPERATOR(pg_catalog.<>) 'local', name",
+					 "SELECT t.name FROM dfe_airbyte.targets t WHERE t.enabled\n"
+					 "  AND NOT EXISTS (SELECT FROM dfe_airbyte.guard_targets g\n"
+					 "                  WHERE g.target OPERATOR(pg_catalog.=) t.name\n"
+					 "                    AND g.unconfirmed_system_identifier IS NOT NULL)\n"
+					 "ORDER BY t.name OPERATOR(pg_catalog.<>) 'local', t.name",
 					 0, NULL);
 	for (int i = 0; i < r->nrows; i++)
 		names = lappend(names, pstrdup(dfe_rows_value(r, i, 0)));

@@ -34,6 +34,7 @@ passwords live in a libpq passfile of mode 0600.
 
   use DfeTarget;
   my $t = DfeTarget->new('svc17', major => 17);
+  my $u = DfeTarget->new('svc17b', major => 17, port => $t->port);   # after $t->node->stop
   $t->conninfo;                 # host=127.0.0.1 port=… dbname=service user=dfe_airbyte_remote
   DfeTarget::write_passfile("$dir/pgpass", $t, ...);
   my ($ret, $out, $err) = $t->psql_as_remote('SELECT 1');
@@ -151,7 +152,9 @@ sub new
 		airbyte_password => _password(),
 	}, $class;
 	my $inst = _install_path($major);
-	my $node = PostgreSQL::Test::Cluster->new($name, $inst ? (install_path => $inst) : ());
+	# port: another server behind a stopped one's address (a restore, a new server)
+	my $node = PostgreSQL::Test::Cluster->new($name, $inst ? (install_path => $inst) : (),
+		$opts{port} ? (port => $opts{port}) : ());
 	$node->init(allows_streaming => 'logical');
 	$node->append_conf('postgresql.conf', <<'CONF');
 listen_addresses = '127.0.0.1'

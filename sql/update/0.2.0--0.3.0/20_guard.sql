@@ -42,7 +42,13 @@ CREATE TABLE dfe_airbyte.guard_targets (
     -- which server answered: pg_control_system() and pg_control_checkpoint()
     -- (another identifier: a restore or a new server; a higher timeline: a failover)
     system_identifier   bigint,
-    timeline            integer
+    timeline            integer,
+    -- another server's identifier answering for the target that no DBA has
+    -- confirmed (dfe_airbyte_confirm_restore(target)): while it is set the
+    -- guard terminates and recreates nothing there and the network worker
+    -- runs no task for the target; system_identifier stays the one its
+    -- history is from
+    unconfirmed_system_identifier bigint
 );
 COMMENT ON TABLE dfe_airbyte.guard_targets IS
     'the slot guard''s last check of each remote target: reachable or not, since when, and why not';
@@ -189,3 +195,17 @@ CREATE FUNCTION @extschema@.dfe_airbyte_check_slots_now(
 COMMENT ON FUNCTION @extschema@.dfe_airbyte_check_slots_now(text) IS 'samples the logical slots of the target now ("local": this database), as one worker check does (without the limit action); returns its cost';
 REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_check_slots_now(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_check_slots_now(text) TO dfe_airbyte_admin;
+
+-- dfe_airbyte_confirm_restore(target): a remote target restored from another
+-- server's backup, or a new server behind its address, is held as a local
+-- restore is (src/restore.c) until a DBA confirms it; SECURITY DEFINER, as
+-- the other functions that write the guard's tables: dfe_airbyte_admin has
+-- only SELECT on them, and confirmed_by records the caller
+DROP FUNCTION @extschema@.dfe_airbyte_confirm_restore();
+CREATE FUNCTION @extschema@.dfe_airbyte_confirm_restore(target text DEFAULT 'local') RETURNS text
+    AS 'MODULE_PATHNAME', 'dfe_airbyte_confirm_restore'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_confirm_restore(text) IS 'after a restore of another server''s backup (or a new server behind a remote target''s address): the target now belongs to the server that answers; clears the other server''s slot history and lets the slot guard and the network worker act on it again';
+REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_confirm_restore(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_confirm_restore(text) TO dfe_airbyte_admin;

@@ -244,6 +244,9 @@ FROM k
     SELECT ls.*, st.condition, st.last_active_at,
            CASE
                WHEN NOT ls.reachable THEN 'unreachable'
+               -- another server answers, unconfirmed: the guard holds (src/restore.h)
+               WHEN EXISTS (SELECT FROM dfe_airbyte.guard_targets h WHERE h.target = ls.target
+                                AND h.unconfirmed_system_identifier IS NOT NULL) THEN 'restored'
                WHEN st.condition IN ('lost', 'missing') OR ls.wal_status = 'lost' THEN 'lost'
                WHEN st.condition = 'over_limit' OR ls.wal_status = 'unreserved' THEN 'critical'
                ELSE 'ok'
@@ -256,7 +259,9 @@ FROM k
     -- the target's Airbyte slot, seen before, that its last check did not find
     SELECT g.target, g.reachable, g.last_reached_at, g.last_error, st.slot_name, false, NULL, NULL, NULL,
            NULL, NULL, st.condition, st.last_active_at,
-           CASE WHEN g.reachable THEN 'lost' ELSE 'unreachable' END
+           CASE WHEN NOT g.reachable THEN 'unreachable'
+                WHEN g.unconfirmed_system_identifier IS NOT NULL THEN 'restored'
+                ELSE 'lost' END
     FROM dfe_airbyte.slot_state st
     JOIN dfe_airbyte.guard_targets g ON g.target = st.target
     JOIN dfe_airbyte.targets t ON t.name = g.target AND t.enabled
@@ -271,6 +276,9 @@ SELECT target, slot_name, NULL::text, active, active_pid, wal_status, safe_wal_s
        CASE WHEN active THEN last_reached_at ELSE last_active_at END,
        status,
        CASE status
+           WHEN 'restored' THEN
+               format('Another server than the one the slot guard''s history is from answers for target %s (a restore of another server''s backup, or a new server behind its address): the guard terminates and recreates nothing there and the network worker runs no deploy or re-sync for it. Check that the target''s settings and its Airbyte connection are right for this server, then run SELECT dfe_airbyte_confirm_restore(%L).',
+                      target, target)
            WHEN 'unreachable' THEN
                format('The slot guard cannot reach target %s (%s); it was last reached %s. Its slots are not watched until it answers: check the server, the network and dfe_airbyte.targets.conninfo.',
                       target, coalesce(last_error, 'no answer'), coalesce(last_reached_at::text, 'never'))
