@@ -154,6 +154,10 @@ $tl->node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
 $h->kill_kill;
 $h->finish;
 like(repair($tl->{name}, 'false'), qr/^slot created, /, '... once it ended, the slot is created');
+# its re-sync is asked for by the network worker, later: wait, so that it is
+# not counted against the next step
+ok(DfeTest::poll_until($node, "SELECT resync_state FROM dfe_airbyte.slot_recreations
+	WHERE target = '$tl->{name}' ORDER BY id DESC LIMIT 1", 'started', 120), '... and its full re-sync is asked for');
 
 # 5. a target nobody listens for
 sql(q{INSERT INTO dfe_airbyte.targets (name, conninfo, settings)
