@@ -1322,7 +1322,8 @@ dfe_airbyte_slot_guard_settings(PG_FUNCTION_ARGS)
 	inactive->time = (int64) dfe_slot_inactive_intervals * dfe_effective_sync_interval_s() * USECS_PER_SEC;
 	values[4] = IntervalPGetDatum(inactive);
 	/* a remote server's max_slot_wal_keep_size as the guard last sampled it */
-	server_limit = scope ? dfe_target_sampled_keep_bytes() : dfe_server_slot_limit_bytes();
+	server_limit = strcmp(dfe_target_current(), DFE_LOCAL_TARGET) != 0
+		? dfe_target_sampled_keep_bytes() : dfe_server_slot_limit_bytes();
 	if (server_limit >= 0)
 		values[5] = Int64GetDatum(server_limit);
 	else
