@@ -25,15 +25,12 @@
 #include "utils/resowner.h"
 
 #include "settings.h"
+#include "slot_guard.h"
 #include "spi_xact.h"
 #include "stream_config.h"
 #include "target.h"
 #include "target_scope.h"
 #include "version.h"
-
-/* Azure Flexible Server turns read-only at 95 % used or under 5 GiB free */
-#define AZURE_READONLY_USED_FRACTION 0.95
-#define AZURE_READONLY_FREE_BYTES (INT64CONST(5) * 1024 * 1024 * 1024)
 
 typedef struct Problem
 {
@@ -325,17 +322,6 @@ catalog_problems(List *rows)
 	return rows;
 }
 
-/*
- * What a remote server has used of its disk: every database it lets us
- * size (pg_monitor may) and its WAL; and its own slot bound in MB (-1:
- * none; Azure keeps it at -1).
- */
-static const char *disk_used_sql =
-"SELECT (SELECT pg_catalog.sum(pg_catalog.pg_database_size(d.oid)) FROM pg_catalog.pg_database d\n"
-"         WHERE d.datallowconn AND pg_catalog.has_database_privilege(d.oid, 'CONNECT'))::pg_catalog.int8\n"
-"       OPERATOR(pg_catalog.+) (SELECT coalesce(pg_catalog.sum(w.size), 0) FROM pg_catalog.pg_ls_waldir() w)::pg_catalog.int8,\n"
-"       (SELECT s.setting FROM pg_catalog.pg_settings s WHERE s.name OPERATOR(pg_catalog.=) 'max_slot_wal_keep_size')";
-
 static char *
 pretty_bytes(int64 bytes)
 {
@@ -344,52 +330,48 @@ pretty_bytes(int64 bytes)
 
 /* the WAL the slot may retain before something acts, in bytes; -1: nothing bounds it */
 static int64
-slot_bound_bytes(int64 server_limit_mb)
+slot_bound_bytes(int64 server_limit)
 {
 	int64		bound = -1;
 
 	if (dfe_max_slot_wal_size_mb >= 0 && dfe_slot_limit_action != SLOT_LIMIT_WARN)
 		bound = (int64) dfe_max_slot_wal_size_mb * 1024 * 1024;
-	if (server_limit_mb >= 0 && (bound < 0 || server_limit_mb * 1024 * 1024 < bound))
-		bound = server_limit_mb * 1024 * 1024;
+	if (server_limit >= 0 && (bound < 0 || server_limit < bound))
+		bound = server_limit;
 	return bound;
 }
 
 /*
- * A remote server's free space cannot be read (statvfs sees this server's
- * disk): the target's disk_size stands in, with Azure Flexible Server's
- * read-only rule as the hard edge ("The primary server is automatically
- * switched to read-only mode when the storage usage reaches 95 percent, or
- * when the available capacity is less than 5 GiB", Azure's
- * concepts-logical.md).
+ * A remote target's disk against Azure Flexible Server's read-only rule
+ * (95 % used or under 5 GiB free: slot_health.c cites it), from the same
+ * facts dfe_airbyte.slot_limit_advice shows (dfe_disk_facts(): its
+ * disk_size less the use the slot guard last measured there), so that both
+ * say the same.  Until the guard has measured the use, only what is wrong
+ * even on an empty disk is reported.
  */
 static List *
 disk_problems(List *rows, DfeTarget *t)
 {
 	const char *target = dfe_target_name(t);
-	int64		disk_mb;
-	int64		disk;
+	DfeDiskFacts d;
 	int64		readonly_at;
 	int64		used;
 	int64		bound;
-	DfeRows    *r;
 
-	disk_mb = dfe_target_disk_size_mb(target);
-	if (disk_mb < 0)
+	dfe_disk_facts(&d);
+	if (d.total < 0)
 		return add_problem(rows, "warning", "disk_size",
 						   psprintf("target \"%s\" has no disk_size: its server's free space cannot be read from here, so nothing checks the slot's bound against Azure's read-only point (95 %% used or less than 5 GiB free)", target),
 						   psprintf("UPDATE dfe_airbyte.targets SET settings = settings || '{\"disk_size\": \"<the server's storage size, e.g. 128GB>\"}' WHERE name = '%s';", target));
-	disk = disk_mb * 1024 * 1024;
-	readonly_at = Min((int64) (disk * AZURE_READONLY_USED_FRACTION), disk - AZURE_READONLY_FREE_BYTES);
-	r = dfe_target_query(t, "read the disk use", disk_used_sql, 0, NULL);
-	used = r->nrows > 0 && dfe_rows_value(r, 0, 0) ? strtoi64(dfe_rows_value(r, 0, 0), NULL, 10) : 0;
-	bound = slot_bound_bytes(r->nrows > 0 && dfe_rows_value(r, 0, 1)
-							 ? strtoi64(dfe_rows_value(r, 0, 1), NULL, 10) : -1);
+	readonly_at = d.total - d.reserve;
+	used = d.free >= 0 ? d.total - d.free : 0;
+	bound = slot_bound_bytes(dfe_target_sampled_keep_bytes());
 
 	if (used >= readonly_at)
 		return add_problem(rows, "error", "disk headroom",
 						   psprintf("the databases and WAL use %s of disk_size %s: past Azure's read-only point (%s), the server refuses writes",
-									pretty_bytes(used), pretty_bytes(disk), pretty_bytes(readonly_at)),
+									d.free >= 0 ? pretty_bytes(used) : "nothing yet measured",
+									pretty_bytes(d.total), pretty_bytes(readonly_at)),
 						   "Grow the server's storage (and disk_size), or free space: a slot retaining WAL is the usual cause (SELECT * FROM pg_replication_slots on the target).");
 	if (bound < 0)
 		rows = add_problem(rows, "warning", "max_slot_wal_size",
@@ -400,7 +382,7 @@ disk_problems(List *rows, DfeTarget *t)
 	else if (bound > readonly_at - used)
 		rows = add_problem(rows, "warning", "disk headroom",
 						   psprintf("the slot may retain %s before anything acts, more than the disk's headroom before Azure's read-only point (%s of disk_size %s free until 95 %% used or 5 GiB free): the server turns read-only before the limit is reached",
-									pretty_bytes(bound), pretty_bytes(readonly_at - used), pretty_bytes(disk)),
+									pretty_bytes(bound), pretty_bytes(readonly_at - used), pretty_bytes(d.total)),
 						   psprintf("Lower the target's max_slot_wal_size below %s (UPDATE dfe_airbyte.targets SET settings = settings || '{\"max_slot_wal_size\": \"...\"}' WHERE name = '%s';), or grow the server's storage and its disk_size.",
 									pretty_bytes(readonly_at - used), target));
 	return rows;

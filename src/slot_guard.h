@@ -107,4 +107,23 @@ extern void dfe_slot_prune_if_due(void);
 struct DfeTargetScope;
 extern int	dfe_slot_sample_remote_now(struct DfeTargetScope *scope);
 
+/*
+ * The disk of the current target (slot_health.c), for slot_limit_advice and
+ * config_problems alike: total and free bytes (-1: unknown), where they come
+ * from, and the reserve Azure Database for PostgreSQL flexible server needs
+ * free before it turns read-only.
+ */
+typedef struct DfeDiskFacts
+{
+	int64		total;
+	int64		free;
+	const char *source;
+	int64		reserve;
+} DfeDiskFacts;
+
+extern void dfe_disk_facts(DfeDiskFacts *f);
+
+/* max_slot_wal_keep_size of the current remote target as the guard last sampled it, bytes; -1 none or unknown */
+extern int64 dfe_target_sampled_keep_bytes(void);
+
 #endif

@@ -45,7 +45,17 @@ typedef struct RemoteTarget
 	RemoteRecreation *rr;		/* its steps (slot_remote_recreate.c) */
 	bool		listed;			/* still enabled at the last listing */
 	TimestampTz held_notified_at;	/* last target_server_changed event; 0 none */
+	TimestampTz disk_measured_at;	/* when its disk use was last measured; 0 never */
 } RemoteTarget;
+
+/*
+ * The disk use of a remote target (every database's size and the WAL, what
+ * fills its disk_size) is measured at most this often: pg_database_size()
+ * reads the size of every file, too much for every check of a big server;
+ * the advice and the configuration check read the last measurement
+ * (slot_health.c).
+ */
+#define DISK_MEASURE_INTERVAL_MS 60000
 
 static MemoryContext remote_cxt = NULL;
 static List *remote_targets = NIL;
@@ -53,15 +63,28 @@ static List *remote_targets = NIL;
 /*
  * The remote target's logical slots of its own database, and where its WAL
  * is; always at least one row (slot_name NULL when there is no slot), read
- * with pg_monitor's rights only.  Every name and operator qualified.
+ * with pg_monitor's rights only.  Every name and operator qualified.  Also
+ * the server's max_slot_wal_keep_size (bytes, NULL: none) and, when $1 is
+ * true, its disk use (its databases, as config_targets.c counted them
+ * before, and the WAL directory; pg_ls_waldir() is granted to pg_monitor):
+ * a scalar subquery in a CASE branch not taken is never run.
  */
 static const char *const remote_sample_sql =
 "SELECT r.slot_name::pg_catalog.text, r.plugin::pg_catalog.text, r.active, r.active_pid,\n"
 "       r.wal_status, r.safe_wal_size,\n"
 "       (c.lsn OPERATOR(pg_catalog.-) r.restart_lsn)::pg_catalog.int8,\n"
 "       (c.lsn OPERATOR(pg_catalog.-) r.confirmed_flush_lsn)::pg_catalog.int8,\n"
-"       r.restart_lsn, r.confirmed_flush_lsn, c.lsn, r.two_phase, c.in_recovery, c.sysid, c.tli\n"
+"       r.restart_lsn, r.confirmed_flush_lsn, c.lsn, r.two_phase, c.in_recovery, c.sysid, c.tli,\n"
+"       c.keep_bytes, c.disk_used\n"
 "FROM (SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,\n"
+"             CASE WHEN pg_catalog.current_setting('max_slot_wal_keep_size') OPERATOR(pg_catalog.<>) '-1'\n"
+"                  THEN pg_catalog.pg_size_bytes(pg_catalog.current_setting('max_slot_wal_keep_size')) END AS keep_bytes,\n"
+"             CASE WHEN $1::pg_catalog.bool THEN\n"
+"                 (SELECT pg_catalog.sum(pg_catalog.pg_database_size(d.oid)) FROM pg_catalog.pg_database d\n"
+"                   WHERE d.datallowconn AND pg_catalog.has_database_privilege(d.oid, 'CONNECT'))::pg_catalog.int8\n"
+"                 OPERATOR(pg_catalog.+)\n"
+"                 (SELECT coalesce(pg_catalog.sum(w.size), 0) FROM pg_catalog.pg_ls_waldir() w)::pg_catalog.int8\n"
+"             END AS disk_used,\n"
 "             (SELECT s.system_identifier FROM pg_catalog.pg_control_system() s) AS sysid,\n"
 "             (SELECT k.timeline_id FROM pg_catalog.pg_control_checkpoint() k) AS tli,\n"
 "             CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()\n"
@@ -75,7 +98,7 @@ enum
 {
 	RS_NAME, RS_PLUGIN, RS_ACTIVE, RS_PID, RS_WAL_STATUS, RS_SAFE, RS_RETAINED,
 	RS_FLUSH_LAG, RS_RESTART, RS_CONFIRMED, RS_CURRENT, RS_TWO_PHASE, RS_IN_RECOVERY,
-	RS_SYSID, RS_TLI
+	RS_SYSID, RS_TLI, RS_KEEP, RS_DISK_USED
 };
 
 static RemoteTarget *
@@ -373,6 +396,25 @@ record_identity(RemoteTarget *rt, PGresult *res)
 	return false;
 }
 
+/*
+ * The server's max_slot_wal_keep_size and, when this check measured it, its
+ * disk use, into dfe_airbyte.guard_targets (nothing when the guard has no row
+ * for the target yet).  Returns whether the disk use was measured.
+ */
+static bool
+record_disk(const char *target, PGresult *res)
+{
+	const char *args[3] = {target, answer_value(res, 0, RS_KEEP), answer_value(res, 0, RS_DISK_USED)};
+
+	dfe_sql("record the target's disk use",
+			"UPDATE dfe_airbyte.guard_targets SET server_limit_bytes = $2::bigint,\n"
+			"    disk_used_bytes = coalesce($3::bigint, disk_used_bytes),\n"
+			"    disk_used_at = CASE WHEN $3::bigint IS NOT NULL THEN now() ELSE disk_used_at END\n"
+			"WHERE target = $1",
+			3, args, SPI_OK_UPDATE);
+	return args[2] != NULL;
+}
+
 /* an answer: samples stored, the Airbyte slot judged with the target's settings */
 static void
 handle_samples(RemoteTarget *rt)
@@ -381,11 +423,16 @@ handle_samples(RemoteTarget *rt)
 	const char *slot_name = pstrdup(dfe_setting_slot_name());
 	GuardedSlot g;
 	SlotRecreation rec;
-	bool		held;
+	bool		held = false;
 	int			i;
 
 	memset(&g, 0, sizeof(g));
-	held = PQntuples(res) > 0 && record_identity(rt, res);
+	if (PQntuples(res) > 0)
+	{
+		held = record_identity(rt, res);
+		if (record_disk(rt->name, res))
+			rt->disk_measured_at = GetCurrentTimestamp();
+	}
 	for (i = 0; i < PQntuples(res); i++)
 	{
 		if (PQgetisnull(res, i, RS_NAME))
@@ -501,8 +548,9 @@ dfe_slot_sample_remote_now(DfeTargetScope *scope)
 	PGresult   *res;
 	int			n = 0;
 	int			i;
+	const char *measure_disk[1] = {"true"};
 
-	dfe_tc_submit(tc, remote_sample_sql, 0, NULL,
+	dfe_tc_submit(tc, remote_sample_sql, 1, measure_disk,
 			  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), dfe_target_timeout_ms));
 	dfe_tc_run(&tc, 1);
 	if (dfe_tc_state(tc) != TC_DONE)
@@ -519,6 +567,8 @@ dfe_slot_sample_remote_now(DfeTargetScope *scope)
 		store_sample(dfe_target_current(), res, i);
 		n++;
 	}
+	if (PQntuples(res) > 0)
+		(void) record_disk(dfe_target_current(), res);
 	/* another server's slots under an unconfirmed restore: shown, not the history's */
 	if (!held_now(dfe_target_current()))
 		update_state(dfe_target_current(), dfe_setting_slot_name());
@@ -591,8 +641,12 @@ dfe_slot_remote_round(void)
 	foreach(lc, remote_targets)
 	{
 		RemoteTarget *rt = lfirst(lc);
+		const char *measure_disk[1];
 
-		dfe_tc_submit(rt->tc, remote_sample_sql, 0, NULL, deadline);
+		measure_disk[0] = rt->disk_measured_at == 0 ||
+			TimestampDifferenceExceeds(rt->disk_measured_at, GetCurrentTimestamp(),
+									   DISK_MEASURE_INTERVAL_MS) ? "true" : "false";
+		dfe_tc_submit(rt->tc, remote_sample_sql, 1, measure_disk, deadline);
 		conns[n] = rt->tc;
 		conns[list_length(remote_targets) + n] = rt->rc;
 		n++;

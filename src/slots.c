@@ -1311,6 +1311,7 @@ dfe_slots_worker_task(void)
 
 PG_FUNCTION_INFO_V1(dfe_airbyte_slot_guard_settings);
 
+/* dfe_airbyte_slot_guard_settings(target): the guard's settings for that target (its scope) */
 Datum
 dfe_airbyte_slot_guard_settings(PG_FUNCTION_ARGS)
 {
@@ -1318,6 +1319,8 @@ dfe_airbyte_slot_guard_settings(PG_FUNCTION_ARGS)
 	Datum		values[6];
 	bool		nulls[6] = {false, false, false, false, false, false};
 	Interval   *inactive = palloc0(sizeof(Interval));
+	DfeTargetScope *scope;
+	int64		server_limit;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		ereport(ERROR,
@@ -1325,6 +1328,7 @@ dfe_airbyte_slot_guard_settings(PG_FUNCTION_ARGS)
 				 errmsg("dfe_airbyte_slot_guard_settings() must return a record"),
 				 errhint("Call it as SELECT * FROM dfe_airbyte_slot_guard_settings().")));
 	tupdesc = BlessTupleDesc(tupdesc);
+	scope = dfe_target_scope_enter_arg(fcinfo, 0);
 
 	values[0] = CStringGetTextDatum(dfe_setting_slot_name());
 	if (dfe_slot_limit_bytes() >= 0)
@@ -1336,10 +1340,15 @@ dfe_airbyte_slot_guard_settings(PG_FUNCTION_ARGS)
 	/* several whole sync intervals: Airbyte's slot is idle between syncs */
 	inactive->time = (int64) dfe_slot_inactive_intervals * dfe_effective_sync_interval_s() * USECS_PER_SEC;
 	values[4] = IntervalPGetDatum(inactive);
-	if (dfe_server_slot_limit_bytes() >= 0)
-		values[5] = Int64GetDatum(dfe_server_slot_limit_bytes());
+	/* a remote server's max_slot_wal_keep_size as the guard last sampled it */
+	server_limit = strcmp(dfe_target_current(), DFE_LOCAL_TARGET) != 0
+		? dfe_target_sampled_keep_bytes() : dfe_server_slot_limit_bytes();
+	if (server_limit >= 0)
+		values[5] = Int64GetDatum(server_limit);
 	else
 		nulls[5] = true;
+	if (scope)
+		dfe_target_scope_leave(scope);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -12,6 +12,7 @@
 
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -207,6 +208,27 @@ dfe_target_scope_enter(const char *target)
 		MemoryContextSwitchTo(old);
 	}
 	return scope;
+}
+
+DfeTargetScope *
+dfe_target_scope_enter_arg(FunctionCallInfo fcinfo, int argno)
+{
+	const char *target = DFE_LOCAL_TARGET;
+
+	if (PG_NARGS() > argno && !PG_ARGISNULL(argno))
+		target = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (strcmp(target, dfe_target_current()) == 0)
+		return NULL;
+	if (open_scope != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot report on target \"%s\" while acting for target \"%s\"",
+						target, open_scope->name),
+				 errhint("Query it outside the other target's task, e.g. SELECT * FROM dfe_airbyte.slot_limit_advice WHERE target = '%s'.",
+						 target)));
+	if (strcmp(target, DFE_LOCAL_TARGET) == 0)
+		return NULL;
+	return dfe_target_scope_enter(target);
 }
 
 typedef struct TryEnter

@@ -27,6 +27,7 @@
 
 #include "postgres.h"
 
+#include "fmgr.h"
 #include "nodes/pg_list.h"
 
 #include "target.h"
@@ -49,6 +50,16 @@ extern DfeTargetScope *dfe_target_scope_enter(const char *target);
  * is still an ERROR.
  */
 extern DfeTargetScope *dfe_target_scope_try_enter(const char *target, ErrorData **error);
+
+/*
+ * For a SQL function whose argument argno names the target it reports on
+ * (absent when an older release's SQL calls it): that target's scope, or
+ * NULL when none is to be entered, for "local" (this database, its own
+ * settings, as in 0.2.0: also where "local" is disabled) and for the target
+ * whose scope is already open.  ERROR when another target's scope is open:
+ * scopes do not nest.  Leave a non-NULL one with dfe_target_scope_leave().
+ */
+extern DfeTargetScope *dfe_target_scope_enter_arg(FunctionCallInfo fcinfo, int argno);
 
 /* Undoes the target's settings; the current target is "local" again. */
 extern void dfe_target_scope_leave(DfeTargetScope *scope);

@@ -83,9 +83,9 @@ DROP TABLE public.airbyte_heartbeat, public.regress_orders;
 -- grants: monitoring reads, nobody else
 SELECT has_table_privilege('pg_monitor', 'dfe_airbyte.slot_limit_advice', 'SELECT') AS advice,
        has_table_privilege('pg_monitor', 'dfe_airbyte.flow_checks', 'SELECT') AS flow_checks,
-       has_function_privilege('pg_monitor', 'dfe_airbyte_disk_space()', 'EXECUTE') AS disk,
+       has_function_privilege('pg_monitor', 'dfe_airbyte_disk_space(text)', 'EXECUTE') AS disk,
        has_function_privilege('pg_monitor', 'dfe_airbyte_flow_problems()', 'EXECUTE') AS flow_problems,
-       has_function_privilege('public', 'dfe_airbyte_disk_space()', 'EXECUTE') AS disk_public,
+       has_function_privilege('public', 'dfe_airbyte_disk_space(text)', 'EXECUTE') AS disk_public,
        has_function_privilege('public', 'dfe_airbyte_flow_problems()', 'EXECUTE') AS problems_public;
 CREATE ROLE regress_health_nobody;
 SET ROLE regress_health_nobody;

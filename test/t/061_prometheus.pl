@@ -187,7 +187,7 @@ for my $m ('dfe_airbyte_slot_status_code{slot_name="airbyte_slot",%s}',
 # svc_a's own values, beside local's above
 for my $e (
 	[ 'slot_status_code{slot_name="airbyte_slot",target="svc_a"}', '0', "svc_a's slot: ok" ],
-	[ 'slot_limit_bytes{slot_name="airbyte_slot",target="svc_a"}', '-1', "svc_a's slot: no live limit (remote rows have none)" ],
+	[ 'slot_limit_bytes{slot_name="airbyte_slot",target="svc_a"}', '8.589934592e+09', "svc_a's slot: its own limit (8GB), not local's" ],
 	[ 'sync_last_job_failed{target="svc_a"}', '0', "svc_a's newest sync succeeded" ],
 	[ 'last_deploy_failed{target="svc_a"}', '0', "svc_a's newest deploy succeeded" ],
 	[ 'last_deploy_state_is{state="succeeded",target="svc_a"}', '1', 'svc_a: deploy one-hot: succeeded' ],

@@ -4,9 +4,11 @@
 -- 'unreachable' with when it was last reached.  The local part reads only
 -- the local rows of the history tables.  It also shows what only some
 -- majors have (inactive_since, invalidation_reason, the idle_timeout status)
--- through dfe_airbyte_slot_details() of 60_slot_majors.sql.
+-- through dfe_airbyte_slot_details() of 60_slot_majors.sql.  Growth and
+-- time to limit come from each target's own samples, fitted over its own
+-- sync interval, the same way for every target.  (0.2.0's view was dropped
+-- in 20_guard.sql, with the functions it used.)
 
-DROP VIEW dfe_airbyte.replication_slot_health;
 CREATE VIEW dfe_airbyte.replication_slot_health AS
 WITH cfg AS MATERIALIZED (
     SELECT * FROM @extschema@.dfe_airbyte_slot_guard_settings()
@@ -50,47 +52,50 @@ WITH cfg AS MATERIALIZED (
     -- Airbyte confirms WAL only at the start of the NEXT sync, so retained
     -- WAL is a sawtooth over the schedule: growth is judged on the
     -- sawtooth's envelope over whole sync intervals, never on the rise
-    -- between two syncs.  Quarter intervals are the unit of time.
-    SELECT r.sync_interval, now() - 6 * r.sync_interval AS fit_from,
+    -- between two syncs.  Quarter intervals are the unit of time.  Each
+    -- target's own sync interval ("local" always, as in 0.2.0)
+    SELECT t.name AS target, r.sync_interval, now() - 6 * r.sync_interval AS fit_from,
            date_part('epoch', r.sync_interval) / 4 AS quarter_s
-    FROM @extschema@.dfe_airbyte_slot_rhythm() r
+    FROM dfe_airbyte.targets t
+    CROSS JOIN LATERAL @extschema@.dfe_airbyte_slot_rhythm(t.name) r
+    WHERE t.enabled OR t.name = 'local'
 ), quarters AS (
     -- the highest retained WAL of each quarter interval of the last 7.5
-    -- intervals, of this incarnation of each slot: one pass over a range
-    -- scan of slot_samples_sampled_at_idx
-    SELECT x.slot_name,
+    -- intervals, of this incarnation of each slot of each target: one range
+    -- scan of slot_samples_target_sampled_at_idx per target
+    SELECT x.target, x.slot_name,
            floor(date_part('epoch', x.sampled_at) / rh.quarter_s)::bigint AS q,
            max(x.retained_bytes) AS peak,
            max(x.sampled_at) AS last_at,
            min(coalesce(st.first_seen_at, '-infinity')) AS first_seen_at
-    FROM dfe_airbyte.slot_samples x
-    CROSS JOIN rhythm rh
+    FROM rhythm rh
+    JOIN dfe_airbyte.slot_samples x ON x.target = rh.target
     LEFT JOIN dfe_airbyte.slot_state st ON st.target = x.target AND st.slot_name = x.slot_name
-    WHERE x.target = 'local' AND x.sampled_at >= rh.fit_from - 1.5 * rh.sync_interval
+    WHERE x.sampled_at >= rh.fit_from - 1.5 * rh.sync_interval
       AND x.sampled_at >= coalesce(st.first_seen_at, '-infinity')
       AND x.retained_bytes IS NOT NULL
-    GROUP BY 1, 2
+    GROUP BY 1, 2, 3
 ), envelope AS (
     -- each quarter's envelope: the highest retained WAL of the 1.5 to 1.75
     -- intervals up to it (7 quarters), so that it always spans one peak,
     -- also when a sync starts late
-    SELECT slot_name, q, last_at, first_seen_at,
-           max(peak) OVER (PARTITION BY slot_name ORDER BY q RANGE BETWEEN 6 PRECEDING AND CURRENT ROW) AS peak
+    SELECT target, slot_name, q, last_at, first_seen_at,
+           max(peak) OVER (PARTITION BY target, slot_name ORDER BY q RANGE BETWEEN 6 PRECEDING AND CURRENT ROW) AS peak
     FROM quarters
 ), growth AS (
     -- least-squares slope of the envelope over the last 6 intervals, from
     -- 3 intervals after this incarnation was first seen on (a new slot's
     -- sawtooth takes two syncs to reach its height); needs 3 quarters over
     -- 2 intervals at least
-    SELECT e.slot_name,
+    SELECT e.target, e.slot_name,
            CASE WHEN count(*) >= 3 AND max(e.last_at) - min(e.last_at) >= 2 * rh.sync_interval THEN
                regr_slope(e.peak, e.q * rh.quarter_s) * 3600
            END AS per_hour,
            (array_agg(e.peak ORDER BY e.q DESC))[1] AS last_peak
-    FROM envelope e CROSS JOIN rhythm rh
+    FROM envelope e JOIN rhythm rh ON rh.target = e.target
     WHERE e.last_at >= rh.fit_from
       AND e.last_at >= e.first_seen_at + 3 * rh.sync_interval
-    GROUP BY e.slot_name, rh.sync_interval
+    GROUP BY e.target, e.slot_name, rh.sync_interval
 ), pending AS (
     SELECT slot_name, date_trunc('second', min(recreated_at)) AS since, max(resync_attempts) AS attempts,
            (array_agg(resync_last_error ORDER BY id DESC))[1] AS last_error
@@ -104,13 +109,13 @@ WITH cfg AS MATERIALIZED (
            cfg.server_limit_bytes, cfg.warning_fraction, cfg.limit_action, cfg.inactive_after,
            round(g.per_hour)::bigint AS growth_bytes_per_hour,
            g.last_peak AS peak_retained_bytes,
-           (SELECT rh.sync_interval FROM rhythm rh) AS sync_interval,
+           (SELECT rh.sync_interval FROM rhythm rh WHERE rh.target = 'local') AS sync_interval,
            CASE WHEN l.active THEN now() ELSE st.last_active_at END AS last_active_at,
            st.first_seen_at,
            p.since AS resync_pending_since, p.attempts AS resync_attempts, p.last_error AS resync_error
     FROM live l
     CROSS JOIN cfg
-    LEFT JOIN growth g ON g.slot_name = l.slot_name
+    LEFT JOIN growth g ON g.target = 'local' AND g.slot_name = l.slot_name
     LEFT JOIN dfe_airbyte.slot_state st ON st.target = 'local' AND st.slot_name = l.slot_name
     LEFT JOIN pending p ON p.slot_name = l.slot_name
 ), k AS (
@@ -267,12 +272,33 @@ FROM k
     JOIN dfe_airbyte.targets t ON t.name = g.target AND t.enabled
     WHERE st.condition = 'missing' AND st.first_seen_at IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM last_sample ls WHERE ls.target = st.target AND ls.slot_name = st.slot_name)
+), remote_growth AS (
+    -- a remote slot's limits (the target's settings) and its growth from
+    -- the target's samples, fitted as the local ones are
+    SELECT r.*, c.server_limit_bytes,
+           CASE WHEN r.slot_name = c.slot_name THEN c.limit_bytes END AS limit_bytes,
+           round(g.per_hour)::bigint AS growth_bytes_per_hour, g.last_peak AS peak_retained_bytes,
+           rh.sync_interval
+    FROM remote r
+    LEFT JOIN LATERAL @extschema@.dfe_airbyte_slot_guard_settings(r.target) c ON true
+    LEFT JOIN growth g ON g.target = r.target AND g.slot_name = r.slot_name
+    LEFT JOIN rhythm rh ON rh.target = r.target
 )
 SELECT * FROM loc
 UNION ALL
 SELECT target, slot_name, NULL::text, active, active_pid, wal_status, safe_wal_size,
        retained_bytes, pg_size_pretty(retained_bytes), flush_lag_bytes, pg_size_pretty(flush_lag_bytes),
-       NULL::bigint, NULL::bigint, NULL::numeric, NULL::bigint, NULL::interval,
+       limit_bytes, server_limit_bytes,
+       CASE WHEN limit_bytes > 0 THEN round(retained_bytes::numeric / limit_bytes, 3) END,
+       growth_bytes_per_hour,
+       CASE WHEN growth_bytes_per_hour > 0 AND (limit_bytes IS NOT NULL OR safe_wal_size IS NOT NULL) THEN
+           date_trunc('second', make_interval(secs => greatest(0, least(
+               CASE WHEN limit_bytes IS NOT NULL
+                    THEN (limit_bytes - greatest(retained_bytes, peak_retained_bytes))::float8
+                         / growth_bytes_per_hour * 3600 END,
+               CASE WHEN safe_wal_size IS NOT NULL
+                    THEN safe_wal_size::float8 / growth_bytes_per_hour * 3600 END))))
+       END,
        CASE WHEN active THEN last_reached_at ELSE last_active_at END,
        status,
        CASE status
@@ -287,8 +313,8 @@ SELECT target, slot_name, NULL::text, active, active_pid, wal_status, safe_wal_s
            WHEN 'critical' THEN
                format('The Airbyte slot %s of target %s retains %s of WAL, more than the target''s max_slot_wal_size: check that Airbyte syncs run and succeed (dfe_airbyte.sync_health).', slot_name, target, pg_size_pretty(retained_bytes))
        END,
-       NULL::interval, NULL::bigint, NULL::timestamptz, NULL::text
-FROM remote
+       sync_interval, peak_retained_bytes, NULL::timestamptz, NULL::text
+FROM remote_growth
 ORDER BY target, slot_name;
 
 COMMENT ON VIEW dfe_airbyte.replication_slot_health IS 'one row per logical replication slot of each target ("local": this database, live; the others as the slot guard last sampled them, unreachable ones included): retained WAL, limit, growth, time to limit and a status (ok, warning, critical, inactive, lost, idle_timeout, restored) with a hint; inactive_since and invalidation_reason from the server where its major has them';
