@@ -121,6 +121,8 @@ case('a reconciliation mismatch survived the next sync', 'AirbyteReconcileMismat
 # target, while "local" (whose series stay normal) fires nothing.
 case('remote target: its slot is lost, local is fine', 'AirbyteSlotLost', status_over('lost', REMOTE_SLOT),
      '10m', '13m', [exp('AirbyteSlotLost', status='lost', **REMOTE_SLOT)])
+case('remote target: its slot at warning (its own limit and fraction), local is fine', 'AirbyteSlotWarning',
+     status_over('warning', REMOTE_SLOT), '20m', '30m', [exp('AirbyteSlotWarning', status='warning', **REMOTE_SLOT)])
 case('remote target: its syncs are stale, local is fine', 'AirbyteSyncStale',
      {sel('dfe_airbyte_sync_stale', **REMOTE): '0x10 1x110'}, '14m', '20m', [exp('AirbyteSyncStale', **REMOTE)])
 case('remote target: its deploy failed, local is fine', 'AirbyteDeployFailed',

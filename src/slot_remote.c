@@ -67,7 +67,10 @@ static List *remote_targets = NIL;
  * the server's max_slot_wal_keep_size (bytes, NULL: none) and, when $1 is
  * true, its disk use (its databases, as config_targets.c counted them
  * before, and the WAL directory; pg_ls_waldir() is granted to pg_monitor):
- * a scalar subquery in a CASE branch not taken is never run.
+ * a scalar subquery in a CASE branch not taken is never run.  The columns
+ * only some majors have (inactive_since and invalidation_reason, 17 on) are
+ * read by name from the row's JSON, so the same text runs on 15 to 18 and
+ * gives NULL where the major lacks them.
  */
 static const char *const remote_sample_sql =
 "SELECT r.slot_name::pg_catalog.text, r.plugin::pg_catalog.text, r.active, r.active_pid,\n"
@@ -75,7 +78,9 @@ static const char *const remote_sample_sql =
 "       (c.lsn OPERATOR(pg_catalog.-) r.restart_lsn)::pg_catalog.int8,\n"
 "       (c.lsn OPERATOR(pg_catalog.-) r.confirmed_flush_lsn)::pg_catalog.int8,\n"
 "       r.restart_lsn, r.confirmed_flush_lsn, c.lsn, r.two_phase, c.in_recovery, c.sysid, c.tli,\n"
-"       c.keep_bytes, c.disk_used\n"
+"       c.keep_bytes, c.disk_used,\n"
+"       pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) 'inactive_since',\n"
+"       pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) 'invalidation_reason'\n"
 "FROM (SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,\n"
 "             CASE WHEN pg_catalog.current_setting('max_slot_wal_keep_size') OPERATOR(pg_catalog.<>) '-1'\n"
 "                  THEN pg_catalog.pg_size_bytes(pg_catalog.current_setting('max_slot_wal_keep_size')) END AS keep_bytes,\n"
@@ -98,7 +103,7 @@ enum
 {
 	RS_NAME, RS_PLUGIN, RS_ACTIVE, RS_PID, RS_WAL_STATUS, RS_SAFE, RS_RETAINED,
 	RS_FLUSH_LAG, RS_RESTART, RS_CONFIRMED, RS_CURRENT, RS_TWO_PHASE, RS_IN_RECOVERY,
-	RS_SYSID, RS_TLI, RS_KEEP, RS_DISK_USED
+	RS_SYSID, RS_TLI, RS_KEEP, RS_DISK_USED, RS_INACTIVE_SINCE, RS_INVALIDATION
 };
 
 static RemoteTarget *
@@ -255,7 +260,7 @@ answer_value(PGresult *res, int row, int col)
 static void
 store_sample(const char *target, PGresult *res, int row)
 {
-	const char *args[11];
+	const char *args[13];
 
 	args[0] = target;
 	args[1] = answer_value(res, row, RS_NAME);
@@ -268,12 +273,15 @@ store_sample(const char *target, PGresult *res, int row)
 	args[8] = answer_value(res, row, RS_RESTART);
 	args[9] = answer_value(res, row, RS_CONFIRMED);
 	args[10] = answer_value(res, row, RS_CURRENT);
+	args[11] = answer_value(res, row, RS_INACTIVE_SINCE);
+	args[12] = answer_value(res, row, RS_INVALIDATION);
 	dfe_sql("store a remote slot sample",
 			"INSERT INTO dfe_airbyte.slot_samples (target, sampled_at, slot_name, active, active_pid, wal_status,\n"
-			"    safe_wal_size, retained_bytes, flush_lag_bytes, restart_lsn, confirmed_flush_lsn, current_lsn)\n"
+			"    safe_wal_size, retained_bytes, flush_lag_bytes, restart_lsn, confirmed_flush_lsn, current_lsn,\n"
+			"    inactive_since, invalidation_reason)\n"
 			"VALUES ($1, now(), $2, $3::bool, $4::int, $5, $6::bigint, $7::bigint, $8::bigint,\n"
-			"        $9::pg_lsn, $10::pg_lsn, $11::pg_lsn)",
-			11, args, SPI_OK_INSERT);
+			"        $9::pg_lsn, $10::pg_lsn, $11::pg_lsn, $12::timestamptz, $13)",
+			13, args, SPI_OK_INSERT);
 }
 
 /*

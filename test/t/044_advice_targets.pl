@@ -3,7 +3,8 @@
 # row per remote target whose disk is its disk_size less the use the slot
 # guard measured there (src/slot_remote.c, src/slot_health.c); the health
 # view fits a remote slot's growth from the target's own samples as it does
-# the local one's; config_problems reads the same disk facts and reports a
+# the local one's and judges its status by the same rules (warning, inactive)
+# with the target's own settings; config_problems reads the same disk facts and reports a
 # target within Azure's read-only rule (95 % used or under 5 GiB free).
 use strict;
 use warnings;
@@ -83,6 +84,36 @@ is($got, scalar(@targets), 'each remote slot\'s growth and time to its limit, fr
 like(sql("SELECT limit_bytes || ' ' || sync_interval FROM dfe_airbyte.replication_slot_health
 	WHERE target = '$t0->{name}' AND slot_name = 'airbyte_slot'"), qr/^8589934592 00:00:02$/,
 	'... over the target\'s limit and sync interval');
+
+# --- a remote slot judged by the local rules, with its target's settings --
+# no consumer for slot_inactive_intervals (3) x its sync_interval (2 s): inactive
+ok(DfeTest::poll_until($node, "SELECT count(*) FROM dfe_airbyte.replication_slot_health
+	WHERE target IN ($in) AND slot_name = 'airbyte_slot' AND status = 'inactive'", scalar(@targets), 120),
+	'each remote slot without a consumer is inactive after 3 of its sync intervals');
+like(sql("SELECT hint FROM dfe_airbyte.replication_slot_health WHERE target = '$t0->{name}'"),
+	qr/^No consumer has used slot airbyte_slot of target $t0->{name} for more than 00:00:06\. Check that the Airbyte connection/,
+	'... with a hint naming the target');
+for my $t (grep { $_->major >= 17 } @targets)
+{
+	is(sql("SELECT inactive_since IS NOT NULL AND invalidation_reason IS NULL FROM dfe_airbyte.replication_slot_health
+		WHERE target = '$t->{name}'"), 't', "PG$t->{major}: inactive_since and invalidation_reason from the guard's samples");
+}
+# over its own warning fraction of its own limit (16 times what it retains
+# now, warned at 1 %): warning, which comes before inactive
+my $retained = sql("SELECT retained_bytes FROM dfe_airbyte.replication_slot_health WHERE target = '$t0->{name}'");
+my $limit_mb = int($retained * 16 / 1024 / 1024) + 1;
+sql("UPDATE dfe_airbyte.targets SET settings = settings
+	|| '{\"max_slot_wal_size\": \"${limit_mb}MB\", \"slot_warning_fraction\": \"0.01\"}' WHERE name = '$t0->{name}'");
+is(sql("SELECT status || ' ' || limit_bytes FROM dfe_airbyte.replication_slot_health WHERE target = '$t0->{name}'"),
+	'warning ' . ($limit_mb * 1024 * 1024), "PG$t0->{major}: over the target's warning fraction of its limit: warning");
+like(sql("SELECT hint FROM dfe_airbyte.replication_slot_health WHERE target = '$t0->{name}'"),
+	qr/^The Airbyte slot of target $t0->{name} retains \d+% of target $t0->{name}'s max_slot_wal_size \(\d+ [kM]B\)\. .* per target $t0->{name}'s slot_limit_action \(recreate\)\.$/,
+	'... with a hint naming the target and its settings');
+is(sql("SELECT string_agg(DISTINCT status, ',') FROM dfe_airbyte.replication_slot_health
+	WHERE target IN ($in) AND target <> '$t0->{name}'"), 'inactive', '... the other targets still inactive')
+  if @targets > 1;
+sql("UPDATE dfe_airbyte.targets SET settings = settings - 'slot_warning_fraction'
+	|| '{\"max_slot_wal_size\": \"8GB\"}' WHERE name = '$t0->{name}'");
 
 # --- config_problems: a disk within Azure's read-only rule ----------------
 # 5130MB: 95 % used or 5 GiB free leaves 10 MB, less than any server uses

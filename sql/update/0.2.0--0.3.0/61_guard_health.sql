@@ -1,13 +1,29 @@
 -- replication_slot_health per target (README, "Targets"): a target column
 -- first, "local" as before (read live), then each remote target's slots as
 -- the slot guard last sampled them (a view cannot query another server),
--- 'unreachable' with when it was last reached.  The local part reads only
--- the local rows of the history tables.  It also shows what only some
--- majors have (inactive_since, invalidation_reason, the idle_timeout status)
--- through dfe_airbyte_slot_details() of 60_slot_majors.sql.  Growth and
--- time to limit come from each target's own samples, fitted over its own
--- sync interval, the same way for every target.  (0.2.0's view was dropped
--- in 20_guard.sql, with the functions it used.)
+-- 'unreachable' with when it was last reached.  Both go through the same
+-- final CTEs: one status rule and one hint per status for every target,
+-- judged with that target's own settings (dfe_airbyte_slot_guard_settings),
+-- the hints naming the target in the commands they give.  It also shows
+-- what only some majors have (inactive_since, invalidation_reason, the
+-- idle_timeout status): for "local" through dfe_airbyte_slot_details() of
+-- 60_slot_majors.sql, for a remote target from the guard's samples.
+-- Growth and time to limit come from each target's own samples, fitted
+-- over its own sync interval.  (0.2.0's view was dropped in 20_guard.sql,
+-- with the functions it used.)
+
+-- What a remote slot's server says only from some majors on, sampled by the
+-- slot guard (src/slot_remote.c) so the view can judge it as it judges a
+-- local slot: pg_replication_slots.inactive_since (PostgreSQL 17) and
+-- invalidation_reason (17; 'idle_timeout' from 18).  NULL for "local",
+-- whose view reads them live.
+ALTER TABLE dfe_airbyte.slot_samples
+    ADD COLUMN inactive_since timestamptz,
+    ADD COLUMN invalidation_reason text;
+COMMENT ON COLUMN dfe_airbyte.slot_samples.inactive_since IS
+    'a remote target''s pg_replication_slots.inactive_since (PostgreSQL 17 and later; NULL before, while active, and for "local")';
+COMMENT ON COLUMN dfe_airbyte.slot_samples.invalidation_reason IS
+    'a remote target''s pg_replication_slots.invalidation_reason (PostgreSQL 17 and later; NULL before, while valid, and for "local")';
 
 CREATE VIEW dfe_airbyte.replication_slot_health AS
 WITH cfg AS MATERIALIZED (
@@ -97,37 +113,97 @@ WITH cfg AS MATERIALIZED (
       AND e.last_at >= e.first_seen_at + 3 * rh.sync_interval
     GROUP BY e.target, e.slot_name, rh.sync_interval
 ), pending AS (
-    SELECT slot_name, date_trunc('second', min(recreated_at)) AS since, max(resync_attempts) AS attempts,
+    -- a recreated slot whose full re-sync Airbyte has not accepted yet
+    SELECT target, slot_name, date_trunc('second', min(recreated_at)) AS since, max(resync_attempts) AS attempts,
            (array_agg(resync_last_error ORDER BY id DESC))[1] AS last_error
     FROM dfe_airbyte.slot_recreations
-    WHERE target = 'local' AND resync_state = 'pending' AND recreated_at IS NOT NULL
-    GROUP BY slot_name
+    WHERE resync_state = 'pending' AND recreated_at IS NOT NULL
+    GROUP BY target, slot_name
+), tcfg AS MATERIALIZED (
+    -- each target's slot guard settings: its own limit, warning fraction,
+    -- limit action and inactivity threshold over the global ones
+    SELECT 'local'::text AS target, cfg.* FROM cfg
+    UNION ALL
+    SELECT t.name, c.*
+    FROM dfe_airbyte.targets t
+    CROSS JOIN LATERAL @extschema@.dfe_airbyte_slot_guard_settings(t.name) c
+    WHERE t.enabled AND t.name <> 'local'
+), loc AS (
+    -- this database's slots, read live
+    SELECT 'local'::text AS target, l.slot_name, l.plugin, l.active, l.active_pid, l.wal_status, l.safe_wal_size,
+           l.retained_bytes, l.flush_lag_bytes, l.missing, l.inactive_since, l.invalidation_reason,
+           true AS reachable, NULL::timestamptz AS last_reached_at, NULL::text AS last_error,
+           l.slot_name = cfg.slot_name AND ident.restored AS restored,
+           -- the live row says all the guard's condition would
+           NULL::text AS condition,
+           CASE WHEN l.active THEN now() ELSE st.last_active_at END AS last_active_at,
+           st.first_seen_at
+    FROM live l CROSS JOIN cfg CROSS JOIN ident
+    LEFT JOIN dfe_airbyte.slot_state st ON st.target = 'local' AND st.slot_name = l.slot_name
+), last_sample AS (
+    -- a remote target's slots as the guard last sampled them (a view cannot
+    -- query another server): the latest check that reached it
+    SELECT g.target, g.reachable, g.last_reached_at, g.last_error,
+           -- another server answers, unconfirmed: the guard holds (src/restore.h)
+           g.unconfirmed_system_identifier IS NOT NULL AS restored, x.*
+    FROM dfe_airbyte.guard_targets g
+    JOIN dfe_airbyte.targets t ON t.name = g.target AND t.enabled
+    LEFT JOIN LATERAL (
+        SELECT s.slot_name, s.active, s.active_pid, s.wal_status, s.safe_wal_size,
+               s.retained_bytes, s.flush_lag_bytes, s.inactive_since, s.invalidation_reason
+        FROM dfe_airbyte.slot_samples s
+        -- the samples of the check that last reached it (one transaction)
+        WHERE s.target = g.target AND s.sampled_at = g.last_reached_at) x ON true
+), remote AS (
+    SELECT ls.target, ls.slot_name, NULL::text, ls.active, ls.active_pid, ls.wal_status, ls.safe_wal_size,
+           ls.retained_bytes, ls.flush_lag_bytes, false, ls.inactive_since, ls.invalidation_reason,
+           ls.reachable, ls.last_reached_at, ls.last_error, ls.restored, st.condition,
+           CASE WHEN ls.active THEN ls.last_reached_at ELSE st.last_active_at END,
+           st.first_seen_at
+    FROM last_sample ls
+    LEFT JOIN dfe_airbyte.slot_state st ON st.target = ls.target AND st.slot_name = ls.slot_name
+    -- a target without slots has no row, unless it is unreachable
+    WHERE ls.slot_name IS NOT NULL OR NOT ls.reachable
+    UNION ALL
+    -- the target's Airbyte slot, seen before, that its last check did not find
+    SELECT g.target, st.slot_name, NULL, false, NULL, NULL, NULL, NULL, NULL, true, NULL, NULL,
+           g.reachable, g.last_reached_at, g.last_error, g.unconfirmed_system_identifier IS NOT NULL,
+           st.condition, st.last_active_at, st.first_seen_at
+    FROM dfe_airbyte.slot_state st
+    JOIN dfe_airbyte.guard_targets g ON g.target = st.target
+    JOIN dfe_airbyte.targets t ON t.name = g.target AND t.enabled
+    WHERE st.condition = 'missing' AND st.first_seen_at IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM last_sample ls WHERE ls.target = st.target AND ls.slot_name = st.slot_name)
 ), j AS (
-    SELECT l.*,
-           l.slot_name = cfg.slot_name AS guarded,
-           CASE WHEN l.slot_name = cfg.slot_name THEN cfg.limit_bytes END AS limit_bytes,
-           cfg.server_limit_bytes, cfg.warning_fraction, cfg.limit_action, cfg.inactive_after,
+    -- every target's slots, local and remote, with that target's limits,
+    -- growth and sync interval: from here on both are judged alike
+    SELECT r.*,
+           r.slot_name = c.slot_name AS guarded,
+           CASE WHEN r.slot_name = c.slot_name THEN c.limit_bytes END AS limit_bytes,
+           c.server_limit_bytes, c.warning_fraction, c.limit_action, c.inactive_after,
            round(g.per_hour)::bigint AS growth_bytes_per_hour,
            g.last_peak AS peak_retained_bytes,
-           (SELECT rh.sync_interval FROM rhythm rh WHERE rh.target = 'local') AS sync_interval,
-           CASE WHEN l.active THEN now() ELSE st.last_active_at END AS last_active_at,
-           st.first_seen_at,
-           p.since AS resync_pending_since, p.attempts AS resync_attempts, p.last_error AS resync_error
-    FROM live l
-    CROSS JOIN cfg
-    LEFT JOIN growth g ON g.target = 'local' AND g.slot_name = l.slot_name
-    LEFT JOIN dfe_airbyte.slot_state st ON st.target = 'local' AND st.slot_name = l.slot_name
-    LEFT JOIN pending p ON p.slot_name = l.slot_name
+           rh.sync_interval,
+           p.since AS resync_pending_since, p.attempts AS resync_attempts, p.last_error AS resync_error,
+           -- how a hint names the target's settings, and its slot
+           CASE WHEN r.target = 'local' THEN 'dfe_airbyte.' ELSE format('target %s''s ', r.target) END AS setting,
+           CASE WHEN r.target = 'local' THEN '' ELSE format(' of target %s', r.target) END AS of_target
+    FROM (SELECT * FROM loc UNION ALL SELECT * FROM remote) r
+    LEFT JOIN tcfg c ON c.target = r.target
+    LEFT JOIN growth g ON g.target = r.target AND g.slot_name = r.slot_name
+    LEFT JOIN rhythm rh ON rh.target = r.target
+    LEFT JOIN pending p ON p.target = r.target AND p.slot_name = r.slot_name
 ), k AS (
     SELECT j.*,
            CASE
-               WHEN guarded AND (SELECT restored FROM ident) THEN 'restored'
+               WHEN NOT reachable THEN 'unreachable'
+               WHEN restored THEN 'restored'
                -- PostgreSQL 18's idle_replication_slot_timeout: no WAL
                -- ran out, the setting did it (and changing it avoids it)
                WHEN invalidation_reason = 'idle_timeout' THEN 'idle_timeout'
-               WHEN missing OR wal_status = 'lost' THEN 'lost'
+               WHEN missing OR wal_status = 'lost' OR condition IN ('lost', 'missing') THEN 'lost'
                WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes THEN 'critical'
-               WHEN wal_status = 'unreserved' THEN 'critical'
+               WHEN wal_status = 'unreserved' OR condition = 'over_limit' THEN 'critical'
                WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes * warning_fraction THEN 'warning'
                WHEN server_limit_bytes IS NOT NULL AND safe_wal_size IS NOT NULL
                     AND safe_wal_size < server_limit_bytes * (1 - warning_fraction) THEN 'warning'
@@ -135,8 +211,8 @@ WITH cfg AS MATERIALIZED (
                ELSE 'ok'
            END AS status
     FROM j
-), loc AS (
-SELECT 'local'::text AS target,
+)
+SELECT target,
        slot_name,
        plugin,
        active,
@@ -164,62 +240,77 @@ SELECT 'local'::text AS target,
        last_active_at,
        status,
        CASE status
+           WHEN 'unreachable' THEN
+               format('The slot guard cannot reach target %s (%s); it was last reached %s. Its slots are not watched until it answers: check the server, the network and dfe_airbyte.targets.conninfo.',
+                      target, coalesce(last_error, 'no answer'), coalesce(last_reached_at::text, 'never'))
            WHEN 'restored' THEN
-               'This database was restored from a backup of another server (its system identifier differs from the one in the slot guard''s history): the guard recreates nothing and asks Airbyte for nothing. Check that the dfe_airbyte settings are this environment''s, then run SELECT dfe_airbyte_confirm_restore().'
-           WHEN 'lost' THEN
-               CASE WHEN missing THEN
-                   format('The Airbyte slot %s no longer exists (dropped, or this server was promoted from a standby that had no copy of it: a standby keeps one only of a failover slot, from PostgreSQL 17 on with sync_replication_slots = on), so Airbyte cannot continue CDC. ', slot_name)
-               WHEN invalidation_reason = 'rows_removed' THEN
-                   format('Slot %s was invalidated on this standby: the primary removed rows its decoding needed (a conflict with recovery; hot_standby_feedback = on with a physical slot on the primary prevents it). ', slot_name)
-               WHEN invalidation_reason = 'wal_level_insufficient' THEN
-                   format('Slot %s was invalidated on this standby because wal_level on the primary is no longer logical. ', slot_name)
+               CASE WHEN target = 'local' THEN
+                   'This database was restored from a backup of another server (its system identifier differs from the one in the slot guard''s history): the guard recreates nothing and asks Airbyte for nothing. Check that the dfe_airbyte settings are this environment''s, then run SELECT dfe_airbyte_confirm_restore().'
                ELSE
-                   format('Slot %s was invalidated by max_slot_wal_keep_size: the WAL it needed is gone and its consumer cannot continue. ', slot_name)
+                   format('Another server than the one the slot guard''s history is from answers for target %s (a restore of another server''s backup, or a new server behind its address): the guard terminates and recreates nothing there and the network worker runs no deploy or re-sync for it. Check that the target''s settings and its Airbyte connection are right for this server, then run SELECT dfe_airbyte_confirm_restore(%L).',
+                          target, target)
+               END
+           WHEN 'lost' THEN
+               CASE WHEN missing OR (invalidation_reason IS NULL AND wal_status IS DISTINCT FROM 'lost') THEN
+                   format('The Airbyte slot %s%s no longer exists (dropped, or this server was promoted from a standby that had no copy of it: a standby keeps one only of a failover slot, from PostgreSQL 17 on with sync_replication_slots = on), so Airbyte cannot continue CDC. ', slot_name, of_target)
+               WHEN invalidation_reason = 'rows_removed' THEN
+                   format('Slot %s%s was invalidated on this standby: the primary removed rows its decoding needed (a conflict with recovery; hot_standby_feedback = on with a physical slot on the primary prevents it). ', slot_name, of_target)
+               WHEN invalidation_reason = 'wal_level_insufficient' THEN
+                   format('Slot %s%s was invalidated on this standby because wal_level on the primary is no longer logical. ', slot_name, of_target)
+               ELSE
+                   format('Slot %s%s was invalidated by max_slot_wal_keep_size: the WAL it needed is gone and its consumer cannot continue. ', slot_name, of_target)
                END ||
                CASE WHEN guarded AND limit_action = 'recreate' THEN
-                   'dfe_airbyte.slot_limit_action = recreate: the worker recreates it and requests a full re-sync from Airbyte (see dfe_airbyte.slot_recreations).'
-               WHEN guarded THEN
+                   setting || 'slot_limit_action = recreate: the worker recreates it and requests a full re-sync from Airbyte (see dfe_airbyte.slot_recreations).'
+               WHEN guarded AND target = 'local' THEN
                    'Set dfe_airbyte.slot_limit_action = recreate to let the worker recreate it and request a full re-sync, or recreate it yourself (SELECT pg_create_logical_replication_slot(''' || slot_name || ''', ''pgoutput'')) and run a full re-sync (Refresh, merge) of the Airbyte connection.'
+               WHEN guarded THEN
+                   format('Set %sslot_limit_action = recreate to let the worker recreate it and request a full re-sync, or see what a repair would do: SELECT * FROM dfe_airbyte_repair(dry_run => true, target => %L).', setting, target)
                ELSE
-                   'Drop it (SELECT pg_drop_replication_slot(''' || slot_name || ''')) and set its consumer up again.'
+                   'Drop it (SELECT pg_drop_replication_slot(''' || slot_name || ''')' || replace(of_target, ' of ', ' on ') || ') and set its consumer up again.'
                END
            WHEN 'idle_timeout' THEN
-               format('Slot %s was invalidated by idle_replication_slot_timeout (%s): no consumer used it for that long, and its consumer cannot continue. ',
-                      slot_name, current_setting('idle_replication_slot_timeout')) ||
+               format('Slot %s%s was invalidated by idle_replication_slot_timeout (%s): no consumer used it for that long, and its consumer cannot continue. ',
+                      slot_name, of_target,
+                      CASE WHEN target = 'local' THEN current_setting('idle_replication_slot_timeout') ELSE 'the target server''s' END) ||
                CASE WHEN guarded THEN
-                   'Set idle_replication_slot_timeout to 0 or above the longest pause between Airbyte syncs; ' ||
+                   format('Set idle_replication_slot_timeout%s to 0 or above the longest pause between Airbyte syncs; ', replace(of_target, ' of ', ' on ')) ||
                    CASE WHEN limit_action = 'recreate' THEN
-                       'dfe_airbyte.slot_limit_action = recreate: the worker recreates the slot and requests a full re-sync from Airbyte (see dfe_airbyte.slot_recreations).'
+                       setting || 'slot_limit_action = recreate: the worker recreates the slot and requests a full re-sync from Airbyte (see dfe_airbyte.slot_recreations).'
                    ELSE
-                       'then run SELECT * FROM dfe_airbyte_repair(dry_run => false) to recreate the slot and request the full re-sync it needs.'
+                       'then run SELECT * FROM dfe_airbyte_repair(dry_run => false' ||
+                       CASE WHEN target = 'local' THEN '' ELSE format(', target => %L', target) END ||
+                       ') to recreate the slot and request the full re-sync it needs.'
                    END
                ELSE
-                   'Drop it (SELECT pg_drop_replication_slot(''' || slot_name || ''')) and set its consumer up again.'
+                   'Drop it (SELECT pg_drop_replication_slot(''' || slot_name || ''')' || replace(of_target, ' of ', ' on ') || ') and set its consumer up again.'
                END
            WHEN 'critical' THEN
                CASE WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes THEN
-                   format('The Airbyte slot retains %s of WAL, more than dfe_airbyte.max_slot_wal_size (%s). ',
-                          pg_size_pretty(retained_bytes), pg_size_pretty(limit_bytes)) ||
+                   format('The Airbyte slot%s retains %s of WAL, more than %smax_slot_wal_size (%s). ',
+                          of_target, pg_size_pretty(retained_bytes), setting, pg_size_pretty(limit_bytes)) ||
                    CASE limit_action
                        WHEN 'recreate' THEN 'The worker recreates the slot (Airbyte loses its CDC position) and requests a full re-sync.'
-                       WHEN 'terminate' THEN 'The worker ended its walsender; check that Airbyte syncs succeed (dfe_airbyte.sync_health) so the slot is consumed, or set dfe_airbyte.slot_limit_action = recreate to release the WAL at the price of a full re-sync.'
-                       ELSE 'Check that Airbyte syncs run and succeed (dfe_airbyte.sync_health); if it cannot catch up, set dfe_airbyte.slot_limit_action = recreate (full re-sync) or raise dfe_airbyte.max_slot_wal_size if the disk allows.'
+                       WHEN 'terminate' THEN format('The worker ended its walsender; check that Airbyte syncs succeed (dfe_airbyte.sync_health) so the slot is consumed, or set %sslot_limit_action = recreate to release the WAL at the price of a full re-sync.', setting)
+                       ELSE format('Check that Airbyte syncs run and succeed (dfe_airbyte.sync_health); if it cannot catch up, set %sslot_limit_action = recreate (full re-sync) or raise %smax_slot_wal_size if the disk allows.', setting, setting)
                    END
+               WHEN condition = 'over_limit' AND wal_status IS DISTINCT FROM 'unreserved' THEN
+                   format('The Airbyte slot%s was over %smax_slot_wal_size at the slot guard''s last check: check that Airbyte syncs run and succeed (dfe_airbyte.sync_health).', of_target, setting)
                ELSE
-                   format('Slot %s needs WAL beyond max_slot_wal_keep_size: it will be invalidated at the next checkpoint unless its consumer catches up now.', slot_name)
+                   format('Slot %s%s needs WAL beyond max_slot_wal_keep_size: it will be invalidated at the next checkpoint unless its consumer catches up now.', slot_name, of_target)
                END
            WHEN 'warning' THEN
                CASE WHEN limit_bytes IS NOT NULL AND retained_bytes > limit_bytes * warning_fraction THEN
-                   format('The Airbyte slot retains %s%% of dfe_airbyte.max_slot_wal_size (%s). Check that Airbyte syncs run and succeed (dfe_airbyte.sync_health); at 100%% the worker acts per dfe_airbyte.slot_limit_action (%s).',
-                          round(100.0 * retained_bytes / limit_bytes), pg_size_pretty(limit_bytes), limit_action)
+                   format('The Airbyte slot%s retains %s%% of %smax_slot_wal_size (%s). Check that Airbyte syncs run and succeed (dfe_airbyte.sync_health); at 100%% the worker acts per %sslot_limit_action (%s).',
+                          of_target, round(100.0 * retained_bytes / limit_bytes), setting, pg_size_pretty(limit_bytes), setting, limit_action)
                ELSE
-                   format('Slot %s can retain only %s more WAL before max_slot_wal_keep_size invalidates it; check that its consumer is running.',
-                          slot_name, pg_size_pretty(safe_wal_size))
+                   format('Slot %s%s can retain only %s more WAL before max_slot_wal_keep_size invalidates it; check that its consumer is running.',
+                          slot_name, of_target, pg_size_pretty(safe_wal_size))
                END
            WHEN 'inactive' THEN
-               format('No consumer has used slot %s for more than %s. ', slot_name, inactive_after) ||
+               format('No consumer has used slot %s%s for more than %s. ', slot_name, of_target, inactive_after) ||
                CASE WHEN guarded THEN 'Check that the Airbyte connection is enabled and its syncs run (dfe_airbyte.sync_health).'
-                    ELSE 'If it is no longer needed, drop it (SELECT pg_drop_replication_slot(''' || slot_name || ''')): it retains WAL for as long as it exists.'
+                    ELSE 'If it is no longer needed, drop it (SELECT pg_drop_replication_slot(''' || slot_name || ''')' || replace(of_target, ' of ', ' on ') || '): it retains WAL for as long as it exists.'
                END
            ELSE
                CASE WHEN resync_pending_since IS NOT NULL THEN
@@ -233,88 +324,6 @@ SELECT 'local'::text AS target,
        inactive_since,
        invalidation_reason
 FROM k
-), last_sample AS (
-    -- a remote target's slots as the guard last sampled them (a view cannot
-    -- query another server): the latest check that reached it
-    SELECT g.target, g.reachable, g.last_reached_at, g.last_error, x.*
-    FROM dfe_airbyte.guard_targets g
-    JOIN dfe_airbyte.targets t ON t.name = g.target AND t.enabled
-    LEFT JOIN LATERAL (
-        SELECT s.slot_name, s.active, s.active_pid, s.wal_status, s.safe_wal_size,
-               s.retained_bytes, s.flush_lag_bytes
-        FROM dfe_airbyte.slot_samples s
-        -- the samples of the check that last reached it (one transaction)
-        WHERE s.target = g.target AND s.sampled_at = g.last_reached_at) x ON true
-), remote AS (
-    SELECT ls.*, st.condition, st.last_active_at,
-           CASE
-               WHEN NOT ls.reachable THEN 'unreachable'
-               -- another server answers, unconfirmed: the guard holds (src/restore.h)
-               WHEN EXISTS (SELECT FROM dfe_airbyte.guard_targets h WHERE h.target = ls.target
-                                AND h.unconfirmed_system_identifier IS NOT NULL) THEN 'restored'
-               WHEN st.condition IN ('lost', 'missing') OR ls.wal_status = 'lost' THEN 'lost'
-               WHEN st.condition = 'over_limit' OR ls.wal_status = 'unreserved' THEN 'critical'
-               ELSE 'ok'
-           END AS status
-    FROM last_sample ls
-    LEFT JOIN dfe_airbyte.slot_state st ON st.target = ls.target AND st.slot_name = ls.slot_name
-    -- a target without slots has no row, unless it is unreachable
-    WHERE ls.slot_name IS NOT NULL OR NOT ls.reachable
-    UNION ALL
-    -- the target's Airbyte slot, seen before, that its last check did not find
-    SELECT g.target, g.reachable, g.last_reached_at, g.last_error, st.slot_name, false, NULL, NULL, NULL,
-           NULL, NULL, st.condition, st.last_active_at,
-           CASE WHEN NOT g.reachable THEN 'unreachable'
-                WHEN g.unconfirmed_system_identifier IS NOT NULL THEN 'restored'
-                ELSE 'lost' END
-    FROM dfe_airbyte.slot_state st
-    JOIN dfe_airbyte.guard_targets g ON g.target = st.target
-    JOIN dfe_airbyte.targets t ON t.name = g.target AND t.enabled
-    WHERE st.condition = 'missing' AND st.first_seen_at IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM last_sample ls WHERE ls.target = st.target AND ls.slot_name = st.slot_name)
-), remote_growth AS (
-    -- a remote slot's limits (the target's settings) and its growth from
-    -- the target's samples, fitted as the local ones are
-    SELECT r.*, c.server_limit_bytes,
-           CASE WHEN r.slot_name = c.slot_name THEN c.limit_bytes END AS limit_bytes,
-           round(g.per_hour)::bigint AS growth_bytes_per_hour, g.last_peak AS peak_retained_bytes,
-           rh.sync_interval
-    FROM remote r
-    LEFT JOIN LATERAL @extschema@.dfe_airbyte_slot_guard_settings(r.target) c ON true
-    LEFT JOIN growth g ON g.target = r.target AND g.slot_name = r.slot_name
-    LEFT JOIN rhythm rh ON rh.target = r.target
-)
-SELECT * FROM loc
-UNION ALL
-SELECT target, slot_name, NULL::text, active, active_pid, wal_status, safe_wal_size,
-       retained_bytes, pg_size_pretty(retained_bytes), flush_lag_bytes, pg_size_pretty(flush_lag_bytes),
-       limit_bytes, server_limit_bytes,
-       CASE WHEN limit_bytes > 0 THEN round(retained_bytes::numeric / limit_bytes, 3) END,
-       growth_bytes_per_hour,
-       CASE WHEN growth_bytes_per_hour > 0 AND (limit_bytes IS NOT NULL OR safe_wal_size IS NOT NULL) THEN
-           date_trunc('second', make_interval(secs => greatest(0, least(
-               CASE WHEN limit_bytes IS NOT NULL
-                    THEN (limit_bytes - greatest(retained_bytes, peak_retained_bytes))::float8
-                         / growth_bytes_per_hour * 3600 END,
-               CASE WHEN safe_wal_size IS NOT NULL
-                    THEN safe_wal_size::float8 / growth_bytes_per_hour * 3600 END))))
-       END,
-       CASE WHEN active THEN last_reached_at ELSE last_active_at END,
-       status,
-       CASE status
-           WHEN 'restored' THEN
-               format('Another server than the one the slot guard''s history is from answers for target %s (a restore of another server''s backup, or a new server behind its address): the guard terminates and recreates nothing there and the network worker runs no deploy or re-sync for it. Check that the target''s settings and its Airbyte connection are right for this server, then run SELECT dfe_airbyte_confirm_restore(%L).',
-                      target, target)
-           WHEN 'unreachable' THEN
-               format('The slot guard cannot reach target %s (%s); it was last reached %s. Its slots are not watched until it answers: check the server, the network and dfe_airbyte.targets.conninfo.',
-                      target, coalesce(last_error, 'no answer'), coalesce(last_reached_at::text, 'never'))
-           WHEN 'lost' THEN
-               format('The Airbyte slot %s of target %s is lost or no longer exists, so Airbyte cannot continue CDC: recreate it and run a full re-sync of the Airbyte connection.', slot_name, target)
-           WHEN 'critical' THEN
-               format('The Airbyte slot %s of target %s retains %s of WAL, more than the target''s max_slot_wal_size: check that Airbyte syncs run and succeed (dfe_airbyte.sync_health).', slot_name, target, pg_size_pretty(retained_bytes))
-       END,
-       sync_interval, peak_retained_bytes, NULL::timestamptz, NULL::text
-FROM remote_growth
 ORDER BY target, slot_name;
 
 COMMENT ON VIEW dfe_airbyte.replication_slot_health IS 'one row per logical replication slot of each target ("local": this database, live; the others as the slot guard last sampled them, unreachable ones included): retained WAL, limit, growth, time to limit and a status (ok, warning, critical, inactive, lost, idle_timeout, restored) with a hint; inactive_since and invalidation_reason from the server where its major has them';
