@@ -53,7 +53,7 @@ SELECT (SELECT count(*) FROM dfe_airbyte_slot_details())
        has_function_privilege('pg_monitor', 'dfe_airbyte_slot_details()', 'EXECUTE') AS monitor_may,
        has_function_privilege('public', 'dfe_airbyte_slot_details()', 'EXECUTE') AS public_may;
 SELECT attname FROM pg_attribute
-WHERE attrelid = 'dfe_airbyte.slot_samples'::regclass AND attnum > 0 AND attname <> 'target' AND NOT attisdropped ORDER BY attnum DESC LIMIT 1;
+WHERE attrelid = 'dfe_airbyte.slot_samples'::regclass AND attnum > 0 AND attname <> 'target' AND NOT attisdropped ORDER BY attnum DESC LIMIT 3;
 SELECT attname FROM pg_attribute
 WHERE attrelid = 'dfe_airbyte.slot_state'::regclass AND attnum > 0 AND attname <> 'target' AND NOT attisdropped ORDER BY attnum DESC LIMIT 1;
 SELECT attname FROM pg_attribute
