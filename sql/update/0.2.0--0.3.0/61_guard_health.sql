@@ -124,8 +124,10 @@ WITH cfg AS MATERIALIZED (
     -- limit action and inactivity threshold over the global ones
     SELECT 'local'::text AS target, cfg.* FROM cfg
     UNION ALL
+    -- (only of the remote targets the guard has checked: those have rows)
     SELECT t.name, c.*
     FROM dfe_airbyte.targets t
+    JOIN dfe_airbyte.guard_targets g ON g.target = t.name
     CROSS JOIN LATERAL @extschema@.dfe_airbyte_slot_guard_settings(t.name) c
     WHERE t.enabled AND t.name <> 'local'
 ), loc AS (
