@@ -65,6 +65,17 @@ my $rounds_sql = "SELECT count(DISTINCT sampled_at) FROM dfe_airbyte.slot_sample
 my $before = $node->safe_psql('postgres', $rounds_sql);
 ok(DfeTest::poll_until($node, "SELECT ($rounds_sql) >= $before + 3", 't', 120),
 	'a healthy target is sampled check after check beside the hanging one');
+
+# a check's copies (queries, errors) are given back, not kept: over ten more
+# checks of healthy and faulty targets the guard's memory for its targets
+# does not grow (pg_log_backend_memory_contexts)
+my $guard = $node->safe_psql('postgres', "SELECT pid FROM dfe_airbyte.workers WHERE worker = 'guard'");
+my ($mem0) = DfeTest::memory_context_bytes($node, $guard, 'dfe_airbyte remote slot guard');
+$before = $node->safe_psql('postgres', $rounds_sql);
+ok(DfeTest::poll_until($node, "SELECT ($rounds_sql) >= $before + 10", 't', 120), 'ten more checks');
+my ($mem1) = DfeTest::memory_context_bytes($node, $guard, 'dfe_airbyte remote slot guard');
+diag('the guard\'s remote slot guard context: ' . ($mem0 // '?') . ' bytes, ten checks later ' . ($mem1 // '?'));
+ok(defined $mem0 && defined $mem1 && $mem1 == $mem0, "the guard's memory for its targets stays flat over ten checks");
 is($node->safe_psql('postgres', q{SELECT string_agg(target, ',' ORDER BY target) FROM dfe_airbyte.events
 	WHERE kind = 'target_unreachable'}), 'hang,nodns,refused', 'one unreachable event per faulty target, not one per check');
 unlike($node->safe_psql('postgres', q{SELECT string_agg(detail, ' ') FROM dfe_airbyte.events WHERE kind = 'target_unreachable'}),
