@@ -22,8 +22,10 @@ my @majors = DfeTarget::majors() or die "no target servers: run test/lib/target_
 my ($major) = grep { $_ == 16 } @majors;
 $major //= $majors[0];
 my $server = DfeTarget->new('idlesvc', major => $major);
-# one slot per service database (Airbyte's, as each service has one)
-$server->node->append_conf('postgresql.conf', 'max_replication_slots = ' . ($n_max + 5));
+# one slot per service database (Airbyte's, as each service has one); the
+# guard keeps a connection per target, the network worker opens its own
+$server->node->append_conf('postgresql.conf', 'max_replication_slots = ' . ($n_max + 5)
+	  . "\nmax_connections = " . (3 * $n_max + 20));
 $server->node->restart;
 my $dir = PostgreSQL::Test::Utils::tempdir();
 my $passfile = DfeTarget::write_passfile("$dir/pgpass", $server);
