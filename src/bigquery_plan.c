@@ -50,7 +50,8 @@ static const char *const plan_queries[] = {
 	"  FROM pg_catalog.pg_attribute a"
 	"  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid"
 	"  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
-	" WHERE n.nspname OPERATOR(pg_catalog.=) $1::pg_catalog.name AND c.relkind IN ('r', 'p')"
+	" WHERE n.nspname OPERATOR(pg_catalog.=) $1::pg_catalog.name"
+	"   AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p}'::pg_catalog.\"char\"[])"
 	"   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
 	"SELECT table_name, column_name, policy_tag, last_seen_tagged::pg_catalog.text"
 	"  FROM dfe_airbyte.policy_tag_state WHERE target OPERATOR(pg_catalog.=) $1",

@@ -16,6 +16,7 @@
 #include <cjson/cJSON.h>
 
 #include "access/xlog.h"
+#include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "compat.h"
@@ -28,24 +29,30 @@
 #include "settings.h"
 #include "spi_xact.h"
 #include "shared.h"
+#include "target.h"
+#include "target_scope.h"
 #include "version.h"
 
 typedef struct ProblemSink
 {
 	ReturnSetInfo *rsinfo;
+	const char *target;			/* of the rows added now; NULL: the installation's */
 } ProblemSink;
 
 static void
 add_problem(ProblemSink *sink, const char *severity, const char *object,
 			const char *problem, const char *hint)
 {
-	Datum		values[4];
-	bool		nulls[4] = {false, false, false, false};
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
 
 	values[0] = CStringGetTextDatum(severity);
 	values[1] = CStringGetTextDatum(object);
 	values[2] = CStringGetTextDatum(problem);
 	values[3] = CStringGetTextDatum(hint);
+	/* 0.2.0's SQL (before ALTER EXTENSION UPDATE) declares four columns: the fifth is not read */
+	nulls[4] = sink->target == NULL;
+	values[4] = sink->target ? CStringGetTextDatum(sink->target) : (Datum) 0;
 	tuplestore_putvalues(sink->rsinfo->setResult, sink->rsinfo->setDesc, values, nulls);
 }
 
@@ -176,11 +183,11 @@ check_worker(ProblemSink *sink)
 	check_restore(sink);
 }
 
+/* the Airbyte server and its credentials: one for the installation */
 static void
 check_airbyte(ProblemSink *sink)
 {
 	const char *url = dfe_setting_airbyte_url();
-	const char *config_env = getenv("AIRBYTE_CONFIGURATION");
 	const char *consequence = "deploys cannot reach Airbyte";
 
 	if (require(sink, url, "dfe_airbyte.airbyte_url", "AIRBYTE_SERVER_URL",
@@ -201,18 +208,24 @@ check_airbyte(ProblemSink *sink)
 			"AIRBYTE_CLIENT_ID", "the Airbyte client id", consequence);
 	require(sink, dfe_setting_airbyte_client_secret(), "dfe_airbyte.airbyte_client_secret",
 			"AIRBYTE_CLIENT_SECRET", "the Airbyte client secret", consequence);
+}
 
-	if (!is_set(dfe_setting_connection_id()))
-	{
-		if (is_set(config_env))
-			add_problem(sink, "error", "dfe_airbyte.connection_id",
-						"the Airbyte connection id is not set, and the environment variable AIRBYTE_CONFIGURATION is not a JSON object with a CONNECTION_ID (or connectionId) string",
-						"Fix AIRBYTE_CONFIGURATION, or ALTER SYSTEM SET dfe_airbyte.connection_id = '...'; SELECT pg_reload_conf();");
-		else
-			add_problem(sink, "error", "dfe_airbyte.connection_id",
-						"the Airbyte connection id is not set (neither dfe_airbyte.connection_id nor CONNECTION_ID in the environment variable AIRBYTE_CONFIGURATION): deploys cannot reach Airbyte",
-						"ALTER SYSTEM SET dfe_airbyte.connection_id = '...'; SELECT pg_reload_conf(); or start the server with AIRBYTE_CONFIGURATION='{\"CONNECTION_ID\": \"...\"}' in its environment.");
-	}
+/* the service's Airbyte connection (a per-target setting) */
+static void
+check_connection_id(ProblemSink *sink)
+{
+	const char *config_env = getenv("AIRBYTE_CONFIGURATION");
+
+	if (is_set(dfe_setting_connection_id()))
+		return;
+	if (is_set(config_env))
+		add_problem(sink, "error", "dfe_airbyte.connection_id",
+					"the Airbyte connection id is not set, and the environment variable AIRBYTE_CONFIGURATION is not a JSON object with a CONNECTION_ID (or connectionId) string",
+					"Fix AIRBYTE_CONFIGURATION, or ALTER SYSTEM SET dfe_airbyte.connection_id = '...'; SELECT pg_reload_conf();");
+	else
+		add_problem(sink, "error", "dfe_airbyte.connection_id",
+					"the Airbyte connection id is not set (neither dfe_airbyte.connection_id nor CONNECTION_ID in the environment variable AIRBYTE_CONFIGURATION): deploys cannot reach Airbyte",
+					"ALTER SYSTEM SET dfe_airbyte.connection_id = '...'; SELECT pg_reload_conf(); or start the server with AIRBYTE_CONFIGURATION='{\"CONNECTION_ID\": \"...\"}' in its environment.");
 }
 
 static void
@@ -240,12 +253,24 @@ check_google_credentials(ProblemSink *sink, const char *creds)
 					"Check the path (relative paths start at the data directory) and that the file is readable by the database server's operating-system user.");
 }
 
+/* the Google credentials: one for the installation */
+static void
+check_google(ProblemSink *sink)
+{
+	const char *creds = dfe_setting_google_credentials();
+
+	if (require(sink, creds, "dfe_airbyte.google_credentials", "GOOGLE_CLOUD_CREDENTIALS",
+				"the Google credential configuration",
+				"sensitive columns cannot be given the hidden policy tag"))
+		check_google_credentials(sink, creds);
+}
+
+/* the service's BigQuery dataset and hidden policy tag (per-target settings) */
 static void
 check_bigquery(ProblemSink *sink)
 {
 	const char *consequence = "sensitive columns cannot be given the hidden policy tag";
 	const char *tag = dfe_setting_hidden_policy_tag();
-	const char *creds = dfe_setting_google_credentials();
 
 	require(sink, dfe_setting_bigquery_project(), "dfe_airbyte.bigquery_project",
 			"BIGQUERY_PROJECT_ID", "the BigQuery project", consequence);
@@ -257,11 +282,19 @@ check_bigquery(ProblemSink *sink)
 		add_problem(sink, "error", "dfe_airbyte.hidden_policy_tag",
 					psprintf("the hidden policy tag \"%s\" is not of the form projects/P/locations/L/taxonomies/T/policyTags/ID", tag),
 					"Copy the policy tag's full resource name from the BigQuery taxonomy.");
-	if (require(sink, creds, "dfe_airbyte.google_credentials", "GOOGLE_CLOUD_CREDENTIALS",
-				"the Google credential configuration", consequence))
-		check_google_credentials(sink, creds);
 }
 
+/* the service's own bound on the WAL its slot retains (a per-target setting) */
+static void
+check_slot_limit(ProblemSink *sink)
+{
+	if (dfe_max_slot_wal_size_mb < 0)
+		add_problem(sink, "warning", "dfe_airbyte.max_slot_wal_size",
+					"no per-service limit on the WAL the Airbyte slot may retain (-1): a stalled Airbyte can fill the disk",
+					"ALTER SYSTEM SET dfe_airbyte.max_slot_wal_size = '10GB'; SELECT pg_reload_conf(); and choose dfe_airbyte.slot_limit_action.");
+}
+
+/* this server's own settings: the local target's */
 static void
 check_server(ProblemSink *sink)
 {
@@ -269,10 +302,6 @@ check_server(ProblemSink *sink)
 		add_problem(sink, "error", "wal_level",
 					"wal_level is not logical: Airbyte's CDC cannot read changes",
 					"ALTER SYSTEM SET wal_level = logical; then restart the server.");
-	if (dfe_max_slot_wal_size_mb < 0)
-		add_problem(sink, "warning", "dfe_airbyte.max_slot_wal_size",
-					"no per-service limit on the WAL the Airbyte slot may retain (-1): a stalled Airbyte can fill the disk",
-					"ALTER SYSTEM SET dfe_airbyte.max_slot_wal_size = '10GB'; SELECT pg_reload_conf(); and choose dfe_airbyte.slot_limit_action.");
 	if (max_slot_wal_keep_size_mb < 0)
 		add_problem(sink, "warning", "max_slot_wal_keep_size",
 					"max_slot_wal_keep_size is -1: the server has no backstop against a replication slot retaining WAL without limit",
@@ -280,21 +309,24 @@ check_server(ProblemSink *sink)
 }
 
 /*
- * The Airbyte connection as the worker last read it (connection.c):
- * Airbyte's own schema propagation and a disabled connection.
+ * The Airbyte connection as the worker last read it for the sink's target
+ * (connection.c): Airbyte's own schema propagation and a disabled
+ * connection.
  */
 static void
 check_connection_watch(ProblemSink *sink)
 {
 	char	   *behavior = NULL;
 	char	   *status = NULL;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
 
+	values[0] = CStringGetTextDatum(sink->target);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		return;
-	/* the SQL objects may be older than the library (before ALTER EXTENSION UPDATE) */
-	if (SPI_execute("SELECT 1 WHERE pg_catalog.to_regclass('dfe_airbyte.connection_watch') IS NOT NULL",
-					true, 1) == SPI_OK_SELECT && SPI_processed > 0 &&
-		SPI_execute("SELECT schema_behavior, status FROM dfe_airbyte.connection_watch", true, 1) == SPI_OK_SELECT &&
+	if (SPI_execute_with_args("SELECT schema_behavior, status FROM dfe_airbyte.connection_watch "
+							  "WHERE target OPERATOR(pg_catalog.=) $1",
+							  1, types, values, NULL, true, 1) == SPI_OK_SELECT &&
 		SPI_processed > 0)
 	{
 		char	   *b = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -339,22 +371,142 @@ check_version(ProblemSink *sink)
 	return true;
 }
 
+/*
+ * The settings the sink's target overrides in dfe_airbyte.targets.settings,
+ * checked as dfe_airbyte_add_target() checks them (an UPDATE of the row is
+ * not): a row for each one refused.  Returns whether the target is enabled
+ * and all its settings are usable, so that its scope can be entered.
+ */
+static bool
+check_target_settings(ProblemSink *sink)
+{
+	const char *args[1] = {sink->target};
+	DfeRows    *r;
+	bool		usable;
+
+	r = dfe_target_query(dfe_target_open(DFE_LOCAL_TARGET), "read the target's settings",
+						 "SELECT t.enabled, s.key, pg_catalog.jsonb_typeof(s.value), "
+						 "s.value OPERATOR(pg_catalog.#>>) '{}' "
+						 "FROM dfe_airbyte.targets t "
+						 "LEFT JOIN LATERAL pg_catalog.jsonb_each(t.settings) s ON true "
+						 "WHERE t.name OPERATOR(pg_catalog.=) $1 ORDER BY s.key",
+						 1, args);
+	if (r->nrows == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("dfe_airbyte target \"%s\" does not exist", sink->target),
+				 errhint("SELECT name FROM dfe_airbyte.targets lists the targets.")));
+	usable = strcmp(dfe_rows_value(r, 0, 0), "t") == 0;
+	for (int i = 0; i < r->nrows; i++)
+	{
+		const char *key = dfe_rows_value(r, i, 1);
+		const char *value = dfe_rows_value(r, i, 3);
+		const char *why;
+
+		if (key == NULL)
+			continue;
+		why = dfe_target_setting_problem(key, dfe_rows_value(r, i, 2), value);
+		if (why == NULL)
+			continue;
+		add_problem(sink, "error", psprintf("dfe_airbyte.%s", key),
+					psprintf("target \"%s\" sets \"%s\" to %s, which is refused: %s; the target's tasks fail until it is fixed",
+							 sink->target, key, value ? psprintf("\"%s\"", value) : "null", why),
+					psprintf("Correct it, e.g. UPDATE dfe_airbyte.targets SET settings = settings - %s WHERE name = '%s'; "
+							 "a target's settings are valued as in postgresql.conf.",
+							 quote_literal_cstr(key), sink->target));
+		usable = false;
+	}
+	return usable;
+}
+
+/*
+ * Enters the sink's target's scope: a setting the server refuses though it
+ * passed check_target_settings (a number out of the setting's range) is a
+ * row, not an error that hides every other row.
+ */
+static DfeTargetScope *
+guarded_scope_enter(ProblemSink *sink)
+{
+	ErrorData  *edata;
+	DfeTargetScope *scope = dfe_target_scope_try_enter(sink->target, &edata);
+
+	if (scope == NULL)
+		add_problem(sink, "error", "dfe_airbyte.targets",
+					psprintf("the settings of target \"%s\" cannot be applied: %s; the target's tasks fail until they are fixed",
+							 sink->target, edata->message),
+					edata->hint ? edata->hint
+					: "Correct the target's settings (UPDATE dfe_airbyte.targets SET settings = ...); they are valued as in postgresql.conf.");
+	return scope;
+}
+
+/*
+ * The rows of one target: its own settings, then, in its scope (its
+ * settings over the global ones), the per-service settings it runs with,
+ * its Airbyte connection, and for "local" this server's WAL settings.
+ */
+static void
+check_target(ProblemSink *sink, const char *target)
+{
+	DfeTargetScope *scope;
+
+	sink->target = target;
+	if (!check_target_settings(sink) || (scope = guarded_scope_enter(sink)) == NULL)
+		return;
+	check_connection_id(sink);
+	check_bigquery(sink);
+	check_slot_limit(sink);
+	if (strcmp(target, DFE_LOCAL_TARGET) == 0)
+		check_server(sink);
+	check_connection_watch(sink);
+	dfe_target_scope_leave(scope);
+}
+
+/*
+ * The SQL objects of another version (before ALTER EXTENSION UPDATE) have
+ * no targets: the per-service checks read the global settings, as 0.2.0's.
+ */
+static void
+check_global_settings(ProblemSink *sink)
+{
+	check_connection_id(sink);
+	check_bigquery(sink);
+	check_slot_limit(sink);
+	check_server(sink);
+}
+
 PG_FUNCTION_INFO_V1(dfe_airbyte_setting_problems);
 
-/* dfe_airbyte_setting_problems() → TABLE(severity, object, problem, hint) */
+/*
+ * dfe_airbyte_setting_problems(target text DEFAULT 'local')
+ *   → TABLE(severity, object, problem, hint, target_name)
+ *
+ * The installation's rows (target_name NULL: the worker, the Airbyte server and
+ * its credentials, the Google credentials), then the target's (none when
+ * target is NULL).  Without an argument (0.2.0's SQL) the local one's.
+ */
 Datum
 dfe_airbyte_setting_problems(PG_FUNCTION_ARGS)
 {
 	ProblemSink sink;
+	const char *target = DFE_LOCAL_TARGET;
+	bool		matching;
 
+	if (PG_NARGS() > 0)
+		target = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	InitMaterializedSRF(fcinfo, 0);
 	sink.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	sink.target = NULL;
 
-	if (check_version(&sink))
+	matching = check_version(&sink);
+	if (matching)
 		check_worker(&sink);
 	check_airbyte(&sink);
-	check_bigquery(&sink);
-	check_server(&sink);
-	check_connection_watch(&sink);
+	check_google(&sink);
+	if (target == NULL)
+		return (Datum) 0;
+	if (matching)
+		check_target(&sink, target);
+	else
+		check_global_settings(&sink);
 	return (Datum) 0;
 }

@@ -399,12 +399,62 @@ poll_job(void *arg)
 	dfe_airbyte_get_job(a->job_id, &a->job);
 }
 
+/*
+ * Record the end of a job that finished: success moves on to the policy
+ * tags, any other final status fails the deploy.  Returns false while the
+ * job still runs.
+ */
+static bool
+record_sync_job_end(DeployRow *d, const AirbyteJob *job)
+{
+	if (strcmp(job->status, "succeeded") == 0)
+	{
+		dfe_deploy_xact_begin();
+		dfe_deploy_record_step(d->id, "applying_policy_tags",
+					psprintf("%s job " INT64_FORMAT " succeeded",
+							 job->job_type ? job->job_type : "sync", d->job_id), 0);
+		dfe_deploy_xact_commit();
+		return true;
+	}
+	if (dfe_airbyte_job_finished(job->status))
+	{
+		dfe_deploy_xact_begin();
+		dfe_deploy_record_failure(d->id, d->step, 0,
+					   psprintf("Airbyte sync job " INT64_FORMAT " ended with status %s; see the job's logs in the Airbyte UI (connection %s)",
+								d->job_id, job->status, dfe_setting_connection_id()));
+		dfe_deploy_xact_commit();
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Fail the deploy when the job has run past dfe_airbyte.job_timeout (job is
+ * NULL when Airbyte did not answer the last poll, e its error).  Returns
+ * whether it did.
+ */
+static bool
+record_sync_job_timeout(DeployRow *d, const AirbyteJob *job, const StepError *e)
+{
+	const char *status;
+
+	if (!TimestampDifferenceExceeds(d->step_started_at, GetCurrentTimestamp(),
+									dfe_job_timeout_s * 1000))
+		return false;
+	status = job ? job->status : "unknown (Airbyte is not answering)";
+	dfe_deploy_xact_begin();
+	dfe_deploy_record_failure(d->id, d->step, e ? e->http_status : 0,
+				   psprintf("Airbyte sync job " INT64_FORMAT " did not finish within %s (dfe_airbyte.job_timeout); its status is %s. The job goes on in Airbyte; deploy again to wait for it and apply the policy tags",
+							d->job_id, dfe_airbyte_format_duration(dfe_job_timeout_s), status));
+	dfe_deploy_xact_commit();
+	return true;
+}
+
 static long
 step_waiting_for_sync(DeployRow *d)
 {
 	PollArgs	a;
 	StepError  *e;
-	const char *status;
 
 	if (d->job_id <= 0)
 	{
@@ -423,37 +473,10 @@ step_waiting_for_sync(DeployRow *d)
 	else if (!e->transient)
 		return step_failed(d, e);
 
-	if (e == NULL && strcmp(a.job.status, "succeeded") == 0)
-	{
-		dfe_deploy_xact_begin();
-		dfe_deploy_record_step(d->id, "applying_policy_tags",
-					psprintf("%s job " INT64_FORMAT " succeeded",
-							 a.job.job_type ? a.job.job_type : "sync", d->job_id), 0);
-		dfe_deploy_xact_commit();
+	if (e == NULL && record_sync_job_end(d, &a.job))
 		return 0;
-	}
-	if (e == NULL && dfe_airbyte_job_finished(a.job.status))
-	{
-		dfe_deploy_xact_begin();
-		dfe_deploy_record_failure(d->id, d->step, 0,
-					   psprintf("Airbyte sync job " INT64_FORMAT " ended with status %s; see the job's logs in the Airbyte UI (connection %s)",
-								d->job_id, a.job.status, dfe_setting_connection_id()));
-		dfe_deploy_xact_commit();
+	if (record_sync_job_timeout(d, e ? NULL : &a.job, e))
 		return 0;
-	}
-
-	if (TimestampDifferenceExceeds(d->step_started_at, GetCurrentTimestamp(),
-								   dfe_job_timeout_s * 1000))
-	{
-		status = e ? "unknown (Airbyte is not answering)" : a.job.status;
-		dfe_deploy_xact_begin();
-		dfe_deploy_record_failure(d->id, d->step, e ? e->http_status : 0,
-					   psprintf("Airbyte sync job " INT64_FORMAT " did not finish within %s (dfe_airbyte.job_timeout); its status is %s. The job goes on in Airbyte; deploy again to wait for it and apply the policy tags",
-								d->job_id, dfe_airbyte_format_duration(dfe_job_timeout_s), status));
-		dfe_deploy_xact_commit();
-		return 0;
-	}
-
 	if (e != NULL)
 		return step_failed(d, e);
 

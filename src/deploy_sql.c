@@ -47,6 +47,16 @@
 /* how often dfe_airbyte_deploy(wait => true) reads the deploy row */
 #define WAIT_POLL_MS 250L
 
+/* what follow_deploy reads of a deploy row on each poll */
+typedef struct FollowedDeploy
+{
+	char	   *state;
+	char	   *step;
+	char	   *error;
+	int64		into;
+	int64		status;
+} FollowedDeploy;
+
 
 static void
 no_worker_error(void)
@@ -173,6 +183,89 @@ request_deploy(const char *target)
 	}
 }
 
+/* print deploy id's log lines after the first *printed as NOTICEs */
+static void
+print_new_log_lines(int64 id, int *printed)
+{
+	Oid			types[2] = {INT8OID, INT4OID};
+	Datum		values[2];
+	int			ret;
+	uint64		i;
+
+	values[0] = Int64GetDatum(id);
+	values[1] = Int32GetDatum(*printed);
+	ret = SPI_execute_with_args("SELECT coalesce(e->>'step', ''), e->>'message' "
+								"FROM dfe_airbyte.deploys, "
+								"jsonb_array_elements(log) WITH ORDINALITY AS l(e, i) "
+								"WHERE id = $1 AND i > $2 ORDER BY i",
+								2, types, values, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		return;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *s = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char	   *m = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+
+		ereport(NOTICE,
+				(errmsg("deploy " INT64_FORMAT ": %s%s%s", id, s, s[0] ? ": " : "",
+						m ? m : "")));
+	}
+	*printed += SPI_processed;
+}
+
+/*
+ * Read deploy id's row into *row (strings in cxt) and print the log lines
+ * not shown yet, read after the state so that none is missed.
+ */
+static void
+read_followed_deploy(int64 id, int *printed, MemoryContext cxt, FollowedDeploy *row)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1];
+	int			ret;
+	bool		isnull;
+
+	SPI_connect();
+	values[0] = Int64GetDatum(id);
+	/* read committed: every execution sees the worker's latest commit */
+	ret = SPI_execute_with_args("SELECT state, step, error, coalesced_into, http_status::bigint "
+								"FROM dfe_airbyte.deploys WHERE id = $1",
+								1, types, values, NULL, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("deploy " INT64_FORMAT " disappeared from dfe_airbyte.deploys", id),
+				 errhint("Someone deleted it; look at dfe_airbyte.deploys and deploy again.")));
+	row->state = dfe_deploy_spi_text(0, 1, cxt);
+	row->step = dfe_deploy_spi_text(0, 2, cxt);
+	row->error = dfe_deploy_spi_text(0, 3, cxt);
+	row->into = dfe_deploy_spi_int64(0, 4, &isnull);
+	row->status = dfe_deploy_spi_int64(0, 5, &isnull);
+	print_new_log_lines(id, printed);
+	SPI_finish();
+}
+
+/* raise the error of a failed deploy, with its HTTP status when it has one */
+pg_noreturn static void
+followed_deploy_failed(int64 id, const FollowedDeploy *row)
+{
+	char	   *errstep = pstrdup(row->step ? row->step : "?");
+	char	   *reason = pstrdup(row->error ? row->error : "no reason recorded");
+
+	if (row->status > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("deploy " INT64_FORMAT " failed at step %s (HTTP " INT64_FORMAT ")",
+						id, errstep, row->status),
+				 errdetail("%s", reason),
+				 errhint("See SELECT log FROM dfe_airbyte.deploys WHERE id = " INT64_FORMAT "; fix the cause and deploy again.", id)));
+	ereport(ERROR,
+			(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+			 errmsg("deploy " INT64_FORMAT " failed at step %s", id, errstep),
+			 errdetail("%s", reason),
+			 errhint("See SELECT log FROM dfe_airbyte.deploys WHERE id = " INT64_FORMAT "; fix the cause and deploy again.", id)));
+}
+
 /* follow deploy id until it ends; returns the id of the deploy that ran */
 static int64
 follow_deploy(int64 id)
@@ -184,85 +277,23 @@ follow_deploy(int64 id)
 
 	for (;;)
 	{
-		Oid			types[2] = {INT8OID, INT4OID};
-		Datum		values[2];
-		int			ret;
-		int			i;
-		bool		isnull;
-		char	   *state;
-		char	   *step;
-		char	   *error;
-		int64		into;
-		int64		status;
+		FollowedDeploy row;
 
 		MemoryContextReset(loop_cxt);
 		MemoryContextSwitchTo(loop_cxt);
-		SPI_connect();
-		values[0] = Int64GetDatum(id);
-		values[1] = Int32GetDatum(printed);
-		/* read committed: every execution sees the worker's latest commit */
-		ret = SPI_execute_with_args("SELECT state, step, error, coalesced_into, http_status::bigint "
-									"FROM dfe_airbyte.deploys WHERE id = $1",
-									1, types, values, NULL, false, 1);
-		if (ret != SPI_OK_SELECT || SPI_processed != 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("deploy " INT64_FORMAT " disappeared from dfe_airbyte.deploys", id),
-					 errhint("Someone deleted it; look at dfe_airbyte.deploys and deploy again.")));
-		state = dfe_deploy_spi_text(0, 1, loop_cxt);
-		step = dfe_deploy_spi_text(0, 2, loop_cxt);
-		error = dfe_deploy_spi_text(0, 3, loop_cxt);
-		into = dfe_deploy_spi_int64(0, 4, &isnull);
-		status = dfe_deploy_spi_int64(0, 5, &isnull);
-
-		/* the log lines not shown yet (read after the state: none is missed) */
-		ret = SPI_execute_with_args("SELECT coalesce(e->>'step', ''), e->>'message' "
-									"FROM dfe_airbyte.deploys, "
-									"jsonb_array_elements(log) WITH ORDINALITY AS l(e, i) "
-									"WHERE id = $1 AND i > $2 ORDER BY i",
-									2, types, values, NULL, false, 0);
-		if (ret == SPI_OK_SELECT)
-		{
-			for (i = 0; i < SPI_processed; i++)
-			{
-				char	   *s = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-				char	   *m = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-
-				ereport(NOTICE,
-						(errmsg("deploy " INT64_FORMAT ": %s%s%s", id, s, s[0] ? ": " : "",
-								m ? m : "")));
-			}
-			printed += SPI_processed;
-		}
-		SPI_finish();
+		read_followed_deploy(id, &printed, loop_cxt, &row);
 		MemoryContextSwitchTo(fcxt);
 
-		if (strcmp(state, "succeeded") == 0)
+		if (strcmp(row.state, "succeeded") == 0)
 			break;
-		if (strcmp(state, "failed") == 0)
-		{
-			char	   *errstep = pstrdup(step ? step : "?");
-			char	   *reason = pstrdup(error ? error : "no reason recorded");
-
-			if (status > 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-						 errmsg("deploy " INT64_FORMAT " failed at step %s (HTTP " INT64_FORMAT ")",
-								id, errstep, status),
-						 errdetail("%s", reason),
-						 errhint("See SELECT log FROM dfe_airbyte.deploys WHERE id = " INT64_FORMAT "; fix the cause and deploy again.", id)));
-			ereport(ERROR,
-					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-					 errmsg("deploy " INT64_FORMAT " failed at step %s", id, errstep),
-					 errdetail("%s", reason),
-					 errhint("See SELECT log FROM dfe_airbyte.deploys WHERE id = " INT64_FORMAT "; fix the cause and deploy again.", id)));
-		}
-		if (strcmp(state, "coalesced") == 0 && into > 0)
+		if (strcmp(row.state, "failed") == 0)
+			followed_deploy_failed(id, &row);
+		if (strcmp(row.state, "coalesced") == 0 && row.into > 0)
 		{
 			ereport(NOTICE,
 					(errmsg("deploy " INT64_FORMAT " was coalesced into deploy " INT64_FORMAT ", which runs in its place",
-							id, into)));
-			id = into;
+							id, row.into)));
+			id = row.into;
 			printed = 0;
 			continue;
 		}

@@ -123,7 +123,7 @@ read_now(FlowPoint *now)
 						 "SELECT (SELECT s.confirmed_flush_lsn::pg_catalog.text FROM pg_catalog.pg_replication_slots s\n"
 						 "         WHERE s.slot_name OPERATOR(pg_catalog.=) $1::pg_catalog.name\n"
 						 "           AND s.database OPERATOR(pg_catalog.=) pg_catalog.current_database()),\n"
-						 "       (SELECT pg_catalog.sum(t.n_tup_ins + t.n_tup_upd + t.n_tup_del)::pg_catalog.int8::pg_catalog.text\n"
+						 "       (SELECT pg_catalog.sum(t.n_tup_ins OPERATOR(pg_catalog.+) t.n_tup_upd OPERATOR(pg_catalog.+) t.n_tup_del)::pg_catalog.int8::pg_catalog.text\n"
 						 "          FROM pg_catalog.pg_stat_user_tables t\n"
 						 "         WHERE t.schemaname OPERATOR(pg_catalog.=) $2::pg_catalog.name\n"
 						 "           AND t.relname::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($3::pg_catalog.text[])),\n"

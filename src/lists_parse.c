@@ -150,6 +150,86 @@ column_mapping(const char *which, ConfNode *col, ListTable *table, char **tag)
 	col->text = name->text;
 }
 
+/*
+ * Refuse an entry of a table's column list that is not a column name; a
+ * mapping ({name, policy_tag}) sets *tag and leaves its name in col->text.
+ */
+static void
+check_column_entry(const char *which, ConfNode *col, ListTable *table, char **tag)
+{
+	switch (col->kind)
+	{
+		case CK_STRING:
+			if (col->text[0] == '\0')
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid %s at line %d: empty column name in table \"%s\"",
+								which, col->line, table->name),
+						 errhint("Remove the empty entry or write the column's name.")));
+			break;
+		case CK_NULL:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s at line %d: empty column name in table \"%s\"",
+							which, col->line, table->name),
+					 errdetail("The entry is empty or null (\"-\" with nothing after it, \"~\" or \"null\")."),
+					 errhint("Remove the empty entry or write the column's name; quote a column really called null: - \"null\".")));
+			break;
+		case CK_OTHER:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s at line %d: column %s of table \"%s\" is %s, not a string",
+							which, col->line, col->text, table->name, col->what),
+					 errhint("Quote it if it really is the column's name: \"%s\".",
+							 col->text)));
+			break;
+		case CK_MAP:
+			column_mapping(which, col, table, tag);
+			break;
+		case CK_SEQ:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s at line %d: an entry of table \"%s\" is %s, not a column name",
+							which, col->line, table->name, dfe_conf_kind_phrase(col)),
+					 errdetail("Each entry of a table's list must be a plain column name."),
+					 errhint("Check the indentation: \"- name:\" (with a colon) makes a mapping; write \"- name\".")));
+			break;
+	}
+}
+
+/*
+ * A column listed twice is kept once, as the gem does (it reads the list as
+ * a set); register-trainee-teachers' analytics.yml has one.  Two different
+ * policy tags for one column cannot both be right.  Returns whether col
+ * repeats one of the first kept columns (merging its tag into that one).
+ */
+static bool
+merge_repeated_column(const char *which, ConfNode *col, char *tag, ListTable *table,
+					  const NamedLine *names, int kept)
+{
+	for (int j = 0; j < kept; j++)
+	{
+		if (strcmp(names[j].name, col->text) != 0)
+			continue;
+		if (tag && table->columns[j].policy_tag == NULL)
+			table->columns[j].policy_tag = tag;
+		else if (tag && strcmp(tag, table->columns[j].policy_tag) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s at line %d: column \"%s\" of table \"%s\" is listed again with another policy tag",
+							which, col->line, col->text, table->name),
+					 errdetail("It is first listed at line %d.", names[j].line),
+					 errhint("Keep one entry, with the policy tag the column should have.")));
+		ereport(NOTICE,
+				(errmsg("%s line %d: column \"%s\" of table \"%s\" is listed twice; it is kept once",
+						which, col->line, col->text, table->name),
+				 errdetail("It is first listed at line %d.", names[j].line),
+				 errhint("Remove the second entry from the file when convenient.")));
+		return true;
+	}
+	return false;
+}
+
 static void
 check_columns(const char *which, ConfNode *seq, ListTable *table)
 {
@@ -161,73 +241,9 @@ check_columns(const char *which, ConfNode *seq, ListTable *table)
 	{
 		ConfNode   *col = seq->items[i];
 		char	   *tag = NULL;
-		bool		repeated = false;
 
-		switch (col->kind)
-		{
-			case CK_STRING:
-				if (col->text[0] == '\0')
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("invalid %s at line %d: empty column name in table \"%s\"",
-									which, col->line, table->name),
-							 errhint("Remove the empty entry or write the column's name.")));
-				break;
-			case CK_NULL:
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid %s at line %d: empty column name in table \"%s\"",
-								which, col->line, table->name),
-						 errdetail("The entry is empty or null (\"-\" with nothing after it, \"~\" or \"null\")."),
-						 errhint("Remove the empty entry or write the column's name; quote a column really called null: - \"null\".")));
-				break;
-			case CK_OTHER:
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid %s at line %d: column %s of table \"%s\" is %s, not a string",
-								which, col->line, col->text, table->name, col->what),
-						 errhint("Quote it if it really is the column's name: \"%s\".",
-								 col->text)));
-				break;
-			case CK_MAP:
-				column_mapping(which, col, table, &tag);
-				break;
-			case CK_SEQ:
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid %s at line %d: an entry of table \"%s\" is %s, not a column name",
-								which, col->line, table->name, dfe_conf_kind_phrase(col)),
-						 errdetail("Each entry of a table's list must be a plain column name."),
-						 errhint("Check the indentation: \"- name:\" (with a colon) makes a mapping; write \"- name\".")));
-				break;
-		}
-
-		/*
-		 * A column listed twice is kept once, as the gem does (it reads the
-		 * list as a set); register-trainee-teachers' analytics.yml has one.
-		 * Two different policy tags for one column cannot both be right.
-		 */
-		for (int j = 0; j < kept && !repeated; j++)
-		{
-			if (strcmp(names[j].name, col->text) != 0)
-				continue;
-			repeated = true;
-			if (tag && table->columns[j].policy_tag == NULL)
-				table->columns[j].policy_tag = tag;
-			else if (tag && strcmp(tag, table->columns[j].policy_tag) != 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid %s at line %d: column \"%s\" of table \"%s\" is listed again with another policy tag",
-								which, col->line, col->text, table->name),
-						 errdetail("It is first listed at line %d.", names[j].line),
-						 errhint("Keep one entry, with the policy tag the column should have.")));
-			ereport(NOTICE,
-					(errmsg("%s line %d: column \"%s\" of table \"%s\" is listed twice; it is kept once",
-							which, col->line, col->text, table->name),
-					 errdetail("It is first listed at line %d.", names[j].line),
-					 errhint("Remove the second entry from the file when convenient.")));
-		}
-		if (repeated)
+		check_column_entry(which, col, table, &tag);
+		if (merge_repeated_column(which, col, tag, table, names, kept))
 			continue;
 		table->columns[kept].name = col->text;
 		table->columns[kept].line = col->line;

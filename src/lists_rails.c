@@ -36,33 +36,16 @@ root_section(const char *which, ConfNode *root, const char *name, int *index)
 }
 
 /*
- * The tables of a file, as Rails' config_for reads it (the gem reads every
- * list through Rails.application.config_for): when the top level has
- * "shared:" or the environment named by dfe_airbyte.rails_env (env
- * RAILS_ENV), the result is shared deep-merged with that environment's
- * section, where a table in both gets the environment's list (deep_merge
- * replaces arrays, it does not concatenate them); other environments'
- * sections are ignored, as Rails ignores them.  Otherwise the whole
- * document is the mapping of tables (a bare file).
+ * The top-level keys of a file with sections other than the ones read (at
+ * shared_at and env_at, -1 for none): another environment's section is
+ * ignored, as Rails ignores it (said in a NOTICE when no environment is
+ * set), anything else is refused.
  */
-ConfNode *
-dfe_conf_rails_sections(const char *which, ConfNode *root)
+static void
+check_other_sections(const char *which, ConfNode *root, int shared_at, int env_at,
+					 const char *env)
 {
-	const char *env = dfe_setting_rails_env();
-	int			shared_at = -1;
-	int			env_at = -1;
-	ConfNode   *shared = root_section(which, root, "shared", &shared_at);
-	ConfNode   *section = env && strcmp(env, "shared") != 0 ? root_section(which, root, env, &env_at) : NULL;
-	ConfNode   *merged;
 	StringInfoData ignored;
-
-	/* a "shared" or environment that holds a list is a table of that name */
-	if (shared && shared->kind != CK_MAP && shared->kind != CK_NULL)
-		shared = NULL;
-	if (section && section->kind != CK_MAP && section->kind != CK_NULL)
-		section = NULL;
-	if (shared == NULL && section == NULL)
-		return root;
 
 	initStringInfo(&ignored);
 	for (int i = 0; i < root->n; i++)
@@ -70,7 +53,7 @@ dfe_conf_rails_sections(const char *which, ConfNode *root)
 		ConfNode   *key = root->keys[i];
 		ConfNode   *value = root->items[i];
 
-		if ((shared && i == shared_at) || (section && i == env_at))
+		if (i == shared_at || i == env_at)
 			continue;
 		if (value->kind == CK_MAP || value->kind == CK_NULL)
 		{
@@ -91,14 +74,22 @@ dfe_conf_rails_sections(const char *which, ConfNode *root)
 						which, ignored.data),
 				 errdetail("dfe_airbyte.rails_env and RAILS_ENV are not set."),
 				 errhint("Set dfe_airbyte.rails_env (e.g. SET dfe_airbyte.rails_env = 'production') to merge that environment's section over shared:, as Rails' config_for does.")));
+	pfree(ignored.data);
+}
 
-	if (section == NULL || section->kind == CK_NULL)
-		return shared;
-	if (shared == NULL || shared->kind == CK_NULL)
-		return section;
+/* whether two keys of a mapping name the same table */
+static bool
+same_key(const ConfNode *a, const ConfNode *b)
+{
+	return a->text && b->text && strcmp(a->text, b->text) == 0;
+}
 
-	/* shared.deep_merge(section): the section's tables win, new ones are added */
-	merged = palloc0(sizeof(ConfNode));
+/* shared.deep_merge(section): the section's tables win, new ones are added */
+static ConfNode *
+deep_merge_sections(const ConfNode *shared, const ConfNode *section)
+{
+	ConfNode   *merged = palloc0(sizeof(ConfNode));
+
 	merged->kind = CK_MAP;
 	merged->line = shared->line;
 	merged->keys = palloc0(sizeof(ConfNode *) * Max(shared->n + section->n, 1));
@@ -108,8 +99,7 @@ dfe_conf_rails_sections(const char *which, ConfNode *root)
 		merged->keys[merged->n] = shared->keys[i];
 		merged->items[merged->n] = shared->items[i];
 		for (int j = 0; j < section->n; j++)
-			if (shared->keys[i]->text && section->keys[j]->text &&
-				strcmp(shared->keys[i]->text, section->keys[j]->text) == 0)
+			if (same_key(shared->keys[i], section->keys[j]))
 				merged->items[merged->n] = section->items[j];
 		merged->n++;
 	}
@@ -118,8 +108,7 @@ dfe_conf_rails_sections(const char *which, ConfNode *root)
 		bool		in_shared = false;
 
 		for (int i = 0; i < shared->n && !in_shared; i++)
-			in_shared = shared->keys[i]->text && section->keys[j]->text &&
-				strcmp(shared->keys[i]->text, section->keys[j]->text) == 0;
+			in_shared = same_key(shared->keys[i], section->keys[j]);
 		if (in_shared)
 			continue;
 		merged->keys[merged->n] = section->keys[j];
@@ -127,4 +116,39 @@ dfe_conf_rails_sections(const char *which, ConfNode *root)
 		merged->n++;
 	}
 	return merged;
+}
+
+/*
+ * The tables of a file, as Rails' config_for reads it (the gem reads every
+ * list through Rails.application.config_for): when the top level has
+ * "shared:" or the environment named by dfe_airbyte.rails_env (env
+ * RAILS_ENV), the result is shared deep-merged with that environment's
+ * section, where a table in both gets the environment's list (deep_merge
+ * replaces arrays, it does not concatenate them); other environments'
+ * sections are ignored, as Rails ignores them.  Otherwise the whole
+ * document is the mapping of tables (a bare file).
+ */
+ConfNode *
+dfe_conf_rails_sections(const char *which, ConfNode *root)
+{
+	const char *env = dfe_setting_rails_env();
+	int			shared_at = -1;
+	int			env_at = -1;
+	ConfNode   *shared = root_section(which, root, "shared", &shared_at);
+	ConfNode   *section = env && strcmp(env, "shared") != 0 ? root_section(which, root, env, &env_at) : NULL;
+
+	/* a "shared" or environment that holds a list is a table of that name */
+	if (shared && shared->kind != CK_MAP && shared->kind != CK_NULL)
+		shared = NULL;
+	if (section && section->kind != CK_MAP && section->kind != CK_NULL)
+		section = NULL;
+	if (shared == NULL && section == NULL)
+		return root;
+
+	check_other_sections(which, root, shared ? shared_at : -1, section ? env_at : -1, env);
+	if (section == NULL || section->kind == CK_NULL)
+		return shared;
+	if (shared == NULL || shared->kind == CK_NULL)
+		return section;
+	return deep_merge_sections(shared, section);
 }

@@ -184,6 +184,55 @@ yaml_mapping_to_conf(yaml_document_t *doc, yaml_node_t *node, int depth, ConfNod
 	}
 }
 
+/* cn for a scalar: a string, null, or a boolean or number (refused later) */
+static void
+scalar_to_conf(yaml_node_t *node, ConfNode *cn)
+{
+	const char *value = (const char *) node->data.scalar.value;
+	size_t		length = node->data.scalar.length;
+
+	if (memchr(value, '\0', length) != NULL)
+	{
+		cn->kind = CK_OTHER;
+		cn->what = "a string containing a NUL character";
+		cn->text = dfe_conf_to_server(value, strlen(value));
+		return;
+	}
+	cn->text = dfe_conf_to_server(value, length);
+	cn->kind = CK_STRING;
+	if (node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return;
+
+	/*
+	 * Ruby's YAML (Psych) reads a plain ":users" or ":\"first name\"" as a
+	 * Symbol, and Rails' config_for symbolizes every key anyway: the name is
+	 * what follows the colon.
+	 */
+	if (cn->text[0] == ':' && cn->text[1] != '\0')
+	{
+		char	   *name = cn->text + 1;
+		size_t		len = strlen(name);
+
+		if (len >= 2 && (name[0] == '"' || name[0] == '\'') && name[len - 1] == name[0])
+			cn->text = pnstrdup(name + 1, len - 2);
+		else
+			cn->text = pstrdup(name);
+		return;
+	}
+	if (plain_is_null(cn->text))
+		cn->kind = CK_NULL;
+	else if (plain_is_bool(cn->text))
+	{
+		cn->kind = CK_OTHER;
+		cn->what = "a boolean";
+	}
+	else if (plain_is_number(cn->text))
+	{
+		cn->kind = CK_OTHER;
+		cn->what = "a number";
+	}
+}
+
 static ConfNode *
 yaml_to_conf(yaml_document_t *doc, yaml_node_t *node, int depth)
 {
@@ -193,53 +242,8 @@ yaml_to_conf(yaml_document_t *doc, yaml_node_t *node, int depth)
 	switch (node->type)
 	{
 		case YAML_SCALAR_NODE:
-			{
-				const char *value = (const char *) node->data.scalar.value;
-				size_t		length = node->data.scalar.length;
-
-				if (memchr(value, '\0', length) != NULL)
-				{
-					cn->kind = CK_OTHER;
-					cn->what = "a string containing a NUL character";
-					cn->text = dfe_conf_to_server(value, strlen(value));
-					break;
-				}
-				cn->text = dfe_conf_to_server(value, length);
-				cn->kind = CK_STRING;
-				if (node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE)
-				{
-					/*
-					 * Ruby's YAML (Psych) reads a plain ":users" or
-					 * ":\"first name\"" as a Symbol, and Rails' config_for
-					 * symbolizes every key anyway: the name is what follows
-					 * the colon.
-					 */
-					if (cn->text[0] == ':' && cn->text[1] != '\0')
-					{
-						char	   *name = cn->text + 1;
-						size_t		len = strlen(name);
-
-						if (len >= 2 && (name[0] == '"' || name[0] == '\'') && name[len - 1] == name[0])
-							cn->text = pnstrdup(name + 1, len - 2);
-						else
-							cn->text = pstrdup(name);
-						break;
-					}
-					if (plain_is_null(cn->text))
-						cn->kind = CK_NULL;
-					else if (plain_is_bool(cn->text))
-					{
-						cn->kind = CK_OTHER;
-						cn->what = "a boolean";
-					}
-					else if (plain_is_number(cn->text))
-					{
-						cn->kind = CK_OTHER;
-						cn->what = "a number";
-					}
-				}
-				break;
-			}
+			scalar_to_conf(node, cn);
+			break;
 		case YAML_SEQUENCE_NODE:
 			cn->kind = CK_SEQ;
 			if (depth <= CONF_MAX_PARENT_DEPTH)

@@ -326,11 +326,11 @@ load_table(RcRun *run, const char *name)
 }
 
 /*
- * The target's syncs.  dfe_airbyte.sync_jobs gains its target column in
- * 0.3.0's sync step (src/sync_health.c); read through to_jsonb() so that
- * this text works with and without it (without: every sync is local's).
+ * The target's syncs.  Reconciliation's own tables and functions arrive
+ * with the same SQL version as sync_jobs' target column, and the worker
+ * waits for that version (src/scheduler.c), so the column is always there.
  */
-#define SYNC_OF_TARGET "coalesce(pg_catalog.to_jsonb(j) OPERATOR(pg_catalog.->>) 'target', 'local') = $1"
+#define SYNC_OF_TARGET "j.target OPERATOR(pg_catalog.=) $1"
 
 /* the target's last successful sync: its job id and start (the cut-off) */
 static void

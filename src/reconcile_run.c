@@ -24,6 +24,7 @@
 #include "spi_xact.h"
 #include "target.h"
 #include "target_scope.h"
+#include "version.h"
 #include "worker.h"
 
 /* a list of strings as one text, split again in SQL with string_to_array */
@@ -315,6 +316,7 @@ dfe_airbyte_reconcile(PG_FUNCTION_ARGS)
 	MemoryContext old;
 	RcRun		scratch;
 
+	DFE_REQUIRE_MATCHING_SQL();
 	check_mode(mode);
 	scope = dfe_target_scope_enter(target);
 	check_bigquery(target);
@@ -356,12 +358,11 @@ dfe_airbyte_reconcile(PG_FUNCTION_ARGS)
  * never late): count mode sees missing and extra rows, only checksum mode
  * sees a changed value, at a higher BigQuery cost (docs/benchmarks.md).
  *
- * sync_jobs and slot_recreations gain their target column in 0.3.0's sync
- * and guard steps; to_jsonb() reads it when it is there (without it every
- * row is local's).
+ * sync_jobs and slot_recreations have their target column in every SQL
+ * version that has reconcile_runs (the worker waits for the library's
+ * version: src/scheduler.c).
  */
-#define OF_TARGET(alias) \
-	"coalesce(pg_catalog.to_jsonb(" alias ") OPERATOR(pg_catalog.->>) 'target', 'local') = $2"
+#define OF_TARGET(alias) alias ".target OPERATOR(pg_catalog.=) $2"
 
 static const char *const next_table_sql =
 "WITH s AS (SELECT max(job_id) AS job FROM dfe_airbyte.sync_jobs j\n"

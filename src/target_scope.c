@@ -209,6 +209,39 @@ dfe_target_scope_enter(const char *target)
 	return scope;
 }
 
+typedef struct TryEnter
+{
+	const char *target;
+	DfeTargetScope *scope;
+} TryEnter;
+
+static void
+try_enter(void *arg)
+{
+	TryEnter   *t = arg;
+
+	t->scope = dfe_target_scope_enter(t->target);
+}
+
+DfeTargetScope *
+dfe_target_scope_try_enter(const char *target, ErrorData **error)
+{
+	TryEnter	t = {target, NULL};
+	MemoryContext cxt = CurrentMemoryContext;
+
+	/*
+	 * The scope's subtransaction is released when enter returns: the scope
+	 * stays open (scope_subxact_callback closes it only on an abort).
+	 */
+	if (dfe_catch(try_enter, &t, DFE_CATCH_SUBXACT | DFE_CATCH_NOT_CANCEL, cxt, error))
+		return t.scope;
+	/* the two errors of enter that are about the target itself */
+	if ((*error)->sqlerrcode == ERRCODE_UNDEFINED_OBJECT ||
+		(*error)->sqlerrcode == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE)
+		ReThrowError(*error);
+	return NULL;
+}
+
 void
 dfe_target_scope_leave(DfeTargetScope *scope)
 {

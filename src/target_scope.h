@@ -40,6 +40,16 @@ typedef struct DfeTargetScope DfeTargetScope;
  */
 extern DfeTargetScope *dfe_target_scope_enter(const char *target);
 
+/*
+ * The same for a SQL function that reports rather than fails when the
+ * target's settings cannot be applied (a value the server refuses, a name
+ * it does not know: an UPDATE of dfe_airbyte.targets.settings is not
+ * checked): tries in a subtransaction of the open transaction and returns
+ * NULL with *error set then.  A target that does not exist or is disabled
+ * is still an ERROR.
+ */
+extern DfeTargetScope *dfe_target_scope_try_enter(const char *target, ErrorData **error);
+
 /* Undoes the target's settings; the current target is "local" again. */
 extern void dfe_target_scope_leave(DfeTargetScope *scope);
 
@@ -77,6 +87,15 @@ extern DfeTarget *dfe_target_current_target(void);
  * be read, and this stands in for it.
  */
 extern int64 dfe_target_disk_size_mb(const char *target);
+
+/*
+ * Why the value of a target's setting key is refused (a name a target may
+ * not set, a value dfe_airbyte_add_target() would refuse), or NULL when it
+ * is fine; json_type is jsonb_typeof() of the value, value its text
+ * (targets_sql.c).
+ */
+extern const char *dfe_target_setting_problem(const char *key, const char *json_type,
+											  const char *value);
 
 /*
  * This process's own state for a target, kept across loops in

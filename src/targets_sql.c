@@ -20,6 +20,7 @@
 #include "settings.h"
 #include "target.h"
 #include "target_conn.h"
+#include "target_scope.h"
 
 PG_FUNCTION_INFO_V1(dfe_airbyte_add_target);
 PG_FUNCTION_INFO_V1(dfe_airbyte_drop_target);
@@ -72,8 +73,9 @@ bad_setting(const char *target, const char *key, const char *value, const char *
 					 "\"slot_limit_action\": \"recreate\", \"disk_size\": \"256GB\"}.")));
 }
 
-static void
-check_setting_value(const char *target, const char *key, SettingKind kind, const char *value)
+/* why value is not usable for the setting key of that kind, or NULL */
+static const char *
+setting_value_problem(const char *key, SettingKind kind, const char *value)
 {
 	char		guc[128];
 	int			ival;
@@ -85,26 +87,61 @@ check_setting_value(const char *target, const char *key, SettingKind kind, const
 	{
 		case SK_STRING:
 			if (*value == '\0')
-				bad_setting(target, key, value, "it is empty");
+				return "it is empty";
 			break;
 		case SK_INT:
 			if (!parse_int(value, &ival, GetConfigOptionFlags(guc, true), &hint))
-				bad_setting(target, key, value, hint ? hint : "not a number (with its unit)");
+				return hint ? hint : "not a number (with its unit)";
 			break;
 		case SK_MB:
 			if (!parse_int(value, &ival, GUC_UNIT_MB, &hint) || ival <= 0)
-				bad_setting(target, key, value, hint ? hint : "not a positive size such as \"256GB\"");
+				return hint ? hint : "not a positive size such as \"256GB\"";
 			break;
 		case SK_FRACTION:
 			if (!parse_real(value, &dval, 0, NULL) || dval <= 0 || dval >= 1)
-				bad_setting(target, key, value, "not a fraction between 0 and 1");
+				return "not a fraction between 0 and 1";
 			break;
 		case SK_LIMIT_ACTION:
 			if (strcmp(value, "warn") != 0 && strcmp(value, "terminate") != 0 &&
 				strcmp(value, "recreate") != 0)
-				bad_setting(target, key, value, "not one of warn, terminate, recreate");
+				return "not one of warn, terminate, recreate";
 			break;
 	}
+	return NULL;
+}
+
+/* the index of key in target_settings, -1 when a target may not set it */
+static int
+setting_index(const char *key)
+{
+	for (int k = 0; k < lengthof(target_settings); k++)
+		if (strcmp(key, target_settings[k].key) == 0)
+			return k;
+	return -1;
+}
+
+static bool
+json_scalar(const char *type)
+{
+	return strcmp(type, "string") == 0 || strcmp(type, "number") == 0 ||
+		strcmp(type, "boolean") == 0;
+}
+
+/*
+ * The check dfe_airbyte_add_target() makes of each setting, for a row
+ * already stored (an UPDATE of dfe_airbyte.targets.settings is not checked):
+ * dfe_airbyte_setting_problems() reports what it returns.
+ */
+const char *
+dfe_target_setting_problem(const char *key, const char *json_type, const char *value)
+{
+	int			k = setting_index(key);
+
+	if (k < 0)
+		return "it is not a per-service setting (README \"Targets\" lists them)";
+	if (!json_scalar(json_type))
+		return "not a string or a number";
+	return setting_value_problem(key, target_settings[k].kind, value);
 }
 
 static void
@@ -120,28 +157,29 @@ check_settings(const char *target, const char *settings_json)
 						 "SELECT pg_catalog.jsonb_typeof($1::pg_catalog.jsonb), NULL, NULL "
 						 "UNION ALL "
 						 "SELECT e.key, pg_catalog.jsonb_typeof(e.value), e.value OPERATOR(pg_catalog.#>>) '{}' "
-						 "FROM pg_catalog.jsonb_each(CASE WHEN pg_catalog.jsonb_typeof($1::pg_catalog.jsonb) = 'object' "
+						 "FROM pg_catalog.jsonb_each(CASE WHEN pg_catalog.jsonb_typeof($1::pg_catalog.jsonb) OPERATOR(pg_catalog.=) 'object' "
 						 "THEN $1::pg_catalog.jsonb ELSE '{}' END) e", 1, args);
 	if (strcmp(dfe_rows_value(r, 0, 0), "object") != 0)
 		bad_setting(target, "settings", NULL, "not a JSON object");
 	for (i = 1; i < r->nrows; i++)
 	{
 		const char *key = dfe_rows_value(r, i, 0);
-		const char *type = dfe_rows_value(r, i, 1);
+		const char *value = dfe_rows_value(r, i, 2);
+		const char *why;
 
-		for (k = 0; k < lengthof(target_settings); k++)
-			if (strcmp(key, target_settings[k].key) == 0)
-				break;
-		if (k == lengthof(target_settings))
+		k = setting_index(key);
+		if (k < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("target \"%s\" has an unknown setting \"%s\"", target, key),
 					 errhint("A target's settings are the per-service settings without the \"dfe_airbyte.\" "
 							 "prefix, e.g. connection_id, slot_name, max_slot_wal_size, slot_limit_action, "
 							 "bigquery_dataset, disk_size; README \"Targets\" lists them.")));
-		if (strcmp(type, "string") != 0 && strcmp(type, "number") != 0 && strcmp(type, "boolean") != 0)
+		if (!json_scalar(dfe_rows_value(r, i, 1)))
 			bad_setting(target, key, NULL, "not a string or a number");
-		check_setting_value(target, key, target_settings[k].kind, dfe_rows_value(r, i, 2));
+		why = setting_value_problem(key, target_settings[k].kind, value);
+		if (why)
+			bad_setting(target, key, value, why);
 	}
 }
 

@@ -107,6 +107,48 @@ DELETE FROM dfe_airbyte.excluded;
 SELECT severity, object FROM dfe_airbyte_setting_problems()
  WHERE object NOT IN ('background worker', 'dfe_airbyte.database', 'max_slot_wal_keep_size', 'disk headroom') ORDER BY 2, 1;
 
+-- a target's own settings (dfe_airbyte.targets.settings): an UPDATE is not
+-- checked, so the settings part checks them as dfe_airbyte_add_target()
+-- does, and runs the per-service checks with them over the global ones
+UPDATE dfe_airbyte.targets
+   SET settings = '{"slot_limit_action": "bogus", "disk_size": "lots", "no_such_setting": "1", "slot_name": "", "publication": null}'
+ WHERE name = 'local';
+SELECT target_name, severity, object, problem FROM dfe_airbyte_setting_problems()
+ WHERE target_name IS NOT NULL ORDER BY object;
+-- the lists of a target whose settings cannot be applied are not checked: one row says so
+SELECT target, severity, object, problem FROM dfe_airbyte.config_problems
+ WHERE object IN ('dfe_airbyte.slot_limit_action', 'dfe_airbyte.disk_size', 'dfe_airbyte.bigquery_dataset', 'target local')
+ ORDER BY object;
+-- a value of the right form that the server still refuses (out of range)
+UPDATE dfe_airbyte.targets SET settings = '{"max_slot_recreations_per_day": "200"}' WHERE name = 'local';
+SELECT target_name, severity, object, problem FROM dfe_airbyte_setting_problems()
+ WHERE target_name IS NOT NULL ORDER BY object;
+-- usable overrides apply in the target's scope: no row for them
+UPDATE dfe_airbyte.targets
+   SET settings = '{"hidden_policy_tag": "projects/p/locations/eu/taxonomies/1/policyTags/2", "bigquery_dataset": "svc", "max_slot_wal_size": "1GB"}'
+ WHERE name = 'local';
+SELECT target_name, object FROM dfe_airbyte_setting_problems()
+ WHERE target_name IS NOT NULL AND object NOT IN ('max_slot_wal_keep_size') ORDER BY object;
+-- and do not leak out of it
+SELECT current_setting('dfe_airbyte.bigquery_dataset') AS global_dataset;
+-- another target has its own rows; NULL gives the installation's alone
+INSERT INTO dfe_airbyte.targets (name, conninfo, settings)
+VALUES ('regress_other', 'host=/nonexistent dbname=other', '{"connection_id": "abc", "hidden_policy_tag": "not/a/tag"}');
+SELECT target_name, object, problem FROM dfe_airbyte_setting_problems('regress_other')
+ WHERE target_name IS NOT NULL ORDER BY object;
+SELECT count(*) AS target_rows FROM dfe_airbyte_setting_problems(NULL) WHERE target_name IS NOT NULL;
+SELECT count(*) AS same_installation_rows FROM (
+    SELECT severity, object, problem FROM dfe_airbyte_setting_problems(NULL)
+    EXCEPT
+    SELECT severity, object, problem FROM dfe_airbyte_setting_problems('regress_other') WHERE target_name IS NULL) d;
+-- a disabled target: only its settings are checked
+UPDATE dfe_airbyte.targets SET enabled = false, settings = '{"slot_limit_action": "bogus"}' WHERE name = 'regress_other';
+SELECT target_name, object FROM dfe_airbyte_setting_problems('regress_other')
+ WHERE target_name IS NOT NULL ORDER BY object;
+SELECT * FROM dfe_airbyte_setting_problems('no_such_target');
+DELETE FROM dfe_airbyte.targets WHERE name = 'regress_other';
+UPDATE dfe_airbyte.targets SET settings = '{}' WHERE name = 'local';
+
 -- who may look
 CREATE ROLE regress_cp_plain;
 CREATE ROLE regress_cp_monitor IN ROLE pg_monitor;

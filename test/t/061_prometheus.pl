@@ -2,7 +2,9 @@
 # monitoring/postgres_exporter.yaml as a role that has only pg_monitor,
 # against a cluster with data in every view; every metric of the file is
 # scraped, no query fails, and series keep their identity when the slot's
-# status changes.  Then promtool checks and unit-tests monitoring/alerts.yml.
+# status changes.  A real remote target ("svc_a", test/lib/DfeTarget.pm)
+# beside "local": every per-service series comes once per target, labelled
+# with it.  Then promtool checks and unit-tests monitoring/alerts.yml.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -11,6 +13,7 @@ use Test::More;
 use HTTP::Tiny;
 use Time::HiRes qw(usleep);
 use DfeTest;
+use DfeTarget;
 
 my $top = $ENV{DFE_TOP} // '.';
 my $exporter_bin = '/usr/bin/prometheus-postgres-exporter';
@@ -38,12 +41,19 @@ for my $line (split /\n/, slurp_file($queries))
 }
 cmp_ok(scalar(@metrics), '>=', 30, 'the query file defines the metrics (' . scalar(@metrics) . ')');
 
-# --- a cluster with data in every view ---------------------------------------
-my $node = DfeTest::new_node('prom', conf => <<'CONF');
+# --- a cluster with data in every view, and a remote target -------------------
+# the newest major present (15, Debian's, always is): a server of its own
+my $remote = DfeTarget->new('svc_a', major => (DfeTarget::majors())[-1] // 15);
+my $passfile = DfeTarget::write_passfile(PostgreSQL::Test::Utils::tempdir() . '/pgpass', $remote);
+my $node = DfeTest::new_node('prom', conf => <<"CONF");
 dfe_airbyte.check_interval = 1
 dfe_airbyte.max_slot_wal_size = 64
+dfe_airbyte.passfile = '$passfile'
 CONF
 DfeTest::wait_for_worker($node);
+# its own limit, so that lowering the global one below leaves its slot alone
+$node->safe_psql('postgres', "SELECT dfe_airbyte_add_target('svc_a', '" . $remote->conninfo
+	  . q{', '{"slot_name": "airbyte_slot", "max_slot_wal_size": "8GB"}')});
 $node->safe_psql('postgres', <<'SQL');
 CREATE TABLE users (id bigint PRIMARY KEY, email text);
 CREATE PUBLICATION airbyte_publication FOR TABLE users;
@@ -63,10 +73,20 @@ INSERT INTO dfe_airbyte.reconciliation (table_name, run_id, mode, status, matche
 VALUES ('users', 1, 'count', 'mismatch', false, 2, now(), now()),
        ('orders', 2, 'count', 'match', true, 0, now(), now());
 CREATE ROLE exporter LOGIN IN ROLE pg_monitor;
+-- svc_a: a recent success, a deploy that succeeded, a matching table
+INSERT INTO dfe_airbyte.sync_jobs (target, job_id, status, job_type, started_at, last_updated_at)
+VALUES ('svc_a', 7, 'succeeded', 'sync', now() - interval '3 min', now() - interval '2 min');
+INSERT INTO dfe_airbyte.deploys (target, state, step, requested_at, started_at, finished_at)
+VALUES ('svc_a', 'succeeded', 'done', now() - interval '1 hour', now() - interval '1 hour', now() - interval '50 min');
+INSERT INTO dfe_airbyte.reconciliation (target, table_name, run_id, mode, status, matched, mismatches, started_at, finished_at)
+VALUES ('svc_a', 'users', 3, 'count', 'match', true, 0, now(), now());
 SQL
 ok(DfeTest::poll_until($node,
-		"SELECT count(*) > 0 FROM dfe_airbyte.slot_samples WHERE slot_name = 'airbyte_slot'", 't'),
+		"SELECT count(*) > 0 FROM dfe_airbyte.slot_samples WHERE target = 'local' AND slot_name = 'airbyte_slot'", 't'),
 	'the worker samples the slot');
+ok(DfeTest::poll_until($node, q{SELECT string_agg(target || ':' || status, ',' ORDER BY target)
+		FROM dfe_airbyte.replication_slot_health WHERE slot_name = 'airbyte_slot'}, 'local:ok,svc_a:ok', 120),
+	"the guard samples svc_a's slot");
 
 # --- the exporter, as the pg_monitor-only role, on loopback ---------------------
 my $port = PostgreSQL::Test::Cluster::get_free_port();
@@ -103,8 +123,9 @@ sub scrape
 		next if $line =~ /^#/ || $line !~ /\S/;
 		next unless $line =~ /^(\w+)(?:\{(.*)\})?\s+(\S+)$/;
 		# the exporter labels its own queries' series with server="host:port": leave it out
+		# and sorts the labels, so that a key does not depend on the exporter's order
 		my ($name, $labels, $v) = ($1, $2 // '', $3);
-		$labels = join(',', grep { !/^server=/ } split /,(?=\w+=")/, $labels);
+		$labels = join(',', sort grep { !/^server=/ } split /,(?=\w+=")/, $labels);
 		$series{ $labels eq '' ? $name : "$name\{$labels\}" } = $v;
 	}
 	return (\%series, $res->{content});
@@ -134,27 +155,60 @@ is_deeply(\@load_errors, [], 'the query file loads (pg_exporter_user_queries_loa
 unlike(slurp_file($exporter_log), qr/error running query|level=error/i, 'no query error in the exporter log');
 
 # the values say what the views say
-is(value($s, 'dfe_airbyte_slot_status_code{slot_name="airbyte_slot"}'), '0', 'airbyte_slot: status code 0 (ok)');
-is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="ok"}'), '1', 'one-hot: ok is 1');
-is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="critical"}'), '0', 'one-hot: critical is 0');
-cmp_ok(value($s, 'dfe_airbyte_slot_limit_bytes{slot_name="airbyte_slot"}'), '==', 64 * 1024 * 1024, 'limit in bytes');
-is(value($s, 'dfe_airbyte_slot_limit_bytes{slot_name="other_slot"}'), '-1', 'other slot: no limit');
-is(value($s, 'dfe_airbyte_last_deploy_failed'), '1', 'the newest deploy failed');
-is(value($s, 'dfe_airbyte_last_deploy_state_is{state="failed"}'), '1', 'deploy state one-hot: failed');
-is(value($s, 'dfe_airbyte_last_deploy_state_is{state="succeeded"}'), '0', 'deploy state one-hot: succeeded 0');
-is(value($s, 'dfe_airbyte_sync_last_job_failed'), '1', 'the newest sync job failed');
-is(value($s, 'dfe_airbyte_sync_stale'), '0', 'the last success is fresh');
-is(value($s, 'dfe_airbyte_sync_connection_disabled'), '0', 'connection not disabled');
-is(value($s, 'dfe_airbyte_policy_tags_failures_last_hour'), '1', 'one policy tag failure in the last hour');
-is(value($s, 'dfe_airbyte_reconcile_mismatch{table_name="users"}'), '1', 'users: a reconciliation mismatch');
-is(value($s, 'dfe_airbyte_reconcile_mismatch{table_name="orders"}'), '0', 'orders: none');
-is(value($s, 'dfe_airbyte_reconcile_mismatches{table_name="users"}'), '2', 'users: two keys differ');
+is(value($s, 'dfe_airbyte_slot_status_code{slot_name="airbyte_slot",target="local"}'), '0', 'airbyte_slot: status code 0 (ok)');
+is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="ok",target="local"}'), '1', 'one-hot: ok is 1');
+is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="critical",target="local"}'), '0', 'one-hot: critical is 0');
+cmp_ok(value($s, 'dfe_airbyte_slot_limit_bytes{slot_name="airbyte_slot",target="local"}'), '==', 64 * 1024 * 1024, 'limit in bytes');
+is(value($s, 'dfe_airbyte_slot_limit_bytes{slot_name="other_slot",target="local"}'), '-1', 'other slot: no limit');
+is(value($s, 'dfe_airbyte_last_deploy_failed{target="local"}'), '1', 'the newest deploy failed');
+is(value($s, 'dfe_airbyte_last_deploy_state_is{state="failed",target="local"}'), '1', 'deploy state one-hot: failed');
+is(value($s, 'dfe_airbyte_last_deploy_state_is{state="succeeded",target="local"}'), '0', 'deploy state one-hot: succeeded 0');
+is(value($s, 'dfe_airbyte_sync_last_job_failed{target="local"}'), '1', 'the newest sync job failed');
+is(value($s, 'dfe_airbyte_sync_stale{target="local"}'), '0', 'the last success is fresh');
+is(value($s, 'dfe_airbyte_sync_connection_disabled{target="local"}'), '0', 'connection not disabled');
+is(value($s, 'dfe_airbyte_policy_tags_failures_last_hour{target="local"}'), '1', 'one policy tag failure in the last hour');
+is(value($s, 'dfe_airbyte_reconcile_mismatch{table_name="users",target="local"}'), '1', 'users: a reconciliation mismatch');
+is(value($s, 'dfe_airbyte_reconcile_mismatch{table_name="orders",target="local"}'), '0', 'orders: none');
+is(value($s, 'dfe_airbyte_reconcile_mismatches{table_name="users",target="local"}'), '2', 'users: two keys differ');
+
+# the remote target: the same per-service series, labelled target="svc_a",
+# with its own values (not local's)
+for my $m ('dfe_airbyte_slot_status_code{slot_name="airbyte_slot",%s}',
+	'dfe_airbyte_slot_retained_bytes{slot_name="airbyte_slot",%s}',
+	'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="ok",%s}',
+	'dfe_airbyte_sync_stale{%s}', 'dfe_airbyte_sync_last_job_failed{%s}',
+	'dfe_airbyte_sync_seconds_since_last_success{%s}', 'dfe_airbyte_resync_pending{%s}',
+	'dfe_airbyte_last_deploy_failed{%s}', 'dfe_airbyte_policy_tags_failures_last_hour{%s}',
+	'dfe_airbyte_target_reachable{%s}')
+{
+	my @both = map { sprintf($m, "target=\"$_\"") } qw(local svc_a);
+	is(scalar(grep { defined $s->{$_} } @both), 2, "a series per target: @both");
+}
+# svc_a's own values, beside local's above
+for my $e (
+	[ 'slot_status_code{slot_name="airbyte_slot",target="svc_a"}', '0', "svc_a's slot: ok" ],
+	[ 'slot_limit_bytes{slot_name="airbyte_slot",target="svc_a"}', '-1', "svc_a's slot: no live limit (remote rows have none)" ],
+	[ 'sync_last_job_failed{target="svc_a"}', '0', "svc_a's newest sync succeeded" ],
+	[ 'last_deploy_failed{target="svc_a"}', '0', "svc_a's newest deploy succeeded" ],
+	[ 'last_deploy_state_is{state="succeeded",target="svc_a"}', '1', 'svc_a: deploy one-hot: succeeded' ],
+	[ 'policy_tags_failures_last_hour{target="svc_a"}', '0', 'svc_a: no policy tag failure' ],
+	[ 'reconcile_mismatch{table_name="users",target="svc_a"}', '0', 'svc_a: users match' ],
+	[ 'target_reachable{target="svc_a"}', '1', 'svc_a: reached by the guard' ],
+	[ 'target_reachable{target="local"}', '1', 'local: reachable' ],
+	[ 'events_last_hour{kind="policy_tags_failed",severity="warning",target="local"}', '1', 'events carry their target' ])
+{
+	is(value($s, "dfe_airbyte_$e->[0]"), $e->[1], $e->[2]);
+}
+cmp_ok(value($s, 'dfe_airbyte_sync_seconds_since_last_success{target="svc_a"}') // -1, '>', 0,
+	"svc_a: seconds since its own last success");
+ok(!grep({ /^dfe_airbyte_workers?_/ && /target=/ } keys %$s), "the workers' series have no target");
+
 my @workers = grep { /^dfe_airbyte_worker_running\{backend_type="dfe_airbyte[^"]*"\}$/ } keys %$s;
 cmp_ok(scalar(@workers), '>=', 1, 'each worker type is a series: ' . join(' ', @workers));
 is(value($s, 'dfe_airbyte_workers_running'), $node->safe_psql('postgres',
 		q{SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'dfe\_airbyte%'}),
 	'workers_running counts the dfe_airbyte workers');
-like($text, qr/^dfe_airbyte_slot_retained_bytes\{(server="[^"]*",)?slot_name="airbyte_slot"\} /m,
+like($text, qr/^dfe_airbyte_slot_retained_bytes\{(server="[^"]*",)?slot_name="airbyte_slot",target="local"\} /m,
 	'byte gauges carry the slot name and no status label');
 
 # --- the slot passes its limit: the same series, the status gauges move ---------
@@ -162,17 +216,17 @@ my $before = dfe_series($s);
 $node->safe_psql('postgres', q{ALTER SYSTEM SET dfe_airbyte.max_slot_wal_size = 1; SELECT pg_reload_conf();});
 $node->safe_psql('postgres', q{CREATE TABLE filler AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 20000) g});
 ok(DfeTest::poll_until($node,
-		"SELECT status FROM dfe_airbyte.replication_slot_health WHERE slot_name = 'airbyte_slot'", 'critical'),
+		"SELECT status FROM dfe_airbyte.replication_slot_health WHERE target = 'local' AND slot_name = 'airbyte_slot'", 'critical'),
 	'the slot is critical');
 for (1 .. 100)
 {
 	($s) = scrape();
-	last if (value($s, 'dfe_airbyte_slot_status_code{slot_name="airbyte_slot"}') // '') eq '3';
+	last if (value($s, 'dfe_airbyte_slot_status_code{slot_name="airbyte_slot",target="local"}') // '') eq '3';
 	usleep(200_000);
 }
-is(value($s, 'dfe_airbyte_slot_status_code{slot_name="airbyte_slot"}'), '3', 'status code 3 (critical)');
-is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="critical"}'), '1', 'one-hot: critical 1');
-is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="ok"}'), '0', 'one-hot: ok 0');
+is(value($s, 'dfe_airbyte_slot_status_code{slot_name="airbyte_slot",target="local"}'), '3', 'status code 3 (critical)');
+is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="critical",target="local"}'), '1', 'one-hot: critical 1');
+is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="ok",target="local"}'), '0', 'one-hot: ok 0');
 is_deeply(dfe_series($s), $before, 'every series keeps its labels when the status changes');
 is(value($s, 'pg_exporter_last_scrape_error'), '0', 'still no scrape error');
 
@@ -181,12 +235,12 @@ $node->safe_psql('postgres', q{SELECT pg_drop_replication_slot('airbyte_slot')})
 for (1 .. 100)
 {
 	($s) = scrape();
-	last if (value($s, 'dfe_airbyte_slot_status_code{slot_name="airbyte_slot"}') // '') eq '4';
+	last if (value($s, 'dfe_airbyte_slot_status_code{slot_name="airbyte_slot",target="local"}') // '') eq '4';
 	usleep(200_000);
 }
-is(value($s, 'dfe_airbyte_slot_status_code{slot_name="airbyte_slot"}'), '4', 'status code 4 (lost)');
-is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="lost"}'), '1', 'one-hot: lost 1');
-is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="critical"}'), '0', 'one-hot: critical 0');
+is(value($s, 'dfe_airbyte_slot_status_code{slot_name="airbyte_slot",target="local"}'), '4', 'status code 4 (lost)');
+is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="lost",target="local"}'), '1', 'one-hot: lost 1');
+is(value($s, 'dfe_airbyte_slot_status_is{slot_name="airbyte_slot",status="critical",target="local"}'), '0', 'one-hot: critical 0');
 is_deeply(dfe_series($s), $before, 'every series keeps its labels when the slot is lost');
 unlike(slurp_file($exporter_log), qr/error running query|level=error/i, 'still no query error in the log');
 

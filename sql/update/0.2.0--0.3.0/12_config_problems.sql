@@ -4,6 +4,23 @@
 -- installation as a whole (settings, the worker, the Airbyte server) have
 -- no target; the heartbeat and the slot bound against the local disk
 -- (dfe_airbyte_flow_problems()) are the local database's.
+
+-- The settings part per target: a target's settings (dfe_airbyte.targets.
+-- settings, which an UPDATE may set to anything) are checked as
+-- dfe_airbyte_add_target() checks them, and the per-service settings are
+-- checked in the target's scope, its own over the global ones (src/
+-- config_check.c).  Rows about the installation as a whole have no target.
+-- A new last column keeps 0.2.0's columns where they were.
+DROP FUNCTION @extschema@.dfe_airbyte_setting_problems();
+CREATE FUNCTION @extschema@.dfe_airbyte_setting_problems(target text DEFAULT 'local')
+    RETURNS TABLE (severity text, object text, problem text, hint text, target_name text)
+    AS 'MODULE_PATHNAME', 'dfe_airbyte_setting_problems'
+    LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.dfe_airbyte_setting_problems(text) IS
+    'the settings part of dfe_airbyte.config_problems: the installation''s rows (target_name NULL: the worker, the Airbyte server and credentials, the Google credentials), then the rows of the target (default local; none when NULL): its settings as dfe_airbyte_add_target checks them, and in its scope the missing or malformed per-service settings and its Airbyte connection (for local also wal_level and WAL limits)';
+REVOKE ALL ON FUNCTION @extschema@.dfe_airbyte_setting_problems(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.dfe_airbyte_setting_problems(text) TO dfe_airbyte_admin, pg_monitor;
 CREATE FUNCTION @extschema@.dfe_airbyte_config_problems(target text)
     RETURNS TABLE (severity text, object text, problem text, hint text)
     AS 'MODULE_PATHNAME', 'dfe_airbyte_config_problems'
@@ -48,8 +65,13 @@ WITH problems (target, severity, object, problem, hint) AS (
              ORDER BY e.id DESC LIMIT 1) AS v
      WHERE v.num IS NOT NULL
     UNION ALL
-    SELECT NULL, sp.severity, sp.object, sp.problem, sp.hint
-      FROM @extschema@.dfe_airbyte_setting_problems() AS sp
+    SELECT sp.target_name, sp.severity, sp.object, sp.problem, sp.hint
+      FROM @extschema@.dfe_airbyte_setting_problems(NULL) AS sp
+    UNION ALL
+    SELECT sp.target_name, sp.severity, sp.object, sp.problem, sp.hint
+      FROM dfe_airbyte.targets t
+     CROSS JOIN LATERAL @extschema@.dfe_airbyte_setting_problems(t.name) AS sp
+     WHERE t.enabled AND sp.target_name IS NOT NULL
     UNION ALL
     SELECT 'local', fp.severity, fp.object, fp.problem, fp.hint
       FROM @extschema@.dfe_airbyte_flow_problems() AS fp
@@ -61,6 +83,6 @@ SELECT target, severity, object, problem, hint
           object COLLATE "C", problem COLLATE "C", target COLLATE "C" NULLS FIRST;
 
 COMMENT ON VIEW dfe_airbyte.config_problems IS
-    'what is wrong with the dfe_airbyte configuration now (each target''s lists against its catalog, publication, slot and disk; settings), each with a hint; target is NULL for rows about the installation as a whole';
+    'what is wrong with the dfe_airbyte configuration now (each target''s lists against its catalog, publication, slot and disk; each target''s settings; the installation''s settings), each with a hint; target is NULL for rows about the installation as a whole';
 REVOKE ALL ON dfe_airbyte.config_problems FROM PUBLIC;
 GRANT SELECT ON dfe_airbyte.config_problems TO pg_monitor, dfe_airbyte_admin;

@@ -42,9 +42,7 @@ COMMENT ON TABLE dfe_airbyte.sync_watch IS
 
 -- One row per enabled target, even before the worker has looked at it.  A
 -- target's own sync_stale_after (dfe_airbyte.targets.settings, minutes when
--- it has no unit, as in postgresql.conf) wins over the global one.  connection_watch is read through
--- to_jsonb() so that a row of it names its target when it has a target
--- column, and is the local one's when it has none.
+-- it has no unit, as in postgresql.conf) wins over the global one.
 CREATE VIEW dfe_airbyte.sync_health AS
 WITH setting AS (
     SELECT t.name AS target,
@@ -84,10 +82,7 @@ WITH setting AS (
            cw.status AS connection_status
     FROM setting
     LEFT JOIN dfe_airbyte.sync_watch w ON w.target = setting.target
-    LEFT JOIN LATERAL (
-        SELECT to_jsonb(c) ->> 'status' AS status FROM dfe_airbyte.connection_watch c
-        WHERE coalesce(to_jsonb(c) ->> 'target', 'local') = setting.target LIMIT 1
-    ) cw ON true
+    LEFT JOIN dfe_airbyte.connection_watch cw ON cw.target = setting.target
     LEFT JOIN LATERAL (
         SELECT * FROM dfe_airbyte.sync_jobs j WHERE j.target = setting.target ORDER BY j.job_id DESC LIMIT 1
     ) l ON true
