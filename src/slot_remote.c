@@ -38,6 +38,8 @@
 /* one remote target the guard keeps a connection to */
 typedef struct RemoteTarget
 {
+	MemoryContext cxt;			/* holds all of it; deleted when the target goes */
+	MemoryContext conn_cxt;		/* tc and rc; reset when the conninfo changes */
 	char	   *name;
 	char	   *conninfo;
 	TargetConn *tc;
@@ -133,25 +135,32 @@ keep_target(const char *name, const char *conninfo)
 		rt->listed = true;
 		return;
 	}
-	old = MemoryContextSwitchTo(remote_cxt);
 	if (rt == NULL)
 	{
-		rt = palloc0(sizeof(RemoteTarget));
-		rt->name = pstrdup(name);
-		rt->rr = dfe_rr_create(remote_cxt);
+		MemoryContext cxt = AllocSetContextCreate(remote_cxt, "dfe_airbyte remote target",
+												  ALLOCSET_SMALL_SIZES);
+
+		rt = MemoryContextAllocZero(cxt, sizeof(RemoteTarget));
+		rt->cxt = cxt;
+		rt->conn_cxt = AllocSetContextCreate(cxt, "dfe_airbyte remote target connections",
+											 ALLOCSET_SMALL_SIZES);
+		rt->name = MemoryContextStrdup(cxt, name);
+		rt->rr = dfe_rr_create(cxt);
+		old = MemoryContextSwitchTo(remote_cxt);
 		remote_targets = lappend(remote_targets, rt);
+		MemoryContextSwitchTo(old);
 	}
 	else
 	{
-		dfe_tc_close(rt->tc);
-		dfe_tc_close(rt->rc);
+		/* closes both connections (their reset callbacks) and frees them */
+		MemoryContextReset(rt->conn_cxt);
 		pfree(rt->conninfo);
 	}
-	rt->conninfo = pstrdup(conninfo);
-	rt->tc = dfe_tc_create(remote_cxt, name, conninfo);
-	rt->rc = dfe_tc_create(remote_cxt, name, conninfo);
+	/* a recreation in flight (rr) survives: its next step uses the new connection */
+	rt->conninfo = MemoryContextStrdup(rt->cxt, conninfo);
+	rt->tc = dfe_tc_create(rt->conn_cxt, name, conninfo);
+	rt->rc = dfe_tc_create(rt->conn_cxt, name, conninfo);
 	rt->listed = true;
-	MemoryContextSwitchTo(old);
 }
 
 /* the enabled remote targets now; connections of the others closed */
@@ -195,10 +204,7 @@ refresh_targets(void)
 		if (rt->listed)
 			keep = lappend(keep, rt);
 		else
-		{
-			dfe_tc_close(rt->tc);
-			dfe_tc_close(rt->rc);
-		}
+			MemoryContextDelete(rt->cxt);	/* its connections closed, its memory freed */
 	}
 	list_free(remote_targets);
 	old = MemoryContextSwitchTo(remote_cxt);

@@ -78,6 +78,7 @@ struct TargetConn
 	TimestampTz deadline;
 	TimestampTz submitted_at;
 	TimestampTz finished_at;
+	/* the current query's copies and error, in cxt: freed at the next submit */
 	char	   *sql;
 	int			nparams;
 	char	  **params;
@@ -220,6 +221,8 @@ fail(TargetConn *tc, int errcode, bool drop, const char *fmt,...)
 	/* libpq's messages end with a newline and may span lines */
 	while (strlen(buf) > 0 && buf[strlen(buf) - 1] == '\n')
 		buf[strlen(buf) - 1] = '\0';
+	if (tc->error)
+		pfree(tc->error);
 	tc->error = MemoryContextStrdup(tc->cxt, buf);
 	tc->errcode = errcode;
 	if (drop)
@@ -386,16 +389,42 @@ dfe_tc_create(MemoryContext cxt, const char *name, const char *conninfo)
 	return tc;
 }
 
-void
-dfe_tc_submit(TargetConn *tc, const char *sql, int nparams, const char *const *params,
-		  TimestampTz deadline)
+/*
+ * Gives back the last query's copies and error.  cxt lives as long as the
+ * connection (the guard's, for days): kept, one query's copies per check
+ * would pile up without bound.  Freed chunks go back to cxt's free lists,
+ * so the next query's copies of the same sizes reuse them.
+ */
+static void
+free_query(TargetConn *tc)
 {
 	int			i;
 
 	if (tc->result)
 		PQclear(tc->result);
 	tc->result = NULL;
+	if (tc->error)
+		pfree(tc->error);
 	tc->error = NULL;
+	if (tc->sql)
+		pfree(tc->sql);
+	tc->sql = NULL;
+	for (i = 0; tc->params && i < tc->nparams; i++)
+		if (tc->params[i])
+			pfree(tc->params[i]);
+	if (tc->params)
+		pfree(tc->params);
+	tc->params = NULL;
+	tc->nparams = 0;
+}
+
+void
+dfe_tc_submit(TargetConn *tc, const char *sql, int nparams, const char *const *params,
+		  TimestampTz deadline)
+{
+	int			i;
+
+	free_query(tc);
 	tc->errcode = 0;
 	tc->timed_out = false;
 	tc->sql = MemoryContextStrdup(tc->cxt, sql);
@@ -483,6 +512,8 @@ join_addresses(TargetConn *tc, struct addrinfo *ai)
 		appendStringInfoString(&hosts, tc->host);
 		n++;
 	}
+	if (tc->hosts)
+		pfree(tc->hosts);		/* looked up again every DNS_TTL_S */
 	tc->hosts = MemoryContextStrdup(tc->cxt, hosts.data);
 	pfree(hosts.data);
 	return n;

@@ -61,7 +61,7 @@ extern int	dfe_tc_run_some(TargetConn **conns, int n);
 
 extern TargetConnState dfe_tc_state(TargetConn *tc);
 extern PGresult *dfe_tc_result(TargetConn *tc);	/* owned by tc until the next submit */
-extern const char *dfe_tc_error(TargetConn *tc);	/* without secrets */
+extern const char *dfe_tc_error(TargetConn *tc);	/* without secrets; owned by tc until the next submit */
 extern int	dfe_tc_errcode(TargetConn *tc);	/* ERRCODE_* of the failure */
 extern bool dfe_tc_timed_out(TargetConn *tc);
 extern int	dfe_tc_server_version(TargetConn *tc);	/* 0 when not connected */

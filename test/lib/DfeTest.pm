@@ -181,4 +181,48 @@ sub poll_log
 	return 0;
 }
 
+# The bytes of process $pid's memory context named $name and all its
+# children, and the process's grand total, from
+# pg_log_backend_memory_contexts() (which writes them to the server log);
+# undef when no such context was logged.
+sub memory_context_bytes
+{
+	my ($node, $pid, $name, $timeout_s) = @_;
+	my $from = -s $node->logfile;
+	$node->safe_psql('postgres', "SELECT pg_log_backend_memory_contexts($pid)");
+	my $deadline = time + ($timeout_s // 30);
+	my $dump;
+	while (time < $deadline)
+	{
+		open my $f, '<', $node->logfile or die $!;
+		seek $f, $from, 0;
+		my $text = do { local $/; <$f> };
+		close $f;
+		if ($text =~ /\[$pid\][^\n]*Grand total: (\d+) bytes/)
+		{
+			$dump = $text;
+			last;
+		}
+		usleep(100_000);
+	}
+	return (undef, undef) unless defined $dump;
+	my ($grand) = $dump =~ /\[$pid\][^\n]*Grand total: (\d+) bytes/;
+	my ($sum, $at_level);
+	for my $line (split /\n/, $dump)
+	{
+		next unless $line =~ /\[$pid\].*level: (\d+); (.*?): (\d+) total in/;
+		my ($level, $ctx, $bytes) = ($1, $2, $3);
+		if (defined $at_level)
+		{
+			last if $level <= $at_level;
+			$sum += $bytes;
+		}
+		elsif ($ctx eq $name)
+		{
+			($sum, $at_level) = ($bytes, $level);
+		}
+	}
+	return ($sum, $grand);
+}
+
 1;

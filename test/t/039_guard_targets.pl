@@ -22,10 +22,14 @@ my @targets = map { DfeTarget->new("guard$_", major => $_) } @majors;
 my $dir = PostgreSQL::Test::Utils::tempdir();
 my $passfile = DfeTarget::write_passfile("$dir/pgpass", @targets);
 
+# under test/valgrind (which raises PG_TEST_TIMEOUT_DEFAULT) one SCRAM
+# exchange of the control server takes seconds: slower checks, longer waits
+my $slow = ($ENV{PG_TEST_TIMEOUT_DEFAULT} // 0) >= 600;
+my ($interval, $ttimeout, $wait) = $slow ? ('10s', '10s', 900) : ('1s', '2s', 120);
 my $node = DfeTest::new_node('control', conf => <<"CONF");
 dfe_airbyte.passfile = '$passfile'
-dfe_airbyte.check_interval = 1s
-dfe_airbyte.target_timeout = 2s
+dfe_airbyte.check_interval = $interval
+dfe_airbyte.target_timeout = $ttimeout
 CONF
 
 sub lit { my ($s) = @_; $s =~ s/'/''/g; return "'$s'" }
@@ -54,7 +58,7 @@ $node->safe_psql('postgres', "INSERT INTO dfe_airbyte.targets (name, conninfo) V
 my $healthy = join(',', map { $_->{name} } @targets);
 ok(DfeTest::poll_until($node, q{SELECT string_agg(target || ':' || reachable, ',' ORDER BY target)
 	FROM dfe_airbyte.guard_targets},
-	join(',', sort(map({ "$_->{name}:true" } @targets), map({ "$_:false" } keys %faulty))), 120),
+	join(',', sort(map({ "$_->{name}:true" } @targets), map({ "$_:false" } keys %faulty))), $wait),
 	'each target reached or not, as it is');
 is($node->safe_psql('postgres', q{SELECT string_agg(target || ' ' || coalesce(last_errcode, '?'), ',' ORDER BY target)
 	FROM dfe_airbyte.guard_targets WHERE NOT reachable}) =~ /^hang 08\w{3},nodns 08\w{3},refused 08\w{3}$/ ? 1 : 0, 1,
@@ -63,8 +67,19 @@ is($node->safe_psql('postgres', q{SELECT string_agg(target || ' ' || coalesce(la
 # the healthy ones keep being sampled every check while the others hang
 my $rounds_sql = "SELECT count(DISTINCT sampled_at) FROM dfe_airbyte.slot_samples WHERE target = '$targets[-1]{name}'";
 my $before = $node->safe_psql('postgres', $rounds_sql);
-ok(DfeTest::poll_until($node, "SELECT ($rounds_sql) >= $before + 3", 't', 120),
+ok(DfeTest::poll_until($node, "SELECT ($rounds_sql) >= $before + 3", 't', $wait),
 	'a healthy target is sampled check after check beside the hanging one');
+
+# a check's copies (queries, errors) are given back, not kept: over ten more
+# checks of healthy and faulty targets the guard's memory for its targets
+# does not grow (pg_log_backend_memory_contexts)
+my $guard = $node->safe_psql('postgres', "SELECT pid FROM dfe_airbyte.workers WHERE worker = 'guard'");
+my ($mem0) = DfeTest::memory_context_bytes($node, $guard, 'dfe_airbyte remote slot guard');
+$before = $node->safe_psql('postgres', $rounds_sql);
+ok(DfeTest::poll_until($node, "SELECT ($rounds_sql) >= $before + 10", 't', $wait), 'ten more checks');
+my ($mem1) = DfeTest::memory_context_bytes($node, $guard, 'dfe_airbyte remote slot guard');
+diag('the guard\'s remote slot guard context: ' . ($mem0 // '?') . ' bytes, ten checks later ' . ($mem1 // '?'));
+ok(defined $mem0 && defined $mem1 && $mem1 == $mem0, "the guard's memory for its targets stays flat over ten checks");
 is($node->safe_psql('postgres', q{SELECT string_agg(target, ',' ORDER BY target) FROM dfe_airbyte.events
 	WHERE kind = 'target_unreachable'}), 'hang,nodns,refused', 'one unreachable event per faulty target, not one per check');
 unlike($node->safe_psql('postgres', q{SELECT string_agg(detail, ' ') FROM dfe_airbyte.events WHERE kind = 'target_unreachable'}),
@@ -85,9 +100,9 @@ like($node->safe_psql('postgres', q{SELECT hint FROM dfe_airbyte.replication_slo
 my $t0 = time;
 $small->node->safe_psql('service', q{SELECT pg_logical_emit_message(false, 'dfe', repeat('x', 1000000)) FROM generate_series(1, 3)});
 ok(DfeTest::poll_until($node, "SELECT count(*) > 0 FROM dfe_airbyte.events
-	WHERE kind = 'slot_limit_exceeded' AND target = '$small->{name}'", 't', 120),
+	WHERE kind = 'slot_limit_exceeded' AND target = '$small->{name}'", 't', $wait),
 	"PG$small->{major}: over its own limit, reported beside the hanging targets");
-diag(sprintf('reaction of a healthy target beside three faulty ones: %.1f s (check_interval 1 s, target_timeout 2 s)', time - $t0));
+diag(sprintf('reaction of a healthy target beside three faulty ones: %.1f s (check_interval %s, target_timeout %s)', time - $t0, $interval, $ttimeout));
 is($node->safe_psql('postgres', "SELECT count(*) FROM dfe_airbyte.events
 	WHERE kind = 'slot_limit_exceeded' AND target <> '$small->{name}'"), '0', 'no other target is over its limit');
 is($node->safe_psql('postgres', "SELECT status FROM dfe_airbyte.replication_slot_health WHERE target = '$small->{name}'"),
@@ -100,18 +115,18 @@ SKIP:
 	# the slot dropped behind the guard's back: missing, then restored
 	$t->node->safe_psql('service', "SELECT pg_drop_replication_slot('airbyte_slot')");
 	ok(DfeTest::poll_until($node, "SELECT count(*) > 0 FROM dfe_airbyte.events
-		WHERE kind = 'slot_missing' AND target = '$t->{name}'", 't', 120), "PG$t->{major}: a dropped slot is reported");
+		WHERE kind = 'slot_missing' AND target = '$t->{name}'", 't', $wait), "PG$t->{major}: a dropped slot is reported");
 	is($node->safe_psql('postgres', "SELECT slot_name || ':' || status FROM dfe_airbyte.replication_slot_health
 		WHERE target = '$t->{name}'"), 'airbyte_slot:lost', '... as lost in the health view');
 	$t->node->safe_psql('service', "SELECT pg_create_logical_replication_slot('airbyte_slot', 'pgoutput')");
 	ok(DfeTest::poll_until($node, "SELECT count(*) > 0 FROM dfe_airbyte.events
-		WHERE kind = 'slot_restored' AND target = '$t->{name}'", 't', 120), '... and its return');
+		WHERE kind = 'slot_restored' AND target = '$t->{name}'", 't', $wait), '... and its return');
 
 	# a server restart between two checks: the kept connection is reopened
 	my $last = $node->safe_psql('postgres', "SELECT max(sampled_at) FROM dfe_airbyte.slot_samples WHERE target = '$t->{name}'");
 	$t->node->restart;
 	ok(DfeTest::poll_until($node, "SELECT max(sampled_at) > '$last'::timestamptz + interval '2 seconds'
-		FROM dfe_airbyte.slot_samples WHERE target = '$t->{name}'", 't', 120), "PG$t->{major}: sampled again after a restart");
+		FROM dfe_airbyte.slot_samples WHERE target = '$t->{name}'", 't', $wait), "PG$t->{major}: sampled again after a restart");
 }
 
 # a server down, then back: unreachable, then reachable again (an event each)
@@ -123,10 +138,10 @@ my $count = sub {
 my ($unreach, $reach) = ($count->('target_unreachable'), $count->('target_reachable'));
 $down->node->stop;
 ok(DfeTest::poll_until($node, "SELECT count(*) FROM dfe_airbyte.events
-	WHERE kind = 'target_unreachable' AND target = '$down->{name}'", $unreach + 1, 120), "PG$down->{major}: down, unreachable");
+	WHERE kind = 'target_unreachable' AND target = '$down->{name}'", $unreach + 1, $wait), "PG$down->{major}: down, unreachable");
 $down->node->start;
 ok(DfeTest::poll_until($node, "SELECT count(*) FROM dfe_airbyte.events
-	WHERE kind = 'target_reachable' AND target = '$down->{name}'", $reach + 1, 120), '... back, reachable');
+	WHERE kind = 'target_reachable' AND target = '$down->{name}'", $reach + 1, $wait), '... back, reachable');
 is($node->safe_psql('postgres', "SELECT reachable AND unreachable_since IS NULL AND last_reached_at > now() - interval '1 minute'
 	FROM dfe_airbyte.guard_targets WHERE target = '$down->{name}'"), 't', '... and so recorded');
 
@@ -140,7 +155,7 @@ my $wpid = $w->start_airbyte_walsender;
 $node->safe_psql('postgres', qq{UPDATE dfe_airbyte.targets
 	SET settings = settings || '{"max_slot_wal_size": "0", "slot_limit_action": "terminate"}' WHERE name = '$w->{name}'});
 ok(DfeTest::poll_until($node, "SELECT count(*) > 0 FROM dfe_airbyte.events WHERE kind = 'slot_walsender_terminated'
-	AND target = '$w->{name}' AND detail LIKE 'terminated process $wpid,%'", 't', 120),
+	AND target = '$w->{name}' AND detail LIKE 'terminated process $wpid,%'", 't', $wait),
 	"PG$w->{major}: terminate ends Airbyte's walsender on the target");
 ok(DfeTest::poll_until($w->node, "SELECT count(*) FROM pg_stat_activity WHERE pid = $wpid", '0', 60), '... it is gone');
 $w->stop_airbyte_walsender;
@@ -163,7 +178,7 @@ SKIP:
 	$node->safe_psql('postgres', "UPDATE dfe_airbyte.targets SET conninfo = ${\ lit($targets[1]->conninfo)}
 		WHERE name = '$small->{name}'");
 	ok(DfeTest::poll_until($node, "SELECT count(*) FROM dfe_airbyte.events WHERE kind = 'target_server_changed'
-		AND target = '$small->{name}'", '1', 120), 'another server behind a target is reported');
+		AND target = '$small->{name}'", '1', $wait), 'another server behind a target is reported');
 }
 
 # a dropped target takes its history along
