@@ -290,21 +290,23 @@ is_address(const char *h)
 /*
  * The session every target query runs in: names resolve only in pg_catalog
  * (every query qualifies its own), and the server ends work of ours that
- * outlives the deadline even when we could not cancel it.
+ * outlives the deadline even when we could not cancel it.  The conninfo's
+ * own options come first: the server applies a repeated -c in order, so ours
+ * win over a search_path or timeout given there.
  */
 static void
 add_session_options(TargetConn *tc)
 {
 	const char *user_opts = get_kw(tc, "options");
 	int			ms = dfe_target_timeout_ms;
-	char		opts[512];
 	char		tcp[32];
+	char	   *opts;
 
-	snprintf(opts, sizeof(opts),
-			 "-c search_path=pg_catalog,pg_temp -c statement_timeout=%d -c lock_timeout=%d "
-			 "-c idle_in_transaction_session_timeout=%d%s%s",
-			 ms, ms, ms * 2, user_opts ? " " : "", user_opts ? user_opts : "");
+	opts = psprintf("%s%s-c search_path=pg_catalog,pg_temp -c statement_timeout=%d -c lock_timeout=%d "
+					"-c idle_in_transaction_session_timeout=%d",
+					user_opts ? user_opts : "", user_opts ? " " : "", ms, ms, ms * 2);
 	add_kw(tc, "options", opts);
+	pfree(opts);
 	if (!get_kw(tc, "application_name"))
 		add_kw(tc, "application_name", "dfe_airbyte");
 	if (!get_kw(tc, "tcp_user_timeout"))
