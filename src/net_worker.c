@@ -22,6 +22,7 @@
 #include "scheduler.h"
 #include "settings.h"
 #include "shared.h"
+#include "target.h"
 #include "worker.h"
 
 #define NET_WORKER_NAME "dfe_airbyte network worker"
@@ -111,5 +112,7 @@ dfe_register_net_worker(void)
 void
 dfe_airbyte_worker_main(Datum main_arg)
 {
+	/* one session per target for all the tasks, not one per task (target.h) */
+	dfe_target_keep_connections(true);
 	dfe_worker_run(&net_def);
 }

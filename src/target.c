@@ -8,7 +8,9 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "nodes/params.h"
+#include "nodes/pg_list.h"
 #include "parser/parse_param.h"
+#include "storage/ipc.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -22,7 +24,9 @@ struct DfeTarget
 {
 	char	   *name;
 	TargetConn *tc;				/* NULL: local */
+	uint64		kept_id;		/* 0, or the kept connection tc belongs to */
 };
+
 
 static DfeTarget *
 make_target(const char *name)
@@ -31,6 +35,213 @@ make_target(const char *name)
 
 	t->name = pstrdup(name);
 	return t;
+}
+
+/*
+ * ---- the connections a worker keeps across its tasks ----
+ *
+ * A worker that opts in (the network worker, net_worker.c) keeps one
+ * connection per remote target for the life of the process, instead of a
+ * new session (TCP, SCRAM, a backend forked on the target) for every task:
+ * its deploy watch alone looks at every target every
+ * migration_poll_interval (docs/benchmarks.md, "Idle cost per target").
+ * An ordinary backend does not: it may sit in a pool for hours, holding a
+ * session on every target it once reported on.
+ *
+ * A kept connection is dropped when its target's conninfo, the passfile or
+ * the target_timeout it was opened with (session options, target_conn.c)
+ * changed, when the target was disabled or dropped (dfe_target_keep_only,
+ * at each round over the enabled targets), when unused for KEEP_IDLE_MS, and
+ * at exit.  One that failed is reopened by its next query (target_conn.c).
+ */
+#define KEEP_IDLE_MS (5 * 60 * 1000)
+
+typedef struct KeptConn
+{
+	uint64		id;
+	char	   *name;
+	char	   *conninfo;
+	char	   *passfile;
+	int			timeout_ms;
+	TargetConn *tc;
+	TimestampTz last_used;
+	MemoryContext cxt;			/* all of the above; deleting it closes tc */
+} KeptConn;
+
+static bool keep_connections = false;
+static List *kept = NIL;		/* of KeptConn *, in TopMemoryContext */
+static uint64 kept_next_id = 1;
+
+static void
+forget_kept(KeptConn *k)
+{
+	kept = list_delete_ptr(kept, k);
+	MemoryContextDelete(k->cxt);
+}
+
+static void
+close_kept_at_exit(int code, Datum arg)
+{
+	while (kept != NIL)
+		forget_kept((KeptConn *) linitial(kept));
+}
+
+void
+dfe_target_keep_connections(bool on)
+{
+	static bool exit_registered = false;
+
+	keep_connections = on;
+	if (on && !exit_registered)
+	{
+		before_shmem_exit(close_kept_at_exit, (Datum) 0);
+		exit_registered = true;
+	}
+	if (!on)
+		close_kept_at_exit(0, (Datum) 0);
+}
+
+static KeptConn *
+find_kept(const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, kept)
+		if (strcmp(((KeptConn *) lfirst(lc))->name, name) == 0)
+			return lfirst(lc);
+	return NULL;
+}
+
+static void
+forget_idle(TimestampTz now)
+{
+	ListCell   *lc;
+
+	foreach(lc, kept)
+	{
+		KeptConn   *k = lfirst(lc);
+
+		if (TimestampDifferenceExceeds(k->last_used, now, KEEP_IDLE_MS))
+		{
+			kept = foreach_delete_current(kept, lc);
+			MemoryContextDelete(k->cxt);
+		}
+	}
+}
+
+void
+dfe_target_keep_only(List *names)
+{
+	ListCell   *lc;
+
+	foreach(lc, kept)
+	{
+		KeptConn   *k = lfirst(lc);
+		ListCell   *n;
+		bool		listed = false;
+
+		foreach(n, names)
+			listed = listed || strcmp((const char *) lfirst(n), k->name) == 0;
+		if (!listed)
+		{
+			kept = foreach_delete_current(kept, lc);
+			MemoryContextDelete(k->cxt);
+		}
+	}
+	forget_idle(GetCurrentTimestamp());
+}
+
+static bool
+opened_with(KeptConn *k, const char *conninfo)
+{
+	return strcmp(k->conninfo, conninfo) == 0 &&
+		strcmp(k->passfile, dfe_passfile ? dfe_passfile : "") == 0 &&
+		k->timeout_ms == dfe_target_timeout_ms;
+}
+
+static KeptConn *
+keep_new(const char *name, const char *conninfo)
+{
+	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "dfe_airbyte kept target connection",
+											  ALLOCSET_SMALL_SIZES);
+	KeptConn   *k = MemoryContextAllocZero(cxt, sizeof(KeptConn));
+	MemoryContext old;
+
+	k->cxt = cxt;
+	k->id = kept_next_id++;
+	k->name = MemoryContextStrdup(cxt, name);
+	k->conninfo = MemoryContextStrdup(cxt, conninfo);
+	k->passfile = MemoryContextStrdup(cxt, dfe_passfile ? dfe_passfile : "");
+	k->timeout_ms = dfe_target_timeout_ms;
+	PG_TRY();
+	{
+		k->tc = dfe_tc_create(cxt, name, conninfo);
+	}
+	PG_CATCH();
+	{
+		MemoryContextDelete(cxt);	/* a conninfo it refuses: nothing kept */
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	kept = lappend(kept, k);
+	MemoryContextSwitchTo(old);
+	return k;
+}
+
+static DfeTarget *
+open_kept(const char *name, const char *conninfo)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	KeptConn   *k;
+	DfeTarget  *t;
+
+	forget_idle(now);
+	k = find_kept(name);
+	if (k != NULL && !opened_with(k, conninfo))
+	{
+		forget_kept(k);
+		k = NULL;
+	}
+	if (k != NULL)
+		dfe_tc_settle(k->tc);
+	else
+		k = keep_new(name, conninfo);
+	k->last_used = now;
+	t = make_target(name);
+	t->tc = k->tc;
+	t->kept_id = k->id;
+	return t;
+}
+
+/*
+ * The connection to send t's query on.  A kept one is looked up again: the
+ * target's row may have changed, and its connection been dropped, since t
+ * was opened (t would otherwise point at freed memory).
+ */
+static TargetConn *
+target_tc(DfeTarget *t)
+{
+	ListCell   *lc;
+
+	if (t->kept_id == 0)
+		return t->tc;
+	foreach(lc, kept)
+	{
+		KeptConn   *k = lfirst(lc);
+
+		if (k->id == t->kept_id)
+		{
+			k->last_used = GetCurrentTimestamp();
+			return k->tc;
+		}
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_CONNECTION_DOES_NOT_EXIST),
+			 errmsg("the connection to target \"%s\" was closed while in use", t->name),
+			 errdetail("The target's connection string was changed or the target was disabled or dropped."),
+			 errhint("Nothing to do: the task's next run connects again.")));
+	return NULL;				/* keep the compiler quiet */
 }
 
 DfeTarget *
@@ -68,6 +279,8 @@ dfe_target_open(const char *name)
 				 errmsg("target \"%s\" is disabled", name),
 				 errhint("UPDATE dfe_airbyte.targets SET enabled = true WHERE name = '%s' "
 						 "to use it again.", name)));
+	if (keep_connections)
+		return open_kept(name, dfe_rows_value(r, 0, 0));
 	return dfe_target_open_conninfo(name, dfe_rows_value(r, 0, 0));
 }
 
@@ -209,9 +422,8 @@ copy_pg_rows(PGresult *res)
 }
 
 static void
-report_remote_failure(DfeTarget *t, const char *what)
+report_remote_failure(DfeTarget *t, TargetConn *tc, const char *what)
 {
-	TargetConn *tc = t->tc;
 	int			code = dfe_tc_errcode(tc);
 	PGresult   *res = dfe_tc_result(tc);
 	const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
@@ -240,11 +452,13 @@ remote_query(DfeTarget *t, const char *what, const char *sql,
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
-	dfe_tc_submit(t->tc, sql, nparams, params, deadline);
-	dfe_tc_run(&t->tc, 1);
-	if (dfe_tc_state(t->tc) != TC_DONE)
-		report_remote_failure(t, what);
-	return copy_pg_rows(dfe_tc_result(t->tc));
+	TargetConn *tc = target_tc(t);
+
+	dfe_tc_submit(tc, sql, nparams, params, deadline);
+	dfe_tc_run(&tc, 1);
+	if (dfe_tc_state(tc) != TC_DONE)
+		report_remote_failure(t, tc, what);
+	return copy_pg_rows(dfe_tc_result(tc));
 }
 
 DfeRows *
@@ -259,8 +473,9 @@ dfe_target_query(DfeTarget *t, const char *what, const char *sql,
 /*
  * The connection's statement_timeout is dfe_airbyte.target_timeout (a
  * startup option, target_conn.c); it is raised for the one long query and
- * set back after it.  After a failure the connection may keep the longer
- * value: the client's deadline still bounds every later query.
+ * set back after it.  After a failure of the long query the connection is
+ * closed, so that none (a kept one above all) goes on with the longer value;
+ * the next query connects afresh with the startup options.
  */
 DfeRows *
 dfe_target_query_long(DfeTarget *t, const char *what, const char *sql,
@@ -269,12 +484,24 @@ dfe_target_query_long(DfeTarget *t, const char *what, const char *sql,
 	static const char *const set_sql = "SELECT pg_catalog.set_config('statement_timeout', $1, false)";
 	const char *arg[1];
 	DfeRows    *r;
+	TargetConn *volatile tc;
 
 	if (!t->tc)
 		return local_query(what, sql, nparams, params);
 	arg[0] = psprintf("%d", timeout_ms);
 	(void) remote_query(t, "raise the statement timeout", set_sql, 1, arg, dfe_target_timeout_ms);
-	r = remote_query(t, what, sql, nparams, params, timeout_ms);
+	tc = target_tc(t);
+	PG_TRY();
+	{
+		r = remote_query(t, what, sql, nparams, params, timeout_ms);
+	}
+	PG_CATCH();
+	{
+		/* a connection kept for later tasks must not keep the longer timeout */
+		dfe_tc_close(tc);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	arg[0] = psprintf("%d", dfe_target_timeout_ms);
 	(void) remote_query(t, "restore the statement timeout", set_sql, 1, arg, dfe_target_timeout_ms);
 	return r;
@@ -302,12 +529,13 @@ dfe_target_is_local(DfeTarget *t)
 TargetConn *
 dfe_target_conn(DfeTarget *t)
 {
-	return t->tc;
+	return t->tc ? target_tc(t) : NULL;
 }
 
+/* A kept connection stays open for the next task (dropped as said above). */
 void
 dfe_target_close(DfeTarget *t)
 {
-	if (t->tc)
+	if (t->tc && t->kept_id == 0)
 		dfe_tc_close(t->tc);
 }

@@ -24,6 +24,8 @@
 
 #include "postgres.h"
 
+#include "nodes/pg_list.h"
+
 #include "target_conn.h"
 
 #define DFE_LOCAL_TARGET "local"
@@ -65,5 +67,16 @@ extern bool dfe_target_is_local(DfeTarget *t);
 extern TargetConn *dfe_target_conn(DfeTarget *t);
 
 extern void dfe_target_close(DfeTarget *t);
+
+/*
+ * A worker process (not a backend: it may sit in a pool for hours) keeps one
+ * connection per remote target across its tasks from here on: a later
+ * dfe_target_open() of the same target reuses it, and dfe_target_close()
+ * leaves it open (target.c says when it is dropped).
+ */
+extern void dfe_target_keep_connections(bool on);
+
+/* Drops the kept connections of targets not named (char *) in names, and the idle ones. */
+extern void dfe_target_keep_only(List *names);
 
 #endif

@@ -163,6 +163,24 @@ dfe_tc_close(TargetConn *tc)
 	tc->state = TC_IDLE;
 }
 
+/*
+ * A connection kept for later tasks (target.c) is reused only when it is
+ * idle outside a transaction: an ERROR (a cancel, a shutdown) thrown while a
+ * query was in flight leaves its answer unread, and a statement that opened
+ * a transaction would carry it into the next task.  Closing is enough: the
+ * next submit connects afresh with the session options.
+ */
+void
+dfe_tc_settle(TargetConn *tc)
+{
+	bool		in_progress = tc->state != TC_IDLE && tc->state != TC_DONE && tc->state != TC_FAILED;
+
+	if (in_progress ||
+		(tc->conn && (PQstatus(tc->conn) != CONNECTION_OK ||
+					  PQtransactionStatus(tc->conn) != PQTRANS_IDLE)))
+		dfe_tc_close(tc);
+}
+
 static void
 tc_reset_callback(void *arg)
 {

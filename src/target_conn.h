@@ -70,6 +70,9 @@ extern double dfe_tc_elapsed_ms(TargetConn *tc);	/* submit to answer or failure;
 /* NULL, or why dfe_airbyte.passfile cannot be used (libpq would ignore it) */
 extern const char *dfe_tc_passfile_problem(void);
 
+/* Closes the connection unless it is idle outside a transaction with no query in flight. */
+extern void dfe_tc_settle(TargetConn *tc);
+
 /* Closes the connection (and forgets the resolved address). */
 extern void dfe_tc_close(TargetConn *tc);
 

@@ -369,6 +369,8 @@ dfe_target_list_enabled(void)
 					 0, NULL);
 	for (int i = 0; i < r->nrows; i++)
 		names = lappend(names, pstrdup(dfe_rows_value(r, i, 0)));
+	/* a worker's kept connection to a target disabled or dropped since goes */
+	dfe_target_keep_only(names);
 	return names;
 }
 

@@ -3,7 +3,8 @@
 # the global ones and the current target is the target; after the scope,
 # and after an error inside it (in a function, a savepoint, a worker task
 # spanning transactions), the global values and "local" are back; events
-# carry the target; one target's error does not stop the others.  The C
+# carry the target; one target's error does not stop the others; the
+# network worker keeps one session per target across its tasks.  The C
 # entry points are declared here (the extension does not install them):
 # src/target_scope_probe.c.
 use strict;
@@ -25,6 +26,7 @@ dfe_airbyte.passfile = '$passfile'
 dfe_airbyte.target_timeout = '5s'
 dfe_airbyte.slot_name = 'global_slot'
 dfe_airbyte.max_slot_wal_size = '1GB'
+dfe_airbyte.migration_poll_interval = 1
 CONF
 
 sub lit { my ($s) = @_; $s =~ s/'/''/g; return "'$s'" }
@@ -95,5 +97,31 @@ like(slurp_file($node->logfile), qr/WARNING:  dfe_airbyte target "scope_b": coul
 	"its error is a WARNING naming the target");
 is(sql(q{SELECT target || ': ' || detail FROM dfe_airbyte.events WHERE kind = 'scope_probe_after'}),
 	"local: current=local $global", 'after every task, outside any scope: local, the global values');
+
+# --- the network worker keeps its session to a target across tasks ------
+# (src/target.c): its deploy watch reads scope_a's schema_migrations every
+# second, over one connection, not one new session per look
+sub watch_after
+{
+	my ($since) = @_;
+	return DfeTest::poll_until($node, "SELECT checked_at > '$since' FROM dfe_airbyte.migration_watch "
+		. "WHERE target = 'scope_a'", 't', 90);
+}
+sub service_sessions
+{
+	return $ta->node->safe_psql('postgres', q{SELECT sessions FROM pg_stat_database WHERE datname = 'service'});
+}
+ok(watch_after('-infinity'), 'the network worker watches scope_a');
+my $s0 = service_sessions();
+my $t0 = sql('SELECT now()');
+ok(watch_after(sql("SELECT '$t0'::timestamptz + interval '12 seconds'")), '... for 12 s, a look a second');
+my $new_sessions = service_sessions() - $s0;
+cmp_ok($new_sessions, '<=', 3, "12 s of looks opened at most 3 sessions on the target ($new_sessions)");
+
+# its server restarts: the kept connection breaks, the next look reconnects
+$ta->node->restart;
+$ta->node->safe_psql('service', q{INSERT INTO public.schema_migrations VALUES ('20240401000000')});
+ok(DfeTest::poll_until($node, q{SELECT version FROM dfe_airbyte.migration_watch WHERE target = 'scope_a'},
+		'20240401000000', 90), 'after the restart of its server the watch reconnects and sees the new version');
 
 done_testing();
