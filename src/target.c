@@ -239,7 +239,9 @@ target_tc(DfeTarget *t)
 	ereport(ERROR,
 			(errcode(ERRCODE_CONNECTION_DOES_NOT_EXIST),
 			 errmsg("the connection to target \"%s\" was closed while in use", t->name),
-			 errdetail("The target's connection string was changed or the target was disabled or dropped."),
+			 errdetail("The worker dropped it: the target's connection string was changed, the target "
+					   "was disabled or dropped, or the connection was unused for %d minutes.",
+					   KEEP_IDLE_MS / 60000),
 			 errhint("Nothing to do: the task's next run connects again.")));
 	return NULL;				/* keep the compiler quiet */
 }

@@ -81,7 +81,11 @@ extern void dfe_target_scope_resume(DfeTargetScope *scope);
 /* The target of the current scope, "local" outside any scope. */
 extern const char *dfe_target_current(void);
 
-/* The target to query, opened on first use (in a short transaction of its own when none is open), closed at leave. */
+/*
+ * The target to query, opened on first use (in a short transaction of its
+ * own when none is open), closed at leave — except in a worker that keeps
+ * its connections (dfe_target_keep_connections(), target.h).
+ */
 extern DfeTarget *dfe_target_scope_target(DfeTargetScope *scope);
 
 /*
