@@ -23,7 +23,7 @@ my ($major) = grep { $_ == 16 } @majors;
 $major //= $majors[0];
 my $server = DfeTarget->new('idlesvc', major => $major);
 # one slot per service database (Airbyte's, as each service has one); the
-# guard keeps a connection per target, the network worker opens its own
+# guard keeps a connection per target, and so does the network worker
 $server->node->append_conf('postgresql.conf', 'max_replication_slots = ' . ($n_max + 5)
 	  . "\nmax_connections = " . (3 * $n_max + 20));
 $server->node->restart;
