@@ -9,15 +9,17 @@ use TAP::Harness;
 # progress as it happens, also through a pipe (test/check tees it)
 $| = 1;
 
-# Two files at a time by default (TAP_JOBS): most of a TAP file's time is
+# Three files at a time by default (TAP_JOBS): most of a TAP file's time is
 # spent waiting on a worker, a fake server or a simulated sync schedule, not
-# on the CPU, so the suite's wall time nearly halves on a 2-core machine.
-# Every test waits with generous deadlines, never tight timing.
+# on the CPU (the files use about a quarter of a 2-core machine two at a
+# time), so on 2 cores three at a time take no longer each than two do and
+# the suite's wall time drops by a third (docs/development.md, "How long the
+# suite takes").  Every test waits with generous deadlines, never tight timing.
 # A file runs on the Airbyte profile its argument names ("0.60:test/t/F.pl"),
 # else on $ENV{DFE_AIRBYTE_PROFILE} (default 2.x), each profile's clusters
 # and logs under its own TESTDIR (test/profile-P/ for the older profiles,
 # $ENV{TESTDIR} for the default one): test/check hands every (profile, file)
-# run to one harness, so that both job slots stay busy to the end.
+# run to one harness, so that every job slot stays busy to the end.
 my $default_profile = $ENV{DFE_AIRBYTE_PROFILE} // '2.x';
 my $default_testdir = $ENV{TESTDIR};
 my $testroot = $ENV{DFE_TOP} ? "$ENV{DFE_TOP}/test" : 'test';
@@ -31,7 +33,7 @@ sub profile_of
 my $harness = TAP::Harness->new({
     verbosity => ($ENV{TAP_VERBOSE} ? 1 : 0),
     lib => [],
-    jobs => ($ENV{TAP_JOBS} // 2),
+    jobs => ($ENV{TAP_JOBS} // 3),
     # each file's wall time, to see which ones make the suite slow
     timer => 1,
     exec => sub {

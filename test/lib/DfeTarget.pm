@@ -104,7 +104,9 @@ sub _which
 # install directory whose bin/ links the package's server binaries (PostgreSQL
 # resolves the links to find its lib/ and share/), the test's own psql and
 # pg_recvlogical (15's clients speak to 16-18 servers), and a pg_config that
-# only answers --version.
+# only answers --version.  The directory is shared by the test files of a
+# TESTDIR, which run side by side (run_tap.pl): each builds it under a name of
+# its own and renames it into place, and a file that finds it made uses it.
 sub _install_path
 {
 	my ($major) = @_;
@@ -112,24 +114,31 @@ sub _install_path
 	return undef if $major == 15;    # the default installation
 	my $dir = "$PostgreSQL::Test::Utils::tmp_check/pg$major";
 	return $dir if -x "$dir/bin/pg_config";
-	make_path("$dir/bin");
+	my $tmp = "$dir.building.$$";
+	make_path("$tmp/bin");
 	for my $b (qw(postgres initdb pg_ctl))
 	{
-		symlink("$src/bin/$b", "$dir/bin/$b") or die "symlink $b: $!";
+		symlink("$src/bin/$b", "$tmp/bin/$b") or die "symlink $b: $!";
 	}
 	for my $b (qw(psql pg_recvlogical))
 	{
 		my $p = _which($b) or die "no $b on PATH";
-		symlink(abs_path($p), "$dir/bin/$b") or die "symlink $b: $!";
+		symlink(abs_path($p), "$tmp/bin/$b") or die "symlink $b: $!";
 	}
-	symlink("$src/lib", "$dir/lib");
+	symlink("$src/lib", "$tmp/lib");
 	my $version = `"$src/bin/postgres" --version`;
 	$version =~ s/^postgres \(PostgreSQL\) //;
 	chomp $version;
-	open my $fh, '>', "$dir/bin/pg_config" or die $!;
+	open my $fh, '>', "$tmp/bin/pg_config" or die $!;
 	print $fh "#!/bin/sh\n# written by test/lib/DfeTarget.pm\necho 'PostgreSQL $version'\n";
 	close $fh;
-	chmod 0755, "$dir/bin/pg_config";
+	chmod 0755, "$tmp/bin/pg_config";
+	# another file's rename came first: keep its directory
+	if (!rename($tmp, $dir))
+	{
+		-x "$dir/bin/pg_config" or die "rename $tmp to $dir: $!";
+		File::Path::remove_tree($tmp);
+	}
 	return $dir;
 }
 
