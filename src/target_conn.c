@@ -876,6 +876,7 @@ run_loop(TargetConn **conns, int n, bool first_only)
 	bool	   *fired = palloc0(sizeof(bool) * Max(n, 1));
 	WaitEvent  *events = palloc(sizeof(WaitEvent) * (n + 2));
 	int			at_start = count_in_flight(conns, n);
+	bool		woken = false;
 
 	reap_abandoned();
 	for (;;)
@@ -917,13 +918,25 @@ run_loop(TargetConn **conns, int n, bool first_only)
 		for (i = 0; i < nev; i++)
 		{
 			if (events[i].events & WL_LATCH_SET)
+			{
 				ResetLatch(MyLatch);
+				woken = true;
+			}
 			else if (events[i].user_data)
 				fired[(intptr_t) events[i].user_data - 1] = true;
 		}
 	}
 	pfree(fired);
 	pfree(events);
+
+	/*
+	 * Hand a wake-up on, as dfe_sleep_ms() does: the latch was set for the
+	 * worker (a deploy queued by the migration watch's own commit, a reload),
+	 * not for these queries, and resetting it here alone would leave that
+	 * work to the worker's next idle poll.
+	 */
+	if (woken)
+		SetLatch(MyLatch);
 	return count_in_flight(conns, n);
 }
 

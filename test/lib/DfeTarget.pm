@@ -54,7 +54,7 @@ use strict;
 use warnings;
 use Cwd qw(abs_path);
 use File::Basename qw(dirname);
-use File::Path qw(make_path);
+use File::Path qw(make_path rmtree);
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -114,24 +114,33 @@ sub _install_path
 	return undef if $major == 15;    # the default installation
 	my $dir = "$PostgreSQL::Test::Utils::tmp_check/pg$major";
 	return $dir if -x "$dir/bin/pg_config";
-	make_path("$dir/bin");
+	# built aside and renamed into place: TAP files running in parallel share
+	# tmp_check, and another one may be building the same directory
+	my $tmp = "$dir.$$";
+	make_path("$tmp/bin");
 	for my $b (qw(postgres initdb pg_ctl))
 	{
-		symlink("$src/bin/$b", "$dir/bin/$b") or die "symlink $b: $!";
+		symlink("$src/bin/$b", "$tmp/bin/$b") or die "symlink $b: $!";
 	}
 	for my $b (qw(psql pg_recvlogical))
 	{
 		my $p = _which($b) or die "no $b on PATH";
-		symlink(abs_path($p), "$dir/bin/$b") or die "symlink $b: $!";
+		symlink(abs_path($p), "$tmp/bin/$b") or die "symlink $b: $!";
 	}
-	symlink("$src/lib", "$dir/lib");
+	symlink("$src/lib", "$tmp/lib");
 	my $version = `"$src/bin/postgres" --version`;
 	$version =~ s/^postgres \(PostgreSQL\) //;
 	chomp $version;
-	open my $fh, '>', "$dir/bin/pg_config" or die $!;
+	open my $fh, '>', "$tmp/bin/pg_config" or die $!;
 	print $fh "#!/bin/sh\n# written by test/lib/DfeTarget.pm\necho 'PostgreSQL $version'\n";
 	close $fh;
-	chmod 0755, "$dir/bin/pg_config";
+	chmod 0755, "$tmp/bin/pg_config";
+	if (!rename($tmp, $dir))
+	{
+		# the other file was first: use its directory
+		die "rename $tmp: $!" unless -x "$dir/bin/pg_config";
+		rmtree($tmp);
+	}
 	return $dir;
 }
 

@@ -23,7 +23,7 @@ start(port => N) listens on a fixed port (default: any free one), e.g. to
 restart a killed server at the same URL; start(jobs => [{status =>
 'succeeded'}, ...]) makes those jobs (as create_job would) before the server
 answers anything, so a client polling a job never sees the restarted server
-without it (Airbyte keeps its jobs across a restart).  start() waits up to 10 s for the server to announce its port and dies with
+without it (Airbyte keeps its jobs across a restart).  start() waits up to 60 s for the server to announce its port and dies with
 the server's stderr otherwise.  With tls_cert/tls_key the server speaks
 HTTPS on ->port (->url is https://...); since HTTP::Tiny has no TLS support
 here, the control calls then go to a second, plain-HTTP port that serves
@@ -102,12 +102,14 @@ sub start
 	}, $class;
 	$LIVE{"$self"} = $self;
 
-	my $deadline = time + 10;
+	# generous: a loaded machine (several test files at once) can take
+	# seconds to start Python and import the fake's modules
+	my $deadline = time + 60;
 	until (-s $port_file && (!$tls || -s $control_file))
 	{
 		if (waitpid($pid, WNOHANG) == $pid || time > $deadline)
 		{
-			my $why = $? ? "exited with status $?" : 'did not start within 10 s';
+			my $why = $? ? "exited with status $?" : 'did not start within 60 s';
 			delete $self->{pid} if waitpid($pid, WNOHANG) != 0;
 			$self->stop;
 			croak "fake server $why: " . _slurp($stderr);

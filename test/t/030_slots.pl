@@ -74,6 +74,24 @@ sub wait_for
 	ok(DfeTest::poll_until($node, $sql, $want, 60), $what);
 }
 
+# The previous recreation's refresh job must end before the next recreation
+# asks: asked while a job runs, Airbyte only queues the refresh for the next
+# job it creates ({"job":null}), and nothing creates one here.
+sub jobs_ended
+{
+	my ($what) = @_;
+	my $deadline = time + 60;
+	my @running;
+	while (time < $deadline)
+	{
+		@running = grep { $_->{status} !~ /^(succeeded|failed|cancelled)$/ }
+		  @{ $fake->control(GET => '/airbyte/jobs')->{jobs} };
+		last unless @running;
+		usleep(100_000);
+	}
+	is(scalar(@running), 0, "$what has ended");
+}
+
 # newest recreation id so far: later waits look only at rows after it
 sub rec_mark { return sql("SELECT coalesce(max(id), 0) FROM dfe_airbyte.slot_recreations"); }
 
@@ -275,6 +293,7 @@ is(sql("SELECT count(*) FROM dfe_airbyte.slot_recreations WHERE slot_name <> 'ai
 set_conf('max_slot_wal_keep_size' => '-1');
 
 # ---- a dropped Airbyte slot is recreated; a slot that never existed is created
+jobs_ended('the lost slot\'s refresh job');
 $mark = $fake->mark;
 $rec = rec_mark();
 sql("SELECT pg_drop_replication_slot('airbyte_slot')");
@@ -282,14 +301,7 @@ wait_for("SELECT reason || ' ' || resync_state FROM dfe_airbyte.slot_recreations
 	'missing started', 'dropped slot recreated');
 $rec = rec_mark();
 is(sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'airbyte_slot'"), '1', 'it exists again');
-# the dropped slot's refresh job must end first: asked while a job runs, Airbyte
-# only queues the refresh for the next job it creates ({"job":null})
-for (1 .. 100)
-{
-	last unless grep { $_->{status} !~ /^(succeeded|failed|cancelled)$/ }
-	  @{ $fake->control(GET => '/airbyte/jobs')->{jobs} };
-	usleep(100_000);
-}
+jobs_ended('the dropped slot\'s refresh job');
 set_conf('dfe_airbyte.slot_name' => 'fresh_slot');
 wait_for("SELECT count(*) FROM dfe_airbyte.events WHERE kind = 'slot_created'", '1',
 	'never-seen slot created under recreate');

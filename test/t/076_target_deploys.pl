@@ -100,6 +100,12 @@ sub deploys_of
 # --- a migration committed without the lock: one deploy with its version ----------
 my $mark = $fake->mark;
 $svc1->node->safe_psql('service', "INSERT INTO public.schema_migrations VALUES ('20240301000000')");
+ok(DfeTest::poll_until($node, "SELECT count(*) FROM dfe_airbyte.deploys WHERE target = 'dsvc1'", '1', 60),
+	'the migration watch queued a deploy');
+# the watch's commit wakes the worker: the deploy starts within a few rounds,
+# not at the idle deploy task's once-a-minute look
+ok(DfeTest::wait_for_worker_loops($node, 'network', 3), 'the network worker went round three times');
+isnt(sql("SELECT state FROM dfe_airbyte.deploys WHERE target = 'dsvc1'"), 'queued', '... and started the deploy');
 ok(DfeTest::poll_until($node,
 		"SELECT state FROM dfe_airbyte.deploys WHERE target = 'dsvc1' AND migration_version = '20240301000000'",
 		'succeeded', 120), 'the new version was deployed');
