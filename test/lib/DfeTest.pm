@@ -88,6 +88,15 @@ sub wait_for_guard
 	die "dfe_airbyte guard worker did not start";
 }
 
+# The pace of a test with remote targets: (check_interval, target_timeout,
+# seconds to wait for a condition).  Under test/valgrind (which raises
+# PG_TEST_TIMEOUT_DEFAULT) one SCRAM exchange of the control server takes
+# seconds, so its checks are slower and its waits longer.
+sub target_timing
+{
+	return ($ENV{PG_TEST_TIMEOUT_DEFAULT} // 0) >= 600 ? ('10s', '10s', 900) : ('1s', '2s', 120);
+}
+
 # Poll $sql until it returns $expected (string compare); returns true on success.
 sub poll_until
 {

@@ -22,10 +22,7 @@ my @targets = map { DfeTarget->new("guard$_", major => $_) } @majors;
 my $dir = PostgreSQL::Test::Utils::tempdir();
 my $passfile = DfeTarget::write_passfile("$dir/pgpass", @targets);
 
-# under test/valgrind (which raises PG_TEST_TIMEOUT_DEFAULT) one SCRAM
-# exchange of the control server takes seconds: slower checks, longer waits
-my $slow = ($ENV{PG_TEST_TIMEOUT_DEFAULT} // 0) >= 600;
-my ($interval, $ttimeout, $wait) = $slow ? ('10s', '10s', 900) : ('1s', '2s', 120);
+my ($interval, $ttimeout, $wait) = DfeTest::target_timing();
 my $node = DfeTest::new_node('control', conf => <<"CONF");
 dfe_airbyte.passfile = '$passfile'
 dfe_airbyte.check_interval = $interval

@@ -34,10 +34,11 @@ my $url = $fake->url;
 
 # the control database's own ("local") connection is another one: a
 # request for it would not be the target's
+my ($interval, $ttimeout, $wait) = DfeTest::target_timing();
 my $node = DfeTest::new_node('control', conf => <<"CONF");
 dfe_airbyte.passfile = '$passfile'
-dfe_airbyte.check_interval = 1s
-dfe_airbyte.target_timeout = 2s
+dfe_airbyte.check_interval = $interval
+dfe_airbyte.target_timeout = $ttimeout
 dfe_airbyte.airbyte_url = '$url'
 dfe_airbyte.airbyte_client_id = 'test-client'
 dfe_airbyte.airbyte_client_secret = 'test-secret-value'
@@ -107,14 +108,14 @@ for my $t (@targets)
 		FROM dfe_airbyte.slot_recreations WHERE target = '$n'"), 'missing true true', '... the re-sync recorded with the target');
 	is(sql("SELECT count(*) FROM dfe_airbyte.events WHERE kind = 'repair_slot_created' AND target = '$n'"), '1',
 		'... an event with the target');
-	ok(DfeTest::poll_until($node, "SELECT resync_state FROM dfe_airbyte.slot_recreations WHERE target = '$n'", 'started', 120),
+	ok(DfeTest::poll_until($node, "SELECT resync_state FROM dfe_airbyte.slot_recreations WHERE target = '$n'", 'started', $wait),
 		'... the worker asked for the full re-sync');
 	my $refreshes = $fake->requests(since => $mark, method => 'POST', path => qr{/connections/refresh});
 	is(scalar @$refreshes, 1, '... exactly one refresh request');
 	like($refreshes->[0]{body} // '', qr/\Q$conn_id\E/, "... for the target's connection id");
 	like(repair($n, 'true'), qr/^slot ok, /, '... and the next dry run finds the slot ok');
 	ok(DfeTest::poll_until($node, "SELECT resync_finished_at IS NOT NULL FROM dfe_airbyte.slot_recreations WHERE target = '$n'",
-		't', 120), '... the re-sync ends');
+		't', $wait), '... the re-sync ends');
 }
 is(sql("SELECT count(*) FROM dfe_airbyte.slot_recreations WHERE target = 'local'"), '0', 'nothing recorded for local');
 
@@ -136,7 +137,7 @@ is(repair($t->{name}, 'false'), 'slot recreated, airbyte_state skipped, connecti
 is($t->node->safe_psql('service', "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'airbyte_slot' AND wal_status <> 'lost'"),
 	'1', '... one slot on the target, not lost');
 ok(DfeTest::poll_until($node, "SELECT resync_state FROM dfe_airbyte.slot_recreations WHERE target = '$t->{name}' AND reason = 'lost'",
-	'started', 120), '... its full re-sync asked for');
+	'started', $wait), '... its full re-sync asked for');
 is(scalar @{ $fake->requests(since => $mark, method => 'POST', path => qr{/connections/refresh}) }, 1, '... once');
 
 # 4. the creation would wait for a long transaction on the target: an error naming it, nothing recorded
@@ -157,7 +158,7 @@ like(repair($tl->{name}, 'false'), qr/^slot created, /, '... once it ended, the 
 # its re-sync is asked for by the network worker, later: wait, so that it is
 # not counted against the next step
 ok(DfeTest::poll_until($node, "SELECT resync_state FROM dfe_airbyte.slot_recreations
-	WHERE target = '$tl->{name}' ORDER BY id DESC LIMIT 1", 'started', 120), '... and its full re-sync is asked for');
+	WHERE target = '$tl->{name}' ORDER BY id DESC LIMIT 1", 'started', $wait), '... and its full re-sync is asked for');
 
 # 5. a target nobody listens for
 sql(q{INSERT INTO dfe_airbyte.targets (name, conninfo, settings)

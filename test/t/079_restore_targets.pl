@@ -32,10 +32,11 @@ my $fake = FakeServer->start;
 $fake->config(job_pending_seconds => 0.1, job_running_seconds => 0.5);
 my $conn_id = $fake->config->{connection_id};
 
+my ($interval, $ttimeout, $wait) = DfeTest::target_timing();
 my $node = DfeTest::new_node('control', conf => <<"CONF");
 dfe_airbyte.passfile = '$passfile'
-dfe_airbyte.check_interval = 1s
-dfe_airbyte.target_timeout = 2s
+dfe_airbyte.check_interval = $interval
+dfe_airbyte.target_timeout = $ttimeout
 dfe_airbyte.airbyte_url = '@{[ $fake->url ]}'
 dfe_airbyte.airbyte_client_id = 'test-client'
 dfe_airbyte.airbyte_client_secret = 'test-secret-value'
@@ -46,7 +47,7 @@ $node->safe_psql('postgres', 'CREATE ROLE dba LOGIN IN ROLE dfe_airbyte_admin; C
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 sub lit { my ($s) = @_; $s =~ s/'/''/g; return "'$s'" }
-sub wait_for { my ($q, $want, $what) = @_; ok(DfeTest::poll_until($node, $q, $want, 120), $what); }
+sub wait_for { my ($q, $want, $what) = @_; ok(DfeTest::poll_until($node, $q, $want, $wait), $what); }
 sub grow_wal { $_[0]->node->safe_psql('service',
 	q{SELECT pg_logical_emit_message(false, 'dfe', repeat('x', 1000000)) FROM generate_series(1, 3)}); }
 sub refreshes { return scalar @{ $fake->requests(since => $_[0], method => 'POST', path => qr{/connections/refresh}) }; }
@@ -125,7 +126,7 @@ sub restore_story
 	is($count_of->('events', " AND kind = 'restore_confirmed'"), '1', 'restore_confirmed event for the target');
 	wait_for("SELECT count(*) FROM dfe_airbyte.slot_recreations WHERE target = '$tn' AND recreated_at IS NOT NULL",
 		$recs + 1, 'then the guard recreates the slot over the limit');
-	ok($fake->wait_for_requests(since => $mark, method => 'POST', path => qr{/connections/refresh}, timeout => 120),
+	ok($fake->wait_for_requests(since => $mark, method => 'POST', path => qr{/connections/refresh}, timeout => $wait),
 		'... and Airbyte is asked for the full re-sync');
 	wait_for("SELECT state <> 'queued' FROM dfe_airbyte.deploys WHERE id = $deploy", 't', '... and the queued deploy runs');
 	($ret, $out, $err) = $node->psql('postgres', "SELECT dfe_airbyte_confirm_restore('$tn')", extra_params => [ '-U', 'dba' ]);
