@@ -359,6 +359,34 @@ report_held(RemoteTarget *rt, const char *sysid, const char *recorded)
 }
 
 /*
+ * guard_targets' columns of the server's max_slot_wal_keep_size and disk use
+ * (record_disk), set from the parameters named: in the guard's check they
+ * go into the same UPDATE as the server's identity (record_identity), one
+ * write of the target's row instead of two.
+ */
+#define SET_DISK(keep, used) \
+	"server_limit_bytes = " keep "::bigint,\n" \
+	"    disk_used_bytes = coalesce(" used "::bigint, disk_used_bytes),\n" \
+	"    disk_used_at = CASE WHEN " used "::bigint IS NOT NULL THEN now() ELSE disk_used_at END"
+
+/*
+ * The server's max_slot_wal_keep_size and, when this check measured it, its
+ * disk use, into dfe_airbyte.guard_targets (nothing when the guard has no row
+ * for the target yet).  Returns whether the disk use was measured.
+ */
+static bool
+record_disk(const char *target, PGresult *res)
+{
+	const char *args[3] = {target, answer_value(res, 0, RS_KEEP), answer_value(res, 0, RS_DISK_USED)};
+
+	dfe_sql("record the target's disk use",
+			"UPDATE dfe_airbyte.guard_targets SET " SET_DISK("$2", "$3") "\n"
+			"WHERE target = $1",
+			3, args, SPI_OK_UPDATE);
+	return args[2] != NULL;
+}
+
+/*
  * Which server answered (pg_control_system(), pg_control_checkpoint(), both
  * readable by pg_monitor), against the one the target's history is from
  * (dfe_airbyte.guard_targets.system_identifier, recorded at the first
@@ -368,17 +396,22 @@ report_held(RemoteTarget *rt, const char *sysid, const char *recorded)
  * unconfirmed_system_identifier until dfe_airbyte_confirm_restore(target)
  * or until the recorded server answers again.  A higher timeline with the
  * same identifier is a failover (or a point-in-time restore of the same
- * server): an event, no hold.  Returns true while the target is held.
+ * server): an event, no hold.  The server's disk facts (record_disk) are
+ * written by the same UPDATE.  Returns true while the target is held.
  */
 static bool
 record_identity(RemoteTarget *rt, PGresult *res)
 {
-	const char *args[3] = {rt->name, answer_value(res, 0, RS_SYSID), answer_value(res, 0, RS_TLI)};
+	const char *args[5] = {rt->name, answer_value(res, 0, RS_SYSID), answer_value(res, 0, RS_TLI),
+	answer_value(res, 0, RS_KEEP), answer_value(res, 0, RS_DISK_USED)};
 	char	   *old_sysid;
 	char	   *old_tli;
 
 	if (args[1] == NULL)
+	{
+		(void) record_disk(rt->name, res);
 		return false;
+	}
 	/* FOR UPDATE: a confirmation committed meanwhile is read, not undone */
 	dfe_sql("record the target's server identity",
 			"WITH old AS (SELECT system_identifier, timeline FROM dfe_airbyte.guard_targets WHERE target = $1\n"
@@ -388,10 +421,11 @@ record_identity(RemoteTarget *rt, PGresult *res)
 			"    timeline = CASE WHEN coalesce(old.system_identifier, $2::bigint) = $2::bigint\n"
 			"                    THEN $3::int ELSE old.timeline END,\n"
 			"    unconfirmed_system_identifier = CASE WHEN coalesce(old.system_identifier, $2::bigint) <> $2::bigint\n"
-			"                                         THEN $2::bigint END\n"
+			"                                         THEN $2::bigint END,\n"
+			"    " SET_DISK("$4", "$5") "\n"
 			"FROM old WHERE g.target = $1\n"
 			"RETURNING old.system_identifier::text, old.timeline::text",
-			3, args, SPI_OK_UPDATE_RETURNING);
+			5, args, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed != 1)
 		return false;
 	old_sysid = dfe_col_text(0, 1);
@@ -410,25 +444,6 @@ record_identity(RemoteTarget *rt, PGresult *res)
 	return false;
 }
 
-/*
- * The server's max_slot_wal_keep_size and, when this check measured it, its
- * disk use, into dfe_airbyte.guard_targets (nothing when the guard has no row
- * for the target yet).  Returns whether the disk use was measured.
- */
-static bool
-record_disk(const char *target, PGresult *res)
-{
-	const char *args[3] = {target, answer_value(res, 0, RS_KEEP), answer_value(res, 0, RS_DISK_USED)};
-
-	dfe_sql("record the target's disk use",
-			"UPDATE dfe_airbyte.guard_targets SET server_limit_bytes = $2::bigint,\n"
-			"    disk_used_bytes = coalesce($3::bigint, disk_used_bytes),\n"
-			"    disk_used_at = CASE WHEN $3::bigint IS NOT NULL THEN now() ELSE disk_used_at END\n"
-			"WHERE target = $1",
-			3, args, SPI_OK_UPDATE);
-	return args[2] != NULL;
-}
-
 /* an answer: samples stored, the Airbyte slot judged with the target's settings */
 static void
 handle_samples(RemoteTarget *rt)
@@ -443,8 +458,9 @@ handle_samples(RemoteTarget *rt)
 	memset(&g, 0, sizeof(g));
 	if (PQntuples(res) > 0)
 	{
+		/* its identity and its disk use, in one write of its row */
 		held = record_identity(rt, res);
-		if (record_disk(rt->name, res))
+		if (answer_value(res, 0, RS_DISK_USED) != NULL)
 			rt->disk_measured_at = GetCurrentTimestamp();
 	}
 	for (i = 0; i < PQntuples(res); i++)
